@@ -1,0 +1,143 @@
+"""Jobs: the wiring between the workspace (I/O) and the pure steps. No printing here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import ibis
+import pandas as pd
+
+from features.build import build_features, feature_columns
+from features.config import FeatureConfig
+from features.spine import spine_at, spine_from_frame
+from features.store import Workspace
+from pipelines.rules.config import RuleSet
+from pipelines.rules.score import rollup_accounts, score_contacts
+
+__all__ = [
+    "FeatureRun",
+    "SpineChoice",
+    "WorkspaceError",
+    "label_window",
+    "load_contacts",
+    "resolve_spine",
+    "run_features",
+    "run_rule_scores",
+]
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace lacks something a step needs (the message says what to run first)."""
+
+
+@dataclass(frozen=True)
+class SpineChoice:
+    """Which (contact_id, as_of) rows to compute: everyone known at ``as_of``, or a named spine."""
+
+    as_of: datetime | None = None
+    spine: str | None = None
+
+    def label(self) -> str:
+        if self.spine is not None:
+            return Path(self.spine).stem
+        return self.as_of.strftime("%Y-%m-%dT%H%M%S").removesuffix("T000000")
+
+
+@dataclass(frozen=True)
+class FeatureRun:
+    table: str
+    path: Path
+    rows: int
+    columns: list[str]
+
+
+def _events(con: ibis.BaseBackend) -> ibis.Table:
+    if "events" not in con.list_tables():
+        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+    return con.table("events")
+
+
+def _contacts(con: ibis.BaseBackend) -> ibis.Table | None:
+    return con.table("contacts") if "contacts" in con.list_tables() else None
+
+
+def load_contacts(con: ibis.BaseBackend) -> pd.DataFrame | None:
+    """The contacts table as pandas, or None when none were ingested."""
+    table = _contacts(con)
+    return None if table is None else table.execute()
+
+
+def resolve_spine(con: ibis.BaseBackend, choice: SpineChoice) -> ibis.Table:
+    """The spine as an Ibis table: contacts known at ``as_of``, a spine file, or a stored spine."""
+    events = _events(con)
+    if choice.spine is None:
+        if choice.as_of is None:
+            raise ValueError("give --as-of DATE or --spine NAME|FILE")
+        return spine_at(events, choice.as_of, contacts=_contacts(con))
+    path = Path(choice.spine)
+    if path.suffix and path.exists():
+        frame = pd.read_parquet(path) if path.suffix in {".parquet", ".pq"} else pd.read_csv(path)
+        return spine_from_frame(con, frame)
+    stored = f"spine__{choice.spine}"
+    if stored in con.list_tables():
+        return con.table(stored)
+    known = sorted(t.removeprefix("spine__") for t in con.list_tables() if t.startswith("spine__"))
+    raise WorkspaceError(
+        f"spine {choice.spine!r} is neither a .parquet/.csv file nor a stored spine; stored: {known or 'none'}"
+    )
+
+
+def run_features(
+    ws: Workspace, choice: SpineChoice, config: FeatureConfig, out: Path | None = None
+) -> FeatureRun:
+    """Build the feature table in DuckDB (table ``features``) and write it to Parquet."""
+    con = ws.ibis_connection()
+    spine = resolve_spine(con, choice)
+    expr = build_features(_events(con), spine, config, contacts=_contacts(con))
+    table = con.create_table("features", expr, overwrite=True)
+    path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = table.order_by(["contact_id", "as_of"])
+    if path.suffix.lower() == ".csv":
+        con.to_csv(ordered, path)
+    else:
+        con.to_parquet(ordered, path)
+    rows = int(table.count().execute())
+    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table))
+
+
+def run_rule_scores(
+    ws: Workspace, choice: SpineChoice, rules: RuleSet, level: str = "contact"
+) -> pd.DataFrame:
+    """Score the spine with ``rules``; at ``level="account"`` roll contact scores up."""
+    con = ws.ibis_connection()
+    spine = resolve_spine(con, choice)
+    contacts = load_contacts(con)
+    scored = score_contacts(_events(con), spine, rules, contacts=contacts)
+    if level == "account":
+        if contacts is None:
+            raise WorkspaceError("account scores need contacts with account_id: ingest contacts first")
+        return rollup_accounts(scored, contacts, rules)
+    if level != "contact":
+        raise ValueError(f"--level must be contact or account, not {level!r}")
+    return scored
+
+
+def label_window(
+    con: ibis.BaseBackend, spine: pd.DataFrame, horizon_days: float
+) -> pd.Series:
+    """1 where the contact has an outcome in ``[as_of, as_of + horizon)``, else 0 (aligned to ``spine``).
+
+    Used for quick read-outs (the demo's conversion per band); training sets with exclusions and
+    time splits live in their own module.
+    """
+    if "outcomes" not in con.list_tables():
+        raise WorkspaceError("no outcomes ingested: run `propensity ingest outcomes FILE` first")
+    outcomes = con.table("outcomes").select("contact_id", "ts").execute()
+    merged = spine[["contact_id", "as_of"]].reset_index().merge(outcomes, on="contact_id", how="left")
+    end = merged["as_of"] + pd.to_timedelta(horizon_days, unit="D")
+    merged["hit"] = (merged["ts"] >= merged["as_of"]) & (merged["ts"] < end)
+    hits = merged.groupby("index")["hit"].any()
+    return hits.reindex(spine.index, fill_value=False).astype("int64")

@@ -1,0 +1,14 @@
+"""The hand-weighted rule model: configuration and scoring."""
+
+from pipelines.rules.config import RuleSet, RulesConfigError, dump_rules, load_rules
+from pipelines.rules.score import rollup_accounts, score_contacts, score_frame
+
+__all__ = [
+    "RuleSet",
+    "RulesConfigError",
+    "dump_rules",
+    "load_rules",
+    "rollup_accounts",
+    "score_contacts",
+    "score_frame",
+]

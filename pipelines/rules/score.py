@@ -1,0 +1,244 @@
+"""Rule scoring: points per activity (Ibis, one pass over events), then caps, fit, scale, bands.
+
+The event pass is an Ibis expression so it runs where the events live (DuckDB by default);
+everything after it works on one row per spine row and is plain, vectorised pandas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from pipelines.rules.config import Activity, FitCriterion, RuleSet
+
+__all__ = [
+    "activity_points",
+    "apply_caps",
+    "assign_bands",
+    "fit_points",
+    "rollup_accounts",
+    "scale_points",
+    "score_contacts",
+    "score_frame",
+]
+
+_US_PER_DAY = 86_400_000_000.0
+
+
+def _age_days(spine_as_of: ibis.Value, ts: ibis.Value) -> ibis.Value:
+    # DATE_DIFF in microseconds is exact; EPOCH() truncates to whole seconds in ibis 12.
+    return spine_as_of.delta(ts, unit="microsecond").cast("float64") / _US_PER_DAY
+
+
+def _matches(activity: Activity, events: ibis.Table) -> ibis.Value:
+    condition = events.event_type == activity.event
+    for key, expected in (activity.where or {}).items():
+        field = events.properties.cast("json")[key]
+        values = expected if isinstance(expected, list) else [expected]
+        if all(isinstance(v, bool) for v in values):
+            extracted = field.bool
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            extracted = field.float
+            values = [float(v) for v in values]
+        else:
+            extracted = field.str
+            values = [str(v) for v in values]
+        condition &= extracted.isin(values).fill_null(False)
+    return condition
+
+
+def activity_points(events: ibis.Table, spine: ibis.Table, rules: RuleSet) -> ibis.Table:
+    """Uncapped raw points per activity for every spine row, as a lazy Ibis expression.
+
+    Parameters
+    ----------
+    events : ibis.Table
+        Canonical events (``contact_id, event_type, ts, value, properties``).
+    spine : ibis.Table
+        ``(contact_id, as_of)`` rows to score; each row sees only events with ``ts < as_of``.
+    rules : RuleSet
+
+    Returns
+    -------
+    ibis.Table
+        ``contact_id, as_of`` and one ``points__{activity}`` float column per activity; rows of
+        the spine with no events get 0.
+    """
+    spine = spine.select("contact_id", "as_of")
+    keys = spine.select(k_contact=spine.contact_id, k_as_of=spine.as_of).distinct()
+    joined = keys.join(
+        events, [keys.k_contact == events.contact_id, events.ts < keys.k_as_of]
+    )
+    age = _age_days(joined.k_as_of, joined.ts)
+    sums = {}
+    for activity in rules.activities:
+        amount = ibis.literal(activity.points * activity.weight)
+        if activity.half_life_days is not None:
+            amount = amount * (ibis.literal(0.5) ** (age / activity.half_life_days))
+        if activity.per_value:
+            amount = amount * joined.value
+        condition = _matches(activity, joined)
+        if activity.expires_after_days is not None:
+            condition &= age < activity.expires_after_days
+        if isinstance(amount, ibis.expr.types.Scalar):
+            # constant points per event: a filtered count, since a scalar cannot be summed
+            sums[f"points__{activity.name}"] = joined.ts.count(where=condition).cast("float64") * amount
+        else:
+            sums[f"points__{activity.name}"] = amount.sum(where=condition)
+    aggregated = joined.group_by(["k_contact", "k_as_of"]).aggregate(**sums)
+    result = spine.left_join(
+        aggregated,
+        [spine.contact_id == aggregated.k_contact, spine.as_of == aggregated.k_as_of],
+    )
+    return result.select(
+        "contact_id",
+        "as_of",
+        **{name: result[name].fill_null(0.0) for name in sums},
+    )
+
+
+def apply_caps(raw: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
+    """Diminishing returns: ``cap * (1 - exp(-raw / cap))`` for raw >= 0; negatives stay as they are."""
+    out = raw.copy()
+    for activity in rules.activities:
+        if activity.cap is None:
+            continue
+        column = f"points__{activity.name}"
+        values = out[column].to_numpy(dtype="float64")
+        capped = activity.cap * -np.expm1(-np.maximum(values, 0.0) / activity.cap)
+        out[column] = np.where(values >= 0, capped, values)
+    return out
+
+
+def _criterion_mask(criterion: FitCriterion, column: pd.Series) -> np.ndarray:
+    if criterion.equals is not None:
+        expected = criterion.equals
+        if isinstance(expected, str):
+            return (column.astype("string") == expected).fillna(False).to_numpy(dtype=bool)
+        return (pd.to_numeric(column, errors="coerce") == float(expected)).fillna(False).to_numpy(dtype=bool)
+    if criterion.in_ is not None:
+        as_text = column.astype("string")
+        return as_text.isin([str(v) for v in criterion.in_]).fillna(False).to_numpy(dtype=bool)
+    numbers = pd.to_numeric(column, errors="coerce")
+    mask = numbers.notna()
+    if criterion.min is not None:
+        mask &= numbers >= criterion.min
+    if criterion.max is not None:
+        mask &= numbers < criterion.max
+    return mask.fillna(False).to_numpy(dtype=bool)
+
+
+def fit_points(spine: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSet) -> pd.DataFrame:
+    """One ``points__{criterion}`` column per fit criterion, aligned with ``spine``'s rows.
+
+    A contact missing from ``contacts``, or without the attribute, earns no fit points. An
+    attribute that no contact has is an error: the rule could never fire.
+    """
+    out = pd.DataFrame(index=spine.index)
+    if not rules.fit:
+        return out
+    if contacts is None or contacts.empty:
+        raise ValueError(
+            f"rules {rules.name!r} have fit criteria but no contacts were loaded; "
+            "ingest contacts first (propensity ingest contacts FILE)"
+        )
+    missing = sorted({c.attribute for c in rules.fit} - set(contacts.columns))
+    if missing:
+        raise ValueError(
+            f"rules {rules.name!r} use contact attributes that the contacts table lacks: {missing}; "
+            f"it has {sorted(contacts.columns)}"
+        )
+    attributes = contacts.drop_duplicates("contact_id", keep="last").set_index("contact_id")
+    aligned = attributes.reindex(spine["contact_id"].to_numpy())
+    for criterion in rules.fit:
+        mask = _criterion_mask(criterion, aligned[criterion.attribute])
+        out[f"points__{criterion.name}"] = np.where(mask, criterion.points, 0.0)
+    return out
+
+
+def scale_points(total: np.ndarray | pd.Series, rules: RuleSet) -> np.ndarray:
+    """Map raw points onto 0-5: piecewise linear through the anchors, clipped at both ends."""
+    anchors = np.array(list(rules.scale.keys()), dtype="float64")
+    scores = np.array(list(rules.scale.values()), dtype="float64")
+    return np.interp(np.asarray(total, dtype="float64"), anchors, scores)
+
+
+def assign_bands(score: np.ndarray | pd.Series, rules: RuleSet) -> pd.Categorical:
+    """The band of each score: the last band whose ``min_score`` is at or below it."""
+    edges = np.array([b.min_score for b in rules.bands])
+    names = [b.name for b in rules.bands]
+    index = np.searchsorted(edges, np.asarray(score, dtype="float64"), side="right") - 1
+    return pd.Categorical.from_codes(np.clip(index, 0, len(names) - 1), categories=names, ordered=True)
+
+
+def score_frame(raw: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSet) -> pd.DataFrame:
+    """Turn raw activity points (from :func:`activity_points`) into the scored table.
+
+    Columns: ``contact_id, as_of, points, rule_score, band``, one ``above__{threshold}`` flag per
+    threshold (raw points), then ``points__{rule}`` per activity and fit criterion, which add up
+    to ``points``.
+    """
+    capped = apply_caps(raw, rules)
+    fit = fit_points(capped, contacts, rules)
+    parts = pd.concat([capped, fit], axis=1)
+    rule_columns = [f"points__{a.name}" for a in rules.activities] + list(fit.columns)
+    total = parts[rule_columns].sum(axis=1).to_numpy(dtype="float64") if rule_columns else 0.0
+    scored = pd.DataFrame(
+        {
+            "contact_id": parts["contact_id"].to_numpy(),
+            "as_of": parts["as_of"].to_numpy(),
+            "points": total,
+        }
+    )
+    scored["rule_score"] = scale_points(total, rules)
+    scored["band"] = assign_bands(scored["rule_score"], rules)
+    for name, threshold in rules.thresholds.items():
+        scored[f"above__{name}"] = total >= threshold
+    for column in rule_columns:
+        scored[column] = parts[column].to_numpy(dtype="float64")
+    return scored
+
+
+def score_contacts(
+    events: ibis.Table,
+    spine: ibis.Table,
+    rules: RuleSet,
+    contacts: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Score every spine row with the rule model (executes the event pass)."""
+    raw = activity_points(events, spine, rules).execute()
+    raw = raw.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
+    return score_frame(raw, contacts, rules)
+
+
+def rollup_accounts(
+    scored: pd.DataFrame, contacts: pd.DataFrame, rules: RuleSet
+) -> pd.DataFrame:
+    """Roll contact scores up to accounts, per ``as_of``.
+
+    Columns: ``account_id, as_of, contacts, rule_score, band, top_contact_id`` and
+    ``contacts_{band}_or_above``. Contacts without an account are left out.
+    """
+    if "account_id" not in contacts.columns:
+        raise ValueError("account roll-up needs an account_id column in the contacts table")
+    accounts = contacts.drop_duplicates("contact_id", keep="last")[["contact_id", "account_id"]]
+    frame = scored.merge(accounts, on="contact_id", how="inner")
+    frame = frame[frame["account_id"].notna()]
+    frame = frame.sort_values(["account_id", "as_of", "rule_score"], ascending=[True, True, False])
+    keys = ["account_id", "as_of"]
+    k = rules.rollup.k if rules.rollup.method == "top_k_mean" else 1
+    band = rules.count_band
+    rank = frame.groupby(keys, sort=False).cumcount()
+    grouped = frame.groupby(keys, sort=True)
+    out = grouped.agg(contacts=("contact_id", "size"), top_contact_id=("contact_id", "first"))
+    out["rule_score"] = frame[rank < k].groupby(keys, sort=True)["rule_score"].mean()
+    at_or_above = (frame["rule_score"] >= band.min_score).astype("int64")
+    out[f"contacts_{band.name}_or_above"] = at_or_above.groupby([frame[c] for c in keys]).sum()
+    out = out.reset_index()
+    out["band"] = assign_bands(out["rule_score"], rules)
+    columns = ["account_id", "as_of", "contacts", "rule_score", "band", "top_contact_id",
+               f"contacts_{band.name}_or_above"]
+    return out[columns]
