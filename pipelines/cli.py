@@ -125,9 +125,12 @@ def ingest_dataset_cmd(
         progress.update(task, completed=1, total=1)
     for kind, report in reports.items():
         _print_ingest(kind, report)
-    spines = sorted(getattr(dataset, "spines", None) or {})
-    if spines:
-        console.print(f"spines stored: {', '.join(spines)} (use `propensity features --spine NAME`)")
+    from features.dataset import dataset_spine
+    from pipelines.jobs import store_spine
+
+    for name in sorted(dataset.spines or {}):
+        rows = store_spine(ws, name, dataset_spine(ws, dataset, name, root=root))
+        console.print(f"spine [bold]{name}[/]: {rows:,} rows (use `propensity features --spine {name}`)")
 
 
 AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut-off (ISO date/datetime, UTC). Features use ts < as_of.")]
@@ -276,7 +279,8 @@ def demo_cmd(
     console.print(f"features as of {result.as_of:%Y-%m-%d}: {result.feature_rows:,} contacts x "
                   f"{result.feature_columns} features")
     _print_band_table(None, title=f"{rule_set.name} rule score bands as of {result.as_of:%Y-%m-%d}: "
-                      f"conversion in the next {result.horizon_days} days", bands=result.bands)
+                      f"conversion in the next {result.horizon_days} days (contacts not yet converted)",
+                      bands=result.bands)
     console.print("outputs:")
     for name, path in result.paths.items():
         console.print(f"  {name}: {path}")
@@ -285,7 +289,6 @@ def demo_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 failure, 2 bad input or usage)."""
-    from features.dataset import DatasetConfigError  # noqa: F401  (known error types below)
     from features.validate import DataValidationError
     from pipelines.jobs import WorkspaceError
     from pipelines.rules import RulesConfigError

@@ -11,10 +11,11 @@ import pandas as pd
 
 from features.config import FeatureConfig
 from features.store import Workspace, ingest_file
-from pipelines.jobs import SpineChoice, label_window, run_features, run_rule_scores
+from pipelines.jobs import SpineChoice, run_features, run_rule_scores
 from pipelines.outputs import write_frame
 from pipelines.rules.config import RuleSet
 from pipelines.synthetic import WorldConfig, generate_world, write_world
+from pipelines.training.labels import label_spine
 
 __all__ = ["DemoResult", "band_summary", "run_demo"]
 
@@ -77,6 +78,8 @@ def run_demo(
     step("score with the rules")
     scored = run_rule_scores(ws, choice, rules)
     result.paths["scores"] = write_frame(scored, ws.path / "scores" / f"rule_scores_{choice.label()}.parquet")
-    converted = label_window(ws.ibis_connection(), scored, horizon_days)
-    result.bands = band_summary(scored, converted)
+    # Contacts that had converted before the cut-off are left out: they are no longer leads.
+    labelled = label_spine(scored, ws.table("outcomes"), horizon_days, data_end=as_of + timedelta(days=horizon_days))
+    readout = scored.merge(labelled[["contact_id", "as_of", "label"]], on=["contact_id", "as_of"], how="inner")
+    result.bands = band_summary(readout, readout["label"])
     return result

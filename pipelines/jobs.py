@@ -20,9 +20,9 @@ __all__ = [
     "FeatureRun",
     "SpineChoice",
     "WorkspaceError",
-    "label_window",
     "load_contacts",
     "resolve_spine",
+    "table_names",
     "run_features",
     "run_rule_scores",
 ]
@@ -53,14 +53,28 @@ class FeatureRun:
     columns: list[str]
 
 
+def table_names(con: ibis.BaseBackend) -> set[str]:
+    """Tables in the workspace database.
+
+    Read through DuckDB's catalog because ibis 12's ``list_tables`` calls an arrow method that
+    duckdb 2.0 removed.
+    """
+    frame = con.table("duckdb_tables", database="system.main").select("table_name").execute()
+    return set(frame["table_name"])
+
+
+def _has_rows(con: ibis.BaseBackend, name: str) -> bool:
+    return name in table_names(con) and int(con.table(name).count().execute()) > 0
+
+
 def _events(con: ibis.BaseBackend) -> ibis.Table:
-    if "events" not in con.list_tables():
+    if not _has_rows(con, "events"):
         raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
     return con.table("events")
 
 
 def _contacts(con: ibis.BaseBackend) -> ibis.Table | None:
-    return con.table("contacts") if "contacts" in con.list_tables() else None
+    return con.table("contacts") if _has_rows(con, "contacts") else None
 
 
 def load_contacts(con: ibis.BaseBackend) -> pd.DataFrame | None:
@@ -81,9 +95,10 @@ def resolve_spine(con: ibis.BaseBackend, choice: SpineChoice) -> ibis.Table:
         frame = pd.read_parquet(path) if path.suffix in {".parquet", ".pq"} else pd.read_csv(path)
         return spine_from_frame(con, frame)
     stored = f"spine__{choice.spine}"
-    if stored in con.list_tables():
+    names = table_names(con)
+    if stored in names:
         return con.table(stored)
-    known = sorted(t.removeprefix("spine__") for t in con.list_tables() if t.startswith("spine__"))
+    known = sorted(t.removeprefix("spine__") for t in names if t.startswith("spine__"))
     raise WorkspaceError(
         f"spine {choice.spine!r} is neither a .parquet/.csv file nor a stored spine; stored: {known or 'none'}"
     )
@@ -125,19 +140,13 @@ def run_rule_scores(
     return scored
 
 
-def label_window(
-    con: ibis.BaseBackend, spine: pd.DataFrame, horizon_days: float
-) -> pd.Series:
-    """1 where the contact has an outcome in ``[as_of, as_of + horizon)``, else 0 (aligned to ``spine``).
-
-    Used for quick read-outs (the demo's conversion per band); training sets with exclusions and
-    time splits live in their own module.
-    """
-    if "outcomes" not in con.list_tables():
-        raise WorkspaceError("no outcomes ingested: run `propensity ingest outcomes FILE` first")
-    outcomes = con.table("outcomes").select("contact_id", "ts").execute()
-    merged = spine[["contact_id", "as_of"]].reset_index().merge(outcomes, on="contact_id", how="left")
-    end = merged["as_of"] + pd.to_timedelta(horizon_days, unit="D")
-    merged["hit"] = (merged["ts"] >= merged["as_of"]) & (merged["ts"] < end)
-    hits = merged.groupby("index")["hit"].any()
-    return hits.reindex(spine.index, fill_value=False).astype("int64")
+def store_spine(ws: Workspace, name: str, frame: pd.DataFrame) -> int:
+    """Keep a named spine (``contact_id, as_of``) in the workspace as table ``spine__{name}``."""
+    missing = {"contact_id", "as_of"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"spine {name!r} lacks columns {sorted(missing)}")
+    spine = frame[["contact_id", "as_of"]].astype({"contact_id": "string"})
+    spine["as_of"] = pd.to_datetime(spine["as_of"]).astype("datetime64[us]")
+    con = ws.ibis_connection()
+    con.create_table(f"spine__{name}", spine, overwrite=True)
+    return len(spine)

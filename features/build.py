@@ -1,0 +1,489 @@
+"""Point-in-time features as one lazy Ibis expression: events + spine (+ contacts) -> table.
+
+Shape of the query (look at it with ``ibis.to_sql(expr)``):
+
+1. ``spine LEFT JOIN events ON contact_id = contact_id AND ts < as_of``, a projection of
+   per-row helpers (age, decay factors, day bits), then ONE ``GROUP BY contact_id, as_of``
+   for every per-contact family. The left join keeps contacts without history in the same
+   pass (counts 0, ``days_since`` NULL).
+2. ``LEFT JOIN contacts`` for ``account_id`` and the attribute columns. This result is
+   referenced twice below, so Ibis emits it as one CTE.
+3. Account families: the distinct ``(account_id, as_of)`` of step 2 joined to the account's
+   members (events and contacts known before ``as_of``), ``GROUP BY account, as_of,
+   contact`` then ``GROUP BY account, as_of``, ``LEFT JOIN`` back.
+
+Why the aggregates look the way they do (DuckDB 2.0, 10M events):
+
+- ``COUNT(*) FILTER (WHERE ...)`` is 3-5x slower than ``COUNT(CASE WHEN ... THEN 1 END)``
+  once there are dozens of aggregates, so conditional values are used instead of ``where=``.
+- Every ``COUNT(DISTINCT ...)`` is planned as its own aggregate branch over the joined rows
+  (the full build took ~110 s with them), so none is used: active days are counted with
+  per-type day bitmasks, distinct types from the per-type counts, and distinct account
+  contacts with a two-level aggregate.
+
+Time semantics are those of ``docs/ARCHITECTURE.md``: an event is used when ``ts < as_of``;
+``age = as_of - ts`` in microseconds (an exact integer, so window edges are exact); a window
+of N days holds ``0 < age <= N days``; decayed sums, ``days_since`` and ``tenure`` use all
+history.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
+import pandas as pd
+
+from features.config import FeatureConfig
+from features.spine import TIMESTAMP_US
+
+__all__ = [
+    "KEY_COLUMNS",
+    "build_features",
+    "discover_event_types",
+    "feature_columns",
+    "safe_name",
+]
+
+KEY_COLUMNS = ("contact_id", "as_of", "account_id")
+_US_PER_DAY = 86_400_000_000
+# Day bitmasks are BIGINT words; bit 63 is the sign bit and DuckDB refuses to shift into it.
+_WORD_BITS = 63
+# A type named like a family prefix would produce e.g. `all__count_7d` twice.
+_RESERVED_NAMES = frozenset({"all", "value", "account"})
+
+
+@ibis.udf.scalar.builtin(name="bit_count")
+def _bit_count(value: dt.int64) -> dt.int8:  # pragma: no cover - compiled, never called
+    """Number of set bits; a builtin of DuckDB and Spark SQL."""
+
+
+def safe_name(event_type: str) -> str:
+    """The snake_case name of an event type used in feature names.
+
+    ``"Demo Request"`` -> ``"demo_request"``, ``"pageView"`` -> ``"page_view"``. Names that
+    would clash with a family prefix (``all``, ``value``, ``account``) get ``_event``
+    appended; a name with nothing usable left becomes ``"event"``.
+
+    Parameters
+    ----------
+    event_type : str
+
+    Returns
+    -------
+    str
+        Lowercase ASCII letters, digits and single underscores; never ``__``, so splitting a
+        feature name at ``__`` is unambiguous.
+    """
+    text = unicodedata.normalize("NFKD", event_type).encode("ascii", "ignore").decode()
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
+    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", text)
+    text = re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_").lower()
+    if not text:
+        return "event"
+    return f"{text}_event" if text in _RESERVED_NAMES else text
+
+
+def _type_names(event_types: Sequence[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for event_type in event_types:
+        name = safe_name(event_type)
+        clash = [t for t, n in names.items() if n == name]
+        if clash:
+            raise ValueError(
+                f"event types {clash[0]!r} and {event_type!r} both become {name!r}; "
+                "list event_types without one of them"
+            )
+        names[event_type] = name
+    return names
+
+
+def discover_event_types(events: ibis.Table, config: FeatureConfig) -> tuple[str, ...]:
+    """The event types that get per-type features.
+
+    ``config.event_types`` when given; otherwise the ``config.max_event_types`` most
+    frequent types of ``events`` (ties broken by name), which runs one small query.
+
+    Parameters
+    ----------
+    events : ibis.Table
+    config : FeatureConfig
+
+    Returns
+    -------
+    tuple of str
+        Sorted by name, so the column order does not move when frequencies change.
+    """
+    if config.event_types is not None:
+        return tuple(sorted(config.event_types))
+    counts = (
+        events.group_by("event_type")
+        .aggregate(n=events.count())
+        .order_by([ibis.desc("n"), "event_type"])
+        .limit(config.max_event_types)
+    )
+    return tuple(sorted(counts.execute()["event_type"].astype(str)))
+
+
+def feature_columns(table_or_frame: ir.Table | pd.DataFrame) -> list[str]:
+    """The feature columns of a feature table or frame: all but the keys, in order.
+
+    Parameters
+    ----------
+    table_or_frame : ibis.Table or pandas.DataFrame
+
+    Returns
+    -------
+    list of str
+    """
+    return [c for c in table_or_frame.columns if c not in KEY_COLUMNS]
+
+
+def _days(age_us: ir.IntegerValue) -> ir.FloatingValue:
+    return age_us.cast("float64") / _US_PER_DAY
+
+
+def _count_if(condition: ir.BooleanValue) -> ir.IntegerScalar:
+    # COUNT(CASE ...) rather than COUNT(*) FILTER: see the module docstring.
+    return ibis.ifelse(condition, ibis.literal(1, "int8"), ibis.null("int8")).count()
+
+
+def _when(condition: ir.BooleanValue, value: ir.Value) -> ir.Value:
+    return ibis.ifelse(condition, value, ibis.null(value.type()))
+
+
+def _one_bit(position: ir.IntegerValue) -> ir.IntegerValue:
+    return ibis.literal(1).cast("int64") << position
+
+
+def _fmt(half_life: float) -> str:
+    """``7.0`` -> ``"7"``, ``1.5`` -> ``"1.5"``: whole-day half-lives keep short names."""
+    return f"{half_life:g}"
+
+
+class _Plan:
+    """Names and bit layout of one build, derived from the config and the event types.
+
+    Active days use a bit vector per (row, type): bit ``d`` for a calendar day ``d`` days
+    before ``as_of``'s date (``d < max window``), then one "edge" bit per active-days
+    window. It is stored as ``words`` BIGINTs of 63 bits and OR-ed per type.
+    """
+
+    def __init__(self, config: FeatureConfig, event_types: Sequence[str]) -> None:
+        self.config = config
+        self.names = _type_names(event_types)
+        self.windows = config.windows_days
+        self.active_windows = config.resolved_active_days_windows
+        self.momentum = config.momentum_days
+        self.day_bits = max(self.active_windows)
+        self.words = -(-(self.day_bits + len(self.active_windows)) // _WORD_BITS)  # ceil
+
+    def edge_bit(self, k: int) -> int:
+        """Position of the edge bit of the k-th active-days window."""
+        return self.day_bits + k
+
+
+def _history(spine: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
+    """Spine rows x their contact's events before ``as_of`` (one NULL row when none).
+
+    Per-row helpers are computed here once instead of inside every aggregate.
+    """
+    rows = spine.select(
+        contact_id=spine.contact_id.cast("string"), as_of=spine.as_of.cast(TIMESTAMP_US)
+    ).distinct()  # a duplicated spine row would double every count
+    account = (
+        events.account_id.cast("string") if "account_id" in events.columns else ibis.null("string")
+    )
+    ev = events.select(
+        _contact=events.contact_id.cast("string"),
+        _type=events.event_type.cast("string"),
+        _ts=events.ts.cast(TIMESTAMP_US),
+        _value=events.value.cast("float64"),
+        _account=account,
+    )
+    joined = rows.left_join(ev, [rows.contact_id == ev._contact, ev._ts < rows.as_of])
+    # DATE_DIFF at microsecond unit is exactly epoch_us(as_of) - epoch_us(ts); ibis'
+    # epoch_seconds() is typed int32 and would drop the fraction.
+    age = joined.as_of.delta(joined._ts, unit="microsecond")
+    # Calendar-day offset of the event's UTC date from as_of's date (0 = same date).
+    day = joined.as_of.date().delta(joined._ts.date(), unit="day")
+    helpers: dict[str, ir.Value] = {"_age": age}
+    for i, half_life in enumerate(plan.config.half_lives_days):
+        helpers[f"_decay{i}"] = ibis.literal(0.5) ** (_days(age) / half_life)
+    # A calendar day d < N days back is wholly inside the N-day window; day N only for
+    # events with age <= N days, which set the window's edge bit instead.
+    for j in range(plan.words):
+        low, high = j * _WORD_BITS, (j + 1) * _WORD_BITS
+        word = ibis.literal(0).cast("int64")
+        if low < plan.day_bits:
+            inside = (day >= low) & (day < min(high, plan.day_bits))
+            word = word + ibis.ifelse(inside, _one_bit(day - low), 0)
+        for k, n in enumerate(plan.active_windows):
+            if low <= plan.edge_bit(k) < high:
+                on_edge = (day == n) & (age <= n * _US_PER_DAY)
+                flag = ibis.literal(1 << (plan.edge_bit(k) - low)).cast("int64")
+                word = word + ibis.ifelse(on_edge, flag, 0)
+        helpers[f"_word{j}"] = word
+    return joined.select("contact_id", "as_of", "_type", "_ts", "_value", "_account", **helpers)
+
+
+def _contact_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
+    """The aggregates of the one ``GROUP BY (contact_id, as_of)``; raw, before fill-ins."""
+    weighted = set(plan.config.value_weighted_types)
+    within = {
+        n: h._age <= n * _US_PER_DAY
+        for n in {*plan.windows, plan.momentum, 2 * plan.momentum}
+    }
+    aggs: dict[str, ir.Scalar] = {}
+    for event_type, name in plan.names.items():
+        is_type = h._type == event_type
+        for n in plan.windows:
+            aggs[f"{name}__count_{n}d"] = _count_if(is_type & within[n])
+        aggs[f"{name}__days_since_last"] = _when(is_type, h._age).min()
+        for i, half_life in enumerate(plan.config.half_lives_days):
+            decay = h[f"_decay{i}"] * h._value if event_type in weighted else h[f"_decay{i}"]
+            aggs[f"{name}__decayed_{_fmt(half_life)}d"] = _when(is_type, decay).sum()
+        for j in range(plan.words):
+            aggs[f"_{name}__word{j}"] = _when(is_type, h[f"_word{j}"]).bit_or()
+    for n in plan.windows:
+        aggs[f"all__count_{n}d"] = _count_if(within[n])
+    aggs["all__days_since_last"] = h._age.min()
+    for n in plan.windows:
+        aggs[f"value__sum_{n}d"] = _when(within[n], h._value).sum()
+    for n in plan.windows:
+        aggs[f"value__max_{n}d"] = _when(within[n], h._value).max()
+    aggs["tenure_days"] = h._age.max()
+    m = plan.momentum
+    aggs["_momentum_recent"] = _count_if(within[m])
+    aggs["_momentum_before"] = _count_if(~within[m] & within[2 * m])
+    # The latest event's account: NULL keys sort last, so NULL accounts never win.
+    aggs["_event_account"] = h._account.argmax(_when(h._account.notnull(), h._ts))
+    return aggs
+
+
+def _active_days(agg: ibis.Table, plan: _Plan, name: str, k: int) -> ir.IntegerValue:
+    """Days 0 .. N-1 set in the type's words, plus its edge bit for window k."""
+    n = plan.active_windows[k]
+    words = [agg[f"_{name}__word{j}"].fill_null(0) for j in range(plan.words)]
+    edge_word, edge_pos = divmod(plan.edge_bit(k), _WORD_BITS)
+    total = ((words[edge_word] >> edge_pos) & 1).cast("int64")
+    for j in range(-(-n // _WORD_BITS)):
+        bits = min(n - j * _WORD_BITS, _WORD_BITS)
+        total = total + _bit_count(words[j] & ((1 << bits) - 1)).cast("int64")
+    return total
+
+
+def _contact_features(agg: ibis.Table, plan: _Plan) -> dict[str, ir.Value]:
+    """Feature columns, in order, from the raw aggregates: days, fill-ins, derived ones."""
+    out: dict[str, ir.Value] = {}
+    for name in plan.names.values():
+        for n in plan.windows:
+            out[f"{name}__count_{n}d"] = agg[f"{name}__count_{n}d"]
+        out[f"{name}__days_since_last"] = _days(agg[f"{name}__days_since_last"])
+        for half_life in plan.config.half_lives_days:
+            column = f"{name}__decayed_{_fmt(half_life)}d"
+            out[column] = agg[column].fill_null(0.0)
+        for k, n in enumerate(plan.active_windows):
+            out[f"{name}__active_days_{n}d"] = _active_days(agg, plan, name, k)
+    for n in plan.windows:
+        out[f"all__count_{n}d"] = agg[f"all__count_{n}d"]
+    out["all__days_since_last"] = _days(agg.all__days_since_last)
+    for n in plan.windows:
+        seen = [
+            ibis.ifelse(agg[f"{name}__count_{n}d"] > 0, 1, 0) for name in plan.names.values()
+        ]
+        total = sum(seen[1:], seen[0]) if seen else ibis.literal(0)
+        out[f"all__distinct_types_{n}d"] = total.cast("int64")
+    for n in plan.windows:
+        out[f"value__sum_{n}d"] = agg[f"value__sum_{n}d"].fill_null(0.0)
+    for n in plan.windows:
+        # NULL when the window is empty: 0 would read as an observed value.
+        out[f"value__max_{n}d"] = agg[f"value__max_{n}d"]
+    out["tenure_days"] = _days(agg.tenure_days)
+    recent, before = agg._momentum_recent, agg._momentum_before
+    total = recent + before
+    out[f"all__momentum_{plan.momentum}d"] = ibis.ifelse(
+        total == 0, 0.0, (recent - before).cast("float64") / total.cast("float64")
+    )
+    return out
+
+
+def _members(events: ibis.Table, contacts: ibis.Table | None) -> ibis.Table:
+    """Account membership rows: (m_contact, m_account, m_ts, m_event).
+
+    An event belongs to its contact's account in the contacts table, else to its own
+    ``account_id``; a contact row counts from ``created_at`` (NULL: always known).
+    """
+    event_account = (
+        events.account_id.cast("string") if "account_id" in events.columns else ibis.null("string")
+    )
+    ev = events.select(
+        m_contact=events.contact_id.cast("string"),
+        m_account=event_account,
+        m_ts=events.ts.cast(TIMESTAMP_US),
+        m_event=ibis.literal(True),
+    )
+    if contacts is None or "account_id" not in contacts.columns:
+        return ev.filter(ev.m_account.notnull())
+    known = contacts.select(
+        _c_contact=contacts.contact_id.cast("string"),
+        _c_account=contacts.account_id.cast("string"),
+    )
+    linked = ev.left_join(known, ev.m_contact == known._c_contact)
+    ev = linked.select(
+        "m_contact",
+        m_account=linked._c_account.coalesce(linked.m_account),
+        m_ts="m_ts",
+        m_event="m_event",
+    )
+    created = (
+        contacts.created_at.cast(TIMESTAMP_US)
+        if "created_at" in contacts.columns
+        else ibis.null(TIMESTAMP_US)
+    )
+    rows = contacts.select(
+        m_contact=contacts.contact_id.cast("string"),
+        m_account=contacts.account_id.cast("string"),
+        m_ts=created,
+        m_event=ibis.literal(False),
+    )
+    both = ev.union(rows, distinct=False)
+    return both.filter(both.m_account.notnull())
+
+
+def _account_features(rows: ibis.Table, members: ibis.Table, plan: _Plan) -> ibis.Table:
+    """Account aggregates at each (account_id, as_of) of ``rows``, point in time."""
+    keys = rows.filter(rows.account_id.notnull()).select("account_id", "as_of").distinct()
+    known = members.m_ts.isnull() | (members.m_ts < keys.as_of)
+    joined = keys.join(members, [keys.account_id == members.m_account, known])
+    age = joined.as_of.delta(joined.m_ts, unit="microsecond")
+    # Per member first, so "distinct contacts" is a plain count at the account level.
+    per_contact = joined.group_by(["account_id", "as_of", "m_contact"]).aggregate(
+        _recent=_when(joined.m_event, age).min(),
+        **{f"_n{n}": _count_if(joined.m_event & (age <= n * _US_PER_DAY)) for n in plan.windows},
+    )
+    aggs: dict[str, ir.Scalar] = {}
+    for n in plan.windows:
+        aggs[f"account__active_contacts_{n}d"] = _count_if(
+            per_contact._recent <= n * _US_PER_DAY
+        )
+    for n in plan.windows:
+        # Through float: DuckDB sums BIGINT into HUGEINT, and Ibis drops a same-type cast.
+        aggs[f"account__count_{n}d"] = per_contact[f"_n{n}"].sum().cast("float64").cast("int64")
+    aggs["account__contacts"] = per_contact.count()
+    agg = per_contact.group_by(["account_id", "as_of"]).aggregate(**aggs)
+    return agg.rename(_k_account="account_id", _k_as_of="as_of")
+
+
+def _attribute_columns(contacts: ibis.Table | None, config: FeatureConfig) -> list[str]:
+    if contacts is None or not config.include_attributes:
+        return []
+    return [c for c in contacts.columns if c not in ("contact_id", "created_at", "account_id")]
+
+
+def _with_contacts(
+    feats: ibis.Table, contacts: ibis.Table | None, attributes: Sequence[str]
+) -> ibis.Table:
+    """Add ``account_id`` (contacts first, else the latest event's) and the attributes."""
+    if contacts is None:
+        return feats.rename(account_id="_event_account")
+    wanted: dict[str, ir.Value] = {"_c_contact": contacts.contact_id.cast("string")}
+    wanted["_c_account"] = (
+        contacts.account_id.cast("string")
+        if "account_id" in contacts.columns
+        else ibis.null("string")
+    )
+    wanted.update({c: contacts[c] for c in attributes})
+    extra = contacts.select(**wanted)
+    table = feats.left_join(extra, feats.contact_id == extra._c_contact)
+    keep = [c for c in feats.columns if c != "_event_account"]
+    return table.select(
+        *keep, *attributes, account_id=table._c_account.coalesce(table._event_account)
+    )
+
+
+def build_features(
+    events: ibis.Table,
+    spine: ibis.Table,
+    config: FeatureConfig,
+    *,
+    contacts: ibis.Table | None = None,
+    event_types: Sequence[str] | None = None,
+) -> ibis.Table:
+    """The point-in-time feature table of ``spine`` as one lazy Ibis expression.
+
+    Parameters
+    ----------
+    events : ibis.Table
+        Canonical events (``contact_id``, ``event_type``, ``ts``, ``value``, ``account_id``).
+    spine : ibis.Table
+        ``(contact_id, as_of)`` rows; each row gets features as of its own ``as_of``.
+        Duplicate rows are collapsed.
+    config : FeatureConfig
+    contacts : ibis.Table, optional
+        Canonical contacts, one row per ``contact_id``: ``account_id`` (preferred over the
+        events' ``account_id``) and the attribute columns.
+    event_types : sequence of str, optional
+        Overrides ``config.event_types``. When both are None the types are discovered with
+        :func:`discover_event_types`, which runs one small query; pass the types to keep the
+        build fully lazy and the columns fixed between training and scoring.
+
+    Returns
+    -------
+    ibis.Table
+        Keys ``contact_id``, ``as_of``, ``account_id``; then per type (in the given order)
+        ``count_{N}d``, ``days_since_last``, ``decayed_{H}d``, ``active_days_{N}d``; then
+        ``all__count_{N}d``, ``all__days_since_last``, ``all__distinct_types_{N}d``,
+        ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
+        then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
+        ``account__contacts``; then the contacts' attribute columns.
+
+    Notes
+    -----
+    Counts are int64 and 0 when nothing happened; days, decayed sums, value sums and maxima
+    and momentum are float64. ``days_since_last``, ``tenure_days`` and ``value__max_{N}d``
+    are NULL without an event (in the window); decayed and value sums are 0.
+    ``all__distinct_types_{N}d`` counts the feature's event types (given or discovered)
+    seen in the window. A row's ``account_id`` is the contacts table's, else the
+    ``account_id`` of the contact's latest event before ``as_of``; account features are 0
+    without one. ``account__contacts`` counts the account's contacts known at ``as_of``
+    (as in :func:`features.spine.spine_at`).
+    """
+    if event_types is None:
+        event_types = discover_event_types(events, config)
+    plan = _Plan(config, event_types)
+
+    history = _history(spine, events, plan)
+    raw = history.group_by(["contact_id", "as_of"]).aggregate(**_contact_aggregates(history, plan))
+    features = _contact_features(raw, plan)
+    attributes = _attribute_columns(contacts, config)
+    clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})
+    if clash:
+        raise ValueError(f"contact attribute columns clash with feature names: {clash}")
+    feats = raw.select("contact_id", "as_of", "_event_account", **features)
+    rows = _with_contacts(feats, contacts, attributes)
+    if not config.account_features:
+        return rows.select(*KEY_COLUMNS, *features, *attributes)
+
+    accounts = _account_features(rows, _members(events, contacts), plan)
+    # `accounts` derives from `rows`: a view keeps Ibis from resolving the left side's
+    # columns into the right side, and lets `rows` compile to one shared CTE.
+    left = rows.view()
+    joined = left.left_join(
+        accounts, [left.account_id == accounts._k_account, left.as_of == accounts._k_as_of]
+    )
+    # 0 rather than NULL without an account (or without members yet): counts stay int64 and
+    # "no colleagues" reads the same either way.
+    account_features = {
+        c: joined[c].fill_null(0) for c in accounts.columns if not c.startswith("_k_")
+    }
+    return joined.select(
+        *KEY_COLUMNS,
+        *features,
+        *[value.name(name) for name, value in account_features.items()],
+        *attributes,
+    )

@@ -1,0 +1,142 @@
+"""Feature configuration: which windows, half-lives and event types the build uses.
+
+The configuration is a frozen pydantic model with ``extra="forbid"`` so that a typo in a
+YAML key fails loudly instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["FeatureConfig", "FeatureConfigError", "load_feature_config"]
+
+
+class FeatureConfigError(ValueError):
+    """A feature configuration file could not be read or is invalid."""
+
+
+def _unique(values: tuple[Any, ...], what: str) -> tuple[Any, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must not contain duplicates, got {list(values)}")
+    return values
+
+
+class FeatureConfig(BaseModel):
+    """Settings of the point-in-time feature build.
+
+    Parameters
+    ----------
+    windows_days : tuple of int
+        Look-back windows in days for counts, sums, maxima and distinct types. A window of
+        N days holds events with ``as_of - N days <= ts < as_of``.
+    half_lives_days : tuple of float
+        Half-lives in days of the exponentially decayed sums (all history is used).
+    value_weighted_types : tuple of str
+        Event types whose decayed sum is weighted by the event's ``value``.
+    event_types : tuple of str or None
+        Event types that get per-type features. None discovers them from the events table
+        (the ``max_event_types`` most frequent ones).
+    max_event_types : int
+        How many of the most frequent types are kept when discovering.
+    active_days_windows : tuple of int or None
+        Windows of the ``{type}__active_days_{N}d`` features; None means ``windows_days``.
+    momentum_days : int
+        N of ``all__momentum_{N}d``: the last N days against the N days before them.
+    account_features : bool
+        Whether to add the ``account__*`` features.
+    include_attributes : bool
+        Whether to join the contacts' attribute columns.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    windows_days: tuple[int, ...] = Field(default=(7, 30, 90), min_length=1)
+    half_lives_days: tuple[float, ...] = (7.0, 30.0)
+    value_weighted_types: tuple[str, ...] = ()
+    event_types: tuple[str, ...] | None = None
+    max_event_types: int = Field(default=50, ge=1)
+    active_days_windows: tuple[int, ...] | None = None
+    momentum_days: int = Field(default=30, ge=1)
+    account_features: bool = True
+    include_attributes: bool = True
+
+    @field_validator("windows_days", "active_days_windows")
+    @classmethod
+    def _positive_unique_windows(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is None:
+            return value
+        if any(n <= 0 for n in value):
+            raise ValueError(f"windows must be positive numbers of days, got {list(value)}")
+        return _unique(value, "windows")
+
+    @field_validator("half_lives_days")
+    @classmethod
+    def _positive_unique_half_lives(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not h > 0 for h in value):  # `not >` also rejects NaN
+            raise ValueError(f"half-lives must be positive, got {list(value)}")
+        return _unique(value, "half_lives_days")
+
+    @field_validator("event_types", "value_weighted_types")
+    @classmethod
+    def _non_empty_unique_types(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        if any(not t.strip() for t in value):
+            raise ValueError("event types must be non-empty strings")
+        return _unique(value, "event types")
+
+    @model_validator(mode="after")
+    def _weighted_types_are_listed(self) -> FeatureConfig:
+        # Only checkable when the types are given; a typo here would silently drop the weight.
+        if self.event_types is not None:
+            missing = sorted(set(self.value_weighted_types) - set(self.event_types))
+            if missing:
+                raise ValueError(f"value_weighted_types not in event_types: {missing}")
+        return self
+
+    @property
+    def resolved_active_days_windows(self) -> tuple[int, ...]:
+        """Windows of the active-days features (``windows_days`` when not set)."""
+        if self.active_days_windows is None:
+            return self.windows_days
+        return self.active_days_windows
+
+
+def load_feature_config(path: str | Path | None) -> FeatureConfig:
+    """Read and validate a feature configuration YAML file.
+
+    Parameters
+    ----------
+    path : str, Path or None
+        The YAML file (a mapping of :class:`FeatureConfig` fields). None returns the defaults.
+
+    Returns
+    -------
+    FeatureConfig
+
+    Raises
+    ------
+    FeatureConfigError
+        If the file cannot be read or parsed, or a value is invalid; the message names the file.
+    """
+    if path is None:
+        return FeatureConfig()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FeatureConfigError(f"{path}: cannot read feature config: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise FeatureConfigError(
+            f"{path}: a feature config must be a mapping, got {type(raw).__name__}"
+        )
+    try:
+        return FeatureConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise FeatureConfigError(f"{path}: invalid feature config:\n{exc}") from exc

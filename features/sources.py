@@ -1,0 +1,408 @@
+"""Read CSV, Parquet, JSON Lines and Segment-spec JSON Lines files into raw rows.
+
+Raw means "as in the file": nothing is parsed or checked here (see ``features.validate``).
+Every reader adds a ``__row_number`` column, the 1-based data row (CSV: record after the
+header; JSON Lines: line number) so a rejected row can be found again.
+
+Two shapes are offered:
+
+- :func:`read_frame` reads a whole file into a pandas frame (small files, JSON Lines, tests);
+- :func:`open_csv` and :func:`parquet_relation` stream a file into DuckDB without holding it
+  in memory (what ``features.store.ingest_file`` uses for CSV and Parquet).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from features.schema import ROW_NUMBER, Kind, schema_for
+from features.validate import DataValidationError, quote_literal
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "SourceError",
+    "check_encoding",
+    "detect_format",
+    "open_csv",
+    "parquet_relation",
+    "read_frame",
+    "read_segment",
+]
+
+Format = Literal["csv", "parquet", "jsonl", "segment"]
+FORMATS: tuple[Format, ...] = get_args(Format)
+
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_SNIFF_RECORDS = 5  # JSON records looked at to recognise a Segment export
+_CHUNK_BYTES = 1 << 24
+_CSV_BLOCK_BYTES = 1 << 24
+# Segment trait names that would collide with canonical contact columns are kept, prefixed.
+_RESERVED_TRAITS = ("contact_id", "account_id", "created_at", ROW_NUMBER)
+
+
+class SourceError(DataValidationError):
+    """A file cannot be read (unknown format, undecodable bytes, malformed JSON)."""
+
+
+# --------------------------------------------------------------------------- format detection
+
+
+def detect_format(path: str | Path, fmt: str | None = None, encoding: str = "utf-8") -> Format:
+    """Return the format of ``path``: ``fmt`` when given, else from the extension.
+
+    A JSON Lines file whose first records have ``type`` and ``userId`` or ``anonymousId`` is
+    reported as ``"segment"``.
+
+    Raises
+    ------
+    SourceError
+        If ``fmt`` is unknown or the extension is not recognised.
+    """
+    path = Path(path)
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise SourceError(f"{path.name}: unknown format {fmt!r}; expected one of {FORMATS}")
+        return fmt  # type: ignore[return-value]
+    found = _EXTENSIONS.get(path.suffix.lower())
+    if found is None:
+        raise SourceError(
+            f"{path.name}: cannot tell the format from the extension {path.suffix!r}; "
+            f"use one of {', '.join(sorted(_EXTENSIONS))} or pass fmt= ({', '.join(FORMATS)})"
+        )
+    if found == "jsonl" and _looks_like_segment(path, encoding):
+        return "segment"
+    return found
+
+
+def _looks_like_segment(path: Path, encoding: str) -> bool:
+    records = []
+    try:
+        for _, record in _iter_json_records(path, encoding):
+            records.append(record)
+            if len(records) >= _SNIFF_RECORDS:
+                break
+    except (SourceError, UnicodeDecodeError):
+        return False  # reported properly when the file is read
+    return bool(records) and all(
+        "type" in r and ("userId" in r or "anonymousId" in r) for r in records
+    )
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def check_encoding(path: str | Path, encoding: str = "utf-8") -> None:
+    """Raise :class:`SourceError` naming the byte offset and line of the first undecodable byte.
+
+    The file is read in chunks through an incremental decoder, so memory stays bounded.
+    """
+    path = Path(path)
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    except LookupError as exc:
+        raise SourceError(f"{path.name}: unknown encoding {encoding!r}") from exc
+    offset = newlines = 0
+    with path.open("rb") as fh:
+        while True:
+            chunk = fh.read(_CHUNK_BYTES)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                at = max(offset - pending + exc.start, 0)
+                line = newlines + chunk[: max(at - offset, 0)].count(b"\n") + 1
+                bad = exc.object[exc.start : exc.start + 1]
+                raise SourceError(
+                    f"{path.name}: not valid {encoding} at byte offset {at} (line {line}): "
+                    f"byte 0x{bad.hex() or '??'} ({exc.reason}). Pass the file's encoding, e.g. "
+                    f"encoding='latin-1' or encoding='cp1252'"
+                ) from exc
+            if not chunk:
+                return
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+# --------------------------------------------------------------------------- CSV and Parquet
+
+
+def _csv_header(path: Path, encoding: str) -> list[str]:
+    with path.open(encoding=encoding, newline="") as fh:
+        header = next(csv.reader(fh), None)
+    if not header:
+        raise SourceError(f"{path.name}: empty file (no header row)")
+    names = [h.lstrip("\ufeff").strip() for h in header]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SourceError(f"{path.name}: duplicate column name(s) {', '.join(map(repr, dupes))}")
+    return names
+
+
+def open_csv(path: str | Path, *, encoding: str = "utf-8") -> pa.RecordBatchReader:
+    """Stream a CSV file as text columns plus ``__row_number``.
+
+    Every column is read as text (DuckDB parses it during validation) and only empty cells are
+    null, so ``"007"`` stays ``"007"``. Quoted values may contain newlines.
+
+    Parameters
+    ----------
+    path : str or Path
+        A CSV file with a header row.
+    encoding : str
+        Text encoding of the file (any Python codec name).
+
+    Returns
+    -------
+    pyarrow.RecordBatchReader
+        Readable once; memory stays bounded by the block size.
+
+    Raises
+    ------
+    SourceError
+        If the file is not valid in ``encoding``, is empty, or has duplicate column names.
+    """
+    path = Path(path)
+    check_encoding(path, encoding)
+    names = _csv_header(path, encoding)
+    try:
+        reader = _open_csv_reader(path, encoding, names)
+    except pa.ArrowInvalid as exc:
+        raise SourceError(f"{path.name}: cannot parse the CSV: {exc}") from exc
+    schema = reader.schema.append(pa.field(ROW_NUMBER, pa.int64()))
+
+    def numbered() -> Iterator[pa.RecordBatch]:
+        done = 0
+        try:
+            for batch in reader:
+                rows = pa.array(np.arange(done + 1, done + batch.num_rows + 1, dtype=np.int64))
+                done += batch.num_rows
+                yield pa.RecordBatch.from_arrays([*batch.columns, rows], schema=schema)
+        except pa.ArrowInvalid as exc:
+            raise SourceError(f"{path.name}: cannot parse the CSV after row {done}: {exc}") from exc
+
+    return pa.RecordBatchReader.from_batches(schema, numbered())
+
+
+def _open_csv_reader(path: Path, encoding: str, names: list[str]) -> pacsv.CSVStreamingReader:
+    return pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(
+            encoding=encoding, block_size=_CSV_BLOCK_BYTES, skip_rows=1, column_names=names
+        ),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+
+
+def parquet_relation(path: str | Path) -> str:
+    """DuckDB SQL reading a Parquet file with ``__row_number`` (streamed, never in pandas)."""
+    lit = quote_literal(Path(path).resolve().as_posix())
+    return (
+        f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ROW_NUMBER} "
+        f"FROM read_parquet({lit}, file_row_number = true))"
+    )
+
+
+# --------------------------------------------------------------------------- JSON (Lines)
+
+
+def _iter_json_records(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for a JSON Lines file, or (index, object) for a JSON array."""
+    with path.open(encoding=encoding) as fh:
+        first = fh.read(1)
+        while first and first.isspace():
+            first = fh.read(1)
+        if first == "[":
+            fh.seek(0)
+            try:
+                items = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise SourceError(f"{path.name}: not valid JSON: {exc}") from exc
+            numbered = enumerate(items, start=1)
+        else:
+            fh.seek(0)
+            numbered = enumerate(fh, start=1)
+        for number, item in numbered:
+            if isinstance(item, str):
+                if not item.strip():
+                    continue
+                try:
+                    item = json.loads(item)
+                except json.JSONDecodeError as exc:
+                    raise SourceError(
+                        f"{path.name} line {number}: not valid JSON ({exc.msg} at column "
+                        f"{exc.colno})"
+                    ) from exc
+            if not isinstance(item, dict):
+                raise SourceError(
+                    f"{path.name} line {number}: expected a JSON object, got "
+                    f"{type(item).__name__}"
+                )
+            yield number, item
+
+
+def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
+    rows = [{ROW_NUMBER: n, **record} for n, record in _iter_json_records(path, encoding)]
+    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame({ROW_NUMBER: []})
+
+
+def _first(mapping: Any, *keys: str) -> Any:
+    """First non-empty value among ``keys`` of a dict (None for anything else)."""
+    if not isinstance(mapping, dict):
+        return None
+    for key in keys:
+        value = mapping.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _segment_contacts(identifies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge identify calls per user: a later call's traits override, others are kept.
+
+    Identify calls are partial updates in the Segment spec, so the last call alone would lose
+    traits set earlier. Rows without a user id are passed on to be rejected by validation.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    orphans = []
+    for row in identifies:
+        user = row["contact_id"]
+        if user is None:
+            orphans.append(row)
+            continue
+        current = merged.setdefault(str(user), {})
+        current.update({k: v for k, v in row.items() if v is not None})
+    return sorted([*merged.values(), *orphans], key=lambda r: r[ROW_NUMBER])
+
+
+def read_segment(path: str | Path, *, encoding: str = "utf-8") -> dict[str, pd.DataFrame]:
+    """Read a Segment-spec JSON Lines export into raw events and contacts frames.
+
+    ``track`` calls become events: ``contact_id`` = ``userId`` (else ``anonymousId``),
+    ``event_type`` = ``event``, ``ts`` = ``timestamp``, ``event_id`` = ``messageId``,
+    ``properties`` = the properties object, ``value`` = ``properties.value``, else
+    ``revenue``, else ``amount`` (else the default 1.0), ``account_id`` = ``context.groupId``
+    or ``groupId``. ``identify`` calls become contacts: ``contact_id`` = ``userId`` (else
+    ``anonymousId``), traits become attribute columns (``createdAt`` -> ``created_at``),
+    ``account_id`` = ``traits.company_id``, else ``context.groupId`` / ``groupId``. Other call
+    types (page, screen, group, alias) are ignored.
+
+    Returns
+    -------
+    dict
+        ``{"events": frame, "contacts": frame}``; each has ``__row_number`` = line number.
+    """
+    path = Path(path)
+    tracks: list[dict[str, Any]] = []
+    identifies: list[dict[str, Any]] = []
+    for number, rec in _iter_json_records(path, encoding):
+        call = str(rec.get("type", "")).lower()
+        user = _first(rec, "userId", "anonymousId")
+        group = _first(rec.get("context"), "groupId") or _first(rec, "groupId")
+        if call == "track":
+            props = rec.get("properties")
+            tracks.append(
+                {
+                    ROW_NUMBER: number,
+                    "event_id": rec.get("messageId"),
+                    "contact_id": user,
+                    "event_type": rec.get("event"),
+                    "ts": _first(rec, "timestamp", "originalTimestamp"),
+                    "value": _first(props, "value", "revenue", "amount"),
+                    "account_id": group,
+                    "properties": props,
+                }
+            )
+        elif call == "identify":
+            traits = dict(rec.get("traits") or {})
+            created = traits.pop("createdAt", None) or traits.pop("created_at", None)
+            row = {
+                ROW_NUMBER: number,
+                "contact_id": user,
+                "account_id": _first(traits, "company_id") or group,
+                "created_at": created,
+            }
+            for key, value in traits.items():
+                row[f"trait_{key}" if key in _RESERVED_TRAITS else key] = value
+            identifies.append(row)
+    events_cols = [ROW_NUMBER, *(c for c in schema_for("events").names)]
+    events = pd.DataFrame.from_records(tracks, columns=events_cols)
+    contacts = pd.DataFrame.from_records(_segment_contacts(identifies))
+    if contacts.empty:
+        contacts = pd.DataFrame(columns=[ROW_NUMBER, "contact_id"])
+    # A trait no identify call sets would otherwise blank the stored value on upsert.
+    contacts = contacts.dropna(axis="columns", how="all").reindex(
+        columns=list(dict.fromkeys([ROW_NUMBER, "contact_id", *contacts.columns]))
+    )
+    return {"events": events, "contacts": contacts}
+
+
+# --------------------------------------------------------------------------- whole-file frames
+
+
+def read_frame(
+    path: str | Path,
+    kind: Kind,
+    *,
+    fmt: str | None = None,
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
+    """Read a whole file into a raw pandas frame with ``__row_number``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    kind : {"events", "contacts", "outcomes"}
+        Which rows to take from a Segment file (track calls for events, identify calls for
+        contacts; a Segment file has no outcomes). Other formats ignore it.
+    fmt : {"csv", "parquet", "jsonl", "segment"}, optional
+        Overrides the format detected from the extension.
+    encoding : str
+        Text encoding of CSV and JSON files.
+
+    Returns
+    -------
+    pandas.DataFrame
+        CSV columns are text (empty cells null); JSON values keep their JSON types.
+    """
+    path = Path(path)
+    schema_for(kind)
+    fmt = detect_format(path, fmt, encoding)
+    if fmt == "csv":
+        return open_csv(path, encoding=encoding).read_all().to_pandas()
+    if fmt == "parquet":
+        frame = pd.read_parquet(path)
+        frame[ROW_NUMBER] = np.arange(1, len(frame) + 1)
+        return frame
+    check_encoding(path, encoding)
+    if fmt == "segment":
+        if kind == "outcomes":
+            raise SourceError(
+                f"{path.name}: a Segment file has track and identify calls, no outcomes"
+            )
+        return read_segment(path, encoding=encoding)[kind]
+    return _read_jsonl(path, encoding)

@@ -1,0 +1,769 @@
+"""Raw rows -> good rows in canonical dtypes + rejected rows with a reason.
+
+The rules are written once, as DuckDB SQL built by pure functions, so that the same checks
+serve a small pandas frame (:func:`validate`, run in an in-memory DuckDB) and a 10-million-row
+Parquet file or dataset query (:func:`stage_rows` on the workspace connection, which never
+brings the rows into Python).
+
+A file is refused as a whole (:class:`DataValidationError`) only when a required column is
+missing. Every other problem rejects one row, with a message naming the file, the 1-based data
+row and the field, e.g. ``events.csv row 17, field 'ts': cannot parse 'yesterday' as a
+timestamp``; the other rows load.
+
+Parsing rules
+-------------
+- ids: text is trimmed; empty, ``null``, ``none`` and ``nan`` (any case) count as missing;
+  integral floats are written without ``.0`` (``11391.0`` -> ``"11391"``).
+- timestamps: ISO 8601 text with or without an offset (converted to UTC, offset dropped; no
+  offset means UTC), a date (midnight UTC), epoch seconds or milliseconds (numbers or numeric
+  text; ``abs(x) >= 1e11`` is read as milliseconds), or typed timestamps. Kept when
+  ``1970-01-01 <= ts <= now + 1 day``. A bare number is always epoch time: a compact date
+  such as ``20240101`` must be written ``2024-01-01``.
+- value: a finite number; missing -> the column default (1.0 for events, NULL for outcomes).
+- properties: a JSON object (text, or a struct/map column); missing -> NULL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from features.schema import ROW_NUMBER, Column, Kind, TableSchema, schema_for
+
+__all__ = [
+    "ColumnPlan",
+    "DataValidationError",
+    "StagedRows",
+    "ValidationResult",
+    "good_rows_sql",
+    "normalize_frame",
+    "normalize_now",
+    "plan_columns",
+    "quote_ident",
+    "quote_literal",
+    "rejects_sql",
+    "stage_rows",
+    "validate",
+]
+
+_MISSING_TEXT = ("", "null", "none")
+# "nan" is a missing id (a float NaN written as text) but a non-finite *value* (rejected).
+_MISSING_ID = (*_MISSING_TEXT, "nan")
+_EPOCH_MS_FROM = 1e11  # 1e11 s is the year 5138; 1e11 ms is 1973
+_EPOCH_MAX = 1e14  # 1e14 ms is the year 5138: anything larger is not a timestamp
+_SHOW_CHARS = 80  # raw values quoted in messages are cut to this length
+_INT_TYPES = {
+    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
+}  # fmt: skip
+_REJECT_COLUMNS = ["kind", "source", "row_number", "field", "reason", "raw"]
+
+
+class DataValidationError(ValueError):
+    """A source cannot be loaded at all (e.g. a required column is missing)."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def quote_ident(name: str) -> str:
+    """Quote a DuckDB identifier: double quotes around it, inner double quotes doubled."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """Quote a DuckDB string literal (``it's`` -> ``'it''s'``)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def normalize_now(now: Any = None) -> dt.datetime:
+    """Return ``now`` as a naive UTC datetime (default: the current time).
+
+    Parameters
+    ----------
+    now : datetime-like or None
+        Aware values are converted to UTC; naive values are taken as UTC.
+    """
+    if now is None:
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    stamp = pd.Timestamp(now)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_pydatetime()
+
+
+def _type_class(sql_type: str) -> str:
+    t = sql_type.upper()
+    if t in ("VARCHAR", "JSON") or t.startswith("VARCHAR"):
+        return "text"
+    if t in _INT_TYPES:
+        return "int"
+    if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL"):
+        return "float"
+    if t == "BOOLEAN":
+        return "bool"
+    if t in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
+        return "timestamptz"
+    if t.startswith("TIMESTAMP") or t == "DATE":
+        return "timestamp"
+    if t.startswith(("STRUCT", "MAP", "UNION")) or t.endswith("]"):
+        return "nested"
+    return "other"
+
+
+def _ts_literal(value: dt.datetime) -> str:
+    return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+
+
+# --------------------------------------------------------------------------- column planning
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """Which source column feeds which canonical column.
+
+    Parameters
+    ----------
+    kind : Kind
+        Target table.
+    source : str
+        Name of the source, used in messages.
+    mapping : dict
+        Canonical name -> source column, for the canonical columns the source provides.
+    attributes : dict
+        Attribute name -> source column (contacts) or extra column name -> source column (events,
+        folded into ``properties`` when asked). Empty for outcomes.
+    types : dict
+        Source column -> DuckDB type.
+    """
+
+    kind: Kind
+    source: str
+    mapping: dict[str, str]
+    attributes: dict[str, str]
+    types: dict[str, str]
+
+
+def plan_columns(
+    kind: Kind,
+    columns: Mapping[str, str],
+    source: str,
+    column_map: Mapping[str, str] | None = None,
+) -> ColumnPlan:
+    """Match source columns to canonical ones.
+
+    Parameters
+    ----------
+    kind : {"events", "contacts", "outcomes"}
+        Target table.
+    columns : mapping
+        Source column name -> DuckDB type, in source order.
+    source : str
+        Name of the source (a file name), used in messages.
+    column_map : mapping, optional
+        Canonical name <- source column name, e.g. ``{"contact_id": "user_id"}``. For contacts a
+        non-canonical key renames an attribute.
+
+    Returns
+    -------
+    ColumnPlan
+
+    Raises
+    ------
+    DataValidationError
+        If a required column is missing, or ``column_map`` names a column the source lacks or
+        (for events/outcomes) a canonical column that does not exist.
+    """
+    schema = schema_for(kind)
+    found = {str(k): v for k, v in columns.items() if k != ROW_NUMBER}
+    shown = ", ".join(repr(c) for c in found) or "(none)"
+    column_map = dict(column_map or {})
+    unknown = [k for k in column_map if k not in schema.names]
+    if unknown and not schema.open:
+        raise DataValidationError(
+            f"{source}: column_map names unknown {kind} column(s) "
+            f"{', '.join(repr(k) for k in unknown)}; canonical columns are "
+            f"{', '.join(schema.names)}"
+        )
+    absent = {k: v for k, v in column_map.items() if v not in found}
+    if absent:
+        pairs = ", ".join(f"{k!r} <- {v!r}" for k, v in absent.items())
+        raise DataValidationError(
+            f"{source}: column_map maps {pairs}, but the file has no such column; "
+            f"found columns: {shown}"
+        )
+    mapping: dict[str, str] = {}
+    for name in schema.names:
+        if name in column_map:
+            mapping[name] = column_map[name]
+        elif name in found and name not in column_map.values():
+            mapping[name] = name
+    missing = [c for c in schema.required if c not in mapping]
+    if missing:
+        hint = ", ".join(f"{c!r}: '<your column>'" for c in missing)
+        raise DataValidationError(
+            f"{source}: missing required {kind} column(s) "
+            f"{', '.join(repr(c) for c in missing)}; found columns: {shown}. "
+            f"Rename them in the file or pass column_map={{{hint}}}"
+        )
+    used = set(mapping.values())
+    renamed = {v: k for k, v in column_map.items() if k not in schema.names}
+    attributes = {}
+    if kind != "outcomes":
+        attributes = {renamed.get(c, c): c for c in found if c not in used}
+    return ColumnPlan(kind, source, mapping, attributes, dict(found))
+
+
+# --------------------------------------------------------------------------- SQL per column
+
+
+@dataclass(frozen=True)
+class _ColumnSql:
+    """SQL for one canonical column over a source value: its parsed value, and whether the
+    source gave a value at all (so "missing" and "cannot parse" can be told apart)."""
+
+    value: str
+    present: str
+
+
+def _show(raw: str) -> str:
+    quote = quote_literal("'")  # the SQL literal for one single quote
+    return f"{quote} || left(CAST({raw} AS VARCHAR), {_SHOW_CHARS}) || {quote}"
+
+
+def _missing_text(expr: str, tokens: tuple[str, ...]) -> str:
+    listed = ", ".join(quote_literal(t) for t in tokens)
+    return f"CASE WHEN lower(trim({expr})) IN ({listed}) THEN NULL ELSE trim({expr}) END"
+
+
+def _epoch(d: str) -> str:
+    return (
+        f"CASE WHEN NOT isfinite({d}) OR abs({d}) >= {_EPOCH_MAX} THEN NULL "
+        f"WHEN abs({d}) >= {_EPOCH_MS_FROM} THEN make_timestamp(CAST(round({d} * 1e3) AS BIGINT)) "
+        f"ELSE make_timestamp(CAST(round({d} * 1e6) AS BIGINT)) END"
+    )
+
+
+def _id_sql(x: str, cls: str) -> _ColumnSql:
+    if cls == "int":
+        value = f"CAST({x} AS VARCHAR)"
+    elif cls == "float":
+        d = f"CAST({x} AS DOUBLE)"
+        value = (
+            f"CASE WHEN NOT isfinite({d}) THEN NULL "
+            f"WHEN {d} = trunc({d}) AND abs({d}) < 1e18 THEN CAST(CAST({d} AS BIGINT) AS VARCHAR) "
+            f"ELSE CAST({d} AS VARCHAR) END"
+        )
+    else:
+        value = _missing_text(f"CAST({x} AS VARCHAR)", _MISSING_ID)
+    return _ColumnSql(value, f"({value}) IS NOT NULL")
+
+
+def _text_sql(x: str, cls: str) -> _ColumnSql:
+    value = _missing_text(f"CAST({x} AS VARCHAR)", _MISSING_TEXT)
+    return _ColumnSql(value, f"({value}) IS NOT NULL")
+
+
+def _timestamp_sql(x: str, cls: str) -> _ColumnSql:
+    if cls == "timestamptz":
+        return _ColumnSql(f"timezone('UTC', {x})", f"{x} IS NOT NULL")
+    if cls == "timestamp":
+        return _ColumnSql(f"CAST({x} AS TIMESTAMP)", f"{x} IS NOT NULL")
+    if cls in ("int", "float", "bool"):
+        return _ColumnSql(_epoch(f"CAST({x} AS DOUBLE)"), f"{x} IS NOT NULL")
+    t = _missing_text(f"CAST({x} AS VARCHAR)", _MISSING_TEXT)
+    numeric = f"regexp_full_match({t}, '[+-]?[0-9]+(\\.[0-9]*)?([eE][+-]?[0-9]+)?')"
+    # Text without an offset is read as UTC: stage_rows sets the session TimeZone to UTC.
+    value = (
+        f"CASE WHEN {t} IS NULL THEN NULL "
+        f"WHEN {numeric} THEN {_epoch(f'try_cast({t} AS DOUBLE)')} "
+        f"ELSE timezone('UTC', try_cast({t} AS TIMESTAMPTZ)) END"
+    )
+    return _ColumnSql(value, f"({t}) IS NOT NULL")
+
+
+def _value_sql(x: str, cls: str) -> _ColumnSql:
+    if cls in ("int", "float"):
+        return _ColumnSql(f"CAST({x} AS DOUBLE)", f"{x} IS NOT NULL")
+    if cls == "bool":
+        return _ColumnSql(f"CAST(CAST({x} AS INTEGER) AS DOUBLE)", f"{x} IS NOT NULL")
+    t = _missing_text(f"CAST({x} AS VARCHAR)", _MISSING_TEXT)
+    return _ColumnSql(f"try_cast({t} AS DOUBLE)", f"({t}) IS NOT NULL")
+
+
+def _json_sql(x: str, cls: str) -> _ColumnSql:
+    if cls == "nested":
+        value = f"CAST(to_json({x}) AS VARCHAR)"
+    else:
+        value = _missing_text(f"CAST({x} AS VARCHAR)", ("", "null"))
+    return _ColumnSql(value, f"({value}) IS NOT NULL")
+
+
+_BUILDERS = {
+    "id": _id_sql,
+    "text": _text_sql,
+    "timestamp": _timestamp_sql,
+    "value": _value_sql,
+    "json": _json_sql,
+}
+
+
+def _checks_for(
+    col: Column, p: str, raw: str, present: str, now: dt.datetime
+) -> list[tuple[str, str]]:
+    """Ordered (condition, detail) pairs rejecting a row for canonical column ``col``.
+
+    ``p`` is the parsed value, ``raw`` the source value, ``present`` a boolean column saying
+    whether the source gave a value.
+    """
+    must = col.required and not col.nullable and col.default is None
+    if col.role in ("id", "text"):
+        return [(f"NOT {present}", "'is empty'")] if must else []
+    if col.role == "timestamp":
+        shown = f"strftime({p}, '%Y-%m-%d %H:%M:%S')"
+        checks = [(f"NOT {present}", "'is missing'")] if must else []
+        return [
+            *checks,
+            (f"{present} AND {p} IS NULL", f"'cannot parse ' || {_show(raw)} || ' as a timestamp'"),
+            (
+                f"{p} < TIMESTAMP '1970-01-01'",
+                f"'timestamp ' || {shown} || ' is before 1970-01-01'",
+            ),
+            (
+                f"{p} > {_ts_literal(now)} + INTERVAL 1 DAY",
+                f"'timestamp ' || {shown} || ' is more than 1 day after now ("
+                f"{now.strftime('%Y-%m-%d %H:%M:%S')} UTC)'",
+            ),
+        ]
+    if col.role == "value":
+        return [
+            (f"{present} AND {p} IS NULL", f"'cannot parse ' || {_show(raw)} || ' as a number'"),
+            (f"NOT isfinite({p})", f"{_show(raw)} || ' is not a finite number'"),
+        ]
+    # json: invalid text first, so json_type only ever sees valid JSON
+    return [
+        (f"{p} IS NOT NULL AND NOT json_valid({p})", f"{_show(p)} || ' is not valid JSON'"),
+        (
+            f"{p} IS NOT NULL AND try(json_type({p})) <> 'OBJECT'",
+            f"'expected a JSON object, got ' || lower(try(json_type({p}))) || ' ' || {_show(p)}",
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- staging
+
+
+@dataclass(frozen=True)
+class StagedRows:
+    """Rows of one source parsed and checked into a temporary DuckDB table.
+
+    Parameters
+    ----------
+    table : str
+        Name of the temporary table (columns: the output columns, ``__row_number``,
+        ``__field``, ``__reason``, ``__raw``).
+    kind : Kind
+        Target table.
+    source : str
+        Name of the source.
+    columns : tuple of str
+        Output columns, in order: canonical ones, then attributes (contacts).
+    casts : dict
+        Attribute column -> type it is cast to when loaded (types inferred from text).
+    read, rejected, good, distinct : int
+        Rows read, rows rejected, rows passing the checks, distinct keys among those.
+    """
+
+    table: str
+    kind: Kind
+    source: str
+    columns: tuple[str, ...]
+    casts: dict[str, str]
+    read: int
+    rejected: int
+    good: int
+    distinct: int
+
+    @property
+    def duplicates(self) -> int:
+        """Good rows dropped because an earlier (later, for contacts) row has the same key."""
+        return self.good - self.distinct
+
+
+def _attribute_sql(x: str, cls: str) -> str:
+    if cls == "int":
+        return f"CAST({x} AS BIGINT)"
+    if cls == "float":
+        return f"CAST({x} AS DOUBLE)"
+    if cls == "timestamptz":
+        return f"timezone('UTC', {x})"
+    if cls == "timestamp":
+        return f"CAST({x} AS TIMESTAMP)"
+    if cls == "nested":
+        return f"CAST(to_json({x}) AS VARCHAR)"
+    if cls in ("text", "bool"):
+        return x
+    return f"CAST({x} AS VARCHAR)"
+
+
+def _staging_select(
+    plan: ColumnPlan, relation: str, *, has_row_number: bool, fold_extras: bool, now: dt.datetime
+) -> tuple[str, tuple[str, ...]]:
+    """Build the SELECT that parses and checks every row (pure)."""
+    schema = schema_for(plan.kind)
+    src = quote_literal(plan.source)
+    parsed: list[str] = []  # expressions over the source row `s`
+    checks: list[tuple[str, str, str]] = []  # (source field, condition, detail)
+    outputs: list[tuple[str, str]] = []  # (output name, expression over parsed `p`)
+    for col in schema.columns:
+        p = quote_ident(f"__p_{col.name}")
+        if col.name not in plan.mapping:
+            if schema.open and not col.required:
+                continue  # contacts keep only the optional columns the source gives
+            fill = "NULL" if col.default is None else repr(float(col.default))
+            outputs.append((col.name, f"CAST({fill} AS {col.sql_type})"))
+            continue
+        source_col = plan.mapping[col.name]
+        cls = _type_class(plan.types[source_col])
+        built = _BUILDERS[col.role](f"s.{quote_ident(source_col)}", cls)
+        present = quote_ident(f"__present_{col.name}")
+        parsed += [f"{built.value} AS {p}", f"{built.present} AS {present}"]
+        raw = f"p.{quote_ident(source_col)}"
+        for cond, detail in _checks_for(col, f"p.{p}", raw, f"p.{present}", now):
+            checks.append((source_col, cond, detail))
+        expr = f"p.{p}" if col.default is None else f"coalesce(p.{p}, {float(col.default)!r})"
+        outputs.append((col.name, expr))
+
+    attrs = plan.attributes
+    if plan.kind == "events" and fold_extras and attrs:
+        outputs = [
+            (n, _fold_extras_sql(e, plan) if n == "properties" else e) for n, e in outputs
+        ]
+    if plan.kind == "contacts":
+        for name, source_col in attrs.items():
+            x = f"p.{quote_ident(source_col)}"
+            outputs.append((name, _attribute_sql(x, _type_class(plan.types[source_col]))))
+
+    key_expr = _key_sql(schema, dict(outputs))
+    outputs = [(n, key_expr if n == schema.key else e) for n, e in outputs]
+
+    field_case = " ".join(f"WHEN {c} THEN {quote_literal(f)}" for f, c, _ in checks)
+    reason_case = " ".join(
+        f"WHEN {c} THEN {src} || ' row ' || CAST(p.{quote_ident(ROW_NUMBER)} AS VARCHAR) || "
+        f"', field ' || {quote_literal(repr(f))} || ': ' || {d}"
+        for f, c, d in checks
+    )
+    field_sql = f"CASE {field_case} END" if checks else "CAST(NULL AS VARCHAR)"
+    reason_sql = f"CASE {reason_case} END" if checks else "CAST(NULL AS VARCHAR)"
+    raw_cols = ", ".join(f"{quote_literal(c)}: p.{quote_ident(c)}" for c in plan.types)
+    raw_sql = f"CAST(to_json({{{raw_cols}}}) AS VARCHAR)" if plan.types else "'{}'"
+    row = quote_ident(ROW_NUMBER)
+    row_sql = f"s.{row}" if has_row_number else "row_number() OVER ()"
+    parsed_sql = "".join(f", {e}" for e in parsed)
+    out_sql = ", ".join(f"{e} AS {quote_ident(n)}" for n, e in outputs)
+    exclude = f" EXCLUDE ({row})" if has_row_number else ""
+    sql = (
+        f"WITH p AS (SELECT s.*{exclude}, {row_sql} AS {row}{parsed_sql} FROM {relation} s), "
+        f"q AS (SELECT p.*, {field_sql} AS __field, {reason_sql} AS __reason FROM p) "
+        f"SELECT {out_sql}, p.{row}, p.__field, p.__reason, "
+        f"CASE WHEN p.__field IS NOT NULL THEN {raw_sql} END AS __raw FROM q p"
+    )
+    return sql, tuple(n for n, _ in outputs)
+
+
+def _fold_extras_sql(properties: str, plan: ColumnPlan) -> str:
+    """``properties`` with the extra source columns merged in as keys (pure).
+
+    Only evaluated for rows that passed (json_merge_patch fails on invalid JSON); blank text
+    cells are missing values, so they add no key; an empty object becomes NULL.
+    """
+
+    def extra(source_col: str) -> str:
+        x = f"p.{quote_ident(source_col)}"
+        return f"NULLIF(trim({x}), '')" if _type_class(plan.types[source_col]) == "text" else x
+
+    packed = ", ".join(f"{quote_literal(k)}: {extra(v)}" for k, v in plan.attributes.items())
+    return (
+        f"CASE WHEN p.__field IS NULL THEN NULLIF(CAST(json_merge_patch("
+        f"coalesce({properties}, '{{}}'), to_json({{{packed}}})) AS VARCHAR), '{{}}') END"
+    )
+
+
+def _key_sql(schema: TableSchema, outputs: dict[str, str]) -> str:
+    """The given key, or (events/outcomes) an md5 of the row when the key is missing."""
+    given = outputs[schema.key]
+    if not schema.hash_of:
+        return given
+    parts = []
+    for name in schema.hash_of:
+        expr = outputs[name]
+        if schema.column(name).role == "timestamp":
+            expr = f"strftime({expr}, '%Y-%m-%dT%H:%M:%S.%f')"
+        parts.append(f"coalesce(CAST({expr} AS VARCHAR), '')")
+    # md5 in SQL: vectorised, and the same in every DuckDB version (a stable id for re-ingest).
+    joined = " || '|' || ".join(parts)
+    return f"coalesce({given}, md5({joined}))"
+
+
+def _infer_casts(con: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> dict[str, str]:
+    """Pick BIGINT / DOUBLE / BOOLEAN for text attributes whose every value fits (CSV, JSONL)."""
+    if not names:
+        return {}
+    probes = []
+    for n in names:
+        x = quote_ident(n)
+        probes += [
+            f"bool_and({x} IS NULL OR regexp_full_match(trim({x}), '[+-]?(0|[1-9][0-9]{{0,17}})'))",
+            # leading zeros ("02134") mean a code, not a number: keep it as text
+            f"bool_and({x} IS NULL OR (try_cast(trim({x}) AS DOUBLE) IS NOT NULL "
+            f"AND NOT regexp_full_match(trim({x}), '[+-]?0[0-9]+')))",
+            f"bool_and({x} IS NULL OR lower(trim({x})) IN ('true', 'false'))",
+            f"count({x})",
+        ]
+    row = con.execute(
+        f"SELECT {', '.join(probes)} FROM {table} WHERE __field IS NULL"
+    ).fetchall()[0]
+    casts = {}
+    for i, n in enumerate(names):
+        is_int, is_float, is_bool, count = row[4 * i : 4 * i + 4]
+        if not count:
+            continue
+        if is_int:
+            casts[n] = "BIGINT"
+        elif is_float:
+            casts[n] = "DOUBLE"
+        elif is_bool:
+            casts[n] = "BOOLEAN"
+    return casts
+
+
+def stage_rows(
+    con: duckdb.DuckDBPyConnection,
+    relation: str,
+    kind: Kind,
+    source: str,
+    *,
+    column_map: Mapping[str, str] | None = None,
+    fold_extras: bool = False,
+    infer_types: bool = False,
+    now: Any = None,
+) -> StagedRows:
+    """Parse and check every row of ``relation`` into a temporary table on ``con``.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        Connection the relation lives on. Its session TimeZone is set to UTC, so that
+        timestamps written without an offset are read as UTC.
+    relation : str
+        A table, view or registered object name, or ``(SELECT ...)``. A ``__row_number``
+        column, when present, gives the 1-based row in the source file.
+    kind : {"events", "contacts", "outcomes"}
+        Target table.
+    source : str
+        Name of the source, used in messages.
+    column_map : mapping, optional
+        Canonical name <- source column name.
+    fold_extras : bool
+        Events only: fold non-canonical columns into the ``properties`` JSON object.
+    infer_types : bool
+        Contacts only: give text attributes a numeric or boolean type when all values fit.
+    now : datetime-like, optional
+        Reference for the "not in the future" check (default: the current time).
+
+    Returns
+    -------
+    StagedRows
+
+    Raises
+    ------
+    DataValidationError
+        If a required column is missing.
+    """
+    now = normalize_now(now)
+    con.execute("SET TimeZone = 'UTC'")
+    described = con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()
+    types = {str(r[0]): str(r[1]) for r in described}
+    plan = plan_columns(kind, types, source, column_map)
+    select, columns = _staging_select(
+        plan,
+        relation,
+        has_row_number=ROW_NUMBER in types,
+        fold_extras=fold_extras,
+        now=now,
+    )
+    table = f"__staged_{uuid.uuid4().hex[:12]}"
+    con.execute(f"CREATE TEMP TABLE {table} AS {select}")
+    casts: dict[str, str] = {}
+    if kind == "contacts" and infer_types:
+        text_attrs = [a for a, c in plan.attributes.items() if _type_class(plan.types[c]) == "text"]
+        casts = _infer_casts(con, table, text_attrs)
+    key = quote_ident(schema_for(kind).key)
+    read, rejected, good, distinct = con.execute(
+        f"SELECT count(*), count(__field), count(*) - count(__field), "
+        f"count(DISTINCT {key}) FILTER (WHERE __field IS NULL) FROM {table}"
+    ).fetchall()[0]
+    return StagedRows(table, kind, source, columns, casts, read, rejected, good, distinct)
+
+
+def good_rows_sql(staged: StagedRows, *, ordered: bool = True) -> str:
+    """SELECT of the rows that passed, one per key, in canonical dtypes (pure).
+
+    Events and outcomes keep the first row of a key; contacts keep the last (newest wins).
+    ``ordered`` sorts by source row, which loading does not need (a sort of every row).
+    """
+    key = quote_ident(schema_for(staged.kind).key)
+    cols = ", ".join(
+        f"CAST({quote_ident(c)} AS {staged.casts[c]}) AS {quote_ident(c)}"
+        if c in staged.casts
+        else quote_ident(c)
+        for c in staged.columns
+    )
+    row = quote_ident(ROW_NUMBER)
+    sql = f"SELECT {cols} FROM {staged.table} WHERE __field IS NULL"
+    if staged.duplicates:
+        order = "DESC" if staged.kind == "contacts" else "ASC"
+        sql += f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {row} {order}) = 1"
+    return sql + f" ORDER BY {row}" if ordered else sql
+
+
+def rejects_sql(staged: StagedRows) -> str:
+    """SELECT of the rejected rows with the columns of the ``rejects`` table (pure)."""
+    return (
+        f"SELECT {quote_literal(staged.kind)} AS kind, {quote_literal(staged.source)} AS source, "
+        f"CAST({quote_ident(ROW_NUMBER)} AS BIGINT) AS row_number, __field AS field, "
+        f"__reason AS reason, __raw AS raw FROM {staged.table} WHERE __field IS NOT NULL "
+        f"ORDER BY {quote_ident(ROW_NUMBER)}"
+    )
+
+
+# --------------------------------------------------------------------------- pandas entry point
+
+
+def _to_text(value: Any) -> str | None:
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return a copy DuckDB can scan: column names as text, object columns as text.
+
+    Dicts and lists (e.g. a ``properties`` column of objects) become JSON text; other
+    non-text objects (mixed numbers and strings from JSON) become ``str``; missing stays None.
+    """
+    out = frame.copy()
+    out.columns = [str(c) for c in out.columns]
+    for name in out.columns:
+        if out[name].dtype == object:
+            out[name] = out[name].map(_to_text).astype(object)
+    return out
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Outcome of validating one source.
+
+    Parameters
+    ----------
+    kind : Kind
+        Target table.
+    source : str
+        Name of the source.
+    good : pandas.DataFrame
+        Rows to load, one per key, in canonical dtypes (ids ``str``, timestamps
+        ``datetime64[us]`` naive UTC, values ``float64``).
+    rejects : pandas.DataFrame
+        ``kind, source, row_number, field, reason, raw`` for every rejected row.
+    read : int
+        Rows read from the source.
+    duplicates : int
+        Rows dropped because another row of the same source has the same key.
+    """
+
+    kind: Kind
+    source: str
+    good: pd.DataFrame
+    rejects: pd.DataFrame
+    read: int
+    duplicates: int
+
+
+def validate(
+    frame: pd.DataFrame,
+    kind: Kind,
+    source: str,
+    *,
+    column_map: Mapping[str, str] | None = None,
+    fold_extras: bool = False,
+    infer_types: bool = False,
+    now: Any = None,
+) -> ValidationResult:
+    """Validate a raw frame into good rows and rejects.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Raw rows. A ``__row_number`` column, when present, gives each row's 1-based position in
+        the source file; otherwise the frame's order is used.
+    kind : {"events", "contacts", "outcomes"}
+        Target table.
+    source : str
+        Name of the source (a file name), used in messages.
+    column_map, fold_extras, infer_types, now
+        See :func:`stage_rows`.
+
+    Returns
+    -------
+    ValidationResult
+
+    Raises
+    ------
+    DataValidationError
+        If a required column is missing (nothing is returned for such a source).
+    """
+    data = normalize_frame(frame)
+    if ROW_NUMBER not in data.columns:
+        data[ROW_NUMBER] = range(1, len(data) + 1)
+    con = duckdb.connect()  # in-memory: validation touches no file
+    try:
+        con.register("__source", data)
+        staged = stage_rows(
+            con,
+            "__source",
+            kind,
+            source,
+            column_map=column_map,
+            fold_extras=fold_extras,
+            infer_types=infer_types,
+            now=now,
+        )
+        good = con.execute(good_rows_sql(staged)).df()
+        rejects = con.execute(rejects_sql(staged)).df()
+    finally:
+        con.close()
+    # an all-NULL text column comes back as object: give every id/text column the str dtype
+    text = [c.name for c in schema_for(kind).columns if c.sql_type == "VARCHAR" and c.name in good]
+    good = good.astype({c: "str" for c in text})
+    if rejects.empty:
+        rejects = pd.DataFrame({c: pd.Series(dtype=object) for c in _REJECT_COLUMNS})
+    return ValidationResult(kind, source, good, rejects, staged.read, staged.duplicates)

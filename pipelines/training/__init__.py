@@ -1,0 +1,1 @@
+"""Learning from outcomes: labels, time splits, leakage guard, models, calibration, tracking."""

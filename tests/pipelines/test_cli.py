@@ -1,0 +1,106 @@
+"""The CLI end to end, through `main(argv)`, on a real workspace in a temporary folder."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.cli import main
+from pipelines.synthetic import WorldConfig, generate_world, write_world
+
+ROOT = Path(__file__).resolve().parents[2]
+SAAS = ROOT / "configs" / "rules" / "saas.yaml"
+AS_OF = "2025-03-15"
+
+
+@pytest.fixture(scope="module")
+def world_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    world = generate_world(WorldConfig(contacts=400, days=90, seed=3))
+    write_world(world, out, fmt="csv")
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(world_dir, tmp_path_factory):
+    ws = tmp_path_factory.mktemp("ws")
+    for kind in ("contacts", "events", "outcomes"):
+        assert main(["-w", str(ws), "ingest", kind, str(world_dir / f"{kind}.csv")]) == 0
+    return ws
+
+
+def test_reingesting_the_same_file_adds_nothing(loaded, world_dir, capsys):
+    assert main(["-w", str(loaded), "ingest", "events", str(world_dir / "events.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "loaded 0" in out and "duplicates" in out
+
+
+def test_features_command_writes_one_row_per_known_contact(loaded, tmp_path):
+    out = tmp_path / "features.parquet"
+    assert main(["-w", str(loaded), "features", "--as-of", AS_OF, "--out", str(out)]) == 0
+    frame = pd.read_parquet(out)
+    assert frame["contact_id"].is_unique
+    assert {"all__count_30d", "feature_used__decayed_7d", "tenure_days", "industry"} <= set(frame.columns)
+    assert (frame["as_of"] == pd.Timestamp(AS_OF)).all()
+
+
+def test_score_command_writes_points_that_add_up(loaded, tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["-w", str(loaded), "score", "--rules", str(SAAS), "--as-of", AS_OF, "--out", str(out)]) == 0
+    scored = pd.read_csv(out)
+    assert list(scored.columns[:5]) == ["contact_id", "as_of", "points", "rule_score", "band"]
+    parts = scored.filter(like="points__").sum(axis=1)
+    assert (parts - scored["points"]).abs().max() < 1e-9
+    assert scored["rule_score"].between(0, 5).all()
+    assert scored["points"].gt(0).any()
+
+
+def test_account_level_scores_roll_contacts_up(loaded, tmp_path):
+    out = tmp_path / "accounts.parquet"
+    args = ["-w", str(loaded), "score", "--rules", str(SAAS), "--as-of", AS_OF, "--level", "account", "--out", str(out)]
+    assert main(args) == 0
+    accounts = pd.read_parquet(out)
+    assert accounts["account_id"].is_unique
+    assert {"contacts", "rule_score", "band", "contacts_hot_or_above"} <= set(accounts.columns)
+
+
+def test_a_bad_as_of_is_a_clear_usage_error(loaded, capsys):
+    assert main(["-w", str(loaded), "features", "--as-of", "next tuesday"]) == 2
+    assert "ISO 8601" in capsys.readouterr().err
+
+
+def test_scoring_an_empty_workspace_says_what_to_run_first(tmp_path, capsys):
+    assert main(["-w", str(tmp_path / "empty"), "score", "--as-of", AS_OF]) == 2
+    assert "propensity ingest events" in capsys.readouterr().err
+
+
+def test_bad_rows_are_rejected_with_file_row_and_field(tmp_path, capsys):
+    bad = tmp_path / "events.csv"
+    bad.write_text("contact_id,event_type,ts\nc1,page_view,2025-01-01T10:00:00Z\n,page_view,2025-01-01\nc2,demo,yesterday\n")
+    ws = tmp_path / "ws"
+    assert main(["-w", str(ws), "ingest", "events", str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "loaded 1" in out and "rejected 2" in out
+    rejects = list((ws / "rejects").glob("*.csv"))
+    assert rejects, "rejected rows must be written to the workspace"
+    text = rejects[0].read_text()
+    assert "yesterday" in text and "ts" in text
+
+
+def test_generate_writes_a_world_with_truth(tmp_path):
+    out = tmp_path / "gen"
+    assert main(["generate", "--contacts", "300", "--days", "60", "--seed", "1", "--out", str(out),
+                 "--truth-as-of", "2025-02-01"]) == 0
+    truth = pd.read_parquet(next(out.glob("truth*.parquet")))
+    assert truth["true_probability"].between(0, 1).all()
+    assert (out / "events.parquet").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_says_where_the_outputs_are(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["-w", str(ws), "demo", "--contacts", "2000", "--days", "120"]) == 0
+    out = capsys.readouterr().out
+    assert "conversion" in out and str(ws) in out
+    assert (ws / "propensity.duckdb").exists()
+    assert list((ws / "scores").glob("*.parquet"))
