@@ -159,7 +159,11 @@ class Workspace:
         import ibis  # heavy; only callers that build Ibis expressions pay for it
 
         self.connect().close()
-        return ibis.duckdb.connect(database=str(self.db_path))
+        backend = ibis.duckdb.connect(database=str(self.db_path))
+        # DuckDB draws its own progress bar on long queries; the CLI has rich bars instead.
+        backend.con.execute("SET enable_progress_bar = false").fetchall()
+        backend.con.execute("SET TimeZone = 'UTC'").fetchall()
+        return backend
 
     # ------------------------------------------------------------------ reading
 

@@ -1,8 +1,9 @@
 """Time splits: train on older cut-offs, validate on a later one, test on the latest.
 
-A snapshot whose label window overlaps a later split's label window for the same contact is
-purged from the earlier split: otherwise the same conversion is a training label and a test
-label at once, and the backtest flatters the model.
+Leakage between splits happens when the same contact's label window in an earlier split
+overlaps its window in a later split: the same conversion would be a training label and a test
+label at once. We never drop individual contacts to fix that (the contacts that survive would be
+exactly the ones that converted early: a biased sample); we drop whole cut-offs instead.
 """
 
 from __future__ import annotations
@@ -25,42 +26,59 @@ def assign_splits(
     valid_cutoffs: int = 1,
     test_cutoffs: int = 1,
 ) -> pd.Series:
-    """The split of each row by its ``as_of``: by explicit dates, or by counting distinct cut-offs.
+    """The split of each row by its ``as_of``.
 
-    With dates: ``as_of >= test_from`` is test, ``valid_from <= as_of < test_from`` is valid, the rest
-    train. Without: the latest ``test_cutoffs`` distinct cut-offs are test, the ``valid_cutoffs``
-    before them valid.
+    With dates: ``as_of >= test_from`` is test, ``valid_from <= as_of < test_from`` valid, the rest
+    train. Without: the latest ``test_cutoffs`` distinct cut-offs are test; valid is the latest
+    ``valid_cutoffs`` cut-offs whose label windows (``label_end``) close by the first test cut-off;
+    train is every cut-off whose windows close by the first valid cut-off. Cut-offs in the gaps
+    (their windows would run into the next split) are left out: their split is NaN.
     """
     as_of = pd.to_datetime(labelled["as_of"])
     if (valid_from is None) != (test_from is None):
         raise ValueError("give both valid_from and test_from, or neither")
-    if test_from is None:
-        cuts = np.sort(as_of.unique())
-        if len(cuts) < valid_cutoffs + test_cutoffs + 1:
-            raise ValueError(
-                f"a time split needs at least {valid_cutoffs + test_cutoffs + 1} distinct cut-offs "
-                f"(train, valid, test); the spine has {len(cuts)}: add cut-offs to the grid"
-            )
-        test_from = pd.Timestamp(cuts[-test_cutoffs])
-        valid_from = pd.Timestamp(cuts[-test_cutoffs - valid_cutoffs])
-    if not valid_from < test_from:
-        raise ValueError("valid_from must come before test_from")
-    split = np.where(as_of >= pd.Timestamp(test_from), "test",
-                     np.where(as_of >= pd.Timestamp(valid_from), "valid", "train"))
-    return pd.Series(pd.Categorical(split, categories=list(SPLITS), ordered=True), index=labelled.index, name="split")
+    if test_from is not None:
+        if not valid_from < test_from:
+            raise ValueError("valid_from must come before test_from")
+        split = np.where(as_of >= pd.Timestamp(test_from), "test",
+                         np.where(as_of >= pd.Timestamp(valid_from), "valid", "train"))
+        return _categorical(split, labelled.index)
+
+    ends = pd.to_datetime(labelled["label_end"]).groupby(as_of).max()
+    cuts = list(ends.index)
+    if len(cuts) < test_cutoffs + 1:
+        raise ValueError(f"a time split needs at least {test_cutoffs + 2} distinct cut-offs; the spine has {len(cuts)}")
+    test = cuts[-test_cutoffs:]
+    valid = [c for c in cuts[:-test_cutoffs] if ends[c] <= test[0]][-valid_cutoffs:]
+    train = [c for c in cuts if valid and ends[c] <= valid[0]]
+    if not valid or not train:
+        raise ValueError(
+            f"a time split needs at least {valid_cutoffs + test_cutoffs + 1} distinct cut-offs whose "
+            f"label windows do not run into the next split; the spine has {len(cuts)} cut-offs "
+            f"({cuts[0]:%Y-%m-%d} .. {cuts[-1]:%Y-%m-%d}): widen the grid or shorten the horizon"
+        )
+    mapping = {**{c: "train" for c in train}, **{c: "valid" for c in valid}, **{c: "test" for c in test}}
+    return _categorical(as_of.map(mapping).to_numpy(dtype=object), labelled.index)
+
+
+def _categorical(values, index) -> pd.Series:
+    return pd.Series(pd.Categorical(values, categories=list(SPLITS), ordered=True), index=index, name="split")
 
 
 def purge_overlaps(labelled: pd.DataFrame, split: pd.Series) -> pd.Series:
-    """False for rows whose label window overlaps a later split's window for the same contact.
+    """False for every row of a cut-off that shares a contact with a later split whose window
+    it overlaps, and for rows without a split.
 
     ``labelled`` needs ``contact_id, as_of, label_end``. Windows ``[as_of, label_end)`` overlap when
-    each starts before the other ends.
+    each starts before the other ends. Whole cut-offs go, never single contacts (see the module
+    docstring for why).
     """
-    keep = pd.Series(True, index=labelled.index)
-    frame = labelled[["contact_id", "as_of", "label_end"]].assign(split=split.astype(str))
+    frame = labelled[["contact_id", "as_of", "label_end"]].assign(split=split.astype(object))
+    keep = frame["split"].notna()
     for earlier, later in (("train", "valid"), ("train", "test"), ("valid", "test")):
         late = frame[frame["split"] == later].groupby("contact_id")["as_of"].min().rename("later_start")
-        early = frame[frame["split"] == earlier].join(late, on="contact_id")
+        early = frame[(frame["split"] == earlier) & keep].join(late, on="contact_id")
         overlapping = early["later_start"].notna() & (early["label_end"] > early["later_start"])
-        keep.loc[early.index[overlapping.to_numpy()]] = False
+        bad_cutoffs = early.loc[overlapping, "as_of"].unique()
+        keep &= ~((frame["split"] == earlier) & frame["as_of"].isin(bad_cutoffs))
     return keep

@@ -56,18 +56,40 @@ def test_cutoff_grid_includes_both_ends():
     assert cuts[0] == datetime(2025, 1, 1) and cuts[-1] == datetime(2025, 1, 29) and len(cuts) == 5
 
 
-def test_splits_follow_time_and_purge_overlapping_windows_of_the_same_contact():
-    spine = _spine([(c, d) for d in ["2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01"] for c in "ab"])
-    labelled = label_spine(spine, _outcomes([]), 45, data_end=END)
+def test_count_based_splits_leave_an_embargo_so_no_label_window_runs_into_the_next_split():
+    dates = ["2025-01-01", "2025-01-15", "2025-02-01", "2025-02-15", "2025-03-01", "2025-03-15", "2025-04-01"]
+    spine = _spine([(c, d) for d in dates for c in "ab"])
+    labelled = label_spine(spine, _outcomes([]), 30, data_end=END)
     split = assign_splits(labelled)
-    assert split.tolist() == ["train"] * 4 + ["valid"] * 2 + ["test"] * 2
+    by_cut = dict(zip(labelled["as_of"].dt.strftime("%m-%d"), split.astype(object)))
+    # test = Apr-01; valid = the latest cut-off whose window closes by Apr-01 (Mar-01);
+    # train = cut-offs whose windows close by Mar-01 (Jan-01, Jan-15); the rest is the gap
+    assert by_cut["04-01"] == "test" and by_cut["03-01"] == "valid"
+    assert by_cut["01-01"] == by_cut["01-15"] == "train"
+    assert pd.isna(by_cut["03-15"]) and pd.isna(by_cut["02-15"])
+    assert purge_overlaps(labelled, split).sum() == 2 * 4
+
+
+def test_purging_drops_whole_cutoffs_never_single_contacts():
+    # explicit dates put overlapping windows of the same contact in train and test
+    spine = _spine([("a", "2025-01-01"), ("b", "2025-01-01"), ("a", "2025-01-20"), ("c", "2025-01-10")])
+    labelled = label_spine(spine, _outcomes([("b", "2025-01-05", "won")]), 30, data_end=END)
+    split = assign_splits(labelled, valid_from=datetime(2025, 1, 10), test_from=datetime(2025, 1, 20))
     keep = purge_overlaps(labelled, split)
-    # 45-day windows: Feb-01 train rows overlap the Mar-01 valid rows; Mar-01 valid overlaps Apr-01 test
-    kept = labelled[keep].assign(split=split[keep])
-    assert kept.groupby("split", observed=True).size().to_dict() == {"train": 2, "test": 2}
+    kept = labelled[keep]
+    # the Jan-01 cut-off shares contact a with the test window it overlaps: all of it goes, b too
+    assert sorted(kept["as_of"].dt.strftime("%m-%d").unique()) == ["01-10", "01-20"]
+
+
+def test_different_contacts_in_overlapping_windows_are_not_purged():
+    spine = _spine([("a", "2025-01-01"), ("b", "2025-01-10"), ("c", "2025-01-20")])
+    labelled = label_spine(spine, _outcomes([]), 30, data_end=END)
+    split = assign_splits(labelled, valid_from=datetime(2025, 1, 10), test_from=datetime(2025, 1, 20))
+    assert purge_overlaps(labelled, split).all()
 
 
 def test_too_few_cutoffs_for_a_time_split_is_a_clear_error():
-    labelled = label_spine(_spine([("a", "2025-01-01"), ("a", "2025-02-01")]), _outcomes([]), 10, data_end=END)
-    with pytest.raises(ValueError, match="at least 3 distinct cut-offs"):
+    labelled = label_spine(_spine([("a", "2025-01-01"), ("a", "2025-01-05"), ("a", "2025-01-09")]),
+                           _outcomes([]), 10, data_end=END)
+    with pytest.raises(ValueError, match="do not run into the next split"):
         assign_splits(labelled)

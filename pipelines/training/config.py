@@ -1,0 +1,131 @@
+"""The training configuration (``configs/train.yaml``), validated once into frozen models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "CalibrationSection",
+    "GridSection",
+    "LeakageSection",
+    "MlflowSection",
+    "ModelSection",
+    "PointsSection",
+    "SplitSection",
+    "TrainConfig",
+    "TrainConfigError",
+    "load_train_config",
+]
+
+
+class TrainConfigError(ValueError):
+    """A training config that does not validate; the message names the file and the keys."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GridSection(_Section):
+    """Cut-offs ``first, first + step, ..., last`` (each contact known then is a spine row)."""
+
+    first: datetime
+    last: datetime
+    step_days: int = Field(gt=0)
+
+
+class SplitSection(_Section):
+    """Time split: explicit dates, or the last N distinct cut-offs for test and valid."""
+
+    valid_from: datetime | None = None
+    test_from: datetime | None = None
+    valid_cutoffs: int = Field(default=1, ge=1)
+    test_cutoffs: int = Field(default=1, ge=1)
+
+
+class LeakageSection(_Section):
+    max_single_feature_auc: float = Field(default=0.98, gt=0.5, le=1.0)
+    allow: tuple[str, ...] = ()
+
+
+class ModelSection(_Section):
+    tune: bool = True
+    n_trials: int = Field(default=20, ge=1)
+    timeout_seconds: float = Field(default=300, gt=0)
+    seed: int = 0
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    max_estimators: int = Field(default=2000, ge=10)
+
+
+class PointsSection(_Section):
+    prior: Literal["zero", "hand"] = "zero"
+    l2: float | None = Field(default=None, gt=0)
+
+
+class CalibrationSection(_Section):
+    method: Literal["auto", "isotonic", "platt"] = "auto"
+    score_mapping: Literal["rate_matching", "quantile"] = "rate_matching"
+
+
+class MlflowSection(_Section):
+    experiment: str = "propensity"
+    model_name: str = "propensity"
+    tracking_uri: str | None = None  # default: sqlite in the workspace, or $MLFLOW_TRACKING_URI
+
+
+class TrainConfig(_Section):
+    """Everything ``propensity train`` needs besides the workspace."""
+
+    rules: Path
+    features: Path | None = None
+    grid: GridSection | None = None
+    spine: str | None = None
+    horizon_days: float = Field(default=30, gt=0)
+    recurring: bool = False
+    qualifying_outcomes: tuple[str, ...] | None = None
+    data_end: datetime | None = None
+    split: SplitSection = SplitSection()
+    leakage: LeakageSection = LeakageSection()
+    min_positives: int = Field(default=50, ge=1)
+    points_only_below: int = Field(default=500, ge=1)
+    model: ModelSection = ModelSection()
+    points: PointsSection = PointsSection()
+    calibration: CalibrationSection = CalibrationSection()
+    mlflow: MlflowSection = MlflowSection()
+
+    @model_validator(mode="after")
+    def _one_spine(self) -> TrainConfig:
+        if (self.grid is None) == (self.spine is None):
+            raise ValueError("give exactly one of `grid` (first/last/step_days) or `spine` (a stored spine)")
+        return self
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training YAML; relative ``rules``/``features`` paths resolve against
+    the folder the command runs in, then against the YAML's own folder's parent (the repo root
+    for ``configs/train.yaml``)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise TrainConfigError(f"{path}: training config not found") from None
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{path}: not valid YAML: {exc}") from None
+    for key in ("rules", "features"):
+        value = raw.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
+            candidate = path.resolve().parent.parent / value
+            if candidate.exists():
+                raw[key] = str(candidate)
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise TrainConfigError(f"{path}: invalid training config: {problems}") from None

@@ -1,0 +1,131 @@
+"""Assemble an honest training set: spine -> labels -> splits -> features + rule scores.
+
+Labels are decided first (who can be labelled at all), so features are only computed for rows
+that will be used. Features and rule points are built by the same point-in-time code that
+scoring uses, so a model never sees a column it will not get at scoring time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import ibis
+import pandas as pd
+
+from features.build import build_features, discover_event_types, feature_columns
+from features.config import FeatureConfig
+from features.spine import spine_grid
+from pipelines.rules.config import RuleSet
+from pipelines.rules.score import activity_points, score_frame
+from pipelines.training.config import TrainConfig
+from pipelines.training.labels import label_spine
+from pipelines.training.splits import assign_splits, purge_overlaps
+
+__all__ = ["TrainingSet", "assemble_training_set", "data_end_of"]
+
+KEYS = ["contact_id", "as_of"]
+
+
+@dataclass
+class TrainingSet:
+    """The rows a model is trained, validated and tested on, and what made them."""
+
+    frame: pd.DataFrame  # keys, split, label, label_end, rule_score, features...
+    feature_columns: list[str]
+    raw_points: pd.DataFrame  # keys + uncapped points__{activity} (for the points model)
+    contacts: pd.DataFrame | None
+    event_types: tuple[str, ...]
+    data_end: datetime
+    purged: int = 0
+    summary: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name]
+
+
+def data_end_of(con: ibis.BaseBackend) -> datetime:
+    """The last instant observed: the latest event or outcome timestamp."""
+    ends = [con.table(name).ts.max().execute() for name in ("events", "outcomes")]
+    ends = [pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e)]
+    if not ends:
+        raise ValueError("no events or outcomes to train on: ingest them first")
+    return max(ends).to_pydatetime()
+
+
+def _spine_frame(con: ibis.BaseBackend, config: TrainConfig, events, contacts) -> pd.DataFrame:
+    if config.grid is not None:
+        spine = spine_grid(events, config.grid.first, config.grid.last, config.grid.step_days, contacts)
+    else:
+        spine = con.table(f"spine__{config.spine}")
+    frame = spine.select("contact_id", "as_of").execute()
+    frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
+    return frame.drop_duplicates(KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True)
+
+
+def assemble_training_set(
+    con: ibis.BaseBackend,
+    config: TrainConfig,
+    rules: RuleSet,
+    feature_config: FeatureConfig,
+    *,
+    events: ibis.Table,
+    contacts: ibis.Table | None,
+    outcomes: pd.DataFrame,
+) -> TrainingSet:
+    """Build the labelled, time-split, purged training frame.
+
+    Parameters
+    ----------
+    con : ibis backend holding ``events`` (and ``contacts``); a temporary spine table is made there.
+    config : TrainConfig
+    rules : RuleSet
+        The hand rules: their score is a column (the baseline) and their raw points feed the
+        learned points model.
+    feature_config : FeatureConfig
+    events, contacts : ibis tables
+    outcomes : DataFrame with ``contact_id, ts`` (+ ``outcome``)
+    """
+    data_end = config.data_end or data_end_of(con)
+    spine = _spine_frame(con, config, events, contacts)
+    labelled = label_spine(
+        spine, outcomes, config.horizon_days, data_end=data_end,
+        recurring=config.recurring, qualifying=config.qualifying_outcomes,
+    )
+    if labelled.empty:
+        raise ValueError(
+            f"no spine row can be labelled: every window of {config.horizon_days:g} days runs past "
+            f"the data's end ({data_end:%Y-%m-%d}); move the grid earlier or set data_end"
+        )
+    split = assign_splits(
+        labelled, valid_from=config.split.valid_from, test_from=config.split.test_from,
+        valid_cutoffs=config.split.valid_cutoffs, test_cutoffs=config.split.test_cutoffs,
+    )
+    keep = purge_overlaps(labelled, split)
+    labelled = labelled.assign(split=split)[keep.to_numpy()].reset_index(drop=True)
+
+    spine_table = con.create_table("_training_spine", labelled[KEYS], temp=True, overwrite=True)
+    event_types = feature_config.event_types or discover_event_types(events, feature_config)
+    features = build_features(events, spine_table, feature_config, contacts=contacts, event_types=event_types).execute()
+    raw = activity_points(events, spine_table, rules).execute()
+    contacts_frame = None if contacts is None else contacts.execute()
+
+    for frame in (features, raw):
+        frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
+    raw = labelled[KEYS].merge(raw, on=KEYS, how="left", validate="one_to_one")
+    scored = score_frame(raw, contacts_frame, rules)
+    columns = feature_columns(features)
+    frame = (
+        labelled[[*KEYS, "split", "label", "label_end"]]
+        .merge(scored[[*KEYS, "rule_score", "points"]], on=KEYS, how="left", validate="one_to_one")
+        .merge(features, on=KEYS, how="left", validate="one_to_one")
+    )
+    summary = (
+        frame.groupby("split", observed=True)
+        .agg(rows=("label", "size"), positives=("label", "sum"), cutoffs=("as_of", "nunique"))
+        .to_dict(orient="index")
+    )
+    return TrainingSet(
+        frame=frame, feature_columns=columns, raw_points=raw, contacts=contacts_frame,
+        event_types=tuple(event_types), data_end=data_end, purged=int((~keep).sum()), summary=summary,
+    )

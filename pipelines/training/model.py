@@ -1,0 +1,530 @@
+"""The learned model: LightGBM, tuned by Optuna, early-stopped on the validation split.
+
+Everything is seeded and single-process-deterministic: the same data, config and seed give the
+same trials, the same booster and bit-identical predictions. Categorical attributes are pandas
+``category`` columns with categories fixed on the training split (:func:`prepare_matrix`), so a
+category's code never shifts between training, validation and scoring.
+
+The search keeps the best trial's booster rather than refitting its parameters: with
+deterministic training a refit on the same data would rebuild exactly the same trees, so keeping
+it saves one full fit. Probabilities from :meth:`FittedModel.predict_raw` are uncalibrated;
+calibration is fitted separately on the validation split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "FittedModel",
+    "ModelConfig",
+    "SearchSpace",
+    "feature_importance",
+    "fit_lightgbm",
+    "prepare_matrix",
+]
+
+# LightGBM metric name -> whether higher is better
+_METRICS = {"auc": True, "average_precision": True, "binary_logloss": False}
+
+DEFAULT_PARAMS: Mapping[str, float | int] = MappingProxyType({
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 20,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "lambda_l2": 1.0,
+    "max_depth": -1,
+})
+"""The fixed parameters used when ``tune=False``, and the first trial of every search."""
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The Optuna search space over LightGBM parameters.
+
+    Attributes
+    ----------
+    learning_rate : tuple of float
+        ``(low, high)``, sampled on a log scale. Default ``(0.01, 0.2)``.
+    num_leaves : tuple of int
+        ``(low, high)``, log scale. Default ``(8, 128)``.
+    min_child_samples : tuple of int
+        ``(low, high)``, log scale. Default ``(10, 200)``.
+    feature_fraction : tuple of float
+        ``(low, high)``, uniform. Default ``(0.5, 1.0)``.
+    bagging_fraction : tuple of float
+        ``(low, high)``, uniform, with ``bagging_freq=1`` fixed. Default ``(0.5, 1.0)``.
+    lambda_l2 : tuple of float
+        ``(low, high)``, log scale. Default ``(1e-3, 10.0)``.
+    max_depth : tuple of int
+        Choices (categorical); ``-1`` means no depth limit, leaving ``num_leaves`` in charge.
+        Default ``(-1, 3, 4, 5, 6, 8, 10, 12)``.
+    """
+
+    learning_rate: tuple[float, float] = (0.01, 0.2)
+    num_leaves: tuple[int, int] = (8, 128)
+    min_child_samples: tuple[int, int] = (10, 200)
+    feature_fraction: tuple[float, float] = (0.5, 1.0)
+    bagging_fraction: tuple[float, float] = (0.5, 1.0)
+    lambda_l2: tuple[float, float] = (1e-3, 10.0)
+    max_depth: tuple[int, ...] = (-1, 3, 4, 5, 6, 8, 10, 12)
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction",
+                     "bagging_fraction", "lambda_l2"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"search_space.{name} must be (low, high) with 0 < low <= high, got {(low, high)}")
+        for name in ("feature_fraction", "bagging_fraction"):
+            if getattr(self, name)[1] > 1:
+                raise ValueError(f"search_space.{name} must lie in (0, 1]")
+        if not self.max_depth or any(d != -1 and d < 1 for d in self.max_depth):
+            raise ValueError("search_space.max_depth must list -1 (no limit) and/or depths >= 1")
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, float | int]:
+        """Sample one parameter set for ``trial``."""
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", *self.learning_rate, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", *self.num_leaves, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", *self.min_child_samples, log=True),
+            "feature_fraction": trial.suggest_float("feature_fraction", *self.feature_fraction),
+            "bagging_fraction": trial.suggest_float("bagging_fraction", *self.bagging_fraction),
+            "lambda_l2": trial.suggest_float("lambda_l2", *self.lambda_l2, log=True),
+            "max_depth": trial.suggest_categorical("max_depth", list(self.max_depth)),
+        }
+
+    def contains(self, params: Mapping[str, float | int]) -> bool:
+        """Whether ``params`` (such as :data:`DEFAULT_PARAMS`) lie inside this space."""
+        ranged = all(getattr(self, k)[0] <= params[k] <= getattr(self, k)[1]
+                     for k in params if k != "max_depth")
+        return ranged and params["max_depth"] in self.max_depth
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How the LightGBM model is fitted and tuned.
+
+    Attributes
+    ----------
+    n_trials : int
+        Optuna trials at most (the first one is :data:`DEFAULT_PARAMS`).
+    timeout_seconds : float
+        Wall-clock budget for the whole fit; the search stops at whichever of ``n_trials`` and
+        the budget comes first. Optuna only checks its own timeout between trials, so the
+        budget is also enforced inside a trial: a fit still running at the deadline stops at its
+        best iteration so far. At least one fit always completes.
+    seed : int
+        Seeds the sampler and every LightGBM random stream.
+    early_stopping_rounds : int
+        Rounds without improvement of ``metric`` on the validation split before stopping.
+    max_estimators : int
+        Boosting rounds at most.
+    search_space : SearchSpace
+        The parameters searched (see :class:`SearchSpace` for the default ranges).
+    metric : str
+        ``"auc"`` (default), ``"average_precision"`` or ``"binary_logloss"``, on the validation
+        split; used for early stopping and as the tuning objective.
+    n_jobs : int
+        LightGBM threads. Trials run one after the other, which keeps the search reproducible.
+    tune : bool
+        ``False`` fits :data:`DEFAULT_PARAMS` once, still early-stopped.
+    """
+
+    n_trials: int = 30
+    timeout_seconds: float = 300.0
+    seed: int = 0
+    early_stopping_rounds: int = 50
+    max_estimators: int = 2000
+    search_space: SearchSpace = field(default_factory=SearchSpace)
+    metric: str = "auc"
+    n_jobs: int = 2
+    tune: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise ValueError("n_trials must be at least 1")
+        if not self.timeout_seconds > 0:
+            raise ValueError("timeout_seconds must be positive")
+        if self.early_stopping_rounds < 1 or self.max_estimators < 1:
+            raise ValueError("early_stopping_rounds and max_estimators must be at least 1")
+        if self.n_jobs < 1:
+            raise ValueError("n_jobs must be at least 1")
+        if self.metric not in _METRICS:
+            raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {self.metric!r}")
+
+
+@dataclass
+class FittedModel:
+    """A fitted booster and what is needed to score new rows the same way.
+
+    Attributes
+    ----------
+    booster : lightgbm.Booster
+        The chosen booster (the best trial's, when tuned).
+    feature_names : list of str
+        Feature columns, in training order.
+    categories : dict of str to list
+        The fixed categories of each categorical feature (from :func:`prepare_matrix`).
+    params : dict
+        The LightGBM parameters the booster was trained with.
+    best_iteration : int
+        Boosting rounds used for prediction (chosen by early stopping).
+    valid_auc : float
+        ROC-AUC of the raw predictions on the validation split.
+    trials : pandas.DataFrame
+        Optuna's ``trials_dataframe()``; empty when ``tune=False``.
+    fit_seconds : float
+        Wall-clock time of the whole fit, search included.
+    hit_time_budget : bool
+        Whether ``timeout_seconds`` cut the search or a fit short.
+    """
+
+    booster: lgb.Booster
+    feature_names: list[str]
+    categories: dict[str, list]
+    params: dict
+    best_iteration: int
+    valid_auc: float
+    trials: pd.DataFrame
+    fit_seconds: float
+    hit_time_budget: bool = False
+
+    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated probability of the positive class for each row of ``X``.
+
+        Parameters
+        ----------
+        X : pandas.DataFrame
+            Rows holding at least :attr:`feature_names`, raw or already prepared; they are
+            (re)prepared with the stored categories, so unseen categories become missing.
+
+        Returns
+        -------
+        numpy.ndarray
+            One probability per row, from the booster at :attr:`best_iteration`.
+        """
+        matrix, _ = prepare_matrix(X, self.feature_names, self.categories)
+        return self.booster.predict(matrix, num_iteration=self.best_iteration)
+
+
+def prepare_matrix(
+    frame: pd.DataFrame,
+    feature_columns: Sequence[str],
+    categories: Mapping[str, list] | None = None,
+) -> tuple[pd.DataFrame, dict[str, list]]:
+    """The model matrix: the feature columns in model dtypes, categories fixed.
+
+    Text (object, string) and ``category`` columns become ``category`` dtype with fixed
+    categories; booleans and numbers become float64 (missing values stay NaN).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Rows with at least ``feature_columns``; not modified.
+    feature_columns : sequence of str
+        The features, in model order.
+    categories : mapping of str to list, optional
+        Categories learned before (on the training split). When given, each listed column is
+        coded against exactly these categories and values outside them become NaN; a text
+        column not listed is an error. When omitted, categories are learned from ``frame``:
+        its sorted distinct non-missing values.
+
+    Returns
+    -------
+    matrix : pandas.DataFrame
+        The features, same index as ``frame``.
+    categories : dict of str to list
+        The categories of every categorical feature, to store with the model.
+    """
+    columns = list(feature_columns)
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise ValueError(f"feature columns listed twice: {duplicated}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise KeyError(f"feature columns missing from the frame: {missing}")
+    learn = categories is None
+    known = {} if categories is None else {name: list(cats) for name, cats in categories.items()}
+    matrix: dict[str, pd.Series] = {}
+    for name in columns:
+        column = frame[name]
+        if name not in known and _is_categorical(column):
+            if not learn:
+                raise ValueError(
+                    f"feature {name!r} is text/categorical here but had no categories when the "
+                    "model was trained (it was numeric then)"
+                )
+            known[name] = _learn_categories(column)
+        matrix[name] = _as_category(column, known[name]) if name in known else _as_float(column, name)
+    fixed = {name: known[name] for name in columns if name in known}
+    return pd.DataFrame(matrix, index=frame.index), fixed
+
+
+def fit_lightgbm(
+    X_train: pd.DataFrame,
+    y_train: Sequence[int] | np.ndarray | pd.Series,
+    X_valid: pd.DataFrame,
+    y_valid: Sequence[int] | np.ndarray | pd.Series,
+    config: ModelConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> FittedModel:
+    """Fit a binary LightGBM classifier, tuned on and early-stopped by the validation split.
+
+    Parameters
+    ----------
+    X_train, X_valid : pandas.DataFrame
+        Matrices from :func:`prepare_matrix` (the validation one prepared with the training
+        categories); same columns in the same order.
+    y_train, y_valid : array-like of {0, 1}
+        Labels; each split needs both classes.
+    config : ModelConfig, optional
+        Defaults to ``ModelConfig()``.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each trial (``(1, 1)`` when not tuning).
+
+    Returns
+    -------
+    FittedModel
+        The best booster, its parameters and the search record.
+    """
+    config = config or ModelConfig()
+    started = time.perf_counter()
+    deadline = started + config.timeout_seconds
+    categorical = _check_matrices(X_train, X_valid)
+    labels_train = _binary_labels(y_train, len(X_train), "y_train")
+    labels_valid = _binary_labels(y_valid, len(X_valid), "y_valid")
+    dataset_params = {"feature_pre_filter": False, "seed": config.seed, "num_threads": config.n_jobs, "verbose": -1}
+    train_set = lgb.Dataset(X_train, labels_train, categorical_feature=categorical or "auto",
+                            params=dataset_params, free_raw_data=False)
+    valid_set = lgb.Dataset(X_valid, labels_valid, categorical_feature=categorical or "auto",
+                            params=dataset_params, reference=train_set, free_raw_data=False)
+
+    def fit_once(tuned: Mapping[str, float | int]) -> tuple[lgb.Booster, dict, bool]:
+        params = _base_params(config) | dict(tuned)
+        budget = _TimeBudget(deadline, higher_is_better=_METRICS[config.metric])
+        booster = lgb.train(
+            params, train_set, num_boost_round=config.max_estimators,
+            valid_sets=[valid_set], valid_names=["valid"],
+            callbacks=[lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False),
+                       budget],
+        )
+        return booster, params, budget.hit
+
+    if config.tune:
+        booster, params, trials, hit_budget = _search(fit_once, config, deadline, progress)
+    else:
+        booster, params, hit_budget = fit_once(DEFAULT_PARAMS)
+        trials = pd.DataFrame()
+        if progress is not None:
+            progress(1, 1)
+    best_iteration = booster.best_iteration or booster.current_iteration()
+    valid_auc = float(roc_auc_score(labels_valid, booster.predict(X_valid, num_iteration=best_iteration)))
+    return FittedModel(
+        booster=booster,
+        feature_names=list(X_train.columns),
+        categories={name: list(X_train[name].cat.categories) for name in categorical},
+        params=params,
+        best_iteration=int(best_iteration),
+        valid_auc=valid_auc,
+        trials=trials,
+        fit_seconds=time.perf_counter() - started,
+        hit_time_budget=hit_budget,
+    )
+
+
+def feature_importance(model: FittedModel) -> pd.DataFrame:
+    """Gain and split importance of each feature at the model's best iteration.
+
+    Parameters
+    ----------
+    model : FittedModel
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``feature``, ``gain`` (total gain of the splits on it), ``split`` (how many
+        splits use it), sorted by gain, largest first.
+    """
+    booster, iteration = model.booster, model.best_iteration
+    table = pd.DataFrame({
+        "feature": booster.feature_name(),
+        "gain": booster.feature_importance("gain", iteration=iteration).astype("float64"),
+        "split": booster.feature_importance("split", iteration=iteration).astype("int64"),
+    })
+    return table.sort_values("gain", ascending=False, kind="stable").reset_index(drop=True)
+
+
+class _TimeBudget:
+    """LightGBM callback: stop at the best iteration so far once the deadline has passed."""
+
+    order = 40  # after lgb.early_stopping (30), which sees the iteration first
+
+    def __init__(self, deadline: float, *, higher_is_better: bool) -> None:
+        self.deadline = deadline
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.best_score = -math.inf
+        self.best_iteration = 0
+        self.best_results: list = []
+        self.hit = False
+
+    def __call__(self, env: lgb.callback.CallbackEnv) -> None:
+        results = env.evaluation_result_list or []
+        if results and self.sign * results[0][2] > self.best_score:
+            self.best_score = self.sign * results[0][2]
+            self.best_iteration = env.iteration
+            self.best_results = list(results)
+        if time.perf_counter() >= self.deadline:
+            self.hit = True
+            raise lgb.callback.EarlyStopException(self.best_iteration, self.best_results)
+
+
+class _BestSoFar:
+    """The best trial's booster, kept so that the winner does not need a refit."""
+
+    def __init__(self, higher_is_better: bool) -> None:
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.score = -math.inf
+        self.booster: lgb.Booster | None = None
+        self.params: dict = {}
+
+    def offer(self, score: float, booster: lgb.Booster, params: dict) -> None:
+        if self.sign * score > self.score:  # ties keep the earlier trial, as optuna does
+            self.score, self.booster, self.params = self.sign * score, booster, params
+
+
+def _search(
+    fit_once: Callable[[Mapping[str, float | int]], tuple[lgb.Booster, dict, bool]],
+    config: ModelConfig,
+    deadline: float,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[lgb.Booster, dict, pd.DataFrame, bool]:
+    higher = _METRICS[config.metric]
+    best = _BestSoFar(higher)
+    hit = False
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal hit
+        booster, params, trial_hit = fit_once(config.search_space.suggest(trial))
+        score = float(booster.best_score["valid"][config.metric])
+        trial.set_user_attr("best_iteration", int(booster.best_iteration))
+        trial.set_user_attr("stopped_by_time_budget", trial_hit)
+        hit = hit or trial_hit
+        best.offer(score, booster, params)
+        return score
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal hit
+        if progress is not None:
+            progress(len(study.trials), config.n_trials)
+        if time.perf_counter() >= deadline:
+            hit = hit or len(study.trials) < config.n_trials
+            study.stop()
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            direction="maximize" if higher else "minimize",
+            sampler=optuna.samplers.TPESampler(seed=config.seed),
+        )
+        if config.search_space.contains(DEFAULT_PARAMS):
+            study.enqueue_trial(dict(DEFAULT_PARAMS))
+        # our own deadline (not optuna's timeout), so that at least one trial always runs
+        study.optimize(objective, n_trials=config.n_trials, callbacks=[after_trial], gc_after_trial=False)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    if best.booster is None:  # cannot happen: the first trial always runs, or optimize raised
+        raise RuntimeError("the search finished without a single completed trial")
+    return best.booster, best.params, study.trials_dataframe(), hit
+
+
+def _base_params(config: ModelConfig) -> dict[str, Any]:
+    return {
+        "objective": "binary",
+        "metric": config.metric,
+        "bagging_freq": 1,
+        "seed": config.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": config.n_jobs,
+        "verbose": -1,
+        "feature_pre_filter": False,
+    }
+
+
+def _check_matrices(X_train: pd.DataFrame, X_valid: pd.DataFrame) -> list[str]:
+    """The categorical columns, after checking that both matrices are prepared alike."""
+    if list(X_train.columns) != list(X_valid.columns):
+        raise ValueError("X_train and X_valid must have the same columns in the same order")
+    if len(X_train) == 0 or len(X_valid) == 0:
+        raise ValueError("X_train and X_valid need at least one row each")
+    categorical = []
+    for name in X_train.columns:
+        train_dtype, valid_dtype = X_train[name].dtype, X_valid[name].dtype
+        if isinstance(train_dtype, pd.CategoricalDtype):
+            if not (isinstance(valid_dtype, pd.CategoricalDtype)
+                    and list(train_dtype.categories) == list(valid_dtype.categories)):
+                raise ValueError(
+                    f"feature {name!r} has other categories in X_valid than in X_train: prepare X_valid "
+                    "with prepare_matrix(..., categories=<the ones learned on train>)"
+                )
+            categorical.append(name)
+        elif not (pd.api.types.is_float_dtype(train_dtype) and pd.api.types.is_float_dtype(valid_dtype)):
+            raise ValueError(
+                f"feature {name!r} is {train_dtype} / {valid_dtype}: the model takes float64 or category "
+                "columns, use prepare_matrix"
+            )
+    return categorical
+
+
+def _binary_labels(y: Sequence[int] | np.ndarray | pd.Series, n_rows: int, name: str) -> np.ndarray:
+    labels = np.asarray(y)
+    if labels.ndim != 1 or len(labels) != n_rows:
+        raise ValueError(f"{name} must be one label per row ({n_rows}), got shape {labels.shape}")
+    if pd.isna(labels).any() or not np.isin(labels, [0, 1]).all():
+        raise ValueError(f"{name} must hold only 0 and 1")
+    labels = labels.astype("int64")
+    if labels.min() == labels.max():
+        raise ValueError(f"{name} holds only label {labels[0]}: both classes are needed")
+    return labels
+
+
+def _is_categorical(column: pd.Series) -> bool:
+    dtype = column.dtype
+    return (isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype)
+            or pd.api.types.is_string_dtype(dtype))
+
+
+def _learn_categories(column: pd.Series) -> list:
+    values = pd.Index(column.dropna().unique()).tolist()
+    try:
+        return sorted(values)
+    except TypeError:  # mixed types: a stable order all the same
+        return sorted(values, key=lambda v: (type(v).__name__, str(v)))
+
+
+def _as_category(column: pd.Series, categories: list) -> pd.Series:
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.set_categories(categories)
+    known = column.where(column.isin(categories))
+    return pd.Series(pd.Categorical(known, categories=categories), index=column.index, name=column.name)
+
+
+def _as_float(column: pd.Series, name: str) -> pd.Series:
+    dtype = column.dtype
+    if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
+        raise TypeError(f"feature {name!r} is {dtype}: features must be numeric, boolean or text")
+    return pd.Series(column.to_numpy(dtype="float64", na_value=np.nan), index=column.index, name=column.name)

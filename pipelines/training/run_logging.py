@@ -1,0 +1,89 @@
+"""Log one training run to MLflow: config, fingerprint, metrics per split, plots, artifacts."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from features.store import Workspace
+from pipelines.training.config import TrainConfig
+from pipelines.training.tracking import configure_tracking, log_scorer_model, promote_if_better
+
+__all__ = ["flatten", "log_training", "plot_calibration"]
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> flat MLflow params (``model.n_trials``)."""
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:500]
+    return flat
+
+
+def plot_calibration(frame: pd.DataFrame, models: dict[str, str], path: Path) -> Path:
+    """Reliability diagram of each model's probability on the test split (drawn from computed bins)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    test = frame[frame["split"] == "test"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    top = 0.0
+    for name, column in models.items():
+        observed, predicted = calibration_curve(test["label"], test[column], n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, marker="o", label=name)
+        top = max(top, float(predicted.max()), float(observed.max()))
+    ax.set_xlim(0, min(1, top * 1.1 + 0.01)); ax.set_ylim(0, min(1, top * 1.1 + 0.01))
+    ax.set_xlabel("predicted probability"); ax.set_ylabel("observed conversion rate")
+    ax.set_title("calibration on the test split"); ax.legend()
+    fig.tight_layout(); fig.savefig(path, dpi=100); plt.close(fig)
+    return path
+
+
+def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame, coefficients: pd.DataFrame) -> None:
+    """Log ``result`` as one MLflow run; register the learned model and maybe promote it."""
+    result.tracking_uri = configure_tracking(ws.path, config.mlflow.tracking_uri, config.mlflow.experiment)
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        result.run_id = run.info.run_id
+        mlflow.log_params(flatten(config.model_dump(mode="json")))
+        mlflow.set_tags({"data_fingerprint": result.summary["fingerprint"], "points_only": str(result.points_only),
+                         "leakage_allowed": ",".join(result.leakage_allowed) or "none"})
+        for row in result.metrics.itertuples(index=False):
+            for metric, value in row._asdict().items():
+                if metric in ("model", "split") or value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                mlflow.log_metric(f"{row.model}.{row.split}.{metric}", float(value))
+        mlflow.log_dict(result.summary, "summary.json")
+        mlflow.log_artifact(str(result.learned_rules_path))
+        folder = Path(tmp)
+        result.metrics.to_csv(folder / "metrics.csv", index=False)
+        coefficients.to_csv(folder / "learned_points.csv", index=False)
+        mlflow.log_artifact(str(folder / "metrics.csv"))
+        mlflow.log_artifact(str(folder / "learned_points.csv"))
+        probabilities = {"rules": "rule_probability", "learned points": "points_probability"}
+        if result.scorer is not None:
+            probabilities = {"learned": "probability", **probabilities}
+            result.importance.to_csv(folder / "feature_importance.csv", index=False)
+            mlflow.log_artifact(str(folder / "feature_importance.csv"))
+        mlflow.log_artifact(str(plot_calibration(frame, probabilities, folder / "calibration.png")))
+        if result.scorer is None:
+            return
+        test = frame[frame["split"] == "test"]
+        _, result.model_version = log_scorer_model(result.scorer, frame[frame["split"] == "train"], config.mlflow.model_name)
+        metrics = result.metrics.set_index(["model", "split"])
+        result.registry = promote_if_better(
+            config.mlflow.model_name, result.model_version, test[result.scorer.feature_names],
+            test["label"].to_numpy(), float(metrics.loc[("learned", "test"), "roc_auc"]),
+            float(metrics.loc[("rules", "test"), "roc_auc"]),
+        )

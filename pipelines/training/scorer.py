@@ -1,0 +1,94 @@
+"""The learned scorer: features -> calibrated probability -> learned 0-5 score.
+
+One object carries everything scoring needs (booster, feature list, category codes, calibrator,
+score map, the feature config that built the columns), so batch scoring, the MLflow pyfunc and
+the service all score identically.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from pipelines.training.model import prepare_matrix
+
+__all__ = ["LearnedScorer", "load_scorer"]
+
+
+@dataclass
+class LearnedScorer:
+    """A trained propensity model ready to score feature frames."""
+
+    booster: lgb.Booster
+    feature_names: list[str]
+    categories: dict[str, list]
+    calibrator: object  # ProbabilityCalibrator: .transform(raw) -> probability
+    mapper: object  # ScoreMapper: .transform(probability) -> 0-5
+    best_iteration: int
+    feature_config: dict = field(default_factory=dict)
+    event_types: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict)
+
+    def raw_probability(self, features: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated booster output on the model's own columns."""
+        missing = [c for c in self.feature_names if c not in features.columns]
+        if missing:
+            raise ValueError(
+                f"the feature frame lacks {len(missing)} column(s) the model was trained on, e.g. "
+                f"{missing[:5]}; build features with the model's feature config and event types"
+            )
+        matrix, _ = prepare_matrix(features, self.feature_names, self.categories)
+        return self.booster.predict(matrix, num_iteration=self.best_iteration)
+
+    def score(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``probability`` (calibrated) and ``learned_score`` (0-5, on the rule's scale)."""
+        probability = np.clip(self.calibrator.transform(self.raw_probability(features)), 0.0, 1.0)
+        return pd.DataFrame(
+            {"probability": probability, "learned_score": self.mapper.transform(probability)},
+            index=features.index,
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the scorer to ``folder`` (booster as LightGBM text, the rest as pickle + JSON)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / "booster.txt"), num_iteration=self.best_iteration)
+        with open(folder / "calibration.pkl", "wb") as handle:
+            pickle.dump({"calibrator": self.calibrator, "mapper": self.mapper}, handle)
+        meta = {
+            "feature_names": self.feature_names,
+            "categories": self.categories,
+            "best_iteration": self.best_iteration,
+            "feature_config": self.feature_config,
+            "event_types": list(self.event_types),
+            "metadata": self.metadata,
+        }
+        (folder / "scorer.json").write_text(json.dumps(meta, indent=2, default=str))
+        return folder
+
+
+def load_scorer(folder: str | Path) -> LearnedScorer:
+    """Read a scorer written by :meth:`LearnedScorer.save`."""
+    folder = Path(folder)
+    meta = json.loads((folder / "scorer.json").read_text())
+    with open(folder / "calibration.pkl", "rb") as handle:
+        parts = pickle.load(handle)
+    booster = lgb.Booster(model_file=str(folder / "booster.txt"))
+    return LearnedScorer(
+        booster=booster,
+        feature_names=meta["feature_names"],
+        categories=meta["categories"],
+        calibrator=parts["calibrator"],
+        mapper=parts["mapper"],
+        # the saved booster holds exactly best_iteration trees
+        best_iteration=booster.current_iteration(),
+        feature_config=meta["feature_config"],
+        event_types=tuple(meta["event_types"]),
+        metadata=meta["metadata"],
+    )

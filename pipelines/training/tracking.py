@@ -1,0 +1,149 @@
+"""MLflow: one run per training, the learned scorer as a pyfunc, the registry alias `champion`.
+
+The store defaults to the workspace (``sqlite:///<ws>/mlflow.db``, artifacts in
+``<ws>/mlartifacts``) so nothing is written outside it; ``MLFLOW_TRACKING_URI`` or the config's
+``mlflow.tracking_uri`` point it elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from pipelines.training.scorer import LearnedScorer, load_scorer
+
+__all__ = [
+    "CHAMPION",
+    "PropensityPyfunc",
+    "RegistryDecision",
+    "configure_tracking",
+    "log_scorer_model",
+    "load_champion",
+    "promote_if_better",
+]
+
+CHAMPION = "champion"
+
+# Pinned here so log_model does not spend ~5 s inferring requirements (STACK.md).
+PIP_REQUIREMENTS = ["propensity", "lightgbm>=4.7,<5", "scikit-learn>=1.9,<1.10", "pandas>=3.1,<4", "numpy>=2.4,<3"]
+
+
+class PropensityPyfunc(mlflow.pyfunc.PythonModel):
+    """Pyfunc wrapper: input = the feature frame, output = ``probability`` and ``learned_score``.
+
+    MLflow's own LightGBM flavour returns class labels for a classifier (STACK.md), so the
+    scorer is wrapped instead.
+    """
+
+    def load_context(self, context) -> None:
+        self.scorer = load_scorer(context.artifacts["scorer"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.scorer.score(model_input).reset_index(drop=True)
+
+
+def configure_tracking(workspace_path: Path, configured_uri: str | None, experiment: str) -> str:
+    """Point MLflow at the right store and experiment; returns the tracking URI used."""
+    uri = configured_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        workspace_path.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{(workspace_path / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
+        artifacts = (workspace_path / "mlartifacts" / experiment).resolve()
+        mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+def log_scorer_model(scorer: LearnedScorer, example: pd.DataFrame, model_name: str) -> tuple[str, str]:
+    """Log the scorer as a pyfunc in the active run and register it; returns (model_uri, version)."""
+    features = example[scorer.feature_names].head(200)
+    output = scorer.score(features).reset_index(drop=True)
+    signature = infer_signature(features, output)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = scorer.save(Path(tmp) / "scorer")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=PropensityPyfunc(),
+            artifacts={"scorer": str(folder)},
+            signature=signature,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=model_name,
+        )
+    return info.model_uri, str(info.registered_model_version)
+
+
+@dataclass(frozen=True)
+class RegistryDecision:
+    version: str
+    promoted: bool
+    reason: str
+    previous_champion: str | None = None
+    previous_test_auc: float | None = None
+
+
+def load_champion(model_name: str):
+    """The registered champion as a pyfunc, or None when there is none yet."""
+    client = MlflowClient()
+    try:
+        client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+
+
+def promote_if_better(
+    model_name: str,
+    version: str,
+    test_features: pd.DataFrame,
+    test_labels: np.ndarray,
+    new_test_auc: float,
+    rule_test_auc: float,
+) -> RegistryDecision:
+    """Move `champion` to ``version`` only if it beats the rules and the current champion on test.
+
+    The current champion is re-scored on *this* test split, so both are judged on the same rows;
+    if it cannot score them (different features), its recorded test AUC is used and the reason
+    says so.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    client = MlflowClient()
+    client.set_model_version_tag(model_name, version, "test_roc_auc", f"{new_test_auc:.6f}")
+    if not new_test_auc > rule_test_auc:
+        return RegistryDecision(version, False, f"test ROC-AUC {new_test_auc:.4f} does not beat the rules' {rule_test_auc:.4f}")
+    try:
+        current = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        current = None
+    if current is None:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        return RegistryDecision(version, True, f"first champion (test ROC-AUC {new_test_auc:.4f} > rules {rule_test_auc:.4f})")
+    try:
+        champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+        champion_auc = float(roc_auc_score(test_labels, champion.predict(test_features)["probability"]))
+        basis = "re-scored on this test split"
+    except Exception as exc:  # a champion from other data may lack columns: fall back to its record
+        champion_auc = float(current.tags.get("test_roc_auc", "nan"))
+        basis = f"its recorded test AUC (could not re-score: {type(exc).__name__})"
+    if np.isnan(champion_auc) or new_test_auc > champion_auc:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+        return RegistryDecision(version, True, f"test ROC-AUC {new_test_auc:.4f} beats champion v{current.version} "
+                                f"({champion_auc:.4f}, {basis}) and the rules ({rule_test_auc:.4f})",
+                                current.version, champion_auc)
+    return RegistryDecision(version, False, f"test ROC-AUC {new_test_auc:.4f} does not beat champion v{current.version} "
+                            f"({champion_auc:.4f}, {basis})", current.version, champion_auc)
+
+
+def log_json(name: str, payload: dict) -> None:
+    mlflow.log_text(json.dumps(payload, indent=2, default=str), name)

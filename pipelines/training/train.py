@@ -1,0 +1,175 @@
+"""`propensity train`: training set -> guard -> models -> calibration -> metrics -> MLflow.
+
+The wiring only; every step is a function of its own module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.config import load_feature_config
+from features.store import Workspace
+from pipelines.rules.config import RuleSet, dump_rules, load_rules
+from pipelines.rules.score import score_frame
+from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+from pipelines.training.config import TrainConfig
+from pipelines.training.dataset import TrainingSet, assemble_training_set
+from pipelines.training.leakage import LeakageConfig, check_leakage, raise_for_leakage
+from pipelines.training.metrics import classification_metrics
+from pipelines.training.model import ModelConfig, feature_importance, fit_lightgbm, prepare_matrix
+from pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
+from pipelines.training.scorer import LearnedScorer
+
+__all__ = ["NotEnoughPositives", "TrainResult", "train"]
+
+KEYS = ["contact_id", "as_of"]
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+class NotEnoughPositives(ValueError):
+    """Too few conversions in the training split to learn anything honest."""
+
+
+@dataclass
+class TrainResult:
+    summary: dict
+    metrics: pd.DataFrame  # model, split, metric columns
+    points_only: bool
+    learned_rules_path: Path
+    learned_rules: RuleSet
+    importance: pd.DataFrame | None = None
+    leakage_allowed: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    model_version: str | None = None
+    registry: object | None = None
+    tracking_uri: str | None = None
+    scorer: LearnedScorer | None = None
+    test_scores: pd.DataFrame | None = None
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(frame[[*KEYS, "label"]], index=False).to_numpy()
+    return f"{len(frame)}-{int(hashed.sum(dtype=np.uint64)):016x}"
+
+
+def _rule_probability(ts: TrainingSet) -> pd.Series:
+    """The rule score turned into a probability (isotonic on valid), so Brier/ECE compare."""
+    valid = ts.split("valid")
+    calibrator = ProbabilityCalibrator(method="isotonic").fit(valid["rule_score"] / 5.0, valid["label"])
+    return pd.Series(calibrator.transform(ts.frame["rule_score"] / 5.0), index=ts.frame.index)
+
+
+def _metrics_table(frame: pd.DataFrame, models: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    rows = []
+    for model, (probability_col, score_col) in models.items():
+        for split in SPLIT_NAMES:
+            part = frame[frame["split"] == split]
+            values = classification_metrics(part["label"].to_numpy(), part[probability_col].to_numpy(),
+                                             part[score_col].to_numpy())
+            rows.append({"model": model, "split": split, **values})
+    return pd.DataFrame(rows)
+
+
+def train(
+    ws: Workspace,
+    config: TrainConfig,
+    *,
+    step: Callable[[str], None] = lambda _: None,
+    track: bool = True,
+) -> TrainResult:
+    """Train, calibrate, evaluate and (when ``track``) log and register a propensity model."""
+    con = ws.ibis_connection()
+    rules = load_rules(config.rules)
+    feature_config = load_feature_config(config.features)
+    step("assemble the training set")
+    ts = assemble_training_set(
+        con, config, rules, feature_config,
+        events=con.table("events"),
+        contacts=con.table("contacts") if ws.counts().get("contacts", 0) else None,
+        outcomes=ws.table("outcomes"),
+    )
+    frame = ts.frame
+    is_train, is_valid = frame["split"] == "train", frame["split"] == "valid"
+    positives = int(frame.loc[is_train, "label"].sum())
+    if positives < config.min_positives:
+        raise NotEnoughPositives(
+            f"only {positives} positive(s) in the training split ({int(is_train.sum()):,} rows); at least "
+            f"{config.min_positives} are needed. Add cut-offs (a wider grid or smaller step), a longer "
+            f"horizon_days, more outcomes, or lower min_positives knowingly."
+        )
+    points_only = positives < config.points_only_below
+
+    step("check for leakage")
+    X, categories = prepare_matrix(frame[is_train], ts.feature_columns)
+    report = check_leakage(X, frame.loc[is_train, "label"].to_numpy(),
+                           LeakageConfig(max_single_feature_auc=config.leakage.max_single_feature_auc,
+                                         allow=config.leakage.allow))
+    raise_for_leakage(report)
+
+    step("learn points for the rules")
+    design = rule_design_matrix(ts.raw_points, ts.contacts, rules)
+    learned = fit_points_model(
+        design[is_train.to_numpy()], frame.loc[is_train, "label"], rules,
+        PointsModelConfig(prior="hand" if points_only else config.points.prior, l2=config.points.l2),
+        design[is_valid.to_numpy()], frame.loc[is_valid, "label"],
+    )
+    learned_scores = score_frame(ts.raw_points, ts.contacts, learned.rules)
+    frame = frame.assign(
+        rule_probability=_rule_probability(ts),
+        points_score=learned_scores["rule_score"].to_numpy(),
+    )
+    points_probability = ProbabilityCalibrator(method="isotonic").fit(
+        frame.loc[is_valid, "points_score"] / 5.0, frame.loc[is_valid, "label"])
+    frame["points_probability"] = points_probability.transform(frame["points_score"] / 5.0)
+    models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
+
+    scorer = importance = None
+    if not points_only:
+        step("train LightGBM (Optuna search)")
+        X_all, _ = prepare_matrix(frame, ts.feature_columns, categories)
+        fitted = fit_lightgbm(
+            X_all[is_train.to_numpy()], frame.loc[is_train, "label"],
+            X_all[is_valid.to_numpy()], frame.loc[is_valid, "label"],
+            ModelConfig(n_trials=config.model.n_trials, timeout_seconds=config.model.timeout_seconds,
+                        seed=config.model.seed, early_stopping_rounds=config.model.early_stopping_rounds,
+                        max_estimators=config.model.max_estimators, tune=config.model.tune),
+        )
+        step("calibrate onto the 0-5 scale")
+        raw = fitted.predict_raw(X_all)
+        calibrator = ProbabilityCalibrator(method=config.calibration.method).fit(raw[is_valid.to_numpy()], frame.loc[is_valid, "label"])
+        probability = calibrator.transform(raw)
+        mapper = ScoreMapper(method=config.calibration.score_mapping).fit(
+            probability[is_valid.to_numpy()], frame.loc[is_valid, "label"], frame.loc[is_valid, "rule_score"])
+        frame["probability"] = probability
+        frame["learned_score"] = mapper.transform(probability)
+        scorer = LearnedScorer(
+            booster=fitted.booster, feature_names=fitted.feature_names, categories=fitted.categories,
+            calibrator=calibrator, mapper=mapper, best_iteration=fitted.best_iteration,
+            feature_config=feature_config.model_dump(mode="json"), event_types=ts.event_types,
+            metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params},
+        )
+        importance = feature_importance(fitted)
+        models = {"learned": ("probability", "learned_score"), **models}
+
+    metrics = _metrics_table(frame, models)
+    learned_path = ws.path / "models" / "rules.learned.yaml"
+    learned_path.parent.mkdir(parents=True, exist_ok=True)
+    learned_path.write_text(dump_rules(learned.rules), encoding="utf-8")
+    result = TrainResult(
+        summary={"splits": ts.summary, "purged_rows": ts.purged, "features": len(ts.feature_columns),
+                 "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame)},
+        metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
+        importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
+        test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],
+    )
+    if track:
+        step("log to MLflow and register")
+        from pipelines.training.run_logging import log_training
+
+        log_training(ws, config, result, frame, learned.coefficients)
+    return result
