@@ -174,15 +174,29 @@ def score_cmd(
     spine: SpineOpt = None,
     level: Annotated[str, typer.Option("--level", help="contact or account.")] = "contact",
     out: Annotated[Path | None, typer.Option("--out", help="Output .parquet, .csv or .jsonl.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
+                                              "(champion), a version number or a models:/ URI.")] = None,
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
 ) -> None:
-    """Score contacts (or accounts) 0-5 with hand-weighted rules, point by point."""
-    from pipelines.jobs import run_rule_scores
+    """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
+    from pipelines.jobs import run_model_scores, run_rule_scores
     from pipelines.outputs import write_frame
     from pipelines.rules import load_rules
 
     ws = _workspace(ctx)
-    rule_set = load_rules(rules)
     choice = _choice(as_of, spine)
+    if model is not None:
+        with _progress() as progress:
+            task = progress.add_task(f"score with model {model_name}@{model}", total=None)
+            scored = run_model_scores(ws, choice, model, model_name)
+            progress.update(task, completed=1, total=1)
+        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet"
+        write_frame(scored, path)
+        if "band" in scored:
+            _print_band_table(scored, title=f"learned scores ({model_name}@{model})")
+        console.print(f"{len(scored):,} rows -> {path}")
+        return
+    rule_set = load_rules(rules)
     with _progress() as progress:
         task = progress.add_task(f"score with {rule_set.name} rules", total=None)
         scored = run_rule_scores(ws, choice, rule_set, level=level)
@@ -236,6 +250,82 @@ def generate_cmd(
                   f"{len(world.outcomes):,} conversions")
     for name, path in paths.items():
         console.print(f"  {name}: {path}")
+
+
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", help="Training config YAML.")] = REPO_CONFIGS / "train.yaml",
+    no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow or register.")] = False,
+) -> None:
+    """Learn from outcomes: LightGBM + Optuna and learned rule points, calibrated onto 0-5, tracked in MLflow."""
+    import optuna
+
+    from pipelines.training.config import load_train_config
+    from pipelines.training.train import train
+
+    ws = _workspace(ctx)
+    train_config = load_train_config(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with _progress() as progress:
+        current = {"task": None}
+
+        def step(label: str) -> None:
+            if current["task"] is not None:
+                progress.update(current["task"], completed=1, total=1)
+            current["task"] = progress.add_task(label, total=None)
+
+        result = train(ws, train_config, step=step, track=not no_track)
+        progress.update(current["task"], completed=1, total=1)
+    _print_training(result)
+
+
+def _print_training(result) -> None:
+    splits = Table(title="training set (time split)")
+    for column in ("split", "rows", "positives", "cut-offs"):
+        splits.add_column(column, justify="left" if column == "split" else "right")
+    for name, row in result.summary["splits"].items():
+        splits.add_row(str(name), f"{row['rows']:,}", f"{row['positives']:,}", str(row["cutoffs"]))
+    console.print(splits)
+    if result.summary.get("purged_rows"):
+        console.print(f"{result.summary['purged_rows']:,} spine rows left out: their label windows would run into a later split")
+    metrics = Table(title="test split: rule vs learned")
+    for column in ("model", "ROC-AUC", "PR-AUC", "Brier", "ECE", "lift top 10%"):
+        metrics.add_column(column, justify="left" if column == "model" else "right")
+    test = result.metrics[result.metrics["split"] == "test"]
+    for row in test.itertuples(index=False):
+        metrics.add_row(row.model, f"{row.roc_auc:.3f}", f"{row.pr_auc:.3f}", f"{row.brier:.4f}", f"{row.ece:.4f}",
+                        f"{getattr(row, 'lift_top10'):.2f}")
+    console.print(metrics)
+    if result.points_only:
+        console.print("[yellow]few positives: trained only the points model (hand weights as prior)[/]")
+    if result.leakage_allowed:
+        console.print(f"[yellow]leakage guard overridden for: {', '.join(result.leakage_allowed)}[/]")
+    console.print(f"learned rules: {result.learned_rules_path}  (run them: propensity score --rules {result.learned_rules_path} ...)")
+    if result.run_id:
+        console.print(f"MLflow run {result.run_id} at {result.tracking_uri}")
+    if result.model_version:
+        console.print(f"registered version {result.model_version}: {result.registry.reason}"
+                      + (" -> now [bold]champion[/]" if result.registry.promoted else ""))
+
+
+@app.command("ui")
+def ui_cmd(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port")] = 5000,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the workspace's store (needs the `ui` extra: pip install 'propensity\\[ui]')."""
+    import shutil
+    import subprocess
+
+    ws = _workspace(ctx)
+    mlflow_cli = shutil.which("mlflow")
+    if mlflow_cli is None:
+        raise typer.BadParameter("the MLflow UI needs full mlflow: pip install 'propensity[ui]'")
+    uri = f"sqlite:///{(ws.path / 'mlflow.db').resolve()}"
+    console.print(f"MLflow UI for {uri} on http://{host}:{port}")
+    raise typer.Exit(subprocess.call([mlflow_cli, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]))
 
 
 @app.command("info")
@@ -293,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.jobs import WorkspaceError
     from pipelines.rules import RulesConfigError
 
+    # NotEnoughPositives, LeakageError and config errors are ValueErrors with a message that says what to do.
     known = (DataValidationError, RulesConfigError, WorkspaceError, FileNotFoundError, ValueError)
     command = typer.main.get_command(app)
     try:

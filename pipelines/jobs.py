@@ -150,3 +150,44 @@ def store_spine(ws: Workspace, name: str, frame: pd.DataFrame) -> int:
     con = ws.ibis_connection()
     con.create_table(f"spine__{name}", spine, overwrite=True)
     return len(spine)
+
+
+def run_model_scores(ws: Workspace, choice: SpineChoice, model: str, model_name: str) -> pd.DataFrame:
+    """Score the spine with a registered learned model (``champion``, a version, or a models:/ URI).
+
+    The model carries the feature config and event types it was trained with, so the features
+    are rebuilt exactly as in training.
+    """
+    import mlflow
+
+    from features.config import FeatureConfig
+    from pipelines.rules.score import assign_bands
+    from pipelines.training.tracking import configure_tracking
+
+    configure_tracking(ws.path, None, "propensity")
+    if model.startswith(("models:/", "runs:/")):
+        uri = model
+    elif model.isdigit():
+        uri = f"models:/{model_name}/{model}"
+    else:
+        uri = f"models:/{model_name}@{model}"
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise WorkspaceError(f"cannot load model {uri}: {exc.message.splitlines()[0]}; run `propensity train` first") from None
+    scorer = pyfunc.unwrap_python_model().scorer
+    con = ws.ibis_connection()
+    spine = resolve_spine(con, choice)
+    features = build_features(
+        _events(con), spine, FeatureConfig.model_validate(scorer.feature_config),
+        contacts=_contacts(con), event_types=scorer.event_types,
+    ).execute()
+    scores = pyfunc.predict(features[scorer.feature_names])
+    out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
+    bands = scorer.metadata.get("bands")
+    if bands:
+        from pipelines.rules.config import Band, RuleSet
+
+        shim = RuleSet.model_construct(bands=tuple(Band(name=n, min_score=m) for n, m in bands))
+        out["band"] = assign_bands(out["learned_score"], shim)
+    return out.sort_values(["contact_id", "as_of"]).reset_index(drop=True)

@@ -49,15 +49,22 @@ there are a few dozen parameters, so it is cheap.
 From log-odds to points
 -----------------------
 Rules have no intercept: a contact with no activity and no fit scores 0 points under both files,
-and that anchor is kept. The learned total is ``T' = k * sum_j beta_j x_j`` with one positive
-factor ``k`` (points per log-odds), chosen so that the learned total lines up with the hand
-total on the validation rows (training rows when no validation set is given): least squares
-over the quantiles ``config.quantiles`` (default median, 75th and 90th percentile),
-``k = sum_q Q_hand(q) Q_logodds(q) / sum_q Q_logodds(q)**2``. The ``scale`` then maps raw points
-to 0-5 as before, so the 0-5 score, bands and thresholds keep roughly the same share of
-contacts; the logistic intercept only shifts probabilities, never the ranking, and is reported
-(:attr:`LearnedPoints.intercept`) for whoever wants probabilities back. The learned value of a
-rule is ``k * beta_j`` points per unit.
+and that anchor is kept (the logistic intercept only sets the probability level, never the
+ranking; it is reported as :attr:`LearnedPoints.intercept` for whoever wants probabilities
+back). The learned total is ``T' = k * sum_j beta_j x_j`` with one positive factor ``k``
+(points per log-odds), and a rule's learned value is ``k * beta_j`` points per unit.
+
+``k`` is chosen so that the learned total lines up with the hand total where the file's
+meaning lives, on the validation rows (training rows without a validation set): least squares
+over a few quantiles, ``k = sum_q Q_hand(q) Q_logodds(q) / sum_q Q_logodds(q)**2``. By default
+the quantile levels are those of the hand file's own edges: for every band above the first and
+every threshold, the share of rows the hand rules put below it. Matching there keeps the size
+of each band and the pass rate of each threshold (how many contacts are "hot", how many are
+PQLs) about as they were, which is what the 0-5 score means to its users; matching the median
+instead would be pulled by the bulk of cold contacts, whose points are mostly fit points. The
+learned and hand totals differ in shape (the model may trust fit more than the hand file
+does), so one factor cannot match every quantile; the ``scale`` itself is kept as is.
+``config.quantiles`` overrides the levels (e.g. ``(0.5, 0.9)``).
 
 Rounding
 --------
@@ -81,7 +88,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from pipelines.rules.config import Activity, FitCriterion, RuleSet
-from pipelines.rules.score import apply_caps, fit_points
+from pipelines.rules.score import apply_caps, fit_points, scale_points
 
 __all__ = [
     "LearnedPoints",
@@ -101,8 +108,9 @@ class PointsModelConfig:
     Parameters
     ----------
     l2 : float or None
-        Penalty strength (``1 / C``) on standardised coefficients; ``None`` picks it from
-        ``l2_grid`` by validation log-loss (``1.0`` when there is no validation set).
+        Penalty strength (``1 / C``) on standardised coefficients (0: plain maximum likelihood);
+        ``None`` picks it from ``l2_grid`` by validation log-loss (``1.0`` when there is no
+        validation set).
     l2_grid : tuple of float
         Candidates for ``l2``.
     prior : {"zero", "hand"}
@@ -111,8 +119,10 @@ class PointsModelConfig:
         ``None``: human rounding (see the module docstring); ``0``: no rounding; else the step.
     min_abs_points : float
         Learned ``|points|`` below this become 0 (the rule stays in the file).
-    quantiles : tuple of float
-        Quantiles of the total matched between the hand and the learned rules to choose ``k``.
+    quantiles : tuple of float or None
+        Quantile levels at which the learned total is matched to the hand total to choose ``k``;
+        ``None``: the levels of the hand file's band edges and thresholds on the same rows
+        (median, 75th and 90th percentile when no row reaches any of them).
     """
 
     l2: float | None = None
@@ -120,7 +130,7 @@ class PointsModelConfig:
     prior: Literal["zero", "hand"] = "zero"
     round_to: float | None = None
     min_abs_points: float = 0.0
-    quantiles: tuple[float, ...] = (0.5, 0.75, 0.9)
+    quantiles: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.l2 is not None and not self.l2 >= 0:
@@ -133,7 +143,7 @@ class PointsModelConfig:
             raise ValueError(f"round_to must be >= 0 or None, got {self.round_to}")
         if not self.min_abs_points >= 0:
             raise ValueError("min_abs_points must be >= 0")
-        if not self.quantiles or any(not 0 < q < 1 for q in self.quantiles):
+        if self.quantiles is not None and (not self.quantiles or any(not 0 < q < 1 for q in self.quantiles)):
             raise ValueError("quantiles must lie strictly between 0 and 1")
 
 
@@ -242,7 +252,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, beta0: np.ndarray) ->
     g0 = beta0 * sd
 
     # einsum rather than `@`: a tall, narrow product is memory-bound, and multi-threaded BLAS
-    # only adds contention on a busy machine (10x slower in practice)
+    # only adds contention (several times slower on a busy machine, measured)
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         b, g = theta[0], theta[1:]
         eta = b + np.einsum("ij,j->i", z, g)
@@ -278,6 +288,18 @@ def _hand_prior(x: np.ndarray, y: np.ndarray, units: np.ndarray) -> np.ndarray:
             f"(log-odds per hand point is {slope:.3g}); use prior='zero'"
         )
     return slope * units
+
+
+_FALLBACK_QUANTILES = (0.5, 0.75, 0.9)
+
+
+def _edge_quantiles(hand_total: np.ndarray, rules: RuleSet) -> tuple[float, ...]:
+    """Shares of rows the hand rules put below each band edge and threshold (0 and 1 dropped)."""
+    score = scale_points(hand_total, rules)
+    shares = [np.mean(score < band.min_score) for band in rules.bands[1:]]
+    shares += [np.mean(hand_total < threshold) for threshold in rules.thresholds.values()]
+    levels = sorted({round(float(q), 6) for q in shares if 0 < q < 1})
+    return tuple(levels) or _FALLBACK_QUANTILES
 
 
 def _points_per_logodds(logodds: np.ndarray, hand_total: np.ndarray, quantiles: tuple[float, ...]) -> float:
@@ -476,14 +498,15 @@ def fit_points_model(
         hand_total = np.asarray(current_total_valid, dtype="float64")
         if hand_total.shape != (len(x_valid),):
             raise ValueError("current_total_valid must have one value per validation row")
-    k = _points_per_logodds(x_valid @ model.beta, hand_total, config.quantiles)
+    quantiles = config.quantiles or _edge_quantiles(hand_total, rules)
+    k = _points_per_logodds(x_valid @ model.beta, hand_total, quantiles)
 
     when = learned_at or datetime.now(UTC).date()
     description = (
         f"Points of {rules.name!r} learned from outcomes on {when.isoformat()}: L2 logistic regression "
         f"(prior={config.prior}, l2={l2:g}) on {len(y)} rows with {int(y.sum())} conversions; "
         f"{k:.4g} points per unit of log-odds, matching the hand total at quantiles "
-        f"{list(config.quantiles)} of the {'validation' if X_valid is not None else 'training'} rows."
+        f"{[round(q, 3) for q in quantiles]} of the {'validation' if X_valid is not None else 'training'} rows."
     )
     learned, notes = _learned_rules(rules, k * model.beta, config, description)
     return LearnedPoints(

@@ -8,8 +8,10 @@ The store defaults to the workspace (``sqlite:///<ws>/mlflow.db``, artifacts in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,10 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):
 
 def configure_tracking(workspace_path: Path, configured_uri: str | None, experiment: str) -> str:
     """Point MLflow at the right store and experiment; returns the tracking URI used."""
+    # MLflow's INFO lines and artifact progress bars would interleave with our own progress output.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = configured_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         workspace_path.mkdir(parents=True, exist_ok=True)
@@ -67,16 +73,21 @@ def configure_tracking(workspace_path: Path, configured_uri: str | None, experim
 
 def log_scorer_model(scorer: LearnedScorer, example: pd.DataFrame, model_name: str) -> tuple[str, str]:
     """Log the scorer as a pyfunc in the active run and register it; returns (model_uri, version)."""
-    features = example[scorer.feature_names].head(200)
-    output = scorer.score(features).reset_index(drop=True)
+    features = example[scorer.feature_names].head(200).reset_index(drop=True)
+    # Counts are int64 and never NULL (0 when nothing happened), so the signature keeps the
+    # feature build's own dtypes; MLflow refuses int64 input against a double column.
+    output = scorer.score(features)
     signature = infer_signature(features, output)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # cloudpickle of our own PythonModel class is intended: the class is importable code
+        warnings.filterwarnings("ignore", message=".*python_model.*CloudPickle.*")
         folder = scorer.save(Path(tmp) / "scorer")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=PropensityPyfunc(),
             artifacts={"scorer": str(folder)},
             signature=signature,
+            input_example=features.head(3),
             pip_requirements=PIP_REQUIREMENTS,
             registered_model_name=model_name,
         )

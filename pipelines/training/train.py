@@ -151,7 +151,8 @@ def train(
             booster=fitted.booster, feature_names=fitted.feature_names, categories=fitted.categories,
             calibrator=calibrator, mapper=mapper, best_iteration=fitted.best_iteration,
             feature_config=feature_config.model_dump(mode="json"), event_types=ts.event_types,
-            metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params},
+            metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params,
+                      "bands": [[b.name, b.min_score] for b in rules.bands]},
         )
         importance = feature_importance(fitted)
         models = {"learned": ("probability", "learned_score"), **models}

@@ -61,7 +61,7 @@ def test_allow_listing_a_suspect_lets_training_proceed_and_reports_the_override(
     assert report.allowed == ["days_to_unregistration"]
     raise_for_leakage(report)  # no error
 
-    matrix, categories = prepare_matrix(X, list(X.columns))
+    matrix, _ = prepare_matrix(X, list(X.columns))
     half = len(X) // 2
     model = fit_lightgbm(matrix.iloc[:half], y[:half], matrix.iloc[half:], y[half:],
                          ModelConfig(tune=False, n_jobs=1, max_estimators=100))

@@ -1,0 +1,128 @@
+"""`propensity train` end to end on a small synthetic world, with a real MLflow store."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from features.store import Workspace, ingest_file
+from pipelines.cli import main
+from pipelines.rules import load_rules
+from pipelines.synthetic import WorldConfig, generate_world, write_world
+from pipelines.training.config import load_train_config
+from pipelines.training.train import NotEnoughPositives, train
+
+ROOT = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp_path, **overrides) -> Path:
+    data = {
+        "rules": str(ROOT / "configs/rules/saas.yaml"),
+        "features": str(ROOT / "configs/features.yaml"),
+        "grid": {"first": "2025-02-01", "last": "2025-05-01", "step_days": 10},
+        "horizon_days": 30,
+        "model": {"tune": True, "n_trials": 2, "timeout_seconds": 60, "seed": 0},
+        "min_positives": 20,
+        "points_only_below": 50,
+        "mlflow": {"experiment": "test", "model_name": "propensity-test"},
+    }
+    data.update(overrides)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    data = tmp_path_factory.mktemp("world")
+    world = generate_world(WorldConfig(contacts=4000, days=150, seed=11))
+    paths = write_world(world, data, fmt="parquet")
+    ws = Workspace(tmp_path_factory.mktemp("ws"))
+    for kind in ("contacts", "events", "outcomes"):
+        ingest_file(ws, kind, paths[kind])
+    return ws
+
+
+@pytest.fixture(scope="module")
+def trained(workspace, tmp_path_factory):
+    config = load_train_config(_config(tmp_path_factory.mktemp("cfg")))
+    return train(workspace, config)
+
+
+def test_training_beats_the_rules_on_the_test_split_and_registers_a_champion(trained):
+    test = trained.metrics[trained.metrics["split"] == "test"].set_index("model")
+    assert set(test.index) == {"learned", "rules", "learned_points"}
+    assert test.loc["learned", "roc_auc"] > 0.7
+    assert trained.model_version == "1"
+    assert trained.registry.promoted == (test.loc["learned", "roc_auc"] > test.loc["rules", "roc_auc"])
+    assert 0 <= test.loc["learned", "ece"] < 0.05
+
+
+def test_the_learned_rules_file_is_valid_and_scores_through_the_cli(trained, workspace, tmp_path):
+    rules = load_rules(trained.learned_rules_path)
+    assert rules.name.endswith("_learned")
+    out = tmp_path / "learned_rules_scores.csv"
+    args = ["-w", str(workspace.path), "score", "--rules", str(trained.learned_rules_path), "--as-of", "2025-05-01",
+            "--out", str(out)]
+    assert main(args) == 0
+    assert pd.read_csv(out)["rule_score"].between(0, 5).all()
+
+
+def test_the_champion_loads_in_a_fresh_process_and_outputs_probability_and_score(trained, workspace, tmp_path):
+    features = trained.test_scores  # keys of the test rows
+    feature_frame = tmp_path / "features.parquet"
+    main(["-w", str(workspace.path), "features", "--as-of", "2025-05-01", "--out", str(feature_frame)])
+    script = textwrap.dedent(f"""
+        import mlflow, pandas as pd
+        mlflow.set_tracking_uri("sqlite:///{(workspace.path / 'mlflow.db').resolve()}")
+        model = mlflow.pyfunc.load_model("models:/propensity-test@champion")
+        frame = pd.read_parquet("{feature_frame}")
+        out = model.predict(frame)
+        assert list(out.columns) == ["probability", "learned_score"], out.columns
+        assert out["probability"].between(0, 1).all() and out["learned_score"].between(0, 5).all()
+        print(len(out))
+    """)
+    if not trained.registry.promoted:
+        pytest.skip("the model did not beat the rules on this small world, so there is no champion")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip().splitlines()[-1]) == len(pd.read_parquet(feature_frame))
+    assert len(features) > 0
+
+
+def test_score_with_the_champion_through_the_cli(trained, workspace, tmp_path):
+    if not trained.registry.promoted:
+        pytest.skip("no champion on this small world")
+    out = tmp_path / "learned.parquet"
+    args = ["-w", str(workspace.path), "score", "--model", "champion", "--model-name", "propensity-test",
+            "--as-of", "2025-05-01", "--out", str(out)]
+    assert main(args) == 0
+    scored = pd.read_parquet(out)
+    assert {"contact_id", "as_of", "probability", "learned_score", "band"} <= set(scored.columns)
+    assert scored["contact_id"].is_unique
+
+
+def test_a_second_identical_run_does_not_move_the_champion(workspace, tmp_path, trained):
+    again = train(workspace, load_train_config(_config(tmp_path)))
+    first = trained.metrics.set_index(["model", "split"]).loc[("learned", "test"), "roc_auc"]
+    second = again.metrics.set_index(["model", "split"]).loc[("learned", "test"), "roc_auc"]
+    assert second == pytest.approx(first, abs=1e-12), "same seed and data must give the same metrics"
+    assert again.model_version == "2" and not again.registry.promoted
+
+
+def test_too_few_positives_stops_with_a_message_that_says_what_to_do(workspace, tmp_path):
+    config = load_train_config(_config(tmp_path, min_positives=100_000))
+    with pytest.raises(NotEnoughPositives, match=r"only \d+ positive.*Add cut-offs"):
+        train(workspace, config, track=False)
+
+
+def test_between_the_minimum_and_the_threshold_only_the_points_model_is_trained(workspace, tmp_path):
+    config = load_train_config(_config(tmp_path, points_only_below=100_000))
+    result = train(workspace, config, track=False)
+    assert result.points_only and result.scorer is None
+    assert set(result.metrics["model"]) == {"rules", "learned_points"}
