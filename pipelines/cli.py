@@ -347,8 +347,13 @@ def demo_cmd(
     days: Annotated[int, typer.Option("--days", min=60)] = 180,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     rules: Annotated[Path, typer.Option("--rules")] = DEFAULT_RULES,
+    train_config: Annotated[Path, typer.Option("--train-config", help="Training config for the demo's model.")] = REPO_CONFIGS / "train_demo.yaml",
+    no_train: Annotated[bool, typer.Option("--no-train", help="Stop after rule scoring.")] = False,
 ) -> None:
-    """Generate a synthetic world, ingest it, build features, rule-score, show conversion per band."""
+    """Generate a synthetic world, ingest, build features, rule-score, train, and compare rule vs learned."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from pipelines.demo import run_demo
     from pipelines.rules import load_rules
 
@@ -362,7 +367,8 @@ def demo_cmd(
                 progress.update(current["task"], completed=1, total=1)
             current["task"] = progress.add_task(label, total=None)
 
-        result = run_demo(ws, rule_set, contacts=contacts, days=days, seed=seed, step=step)
+        result = run_demo(ws, rule_set, contacts=contacts, days=days, seed=seed, step=step,
+                          train_config=None if no_train else train_config)
         progress.update(current["task"], completed=1, total=1)
     for kind, report in result.ingest.items():
         _print_ingest(kind, report)
@@ -371,6 +377,8 @@ def demo_cmd(
     _print_band_table(None, title=f"{rule_set.name} rule score bands as of {result.as_of:%Y-%m-%d}: "
                       f"conversion in the next {result.horizon_days} days (contacts not yet converted)",
                       bands=result.bands)
+    if result.training is not None:
+        _print_training(result.training)
     console.print("outputs:")
     for name, path in result.paths.items():
         console.print(f"  {name}: {path}")

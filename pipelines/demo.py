@@ -29,6 +29,7 @@ class DemoResult:
     feature_columns: int = 0
     bands: pd.DataFrame | None = None
     paths: dict[str, Path] = field(default_factory=dict)
+    training: object | None = None  # TrainResult when the demo trained a model
 
 
 def band_summary(scored: pd.DataFrame, converted: pd.Series) -> pd.DataFrame:
@@ -54,6 +55,7 @@ def run_demo(
     seed: int = 0,
     horizon_days: int = 30,
     step: Callable[[str], None] = lambda _: None,
+    train_config: Path | None = None,
 ) -> DemoResult:
     """Generate, ingest, build features, rule-score and read conversion per band.
 
@@ -82,4 +84,11 @@ def run_demo(
     labelled = label_spine(scored, ws.table("outcomes"), horizon_days, data_end=as_of + timedelta(days=horizon_days))
     readout = scored.merge(labelled[["contact_id", "as_of", "label"]], on=["contact_id", "as_of"], how="inner")
     result.bands = band_summary(readout, readout["label"])
+    if train_config is not None:
+        from pipelines.training.config import load_train_config
+        from pipelines.training.train import train
+
+        result.training = train(ws, load_train_config(train_config), step=step)
+        result.paths["learned rules"] = result.training.learned_rules_path
+        result.paths["MLflow store"] = ws.path / "mlflow.db"
     return result
