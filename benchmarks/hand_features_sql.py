@@ -14,6 +14,11 @@ Two shapes, both a single statement:
   events ON ``ts < as_of``, ``GROUP BY contact_id, as_of``; account features per
   ``(account_id, as_of)``.
 
+- ``two_level``: for one cut-off too, but aggregating in two steps: first ``GROUP BY contact_id,
+  event_type, account_id`` with the ~20 type-independent aggregates over the events, then one
+  row per contact by pivoting those (a few rows per contact) with the per-type ``CASE``
+  aggregates. The wide per-type aggregation then runs over ~10x fewer rows than the events.
+
 Written the way the fastest known DuckDB idioms go (they are the ones ``build_features`` uses
 too, see its module docstring): ``COUNT(CASE ...)`` rather than ``FILTER``, active days from day
 bitmasks rather than ``COUNT(DISTINCT date)``, distinct types from the per-type counts.
@@ -151,6 +156,72 @@ def _account_names(cfg: FeatureConfig) -> list[str]:
     ]
 
 
+def _two_level(types: Sequence[str], cfg: FeatureConfig, cutoff: str) -> str:
+    """CTEs ``ev``, ``l1`` (contact, type, event account) and ``agg`` (one row per contact)."""
+    windows = cfg.windows_days
+    active = cfg.resolved_active_days_windows
+    day_bits = max(active)
+    words = -(-day_bits // _WORD)
+    weighted = set(cfg.value_weighted_types)
+    m = cfg.momentum_days * DAY_US
+    l1 = [f"count(CASE WHEN age <= {w * DAY_US} THEN 1 END) AS c{w}" for w in windows]
+    l1 += ["min(age) AS age_min", "max(age) AS age_max", "max(ts) AS ts_max"]
+    for i, h in enumerate(cfg.half_lives_days):
+        l1.append(f"sum(power(0.5, ({_days('age')}) / {h!r})) AS d{i}")
+        l1.append(f"sum(power(0.5, ({_days('age')}) / {h!r}) * value) AS dv{i}")
+    for j in range(words):
+        low, high = j * _WORD, min((j + 1) * _WORD, day_bits)
+        l1.append(
+            f"bit_or(CASE WHEN day >= {low} AND day < {high} "
+            f"THEN CAST(1 AS BIGINT) << (day - {low}) ELSE 0 END) AS w{j}"
+        )
+    l1 += [f"count(CASE WHEN day = {w} AND age <= {w * DAY_US} THEN 1 END) AS e{w}" for w in active]
+    for w in windows:
+        l1.append(f"sum(CASE WHEN age <= {w * DAY_US} THEN value END) AS vs{w}")
+        l1.append(f"max(CASE WHEN age <= {w * DAY_US} THEN value END) AS vm{w}")
+    l1.append(f"count(CASE WHEN age <= {m} THEN 1 END) AS m_recent")
+    l1.append(f"count(CASE WHEN age > {m} AND age <= {2 * m} THEN 1 END) AS m_before")
+    l2: list[str] = []
+    for t in types:
+        n = safe_name(t)
+        is_t = f"event_type = {_lit(t)}"
+        for w in windows:
+            l2.append(f"sum(CASE WHEN {is_t} THEN c{w} END) AS {_q(f'{n}__count_{w}d')}")
+        l2.append(f"min(CASE WHEN {is_t} THEN age_min END) AS {_q(f'{n}__age_min')}")
+        for i, h in enumerate(cfg.half_lives_days):
+            col = f"dv{i}" if t in weighted else f"d{i}"
+            l2.append(f"sum(CASE WHEN {is_t} THEN {col} END) AS {_q(f'{n}__decayed_{h:g}d')}")
+        for j in range(words):
+            l2.append(f"bit_or(CASE WHEN {is_t} THEN w{j} END) AS {_q(f'{n}__w{j}')}")
+        for w in active:
+            l2.append(f"sum(CASE WHEN {is_t} THEN e{w} END) AS {_q(f'{n}__edge{w}')}")
+    l2 += [f"sum(c{w}) AS {_q(f'all__count_{w}d')}" for w in windows]
+    l2 += ["min(age_min) AS all__age_min", "max(age_max) AS all__age_max"]
+    for w in windows:
+        l2.append(f"sum(vs{w}) AS {_q(f'value__sum_{w}d')}")
+        l2.append(f"max(vm{w}) AS {_q(f'value__max_{w}d')}")
+    l2 += ["sum(m_recent) AS m_recent", "sum(m_before) AS m_before"]
+    l2.append("arg_max(account_id, ts_max) AS ev_account")  # NULL accounts skipped
+    sep = ",\n    "
+    return f"""
+ev AS (
+  SELECT contact_id, event_type, ts, value, account_id,
+         date_diff('microsecond', ts, {cutoff}) AS age,
+         date_diff('day', CAST(ts AS DATE), CAST({cutoff} AS DATE)) AS day
+  FROM events WHERE ts < {cutoff}
+),
+l1 AS (
+  SELECT contact_id, event_type, account_id,
+    {sep.join(l1)}
+  FROM ev GROUP BY contact_id, event_type, account_id
+),
+agg AS (
+  SELECT contact_id,
+    {sep.join(l2)}
+  FROM l1 GROUP BY contact_id
+)"""
+
+
 def hand_features_sql(
     event_types: Sequence[str],
     attributes: Sequence[str],
@@ -171,7 +242,7 @@ def hand_features_sql(
         Windows, half-lives, momentum; ``account_features`` and ``include_attributes``.
     as_of : str
         The cut-off, e.g. ``"2025-06-30 00:00:00"`` (naive UTC).
-    shape : {"const", "spine"}
+    shape : {"const", "spine", "two_level"}
         See the module docstring.
 
     Returns
@@ -179,15 +250,35 @@ def hand_features_sql(
     str
         One ``SELECT`` over the workspace tables ``events`` and ``contacts``.
     """
-    if shape not in ("const", "spine"):
-        raise ValueError(f"shape must be 'const' or 'spine', not {shape!r}")
+    if shape not in ("const", "spine", "two_level"):
+        raise ValueError(f"shape must be 'const', 'spine' or 'two_level', not {shape!r}")
     attrs = list(attributes) if cfg.include_attributes else []
     cutoff = f"CAST({_lit(as_of)} AS TIMESTAMP)"
     aggs = ",\n    ".join(_contact_aggregates(event_types, cfg))
     feats = ",\n  ".join(_contact_features(event_types, cfg))
     member, account = _account_columns(cfg)
     known_contacts = f"SELECT contact_id FROM contacts WHERE created_at IS NULL OR created_at < {cutoff}"
-    if shape == "const":
+    if shape == "two_level":
+        ctes = _two_level(event_types, cfg, cutoff) + f""",
+spine AS (SELECT contact_id, {cutoff} AS as_of FROM (SELECT contact_id FROM agg UNION {known_contacts}))"""
+        agg_join = "LEFT JOIN agg a ON a.contact_id = s.contact_id"
+        member_l1 = ", ".join(
+            ["min(age_min) AS recent"] + [f"sum(c{w}) AS n{w}" for w in cfg.windows_days]
+        )
+        members = f"""
+mem AS (
+  SELECT l.contact_id AS m_contact, coalesce(c.account_id, l.account_id) AS m_account,
+         l.age_min, {", ".join(f"l.c{w}" for w in cfg.windows_days)}
+  FROM l1 l LEFT JOIN contacts c ON c.contact_id = l.contact_id
+  UNION ALL
+  SELECT contact_id, account_id, NULL, {", ".join("0" for _ in cfg.windows_days)} FROM contacts
+  WHERE account_id IS NOT NULL AND (created_at IS NULL OR created_at < {cutoff})
+),
+per_member AS (
+  SELECT m_account, {cutoff} AS as_of, m_contact, {member_l1}
+  FROM mem WHERE m_account IS NOT NULL GROUP BY m_account, m_contact
+),"""
+    elif shape == "const":
         ctes = f"""
 ev AS (
   SELECT contact_id, event_type, ts, value, account_id,

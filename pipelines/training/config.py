@@ -46,6 +46,14 @@ class SplitSection(_Section):
     test_from: datetime | None = None
     valid_cutoffs: int = Field(default=1, ge=1)
     test_cutoffs: int = Field(default=1, ge=1)
+    # a hashed share of contacts before test as valid (cross-sectional data), instead of a cut-off
+    valid_fraction: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _valid_one_way(self) -> SplitSection:
+        if self.valid_fraction is not None and self.valid_from is not None:
+            raise ValueError("give valid_from or valid_fraction, not both")
+        return self
 
 
 class LeakageSection(_Section):

@@ -100,6 +100,7 @@ def assemble_training_set(
     split = assign_splits(
         labelled, valid_from=config.split.valid_from, test_from=config.split.test_from,
         valid_cutoffs=config.split.valid_cutoffs, test_cutoffs=config.split.test_cutoffs,
+        valid_fraction=config.split.valid_fraction,
     )
     keep = purge_overlaps(labelled, split)
     labelled = labelled.assign(split=split)[keep.to_numpy()].reset_index(drop=True)

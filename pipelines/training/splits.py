@@ -25,8 +25,13 @@ def assign_splits(
     test_from: datetime | None = None,
     valid_cutoffs: int = 1,
     test_cutoffs: int = 1,
+    valid_fraction: float | None = None,
 ) -> pd.Series:
     """The split of each row by its ``as_of``.
+
+    With ``valid_fraction`` (for cross-sectional data such as one cut-off per cohort), valid is
+    instead a stable, hashed fraction of the *contacts* before the test period, so train keeps
+    every earlier cut-off; test is still chosen by time.
 
     With dates: ``as_of >= test_from`` is test, ``valid_from <= as_of < test_from`` valid, the rest
     train. Without: the latest ``test_cutoffs`` distinct cut-offs are test; valid is the latest
@@ -35,8 +40,17 @@ def assign_splits(
     (their windows would run into the next split) are left out: their split is NaN.
     """
     as_of = pd.to_datetime(labelled["as_of"])
-    if (valid_from is None) != (test_from is None):
+    if (valid_from is None) != (test_from is None) and valid_fraction is None:
         raise ValueError("give both valid_from and test_from, or neither")
+    if valid_fraction is not None:
+        if not 0 < valid_fraction < 1:
+            raise ValueError("valid_fraction must lie strictly between 0 and 1")
+        if test_from is None:
+            test_from = sorted(as_of.unique())[-test_cutoffs]
+        bucket = pd.util.hash_pandas_object(labelled["contact_id"], index=False).to_numpy() % 10_000
+        in_valid = bucket < valid_fraction * 10_000
+        split = np.where(as_of >= pd.Timestamp(test_from), "test", np.where(in_valid, "valid", "train"))
+        return _categorical(split, labelled.index)
     if test_from is not None:
         if not valid_from < test_from:
             raise ValueError("valid_from must come before test_from")

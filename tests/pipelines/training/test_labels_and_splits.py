@@ -93,3 +93,17 @@ def test_too_few_cutoffs_for_a_time_split_is_a_clear_error():
                            _outcomes([]), 10, data_end=END)
     with pytest.raises(ValueError, match="do not run into the next split"):
         assign_splits(labelled)
+
+
+def test_a_valid_fraction_holds_out_whole_contacts_before_the_test_period():
+    spine = _spine([(f"c{i}", d) for d in ["2025-01-01", "2025-02-01"] for i in range(400)]
+                   + [(f"t{i}", "2025-04-01") for i in range(50)])
+    labelled = label_spine(spine, _outcomes([]), 30, data_end=END)
+    split = assign_splits(labelled, test_from=datetime(2025, 3, 1), valid_fraction=0.25)
+    frame = labelled.assign(split=split.astype(str))
+    assert set(frame.loc[frame["as_of"] >= "2025-03-01", "split"]) == {"test"}
+    share = (frame.loc[frame["as_of"] < "2025-03-01", "split"] == "valid").mean()
+    assert 0.18 < share < 0.32
+    assert frame.groupby("contact_id")["split"].nunique().max() == 1
+    again = assign_splits(labelled, test_from=datetime(2025, 3, 1), valid_fraction=0.25)
+    assert again.equals(split)
