@@ -47,6 +47,12 @@ Sections (each writes its own entry of the JSON, so a later ``--only`` run keeps
    score map, the rest) comes from ``--repeats`` more calls with timers wrapped around those
    functions.
 
+Diagnostics (``--no-diagnostics`` skips them): the 100k ``tune=False`` fit and the scoring step
+are run once more with ``OMP_WAIT_POLICY=passive`` in the child's environment. LightGBM uses
+libgomp, whose waiting threads spin by default; on a shared, loaded 2-core machine that was seen
+to slow boosting rounds by up to ~100x. These rows are labelled as diagnostics and are not
+product settings; the headline rows use the environment as it is.
+
 Every step runs in a fresh Python subprocess; peak RSS is that child's ``ru_maxrss``. Wall time
 is measured inside the child around the step only; CPU time (user + system, all threads) is
 recorded too, because on a shared machine it moves less than wall time. Load averages and
@@ -552,15 +558,20 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def run_child(step: str, params: dict[str, Any], workdir: Path, label: str) -> dict[str, Any]:
-    """Run one step in a fresh interpreter; add its peak RSS (MB), process times and the load."""
+def run_child(step: str, params: dict[str, Any], workdir: Path, label: str,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one step in a fresh interpreter; add its peak RSS (MB), process times and the load.
+
+    ``env`` adds variables to the child's environment (the OpenMP diagnostics use it).
+    """
     out = workdir / "logs" / f"result-{step}-{os.getpid()}-{time.monotonic_ns()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "_child", step, json.dumps(params), str(out)]
     _log(f"{label} ...")
     load_before, uptime_before = os.getloadavg(), _uptime()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO)
+    child_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env)
     _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code != 0 or not out.exists():
@@ -575,14 +586,16 @@ def run_child(step: str, params: dict[str, Any], workdir: Path, label: str) -> d
         load_after=[round(x, 2) for x in os.getloadavg()],
         uptime_before=uptime_before,
         uptime_after=_uptime(),
+        omp_wait_policy=child_env.get("OMP_WAIT_POLICY"),
     )
     _log(f"{label}: {result['seconds']:.2f} s (cpu {result['cpu_seconds']:.1f} s), "
          f"peak RSS {result['peak_rss_mb']:,} MB, load {result['load_before'][0]} -> {result['load_after'][0]}")
     return result
 
 
-def repeat(step: str, params: dict[str, Any], n: int, workdir: Path, label: str) -> dict[str, Any]:
-    runs = [run_child(step, params, workdir, f"{label} ({i + 1}/{n})") for i in range(n)]
+def repeat(step: str, params: dict[str, Any], n: int, workdir: Path, label: str,
+           env: dict[str, str] | None = None) -> dict[str, Any]:
+    runs = [run_child(step, params, workdir, f"{label} ({i + 1}/{n})", env) for i in range(n)]
     walls = [r["seconds"] for r in runs]
     cpus = [r["cpu_seconds"] for r in runs]
     summary = {k: v for k, v in runs[-1].items() if k not in ("seconds", "cpu_seconds")}
@@ -629,6 +642,7 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "uptime": _uptime(),
     }
 
@@ -706,6 +720,19 @@ def section_train(args: argparse.Namespace, tag: str) -> dict[str, Any]:
             f"{label} fit_lightgbm " + (f"tune, {args.trials} trials" if tune else "tune=False"), m["train_rows"], m,
             result=f"best_iter {m['best_iteration']}, valid AUC {m['valid_auc']:.4f}", note=note))
 
+    if args.diagnostics and tag == "100k":
+        # Diagnostic, not a product setting: the same fixed fit with libgomp's threads sleeping
+        # instead of spinning while they wait (LightGBM is built with libgomp). On a loaded
+        # 2-core machine spinning threads of two processes can slow boosting rounds ~100x.
+        p = {"data": str(folder), "tune": False, "trials": 1, "timeout": args.fit_timeout}
+        m = repeat("fit", p, repeats, args.workdir, f"{label} fit_lightgbm tune=False, OMP_WAIT_POLICY=passive",
+                   env={"OMP_WAIT_POLICY": "passive"})
+        out["fit_fixed_omp_passive"] = m
+        rows.append(row(f"{label} fit_lightgbm tune=False [diagnostic: OMP_WAIT_POLICY=passive]", m["train_rows"], m,
+                        result=f"best_iter {m['best_iteration']}, valid AUC {m['valid_auc']:.4f}",
+                        note="same data and parameters as the tune=False row; only the OpenMP wait policy "
+                             "of the child differs"))
+
     if tag == "100k" and not args.no_train_e2e or tag == "1m" and args.train_e2e_1m:
         if meta.get("ws"):
             m = repeat("train", {"ws": meta["ws"], "trials": args.trials, "timeout": args.fit_timeout},
@@ -781,6 +808,21 @@ def section_score(args: argparse.Namespace) -> dict[str, Any]:
                   f"(max |diff| probability {m['proposed_max_abs_diff_probability']:.3g}); array == prepared "
                   f"matrix values: {m['prepared_equals_array']}"),
     ]
+    if args.diagnostics:
+        d = run_child("score", {**p, "store": str(args.workdir / "mlflow_score_passive")}, args.workdir,
+                      f"[score] {args.score_rows:,} rows, OMP_WAIT_POLICY=passive", env={"OMP_WAIT_POLICY": "passive"})
+        ds = {}
+        for name in ("pyfunc", "booster(prepared DataFrame)"):
+            walls = [r["seconds"] for r in d["runs"][name]]
+            ds[name] = {"median": statistics.median(walls), "best": min(walls), "all": [round(w, 3) for w in walls]}
+        m["diagnostic_omp_passive"] = {"stats": ds, "breakdown_median": d["breakdown_median"],
+                                       "load_before": d["load_before"], "load_after": d["load_after"]}
+        pr, br = ds["pyfunc"], ds["booster(prepared DataFrame)"]
+        rows.append(row("[score] pyfunc.predict [diagnostic: OMP_WAIT_POLICY=passive]", n, None,
+                        wall=f"{pr['median']:.2f} ({pr['best']:.2f})",
+                        rate=f"{n / pr['median']:,.0f}/s ({n / pr['best']:,.0f})",
+                        result=f"ratio {pr['median'] / br['median']:.2f}x (booster {br['median']:.2f} s)",
+                        note="a second child, same model and rows; only the OpenMP wait policy differs"))
     total = m["breakdown_median"]["total"]
     breakdown = [(k, v, v / total) for k, v in m["breakdown_median"].items()]
     m["breakdown_share"] = {k: round(share, 4) for k, _, share in breakdown}
@@ -856,6 +898,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="whose tuned scorer and frame to score with (auto: 1m when it exists)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each scoring variant")
     ap.add_argument("--regenerate", action="store_true", help="rebuild the cached training frames")
+    ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
+                    help="skip the OMP_WAIT_POLICY=passive diagnostic runs (100k fixed fit, scoring)")
     args = ap.parse_args(argv)
     args.workdir = args.workdir.resolve()
     if REPO in args.workdir.parents or args.workdir == REPO:

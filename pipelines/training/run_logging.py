@@ -86,4 +86,5 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
             config.mlflow.model_name, result.model_version, test[result.scorer.feature_names],
             test["label"].to_numpy(), float(metrics.loc[("learned", "test"), "roc_auc"]),
             float(metrics.loc[("rules", "test"), "roc_auc"]),
+            feature_config=result.scorer.feature_config, event_types=result.scorer.event_types,
         )

@@ -120,6 +120,8 @@ def promote_if_better(
     test_labels: np.ndarray,
     new_test_auc: float,
     rule_test_auc: float,
+    feature_config: dict | None = None,
+    event_types: tuple[str, ...] = (),
 ) -> RegistryDecision:
     """Move `champion` to ``version`` only if it beats the rules and the current champion on test.
 
@@ -142,11 +144,15 @@ def promote_if_better(
         return RegistryDecision(version, True, f"first champion (test ROC-AUC {new_test_auc:.4f} > rules {rule_test_auc:.4f})")
     try:
         champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
+        theirs = champion.unwrap_python_model().scorer
+        if (theirs.feature_config, tuple(theirs.event_types)) != (feature_config, tuple(event_types)):
+            # same column names can mean different numbers under another feature config
+            raise ValueError("the champion was trained on features built differently")
         champion_auc = float(roc_auc_score(test_labels, champion.predict(test_features)["probability"]))
         basis = "re-scored on this test split"
-    except Exception as exc:  # a champion from other data may lack columns: fall back to its record
+    except Exception as exc:  # a champion from other data or features: fall back to its record
         champion_auc = float(current.tags.get("test_roc_auc", "nan"))
-        basis = f"its recorded test AUC (could not re-score: {type(exc).__name__})"
+        basis = f"its recorded test AUC (not re-scored: {exc})"
     if np.isnan(champion_auc) or new_test_auc > champion_auc:
         client.set_registered_model_alias(model_name, CHAMPION, version)
         return RegistryDecision(version, True, f"test ROC-AUC {new_test_auc:.4f} beats champion v{current.version} "
