@@ -386,16 +386,18 @@ def run_child(step: str, params: dict[str, Any], workdir: Path) -> dict[str, Any
     return result
 
 
-def repeat(step: str, params: dict[str, Any], n: int, workdir: Path, label: str) -> dict[str, Any]:
-    runs = []
-    for i in range(n):
-        _log(f"{label}: run {i + 1}/{n}")
-        runs.append(run_child(step, params, workdir))
-        r = runs[-1]
-        _log(
-            f"{label}: {r['seconds']:.2f} s (cpu {r['cpu_seconds']:.1f} s), "
-            f"peak RSS {r['peak_rss_mb']:,.0f} MB, load {r['load_after'][0]}"
-        )
+def _run_logged(step: str, params: dict[str, Any], workdir: Path, label: str) -> dict[str, Any]:
+    _log(f"{label}: start")
+    r = run_child(step, params, workdir)
+    _log(
+        f"{label}: {r['seconds']:.2f} s (cpu {r['cpu_seconds']:.1f} s), "
+        f"peak RSS {r['peak_rss_mb']:,.0f} MB, load {r['load_after'][0]}"
+    )
+    return r
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and best wall time, median CPU time, largest peak RSS of repeated runs."""
     walls = [r["seconds"] for r in runs]
     cpus = [r["cpu_seconds"] for r in runs]
     summary = {k: v for k, v in runs[-1].items() if k not in ("seconds", "cpu_seconds")}
@@ -404,11 +406,29 @@ def repeat(step: str, params: dict[str, Any], n: int, workdir: Path, label: str)
         seconds_best=min(walls),
         seconds_all=[round(w, 3) for w in walls],
         cpu_seconds_median=statistics.median(cpus),
+        cpu_seconds_all=[round(c, 2) for c in cpus],
         peak_rss_mb=max(r["peak_rss_mb"] for r in runs),
         peak_rss_mb_all=[round(r["peak_rss_mb"]) for r in runs],
-        repeats=n,
+        load_all=[r["load_after"][0] for r in runs],
+        repeats=len(runs),
     )
     return summary
+
+
+def repeat(step: str, params: dict[str, Any], n: int, workdir: Path, label: str) -> dict[str, Any]:
+    return summarize([_run_logged(step, params, workdir, f"{label} {i + 1}/{n}") for i in range(n)])
+
+
+def interleaved(
+    steps: dict[str, tuple[str, dict[str, Any]]], n: int, workdir: Path, label: str
+) -> dict[str, dict[str, Any]]:
+    """Repeat several steps round-robin (A B C, A B C, ...): on a shared machine the load
+    drifts, and alternating lets every step see the same drift."""
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in steps}
+    for i in range(n):
+        for key, (step, params) in steps.items():
+            runs[key].append(_run_logged(step, params, workdir, f"{label} {key} {i + 1}/{n}"))
+    return {k: summarize(v) for k, v in runs.items()}
 
 
 def row(
@@ -553,20 +573,21 @@ def section_features(args: argparse.Namespace, *, contacts: int, tag: str) -> di
     for label, accounts, attributes in variants:
         flags = {"accounts": accounts, "attributes": attributes}
         what = "full: contacts, accounts, attributes" if accounts else "core: no account features, no attributes"
-        ib = repeat("build_ibis", {**base, **flags, "table": f"bench_ibis_{label}"}, repeats,
-                    args.workdir, f"[{tag}] build_features {label}")
+        shapes = [] if big and not args.hand_100m else (args.hand_shapes_100m if big else args.hand_shapes)
+        plan = {"build_features": ("build_ibis", {**base, **flags, "table": f"bench_ibis_{label}"})}
+        for shape in shapes:
+            plan[shape] = ("build_hand", {**base, **flags, "shape": shape,
+                                          "table": f"bench_hand_{label}_{shape}"})
+        measured = interleaved(plan, repeats, args.workdir, f"[{tag}] {label}")
+        ib = measured.pop("build_features")
         rows_ib = row(f"[{tag}] build_features ({what})", ib, target=rss_text,
                       met=ib["peak_rss_mb"] < rss_target,
                       note=f"{ib['rows']:,} rows x {ib['columns']} cols; compile "
                            f"{ib['compile_seconds']:.2f} s")
         rows.append(rows_ib)
         out[f"build_ibis_{label}"] = ib
-        if big and not args.hand_100m:
-            continue
         hands = {}
-        for shape in args.hand_shapes_100m if big else args.hand_shapes:
-            hd = repeat("build_hand", {**base, **flags, "shape": shape, "table": f"bench_hand_{label}_{shape}"},
-                        repeats, args.workdir, f"[{tag}] hand SQL {label} {shape}")
+        for shape, hd in measured.items():
             hands[shape] = hd
             cmp_ = run_child("compare", {"ws": str(ws), "memory_limit": limit,
                                          "a": f"bench_ibis_{label}", "b": f"bench_hand_{label}_{shape}"},
@@ -646,16 +667,18 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
             if r["note"]:
                 print(f"  - {r['name']}: {r['note']}")
         return
-    table = Table(title=title, title_justify="left")
+    from rich.markup import escape
+
+    table = Table(title=escape(title), title_justify="left")
     for h in header:
         table.add_column(h, justify="left" if h in ("step", "target") else "right")
     for line in body:
-        table.add_row(*line)
+        table.add_row(*(escape(str(x)) for x in line))
     console = Console(width=170)
     console.print(table)
     for r in rows:
         if r["note"]:
-            console.print(f"  - {r['name']}: {r['note']}", highlight=False)
+            console.print(escape(f"  - {r['name']}: {r['note']}"), highlight=False)
 
 
 def write_json(path: Path, sections: dict[str, Any], machine: dict[str, Any], args: argparse.Namespace) -> None:

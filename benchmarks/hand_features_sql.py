@@ -186,7 +186,7 @@ def _two_level(types: Sequence[str], cfg: FeatureConfig, cutoff: str) -> str:
         n = safe_name(t)
         is_t = f"event_type = {_lit(t)}"
         for w in windows:
-            l2.append(f"sum(CASE WHEN {is_t} THEN c{w} END) AS {_q(f'{n}__count_{w}d')}")
+            l2.append(f"CAST(sum(CASE WHEN {is_t} THEN c{w} END) AS BIGINT) AS {_q(f'{n}__count_{w}d')}")
         l2.append(f"min(CASE WHEN {is_t} THEN age_min END) AS {_q(f'{n}__age_min')}")
         for i, h in enumerate(cfg.half_lives_days):
             col = f"dv{i}" if t in weighted else f"d{i}"
@@ -195,12 +195,12 @@ def _two_level(types: Sequence[str], cfg: FeatureConfig, cutoff: str) -> str:
             l2.append(f"bit_or(CASE WHEN {is_t} THEN w{j} END) AS {_q(f'{n}__w{j}')}")
         for w in active:
             l2.append(f"sum(CASE WHEN {is_t} THEN e{w} END) AS {_q(f'{n}__edge{w}')}")
-    l2 += [f"sum(c{w}) AS {_q(f'all__count_{w}d')}" for w in windows]
+    l2 += [f"CAST(sum(c{w}) AS BIGINT) AS {_q(f'all__count_{w}d')}" for w in windows]
     l2 += ["min(age_min) AS all__age_min", "max(age_max) AS all__age_max"]
     for w in windows:
         l2.append(f"sum(vs{w}) AS {_q(f'value__sum_{w}d')}")
         l2.append(f"max(vm{w}) AS {_q(f'value__max_{w}d')}")
-    l2 += ["sum(m_recent) AS m_recent", "sum(m_before) AS m_before"]
+    l2 += ["CAST(sum(m_recent) AS BIGINT) AS m_recent", "CAST(sum(m_before) AS BIGINT) AS m_before"]
     l2.append("arg_max(account_id, ts_max) AS ev_account")  # NULL accounts skipped
     sep = ",\n    "
     return f"""
