@@ -387,6 +387,12 @@ def demo_cmd(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 failure, 2 bad input or usage)."""
+    import os
+
+    # LightGBM's OpenMP threads spin while waiting by default; on a busy 2-core machine that made a
+    # 50k-row fit take 19.6 s instead of 2.5 s (benchmarks/training_bench.py). It must be set
+    # before the OpenMP runtime loads, i.e. before lightgbm is imported; a user's setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from features.validate import DataValidationError
     from pipelines.jobs import WorkspaceError
     from pipelines.rules import RulesConfigError
