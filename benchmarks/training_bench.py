@@ -702,9 +702,10 @@ def section_train(args: argparse.Namespace, tag: str) -> dict[str, Any]:
 
     repeats = args.fit_repeats if tag == "100k" else args.fit_repeats_1m
     for tune in (False, True):
-        p = {"data": str(folder), "tune": tune, "trials": args.trials if tune else 1, "timeout": args.fit_timeout}
-        if tune:
-            p["save_scorer"] = str(args.workdir / f"scorer_{tag}")
+        if ("tuned" if tune else "fixed") not in args.fits:
+            continue
+        p = {"data": str(folder), "tune": tune, "trials": args.trials if tune else 1, "timeout": args.fit_timeout,
+             "save_scorer": str(args.workdir / f"scorer_{tag}{'' if tune else '_fixed'}")}
         name = f"fit_{'tuned' if tune else 'fixed'}"
         m = repeat("fit", p, repeats, args.workdir, f"{label} fit_lightgbm {'%d trials' % args.trials if tune else 'tune=False'}")
         out[name] = m
@@ -720,7 +721,7 @@ def section_train(args: argparse.Namespace, tag: str) -> dict[str, Any]:
             f"{label} fit_lightgbm " + (f"tune, {args.trials} trials" if tune else "tune=False"), m["train_rows"], m,
             result=f"best_iter {m['best_iteration']}, valid AUC {m['valid_auc']:.4f}", note=note))
 
-    if args.diagnostics and tag == "100k":
+    if args.diagnostics and tag == "100k" and "fixed" in args.fits:
         # Diagnostic, not a product setting: the same fixed fit with libgomp's threads sleeping
         # instead of spinning while they wait (LightGBM is built with libgomp). On a loaded
         # 2-core machine spinning threads of two processes can slow boosting rounds ~100x.
@@ -750,10 +751,11 @@ def section_train(args: argparse.Namespace, tag: str) -> dict[str, Any]:
 
 
 def section_score(args: argparse.Namespace) -> dict[str, Any]:
+    suffix = "" if args.score_fit == "tuned" else "_fixed"
     tag = args.score_model
     if tag == "auto":
-        tag = "1m" if (args.workdir / "scorer_1m" / "booster.txt").exists() else "100k"
-    scorer = args.workdir / f"scorer_{tag}"
+        tag = "1m" if (args.workdir / f"scorer_1m{suffix}" / "booster.txt").exists() else "100k"
+    scorer = args.workdir / f"scorer_{tag}{suffix}"
     if not (scorer / "booster.txt").exists():
         raise RuntimeError(f"no scorer at {scorer}: run the {tag} training section first")
     folder, meta, _ = _data(args, tag)
@@ -776,7 +778,7 @@ def section_score(args: argparse.Namespace) -> dict[str, Any]:
     m["ratio_pyfunc_over_booster"] = ratio
     m["ratio_proposed_over_booster"] = ratio_fix
     rate = n / s["pyfunc"]["median"]
-    src = (f"model from the {tag} tuned fit: {m['num_trees']} trees, num_leaves {m['num_leaves']}, "
+    src = (f"model from the {tag} {args.score_fit} fit: {m['num_trees']} trees, num_leaves {m['num_leaves']}, "
            f"{m['features']} features ({len(m['categorical'])} categorical); input "
            + ("REPLICATED " if m["replicated"] else "") + f"{n:,} rows of the {tag} training frame"
            + (" (itself BOOTSTRAPPED)" if m["bootstrapped_source"] else "")
@@ -895,7 +897,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--train-repeats", type=int, default=1)
     ap.add_argument("--score-rows", type=int, default=1_000_000)
     ap.add_argument("--score-model", choices=("auto", "100k", "1m"), default="auto",
-                    help="whose tuned scorer and frame to score with (auto: 1m when it exists)")
+                    help="whose scorer and frame to score with (auto: 1m when it exists)")
+    ap.add_argument("--score-fit", choices=("tuned", "fixed"), default="tuned",
+                    help="score with the scorer of the tuned fit (default) or of the tune=False fit; "
+                         "the latter is written to the JSON section score_fixed_model")
+    ap.add_argument("--fits", default="fixed,tuned",
+                    help="which fits the training sections run (a subset is written to its own JSON section)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each scoring variant")
     ap.add_argument("--regenerate", action="store_true", help="rebuild the cached training frames")
     ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
@@ -905,6 +912,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if REPO in args.workdir.parents or args.workdir == REPO:
         ap.error("--workdir must be outside the repository")
     args.sections = [s for s in (args.only or "100k,1m,score").split(",") if s]
+    args.fits = sorted(f for f in args.fits.split(",") if f)
+    if not args.fits or set(args.fits) - {"fixed", "tuned"}:
+        ap.error("--fits takes fixed and/or tuned")
     unknown = set(args.sections) - {"100k", "1m", "score"}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
@@ -927,7 +937,10 @@ def main(argv: list[str] | None = None) -> int:
         sec.update(section_seconds=round(time.perf_counter() - started, 1),
                    loadavg_start=[round(x, 2) for x in load_start], loadavg_end=[round(x, 2) for x in os.getloadavg()],
                    uptime_start=uptime_start, uptime_end=_uptime())
-        name = "score" if key == "score" else f"train_{key}"
+        if key == "score":
+            name = "score" if args.score_fit == "tuned" else "score_fixed_model"
+        else:
+            name = f"train_{key}" + ("" if args.fits == ["fixed", "tuned"] else f"_{'_'.join(args.fits)}_only")
         write_json(args.json, {name: sec}, machine, args)  # keep what finished if a later one fails
         print_table(f"{name}  ({machine['nproc']} cpus; load {sec['loadavg_start'][0]} -> {sec['loadavg_end'][0]}; "
                     f"{sec['uptime_end']})", sec["rows"])
