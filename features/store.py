@@ -160,8 +160,10 @@ class Workspace:
 
         self.connect().close()
         backend = ibis.duckdb.connect(database=str(self.db_path))
-        # DuckDB draws its own progress bar on long queries; the CLI has rich bars instead.
-        backend.con.execute("SET enable_progress_bar = false").fetchall()
+        # DuckDB draws its own progress bar on long queries; the CLI has rich bars instead. In
+        # Jupyter it is already off, and SETting it at all raises there without ipywidgets.
+        if backend.con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0]:
+            backend.con.execute("SET enable_progress_bar = false").fetchall()
         backend.con.execute("SET TimeZone = 'UTC'").fetchall()
         return backend
 
