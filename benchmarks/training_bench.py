@@ -47,6 +47,17 @@ Sections (each writes its own entry of the JSON, so a later ``--only`` run keeps
    score map, the rest) comes from ``--repeats`` more calls with timers wrapped around those
    functions.
 
+3. ``shipped`` (``--only shipped``): the models the shipped configs produce. ``--scorers
+   tag=DIR`` takes a scorer saved by ``benchmarks/quality_bench.py`` (``configs/train.yaml`` on a
+   synthetic world; the folder also holds that world's test-split features); ``--oulad-ws WS``
+   first runs ``train()`` with ``configs/train_oulad.yaml`` on an ingested OULAD workspace and
+   saves its scorer and test features the same way. Each model is registered, loaded as
+   ``models:/…@champion`` and timed on ``--score-rows`` rows (the test features repeated):
+   ``pyfunc.predict``, ``LearnedScorer.score``, ``booster.predict`` on ``prepare_matrix``'s
+   frame (the ratio's reference) and on ``model_array``'s float64 array (what the scorer now
+   passes), then ``booster.predict`` with the first 25, 50, 100, ... trees: rate vs trees.
+   Writes the JSON section ``score_shipped``.
+
 Diagnostics (``--no-diagnostics`` skips them): the 100k ``tune=False`` fit and the scoring step
 are run once more with ``OMP_WAIT_POLICY=passive`` in the child's environment. LightGBM uses
 libgomp, whose waiting threads spin by default; on a shared, loaded 2-core machine that was seen
@@ -542,7 +553,105 @@ def step_score(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-STEPS = {"data": step_data, "bootstrap": step_bootstrap, "fit": step_fit, "train": step_train, "score": step_score}
+def step_train_shipped(p: dict[str, Any]) -> dict[str, Any]:
+    """``train()`` with a shipped config on an existing workspace (no MLflow); saves the scorer and
+    the test split's features (built as scoring builds them) for :func:`step_score_trees`."""
+    from features.build import build_features
+    from features.config import FeatureConfig
+    from features.store import Workspace
+    from pipelines.training.config import load_train_config
+    from pipelines.training.train import train
+
+    ws = Workspace(p["ws"])
+    config = load_train_config(p["config"])
+    with _Span() as span:
+        result = train(ws, config, track=False)
+    if result.scorer is None:
+        raise RuntimeError("train() fitted the points model only: no booster to score with")
+    out = Path(p["out"])
+    shutil.rmtree(out, ignore_errors=True)
+    result.scorer.save(out)
+    rows = result.test_scores[KEYS]
+    con = ws.ibis_connection()
+    spine = con.create_table("_bench_spine", rows, temp=True, overwrite=True)
+    built = build_features(con.table("events"), spine, FeatureConfig.model_validate(result.scorer.feature_config),
+                           contacts=con.table("contacts"), event_types=result.scorer.event_types).execute()
+    built.to_parquet(out / "features.parquet")
+    metrics = result.metrics.set_index(["model", "split"])
+    return {"config": p["config"], "scorer": str(out), "test_rows": len(rows), "num_trees": result.scorer.best_iteration,
+            "learned_test_auc": float(metrics.loc[("learned", "test"), "roc_auc"]),
+            "seconds": span.seconds, "cpu_seconds": span.cpu_seconds}
+
+
+def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
+    """Batch scoring with a saved scorer, end to end through the registered pyfunc, and LightGBM's
+    own predict on the same rows at several numbers of trees (rate vs trees)."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.training.model import model_array, prepare_matrix
+    from pipelines.training.scorer import load_scorer
+    from pipelines.training.tracking import CHAMPION, configure_tracking, log_scorer_model
+
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    folder = Path(p["scorer"])
+    scorer = load_scorer(folder)
+    source = pd.read_parquet(folder / "features.parquet")
+    features = source[scorer.feature_names]
+    reps = -(-p["rows"] // len(features))
+    features = pd.concat([features] * reps, ignore_index=True).head(p["rows"]).reset_index(drop=True)
+    store = Path(p["store"])
+    shutil.rmtree(store, ignore_errors=True)
+    name = f"{MODEL_NAME}-{p['tag']}"
+    configure_tracking(store, None, "training-bench")
+    with mlflow.start_run():
+        _, version = log_scorer_model(scorer, source, name)
+    MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+    booster, trees = scorer.booster, scorer.best_iteration
+    matrix, _ = prepare_matrix(features, scorer.feature_names, scorer.categories)
+    array = model_array(features, scorer.feature_names, scorer.categories)
+    variants = {
+        "pyfunc": lambda: model.predict(features),
+        "scorer.score": lambda: scorer.score(features),
+        "booster(prepared DataFrame)": lambda: booster.predict(matrix, num_iteration=trees),
+        "booster(ndarray)": lambda: booster.predict(array, num_iteration=trees),
+    }
+    same = bool(np.array_equal(variants["booster(ndarray)"](), variants["booster(prepared DataFrame)"]()))
+    model.predict(features.head(1000))  # warm-up
+    runs: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(p["repeats"]):  # round robin: load hits all variants alike
+        for key, fn in variants.items():
+            gc.collect()
+            with _Span() as span:
+                fn()
+            runs[key].append(span.seconds)
+            cpu[key].append(span.cpu_seconds)
+    n = len(features)
+    sweep = []
+    for k in sorted({t for t in (25, 50, 100, 200, 400, 800) if t < trees} | {trees}):
+        walls = []
+        for _ in range(p["repeats"]):
+            with _Span() as span:
+                booster.predict(array, num_iteration=k)
+            walls.append(span.seconds)
+        sweep.append({"trees": k, "seconds_median": statistics.median(walls), "rate_median": n / statistics.median(walls)})
+    params = scorer.metadata.get("params", {})
+    stats = {k: {"median": statistics.median(v), "best": min(v), "cpu_median": statistics.median(cpu[k]),
+                 "rate_median": n / statistics.median(v)} for k, v in runs.items()}
+    return {"tag": p["tag"], "rows": n, "source_rows": len(source), "features": len(scorer.feature_names),
+            "categorical": sorted(scorer.categories), "num_trees": trees, "num_leaves": params.get("num_leaves"),
+            "max_depth": params.get("max_depth"), "array_equals_prepared_predictions": same,
+            "stats": stats, "ratio_pyfunc_over_booster_prepared": stats["pyfunc"]["median"] / stats["booster(prepared DataFrame)"]["median"],
+            "ratio_pyfunc_over_booster_ndarray": stats["pyfunc"]["median"] / stats["booster(ndarray)"]["median"],
+            "trees_sweep": sweep, "seconds": stats["pyfunc"]["median"], "cpu_seconds": stats["pyfunc"]["cpu_median"]}
+
+
+STEPS = {"data": step_data, "bootstrap": step_bootstrap, "fit": step_fit, "train": step_train, "score": step_score,
+         "train_shipped": step_train_shipped, "score_trees": step_score_trees}
 
 
 def child_main(step: str, params: str, out: str) -> int:
@@ -831,6 +940,44 @@ def section_score(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "score": m, "breakdown": breakdown, "scorer_tag": tag}
 
 
+def section_shipped(args: argparse.Namespace) -> dict[str, Any]:
+    """Scoring throughput with the models the shipped configs produce, and rate vs trees."""
+    scorers = dict(item.split("=", 1) for item in args.scorers.split(",") if item)
+    built = {}
+    if args.oulad_ws:
+        out = args.workdir / "shipped_oulad"
+        built["oulad"] = run_child("train_shipped", {"ws": str(args.oulad_ws), "out": str(out),
+                                   "config": str(REPO / "configs" / "train_oulad.yaml")},
+                                   args.workdir, "[shipped] train configs/train_oulad.yaml")
+        scorers["oulad"] = str(out)
+    if not scorers:
+        raise SystemExit("--only shipped needs --scorers tag=DIR (e.g. from quality_bench.py) and/or --oulad-ws")
+    rows, results = [], {}
+    for tag, folder in scorers.items():
+        r = run_child("score_trees", {"scorer": folder, "tag": tag, "rows": args.score_rows, "repeats": args.repeats,
+                                      "store": str(args.workdir / f"mlflow_shipped_{tag}")},
+                      args.workdir, f"[shipped] score {args.score_rows:,} rows with the {tag} model")
+        results[tag] = r
+        st, n = r["stats"], r["rows"]
+        ratio = r["ratio_pyfunc_over_booster_prepared"]
+        for key, label in (("pyfunc", "pyfunc.predict (models:/…@champion)"), ("scorer.score", "LearnedScorer.score"),
+                           ("booster(prepared DataFrame)", "booster.predict(prepare_matrix output)"),
+                           ("booster(ndarray)", "booster.predict(float64 ndarray)")):
+            v = st[key]
+            rows.append(row(f"[{tag}: {r['num_trees']} trees, {r['num_leaves']} leaves] {label}", n, None,
+                            wall=f"{v['median']:.2f} ({v['best']:.2f})", cpu=f"{v['cpu_median']:.1f}",
+                            rate=f"{v['rate_median']:,.0f}/s",
+                            target=f">= {TARGET_SCORE_RATE // 1000}k/s" if key == "pyfunc" else "-",
+                            met=(v["rate_median"] >= TARGET_SCORE_RATE) if key == "pyfunc" else None))
+        rows.append(row(f"[{tag}] ratio pyfunc / booster(prepared)", n, None, result=f"{ratio:.2f}x "
+                        f"(vs ndarray {r['ratio_pyfunc_over_booster_ndarray']:.2f}x)",
+                        target=f"<= {TARGET_SCORE_RATIO}x", met=ratio <= TARGET_SCORE_RATIO,
+                        note="booster.predict on ndarray == on prepared frame: "
+                             f"{r['array_equals_prepared_predictions']}; rate vs trees (booster.predict, ndarray): "
+                             + ", ".join(f"{t['trees']}: {t['rate_median'] / 1000:,.0f}k/s" for t in r["trees_sweep"])))
+    return {"rows": rows, "shipped": results, "trained": built}
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -896,6 +1043,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--train-e2e-1m", action="store_true", help="also time train() end to end at 1M")
     ap.add_argument("--train-repeats", type=int, default=1)
     ap.add_argument("--score-rows", type=int, default=1_000_000)
+    ap.add_argument("--scorers", default="",
+                    help="section shipped: tag=DIR,... saved scorers with features.parquet (quality_bench.py writes one)")
+    ap.add_argument("--oulad-ws", type=Path, default=None,
+                    help="section shipped: an OULAD workspace; trains configs/train_oulad.yaml on it and scores")
     ap.add_argument("--score-model", choices=("auto", "100k", "1m"), default="auto",
                     help="whose scorer and frame to score with (auto: 1m when it exists)")
     ap.add_argument("--score-fit", choices=("tuned", "fixed"), default="tuned",
@@ -915,7 +1066,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.fits = sorted(f for f in args.fits.split(",") if f)
     if not args.fits or set(args.fits) - {"fixed", "tuned"}:
         ap.error("--fits takes fixed and/or tuned")
-    unknown = set(args.sections) - {"100k", "1m", "score"}
+    unknown = set(args.sections) - {"100k", "1m", "score", "shipped"}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
     return args
@@ -929,15 +1080,20 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     machine = machine_facts()
     _log(f"machine: {machine['nproc']} cpus, {machine['uptime']}")
-    for key in ("100k", "1m", "score"):
+    for key in ("100k", "1m", "score", "shipped"):
         if key not in args.sections:
             continue
         started, load_start, uptime_start = time.perf_counter(), os.getloadavg(), _uptime()
-        sec = section_score(args) if key == "score" else section_train(args, key)
+        if key == "shipped":
+            sec = section_shipped(args)
+        else:
+            sec = section_score(args) if key == "score" else section_train(args, key)
         sec.update(section_seconds=round(time.perf_counter() - started, 1),
                    loadavg_start=[round(x, 2) for x in load_start], loadavg_end=[round(x, 2) for x in os.getloadavg()],
                    uptime_start=uptime_start, uptime_end=_uptime())
-        if key == "score":
+        if key == "shipped":
+            name = "score_shipped"
+        elif key == "score":
             name = "score" if args.score_fit == "tuned" else "score_fixed_model"
         else:
             name = f"train_{key}" + ("" if args.fits == ["fixed", "tuned"] else f"_{'_'.join(args.fits)}_only")

@@ -1,25 +1,38 @@
 """Point-in-time features as one lazy Ibis expression: events + spine (+ contacts) -> table.
 
-Shape of the query (look at it with ``ibis.to_sql(expr)``):
+Shape of the query (look at it with ``con.compile(expr)``):
 
-1. ``spine LEFT JOIN events ON contact_id = contact_id AND ts < as_of``, a projection of
-   per-row helpers (age, decay factors, day bits), then ONE ``GROUP BY contact_id, as_of``
-   for every per-contact family. The left join keeps contacts without history in the same
-   pass (counts 0, ``days_since`` NULL).
-2. ``LEFT JOIN contacts`` for ``account_id`` and the attribute columns. This result is
-   referenced twice below, so Ibis emits it as one CTE.
-3. Account families: the distinct ``(account_id, as_of)`` of step 2 joined to the account's
-   members (events and contacts known before ``as_of``), ``GROUP BY account, as_of,
-   contact`` then ``GROUP BY account, as_of``, ``LEFT JOIN`` back.
+1. ``spine LEFT JOIN contacts`` (the contact's table account) ``LEFT JOIN events ON
+   contact_id AND ts < as_of``, a projection of per-row helpers (age, decay factors, day
+   bits, the account the event counts for), then level 1: ``GROUP BY contact_id, as_of,
+   event_type, member account`` with ~20 aggregates that name no type (counts per window,
+   min/max age, decayed sums, day-bit ORs, value sums and maxima, latest account). The left
+   join keeps contacts without history (one row with a NULL type).
+2. Level 2: ``GROUP BY contact_id, as_of`` over the level-1 rows (~20x fewer than events):
+   the per-type columns as ``SUM/MIN/BIT_OR(CASE WHEN type = ... )`` and the type-free
+   families; then ``LEFT JOIN contacts`` for ``account_id`` and the attributes (one CTE).
+3. Account families per ``(account_id, as_of)`` of step 2, from the level-1 rows of the
+   members that are spine rows at that ``as_of`` (all of them for a spine of everyone
+   known then), from the events for the other members, plus the contacts table's members;
+   ``GROUP BY account, as_of, contact`` then ``GROUP BY account, as_of``, ``LEFT JOIN`` back.
 
-Why the aggregates look the way they do (DuckDB 2.0, 10M events):
+Why it looks the way it does (DuckDB 2.0, 10M events, 100k contacts, 2 cores, CPU time):
 
+- One wide ``GROUP BY contact_id, as_of`` evaluating ~150 per-type ``CASE`` values on every
+  event row took 12-15 s; the two levels take ~6 s, about a hand-written query of the same
+  shape. Pivoting level 2 with one ``LEFT JOIN`` per type was no faster in the whole query.
+- Account features from the level-1 rows instead of a second join of all events to the
+  accounts: ~0.8 s less. The check for members outside the spine is a LEFT JOIN + NULL test
+  because DuckDB moved an anti-join above the join with the events.
 - ``COUNT(*) FILTER (WHERE ...)`` is 3-5x slower than ``COUNT(CASE WHEN ... THEN 1 END)``
   once there are dozens of aggregates, so conditional values are used instead of ``where=``.
 - Every ``COUNT(DISTINCT ...)`` is planned as its own aggregate branch over the joined rows
   (the full build took ~110 s with them), so none is used: active days are counted with
   per-type day bitmasks, distinct types from the per-type counts, and distinct account
   contacts with a two-level aggregate.
+
+Only portable functions are used (the same expression runs on Ibis' PySpark backend):
+``bit_count`` is declared as a builtin of both DuckDB and Spark SQL.
 
 Time semantics are those of ``docs/ARCHITECTURE.md``: an event is used when ``ts < as_of``;
 ``age = as_of - ts`` in microseconds (an exact integer, so window edges are exact); a window
@@ -179,6 +192,8 @@ class _Plan:
         self.windows = config.windows_days
         self.active_windows = config.resolved_active_days_windows
         self.momentum = config.momentum_days
+        # Windows counted per type at level 1: the features' and momentum's two.
+        self.count_windows = sorted({*self.windows, self.momentum, 2 * self.momentum})
         self.day_bits = max(self.active_windows)
         self.words = -(-(self.day_bits + len(self.active_windows)) // _WORD_BITS)  # ceil
 
@@ -187,33 +202,69 @@ class _Plan:
         return self.day_bits + k
 
 
-def _history(spine: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
-    """Spine rows x their contact's events before ``as_of`` (one NULL row when none).
-
-    Per-row helpers are computed here once instead of inside every aggregate.
-    """
-    rows = spine.select(
+def _spine_rows(spine: ibis.Table) -> ibis.Table:
+    # A duplicated spine row would double every count.
+    return spine.select(
         contact_id=spine.contact_id.cast("string"), as_of=spine.as_of.cast(TIMESTAMP_US)
-    ).distinct()  # a duplicated spine row would double every count
+    ).distinct()
+
+
+def _contact_accounts(contacts: ibis.Table | None) -> ibis.Table | None:
+    """``(_c_contact, _c_account)`` of the contacts table, None without accounts there."""
+    if contacts is None or "account_id" not in contacts.columns:
+        return None
+    return contacts.select(
+        _c_contact=contacts.contact_id.cast("string"),
+        _c_account=contacts.account_id.cast("string"),
+    )
+
+
+def _event_columns(events: ibis.Table) -> ibis.Table:
     account = (
         events.account_id.cast("string") if "account_id" in events.columns else ibis.null("string")
     )
-    ev = events.select(
+    return events.select(
         _contact=events.contact_id.cast("string"),
         _type=events.event_type.cast("string"),
         _ts=events.ts.cast(TIMESTAMP_US),
         _value=events.value.cast("float64"),
         _account=account,
     )
+
+
+def _history(
+    rows: ibis.Table, events: ibis.Table, contacts: ibis.Table | None, plan: _Plan
+) -> ibis.Table:
+    """Spine rows x their contact's events before ``as_of`` (one NULL row when none).
+
+    Per-row helpers are computed here once instead of inside every aggregate. ``_m_account``
+    is the account an event counts for in account features (see :func:`_account_features`).
+    """
+    known = _contact_accounts(contacts)
+    if known is None:
+        rows = rows.mutate(_c_account=ibis.null("string"))
+    else:
+        # On the spine's rows rather than the events': 100k rows instead of 10M.
+        linked = rows.left_join(known, rows.contact_id == known._c_contact)
+        rows = linked.select("contact_id", "as_of", "_c_account")
+    ev = _event_columns(events)
     joined = rows.left_join(ev, [rows.contact_id == ev._contact, ev._ts < rows.as_of])
     # DATE_DIFF at microsecond unit is exactly epoch_us(as_of) - epoch_us(ts); ibis'
     # epoch_seconds() is typed int32 and would drop the fraction.
     age = joined.as_of.delta(joined._ts, unit="microsecond")
     # Calendar-day offset of the event's UTC date from as_of's date (0 = same date).
     day = joined.as_of.date().delta(joined._ts.date(), unit="day")
-    helpers: dict[str, ir.Value] = {"_age": age}
+    helpers: dict[str, ir.Value] = {
+        "_age": age,
+        "_m_account": joined._c_account.coalesce(joined._account),
+    }
+    weighted = list(plan.config.value_weighted_types)
     for i, half_life in enumerate(plan.config.half_lives_days):
-        helpers[f"_decay{i}"] = ibis.literal(0.5) ** (_days(age) / half_life)
+        decay = ibis.literal(0.5) ** (_days(age) / half_life)
+        if weighted:
+            # The level-1 groups are per type, so one column serves both kinds of type.
+            decay = ibis.ifelse(joined._type.isin(weighted), decay * joined._value, decay)
+        helpers[f"_decay{i}"] = decay
     # A calendar day d < N days back is wholly inside the N-day window; day N only for
     # events with age <= N days, which set the window's edge bit instead.
     for j in range(plan.words):
@@ -231,38 +282,69 @@ def _history(spine: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
     return joined.select("contact_id", "as_of", "_type", "_ts", "_value", "_account", **helpers)
 
 
-def _contact_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
-    """The aggregates of the one ``GROUP BY (contact_id, as_of)``; raw, before fill-ins."""
-    weighted = set(plan.config.value_weighted_types)
-    within = {
-        n: h._age <= n * _US_PER_DAY
-        for n in {*plan.windows, plan.momentum, 2 * plan.momentum}
-    }
+_LEVEL1_KEYS = ("contact_id", "as_of", "_type", "_m_account")
+
+
+def _type_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
+    """Level 1, per ``(contact_id, as_of, type, member account)``: nothing names a type.
+
+    These are the only aggregates that see every joined event row, so they are few and
+    unconditional on the type; the per-type pivot runs on the (~20x fewer) group rows. The
+    member account is one per contact unless a contact without a contacts-table account has
+    events with several ``account_id``s; the level-1 rows then also serve the account
+    features (:func:`_account_features`).
+    """
+    aggs: dict[str, ir.Scalar] = {}
+    for n in plan.count_windows:
+        aggs[f"_n{n}"] = _count_if(h._age <= n * _US_PER_DAY)
+    aggs["_age_min"] = h._age.min()
+    aggs["_age_max"] = h._age.max()
+    for i in range(len(plan.config.half_lives_days)):
+        aggs[f"_decay{i}"] = h[f"_decay{i}"].sum()
+    for j in range(plan.words):
+        aggs[f"_word{j}"] = h[f"_word{j}"].bit_or()
+    for n in plan.windows:
+        aggs[f"_vsum{n}"] = _when(h._age <= n * _US_PER_DAY, h._value).sum()
+        aggs[f"_vmax{n}"] = _when(h._age <= n * _US_PER_DAY, h._value).max()
+    # The latest event's account: NULL keys sort last, so NULL accounts never win.
+    account_ts = _when(h._account.notnull(), h._ts)
+    aggs["_acc"] = h._account.argmax(account_ts)
+    aggs["_acc_ts"] = account_ts.max()
+    return aggs
+
+
+def _contact_aggregates(t: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
+    """Level 2, per ``(contact_id, as_of)`` over the level-1 rows (one per type seen).
+
+    Raw, before fill-ins. A type usually has one level-1 row per contact and ``as_of``, but
+    may have one per member account, so values are combined, not picked.
+    """
     aggs: dict[str, ir.Scalar] = {}
     for event_type, name in plan.names.items():
-        is_type = h._type == event_type
+        is_type = t._type == event_type
         for n in plan.windows:
-            aggs[f"{name}__count_{n}d"] = _count_if(is_type & within[n])
-        aggs[f"{name}__days_since_last"] = _when(is_type, h._age).min()
+            aggs[f"{name}__count_{n}d"] = _sum_count(_when(is_type, t[f"_n{n}"]))
+        aggs[f"{name}__days_since_last"] = _when(is_type, t._age_min).min()
         for i, half_life in enumerate(plan.config.half_lives_days):
-            decay = h[f"_decay{i}"] * h._value if event_type in weighted else h[f"_decay{i}"]
-            aggs[f"{name}__decayed_{_fmt(half_life)}d"] = _when(is_type, decay).sum()
+            aggs[f"{name}__decayed_{_fmt(half_life)}d"] = _when(is_type, t[f"_decay{i}"]).sum()
         for j in range(plan.words):
-            aggs[f"_{name}__word{j}"] = _when(is_type, h[f"_word{j}"]).bit_or()
+            aggs[f"_{name}__word{j}"] = _when(is_type, t[f"_word{j}"]).bit_or()
+    for n in plan.count_windows:
+        aggs[f"_all_n{n}"] = _sum_count(t[f"_n{n}"])
+    aggs["all__days_since_last"] = t._age_min.min()
     for n in plan.windows:
-        aggs[f"all__count_{n}d"] = _count_if(within[n])
-    aggs["all__days_since_last"] = h._age.min()
+        aggs[f"value__sum_{n}d"] = t[f"_vsum{n}"].sum()
     for n in plan.windows:
-        aggs[f"value__sum_{n}d"] = _when(within[n], h._value).sum()
-    for n in plan.windows:
-        aggs[f"value__max_{n}d"] = _when(within[n], h._value).max()
-    aggs["tenure_days"] = h._age.max()
-    m = plan.momentum
-    aggs["_momentum_recent"] = _count_if(within[m])
-    aggs["_momentum_before"] = _count_if(~within[m] & within[2 * m])
-    # The latest event's account: NULL keys sort last, so NULL accounts never win.
-    aggs["_event_account"] = h._account.argmax(_when(h._account.notnull(), h._ts))
+        aggs[f"value__max_{n}d"] = t[f"_vmax{n}"].max()
+    aggs["tenure_days"] = t._age_max.max()
+    aggs["_event_account"] = t._acc.argmax(t._acc_ts)
     return aggs
+
+
+def _sum_count(counts: ir.IntegerColumn) -> ir.IntegerScalar:
+    # Through float (exact below 2**53): DuckDB sums BIGINT into HUGEINT, and Ibis drops a
+    # same-type cast, so a plain .cast("int64") would leave a HUGEINT column.
+    return counts.sum().cast("float64").cast("int64")
 
 
 def _active_days(agg: ibis.Table, plan: _Plan, name: str, k: int) -> ir.IntegerValue:
@@ -282,7 +364,7 @@ def _contact_features(agg: ibis.Table, plan: _Plan) -> dict[str, ir.Value]:
     out: dict[str, ir.Value] = {}
     for name in plan.names.values():
         for n in plan.windows:
-            out[f"{name}__count_{n}d"] = agg[f"{name}__count_{n}d"]
+            out[f"{name}__count_{n}d"] = agg[f"{name}__count_{n}d"].fill_null(0)
         out[f"{name}__days_since_last"] = _days(agg[f"{name}__days_since_last"])
         for half_life in plan.config.half_lives_days:
             column = f"{name}__decayed_{_fmt(half_life)}d"
@@ -290,81 +372,165 @@ def _contact_features(agg: ibis.Table, plan: _Plan) -> dict[str, ir.Value]:
         for k, n in enumerate(plan.active_windows):
             out[f"{name}__active_days_{n}d"] = _active_days(agg, plan, name, k)
     for n in plan.windows:
-        out[f"all__count_{n}d"] = agg[f"all__count_{n}d"]
+        out[f"all__count_{n}d"] = agg[f"_all_n{n}"]
     out["all__days_since_last"] = _days(agg.all__days_since_last)
+    # Cast literals: Ibis writes a literal 1 bare (INTEGER to DuckDB) whatever its Ibis type,
+    # and drops a cast of an expression it already types int64, so only these make BIGINT.
+    one, zero = ibis.literal(1).cast("int64"), ibis.literal(0).cast("int64")
     for n in plan.windows:
         seen = [
-            ibis.ifelse(agg[f"{name}__count_{n}d"] > 0, 1, 0) for name in plan.names.values()
+            ibis.ifelse(out[f"{name}__count_{n}d"] > 0, one, zero) for name in plan.names.values()
         ]
-        total = sum(seen[1:], seen[0]) if seen else ibis.literal(0)
-        out[f"all__distinct_types_{n}d"] = total.cast("int64")
+        out[f"all__distinct_types_{n}d"] = sum(seen[1:], seen[0]) if seen else zero
     for n in plan.windows:
         out[f"value__sum_{n}d"] = agg[f"value__sum_{n}d"].fill_null(0.0)
     for n in plan.windows:
         # NULL when the window is empty: 0 would read as an observed value.
         out[f"value__max_{n}d"] = agg[f"value__max_{n}d"]
     out["tenure_days"] = _days(agg.tenure_days)
-    recent, before = agg._momentum_recent, agg._momentum_before
-    total = recent + before
-    out[f"all__momentum_{plan.momentum}d"] = ibis.ifelse(
-        total == 0, 0.0, (recent - before).cast("float64") / total.cast("float64")
+    m = plan.momentum
+    recent, within = agg[f"_all_n{m}"], agg[f"_all_n{2 * m}"]
+    before = within - recent
+    out[f"all__momentum_{m}d"] = ibis.ifelse(
+        within == 0, 0.0, (recent - before).cast("float64") / within.cast("float64")
     )
     return out
 
 
-def _members(events: ibis.Table, contacts: ibis.Table | None) -> ibis.Table:
-    """Account membership rows: (m_contact, m_account, m_ts, m_event).
+def _member_stats(by_type: ibis.Table, plan: _Plan) -> ibis.Table:
+    """Per ``(account, as_of, contact)`` from level 1: the spine rows' own member events."""
+    t = by_type.filter(by_type._type.notnull() & by_type._m_account.notnull())
+    return t.group_by(_k_account=t._m_account, _k_as_of=t.as_of, _k_contact=t.contact_id).aggregate(
+        _recent=t._age_min.min(), **{f"_n{n}": t[f"_n{n}"].sum() for n in plan.windows}
+    )
 
-    An event belongs to its contact's account in the contacts table, else to its own
-    ``account_id``; a contact row counts from ``created_at`` (NULL: always known).
+
+def _uncovered_member_stats(
+    keys: ibis.Table,
+    base: ibis.Table,
+    events: ibis.Table,
+    contacts: ibis.Table | None,
+    plan: _Plan,
+) -> ibis.Table | None:
+    """Per ``(account, as_of, contact)`` for members whose ``(contact, as_of)`` is no spine row.
+
+    Level 1 only saw the spine's rows; a member outside the spine at that ``as_of`` (a
+    spine of a few contacts, or of a contact created later) is read from the events here.
+    With a spine of everyone known at ``as_of`` both joins come out empty.
     """
-    event_account = (
+    # Not _event_columns(events): an expression shared with the history becomes a CTE that
+    # DuckDB materialises (10M rows); a different projection is scanned again instead.
+    account = (
         events.account_id.cast("string") if "account_id" in events.columns else ibis.null("string")
     )
     ev = events.select(
-        m_contact=events.contact_id.cast("string"),
-        m_account=event_account,
-        m_ts=events.ts.cast(TIMESTAMP_US),
-        m_event=ibis.literal(True),
+        _contact=events.contact_id.cast("string"),
+        _ts=events.ts.cast(TIMESTAMP_US),
+        _account=account,
     )
+    known = _contact_accounts(contacts)
+    parts: list[ibis.Table] = []
+    if known is not None:
+        # Members by the contacts table: all their events count for the account.
+        pairs = keys.join(known, keys._k_account == known._c_account)
+        pairs = pairs.select("_k_account", "_k_as_of", _k_contact="_c_contact")
+        pairs = _outside(pairs, "_k_contact", base)
+        mine = ev.select("_contact", "_ts")  # not `ev` again: that too would be a CTE
+        linked = pairs.join(mine, [pairs._k_contact == mine._contact, mine._ts < pairs._k_as_of])
+        parts.append(linked.select("_k_account", "_k_as_of", "_k_contact", "_ts"))
+        ev = ev.anti_join(
+            known.filter(known._c_account.notnull()), ev._contact == known._c_contact
+        )
+    if "account_id" in events.columns:
+        # Members by their events' own account_id (contacts without a contacts-table one).
+        linked = keys.join(ev, [keys._k_account == ev._account, ev._ts < keys._k_as_of])
+        linked = linked.select("_k_account", "_k_as_of", _k_contact="_contact", _ts="_ts")
+        parts.append(_outside(linked, "_k_contact", base))
+    if not parts:
+        return None
+    rows = parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
+    age = rows._k_as_of.delta(rows._ts, unit="microsecond")
+    return rows.group_by(["_k_account", "_k_as_of", "_k_contact"]).aggregate(
+        _recent=age.min(),
+        **{f"_n{n}": _count_if(age <= n * _US_PER_DAY) for n in plan.windows},
+    )
+
+
+def _outside(pairs: ibis.Table, contact: str, base: ibis.Table) -> ibis.Table:
+    """The rows of ``pairs`` whose ``(contact, _k_as_of)`` is not a spine row.
+
+    A LEFT JOIN and a NULL test rather than an anti-join: DuckDB moved the anti-join above
+    the join with the events (10M rows joined, then all dropped); it keeps a LEFT JOIN put.
+    """
+    spine = base.select(_s_contact=base.contact_id, _s_as_of=base.as_of, _s_in=ibis.literal(True))
+    joined = pairs.left_join(
+        spine, [pairs[contact] == spine._s_contact, pairs._k_as_of == spine._s_as_of]
+    )
+    return joined.filter(joined._s_in.isnull()).select(*pairs.columns)
+
+
+def _contact_members(
+    keys: ibis.Table, contacts: ibis.Table | None, plan: _Plan
+) -> ibis.Table | None:
+    """Contacts-table members known at ``as_of`` (``created_at`` NULL or before), no events."""
     if contacts is None or "account_id" not in contacts.columns:
-        return ev.filter(ev.m_account.notnull())
-    known = contacts.select(
-        _c_contact=contacts.contact_id.cast("string"),
-        _c_account=contacts.account_id.cast("string"),
-    )
-    linked = ev.left_join(known, ev.m_contact == known._c_contact)
-    ev = linked.select(
-        "m_contact",
-        m_account=linked._c_account.coalesce(linked.m_account),
-        m_ts="m_ts",
-        m_event="m_event",
-    )
+        return None
     created = (
         contacts.created_at.cast(TIMESTAMP_US)
         if "created_at" in contacts.columns
         else ibis.null(TIMESTAMP_US)
     )
     rows = contacts.select(
-        m_contact=contacts.contact_id.cast("string"),
-        m_account=contacts.account_id.cast("string"),
-        m_ts=created,
-        m_event=ibis.literal(False),
+        _c_contact=contacts.contact_id.cast("string"),
+        _c_account=contacts.account_id.cast("string"),
+        _c_created=created,
     )
-    both = ev.union(rows, distinct=False)
-    return both.filter(both.m_account.notnull())
+    joined = keys.join(
+        rows,
+        [
+            keys._k_account == rows._c_account,
+            rows._c_created.isnull() | (rows._c_created < keys._k_as_of),
+        ],
+    )
+    return joined.select(
+        "_k_account",
+        "_k_as_of",
+        _k_contact="_c_contact",
+        _recent=ibis.null("int64"),
+        **{f"_n{n}": ibis.literal(0, "int64") for n in plan.windows},
+    )
 
 
-def _account_features(rows: ibis.Table, members: ibis.Table, plan: _Plan) -> ibis.Table:
-    """Account aggregates at each (account_id, as_of) of ``rows``, point in time."""
-    keys = rows.filter(rows.account_id.notnull()).select("account_id", "as_of").distinct()
-    known = members.m_ts.isnull() | (members.m_ts < keys.as_of)
-    joined = keys.join(members, [keys.account_id == members.m_account, known])
-    age = joined.as_of.delta(joined.m_ts, unit="microsecond")
-    # Per member first, so "distinct contacts" is a plain count at the account level.
-    per_contact = joined.group_by(["account_id", "as_of", "m_contact"]).aggregate(
-        _recent=_when(joined.m_event, age).min(),
-        **{f"_n{n}": _count_if(joined.m_event & (age <= n * _US_PER_DAY)) for n in plan.windows},
+def _account_features(
+    rows: ibis.Table,
+    by_type: ibis.Table,
+    base: ibis.Table,
+    events: ibis.Table,
+    contacts: ibis.Table | None,
+    plan: _Plan,
+) -> ibis.Table:
+    """Account aggregates at each ``(account_id, as_of)`` of ``rows``, point in time.
+
+    An event counts for its contact's account in the contacts table, else for its own
+    ``account_id``; a contacts-table row makes a member from ``created_at`` (NULL: always).
+    Members' event statistics come from level 1 where the member is a spine row at that
+    ``as_of`` (every member, for a spine of all contacts known then), else from the events.
+    """
+    keys = rows.filter(rows.account_id.notnull())
+    keys = keys.select(_k_account=keys.account_id, _k_as_of=keys.as_of).distinct()
+    parts = [_member_stats(by_type, plan)]
+    for part in (
+        _uncovered_member_stats(keys, base, events, contacts, plan),
+        _contact_members(keys, contacts, plan),
+    ):
+        if part is not None:
+            parts.append(part)
+    members = parts[0].union(*parts[1:], distinct=False)
+    # Per member first, so "distinct contacts" is a plain count at the account level. The
+    # parts do not overlap in events, so max picks a member's one count (0 from its row).
+    per_contact = members.group_by(["_k_account", "_k_as_of", "_k_contact"]).aggregate(
+        _recent=members._recent.min(),
+        **{f"_n{n}": members[f"_n{n}"].max() for n in plan.windows},
     )
     aggs: dict[str, ir.Scalar] = {}
     for n in plan.windows:
@@ -372,11 +538,9 @@ def _account_features(rows: ibis.Table, members: ibis.Table, plan: _Plan) -> ibi
             per_contact._recent <= n * _US_PER_DAY
         )
     for n in plan.windows:
-        # Through float: DuckDB sums BIGINT into HUGEINT, and Ibis drops a same-type cast.
-        aggs[f"account__count_{n}d"] = per_contact[f"_n{n}"].sum().cast("float64").cast("int64")
+        aggs[f"account__count_{n}d"] = _sum_count(per_contact[f"_n{n}"])
     aggs["account__contacts"] = per_contact.count()
-    agg = per_contact.group_by(["account_id", "as_of"]).aggregate(**aggs)
-    return agg.rename(_k_account="account_id", _k_as_of="as_of")
+    return per_contact.group_by(["_k_account", "_k_as_of"]).aggregate(**aggs)
 
 
 def _attribute_columns(contacts: ibis.Table | None, config: FeatureConfig) -> list[str]:
@@ -457,8 +621,10 @@ def build_features(
         event_types = discover_event_types(events, config)
     plan = _Plan(config, event_types)
 
-    history = _history(spine, events, plan)
-    raw = history.group_by(["contact_id", "as_of"]).aggregate(**_contact_aggregates(history, plan))
+    base = _spine_rows(spine)
+    history = _history(base, events, contacts, plan)
+    by_type = history.group_by(list(_LEVEL1_KEYS)).aggregate(**_type_aggregates(history, plan))
+    raw = by_type.group_by(["contact_id", "as_of"]).aggregate(**_contact_aggregates(by_type, plan))
     features = _contact_features(raw, plan)
     attributes = _attribute_columns(contacts, config)
     clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})
@@ -469,7 +635,7 @@ def build_features(
     if not config.account_features:
         return rows.select(*KEY_COLUMNS, *features, *attributes)
 
-    accounts = _account_features(rows, _members(events, contacts), plan)
+    accounts = _account_features(rows, by_type, base, events, contacts, plan)
     # `accounts` derives from `rows`: a view keeps Ibis from resolving the left side's
     # columns into the right side, and lets `rows` compile to one shared CTE.
     left = rows.view()

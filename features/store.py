@@ -148,11 +148,15 @@ class Workspace:
             con = duckdb.connect(str(self.db_path))
             for table in TABLES.values():
                 con.execute(table.ddl())
-        # Stored timestamps are naive UTC: make casts from/to TIMESTAMPTZ agree with that.
-        con.execute("SET TimeZone = 'UTC'")
-        if self.memory_limit:
-            con.execute(f"SET memory_limit = {quote_literal(self.memory_limit)}")
+        self._configure(con)
         return con
+
+    def _configure(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Session settings every connection to the workspace gets, DuckDB's or Ibis'."""
+        # Stored timestamps are naive UTC: make casts from/to TIMESTAMPTZ agree with that.
+        con.execute("SET TimeZone = 'UTC'").fetchall()
+        if self.memory_limit:
+            con.execute(f"SET memory_limit = {quote_literal(self.memory_limit)}").fetchall()
 
     def ibis_connection(self) -> ibis.backends.duckdb.Backend:
         """An Ibis DuckDB backend on the workspace database (tables created if needed)."""
@@ -164,7 +168,7 @@ class Workspace:
         # Jupyter it is already off, and SETting it at all raises there without ipywidgets.
         if backend.con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0]:
             backend.con.execute("SET enable_progress_bar = false").fetchall()
-        backend.con.execute("SET TimeZone = 'UTC'").fetchall()
+        self._configure(backend.con)
         return backend
 
     # ------------------------------------------------------------------ reading

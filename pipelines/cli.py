@@ -146,13 +146,41 @@ def _choice(as_of: str | None, spine: str | None):
     return SpineChoice(as_of=parse_as_of(as_of) if as_of else None, spine=spine)
 
 
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="duckdb or spark (default: the engine config's, "
+                                                 "else duckdb).")]
+EngineConfigOpt = Annotated[Path | None, typer.Option("--engine-config", help="Engine YAML (configs/engines/*.yaml): "
+                                                      "engine, sources (Parquet or Spark tables), Spark settings.")]
+SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", envvar="SPARK_MASTER",
+                                                    help="Spark master URL (default local[2]).")]
+
+
+def _engine_tables(ws, engine: str | None, engine_config: Path | None, spark_master: str | None):
+    """None for the default (DuckDB on the workspace), else the configured engine's tables."""
+    from pipelines.engines import ENGINES, load_engine_config, open_tables
+
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    config = load_engine_config(engine_config)
+    updates = {"engine": engine} if engine else {}
+    if spark_master:
+        updates["spark"] = config.spark.model_copy(update={"master": spark_master})
+    config = config.model_copy(update=updates)
+    if config.engine == "duckdb" and config.sources is None:
+        return None
+    return open_tables(config, ws)
+
+
 @app.command("features")
 def features_cmd(
     ctx: typer.Context,
     as_of: AsOfOpt = None,
     spine: SpineOpt = None,
     config: Annotated[Path | None, typer.Option("--config", help="Feature config YAML (configs/features.yaml).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Output .parquet or .csv (default: in the workspace).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output .parquet or .csv (default: in the workspace; "
+                                             "a folder on Spark).")] = None,
+    engine: EngineOpt = None,
+    engine_config: EngineConfigOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Build point-in-time features: one row per contact known at the cut-off."""
     from features.config import load_feature_config
@@ -161,9 +189,11 @@ def features_cmd(
     ws = _workspace(ctx)
     with _progress() as progress:
         task = progress.add_task("build features", total=None)
-        run = run_features(ws, _choice(as_of, spine), load_feature_config(config), out=out)
+        tables = _engine_tables(ws, engine, engine_config, spark_master)
+        run = run_features(ws, _choice(as_of, spine), load_feature_config(config), out=out, tables=tables)
         progress.update(task, completed=1, total=1)
-    console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  (DuckDB table `{run.table}`)")
+    where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
+    console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
 
 
 @app.command("score")
@@ -177,6 +207,9 @@ def score_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
                                               "(champion), a version number or a models:/ URI.")] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    engine: EngineOpt = None,
+    engine_config: EngineConfigOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
     from pipelines.jobs import run_model_scores, run_rule_scores
@@ -185,10 +218,26 @@ def score_cmd(
 
     ws = _workspace(ctx)
     choice = _choice(as_of, spine)
+    tables = _engine_tables(ws, engine, engine_config, spark_master)
+    if model is not None and tables is not None and tables.is_spark:
+        from pipelines.spark.scoring import run_spark_model_scores
+
+        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}"
+        with _progress() as progress:
+            task = progress.add_task(f"score on Spark with model {model_name}@{model}", total=None)
+            run = run_spark_model_scores(ws, choice, model, model_name, tables, path)
+            progress.update(task, completed=1, total=1)
+        table = Table(title=f"learned scores ({model_name}@{model}, Spark)")
+        table.add_column("band"); table.add_column("rows", justify="right")
+        for row in run.bands.itertuples():
+            table.add_row(str(row.band), f"{row.rows:,}")
+        console.print(table)
+        console.print(f"{run.rows:,} rows -> {run.path} (Parquet folder)")
+        return
     if model is not None:
         with _progress() as progress:
             task = progress.add_task(f"score with model {model_name}@{model}", total=None)
-            scored = run_model_scores(ws, choice, model, model_name)
+            scored = run_model_scores(ws, choice, model, model_name, tables=tables)
             progress.update(task, completed=1, total=1)
         path = out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet"
         write_frame(scored, path)
@@ -199,7 +248,7 @@ def score_cmd(
     rule_set = load_rules(rules)
     with _progress() as progress:
         task = progress.add_task(f"score with {rule_set.name} rules", total=None)
-        scored = run_rule_scores(ws, choice, rule_set, level=level)
+        scored = run_rule_scores(ws, choice, rule_set, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
     path = out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet"
     write_frame(scored, path)
@@ -257,6 +306,9 @@ def train_cmd(
     ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", help="Training config YAML.")] = REPO_CONFIGS / "train.yaml",
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow or register.")] = False,
+    engine: EngineOpt = None,
+    engine_config: EngineConfigOpt = None,
+    spark_master: SparkMasterOpt = None,
 ) -> None:
     """Learn from outcomes: LightGBM + Optuna and learned rule points, calibrated onto 0-5, tracked in MLflow."""
     import optuna
@@ -275,7 +327,8 @@ def train_cmd(
                 progress.update(current["task"], completed=1, total=1)
             current["task"] = progress.add_task(label, total=None)
 
-        result = train(ws, train_config, step=step, track=not no_track)
+        result = train(ws, train_config, step=step, track=not no_track,
+                       tables=_engine_tables(ws, engine, engine_config, spark_master))
         progress.update(current["task"], completed=1, total=1)
     _print_training(result)
 
@@ -328,6 +381,326 @@ def ui_cmd(
     raise typer.Exit(subprocess.call([mlflow_cli, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]))
 
 
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    rules: Annotated[Path, typer.Option("--rules", help="Rules YAML the service scores with.")] = DEFAULT_RULES,
+    triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML (e.g. configs/triggers.yaml); "
+                                                  "none: no triggers.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Serve YAML (configs/serve.yaml).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+    model: Annotated[str, typer.Option("--model", help="Learned model served beside the rules: an alias or a "
+                                       "version; none registered: rule scores only. 'none': never.")] = "champion",
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+) -> None:
+    """Run the real-time scoring service (Segment-shaped ingest on /v1/track|identify|batch; needs the
+    `serve` extra). Write keys come from $PROPENSITY_WRITE_KEYS; the store is <workspace>/serve.db,
+    or PostgreSQL when $DATABASE_URL is set."""
+    import sqlalchemy as sa
+    import uvicorn
+
+    from pipelines.rules import load_rules
+    from pipelines.serve.app import ServiceSettings, create_app
+    from pipelines.serve.config import load_serve_config, read_keys, write_keys
+    from pipelines.serve.db import database_url
+
+    ws = _workspace(ctx)
+    serve_config = load_serve_config(config)
+    trigger_config = None
+    if triggers is not None:
+        from pipelines.activation.triggers import load_triggers
+
+        trigger_config = load_triggers(triggers)
+    url = database_url(ws.path)
+    keys = write_keys(serve_config)  # before the model: a missing key fails at once
+    registered = None
+    if model != "none":
+        from pipelines.serve.learned import load_registered_scorer
+
+        registered = load_registered_scorer(ws.path, model, model_name)
+    settings = ServiceSettings(database_url=url, rules=load_rules(rules), write_keys=keys,
+                               config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
+                               model=registered[0] if registered else None,
+                               model_label=registered[1] if registered else "")
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
+                  + (f"  triggers {triggers}" if triggers else "")
+                  + (f"  model {settings.model_label}" if registered else "  model: none registered (rule scores only)"))
+    # one process: the writer and the score cache live in it (more workers would need a shared cache)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+@app.command("explain")
+def explain_cmd(
+    ctx: typer.Context,
+    contact_id: Annotated[str | None, typer.Argument(help="The contact to explain (omit with --all).")] = None,
+    as_of: AsOfOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Top reasons for every contact (needs --as-of or --spine).")] = False,
+    spine: SpineOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="--all: output .csv or .parquet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+    model: Annotated[str, typer.Option("--model", help="Alias, version or models:/ URI.")] = "champion",
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML for the rule breakdown "
+                                               "(default: the rules the model was trained against).")] = None,
+    reasons: Annotated[int, typer.Option("--reasons", min=1, help="--all: reasons per contact.")] = 3,
+    positive_only: Annotated[bool, typer.Option("--positive-only", help="--all: only reasons that raise the score.")] = False,
+) -> None:
+    """Why a contact has its learned score: SHAP per activity and attribute in 0-5 points, beside the rule breakdown."""
+    import json
+
+    from pipelines.explain.jobs import (
+        check_contact, default_as_of, default_rules_path, explain_all, explain_one, load_registered_scorer)
+    from pipelines.outputs import parse_as_of, write_frame
+    from pipelines.rules import load_rules
+
+    ws = _workspace(ctx)
+    if contact_id is not None:
+        check_contact(ws, contact_id)
+    scorer = load_registered_scorer(ws, model, model_name)
+    if all_:
+        if contact_id is not None:
+            raise typer.BadParameter("give a CONTACT_ID or --all, not both")
+        choice = _choice(as_of, spine)
+        with _progress() as progress:
+            task = progress.add_task("explain every contact (pred_contrib)", total=None)
+            report = explain_all(ws, choice, scorer, n_reasons=reasons, positive_only=positive_only)
+            progress.update(task, completed=1, total=1)
+        path = out or ws.path / "explain" / f"reasons_{choice.label()}.parquet"
+        write_frame(report.reasons, path)
+        console.print(f"{report.rows:,} contacts explained in {report.seconds_shap:.1f} s "
+                      f"({report.rows_per_second:,.0f} rows/s) -> {path}")
+        return
+    if contact_id is None:
+        raise typer.BadParameter("give a CONTACT_ID, or --all with --as-of DATE")
+    when = parse_as_of(as_of) if as_of else default_as_of(ws)
+    rule_set = load_rules(rules or default_rules_path(scorer))
+    result = explain_one(ws, contact_id, when, scorer, rule_set)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    console.print(f"[bold]{result.contact_id}[/] as of {result.as_of:%Y-%m-%d %H:%M}: learned score "
+                  f"[bold]{result.learned_score:.2f}[/] (baseline {result.baseline:.2f}, "
+                  f"{result.learned_score - result.baseline:+.2f} explained below); "
+                  f"{result.rules_name} rule score {result.rule_score:.2f} ({result.rule_points:.1f} points)")
+    learned = Table(title="learned score: what moved it (0-5 points, sums to score - baseline)")
+    for column in ("reason", "points", "log-odds"):
+        learned.add_column(column, justify="left" if column == "reason" else "right")
+    for row in result.learned.itertuples(index=False):
+        if abs(row.points) >= 0.005:
+            learned.add_row(row.facts, f"{row.points:+.2f}", f"{row.logodds:+.3f}")
+    console.print(learned)
+    breakdown = Table(title=f"{result.rules_name} rules: points per rule")
+    for column in ("rule", "reads", "points", "0-5 points"):
+        breakdown.add_column(column, justify="left" if column in ("rule", "reads") else "right")
+    for row in result.rules.itertuples(index=False):
+        if row.points != 0:
+            breakdown.add_row(row.rule, row.reads, f"{row.points:+.1f}", f"{row.score_points:+.2f}")
+    console.print(breakdown)
+    compare = Table(title="where the models disagree (learned vs rule, 0-5 points)")
+    for column in ("group", "learned", "rules", "gap", "rules reading it"):
+        compare.add_column(column, justify="left" if column in ("group", "rules reading it") else "right")
+    for row in result.comparison.head(8).itertuples(index=False):
+        compare.add_row(row.group, f"{row.learned_points:+.2f}", f"{row.rule_score_points:+.2f}",
+                        f"{row.gap:+.2f}", row.rules)
+    console.print(compare)
+
+
+@app.command("tune")
+def tune_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", help="Training config YAML (grid, labels, splits).")] = REPO_CONFIGS / "train.yaml",
+    rules: Annotated[Path | None, typer.Option("--rules", help="The rules to tune (default: the config's).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Where the proposal goes (never the live rules).")] = Path("rules.proposed.yaml"),
+    model: Annotated[str, typer.Option("--model", help="Alias, version or models:/ URI of the learned model.")] = "champion",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the config's).")] = None,
+    fit_rows: Annotated[int, typer.Option("--fit-rows", min=100, help="Train/valid rows sampled for SHAP.")] = 40_000,
+    no_new_rules: Annotated[bool, typer.Option("--no-new-rules", help="Only re-weight the existing rules.")] = False,
+    no_reshape: Annotated[bool, typer.Option("--no-reshape", help="Keep half-lives and caps as they are.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write the proposal even if it does not beat the current rules.")] = False,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write the figures as JSON.")] = None,
+) -> None:
+    """Propose rule points (and new rules) from the learned model's SHAP values; backtest on the test split."""
+    import json
+
+    from pipelines.explain.jobs import load_registered_scorer
+    from pipelines.rules import load_rules
+    from pipelines.training.config import load_train_config
+    from pipelines.tune.jobs import check_proposal_path, tune_rules, write_proposal
+    from pipelines.tune.propose import TuneConfig
+
+    ws = _workspace(ctx)
+    train_config = load_train_config(config)
+    rules_path = rules or train_config.rules
+    rule_set = load_rules(rules_path)
+    check_proposal_path(out, rules_path)
+    scorer = load_registered_scorer(ws, model, model_name or train_config.mlflow.model_name)
+    with _progress() as progress:
+        current = {"task": None}
+
+        def step(label: str) -> None:
+            if current["task"] is not None:
+                progress.update(current["task"], completed=1, total=1)
+            current["task"] = progress.add_task(label, total=None)
+
+        result = tune_rules(ws, train_config, rule_set, scorer,
+                            TuneConfig(new_rules=not no_new_rules, reshape=not no_reshape),
+                            fit_rows=fit_rows, step=step)
+        progress.update(current["task"], completed=1, total=1)
+    changes = Table(title=f"proposed changes to {rule_set.name} (from SHAP on {result.fit_rows:,} train/valid rows)")
+    for column in ("rule", "status", "reads", "SHAP share", "points", "shape", "note"):
+        changes.add_column(column, justify="right" if column == "SHAP share" else "left")
+    for row in result.proposal.changes.itertuples(index=False):
+        before = "-" if _isna(row.current_points) else f"{row.current_points:g}"
+        shape = row.proposed_shape if row.current_shape == row.proposed_shape else f"{row.current_shape or '-'} -> {row.proposed_shape}"
+        changes.add_row(row.rule, row.status, row.group, f"{row.share:.1%}", f"{before} -> {row.proposed_points:g}",
+                        shape, row.note)
+    console.print(changes)
+    if len(result.proposal.out_of_reach):
+        reach = ", ".join(f"{r.group} {r.share:.1%}" for r in result.proposal.out_of_reach.itertuples() if r.share >= 0.005)
+        console.print(f"signal no rule can read (share of mean |SHAP|): {reach or 'none above 0.5%'}")
+    backtest = Table(title=f"backtest on the test split ({result.test_rows:,} rows)")
+    metric_columns = [c for c in result.backtest.columns if c not in ("model", "n", "positives")]
+    for column in ("model", *metric_columns):
+        backtest.add_column(column, justify="left" if column == "model" else "right")
+    for row in result.backtest.itertuples(index=False):
+        backtest.add_row(row.model, *[f"{getattr(row, c):.3f}" for c in metric_columns])
+    console.print(backtest)
+    volumes = Table(title="test rows at or above each band edge / threshold")
+    for column in result.volumes.columns:
+        volumes.add_column(column, justify="left" if column == "edge" else "right")
+    for row in result.volumes.itertuples(index=False):
+        volumes.add_row(*["-" if _isna(v) else (f"{int(v):,}" if not isinstance(v, str) else v) for v in row])
+    console.print(volumes)
+    closed = "" if _isna(result.gap_closed) else f"; closes {result.gap_closed:.0%} of the ROC-AUC gap to the learned model"
+    console.print(("[green]" if result.offered else "[yellow]") + result.reason + closed + "[/]")
+    path = write_proposal(result, out, live=rules_path, force=force)
+    if path is not None:
+        console.print(f"proposal: {path}  (diff: {path.with_suffix('.diff')}; "
+                      f"run it: propensity score --rules {path} --as-of DATE)")
+    else:
+        console.print("no file written (use --force to write it anyway)")
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.summary(), indent=2, default=str), encoding="utf-8")
+        console.print(f"figures: {report}")
+
+
+def _isna(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+@app.command("compare")
+def compare_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Option("--config", help="Training config: decides the test cut-off.")] = REPO_CONFIGS / "train.yaml",
+    compare_config: Annotated[Path, typer.Option("--compare-config", help="Compare settings YAML.")] = REPO_CONFIGS / "compare.yaml",
+    model: Annotated[str, typer.Option("--model", help="Learned model: an alias (champion), a version or a models:/ URI.")] = "champion",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the config's).")] = None,
+    learned_rules: Annotated[Path | None, typer.Option("--learned-rules", help="Learned points file (default <ws>/models/rules.learned.yaml).")] = None,
+    k: Annotated[str | None, typer.Option("--k", help="Top-k percentages, e.g. 5,10,20 (default: the compare config's).")] = None,
+    backtest: Annotated[bool, typer.Option("--backtest", help="Also refit and score past cut-offs (walk-forward).")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where compare.json and compare.html go (default <ws>/reports).")] = None,
+) -> None:
+    """Compare rule vs learned vs learned points on the held-out cut-off: metrics with intervals, report."""
+    from pipelines.compare import compare_models, load_compare_config, parse_k_list, run_backtest, write_report
+    from pipelines.training.config import load_train_config
+
+    ws = _workspace(ctx)
+    train_config = load_train_config(config)
+    settings = load_compare_config(compare_config)
+    if k is not None:
+        settings = settings.model_copy(update={"top_k_percent": parse_k_list(k)})
+    with _progress() as progress:
+        current = {"task": None}
+
+        def step(label: str) -> None:
+            if current["task"] is not None:
+                progress.update(current["task"], completed=1, total=1)
+            current["task"] = progress.add_task(label, total=None)
+
+        comparison = compare_models(ws, train_config, settings, model=model, model_name=model_name,
+                                    learned_rules=learned_rules, step=step)
+        if backtest:
+            result = run_backtest(ws, train_config, settings, step=step)
+            comparison.backtest, comparison.backtest_notes = result.table, result.notes
+        step("write the report")
+        paths = write_report(comparison, out_dir or ws.path / "reports")
+        progress.update(current["task"], completed=1, total=1)
+    _print_comparison(comparison)
+    console.print(f"report: {paths['html']}\nnumbers: {paths['json']}")
+
+
+def _print_comparison(comparison) -> None:
+    cutoffs = ", ".join(comparison.meta.get("cutoffs", []))
+    first = comparison.summary.iloc[0]
+    summary = Table(title=f"rule vs learned on held-out cut-off {cutoffs}: {int(first['n']):,} contacts, "
+                          f"{int(first['positives']):,} conversions")
+    for column in ("model", "ROC-AUC", "95% CI", "PR-AUC", "95% CI ", "Brier", "ECE"):
+        summary.add_column(column, justify="left" if column == "model" else "right")
+    for row in comparison.summary.itertuples(index=False):
+        summary.add_row(row.model, f"{row.roc_auc:.3f}", f"{row.roc_auc_low:.3f}-{row.roc_auc_high:.3f}",
+                        f"{row.pr_auc:.3f}", f"{row.pr_auc_low:.3f}-{row.pr_auc_high:.3f}",
+                        f"{row.brier:.4f}", f"{row.ece:.4f}")
+    console.print(summary)
+    for gap in comparison.gaps.itertuples(index=False):
+        verdict = ("better" if gap.roc_auc_gap_low > 0 else "worse" if gap.roc_auc_gap_high < 0 else "no clear difference")
+        console.print(f"{gap.model} vs {gap.reference}: ROC-AUC {gap.roc_auc_gap:+.3f} "
+                      f"(paired 95% CI {gap.roc_auc_gap_low:+.3f} to {gap.roc_auc_gap_high:+.3f}): {verdict}")
+    top = Table(title="top k% of the list: precision / recall / lift (ranked by the 0-5 score)")
+    top.add_column("model")
+    ks = sorted(comparison.top_k["k_percent"].unique())
+    for k in ks:
+        top.add_column(f"top {k:g}%", justify="right")
+    for model, part in comparison.top_k.groupby("model", sort=False):
+        cells = part.set_index("k_percent")
+        top.add_row(model, *[f"{cells.loc[k, 'precision']:.1%} / {cells.loc[k, 'recall']:.1%} / {cells.loc[k, 'lift']:.2f}"
+                             for k in ks])
+    console.print(top)
+    bands = Table(title="conversion rate by band (contacts)")
+    bands.add_column("model")
+    names = list(dict.fromkeys(comparison.bands["band"]))
+    for name in names:
+        bands.add_column(name, justify="right")
+    for model, part in comparison.bands.groupby("model", sort=False):
+        cells = part.set_index("band")
+        bands.add_row(model, *["-" if cells.loc[b, "contacts"] == 0 else
+                               f"{cells.loc[b, 'conversion_rate']:.1%} ({int(cells.loc[b, 'contacts']):,})" for b in names])
+    console.print(bands)
+    correlation = comparison.rank_correlation
+    pairs = [f"{a}~{b} {correlation.loc[a, b]:.2f}" for i, a in enumerate(correlation.index)
+             for b in correlation.columns[i + 1:]]
+    console.print("Spearman rank correlation: " + ", ".join(pairs))
+    if comparison.backtest is not None and not comparison.backtest.empty:
+        table = Table(title="backtest: refitted at each past cut-off, ROC-AUC (gap vs rules, paired 95% CI)")
+        table.add_column("cut-off")
+        for model in comparison.models:
+            table.add_column(model, justify="right")
+        for as_of, part in comparison.backtest.groupby("as_of"):
+            cells = part.set_index("model")
+            row = []
+            for model in comparison.models:
+                if model not in cells.index:
+                    row.append("-")
+                elif model == comparison.reference:
+                    row.append(f"{cells.loc[model, 'roc_auc']:.3f}")
+                else:
+                    r = cells.loc[model]
+                    row.append(f"{r['roc_auc']:.3f} ({r['roc_auc_gap']:+.3f}, {r['roc_auc_gap_low']:+.3f} to {r['roc_auc_gap_high']:+.3f})")
+            table.add_row(f"{as_of:%Y-%m-%d}", *row)
+        console.print(table)
+        from pipelines.compare.backtest import gap_stability
+
+        for sentence in gap_stability(comparison.backtest, comparison.reference):
+            console.print(f"backtest: {sentence}")
+    for note in comparison.backtest_notes:
+        console.print(f"[yellow]backtest: {note}[/]")
+    for warning in comparison.warnings:
+        console.print(f"[yellow]{warning}[/]")
+
+
 @app.command("info")
 def info_cmd(ctx: typer.Context) -> None:
     """Show the workspace: where it is and how many rows each table holds."""
@@ -368,7 +741,8 @@ def demo_cmd(
             current["task"] = progress.add_task(label, total=None)
 
         result = run_demo(ws, rule_set, contacts=contacts, days=days, seed=seed, step=step,
-                          train_config=None if no_train else train_config)
+                          train_config=None if no_train else train_config,
+                          compare_config=None if no_train else REPO_CONFIGS / "compare.yaml")
         progress.update(current["task"], completed=1, total=1)
     for kind, report in result.ingest.items():
         _print_ingest(kind, report)
@@ -379,10 +753,162 @@ def demo_cmd(
                       bands=result.bands)
     if result.training is not None:
         _print_training(result.training)
+    if getattr(result, "comparison", None) is not None:
+        _print_comparison(result.comparison)
     console.print("outputs:")
     for name, path in result.paths.items():
         console.print(f"  {name}: {path}")
     console.print(f"  DuckDB: {ws.db_path}  (tables events, contacts, outcomes, rejects, features)")
+
+
+# -- activation: push, outbox, triggers ------------------------------------------------------------
+
+DEFAULT_TRIGGERS = REPO_CONFIGS / "triggers.yaml"
+outbox_app = typer.Typer(help="The trigger outbox: deliver signed webhooks, list messages, replay.",
+                         no_args_is_help=True)
+triggers_app = typer.Typer(help="Score triggers (configs/triggers.yaml).", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(triggers_app, name="triggers")
+TriggersOpt = Annotated[Path, typer.Option("--triggers", help="Triggers YAML (its delivery section).")]
+
+
+def _service_engine(ctx: typer.Context):
+    from pipelines.activation.tables import create_activation_tables
+    from pipelines.serve.db import database_url, make_engine
+
+    engine = make_engine(database_url(_workspace(ctx).path))
+    create_activation_tables(engine)
+    return engine
+
+
+@app.command("push")
+def push_cmd(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="customerio, segment or webhook.")],
+    source: Annotated[str | None, typer.Option("--from", help="Scores file from `propensity score --out` "
+                                               "(.parquet/.csv/.jsonl) or a table of the service database "
+                                               "(score_state). Default: the newest file in <workspace>/scores.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and record nothing.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Contacts per batch.")] = 100,
+    rate: Annotated[float, typer.Option("--rate", min=0.01, help="Requests per second at most.")] = 20.0,
+) -> None:
+    """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
+    whose traits changed since the last push there. Credentials come from the environment only."""
+    import json
+
+    from pipelines.activation.push import (PushError, PushOptions, destination_from_env, push, read_scores,
+                                           read_scores_table, traits_from_scores)
+
+    destination = destination_from_env(to)
+    engine = _service_engine(ctx)
+    if source is None:
+        scores_dir = _workspace(ctx).path / "scores"
+        files = sorted((p for p in scores_dir.glob("*") if p.suffix in {".parquet", ".csv", ".jsonl"}),
+                       key=lambda p: p.stat().st_mtime) if scores_dir.is_dir() else []
+        if not files:
+            raise typer.BadParameter(f"no scores in {scores_dir}: run `propensity score` or give --from")
+        source = str(files[-1])
+    path = Path(source)
+    if path.exists() or path.suffix:
+        frame, label = read_scores(path), str(path)
+    else:
+        frame, label = read_scores_table(engine, source), f"table {source}"
+    contacts = traits_from_scores(frame, source=label)
+    try:
+        report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
+                      dry_run=dry_run)
+    except PushError as exc:
+        err.print(f"[red]push failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    verb, count = ("would send", report.contacts - report.unchanged) if report.dry_run else ("sent", report.sent)
+    console.print(f"push to [bold]{report.destination}[/] from {label}: {report.contacts:,} contacts, "
+                  f"{report.unchanged:,} unchanged since the last push; {verb} {count:,} in {report.batches:,} "
+                  "batch(es)" + ("" if report.dry_run else f", {report.requests:,} request(s)"))
+    if report.dry_run and report.preview is not None:
+        console.print("first batch (no credentials shown):")
+        console.print_json(json.dumps(report.preview, default=str)[:20_000])
+
+
+@outbox_app.command("deliver")
+def outbox_deliver_cmd(
+    ctx: typer.Context,
+    triggers: TriggersOpt = DEFAULT_TRIGGERS,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Messages to attempt at most.")] = 1000,
+) -> None:
+    """Send the outbox messages that are due, signed (URL and secret from the environment)."""
+    from pipelines.activation.outbox import WebhookSender, deliver_due
+    from pipelines.activation.triggers import load_triggers
+
+    delivery = load_triggers(triggers).delivery
+    engine = _service_engine(ctx)
+    with WebhookSender.from_env(delivery.url_env, delivery.secret_env, timeout=delivery.timeout_seconds) as sender:
+        report = deliver_due(engine, sender, limit=limit, policy=delivery.policy())
+    console.print(f"outbox: attempted {report.attempted:,}, delivered {report.delivered:,}, "
+                  f"retrying later {report.retrying:,}, dead-lettered {report.dead:,}"
+                  + (f", {report.skipped:,} claimed by another deliverer" if report.skipped else ""))
+
+
+@outbox_app.command("list")
+def outbox_list_cmd(
+    ctx: typer.Context,
+    dead: Annotated[bool, typer.Option("--dead", help="List the dead letters instead.")] = False,
+    pending: Annotated[bool, typer.Option("--pending", help="Only messages not delivered yet.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+) -> None:
+    """List the newest outbox messages (or dead letters)."""
+    from pipelines.activation.outbox import list_messages
+
+    rows = list_messages(_service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
+    table = Table(title="dead letters" if dead else "outbox")
+    columns = ["id", "trigger", "contact", "attempts", "dead at" if dead else "status", "last error"]
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        if dead:
+            status = f"{row['dead_at']:%Y-%m-%d %H:%M:%S}"
+        elif row["delivered_at"] is not None:
+            status = f"delivered {row['delivered_at']:%Y-%m-%d %H:%M:%S}"
+        else:
+            status = f"next try {row['next_attempt_at']:%Y-%m-%d %H:%M:%S}"
+        table.add_row(str(row["id"]), str(row["trigger"] or row["kind"]), str(row["contact_id"] or ""),
+                      str(row["attempts"]), status, (row["last_error"] or "")[:80])
+    console.print(table)
+    if not rows:
+        console.print("(none)")
+
+
+@outbox_app.command("replay")
+def outbox_replay_cmd(
+    ctx: typer.Context,
+    ids: Annotated[list[int] | None, typer.Argument(help="Outbox ids (or dead-letter ids with --dead).")] = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Replay dead letters (all of them unless ids are given).")] = False,
+) -> None:
+    """Queue messages again: dead letters back into the outbox, or delivered messages once more."""
+    from pipelines.activation.outbox import replay
+
+    count = replay(_service_engine(ctx), ids or (), all_dead=dead)
+    console.print(f"queued {count:,} message(s) again; `propensity outbox deliver` (or the service) sends them")
+
+
+@triggers_app.command("check")
+def triggers_check_cmd(
+    config: Annotated[Path, typer.Argument(help="Triggers YAML.")] = DEFAULT_TRIGGERS,
+) -> None:
+    """Validate a triggers file and list its triggers."""
+    from pipelines.activation.triggers import load_triggers
+
+    cfg = load_triggers(config)
+    table = Table(title=f"{config}: bands {' < '.join(cfg.bands) or '(none)'}")
+    for column in ("trigger", "kind", "fires when", "cooldown"):
+        table.add_column(column)
+    for t in cfg.triggers:
+        when = {"threshold_crossed": lambda: f"{t.measure} crosses {t.threshold:g} upwards",
+                "band_entered": lambda: f"band becomes {t.band} or higher",
+                "score_dropped": lambda: f"score {t.by:g} below its {t.within_days:g}-day peak"}[t.kind]()
+        table.add_row(t.name, t.kind, when, f"{t.cooldown_hours:g} h")
+    console.print(table)
+    console.print(f"delivery: POST to ${cfg.delivery.url_env}, signed with ${cfg.delivery.secret_env}, "
+                  f"{cfg.delivery.max_attempts} attempts then dead letter")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,8 +927,9 @@ def main(argv: list[str] | None = None) -> int:
     known = (DataValidationError, RulesConfigError, WorkspaceError, FileNotFoundError, ValueError)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="propensity",
-                     standalone_mode=False)
+        # without standalone mode, click returns a `typer.Exit`'s code instead of raising it
+        code = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="propensity",
+                            standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
@@ -414,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
     except known as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class DemoResult:
     bands: pd.DataFrame | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     training: object | None = None  # TrainResult when the demo trained a model
+    comparison: object | None = None  # pipelines.compare.Comparison when the demo compared models
 
 
 def band_summary(scored: pd.DataFrame, converted: pd.Series) -> pd.DataFrame:
@@ -56,6 +57,7 @@ def run_demo(
     horizon_days: int = 30,
     step: Callable[[str], None] = lambda _: None,
     train_config: Path | None = None,
+    compare_config: Path | None = None,
 ) -> DemoResult:
     """Generate, ingest, build features, rule-score and read conversion per band.
 
@@ -88,7 +90,20 @@ def run_demo(
         from pipelines.training.config import load_train_config
         from pipelines.training.train import train
 
-        result.training = train(ws, load_train_config(train_config), step=step)
+        loaded = load_train_config(train_config)
+        result.training = train(ws, loaded, step=step)
         result.paths["learned rules"] = result.training.learned_rules_path
         result.paths["MLflow store"] = ws.path / "mlflow.db"
+        if compare_config is not None:
+            from pipelines.compare import ModelSource, compare_models, load_compare_config, write_report
+
+            # the model this run trained (registered or not), on the same held-out cut-off
+            trained = result.training
+            source = ModelSource(uri="this demo's training run", version=trained.model_version, run_id=trained.run_id)
+            result.comparison = compare_models(
+                ws, loaded, load_compare_config(compare_config), scorer=trained.scorer, source=source,
+                learned_rules=trained.learned_rules_path, step=step,
+            )
+            step("write the comparison report")
+            result.paths["compare report"] = write_report(result.comparison, ws.path / "reports")["html"]
     return result

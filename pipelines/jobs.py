@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ibis
 import pandas as pd
@@ -16,11 +17,16 @@ from features.store import Workspace
 from pipelines.rules.config import RuleSet
 from pipelines.rules.score import rollup_accounts, score_contacts
 
+if TYPE_CHECKING:  # pragma: no cover
+    from pipelines.engines import EngineTables
+
 __all__ = [
     "FeatureRun",
     "SpineChoice",
     "WorkspaceError",
     "load_contacts",
+    "load_model",
+    "model_bands",
     "resolve_spine",
     "table_names",
     "run_features",
@@ -47,7 +53,7 @@ class SpineChoice:
 
 @dataclass(frozen=True)
 class FeatureRun:
-    table: str
+    table: str | None  # the DuckDB table; None on Spark (the Parquet folder is the output)
     path: Path
     rows: int
     columns: list[str]
@@ -83,19 +89,33 @@ def load_contacts(con: ibis.BaseBackend) -> pd.DataFrame | None:
     return None if table is None else table.execute()
 
 
-def resolve_spine(con: ibis.BaseBackend, choice: SpineChoice) -> ibis.Table:
-    """The spine as an Ibis table: contacts known at ``as_of``, a spine file, or a stored spine."""
-    events = _events(con)
+def resolve_spine(
+    con: ibis.BaseBackend, choice: SpineChoice, *, tables: EngineTables | None = None,
+    ws: Workspace | None = None,
+) -> ibis.Table:
+    """The spine as an Ibis table: contacts known at ``as_of``, a spine file, or a stored spine.
+
+    With ``tables`` (another engine), the spine is built on that engine; a stored spine is read
+    from the workspace ``ws`` and loaded there.
+    """
+    if tables is None:
+        events, contacts = _events(con), _contacts(con)
+    else:
+        con, events, contacts = tables.con, tables.events, tables.contacts
     if choice.spine is None:
         if choice.as_of is None:
             raise ValueError("give --as-of DATE or --spine NAME|FILE")
-        return spine_at(events, choice.as_of, contacts=_contacts(con))
+        return spine_at(events, choice.as_of, contacts=contacts)
     path = Path(choice.spine)
     if path.suffix and path.exists():
         frame = pd.read_parquet(path) if path.suffix in {".parquet", ".pq"} else pd.read_csv(path)
         return spine_from_frame(con, frame)
     stored = f"spine__{choice.spine}"
-    names = table_names(con)
+    if tables is not None and ws is not None and ws.db_path.exists():
+        home = ws.ibis_connection()
+        if stored in table_names(home):
+            return spine_from_frame(con, home.table(stored).execute())
+    names = table_names(con) if tables is None else set()
     if stored in names:
         return con.table(stored)
     known = sorted(t.removeprefix("spine__") for t in names if t.startswith("spine__"))
@@ -105,12 +125,25 @@ def resolve_spine(con: ibis.BaseBackend, choice: SpineChoice) -> ibis.Table:
 
 
 def run_features(
-    ws: Workspace, choice: SpineChoice, config: FeatureConfig, out: Path | None = None
+    ws: Workspace, choice: SpineChoice, config: FeatureConfig, out: Path | None = None,
+    tables: EngineTables | None = None,
 ) -> FeatureRun:
-    """Build the feature table in DuckDB (table ``features``) and write it to Parquet."""
-    con = ws.ibis_connection()
-    spine = resolve_spine(con, choice)
-    expr = build_features(_events(con), spine, config, contacts=_contacts(con))
+    """Build the feature table in DuckDB (table ``features``) and write it to Parquet.
+
+    With Spark ``tables`` the features are written by Spark to a Parquet (or CSV) folder.
+    """
+    if tables is not None and tables.is_spark:
+        from pipelines.spark.features import write_spark_features
+
+        spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
+        expr = build_features(tables.events, spine, config, contacts=tables.contacts)
+        path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}"
+        rows = write_spark_features(tables, expr, path)
+        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr))
+    con = ws.ibis_connection() if tables is None else tables.con
+    spine = resolve_spine(con, choice, tables=tables, ws=ws)
+    events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
+    expr = build_features(events, spine, config, contacts=contacts)
     table = con.create_table("features", expr, overwrite=True)
     path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,13 +157,23 @@ def run_features(
 
 
 def run_rule_scores(
-    ws: Workspace, choice: SpineChoice, rules: RuleSet, level: str = "contact"
+    ws: Workspace, choice: SpineChoice, rules: RuleSet, level: str = "contact",
+    tables: EngineTables | None = None,
 ) -> pd.DataFrame:
-    """Score the spine with ``rules``; at ``level="account"`` roll contact scores up."""
-    con = ws.ibis_connection()
-    spine = resolve_spine(con, choice)
-    contacts = load_contacts(con)
-    scored = score_contacts(_events(con), spine, rules, contacts=contacts)
+    """Score the spine with ``rules``; at ``level="account"`` roll contact scores up.
+
+    The event pass runs on the engine of ``tables`` (default: the workspace's DuckDB); the
+    per-row steps after it are pandas, one row per spine row.
+    """
+    if tables is None:
+        con = ws.ibis_connection()
+        spine = resolve_spine(con, choice)
+        events, contacts = _events(con), load_contacts(con)
+    else:
+        spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
+        events = tables.events
+        contacts = None if tables.contacts is None else tables.contacts.execute()
+    scored = score_contacts(events, spine, rules, contacts=contacts)
     if level == "account":
         if contacts is None:
             raise WorkspaceError("account scores need contacts with account_id: ingest contacts first")
@@ -152,16 +195,10 @@ def store_spine(ws: Workspace, name: str, frame: pd.DataFrame) -> int:
     return len(spine)
 
 
-def run_model_scores(ws: Workspace, choice: SpineChoice, model: str, model_name: str) -> pd.DataFrame:
-    """Score the spine with a registered learned model (``champion``, a version, or a models:/ URI).
-
-    The model carries the feature config and event types it was trained with, so the features
-    are rebuilt exactly as in training.
-    """
+def load_model(ws: Workspace, model: str, model_name: str):
+    """The registered pyfunc: an alias (``champion``), a version number or a models:/ URI."""
     import mlflow
 
-    from features.config import FeatureConfig
-    from pipelines.rules.score import assign_bands
     from pipelines.training.tracking import configure_tracking
 
     configure_tracking(ws.path, None, "propensity")
@@ -175,19 +212,47 @@ def run_model_scores(ws: Workspace, choice: SpineChoice, model: str, model_name:
         pyfunc = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
         raise WorkspaceError(f"cannot load model {uri}: {exc.message.splitlines()[0]}; run `propensity train` first") from None
+    return pyfunc
+
+
+def model_bands(scorer) -> RuleSet | None:
+    """The bands a model was trained with (its rules'), as a RuleSet that only has bands."""
+    from pipelines.rules.config import Band
+
+    bands = scorer.metadata.get("bands")
+    if not bands:
+        return None
+    return RuleSet.model_construct(bands=tuple(Band(name=n, min_score=m) for n, m in bands))
+
+
+def run_model_scores(
+    ws: Workspace, choice: SpineChoice, model: str, model_name: str, tables: EngineTables | None = None,
+) -> pd.DataFrame:
+    """Score the spine with a registered learned model (``champion``, a version, or a models:/ URI).
+
+    The model carries the feature config and event types it was trained with, so the features
+    are rebuilt exactly as in training. ``tables``: a DuckDB engine other than the workspace
+    (on Spark: ``pipelines.spark.scoring.run_spark_model_scores``, which writes Parquet).
+    """
+    from features.config import FeatureConfig
+    from pipelines.rules.score import assign_bands
+
+    pyfunc = load_model(ws, model, model_name)
     scorer = pyfunc.unwrap_python_model().scorer
-    con = ws.ibis_connection()
-    spine = resolve_spine(con, choice)
+    if tables is None:
+        con = ws.ibis_connection()
+        spine = resolve_spine(con, choice)
+        events, contacts = _events(con), _contacts(con)
+    else:
+        spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
+        events, contacts = tables.events, tables.contacts
     features = build_features(
-        _events(con), spine, FeatureConfig.model_validate(scorer.feature_config),
-        contacts=_contacts(con), event_types=scorer.event_types,
+        events, spine, FeatureConfig.model_validate(scorer.feature_config),
+        contacts=contacts, event_types=scorer.event_types,
     ).execute()
     scores = pyfunc.predict(features[scorer.feature_names])
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
-    bands = scorer.metadata.get("bands")
-    if bands:
-        from pipelines.rules.config import Band, RuleSet
-
-        shim = RuleSet.model_construct(bands=tuple(Band(name=n, min_score=m) for n, m in bands))
-        out["band"] = assign_bands(out["learned_score"], shim)
+    bands = model_bands(scorer)
+    if bands is not None:
+        out["band"] = assign_bands(out["learned_score"], bands)
     return out.sort_values(["contact_id", "as_of"]).reset_index(drop=True)

@@ -22,6 +22,7 @@ __all__ = [
     "rollup_accounts",
     "scale_points",
     "score_contacts",
+    "rescale_raw_points",
     "score_frame",
 ]
 
@@ -242,3 +243,26 @@ def rollup_accounts(
     columns = ["account_id", "as_of", "contacts", "rule_score", "band", "top_contact_id",
                f"contacts_{band.name}_or_above"]
     return out[columns]
+
+
+def rescale_raw_points(raw: pd.DataFrame, hand: RuleSet, learned: RuleSet) -> pd.DataFrame:
+    """The uncapped points of ``learned`` from those of ``hand``, without another pass over events.
+
+    An activity's raw points are ``points x weight`` times a sum that depends only on its event,
+    filter, half-life, expiry and ``per_value``, which the learned file keeps; so the learned raw
+    points are the hand ones times ``(learned points x weight) / (hand points x weight)``. An
+    activity whose hand ``points x weight`` is 0 is kept as is by the points model (and so is 0).
+    Scoring the learned file on the *hand* raw points would only change caps and fit points.
+    """
+    out = raw.copy()
+    learned_by_name = {a.name: a for a in learned.activities}
+    for activity in hand.activities:
+        new = learned_by_name.get(activity.name)
+        if new is None or (new.event, new.where, new.half_life_days, new.expires_after_days, new.per_value) != (
+                activity.event, activity.where, activity.half_life_days, activity.expires_after_days, activity.per_value):
+            raise ValueError(f"the learned rules changed activity {activity.name!r} beyond its points and cap; "
+                             "score them with an event pass (activity_points) instead")
+        unit = activity.points * activity.weight
+        column = f"points__{activity.name}"
+        out[column] = out[column] * (new.points * new.weight / unit) if unit != 0 else 0.0
+    return out

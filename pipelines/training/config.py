@@ -101,6 +101,8 @@ class TrainConfig(_Section):
     leakage: LeakageSection = LeakageSection()
     min_positives: int = Field(default=50, ge=1)
     points_only_below: int = Field(default=500, ge=1)
+    # Share of training-split negatives kept (1 = all); kept ones weigh 1/rate (training/sampling.py)
+    negative_sample_rate: float = Field(default=1.0, gt=0, le=1)
     model: ModelSection = ModelSection()
     points: PointsSection = PointsSection()
     calibration: CalibrationSection = CalibrationSection()

@@ -20,6 +20,7 @@ from pipelines.rules.config import RuleSet
 from pipelines.rules.score import activity_points, score_frame
 from pipelines.training.config import TrainConfig
 from pipelines.training.labels import label_spine
+from pipelines.training.sampling import WEIGHT, sample_negatives
 from pipelines.training.splits import assign_splits, purge_overlaps
 
 __all__ = ["TrainingSet", "assemble_training_set", "data_end_of"]
@@ -104,6 +105,8 @@ def assemble_training_set(
     )
     keep = purge_overlaps(labelled, split)
     labelled = labelled.assign(split=split)[keep.to_numpy()].reset_index(drop=True)
+    # At scale: drop most training negatives before the costly feature build; `weight` undoes it.
+    labelled = sample_negatives(labelled, config.negative_sample_rate, seed=config.model.seed)
 
     spine_table = con.create_table("_training_spine", labelled[KEYS], temp=True, overwrite=True)
     event_types = feature_config.event_types or discover_event_types(events, feature_config)
@@ -117,7 +120,7 @@ def assemble_training_set(
     scored = score_frame(raw, contacts_frame, rules)
     columns = feature_columns(features)
     frame = (
-        labelled[[*KEYS, "split", "label", "label_end"]]
+        labelled[[*KEYS, "split", "label", "label_end", WEIGHT]]
         .merge(scored[[*KEYS, "rule_score", "points"]], on=KEYS, how="left", validate="one_to_one")
         .merge(features, on=KEYS, how="left", validate="one_to_one")
     )

@@ -16,7 +16,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from pipelines.training.model import prepare_matrix
+from pipelines.training.model import model_array
 
 __all__ = ["LearnedScorer", "load_scorer"]
 
@@ -43,7 +43,9 @@ class LearnedScorer:
                 f"the feature frame lacks {len(missing)} column(s) the model was trained on, e.g. "
                 f"{missing[:5]}; build features with the model's feature config and event types"
             )
-        matrix, _ = prepare_matrix(features, self.feature_names, self.categories)
+        # one float64 array, not prepare_matrix's DataFrame: same values, same predictions, and
+        # no per-call DataFrame of categoricals nor LightGBM's own DataFrame conversion
+        matrix = model_array(features, self.feature_names, self.categories)
         return self.booster.predict(matrix, num_iteration=self.best_iteration)
 
     def score(self, features: pd.DataFrame) -> pd.DataFrame:

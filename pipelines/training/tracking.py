@@ -53,16 +53,25 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):
         return self.scorer.score(model_input).reset_index(drop=True)
 
 
+# mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI; without remembering which values were
+# our own workspace defaults, a second workspace in the same process would silently log into the first.
+_WORKSPACE_URIS_SET: set[str] = set()
+
+
 def configure_tracking(workspace_path: Path, configured_uri: str | None, experiment: str) -> str:
     """Point MLflow at the right store and experiment; returns the tracking URI used."""
     # MLflow's INFO lines and artifact progress bars would interleave with our own progress output.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = configured_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    if from_env in _WORKSPACE_URIS_SET:
+        from_env = None  # exported by our own earlier call, not the user's choice
+    uri = configured_uri or from_env
     if not uri:
         workspace_path.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{(workspace_path / 'mlflow.db').resolve()}"
+        _WORKSPACE_URIS_SET.add(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
         artifacts = (workspace_path / "mlartifacts" / experiment).resolve()

@@ -15,7 +15,7 @@ import pandas as pd
 from features.config import load_feature_config
 from features.store import Workspace
 from pipelines.rules.config import RuleSet, dump_rules, load_rules
-from pipelines.rules.score import score_frame
+from pipelines.rules.score import rescale_raw_points, score_frame
 from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
 from pipelines.training.config import TrainConfig
 from pipelines.training.dataset import TrainingSet, assemble_training_set
@@ -81,18 +81,28 @@ def train(
     *,
     step: Callable[[str], None] = lambda _: None,
     track: bool = True,
+    tables=None,
 ) -> TrainResult:
-    """Train, calibrate, evaluate and (when ``track``) log and register a propensity model."""
-    con = ws.ibis_connection()
+    """Train, calibrate, evaluate and (when ``track``) log and register a propensity model.
+
+    ``tables`` (``pipelines.engines.EngineTables``): build the training set on that engine
+    (e.g. Spark) instead of the workspace's DuckDB; the model is fitted here either way.
+    """
     rules = load_rules(config.rules)
     feature_config = load_feature_config(config.features)
     step("assemble the training set")
-    ts = assemble_training_set(
-        con, config, rules, feature_config,
-        events=con.table("events"),
-        contacts=con.table("contacts") if ws.counts().get("contacts", 0) else None,
-        outcomes=ws.table("outcomes"),
-    )
+    if tables is None:
+        con = ws.ibis_connection()
+        events = con.table("events")
+        contacts = con.table("contacts") if ws.counts().get("contacts", 0) else None
+        outcomes = ws.table("outcomes")
+    else:
+        con, events, contacts = tables.con, tables.events, tables.contacts
+        if tables.outcomes is None:
+            raise ValueError("training needs outcomes: add an `outcomes` source to the engine config")
+        outcomes = tables.outcomes.execute()
+    ts = assemble_training_set(con, config, rules, feature_config, events=events, contacts=contacts,
+                               outcomes=outcomes)
     frame = ts.frame
     is_train, is_valid = frame["split"] == "train", frame["split"] == "valid"
     positives = int(frame.loc[is_train, "label"].sum())
@@ -118,7 +128,8 @@ def train(
         PointsModelConfig(prior="hand" if points_only else config.points.prior, l2=config.points.l2),
         design[is_valid.to_numpy()], frame.loc[is_valid, "label"],
     )
-    learned_scores = score_frame(ts.raw_points, ts.contacts, learned.rules)
+    # the learned file changes points per activity: rescale the raw points, not only caps and fit
+    learned_scores = score_frame(rescale_raw_points(ts.raw_points, rules, learned.rules), ts.contacts, learned.rules)
     frame = frame.assign(
         rule_probability=_rule_probability(ts),
         points_score=learned_scores["rule_score"].to_numpy(),
@@ -138,6 +149,7 @@ def train(
             ModelConfig(n_trials=config.model.n_trials, timeout_seconds=config.model.timeout_seconds,
                         seed=config.model.seed, early_stopping_rounds=config.model.early_stopping_rounds,
                         max_estimators=config.model.max_estimators, tune=config.model.tune),
+            weight_train=frame.loc[is_train, "weight"].to_numpy() if "weight" in frame else None,
         )
         step("calibrate onto the 0-5 scale")
         raw = fitted.predict_raw(X_all)

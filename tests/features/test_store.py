@@ -84,6 +84,23 @@ def test_ibis_connection_sees_the_canonical_tables(ws, tmp_path):
         con.disconnect()
 
 
+def test_ibis_connection_gets_the_settings_of_connect(tmp_path):
+    ws = Workspace(tmp_path / "ws", memory_limit="123MB")
+    query = "SELECT current_setting('memory_limit'), current_setting('TimeZone')"
+    plain = ws.connect()
+    try:
+        expected = plain.execute(query).fetchall()[0]
+    finally:
+        plain.close()
+    default = duckdb.connect().execute(query).fetchall()[0]
+    con = ws.ibis_connection()
+    try:
+        assert con.con.execute(query).fetchall()[0] == expected
+    finally:
+        con.disconnect()
+    assert expected[0] != default[0] and expected[1] == "UTC"
+
+
 # --------------------------------------------------------------------------- events
 
 

@@ -1,0 +1,221 @@
+"""Does `propensity tune` make the hand rules better on held-out data?
+
+Two checks from issue 4, both judged on the test split (data the proposal was not fitted on:
+the proposal is distilled from the learned model's SHAP values on train/valid rows):
+
+* synthetic SaaS world with the mis-weighted default rules (``configs/rules/saas.yaml``): the
+  proposed rules close at least half of the ROC-AUC gap between the current rules and the
+  learned model;
+* OULAD (``configs/train_oulad.yaml``, rules ``configs/rules/oulad.yaml``): the proposed rules
+  beat the current ones on the 2014 presentations.
+
+Each section builds a workspace in ``--workdir`` (generate/ingest, ``train`` with MLflow
+tracking, then ``tune_rules``), unless it already holds a champion (``--reuse``, the default),
+prints a table and writes ``benchmarks/results/tune_bench.json``.
+
+    python benchmarks/tune_bench.py                       # both (OULAD needs ../shared/data/oulad)
+    python benchmarks/tune_bench.py --skip-oulad --contacts 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before lightgbm loads (see pipelines/cli.py)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "tune_bench.json"
+OULAD = ROOT.parent / "shared" / "data" / "oulad"
+
+
+def _machine() -> dict:
+    import importlib.metadata as md
+
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": {p: md.version(p) for p in ("lightgbm", "shap", "duckdb", "ibis-framework", "pandas")},
+    }
+
+
+def _own_store() -> None:
+    """Let the next workspace use its own MLflow store.
+
+    ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``, which ``configure_tracking``
+    honours as the user's choice, so a second workspace in one process would otherwise reuse
+    the first one's store.
+    """
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _has_champion(ws, model_name: str) -> bool:
+    from pipelines.explain.jobs import load_registered_scorer
+    from pipelines.jobs import WorkspaceError
+
+    if not ws.db_path.exists():
+        return False
+    _own_store()
+    try:
+        load_registered_scorer(ws, "champion", model_name)
+    except WorkspaceError:
+        return False
+    return True
+
+
+def _train(ws, config_path: Path, log) -> dict:
+    from pipelines.training.config import load_train_config
+    from pipelines.training.train import train
+
+    started = time.perf_counter()
+    _own_store()
+    result = train(ws, load_train_config(config_path), step=lambda s: log(f"  train: {s}"))
+    test = result.metrics[result.metrics["split"] == "test"].set_index("model")["roc_auc"].to_dict()
+    return {"seconds": round(time.perf_counter() - started, 1), "test_roc_auc": test,
+            "promoted": bool(result.registry.promoted) if result.registry else None}
+
+
+def _tune(ws, config_path: Path, fit_rows: int, log) -> tuple[dict, object]:
+    from pipelines.explain.jobs import load_registered_scorer
+    from pipelines.rules import load_rules
+    from pipelines.training.config import load_train_config
+    from pipelines.tune.jobs import tune_rules
+
+    config = load_train_config(config_path)
+    _own_store()
+    scorer = load_registered_scorer(ws, "champion", config.mlflow.model_name)
+    started = time.perf_counter()
+    marks: dict[str, float] = {}
+
+    def step(label: str) -> None:
+        marks[label] = round(time.perf_counter() - started, 1)
+        log(f"  tune: {label} (at {marks[label]:.0f} s)")
+
+    result = tune_rules(ws, config, load_rules(config.rules), scorer, fit_rows=fit_rows, step=step)
+    summary = result.summary()
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["step_started_at_seconds"] = marks
+    return summary, result
+
+
+def synthetic_section(workdir: Path, contacts: int, n_trials: int, fit_rows: int, reuse: bool, log) -> dict:
+    from features.store import Workspace, ingest_file
+    from pipelines.synthetic import WorldConfig, generate_world, write_world
+
+    folder = workdir / f"synthetic_{contacts}"
+    ws = Workspace(folder / "ws")
+    config = yaml.safe_load((ROOT / "configs" / "train.yaml").read_text())
+    config.update(rules=str(ROOT / "configs/rules/saas.yaml"), features=str(ROOT / "configs/features.yaml"))
+    config["model"] = {**config["model"], "n_trials": n_trials}
+    config_path = folder / "train.yaml"
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(config))
+    out = {"contacts": contacts, "days": 180, "seed": 0, "n_trials": n_trials}
+    if not (reuse and _has_champion(ws, config["mlflow"]["model_name"])):
+        log(f"synthetic: generate {contacts:,} contacts x 180 days, ingest, train")
+        world = generate_world(WorldConfig(contacts=contacts, days=180, seed=0))
+        paths = write_world(world, folder / "data", fmt="parquet")
+        for kind in ("contacts", "events", "outcomes"):
+            ingest_file(ws, kind, paths[kind])
+        out["train"] = _train(ws, config_path, log)
+    summary, _ = _tune(ws, config_path, fit_rows, log)
+    out["tune"] = summary
+    auc = {m: v["roc_auc"] for m, v in summary["test"].items()}
+    out["gap_closed"] = summary["gap_closed"]
+    out["target"] = "proposed rules close >= 50% of the test ROC-AUC gap (current rules -> learned model)"
+    out["met"] = bool(summary["gap_closed"] >= 0.5) if summary["gap_closed"] == summary["gap_closed"] else False
+    out["test_roc_auc"] = auc
+    return out
+
+
+def oulad_section(workdir: Path, fit_rows: int, reuse: bool, log) -> dict:
+    from features.dataset import dataset_spine, ingest_dataset, load_dataset_config
+    from features.store import Workspace
+    from pipelines.jobs import store_spine
+
+    if not OULAD.exists():
+        return {"skipped": f"{OULAD} not found"}
+    ws = Workspace(workdir / "oulad" / "ws")
+    config_path = ROOT / "configs" / "train_oulad.yaml"
+    out: dict = {}
+    if not (reuse and _has_champion(ws, "propensity-oulad")):
+        log("oulad: ingest the dataset and train (several minutes)")
+        dataset = load_dataset_config(ROOT / "configs" / "datasets" / "oulad.yaml")
+        ingest_dataset(ws, dataset, root=OULAD)
+        for name in sorted(dataset.spines or {}):
+            store_spine(ws, name, dataset_spine(ws, dataset, name, root=OULAD))
+        out["train"] = _train(ws, config_path, log)
+    summary, _ = _tune(ws, config_path, fit_rows, log)
+    out["tune"] = summary
+    auc = {m: v["roc_auc"] for m, v in summary["test"].items()}
+    out["test_roc_auc"] = auc
+    out["target"] = "proposed rules beat the current rules' ROC-AUC on the 2014 presentations (test)"
+    out["met"] = bool(auc["proposed rules"] > auc["current rules"])
+    out["gap_closed"] = summary["gap_closed"]
+    return out
+
+
+def _table(results: dict) -> str:
+    lines = [f"{'data':<22}{'current':>9}{'proposed':>10}{'learned':>9}{'gap closed':>12}"
+             f"{'lift@10% cur/prop':>20}  {'target met':<10}"]
+    for name, section in results["sections"].items():
+        if "skipped" in section:
+            lines.append(f"{name:<22}skipped: {section['skipped']}")
+            continue
+        test = section["tune"]["test"]
+        lift = f"{test['current rules']['lift_top10']:.2f}/{test['proposed rules']['lift_top10']:.2f}"
+        lines.append(f"{name:<22}{test['current rules']['roc_auc']:>9.4f}{test['proposed rules']['roc_auc']:>10.4f}"
+                     f"{test['learned model']['roc_auc']:>9.4f}{section['gap_closed']:>12.0%}{lift:>20}  "
+                     f"{'yes' if section['met'] else 'NO':<10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/propensity-tune-bench"))
+    parser.add_argument("--contacts", type=int, default=20_000)
+    parser.add_argument("--n-trials", type=int, default=5, help="Optuna trials of the synthetic model.")
+    parser.add_argument("--fit-rows", type=int, default=40_000)
+    parser.add_argument("--no-reuse", action="store_true", help="Rebuild workspaces even if they hold a champion.")
+    parser.add_argument("--skip-oulad", action="store_true")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    args = parser.parse_args(argv)
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    results = {"machine": _machine(), "loadavg_start": [round(x, 2) for x in os.getloadavg()], "sections": {}}
+    started = time.perf_counter()
+    if not args.skip_synthetic:
+        results["sections"]["synthetic (saas rules)"] = synthetic_section(
+            args.workdir, args.contacts, args.n_trials, args.fit_rows, not args.no_reuse, log)
+    if not args.skip_oulad:
+        results["sections"]["OULAD (oulad rules)"] = oulad_section(args.workdir, args.fit_rows, not args.no_reuse, log)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    results["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(_table(results))
+    print(f"(test split ROC-AUC; {results['machine']['nproc']} cpus, load {results['loadavg_start'][0]} -> "
+          f"{results['loadavg_end'][0]}, {results['seconds']:.0f} s)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2, default=str))
+    print(f"-> {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

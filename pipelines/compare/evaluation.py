@@ -1,0 +1,301 @@
+"""The I/O edge of `propensity compare`: from a workspace to the scored held-out rows.
+
+The held-out rows are chosen by the training code's own rules (same grid, labels, time split and
+purge as `propensity train`), so the comparison sees exactly the test cut-off the model never
+trained on. Each model scores those rows point in time (features and rule points from events
+with ``ts < as_of``):
+
+* ``rules``: the hand rule file of the training config;
+* ``learned``: a registered model (``champion`` by default) or any ``LearnedScorer``;
+* ``learned_points``: the learned rule file (``<ws>/models/rules.learned.yaml``).
+
+Rules and learned points are turned into probabilities by isotonic regression on the valid
+split, as in training, so Brier and ECE compare like with like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import ibis
+import pandas as pd
+
+from features.build import build_features, discover_event_types, feature_columns
+from features.config import FeatureConfig
+from features.spine import spine_grid
+from features.store import Workspace
+from pipelines.compare.config import CompareConfig
+from pipelines.compare.core import Comparison, compare_scores
+from pipelines.rules.config import RuleSet, load_rules
+from pipelines.rules.score import activity_points, score_frame
+from pipelines.training.calibration import ProbabilityCalibrator
+from pipelines.training.config import SplitSection, TrainConfig
+from pipelines.training.dataset import data_end_of
+from pipelines.training.labels import label_spine
+from pipelines.training.splits import assign_splits, purge_overlaps
+
+__all__ = [
+    "EvaluationData",
+    "ModelSource",
+    "compare_models",
+    "labelled_rows",
+    "feature_frame",
+    "load_learned_scorer",
+    "raw_points",
+    "resolve_model_uri",
+    "rule_scores",
+    "split_rows",
+]
+
+KEYS = ["contact_id", "as_of"]
+# the run parameters that decide which rows are test rows; a champion trained with other values
+# may have trained on what we now call test
+_SPLIT_PARAMS = ("grid.", "split.", "spine", "horizon_days", "recurring", "data_end", "qualifying_outcomes")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the learned model came from (shown in the report)."""
+
+    uri: str
+    version: str | None = None
+    run_id: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationData:
+    """The workspace's tables, read once."""
+
+    con: ibis.BaseBackend
+    events: ibis.Table
+    contacts: ibis.Table | None
+    contacts_frame: pd.DataFrame | None
+    outcomes: pd.DataFrame
+
+    @classmethod
+    def from_workspace(cls, ws: Workspace) -> EvaluationData:
+        counts = ws.counts()
+        if not counts.get("events"):
+            raise ValueError(f"the workspace {ws.path} has no events: ingest events and outcomes first")
+        con = ws.ibis_connection()
+        contacts = con.table("contacts") if counts.get("contacts") else None
+        return cls(con=con, events=con.table("events"), contacts=contacts,
+                   contacts_frame=None if contacts is None else contacts.execute(), outcomes=ws.table("outcomes"))
+
+    def spine_table(self, rows: pd.DataFrame, name: str = "_compare_spine") -> ibis.Table:
+        return self.con.create_table(name, rows[KEYS], temp=True, overwrite=True)
+
+
+def labelled_rows(data: EvaluationData, config: TrainConfig) -> tuple[pd.DataFrame, datetime]:
+    """Every spine row of the training config that can be labelled: ``contact_id, as_of, label, label_end``."""
+    data_end = config.data_end or data_end_of(data.con)
+    if config.grid is not None:
+        spine = spine_grid(data.events, config.grid.first, config.grid.last, config.grid.step_days, data.contacts)
+    else:
+        spine = data.con.table(f"spine__{config.spine}")
+    frame = spine.select("contact_id", "as_of").execute()
+    frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
+    frame = frame.drop_duplicates(KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True)
+    labelled = label_spine(frame, data.outcomes, config.horizon_days, data_end=data_end,
+                           recurring=config.recurring, qualifying=config.qualifying_outcomes)
+    if labelled.empty:
+        raise ValueError(f"no spine row can be labelled: every {config.horizon_days:g}-day window runs past "
+                         f"the data's end ({data_end:%Y-%m-%d})")
+    return labelled, data_end
+
+
+def split_rows(labelled: pd.DataFrame, split: SplitSection, *, last_cutoff: datetime | None = None) -> pd.DataFrame:
+    """The rows with their ``split`` as training assigns it, overlapping cut-offs purged.
+
+    With ``last_cutoff``, rows after it are ignored first, so that cut-off is the test cut-off
+    and train/valid only hold rows whose label windows had closed by then (the backtest).
+    """
+    rows = labelled if last_cutoff is None else labelled[labelled["as_of"] <= pd.Timestamp(last_cutoff)]
+    rows = rows.reset_index(drop=True)
+    if last_cutoff is None:
+        assigned = assign_splits(rows, valid_from=split.valid_from, test_from=split.test_from,
+                                 valid_cutoffs=split.valid_cutoffs, test_cutoffs=split.test_cutoffs,
+                                 valid_fraction=split.valid_fraction)
+    elif split.valid_fraction is not None:
+        assigned = assign_splits(rows, test_from=last_cutoff, valid_fraction=split.valid_fraction)
+    else:
+        # fixed split dates cannot move with the cut-off: count cut-offs back from it instead
+        assigned = assign_splits(rows, valid_cutoffs=split.valid_cutoffs, test_cutoffs=1)
+    keep = purge_overlaps(rows, assigned)
+    return rows.assign(split=assigned)[keep.to_numpy()].reset_index(drop=True)
+
+
+def raw_points(data: EvaluationData, rows: pd.DataFrame, rules: RuleSet, spine: ibis.Table) -> pd.DataFrame:
+    """Uncapped points per activity of ``rules`` for ``rows`` (same order; see ``activity_points``)."""
+    raw = activity_points(data.events, spine, rules).execute()
+    raw["as_of"] = pd.to_datetime(raw["as_of"]).astype("datetime64[us]")
+    return rows[KEYS].merge(raw, on=KEYS, how="left", validate="one_to_one")
+
+
+def rule_scores(data: EvaluationData, rows: pd.DataFrame, rules: RuleSet, spine: ibis.Table) -> pd.DataFrame:
+    """``score_frame`` of ``rules`` on ``rows`` (same order)."""
+    return score_frame(raw_points(data, rows, rules, spine), data.contacts_frame, rules)
+
+
+def _isotonic_on_valid(frame: pd.DataFrame, score: str) -> pd.Series:
+    valid = frame[frame["split"] == "valid"]
+    calibrator = ProbabilityCalibrator(method="isotonic").fit(valid[score] / 5.0, valid["label"])
+    return pd.Series(calibrator.transform(frame[score] / 5.0), index=frame.index)
+
+
+def resolve_model_uri(model: str, model_name: str) -> str:
+    """``champion`` -> ``models:/NAME@champion``; ``3`` -> ``models:/NAME/3``; URIs unchanged."""
+    if model.startswith(("models:/", "runs:/")):
+        return model
+    if model.isdigit():
+        return f"models:/{model_name}/{model}"
+    return f"models:/{model_name}@{model}"
+
+
+def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_name: str):
+    """The ``LearnedScorer`` behind a registered model, and where it came from; (None, None) when
+    the registry has no such model (e.g. only the points model was trained)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.training.tracking import configure_tracking
+
+    configure_tracking(ws.path, config.mlflow.tracking_uri, config.mlflow.experiment)
+    uri = resolve_model_uri(model, model_name)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException:
+        return None, None
+    info = pyfunc.metadata
+    run_id = getattr(info, "run_id", None)
+    version = None
+    params: dict = {}
+    client = MlflowClient()
+    if uri.startswith("models:/"):
+        name_part = uri.removeprefix("models:/")
+        try:
+            if "@" in name_part:
+                name, alias = name_part.split("@", 1)
+                version = client.get_model_version_by_alias(name, alias).version
+            else:
+                version = name_part.rsplit("/", 1)[1]
+        except mlflow.exceptions.MlflowException:
+            version = None
+    if run_id:
+        try:
+            params = dict(client.get_run(run_id).data.params)
+        except mlflow.exceptions.MlflowException:
+            params = {}
+    return pyfunc.unwrap_python_model().scorer, ModelSource(uri=uri, version=version, run_id=run_id, params=params)
+
+
+def _split_mismatch(config: TrainConfig, params: dict) -> list[str]:
+    from pipelines.training.run_logging import flatten
+
+    ours = flatten(config.model_dump(mode="json"))
+    keys = sorted(k for k in set(ours) | set(params) if k.startswith(_SPLIT_PARAMS))
+    return [f"{k}: model {params.get(k)!r}, now {ours.get(k)!r}" for k in keys if params and params.get(k) != ours.get(k)]
+
+
+def compare_models(
+    ws: Workspace,
+    train_config: TrainConfig,
+    config: CompareConfig = CompareConfig(),
+    *,
+    model: str = "champion",
+    model_name: str | None = None,
+    learned_rules: Path | None = None,
+    scorer=None,
+    source: ModelSource | None = None,
+    step: Callable[[str], None] = lambda _: None,
+) -> Comparison:
+    """Rule vs learned vs learned points on the training config's test cut-off(s).
+
+    Parameters
+    ----------
+    ws : Workspace
+    train_config : TrainConfig
+        Decides the spine, labels and the time split (the same rows `propensity train` tested on).
+    config : CompareConfig
+    model, model_name : str
+        Which registered model is "learned" (default ``champion`` of the config's model name).
+    learned_rules : Path, optional
+        The learned points file; default ``<ws>/models/rules.learned.yaml``.
+    scorer : LearnedScorer, optional
+        Use this scorer instead of the registry (e.g. the one a training run just returned);
+        ``source`` then says where it came from.
+    step : callable
+        Progress callback, called with a short label before each stage.
+    """
+    model_name = model_name or train_config.mlflow.model_name
+    hand = load_rules(train_config.rules)
+    learned_path = Path(learned_rules) if learned_rules else ws.path / "models" / "rules.learned.yaml"
+    if not learned_path.exists():
+        raise FileNotFoundError(f"{learned_path}: no learned rules; run `propensity train` first or pass --learned-rules")
+    points_rules = load_rules(learned_path)
+    warnings: list[str] = []
+    meta = {"rules": str(train_config.rules), "learned_rules": str(learned_path), "workspace": str(ws.path)}
+    step("load the learned model")
+    if scorer is None:
+        scorer, source = load_learned_scorer(ws, train_config, model, model_name)
+        if scorer is None:
+            warnings.append(f"no registered model {resolve_model_uri(model, model_name)}: comparing the rules and "
+                            "the learned points only")
+        else:
+            meta["learned_model"] = {"uri": source.uri, "version": source.version, "run_id": source.run_id}
+            mismatch = _split_mismatch(train_config, source.params)
+            if mismatch:
+                warnings.append("the learned model was trained with another spine or split, so some of these "
+                                "test rows may have been its training rows: " + "; ".join(mismatch))
+    else:
+        source = source or ModelSource(uri="in-memory scorer")
+        meta["learned_model"] = {"uri": source.uri, "version": source.version, "run_id": source.run_id}
+
+    step("label the cut-offs and split them as training did")
+    data = EvaluationData.from_workspace(ws)
+    labelled, data_end = labelled_rows(data, train_config)
+    rows = split_rows(labelled, train_config.split)
+    rows = rows[rows["split"].isin(["valid", "test"])].reset_index(drop=True)
+    meta["data_end"] = data_end.isoformat()
+    spine = data.spine_table(rows)
+
+    step("score with the rules and the learned points")
+    frame = rows[[*KEYS, "split", "label"]].copy()
+    frame["rule_score"] = rule_scores(data, rows, hand, spine)["rule_score"].to_numpy()
+    frame["points_score"] = rule_scores(data, rows, points_rules, spine)["rule_score"].to_numpy()
+    frame["rule_probability"] = _isotonic_on_valid(frame, "rule_score")
+    frame["points_probability"] = _isotonic_on_valid(frame, "points_score")
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
+    if scorer is not None:
+        step("score with the learned model")
+        test_spine = data.spine_table(test, "_compare_test_spine")
+        features = build_features(
+            data.events, test_spine, FeatureConfig.model_validate(scorer.feature_config),
+            contacts=data.contacts, event_types=scorer.event_types,
+        ).execute()
+        features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
+        features = test[KEYS].merge(features, on=KEYS, how="left", validate="one_to_one")
+        scored = scorer.score(features)
+        test["probability"] = scored["probability"].to_numpy()
+        test["learned_score"] = scored["learned_score"].to_numpy()
+        models = {"rules": models["rules"], "learned": ("probability", "learned_score"),
+                  "learned_points": models["learned_points"]}
+    step("compute the metrics")
+    comparison = compare_scores(test, hand.bands, config, models, meta=meta)
+    comparison.warnings[:0] = warnings
+    return comparison
+
+
+def feature_frame(
+    data: EvaluationData, spine: ibis.Table, config: FeatureConfig
+) -> tuple[pd.DataFrame, list[str], tuple[str, ...]]:
+    """Features for the spine rows with the training feature config (types discovered as training does)."""
+    event_types = config.event_types or discover_event_types(data.events, config)
+    features = build_features(data.events, spine, config, contacts=data.contacts, event_types=event_types).execute()
+    features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
+    return features, feature_columns(features), tuple(event_types)

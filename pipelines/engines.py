@@ -1,0 +1,436 @@
+"""Engines: where the Ibis feature and scoring queries run, and the tables they read.
+
+The feature definitions (``features.build``) and the rule pass (``pipelines.rules.score``) are
+Ibis expressions, so the same code runs on the embedded DuckDB or on Spark (Ibis' PySpark
+backend). This module only chooses the backend and binds the ``events``, ``contacts`` and
+``outcomes`` tables:
+
+- ``duckdb`` without ``sources``: the workspace's DuckDB file (what ``propensity ingest`` loaded);
+- ``duckdb`` with ``sources``: Parquet files or folders, read in an in-memory DuckDB;
+- ``spark`` with ``sources``: Parquet folders (local, ``s3://``, ``abfss://``, ...) or Spark
+  tables (``db.events``, Unity Catalog ``catalog.db.events``);
+- ``spark`` without ``sources``: the workspace's tables, exported to Parquet for Spark to read
+  (the small-data convenience; at scale point ``sources`` at the lake).
+
+Sources are trusted to hold the canonical columns (docs/ARCHITECTURE.md) and are checked for
+them, not validated row by row: ``propensity ingest`` is the validating path.
+
+Ibis 12's PySpark backend lacks two things the shared code uses; :func:`spark_backend` adds
+them without touching Ibis' files: the ``BitOr`` aggregate (Spark SQL's ``bit_or``, used for
+active days) and temporary tables (``create_table(..., temp=True)``, used for spines), which
+become Spark temporary views.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import ibis
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyspark.sql import SparkSession
+
+    from features.store import Workspace
+
+__all__ = [
+    "DEFAULT_SPARK_MASTER",
+    "ENGINES",
+    "EngineConfig",
+    "EngineConfigError",
+    "EngineTables",
+    "SourcesConfig",
+    "SparkSection",
+    "TableSource",
+    "load_engine_config",
+    "open_tables",
+    "spark_backend",
+    "spark_conf_summary",
+    "spark_master",
+    "spark_session",
+]
+
+ENGINES = ("duckdb", "spark")
+DEFAULT_SPARK_MASTER = "local[2]"
+SPARK_MASTER_ENV = "SPARK_MASTER"
+KINDS = ("events", "contacts", "outcomes")
+# Columns a source must have; the optional ones are added as NULL when absent.
+_REQUIRED = {
+    "events": ("contact_id", "event_type", "ts"),
+    "contacts": ("contact_id",),
+    "outcomes": ("contact_id", "ts"),
+}
+_OPTIONAL = {
+    "events": {"value": "float64", "account_id": "string", "properties": "string", "event_id": "string"},
+    "contacts": {"account_id": "string", "created_at": "timestamp"},
+    "outcomes": {"outcome_id": "string", "outcome": "string", "value": "float64"},
+}
+
+
+class EngineConfigError(ValueError):
+    """An engine config or source that cannot be used; the message names the file or source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TableSource(_Section):
+    """One table: a Parquet file/folder, or a table the engine already knows (Spark catalog)."""
+
+    parquet: str | None = None
+    table: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TableSource:
+        if (self.parquet is None) == (self.table is None):
+            raise ValueError("give exactly one of `parquet` (a file or folder) or `table` (a catalog name)")
+        return self
+
+    def describe(self) -> str:
+        return f"parquet {self.parquet}" if self.parquet is not None else f"table {self.table}"
+
+
+class SourcesConfig(_Section):
+    events: TableSource
+    contacts: TableSource | None = None
+    outcomes: TableSource | None = None
+
+
+class SparkSection(_Section):
+    """The Spark session: master (else ``$SPARK_MASTER``, else ``local[2]``) and extra conf."""
+
+    master: str | None = None
+    app_name: str = "propensity"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class EngineConfig(_Section):
+    """Which engine runs the queries and which tables it reads (``configs/engines/*.yaml``)."""
+
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    sources: SourcesConfig | None = None
+    spark: SparkSection = SparkSection()
+
+
+def load_engine_config(path: str | Path | None) -> EngineConfig:
+    """Read and validate an engine YAML (``None``: the default, DuckDB on the workspace)."""
+    if path is None:
+        return EngineConfig()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise EngineConfigError(f"{path}: engine config not found") from None
+    except yaml.YAMLError as exc:
+        raise EngineConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return EngineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise EngineConfigError(f"{path}: invalid engine config: {problems}") from None
+
+
+def spark_master(configured: str | None = None) -> str:
+    """The Spark master: the configured one, else ``$SPARK_MASTER``, else ``local[2]``."""
+    return configured or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_SPARK_MASTER
+
+
+def _launched_by_spark() -> bool:
+    # spark-submit starts the JVM first and hands PySpark its port; Databricks runs its own
+    # session. Either way the master is already set and must not be replaced by local[2].
+    return "PYSPARK_GATEWAY_PORT" in os.environ or "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def spark_session(section: SparkSection | None = None) -> SparkSession:
+    """A Spark session (an existing one is reused: Spark allows one per process).
+
+    The master is the configured one, else ``$SPARK_MASTER``, else the one ``spark-submit`` or
+    Databricks set, else ``local[2]``. Local masters get settings that suit one machine: few
+    shuffle partitions (the default 200 makes every small aggregate pay for 200 tasks), no web
+    UI or console progress bars. The session time zone is UTC: stored timestamps are naive UTC.
+    """
+    from pyspark.sql import SparkSession
+
+    section = section or SparkSection()
+    configured = section.master or os.environ.get(SPARK_MASTER_ENV)
+    master = configured or (None if _launched_by_spark() else DEFAULT_SPARK_MASTER)
+    builder = SparkSession.builder.appName(section.app_name).config("spark.sql.session.timeZone", "UTC")
+    if master is not None:
+        builder = builder.master(master)
+    if master is not None and master.startswith("local"):
+        builder = builder.config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        builder = builder.config("spark.sql.shuffle.partitions", "8")
+        # Python workers (UDFs, mapInPandas) must run this interpreter, which has our packages;
+        # PySpark reads only the environment variable, when the context starts. A user's wins.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    for key, value in section.conf.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def spark_backend(session: SparkSession) -> ibis.BaseBackend:
+    """An Ibis PySpark backend on ``session`` that can run ``features.build`` unchanged."""
+    _register_spark_shims()
+    return _spark_backend_class()().connect(session)
+
+
+@dataclass(frozen=True)
+class EngineTables:
+    """A connection and the canonical tables bound to it."""
+
+    engine: str
+    con: ibis.BaseBackend
+    events: ibis.Table
+    contacts: ibis.Table | None
+    outcomes: ibis.Table | None
+
+    @property
+    def is_spark(self) -> bool:
+        return self.engine == "spark"
+
+    @property
+    def session(self) -> SparkSession:
+        """The Spark session (Spark engine only)."""
+        if not self.is_spark:
+            raise AttributeError("only the spark engine has a Spark session")
+        return self.con._session
+
+
+def open_tables(
+    config: EngineConfig,
+    ws: Workspace | None = None,
+    *,
+    session: SparkSession | None = None,
+) -> EngineTables:
+    """Connect the configured engine and bind ``events``, ``contacts``, ``outcomes``.
+
+    Parameters
+    ----------
+    config : EngineConfig
+    ws : Workspace, optional
+        Needed when ``config.sources`` is None (the workspace's tables are the sources).
+    session : SparkSession, optional
+        Spark engine only: use this session instead of building one from ``config.spark``.
+
+    Returns
+    -------
+    EngineTables
+        The tables are also registered under their canonical names (``con.table("events")``),
+        which is what the training-set build reads.
+    """
+    if config.engine not in ENGINES:  # pragma: no cover - pydantic already refuses
+        raise EngineConfigError(f"engine must be one of {ENGINES}, not {config.engine!r}")
+    if config.sources is None and ws is None:
+        raise EngineConfigError("give the engine `sources` or a workspace to read from")
+    if config.engine == "duckdb":
+        return _open_duckdb(config, ws)
+    con = spark_backend(session or spark_session(config.spark))
+    sources = config.sources or _export_workspace(ws)
+    tables = {kind: _bind(con, kind, getattr(sources, kind)) for kind in KINDS}
+    return EngineTables("spark", con, tables["events"], tables["contacts"], tables["outcomes"])
+
+
+# ----------------------------------------------------------------------------- DuckDB
+
+
+def _open_duckdb(config: EngineConfig, ws: Workspace | None) -> EngineTables:
+    if config.sources is None:
+        con = ws.ibis_connection()
+        counts = ws.counts()
+        tables = {kind: con.table(kind) if counts.get(kind, 0) else None for kind in KINDS}
+        if tables["events"] is None:
+            from pipelines.jobs import WorkspaceError
+
+            raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+        return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
+    con = ibis.duckdb.connect()
+    con.raw_sql("SET TimeZone = 'UTC'")
+    tables = {kind: _bind(con, kind, getattr(config.sources, kind)) for kind in KINDS}
+    return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _bind(con: ibis.BaseBackend, kind: str, source: TableSource | None) -> ibis.Table | None:
+    """Read one source, check its columns, and register it as a view named ``kind``."""
+    if source is None:
+        return None
+    try:
+        if source.parquet is not None:
+            path = source.parquet if con.name == "pyspark" else _duckdb_parquet_path(source.parquet)
+            table = con.read_parquet(path)
+        else:
+            table = con.table(source.table)
+    except Exception as exc:  # the backends raise many kinds; the message is what matters
+        raise EngineConfigError(f"{kind} source ({source.describe()}) cannot be read: {exc}") from exc
+    # A view under the canonical name, so ``con.table("events")`` works on every engine
+    # (Spark: a temporary view; DuckDB: a view in the in-memory database).
+    return con.create_view(kind, _canonical(table, kind, source), overwrite=True)
+
+
+def _duckdb_parquet_path(path: str) -> str:
+    # DuckDB reads a folder of part files (as Spark writes them) through a glob; Spark reads
+    # folders itself.
+    local = Path(path)
+    if "://" not in path and local.is_dir():
+        return str(local / "**" / "*.parquet")
+    return path
+
+
+def _canonical(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
+    missing = [c for c in _REQUIRED[kind] if c not in table.columns]
+    if missing:
+        raise EngineConfigError(
+            f"{kind} source ({source.describe()}) lacks column(s) {missing}; it has {list(table.columns)}"
+        )
+    for column in ("ts", "created_at"):
+        if column in table.columns and not table[column].type().is_timestamp():
+            raise EngineConfigError(
+                f"{kind} source ({source.describe()}): column {column!r} is {table[column].type()}, "
+                "not a timestamp (naive UTC); convert it or load the file with `propensity ingest`"
+            )
+    added = {
+        name: ibis.null(dtype) for name, dtype in _OPTIONAL[kind].items() if name not in table.columns
+    }
+    return table.mutate(**added) if added else table
+
+
+def _export_workspace(ws: Workspace) -> SourcesConfig:
+    """Write the workspace's non-empty tables to ``<ws>/engine-export/*.parquet`` for Spark."""
+    from contextlib import closing
+
+    folder = ws.path / "engine-export"
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = ws.counts()
+    if not counts.get("events"):
+        from pipelines.jobs import WorkspaceError
+
+        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+    found: dict[str, TableSource] = {}
+    with closing(ws.connect()) as con:
+        for kind in KINDS:
+            if counts.get(kind):
+                path = folder / f"{kind}.parquet"
+                con.execute(f"COPY {kind} TO '{path}' (FORMAT parquet)")
+                found[kind] = TableSource(parquet=str(path))
+    return SourcesConfig(**found)
+
+
+# ----------------------------------------------------------------------------- Spark shims
+
+_SHIMS_REGISTERED = False
+
+
+def _register_spark_shims() -> None:
+    """Teach Ibis' PySpark compiler what the shared expressions use and Ibis 12 lacks there.
+
+    - ``BitOr`` (active days): Ibis 12 leaves it undefined for PySpark ("Compilation rule for
+      'BitOr' operation is not defined"); Spark SQL has ``bit_or``.
+    - JSON property filters (rules' ``where``): Ibis compiles ``properties.cast("json")[key].str``
+      to ``get_json_object``, which returns a string *value* (``/pricing``, not ``"/pricing"``),
+      and then to a Python UDF that ``json.loads`` it and fails. Spark 4's VARIANT keeps the
+      JSON types: ``try_parse_json``, ``variant_get``, ``schema_of_variant``, all native SQL, with
+      the semantics of DuckDB's (``.str`` is NULL for a number, ``.float`` NULL for text).
+
+    Done on first use, not at import; idempotent.
+    """
+    global _SHIMS_REGISTERED
+    if _SHIMS_REGISTERED:
+        return
+    import sqlglot.expressions as sge
+    from ibis.backends.sql.compilers.pyspark import PySparkCompiler
+
+    base_cast = PySparkCompiler.visit_Cast
+
+    def visit_BitOr(self, op, *, arg, where, **_):  # noqa: N802 - Ibis' naming
+        return self.agg.bit_or(arg, where=where)
+
+    def visit_Cast(self, op, *, arg, to):  # noqa: N802
+        if to.is_json() and op.arg.dtype.is_string():
+            return self.f.try_parse_json(arg)
+        return base_cast(self, op, arg=arg, to=to)
+
+    def visit_JSONGetItem(self, op, *, arg, index):  # noqa: N802
+        value = getattr(op.index, "value", None)
+        if value is None:
+            raise NotImplementedError("JSON lookups on Spark need a literal key or index")
+        path = f"$[{value}]" if op.index.dtype.is_integer() else f"$['{value}']"
+        return self.f.variant_get(arg, sge.convert(path))
+
+    def unwrap(target: str, *json_types: str, decimal: bool = False):
+        def visit(self, op, *, arg):
+            kind = self.f.schema_of_variant(arg)
+            matches = kind.isin(*[sge.convert(t) for t in json_types])
+            if decimal:
+                matches = matches.or_(kind.like(sge.convert("DECIMAL%")))
+            value = self.f.variant_get(arg, sge.convert("$"), sge.convert(target))
+            return sge.Case(ifs=[sge.If(this=matches, true=value)])
+
+        return visit
+
+    numbers = ("TINYINT", "SMALLINT", "INT", "BIGINT", "FLOAT", "DOUBLE")
+    PySparkCompiler.visit_BitOr = visit_BitOr
+    PySparkCompiler.visit_Cast = visit_Cast
+    PySparkCompiler.visit_JSONGetItem = visit_JSONGetItem
+    PySparkCompiler.visit_UnwrapJSONString = unwrap("string", "STRING")
+    PySparkCompiler.visit_UnwrapJSONBoolean = unwrap("boolean", "BOOLEAN")
+    PySparkCompiler.visit_UnwrapJSONInt64 = unwrap("bigint", "TINYINT", "SMALLINT", "INT", "BIGINT")
+    PySparkCompiler.visit_UnwrapJSONFloat64 = unwrap("double", *numbers, decimal=True)
+    _SHIMS_REGISTERED = True
+
+
+_BACKEND_CLASS = None
+
+
+def _spark_backend_class():
+    """Ibis' PySpark backend, with ``temp=True`` tables as Spark temporary views."""
+    global _BACKEND_CLASS
+    if _BACKEND_CLASS is not None:
+        return _BACKEND_CLASS
+    from ibis.backends.pyspark import Backend
+
+    # Loading the backend through ``ibis.pyspark`` registers its options (the compiler reads
+    # ``ibis.options.pyspark``); importing the class alone does not.
+    ibis.pyspark.connect  # noqa: B018
+
+    class SparkBackend(Backend):
+        def create_table(self, name, /, obj=None, *, schema=None, database=None, temp=None,
+                         overwrite=False, **kwargs):
+            # Ibis 12 raises NotImplementedError for temp tables on PySpark; spines and the
+            # training spine are small, session-scoped tables, which is what a temp view is.
+            if not temp:
+                return super().create_table(name, obj, schema=schema, database=database,
+                                            overwrite=overwrite, **kwargs)
+            if obj is None:
+                raise NotImplementedError("a temporary Spark table needs data (obj), not only a schema")
+            table = obj if isinstance(obj, ibis.Table) else ibis.memtable(obj, schema=schema)
+            self._run_pre_execute_hooks(table)
+            frame = self._session.sql(self.compile(table))
+            if not overwrite and self._session.catalog.tableExists(name):
+                raise ValueError(f"temporary view {name!r} exists already")
+            frame.createOrReplaceTempView(name)
+            return self.table(name)
+
+    _BACKEND_CLASS = SparkBackend
+    return SparkBackend
+
+
+def spark_conf_summary(session: SparkSession) -> Mapping[str, str]:
+    """The settings worth reporting with a benchmark or a run (master, parallelism)."""
+    context = session.sparkContext
+    return {
+        "master": context.master,
+        "default_parallelism": str(context.defaultParallelism),
+        "shuffle_partitions": session.conf.get("spark.sql.shuffle.partitions"),
+        "version": session.version,
+    }

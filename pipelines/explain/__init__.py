@@ -1,0 +1,36 @@
+"""Explain learned scores with SHAP: per contact, in batch, globally; beside the rule breakdown.
+
+See :mod:`pipelines.explain.attribution` for how log-odds contributions become 0-5 points.
+"""
+
+from pipelines.explain.attribution import carry_to_points, feature_contributions, score_from_margin
+from pipelines.explain.explain import (
+    ScoreExplanation,
+    contact_table,
+    dependence,
+    explain_contacts,
+    global_importance,
+    top_reasons,
+)
+from pipelines.explain.groups import FeatureGroups, describe_group, group_features
+from pipelines.explain.plot import plot_dependence, plot_importance
+from pipelines.explain.rules import compare_with_rules, rule_breakdown
+
+__all__ = [
+    "FeatureGroups",
+    "ScoreExplanation",
+    "carry_to_points",
+    "compare_with_rules",
+    "contact_table",
+    "dependence",
+    "describe_group",
+    "explain_contacts",
+    "feature_contributions",
+    "global_importance",
+    "group_features",
+    "plot_dependence",
+    "plot_importance",
+    "rule_breakdown",
+    "score_from_margin",
+    "top_reasons",
+]

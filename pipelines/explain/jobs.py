@@ -1,0 +1,178 @@
+"""Wiring for `propensity explain`: workspace + registered model -> explanations. No printing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from features.build import build_features
+from features.config import FeatureConfig
+from features.spine import spine_from_frame
+from features.store import Workspace
+from pipelines.explain.explain import ScoreExplanation, contact_table, explain_contacts, top_reasons
+from pipelines.explain.rules import compare_with_rules, rule_breakdown
+from pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, resolve_spine, table_names
+from pipelines.rules.config import RuleSet
+from pipelines.rules.score import score_contacts
+
+__all__ = [
+    "BatchReport",
+    "ContactReport",
+    "check_contact",
+    "default_as_of",
+    "default_rules_path",
+    "explain_all",
+    "explain_one",
+    "load_registered_scorer",
+    "model_features",
+]
+
+REPO_RULES = Path(__file__).resolve().parents[2] / "configs" / "rules"
+
+
+def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str = "propensity"):
+    """The :class:`LearnedScorer` of a registered model: an alias, a version or a models:/ URI."""
+    import mlflow
+
+    from pipelines.training.tracking import configure_tracking
+
+    configure_tracking(ws.path, None, "propensity")
+    if model.startswith(("models:/", "runs:/")):
+        uri = model
+    elif model.isdigit():
+        uri = f"models:/{model_name}/{model}"
+    else:
+        uri = f"models:/{model_name}@{model}"
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise WorkspaceError(
+            f"cannot load model {uri}: {exc.message.splitlines()[0]}; run `propensity train` first"
+        ) from None
+    return pyfunc.unwrap_python_model().scorer
+
+
+def default_rules_path(scorer) -> Path:
+    """The shipped rules file the model was trained against (``configs/rules/{name}.yaml``)."""
+    name = str(scorer.metadata.get("rules", "saas"))
+    path = REPO_RULES / f"{name}.yaml"
+    return path if path.exists() else REPO_RULES / "saas.yaml"
+
+
+def default_as_of(ws: Workspace) -> datetime:
+    """Midnight after the latest event, so every event counts (features use ts < as_of)."""
+    con = ws.ibis_connection()
+    latest = con.table("events").ts.max().execute()
+    if latest is None or pd.isna(latest):
+        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+    day = pd.Timestamp(latest).normalize().to_pydatetime()
+    return day + timedelta(days=1)
+
+
+def model_features(con, spine, scorer) -> pd.DataFrame:
+    """Features for ``spine`` built exactly as the model was trained (its config and event types).
+
+    ``con`` must be the backend ``spine`` lives on (a spine from a frame is a temporary table).
+    """
+    contacts = con.table("contacts") if "contacts" in table_names(con) else None
+    if contacts is not None and not int(contacts.count().execute()):
+        contacts = None
+    frame = build_features(
+        con.table("events"), spine, FeatureConfig.model_validate(scorer.feature_config),
+        contacts=contacts, event_types=scorer.event_types,
+    ).execute()
+    return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
+
+
+def check_contact(ws: Workspace, contact_id: str) -> None:
+    """Fail early, with the id in the message, for a contact the workspace does not know."""
+    con = ws.ibis_connection()
+    known = int(con.table("events").filter(con.table("events").contact_id == str(contact_id)).count().execute())
+    if not known and "contacts" in table_names(con):
+        contacts = con.table("contacts")
+        known = int(contacts.filter(contacts.contact_id == str(contact_id)).count().execute())
+    if not known:
+        raise WorkspaceError(f"contact {contact_id!r} has no events and is not in the contacts table")
+
+
+@dataclass(frozen=True)
+class ContactReport:
+    """One contact explained: learned groups, the rule breakdown and the two side by side."""
+
+    contact_id: str
+    as_of: datetime
+    learned_score: float
+    baseline: float
+    rule_score: float
+    rule_points: float
+    rules_name: str
+    learned: pd.DataFrame  # contact_table
+    rules: pd.DataFrame  # rule_breakdown
+    comparison: pd.DataFrame  # compare_with_rules
+    explanation: ScoreExplanation
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data (``--json``)."""
+        def records(frame: pd.DataFrame) -> list[dict]:
+            return [{k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
+                    for row in frame.to_dict(orient="records")]
+
+        return {
+            "contact_id": self.contact_id,
+            "as_of": self.as_of.isoformat(),
+            "learned_score": round(self.learned_score, 4),
+            "baseline": round(self.baseline, 4),
+            "explained": round(self.learned_score - self.baseline, 4),
+            "learned": records(self.learned.round(4)),
+            "rules": {"name": self.rules_name, "rule_score": round(self.rule_score, 4),
+                      "points": round(self.rule_points, 4), "breakdown": records(self.rules.round(4))},
+            "comparison": records(self.comparison.round(4)),
+        }
+
+
+def explain_one(
+    ws: Workspace, contact_id: str, as_of: datetime, scorer, rules: RuleSet, *, method: str = "shap"
+) -> ContactReport:
+    """Explain one contact's learned score at ``as_of`` and put its rule breakdown beside it."""
+    check_contact(ws, contact_id)
+    con = ws.ibis_connection()
+    frame = pd.DataFrame({"contact_id": [str(contact_id)], "as_of": [pd.Timestamp(as_of)]})
+    spine = spine_from_frame(con, frame)
+    contacts = load_contacts(con)
+    features = model_features(con, spine, scorer)
+    explanation = explain_contacts(scorer, features, method=method)
+    scored = score_contacts(con.table("events"), spine, rules, contacts=contacts)
+    breakdown = rule_breakdown(scored, rules)
+    return ContactReport(
+        contact_id=str(contact_id), as_of=pd.Timestamp(as_of).to_pydatetime(),
+        learned_score=float(explanation.score[0]), baseline=explanation.baseline,
+        rule_score=float(scored["rule_score"].iloc[0]), rule_points=float(scored["points"].iloc[0]),
+        rules_name=rules.name, learned=contact_table(explanation, 0), rules=breakdown,
+        comparison=compare_with_rules(explanation, 0, breakdown), explanation=explanation,
+    )
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    reasons: pd.DataFrame
+    rows: int
+    seconds_shap: float
+    rows_per_second: float
+
+
+def explain_all(ws: Workspace, choice: SpineChoice, scorer, *, n_reasons: int = 3,
+                positive_only: bool = False, chunk_size: int = 20_000) -> BatchReport:
+    """Top reasons for every contact of the spine (LightGBM ``pred_contrib``, chunked)."""
+    con = ws.ibis_connection()
+    features = model_features(con, resolve_spine(con, choice), scorer)
+    started = time.perf_counter()
+    explanation = explain_contacts(scorer, features, method="pred_contrib", chunk_size=chunk_size,
+                                   with_facts=False)
+    seconds = time.perf_counter() - started
+    reasons = top_reasons(explanation, n_reasons, positive_only=positive_only)
+    return BatchReport(reasons=reasons, rows=len(reasons), seconds_shap=seconds,
+                       rows_per_second=len(reasons) / seconds if seconds > 0 else float("inf"))

@@ -1,0 +1,11 @@
+"""The real-time scoring service (``propensity serve``): Segment-shaped ingest, incremental rule
+scores, triggers through ``pipelines.activation``.
+
+``app``      FastAPI app factory (``create_app``) and the HTTP surface
+``worker``   the single writer: group commits, rescoring, triggers, the decay sweep
+``state``    incremental rule scoring that equals ``pipelines.rules.score`` for the same as_of
+``ingest``   Segment calls -> canonical event rows and contact updates (pure)
+``db``       engine factory and the service tables (SQLite WAL or PostgreSQL)
+``config``   ``configs/serve.yaml`` and write keys from the environment
+``metrics``  Prometheus metrics
+"""

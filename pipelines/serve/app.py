@@ -1,0 +1,321 @@
+"""The HTTP service: Segment-shaped ingest, scores, health and metrics (FastAPI).
+
+``POST /v1/track | /v1/identify | /v1/batch`` take the Segment HTTP API's bodies and auth (the
+write key as the HTTP Basic user), so Segment SDKs and CDP destinations can send here
+unchanged. A request is answered 200 only after its events are committed (see
+:mod:`pipelines.serve.worker`); 400 names the field that failed, 401 an unknown write key, 413
+a body over the limit, 503 a commit that failed (the client should retry; ``messageId`` makes
+that safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from pipelines.rules.config import RuleSet
+from pipelines.serve import db
+from pipelines.serve.config import ServeConfig
+from pipelines.serve.ingest import PayloadError, parse_payload, parse_timestamp
+from pipelines.serve.learned import LearnedScores, LearnedView
+from pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from pipelines.serve.state import RuleScorer, ScoreView
+from pipelines.serve.worker import Writer, utcnow
+
+__all__ = ["ServiceSettings", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything the service needs, resolved and validated at the edge (the CLI, a test)."""
+
+    database_url: str
+    rules: RuleSet
+    write_keys: frozenset[str]
+    config: ServeConfig = ServeConfig()
+    triggers: Any = None  # pipelines.activation.triggers.TriggersConfig, or None
+    read_keys: frozenset[str] | None = None  # None: the write keys may read scores
+    # the registered model (a pipelines.training.scorer.LearnedScorer) and what it is; None: rules only
+    model: Any = None
+    model_label: str = ""
+
+    def __post_init__(self) -> None:
+        # a band the triggers do not know would fail every commit at the first crossing
+        if self.triggers is not None and any(t.kind == "band_entered" for t in self.triggers.triggers):
+            rule_bands = tuple(b.name for b in self.rules.bands)
+            if tuple(self.triggers.bands) != rule_bands:
+                raise ValueError(
+                    f"the triggers' bands {list(self.triggers.bands)} differ from the bands of rules "
+                    f"{self.rules.name!r} {list(rule_bands)}: list the rules' bands, lowest first"
+                )
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    # Segment's error body: the SDKs read `code` and `message`
+    return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
+
+
+def _basic_user(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _HttpError(413, "too_large", f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _HttpError(413, "too_large", f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if request.headers.get("content-encoding", "").lower() == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise _HttpError(400, "invalid_request", f"body: not valid gzip ({exc})") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise _HttpError(413, "too_large", f"body is over the {limit}-byte limit once decompressed")
+    return body
+
+
+def _view_json(view: ScoreView, rules: RuleSet, top: int) -> dict[str, Any]:
+    descriptions = {r.name: r.description for r in (*rules.activities, *rules.fit)}
+    reasons = [{**r, "description": descriptions.get(r["rule"])} for r in view.top_reasons(top)]
+    return {
+        "contact_id": view.contact_id,
+        "as_of": view.as_of.isoformat(),
+        "rule_score": view.rule_score,
+        "band": view.band,
+        "points": view.points,
+        "above": view.above,
+        "top_reasons": reasons,
+        "points_by_rule": view.parts,
+    }
+
+
+def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    """Build the service; the database, writer and background tasks start with the app."""
+    metrics = ServiceMetrics()
+    scorer = RuleScorer(settings.rules)
+    runtime: dict[str, Any] = {}
+    top = settings.config.top_reasons
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        engine = db.make_engine(settings.database_url)
+        db.create_tables(engine)
+        trigger_engine = None
+        if settings.triggers is not None:
+            from pipelines.activation.tables import create_activation_tables
+            from pipelines.activation.triggers import TriggerEngine
+
+            create_activation_tables(engine)
+            trigger_engine = TriggerEngine(settings.triggers)
+        learned = None
+        if settings.model is not None:
+            learned = LearnedScores(settings.model, settings.model_label)
+            # every stored event, once: later commits append to this mirror (pipelines.serve.learned)
+            loaded = await asyncio.to_thread(learned.load, engine)
+            log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
+        writer = Writer(engine, scorer, metrics, triggers=trigger_engine,
+                        max_batch_events=settings.config.max_batch_events,
+                        commit_delay=settings.config.commit_delay_ms / 1000, clock=clock, learned=learned)
+        writer.start()
+        runtime.update(engine=engine, writer=writer)
+        tasks = [asyncio.create_task(_sweep_loop(writer, settings.config.sweep_seconds))]
+        if settings.triggers is not None:
+            tasks.append(asyncio.create_task(_deliver_loop(engine, settings, metrics)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(writer.stop)
+            engine.dispose()
+
+    app = FastAPI(title="propensity", summary="Real-time propensity scores", lifespan=lifespan)
+    app.state.metrics = metrics
+    app.state.runtime = runtime
+
+    async def ingest(kind: str, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            key = _basic_user(request.headers.get("authorization"))
+            if key is not None and key not in settings.write_keys:
+                raise _HttpError(401, "unauthorized", "unknown write key")
+            raw = await _read_body(request, settings.config.max_body_bytes)
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise _HttpError(400, "invalid_request", f"body: not valid JSON ({exc})") from None
+            if key is None:  # Segment also accepts the key in the body
+                key = body.get("writeKey") if isinstance(body, dict) else None
+                if key not in settings.write_keys:
+                    raise _HttpError(401, "unauthorized", "missing or unknown write key (HTTP Basic user)")
+            now = clock()
+            try:
+                rows = parse_payload(body, kind, received_at=now, now=now)
+            except PayloadError as exc:
+                raise _HttpError(400, "invalid_request", str(exc)) from None
+            if not rows:
+                metrics.requests.labels(kind, "200").inc()
+                return JSONResponse({"success": True, "stored": 0, "duplicates": 0, "scores": {}})
+            try:
+                result = await asyncio.wrap_future(runtime["writer"].submit(rows))
+            except Exception as exc:  # the commit failed; nothing of this request is stored
+                raise _HttpError(503, "unavailable", f"could not store the events: {type(exc).__name__}") from None
+        except _HttpError as exc:
+            metrics.requests.labels(kind, str(exc.status)).inc()
+            return _error(exc.status, exc.code, exc.message)
+        metrics.latency.observe(time.perf_counter() - started)
+        metrics.requests.labels(kind, "200").inc()
+        with_model = runtime["writer"].learned is not None
+        scores = {c: {"rule_score": v.rule_score, "band": v.band, "points": v.points,
+                      **(_learned_json(result.learned.get(c)) if with_model else {})}
+                  for c, v in result.scores.items()}
+        return JSONResponse({"success": True, "stored": result.stored,
+                             "duplicates": result.duplicates, "scores": scores})
+
+    @app.post("/v1/track")
+    async def track(request: Request) -> Response:
+        """Segment ``track``: one event."""
+        return await ingest("track", request)
+
+    @app.post("/v1/identify")
+    async def identify(request: Request) -> Response:
+        """Segment ``identify``: contact traits (used by fit criteria)."""
+        return await ingest("identify", request)
+
+    @app.post("/v1/batch")
+    async def batch(request: Request) -> Response:
+        """Segment ``batch``: ``{"batch": [call, ...]}``, stored all or nothing."""
+        return await ingest("batch", request)
+
+    @app.get("/v1/contacts/{contact_id}/score")
+    def contact_score(contact_id: str, request: Request, as_of: str | None = None) -> Response:
+        """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change."""
+        key = _basic_user(request.headers.get("authorization"))
+        if key not in (settings.read_keys or settings.write_keys):
+            return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user)")
+        when = None
+        if as_of is not None:
+            when = parse_timestamp(as_of)
+            if when is None:
+                return _error(400, "invalid_request", f"query, field 'as_of': cannot parse {as_of!r} as a timestamp")
+        try:
+            found = runtime["writer"].current(contact_id, when)
+        except ValueError as exc:  # as_of before the state's time
+            return _error(400, "invalid_request", f"query, field 'as_of': {exc}")
+        if found is None:
+            return _error(404, "not_found", f"no events or traits for contact {contact_id!r}")
+        view, entry = found
+        body = _view_json(view, settings.rules, top)
+        body["events"] = entry.state.events
+        body["last_change"] = {
+            "at": entry.changed_at.isoformat() if entry.changed_at else None,
+            "before": entry.previous_score,
+            "after": entry.score,
+        }
+        learned = runtime["writer"].learned
+        # at the rule view's own instant, so both scores describe the same as_of
+        found_learned = learned.score([contact_id], view.as_of).get(contact_id) if learned is not None else None
+        body.update(_learned_json(found_learned))
+        body["model"] = learned.label if learned is not None else None
+        body["learned_reasons"] = None
+        if learned is not None:
+            try:
+                body["learned_reasons"] = learned.reasons(contact_id, view.as_of, top)
+            except Exception:  # the score stands without its explanation
+                log.exception("learned reasons for %s failed", contact_id)
+        return JSONResponse(body)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        """200 when the database answers and the writer runs."""
+        writer = runtime.get("writer")
+        if writer is None or not writer.alive:
+            return JSONResponse({"status": "error", "error": "the writer is not running"}, status_code=503)
+        try:
+            with runtime["engine"].connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:  # report, do not raise: this is the health check
+            return JSONResponse({"status": "error", "error": type(exc).__name__}, status_code=503)
+        body = {"status": "ok", "database": runtime["engine"].dialect.name, "queue_depth": writer.queue_depth}
+        if writer.learned is not None:
+            body["model"] = writer.learned.label
+        return JSONResponse(body)
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        """Prometheus text exposition."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _learned_json(view: LearnedView | None) -> dict[str, Any]:
+    """The learned fields of a score body; null without a registered model."""
+    if view is None:
+        return {"probability": None, "learned_score": None, "learned_band": None}
+    return {"probability": view.probability, "learned_score": view.learned_score, "learned_band": view.learned_band}
+
+
+async def _sweep_loop(writer: Writer, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.wrap_future(writer.request_sweep())
+        except Exception:  # logged by the writer; try again next round
+            pass
+
+
+async def _deliver_loop(engine: Any, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+    from pipelines.activation.outbox import WebhookSender, deliver_due
+
+    delivery = settings.triggers.delivery
+    try:
+        sender = WebhookSender.from_env(delivery.url_env, delivery.secret_env, timeout=delivery.timeout_seconds)
+    except ValueError as exc:
+        log.warning("trigger firings stay in the outbox (send them with `propensity outbox deliver`): %s", exc)
+        return
+    with sender:
+        while True:
+            await asyncio.sleep(settings.config.deliver_seconds)
+            try:
+                report = await asyncio.to_thread(deliver_due, engine, sender, policy=delivery.policy())
+            except Exception:
+                log.exception("outbox delivery failed")
+                continue
+            for outcome in ("delivered", "retrying", "dead"):
+                metrics.deliveries.labels(outcome).inc(getattr(report, outcome))

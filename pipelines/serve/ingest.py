@@ -1,0 +1,306 @@
+"""Segment HTTP API payloads -> canonical event rows and contact updates (pure).
+
+The mapping is :func:`features.sources.read_segment`'s, so an event sent to the service lands
+exactly as the same call in a Segment export file would: ``track`` -> an event
+(``event_id`` = ``messageId``, ``contact_id`` = ``userId`` else ``anonymousId``,
+``event_type`` = ``event``, ``value`` = ``properties.value`` / ``revenue`` / ``amount``,
+``account_id`` = ``context.groupId`` / ``groupId``); ``identify`` -> a contact update (traits
+are attributes, ``createdAt`` -> ``created_at``, ``traits.company_id`` -> ``account_id``); other
+call types (page, screen, group, alias) are acknowledged and ignored, as the batch reader does.
+
+Field checks follow :mod:`features.validate` (same missing-value tokens, epoch rules, time
+range, finite values, properties a JSON object), written for one record in Python because
+the service checks every request before acknowledging it and a DuckDB round trip per request
+costs ~50 ms; ``tests/pipelines/serve/test_ingest.py`` checks both give the same rows. One
+difference: a call without a timestamp gets the time it was received, as Segment does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from features.schema import ROW_NUMBER
+
+__all__ = [
+    "ContactUpdate",
+    "EventRow",
+    "PayloadError",
+    "parse_call",
+    "parse_payload",
+]
+
+# the same tokens and limits as features.validate
+_MISSING_TEXT = ("", "null", "none")
+_MISSING_ID = (*_MISSING_TEXT, "nan")
+_EPOCH_MS_FROM = 1e11
+_EPOCH_MAX = 1e14
+_MIN_TS = datetime(1970, 1, 1)
+_NUMERIC = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
+_SHOW_CHARS = 80
+_RESERVED_TRAITS = ("contact_id", "account_id", "created_at", ROW_NUMBER)
+_IGNORED_CALLS = ("page", "screen", "group", "alias")
+
+
+class PayloadError(ValueError):
+    """A call that cannot be stored; the message names the call and the field."""
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One canonical event (``features.schema.EVENTS``) plus its parsed properties."""
+
+    event_id: str
+    contact_id: str
+    event_type: str
+    ts: datetime
+    value: float
+    account_id: str | None
+    properties: str | None
+    props: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ContactUpdate:
+    """A partial update of one contact: the traits given replace stored ones, others stay."""
+
+    contact_id: str
+    account_id: str | None
+    created_at: datetime | None
+    traits: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- one value
+
+
+def _show(value: Any) -> str:
+    return f"'{str(value)[:_SHOW_CHARS]}'"
+
+
+def _missing(text: str, tokens: tuple[str, ...]) -> str | None:
+    stripped = text.strip()
+    return None if stripped.lower() in tokens else stripped
+
+
+def parse_id(value: Any) -> str | None:
+    """An id as text: trimmed, missing tokens -> None, integral floats without ``.0``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()  # DuckDB writes booleans as true/false
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        if value == math.trunc(value) and abs(value) < 1e18:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    return _missing(str(value), _MISSING_ID)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    return _missing(str(value), _MISSING_TEXT)
+
+
+def _epoch(number: float) -> datetime | None:
+    if not math.isfinite(number) or abs(number) >= _EPOCH_MAX:
+        return None
+    # make_timestamp(microseconds): milliseconds * 1e3, seconds * 1e6
+    micros = round(number * 1e3) if abs(number) >= _EPOCH_MS_FROM else round(number * 1e6)
+    try:
+        return datetime(1970, 1, 1) + timedelta(microseconds=micros)
+    except OverflowError:  # far before year 1: refused as "before 1970" like in batch ingestion
+        return datetime.min
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO 8601 (offset -> UTC; none means UTC), a date, or epoch seconds / milliseconds.
+
+    Returns None when the value cannot be parsed (the caller says which field).
+    """
+    if isinstance(value, bool):
+        return _epoch(float(value))
+    if isinstance(value, int | float):
+        return _epoch(float(value))
+    text = _text(value)
+    if text is None:
+        return None
+    if _NUMERIC.fullmatch(text):
+        return _epoch(float(text))
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+    return stamp
+
+
+def _value(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    text = _text(value)
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"cannot parse {_show(value)} as a number") from None
+
+
+def _first(mapping: Any, *keys: str) -> Any:
+    if not isinstance(mapping, dict):
+        return None
+    for key in keys:
+        found = mapping.get(key)
+        if found is not None and found != "":
+            return found
+    return None
+
+
+# --------------------------------------------------------------------------- one call
+
+
+def _fail(where: str, name: str, detail: str) -> PayloadError:
+    return PayloadError(f"{where}, field {name!r}: {detail}")
+
+
+def _check_time(where: str, name: str, raw: Any, ts: datetime | None, now: datetime) -> datetime:
+    if ts is None:
+        raise _fail(where, name, f"cannot parse {_show(raw)} as a timestamp")
+    if ts < _MIN_TS:
+        raise _fail(where, name, f"timestamp {ts:%Y-%m-%d %H:%M:%S} is before 1970-01-01")
+    if ts > now + timedelta(days=1):
+        raise _fail(
+            where, name,
+            f"timestamp {ts:%Y-%m-%d %H:%M:%S} is more than 1 day after now ({now:%Y-%m-%d %H:%M:%S} UTC)",
+        )
+    return ts
+
+
+def _contact_id(call: Mapping[str, Any], where: str) -> str:
+    raw = _first(call, "userId", "anonymousId")
+    contact = parse_id(raw)
+    if contact is None:
+        raise _fail(where, "userId", "is empty (give userId or anonymousId)")
+    return contact
+
+
+def _event_hash(contact: str, event_type: str, ts: datetime, value: float, properties: str | None) -> str:
+    # features.validate's fallback key: md5 of the row, so a resend without messageId dedupes
+    parts = [contact, event_type, ts.strftime("%Y-%m-%dT%H:%M:%S.%f"), repr(value), properties or ""]
+    return hashlib.md5("|".join(parts).encode("utf-8")).hexdigest()
+
+
+def _track(call: Mapping[str, Any], where: str, received_at: datetime, now: datetime) -> EventRow:
+    contact = _contact_id(call, where)
+    event_type = _text(call.get("event"))
+    if event_type is None:
+        raise _fail(where, "event", "is empty")
+    raw_ts = _first(call, "timestamp", "originalTimestamp")
+    ts = received_at if raw_ts is None else _check_time(where, "timestamp", raw_ts, parse_timestamp(raw_ts), now)
+    props = call.get("properties")
+    if props is not None and not isinstance(props, dict):
+        raise _fail(where, "properties", f"expected a JSON object, got {type(props).__name__}")
+    raw_value = _first(props, "value", "revenue", "amount")
+    try:
+        value = _value(raw_value)
+    except ValueError as exc:
+        raise _fail(where, "properties.value", str(exc)) from None
+    if value is None:
+        value = 1.0
+    elif not math.isfinite(value):
+        raise _fail(where, "properties.value", f"{_show(raw_value)} is not a finite number")
+    properties = json.dumps(props) if props is not None else None
+    group = _first(call.get("context"), "groupId") or _first(call, "groupId")
+    event_id = parse_id(call.get("messageId")) or _event_hash(contact, event_type, ts, value, properties)
+    return EventRow(event_id, contact, event_type, ts, value, parse_id(group), properties, props)
+
+
+def _identify(call: Mapping[str, Any], where: str, now: datetime) -> ContactUpdate:
+    contact = _contact_id(call, where)
+    traits = call.get("traits")
+    if traits is None:
+        traits = {}
+    if not isinstance(traits, dict):
+        raise _fail(where, "traits", f"expected a JSON object, got {type(traits).__name__}")
+    traits = dict(traits)
+    raw_created = traits.pop("createdAt", None) or traits.pop("created_at", None)
+    created = None
+    if raw_created is not None:
+        created = _check_time(where, "traits.createdAt", raw_created, parse_timestamp(raw_created), now)
+    group = _first(traits, "company_id") or _first(call.get("context"), "groupId") or _first(call, "groupId")
+    kept = {f"trait_{k}" if k in _RESERVED_TRAITS else k: v for k, v in traits.items() if v is not None}
+    return ContactUpdate(contact, parse_id(group), created, kept)
+
+
+def parse_call(
+    call: Any, *, where: str, received_at: datetime, now: datetime, kind: str | None = None
+) -> EventRow | ContactUpdate | None:
+    """One Segment call -> an event, a contact update, or None (a call type that is ignored).
+
+    Parameters
+    ----------
+    call : dict
+        The JSON object of one call.
+    where : str
+        How messages name the call (``"batch[3]"``, ``"track"``).
+    received_at, now : datetime
+        Naive UTC: the time of a call without a timestamp, and the reference for "not in the
+        future" (more than 1 day ahead is refused, as in batch ingestion).
+    kind : str, optional
+        The call type the endpoint implies (``/v1/track``); without it (a batch), the call's
+        ``type``.
+
+    Raises
+    ------
+    PayloadError
+        When a field fails a check; the message names ``where`` and the field.
+    """
+    if not isinstance(call, dict):
+        raise PayloadError(f"{where}: expected a JSON object, got {type(call).__name__}")
+    call_type = (kind or str(call.get("type") or "")).lower()
+    if call_type == "track":
+        return _track(call, where, received_at, now)
+    if call_type == "identify":
+        return _identify(call, where, now)
+    if call_type in _IGNORED_CALLS:
+        return None
+    raise _fail(where, "type", f"unknown call type {_show(call_type)}: expected track, identify, "
+                f"page, screen, group or alias")
+
+
+def parse_payload(
+    body: Any, kind: str, *, received_at: datetime, now: datetime
+) -> list[EventRow | ContactUpdate]:
+    """A request body for ``/v1/{kind}`` -> the rows to store (all or nothing).
+
+    ``kind`` is ``track``, ``identify`` or ``batch`` (``{"batch": [call, ...]}``).
+    """
+    if not isinstance(body, dict):
+        raise PayloadError(f"body: expected a JSON object, got {type(body).__name__}")
+    if kind == "batch":
+        calls = body.get("batch")
+        if not isinstance(calls, list):
+            raise PayloadError("body, field 'batch': expected a list of calls")
+        parsed = [
+            parse_call(c, where=f"batch[{i}]", received_at=received_at, now=now) for i, c in enumerate(calls)
+        ]
+    else:
+        parsed = [parse_call(body, where=kind, received_at=received_at, now=now, kind=kind)]
+    return [p for p in parsed if p is not None]

@@ -1,0 +1,499 @@
+"""The single writer: group commits of events, incremental rescoring, triggers, and the sweep.
+
+Request handlers put their parsed rows on a queue and wait on a future. One thread takes
+everything queued (up to ``max_batch_events``) and commits it in ONE transaction: new events
+(``messageId`` already stored -> skipped), contact traits, each touched contact's new score
+state, and any trigger firings. Only then are the waiting requests answered, so an event is
+acknowledged exactly when it is durable, and a commit's cost is shared by every request in it.
+
+With a registered model (``learned``, :mod:`pipelines.serve.learned`), the committed rows are
+then added to the in-memory event mirror and the touched contacts get their learned score at
+the commit's time: one feature pass and one LightGBM predict per commit, not per event.
+
+Scores are kept in memory (a cache of :class:`ContactState`, loaded from ``score_state`` on
+first use) and written back with every commit. If a commit fails, the contacts it touched are
+dropped from the cache, so they are reloaded from what the database really holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipelines.activation.triggers import ScoreChange
+from pipelines.serve import db
+from pipelines.serve.ingest import ContactUpdate, EventRow
+from pipelines.serve.learned import LearnedScores, LearnedView
+from pipelines.serve.metrics import ServiceMetrics
+from pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros
+
+__all__ = ["CommitResult", "ContactEntry", "Writer", "utcnow"]
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """The current time, naive UTC (as every stored timestamp)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class ContactEntry:
+    """A cached contact: its score state and the last stored score."""
+
+    state: ContactState
+    score: float | None = None
+    points: float | None = None
+    band: str | None = None
+    changed_at: datetime | None = None
+    previous_score: float | None = None
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What one request's rows did once committed."""
+
+    stored: int
+    duplicates: int
+    scores: dict[str, ScoreView]
+    committed_at: datetime
+    learned: dict[str, LearnedView] = field(default_factory=dict)
+
+
+@dataclass
+class _Job:
+    rows: Sequence[EventRow | ContactUpdate] = ()
+    future: Future = field(default_factory=Future)
+    sweep: bool = False
+
+
+_STOP = object()
+
+
+class Writer:
+    """Owns every write to the service database.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+    scorer : RuleScorer
+    metrics : ServiceMetrics
+    triggers : optional
+        A ``pipelines.activation.triggers.TriggerEngine``; None runs without triggers.
+    max_batch_events : int
+        Most events one commit takes from the queue.
+    commit_delay : float
+        Seconds a commit waits for more requests after the first (group commit).
+    clock : callable
+        Returns naive UTC now (tests pass a fixed clock).
+    learned : LearnedScores, optional
+        The registered model and its event mirror (already loaded); None: rule scores only.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        scorer: RuleScorer,
+        metrics: ServiceMetrics,
+        *,
+        triggers: Any = None,
+        max_batch_events: int = 5_000,
+        commit_delay: float = 0.0,
+        clock: Callable[[], datetime] = utcnow,
+        learned: LearnedScores | None = None,
+    ) -> None:
+        self.engine = engine
+        self.scorer = scorer
+        self.metrics = metrics
+        self.triggers = triggers
+        self.max_batch_events = max_batch_events
+        self.commit_delay = commit_delay
+        self.clock = clock
+        self.learned = learned
+        self.lock = threading.Lock()  # guards the cache: the writer mutates, readers peek
+        self._cache: dict[str, ContactEntry] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._queued_events = 0
+        self._thread: threading.Thread | None = None
+        self._last_at: datetime | None = None
+        self._conn: sa.Connection | None = None  # the writer thread's own connection
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="propensity-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Commit what is queued, then stop."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def submit(self, rows: Sequence[EventRow | ContactUpdate]) -> Future:
+        """Queue rows for the next commit; the future gets a :class:`CommitResult`."""
+        job = _Job(rows=rows)
+        with self.lock:
+            self._queued_events += len(rows)
+            self.metrics.queue_depth.set(self._queued_events)
+        self._queue.put(job)
+        return job.future
+
+    def request_sweep(self) -> Future:
+        """Queue a sweep (decay-only score changes -> drop triggers); the future gets a count."""
+        job = _Job(sweep=True)
+        self._queue.put(job)
+        return job.future
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued_events
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writer thread runs (requests would wait forever otherwise)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # ---------------------------------------------------------------- the loop
+
+    def _connection(self) -> sa.Connection:
+        # one connection, kept open: a pool checkout per commit costs more than the statements
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self.engine.connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._drop_connection()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            if first.sweep:
+                self._do_sweep(first)
+                continue
+            jobs, size, stop = [first], len(first.rows), False
+            # group commit: wait a moment for requests already on their way, so that one
+            # commit (and its fsync) serves many of them
+            deadline = time.monotonic() + self.commit_delay
+            while size < self.max_batch_events:
+                try:
+                    wait = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP or nxt.sweep:
+                    stop = nxt is _STOP
+                    if nxt is not _STOP:
+                        self._queue.put(nxt)  # after this commit
+                    break
+                jobs.append(nxt)
+                size += len(nxt.rows)
+            self._do_commit(jobs, size)
+            if stop:
+                return
+
+    def _now(self) -> datetime:
+        # a clock that steps back (NTP) must not move scores back in time
+        now = self.clock()
+        if self._last_at is not None and now < self._last_at:
+            now = self._last_at
+        self._last_at = now
+        return now
+
+    def _advance(self, state: ContactState, now: datetime) -> None:
+        # a state stored by a process whose clock ran ahead stays at its own time
+        self.scorer.advance(state, max(now, from_micros(state.at_us)))
+
+    def _do_commit(self, jobs: list[_Job], size: int) -> None:
+        touched: list[str] = []
+        try:
+            results, touched = self._commit(jobs)
+        except Exception as exc:  # answer every waiting request; the DB rolled back
+            log.exception("commit of %d events failed", size)
+            self._drop_connection()  # a broken connection is not reused
+            with self.lock:
+                for contact in touched or self._contacts_of(jobs):
+                    self._cache.pop(contact, None)
+            for job in jobs:
+                job.future.set_exception(exc)
+        else:
+            for job, result in zip(jobs, results):
+                job.future.set_result(result)
+        finally:
+            with self.lock:
+                self._queued_events -= size
+                self.metrics.queue_depth.set(self._queued_events)
+
+    @staticmethod
+    def _contacts_of(jobs: Iterable[_Job]) -> list[str]:
+        return list(dict.fromkeys(r.contact_id for j in jobs for r in j.rows))
+
+    # ---------------------------------------------------------------- one commit
+
+    def _commit(self, jobs: list[_Job]) -> tuple[list[CommitResult], list[str]]:
+        now = self._now()
+        unique: dict[str, EventRow] = {}
+        for job in jobs:
+            for row in job.rows:
+                if isinstance(row, EventRow):
+                    unique.setdefault(row.event_id, row)
+        touched = self._contacts_of(jobs)
+        conn = self._connection()
+        with conn.begin():
+            stored = db.insert_new(
+                conn,
+                db.events,
+                [_event_record(e, now) for e in unique.values()],
+                "event_id",
+            )
+            self._load(conn, [c for c in touched if c not in self._cache], now)
+            fresh_by_contact: dict[str, list[EventRow]] = {}
+            for event in unique.values():
+                if event.event_id in stored:
+                    fresh_by_contact.setdefault(event.contact_id, []).append(event)
+            updates_by_contact: dict[str, list[ContactUpdate]] = {}
+            for job in jobs:
+                for row in job.rows:
+                    if isinstance(row, ContactUpdate):
+                        updates_by_contact.setdefault(row.contact_id, []).append(row)
+            views: dict[str, ScoreView] = {}
+            changes = []
+            state_rows = []
+            with self.lock:
+                for contact in touched:
+                    fresh = fresh_by_contact.get(contact, [])
+                    updates = updates_by_contact.get(contact, [])
+                    if not fresh and not updates:
+                        continue  # only duplicates: nothing moved
+                    entry = self._cache[contact]
+                    self._advance(entry.state, now)
+                    before = None
+                    if entry.score is not None and self.triggers is not None:
+                        # a known contact: its score now, before this batch (triggers compare)
+                        seen = self.scorer.view(contact, entry.state)
+                        before = (seen.rule_score, seen.band, seen.points)
+                    for update in updates:
+                        entry.state.traits.update(update.traits)
+                    for event in fresh:
+                        self.scorer.apply(entry.state, event.ts, event.event_type, event.value, event.props)
+                    after = self.scorer.view(contact, entry.state)
+                    views[contact] = after
+                    if self.triggers is not None:
+                        changes.append(_change(contact, now, before, after, fresh))
+                    state_rows.append(self._stored(entry, after, now))
+            if self.triggers is not None:
+                for change in changes:
+                    for firing in self.triggers.evaluate(conn, change):
+                        self.metrics.triggers.labels(firing.trigger, "event").inc()
+            contact_rows = [_contact_record(u, self._cache[u.contact_id].state.traits, now)
+                            for ups in updates_by_contact.values() for u in ups[-1:]]
+            db.upsert(conn, db.contacts, contact_rows, "contact_id", keep_when_null=("account_id", "created_at"))
+            db.upsert(conn, db.score_state, state_rows, "contact_id")
+        learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now)
+        self.metrics.events.inc(len(stored))
+        self.metrics.duplicates.inc(sum(isinstance(r, EventRow) for j in jobs for r in j.rows) - len(stored))
+        self.metrics.contacts.inc(sum(len(u) for u in updates_by_contact.values()))
+        self.metrics.commit_size.observe(sum(len(j.rows) for j in jobs))
+        results = []
+        for job in jobs:
+            ids = [r.event_id for r in job.rows if isinstance(r, EventRow)]
+            mine = sum(1 for i in ids if i in stored)
+            scores = {r.contact_id: views[r.contact_id] for r in job.rows if r.contact_id in views}
+            mine_learned = {c: learned[c] for c in scores if c in learned}
+            results.append(CommitResult(mine, len(ids) - mine, scores, now, mine_learned))
+            stored -= set(ids)  # a messageId twice in one commit counts as stored once
+        return results, touched
+
+    def _learn(
+        self,
+        fresh: dict[str, list[EventRow]],
+        updates: dict[str, list[ContactUpdate]],
+        contacts: list[str],
+        now: datetime,
+    ) -> dict[str, LearnedView]:
+        """After the commit: mirror the committed rows, then learned scores of ``contacts`` at ``now``."""
+        if self.learned is None or not contacts:
+            return {}
+        try:
+            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us])
+            return self.learned.score(contacts, now)
+        except Exception:  # the events are committed: answer them, with rule scores only
+            log.exception("learned scoring of %d contacts failed", len(contacts))
+            return {}
+
+    def _stored(self, entry: ContactEntry, view: ScoreView, now: datetime) -> dict[str, Any]:
+        if entry.score is None or view.rule_score != entry.score:
+            entry.previous_score, entry.changed_at = entry.score, now
+        entry.score, entry.points, entry.band = view.rule_score, view.points, view.band
+        return {
+            "contact_id": view.contact_id,
+            "state": json.dumps(entry.state.to_json()),
+            "scored_at": now,
+            "points": view.points,
+            "rule_score": view.rule_score,
+            "band": view.band,
+            "changed_at": entry.changed_at,
+            "previous_score": entry.previous_score,
+        }
+
+    def _load(self, conn: sa.Connection, contacts: list[str], now: datetime) -> None:
+        """Put ``contacts`` in the cache: their stored state, or an empty one."""
+        if not contacts:
+            return
+        found = {}
+        for chunk_start in range(0, len(contacts), 500):
+            chunk = contacts[chunk_start : chunk_start + 500]
+            rows = conn.execute(sa.select(db.score_state).where(db.score_state.c.contact_id.in_(chunk)))
+            for row in rows:
+                found[row.contact_id] = row
+        n = len(self.scorer.rules.activities)
+        with self.lock:
+            for contact in contacts:
+                row = found.get(contact)
+                if row is None:
+                    self._cache[contact] = ContactEntry(self.scorer.new_state(now))
+                else:
+                    self._cache[contact] = ContactEntry(
+                        ContactState.from_json(json.loads(row.state), n),
+                        score=row.rule_score, points=row.points, band=row.band,
+                        changed_at=row.changed_at, previous_score=row.previous_score,
+                    )
+
+    # ---------------------------------------------------------------- reads
+
+    def current(self, contact_id: str, at: datetime | None = None) -> tuple[ScoreView, ContactEntry] | None:
+        """The contact's score now (or at a later ``at``), without changing anything; None if unknown."""
+        with self.lock:
+            entry = self._cache.get(contact_id)
+        if entry is None:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    sa.select(db.score_state).where(db.score_state.c.contact_id == contact_id)
+                ).first()
+            if row is None:
+                return None
+            state = ContactState.from_json(json.loads(row.state), len(self.scorer.rules.activities))
+            entry = ContactEntry(state, row.rule_score, row.points, row.band, row.changed_at, row.previous_score)
+        with self.lock:
+            when = at or max(self.clock(), from_micros(entry.state.at_us))
+            view = self.scorer.peek(contact_id, entry.state, when)
+            snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
+                                    entry.changed_at, entry.previous_score)
+        return view, snapshot
+
+    # ---------------------------------------------------------------- the sweep
+
+    def _do_sweep(self, job: _Job) -> None:
+        try:
+            count = self._sweep()
+        except Exception as exc:
+            log.exception("score sweep failed")
+            self._drop_connection()
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(count)
+
+    def _sweep(self, chunk: int = 500) -> int:
+        """Recompute every scored contact's score at now; report decay-only changes to triggers.
+
+        Returns the number of contacts whose stored score changed.
+        """
+        now = self._now()
+        with self.engine.connect() as conn:
+            ids = list(conn.execute(
+                sa.select(db.score_state.c.contact_id).where(db.score_state.c.points != 0)
+            ).scalars())
+        with self.lock:
+            ids = list(dict.fromkeys([*ids, *self._cache]))
+        changed = 0
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            conn = self._connection()
+            with conn.begin():
+                self._load(conn, [c for c in part if c not in self._cache], now)
+                changes, rows = [], []
+                with self.lock:
+                    for contact in part:
+                        entry = self._cache[contact]
+                        self._advance(entry.state, now)
+                        view = self.scorer.view(contact, entry.state)
+                        if entry.score is not None and view.rule_score == entry.score and view.points == entry.points:
+                            continue
+                        before = (entry.score, entry.band, entry.points)
+                        rows.append(self._stored(entry, view, now))
+                        changes.append(_change(contact, now, before, view, []))
+                if self.triggers is not None and changes:
+                    for firing in self.triggers.sweep(conn, changes):
+                        self.metrics.triggers.labels(firing.trigger, "sweep").inc()
+                db.upsert(conn, db.score_state, rows, "contact_id")
+                changed += len(rows)
+        return changed
+
+
+def _event_record(event: EventRow, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "contact_id": event.contact_id,
+        "event_type": event.event_type,
+        "ts": event.ts,
+        "value": event.value,
+        "account_id": event.account_id,
+        "properties": event.properties,
+        "received_at": now,
+    }
+
+
+def _contact_record(update: ContactUpdate, traits: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "contact_id": update.contact_id,
+        "account_id": update.account_id,
+        "created_at": update.created_at,
+        "traits": json.dumps(traits, default=str),
+        "updated_at": now,
+    }
+
+
+def _change(
+    contact: str,
+    now: datetime,
+    before: tuple[float, str, float] | None,
+    after: ScoreView,
+    events: list[EventRow],
+) -> ScoreChange:
+    """The trigger engine's view of one score change; ``before`` is (score, band, points) or None."""
+    score, band, points = before if before is not None else (None, None, None)
+    return ScoreChange(
+        contact_id=contact,
+        at=now,
+        before_score=score,
+        after_score=after.rule_score,
+        before_band=band,
+        after_band=after.band,
+        points_before=points,
+        points_after=after.points,
+        events=[{"event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "value": e.value} for e in events],
+    )
