@@ -238,21 +238,18 @@ class Backend:
         return dict(rows)
 
 
-def _register_model(workspace: Path, seed: int = 0) -> str:
-    """Train a small LightGBM on synthetic events of the load's types; register it as `champion`."""
+def _train_scorer(seed: int = 0):
+    """A small LightGBM on synthetic events of the load's types; returns (scorer, training frame)."""
     import ibis
     import lightgbm as lgb
-    import mlflow
     import numpy as np
     import pandas as pd
-    from mlflow.tracking import MlflowClient
 
     from features.build import build_features, feature_columns
     from features.config import FeatureConfig
     from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
     from pipelines.training.model import prepare_matrix
     from pipelines.training.scorer import LearnedScorer
-    from pipelines.training.tracking import configure_tracking, log_scorer_model
 
     rng = np.random.default_rng(seed)
     n, contacts, start = 40_000, 2_000, datetime(2025, 1, 1)
@@ -286,11 +283,52 @@ def _register_model(workspace: Path, seed: int = 0) -> str:
                            mapper=mapper, best_iteration=booster.current_iteration(),
                            feature_config=config.model_dump(mode="json"), event_types=tuple(types),
                            metadata={"bands": [["cold", 0.0], ["warm", 2.0], ["hot", 3.5]]})
+    return scorer, frame
+
+
+def _register_model(workspace: Path, seed: int = 0) -> str:
+    """Register :func:`_train_scorer`'s model as `champion` in the workspace's MLflow store."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.training.tracking import configure_tracking, log_scorer_model
+
+    scorer, frame = _train_scorer(seed)
     configure_tracking(workspace, None, "propensity")
     with mlflow.start_run():
         _, version = log_scorer_model(scorer, frame, "propensity")
     MlflowClient().set_registered_model_alias("propensity", "champion", version)
-    return f"LightGBM {booster.num_trees()} trees, {len(names)} features"
+    return f"LightGBM {scorer.booster.num_trees()} trees, {len(scorer.feature_names)} features"
+
+
+def run_learned_micro(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """In-process cost of the learned score per commit: mirror -> feature rows -> one predict.
+
+    A mirror of ``--contacts`` contacts with 20 events each (the load's types, the last 30 days);
+    each timed call scores ``k`` distinct contacts, as a commit that touched ``k`` contacts does.
+    """
+    from pipelines.serve.learned import LearnedScores
+
+    scorer, _ = _train_scorer(args.seed)
+    learned = LearnedScores(scorer, "bench")
+    rng = random.Random(args.seed)
+    now = datetime(2026, 1, 1)
+    for i in range(args.contacts * 20):
+        event, _ = rng.choice(TYPES)
+        learned.mirror.add_event(f"c{i % args.contacts}", now - timedelta(seconds=rng.uniform(1, 30 * 86_400)),
+                                 event, 1.0, None)
+    rows = []
+    for k in (1, 20, 150):
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < 3:
+            learned.score([f"c{rng.randrange(args.contacts)}" for _ in range(k)], now)
+            calls += 1
+        ms = (time.perf_counter() - started) / calls * 1000
+        rows.append({"contacts_per_commit": k, "ms_per_commit": round(ms, 2), "ms_per_contact": round(ms / k, 3),
+                     "events_in_mirror": args.contacts * 20, "load": [round(x, 2) for x in os.getloadavg()]})
+        print(f"learned score, {k:>4} contacts per commit: {ms:7.2f} ms per commit, {ms / k:6.3f} ms per contact"
+              f"  (load {'/'.join(str(x) for x in rows[-1]['load'])})")
+    return rows
 
 
 def run_load(backend: Backend, shape: str, args: argparse.Namespace, model: str = "none") -> dict[str, Any]:
@@ -429,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     backends = [b.strip() for b in args.only.split(",") if b.strip()]
     loads, crashes, stop_folder = [], [], None
+    micro = run_learned_micro(args) if "champion" in args.models else []
     try:
         for name in backends:
             if name == "sqlite":
@@ -454,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "settings": {k: str(v) for k, v in vars(args).items() if k not in ("url", "shape", "record", "mode")},
-        "load": loads, "crash": crashes,
+        "load": loads, "crash": crashes, "learned_per_commit": micro,
     }, indent=2))
     print(f"\n-> {args.results}")
     return 0

@@ -6,7 +6,6 @@ handling, integer division, timestamp units, JSON property lookups, bit operatio
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,10 +15,10 @@ from features.spine import spine_from_frame
 from pipelines.engines import EngineConfig, open_tables
 from pipelines.jobs import SpineChoice, run_rule_scores
 from pipelines.rules import load_rules
+from tests.spark.compare import assert_same_table
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-KEYS = ["contact_id", "as_of"]
 # one pattern per family; each must be present and carry information on the test world
 FAMILIES = {
     "windows": "__count_30d", "decayed": "__decayed_", "days_since_last": "__days_since_last",
@@ -36,29 +35,6 @@ def _spine(world) -> pd.DataFrame:
         "contact_id": ids * 2,
         "as_of": [pd.Timestamp("2025-04-01")] * len(ids) + [pd.Timestamp("2025-05-15 12:00")] * len(ids),
     })
-
-
-def _normal(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    out["as_of"] = pd.to_datetime(out["as_of"]).astype("datetime64[us]")
-    return out.sort_values(KEYS, kind="stable").reset_index(drop=True)
-
-
-def assert_same_table(expected: pd.DataFrame, actual: pd.DataFrame, tol: float = 1e-9) -> None:
-    """Same keys, same columns in the same order, NULLs in the same cells, values within tol."""
-    expected, actual = _normal(expected), _normal(actual)
-    assert list(actual.columns) == list(expected.columns)
-    pd.testing.assert_frame_equal(actual[KEYS], expected[KEYS])
-    for column in expected.columns.drop(KEYS):
-        a, b = expected[column], actual[column]
-        assert (a.isna().to_numpy() == b.isna().to_numpy()).all(), f"NULLs differ in {column}"
-        if pd.api.types.is_numeric_dtype(a) and not pd.api.types.is_bool_dtype(a):
-            x = a.to_numpy(dtype="float64", na_value=np.nan)
-            y = b.to_numpy(dtype="float64", na_value=np.nan)
-            assert np.allclose(x, y, rtol=0, atol=tol, equal_nan=True), \
-                f"{column}: max |diff| {np.nanmax(np.abs(x - y))}"
-        else:
-            assert (a.astype("string").fillna("<NA>") == b.astype("string").fillna("<NA>")).all(), column
 
 
 def test_every_feature_family_is_equal_on_duckdb_and_spark(world_ws, spark_tables):

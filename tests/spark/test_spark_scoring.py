@@ -22,7 +22,7 @@ from pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
 from pipelines.training.scorer import LearnedScorer
 from pipelines.training.tracking import configure_tracking, log_scorer_model
 
-from .test_engine_parity import assert_same_table
+from tests.spark.compare import assert_same_table
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
