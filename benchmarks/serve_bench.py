@@ -86,8 +86,20 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
     measure_from = start + args.warmup
     stop_at = measure_from + args.seconds
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    # Open loop (--rate > 0): each connection sends on a fixed schedule, and latency counts from
+    # the scheduled send time, so a server that falls behind is charged for the queue it causes
+    # (no "coordinated omission"). Closed loop (--rate 0): each connection sends as fast as the
+    # server answers; that measures capacity, and its latency is just concurrency / throughput.
+    interval = args.connections * args.batch_size / args.rate if args.rate > 0 else 0.0
+
+    async def worker(client: httpx.AsyncClient, index: int) -> None:
+        scheduled = start + index * interval / max(args.connections, 1)
         while time.perf_counter() < stop_at:
+            if interval:
+                scheduled += interval
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             calls = [_call(rng, args.contacts, now) for _ in range(args.batch_size)]
             if args.shape == "track":
                 url, body = f"{args.url}/v1/track", calls[0]
@@ -95,7 +107,7 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
                 url, body = f"{args.url}/v1/batch", {"batch": calls}
             if args.record:
                 sent.append(calls)
-            t0 = time.perf_counter()
+            t0 = scheduled if interval else time.perf_counter()
             try:
                 response = await client.post(url, json=body)
                 ok = response.status_code == 200 and response.json()["scores"]
@@ -116,7 +128,7 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
 
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     async with httpx.AsyncClient(auth=(KEY, ""), timeout=30, limits=limits) as client:
-        await asyncio.gather(*(worker(client) for _ in range(args.connections)))
+        await asyncio.gather(*(worker(client, i) for i in range(args.connections)))
     out: dict[str, Any] = {**counts, "seconds": args.seconds, "latencies": latencies}
     if args.record:
         out.update(acked=acked, sent=sent)
@@ -191,7 +203,8 @@ def _client(url: str, shape: str, args: argparse.Namespace, *, record: bool = Fa
     cmd = [sys.executable, str(Path(__file__).resolve()), "_load", "--url", url, "--shape", shape,
            "--batch-size", str(batch), "--connections", str(args.connections),
            "--seconds", str(seconds or args.seconds), "--warmup", str(0 if record else args.warmup),
-           "--contacts", str(args.contacts), "--seed", str(args.seed)]
+           "--contacts", str(args.contacts), "--seed", str(args.seed),
+           "--rate", str(0 if record else args.rate)]
     if record:
         cmd.append("--record")
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -356,6 +369,7 @@ def run_load(backend: Backend, shape: str, args: argparse.Namespace, model: str 
         "backend": backend.name, "shape": shape, "model": model, "model_detail": described,
         "events_per_request": 1 if shape == "track" else args.batch_size,
         "connections": args.connections, "seconds": args.seconds,
+        "offered_events_per_s": args.rate or None,
         "events_per_s": round(events_per_s, 1), "requests_per_s": round(result["requests"] / result["seconds"], 1),
         "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(max(lat) * 1000, 2) if lat else None,
         "errors": result["errors"],
@@ -423,11 +437,11 @@ def _postgres(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _print(loads: list[dict], crashes: list[dict]) -> None:
-    print(f"\n{'backend':<11}{'shape':<7}{'model':<10}{'ev/req':>7}{'conns':>6}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
+    print(f"\n{'backend':<11}{'shape':<7}{'model':<10}{'ev/req':>7}{'conns':>6}{'offered':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
           f"{'errors':>7}{'srv cpu':>8}{'ev/cpu-s':>9}{'ev/commit':>10}  target  load (1/5/15 after)")
     for r in loads:
         print(f"{r['backend']:<11}{r['shape']:<7}{r.get('model', 'none'):<10}{r['events_per_request']:>7}{r['connections']:>6}"
-              f"{r['events_per_s']:>10,.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['errors']:>7}"
+              f"{r.get('offered_events_per_s') or 'max':>9}{r['events_per_s']:>10,.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['errors']:>7}"
               f"{r['server_cpu_s_per_s']:>8.2f}{r['events_per_server_cpu_s'] or 0:>9,}{r['events_per_commit'] or 0:>10}"
               f"  {'met' if r['meets_target'] else 'NOT met':<7} "
               f"{'/'.join(str(x) for x in r['load_after'])}")
@@ -447,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="offered events/s (open loop, latency from the scheduled send); 0 = as fast as answered")
     parser.add_argument("--contacts", type=int, default=5_000)
     parser.add_argument("--crash-after", type=float, default=6)
     parser.add_argument("--no-crash", action="store_true")

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipelines.activation.outbox import RetryPolicy, enqueue
 from pipelines.activation.tables import insert_ignore, score_history, trigger_firings
+from pipelines.config_files import load_yaml_config
 
 __all__ = [
     "BandEntered",
@@ -142,22 +142,8 @@ def load_triggers(path: str | Path) -> TriggersConfig:
         When the file is missing, is not YAML, or does not validate; the message names the file
         and every offending key (unknown keys are errors).
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TriggersConfigError(f"{path}: triggers file not found") from None
-    except yaml.YAMLError as exc:
-        raise TriggersConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise TriggersConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return TriggersConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise TriggersConfigError(f"{path}: invalid triggers: {problems}") from None
+    return load_yaml_config(path, TriggersConfig, TriggersConfigError, not_found='triggers file not found',
+                            invalid='invalid triggers')
 
 
 @dataclass(frozen=True)

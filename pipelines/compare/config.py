@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines.config_files import load_yaml_config
 
 __all__ = ["BacktestSection", "CompareConfig", "CompareConfigError", "load_compare_config", "parse_k_list"]
 
@@ -78,19 +79,5 @@ def load_compare_config(path: str | Path | None) -> CompareConfig:
     """Read and validate a compare YAML (``None``: the defaults)."""
     if path is None:
         return CompareConfig()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise CompareConfigError(f"{path}: compare config not found") from None
-    except yaml.YAMLError as exc:
-        raise CompareConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise CompareConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return CompareConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise CompareConfigError(f"{path}: invalid compare config: {problems}") from None
+    return load_yaml_config(path, CompareConfig, CompareConfigError, not_found='compare config not found',
+                            invalid='invalid compare config', empty_ok=True)

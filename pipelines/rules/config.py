@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.config_files import load_yaml_config
 
 __all__ = [
     "Activity",
@@ -167,22 +169,8 @@ def load_rules(path: str | Path) -> RuleSet:
         When the file is missing, is not YAML, or does not validate; the message names the file
         and every offending key.
     """
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RulesConfigError(f"{path}: rules file not found") from None
-    except yaml.YAMLError as exc:
-        raise RulesConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise RulesConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return RuleSet.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise RulesConfigError(f"{path}: invalid rules: {problems}") from None
+    return load_yaml_config(path, RuleSet, RulesConfigError, not_found='rules file not found',
+                            invalid='invalid rules')
 
 
 def dump_rules(rules: RuleSet) -> str:

@@ -10,8 +10,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.config_files import load_yaml_config
 
 __all__ = ["ServeConfig", "ServeConfigError", "load_serve_config", "read_keys", "write_keys"]
 
@@ -45,22 +46,8 @@ def load_serve_config(path: str | Path | None) -> ServeConfig:
     """Read and validate a serve YAML file (None: the defaults)."""
     if path is None:
         return ServeConfig()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ServeConfigError(f"{path}: serve config not found") from None
-    except yaml.YAMLError as exc:
-        raise ServeConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ServeConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return ServeConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ServeConfigError(f"{path}: invalid serve config: {problems}") from None
+    return load_yaml_config(path, ServeConfig, ServeConfigError, not_found='serve config not found',
+                            invalid='invalid serve config', empty_ok=True)
 
 
 def write_keys(config: ServeConfig, env: Mapping[str, str] | None = None) -> frozenset[str]:

@@ -172,6 +172,11 @@ needs_oulad = pytest.mark.skipif(
 CLICKS = 10_655_280
 SUBMISSIONS = 173_912
 REGISTRATIONS = 32_548  # 45 enrolments have no registration date
+# Of the 304,597 enrolment x dated-assessment pairs of the same presentation, those with no
+# submission on or before the deadline (never submitted, or late); LATE of them were submitted
+# after it. Measured by joining studentInfo, assessments (date NOT NULL) and studentAssessment.
+MISSED = 182_868
+LATE = 49_318
 CONTACTS = 32_593
 PASSED = 12_361 + 3_024  # Pass + Distinction
 
@@ -213,7 +218,7 @@ def test_oulad_leaky_contacts_carry_the_unregistration_day():
 def test_oulad_row_counts(oulad):
     ws, _, reports = oulad
     assert ws.counts() == {
-        "events": CLICKS + SUBMISSIONS + REGISTRATIONS,
+        "events": CLICKS + SUBMISSIONS + REGISTRATIONS + MISSED,
         "contacts": CONTACTS,
         "outcomes": PASSED,
         "rejects": 0,
@@ -223,15 +228,25 @@ def test_oulad_row_counts(oulad):
     with ws.connect() as con:
         by_type = dict(
             con.execute(
-                "SELECT CASE WHEN event_type IN ('registered', 'assessment_submitted') "
-                "THEN event_type ELSE 'click' END, count(*) FROM events GROUP BY 1"
+                "SELECT CASE WHEN event_type IN ('registered', 'assessment_submitted', "
+                "'assessment_missed') THEN event_type ELSE 'click' END, count(*) "
+                "FROM events GROUP BY 1"
             ).fetchall()
         )
         types = con.execute("SELECT count(DISTINCT event_type) FROM events").fetchall()[0][0]
+        # a missed deadline is stamped AT the deadline: never after a submission made before it
+        paired, early = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE s.ts <= m.ts) FROM events m "
+            "JOIN events s ON s.event_type = 'assessment_submitted' "
+            "AND m.event_type = 'assessment_missed' "
+            "AND s.event_id = replace(m.event_id, 'miss-', 'asm-')"
+        ).fetchall()[0]
     assert by_type == {
         "click": CLICKS, "assessment_submitted": SUBMISSIONS, "registered": REGISTRATIONS,
+        "assessment_missed": MISSED,
     }  # fmt: skip
-    assert types == 20 + 2  # 20 VLE activity types
+    assert types == 20 + 3  # 20 VLE activity types + submitted, registered, missed
+    assert (paired, early) == (LATE, 0)  # the late ones pair up, none was submitted in time
 
 
 @needs_oulad
@@ -255,7 +270,8 @@ def test_oulad_timestamps_are_sane_per_presentation(oulad):
     ws, _, _ = oulad
     with ws.connect() as con:
         spans = con.execute(
-            "SELECT account_id, event_type IN ('registered', 'assessment_submitted') AS other, "
+            "SELECT account_id, event_type IN ('registered', 'assessment_submitted', "
+            "'assessment_missed') AS other, "
             "min(ts) AS first, max(ts) AS last FROM events GROUP BY ALL"
         ).df()
         ends = con.execute(
