@@ -207,23 +207,15 @@ def score_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
                                               "(champion), a version number or a models:/ URI.")] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
-    compiled: Annotated[bool, typer.Option("--compiled", help="--model: score with compiled trees "
-                                           "(extra [fast]; same predictions, several times faster).")] = False,
     engine: EngineOpt = None,
     engine_config: EngineConfigOpt = None,
     spark_master: SparkMasterOpt = None,
 ) -> None:
     """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
-    import os
-
     from pipelines.jobs import run_model_scores, run_rule_scores
     from pipelines.outputs import write_frame
     from pipelines.rules import load_rules
 
-    if compiled:
-        from pipelines.training.compiled import ENV_VAR
-
-        os.environ[ENV_VAR] = "1"  # read when the pyfunc loads (also by Spark's Python workers)
     ws = _workspace(ctx)
     choice = _choice(as_of, spine)
     tables = _engine_tables(ws, engine, engine_config, spark_master)
