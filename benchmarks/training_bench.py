@@ -79,7 +79,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -103,24 +102,10 @@ MODEL_NAME = "propensity-bench"
 # =============================================================================== child side
 
 
-class _Span:
-    def __enter__(self) -> _Span:
-        self.cpu0 = _cpu()
-        self.t0 = time.perf_counter()
-        return self
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # features_bench's child helpers
+from features_bench import _log, _Span  # noqa: E402
 
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.t0
-        self.cpu_seconds = _cpu() - self.cpu0
-
-
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+from pipelines.training.model import model_array  # noqa: E402
 
 
 def _train_config(p: dict[str, Any]):
@@ -349,40 +334,9 @@ def step_train(p: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------ scoring
 
 
-def model_array(frame, feature_columns, categories):
-    """PROPOSED fast path (not product code): the model's features as one float64 array.
-
-    Same values LightGBM gets from ``prepare_matrix``'s DataFrame (numbers as float64,
-    categories as their codes, missing or unseen as NaN), written column by column into a
-    Fortran-ordered array, which ``Booster.predict`` takes without a copy.
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    out = np.empty((len(frame), len(feature_columns)), dtype="float64", order="F")
-    for j, name in enumerate(feature_columns):
-        column = frame[name]
-        cats = categories.get(name)
-        if cats is not None:
-            if pd.api.types.is_string_dtype(column.dtype) and all(isinstance(c, str) for c in cats):
-                values = pa.array(column)  # zero-copy for pandas' pyarrow-backed str columns
-                codes = pc.index_in(values, value_set=pa.array(cats, type=values.type))
-                out[:, j] = codes.to_numpy(zero_copy_only=False)  # nulls -> NaN
-            else:
-                codes = pd.Index(cats).get_indexer(column)  # -1: missing or not a training category
-                out[:, j] = np.where(codes < 0, np.nan, codes)
-        elif pd.api.types.is_object_dtype(column.dtype) or pd.api.types.is_string_dtype(column.dtype) \
-                or isinstance(column.dtype, pd.CategoricalDtype):
-            raise ValueError(f"feature {name!r} is text/categorical here but was numeric in training")
-        else:
-            out[:, j] = column.to_numpy(dtype="float64", na_value=np.nan)
-    return out
-
-
 def _proposed_raw_probability(self, features):
-    """PROPOSED replacement of ``LearnedScorer.raw_probability`` (applied in-process only)."""
+    """The pre-check-free ``raw_probability`` once proposed here; product code adopted it
+    (``pipelines.training.model.model_array``), so this row now reads as a control."""
     missing = [c for c in self.feature_names if c not in features.columns]
     if missing:
         raise ValueError(f"the feature frame lacks {len(missing)} column(s) the model was trained on")
@@ -591,7 +545,7 @@ def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from pipelines.training.model import model_array, prepare_matrix
+    from pipelines.training.model import prepare_matrix
     from pipelines.training.scorer import load_scorer
     from pipelines.training.tracking import CHAMPION, configure_tracking, log_scorer_model
 

@@ -6,7 +6,9 @@ Only this module prints. Every command resolves the workspace (``--workspace``, 
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +58,22 @@ def _root(ctx: typer.Context, workspace: WorkspaceOpt = None) -> None:
 def _progress() -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                     console=err, transient=False)
+
+
+@contextlib.contextmanager
+def _steps() -> Iterator[Callable[[str], None]]:
+    """A ``step(label)`` callback for long jobs: each call finishes the previous bar and starts one."""
+    with _progress() as progress:
+        current: list = []
+
+        def step(label: str) -> None:
+            if current:
+                progress.update(current.pop(), completed=1, total=1)
+            current.append(progress.add_task(label, total=None))
+
+        yield step
+        if current:
+            progress.update(current.pop(), completed=1, total=1)
 
 
 def _print_ingest(kind: str, report) -> None:
@@ -319,17 +337,9 @@ def train_cmd(
     ws = _workspace(ctx)
     train_config = load_train_config(config)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _progress() as progress:
-        current = {"task": None}
-
-        def step(label: str) -> None:
-            if current["task"] is not None:
-                progress.update(current["task"], completed=1, total=1)
-            current["task"] = progress.add_task(label, total=None)
-
+    with _steps() as step:
         result = train(ws, train_config, step=step, track=not no_track,
                        tables=_engine_tables(ws, engine, engine_config, spark_master))
-        progress.update(current["task"], completed=1, total=1)
     _print_training(result)
 
 
@@ -537,18 +547,10 @@ def tune_cmd(
     rule_set = load_rules(rules_path)
     check_proposal_path(out, rules_path)
     scorer = load_registered_scorer(ws, model, model_name or train_config.mlflow.model_name)
-    with _progress() as progress:
-        current = {"task": None}
-
-        def step(label: str) -> None:
-            if current["task"] is not None:
-                progress.update(current["task"], completed=1, total=1)
-            current["task"] = progress.add_task(label, total=None)
-
+    with _steps() as step:
         result = tune_rules(ws, train_config, rule_set, scorer,
                             TuneConfig(new_rules=not no_new_rules, reshape=not no_reshape),
                             fit_rows=fit_rows, step=step)
-        progress.update(current["task"], completed=1, total=1)
     changes = Table(title=f"proposed changes to {rule_set.name} (from SHAP on {result.fit_rows:,} train/valid rows)")
     for column in ("rule", "status", "reads", "SHAP share", "points", "shape", "note"):
         changes.add_column(column, justify="right" if column == "SHAP share" else "left")
@@ -613,14 +615,7 @@ def compare_cmd(
     settings = load_compare_config(compare_config)
     if k is not None:
         settings = settings.model_copy(update={"top_k_percent": parse_k_list(k)})
-    with _progress() as progress:
-        current = {"task": None}
-
-        def step(label: str) -> None:
-            if current["task"] is not None:
-                progress.update(current["task"], completed=1, total=1)
-            current["task"] = progress.add_task(label, total=None)
-
+    with _steps() as step:
         comparison = compare_models(ws, train_config, settings, model=model, model_name=model_name,
                                     learned_rules=learned_rules, step=step)
         if backtest:
@@ -628,7 +623,6 @@ def compare_cmd(
             comparison.backtest, comparison.backtest_notes = result.table, result.notes
         step("write the report")
         paths = write_report(comparison, out_dir or ws.path / "reports")
-        progress.update(current["task"], completed=1, total=1)
     _print_comparison(comparison)
     console.print(f"report: {paths['html']}\nnumbers: {paths['json']}")
 
@@ -732,18 +726,10 @@ def demo_cmd(
 
     ws = _workspace(ctx)
     rule_set = load_rules(rules)
-    with _progress() as progress:
-        current = {"task": None}
-
-        def step(label: str) -> None:
-            if current["task"] is not None:
-                progress.update(current["task"], completed=1, total=1)
-            current["task"] = progress.add_task(label, total=None)
-
+    with _steps() as step:
         result = run_demo(ws, rule_set, contacts=contacts, days=days, seed=seed, step=step,
                           train_config=None if no_train else train_config,
                           compare_config=None if no_train else REPO_CONFIGS / "compare.yaml")
-        progress.update(current["task"], completed=1, total=1)
     for kind, report in result.ingest.items():
         _print_ingest(kind, report)
     console.print(f"features as of {result.as_of:%Y-%m-%d}: {result.feature_rows:,} contacts x "

@@ -195,6 +195,15 @@ def store_spine(ws: Workspace, name: str, frame: pd.DataFrame) -> int:
     return len(spine)
 
 
+def model_uri(model: str, model_name: str) -> str:
+    """``champion`` -> ``models:/NAME@champion``; ``3`` -> ``models:/NAME/3``; URIs unchanged."""
+    if model.startswith(("models:/", "runs:/")):
+        return model
+    if model.isdigit():
+        return f"models:/{model_name}/{model}"
+    return f"models:/{model_name}@{model}"
+
+
 def load_model(ws: Workspace, model: str, model_name: str):
     """The registered pyfunc: an alias (``champion``), a version number or a models:/ URI."""
     import mlflow
@@ -202,12 +211,7 @@ def load_model(ws: Workspace, model: str, model_name: str):
     from pipelines.training.tracking import configure_tracking
 
     configure_tracking(ws.path, None, "propensity")
-    if model.startswith(("models:/", "runs:/")):
-        uri = model
-    elif model.isdigit():
-        uri = f"models:/{model_name}/{model}"
-    else:
-        uri = f"models:/{model_name}@{model}"
+    uri = model_uri(model, model_name)
     try:
         pyfunc = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:

@@ -29,6 +29,7 @@ from features.spine import spine_grid
 from features.store import Workspace
 from pipelines.compare.config import CompareConfig
 from pipelines.compare.core import Comparison, compare_scores
+from pipelines.jobs import model_uri as resolve_model_uri
 from pipelines.rules.config import RuleSet, load_rules
 from pipelines.rules.score import activity_points, score_frame
 from pipelines.training.calibration import ProbabilityCalibrator
@@ -145,15 +146,6 @@ def _isotonic_on_valid(frame: pd.DataFrame, score: str) -> pd.Series:
     valid = frame[frame["split"] == "valid"]
     calibrator = ProbabilityCalibrator(method="isotonic").fit(valid[score] / 5.0, valid["label"])
     return pd.Series(calibrator.transform(frame[score] / 5.0), index=frame.index)
-
-
-def resolve_model_uri(model: str, model_name: str) -> str:
-    """``champion`` -> ``models:/NAME@champion``; ``3`` -> ``models:/NAME/3``; URIs unchanged."""
-    if model.startswith(("models:/", "runs:/")):
-        return model
-    if model.isdigit():
-        return f"models:/{model_name}/{model}"
-    return f"models:/{model_name}@{model}"
 
 
 def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_name: str):

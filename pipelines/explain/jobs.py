@@ -15,7 +15,7 @@ from features.spine import spine_from_frame
 from features.store import Workspace
 from pipelines.explain.explain import ScoreExplanation, contact_table, explain_contacts, top_reasons
 from pipelines.explain.rules import compare_with_rules, rule_breakdown
-from pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, resolve_spine, table_names
+from pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, load_model, resolve_spine, table_names
 from pipelines.rules.config import RuleSet
 from pipelines.rules.score import score_contacts
 
@@ -36,24 +36,7 @@ REPO_RULES = Path(__file__).resolve().parents[2] / "configs" / "rules"
 
 def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str = "propensity"):
     """The :class:`LearnedScorer` of a registered model: an alias, a version or a models:/ URI."""
-    import mlflow
-
-    from pipelines.training.tracking import configure_tracking
-
-    configure_tracking(ws.path, None, "propensity")
-    if model.startswith(("models:/", "runs:/")):
-        uri = model
-    elif model.isdigit():
-        uri = f"models:/{model_name}/{model}"
-    else:
-        uri = f"models:/{model_name}@{model}"
-    try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise WorkspaceError(
-            f"cannot load model {uri}: {exc.message.splitlines()[0]}; run `propensity train` first"
-        ) from None
-    return pyfunc.unwrap_python_model().scorer
+    return load_model(ws, model, model_name).unwrap_python_model().scorer
 
 
 def default_rules_path(scorer) -> Path:
