@@ -56,7 +56,12 @@ Sections (each writes its own entry of the JSON, so a later ``--only`` run keeps
    ``pyfunc.predict``, ``LearnedScorer.score``, ``booster.predict`` on ``prepare_matrix``'s
    frame (the ratio's reference) and on ``model_array``'s float64 array (what the scorer now
    passes), then ``booster.predict`` with the first 25, 50, 100, ... trees: rate vs trees.
-   Writes the JSON section ``score_shipped``.
+   With the ``[fast]`` extra (unless ``--no-compiled``) the same registered model is loaded a
+   second time with ``PROPENSITY_COMPILED_TREES=1`` (what ``score --compiled`` does): its trees
+   are compiled to C by TL2cgen + gcc in ``load_context`` (timed, into a fresh cache) and
+   ``pyfunc.predict`` is timed again; the largest probability difference to the plain pyfunc is
+   recorded, and ``compiled_predictor`` is timed on the array with 25, 50 and 100 trees per
+   compiled block. Writes the JSON section ``score_shipped``.
 
 Diagnostics (``--no-diagnostics`` skips them): the 100k ``tune=False`` fit and the scoring step
 are run once more with ``OMP_WAIT_POLICY=passive`` in the child's environment. LightGBM uses
@@ -567,13 +572,31 @@ def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
     booster, trees = scorer.booster, scorer.best_iteration
     matrix, _ = prepare_matrix(features, scorer.feature_names, scorer.categories)
     array = model_array(features, scorer.feature_names, scorer.categories)
+    compiled_model, compile_seconds = None, None
+    if p.get("compiled"):
+        # the product's opt-in (`score --compiled`): the same registered model, loaded with the
+        # env var set, compiles its trees in load_context; a fresh cache so the compile is timed
+        from pipelines.training.compiled import CACHE_ENV_VAR, ENV_VAR
+
+        os.environ[CACHE_ENV_VAR] = str(store / "compiled-cache")
+        os.environ[ENV_VAR] = "1"
+        with _Span() as span:
+            compiled_model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
+        compile_seconds = span.seconds
+        os.environ.pop(ENV_VAR)
+        assert compiled_model.unwrap_python_model().scorer.uses_compiled_trees
     variants = {
         "pyfunc": lambda: model.predict(features),
+        **({"pyfunc(compiled trees)": lambda: compiled_model.predict(features)} if compiled_model else {}),
         "scorer.score": lambda: scorer.score(features),
         "booster(prepared DataFrame)": lambda: booster.predict(matrix, num_iteration=trees),
         "booster(ndarray)": lambda: booster.predict(array, num_iteration=trees),
     }
     same = bool(np.array_equal(variants["booster(ndarray)"](), variants["booster(prepared DataFrame)"]()))
+    compiled_diff = None
+    if compiled_model is not None:
+        plain, fast = model.predict(features), compiled_model.predict(features)
+        compiled_diff = float(np.abs(plain["probability"].to_numpy() - fast["probability"].to_numpy()).max())
     model.predict(features.head(1000))  # warm-up
     runs: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
@@ -593,12 +616,29 @@ def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
                 booster.predict(array, num_iteration=k)
             walls.append(span.seconds)
         sweep.append({"trees": k, "seconds_median": statistics.median(walls), "rate_median": n / statistics.median(walls)})
+    block_sweep = []
+    if compiled_model is not None:
+        # what TREES_PER_BLOCK in pipelines/training/compiled.py rests on: the same array, blocks of k trees
+        from pipelines.training.compiled import compiled_predictor
+
+        for k in (25, 50, 100):
+            predict = compiled_predictor(booster, trees, cache_dir=store / "compiled-cache", trees_per_block=k)
+            walls, cpus = [], []
+            for _ in range(p["repeats"]):
+                with _Span() as span:
+                    predict(array)
+                walls.append(span.seconds)
+                cpus.append(span.cpu_seconds)
+            block_sweep.append({"trees_per_block": k, "rate_median": n / statistics.median(walls),
+                                "cpu_seconds_median": statistics.median(cpus)})
     params = scorer.metadata.get("params", {})
     stats = {k: {"median": statistics.median(v), "best": min(v), "cpu_median": statistics.median(cpu[k]),
                  "rate_median": n / statistics.median(v)} for k, v in runs.items()}
     return {"tag": p["tag"], "rows": n, "source_rows": len(source), "features": len(scorer.feature_names),
             "categorical": sorted(scorer.categories), "num_trees": trees, "num_leaves": params.get("num_leaves"),
             "max_depth": params.get("max_depth"), "array_equals_prepared_predictions": same,
+            "compile_seconds": compile_seconds, "compiled_max_abs_diff_probability": compiled_diff,
+            "compiled_block_sweep": block_sweep,
             "stats": stats, "ratio_pyfunc_over_booster_prepared": stats["pyfunc"]["median"] / stats["booster(prepared DataFrame)"]["median"],
             "ratio_pyfunc_over_booster_ndarray": stats["pyfunc"]["median"] / stats["booster(ndarray)"]["median"],
             "trees_sweep": sweep, "seconds": stats["pyfunc"]["median"], "cpu_seconds": stats["pyfunc"]["cpu_median"]}
@@ -909,20 +949,33 @@ def section_shipped(args: argparse.Namespace) -> dict[str, Any]:
     rows, results = [], {}
     for tag, folder in scorers.items():
         r = run_child("score_trees", {"scorer": folder, "tag": tag, "rows": args.score_rows, "repeats": args.repeats,
-                                      "store": str(args.workdir / f"mlflow_shipped_{tag}")},
+                                      "store": str(args.workdir / f"mlflow_shipped_{tag}"),
+                                      "compiled": args.compiled},
                       args.workdir, f"[shipped] score {args.score_rows:,} rows with the {tag} model")
         results[tag] = r
         st, n = r["stats"], r["rows"]
         ratio = r["ratio_pyfunc_over_booster_prepared"]
-        for key, label in (("pyfunc", "pyfunc.predict (models:/…@champion)"), ("scorer.score", "LearnedScorer.score"),
-                           ("booster(prepared DataFrame)", "booster.predict(prepare_matrix output)"),
-                           ("booster(ndarray)", "booster.predict(float64 ndarray)")):
-            v = st[key]
+        labels = (("pyfunc", "pyfunc.predict (models:/…@champion)"),
+                  ("pyfunc(compiled trees)", "pyfunc.predict, compiled trees (score --compiled)"),
+                  ("scorer.score", "LearnedScorer.score"),
+                  ("booster(prepared DataFrame)", "booster.predict(prepare_matrix output)"),
+                  ("booster(ndarray)", "booster.predict(float64 ndarray)"))
+        for key, label in labels:
+            if key not in st:
+                continue
+            v, headline = st[key], key.startswith("pyfunc")
+            note = ""
+            if key == "pyfunc(compiled trees)":
+                note = (f"compile + load {r['compile_seconds']:.1f} s (once per model, cached); max |probability "
+                        f"difference| vs LightGBM pyfunc {r['compiled_max_abs_diff_probability']:.1e}; trees per "
+                        "block (compiled_predictor on the array): " + ", ".join(
+                            f"{b['trees_per_block']}: {b['rate_median'] / 1000:,.0f}k/s, {b['cpu_seconds_median']:.1f} CPU-s"
+                            for b in r["compiled_block_sweep"]))
             rows.append(row(f"[{tag}: {r['num_trees']} trees, {r['num_leaves']} leaves] {label}", n, None,
                             wall=f"{v['median']:.2f} ({v['best']:.2f})", cpu=f"{v['cpu_median']:.1f}",
                             rate=f"{v['rate_median']:,.0f}/s",
-                            target=f">= {TARGET_SCORE_RATE // 1000}k/s" if key == "pyfunc" else "-",
-                            met=(v["rate_median"] >= TARGET_SCORE_RATE) if key == "pyfunc" else None))
+                            target=f">= {TARGET_SCORE_RATE // 1000}k/s" if headline else "-",
+                            met=(v["rate_median"] >= TARGET_SCORE_RATE) if headline else None, note=note))
         rows.append(row(f"[{tag}] ratio pyfunc / booster(prepared)", n, None, result=f"{ratio:.2f}x "
                         f"(vs ndarray {r['ratio_pyfunc_over_booster_ndarray']:.2f}x)",
                         target=f"<= {TARGET_SCORE_RATIO}x", met=ratio <= TARGET_SCORE_RATIO,
@@ -999,6 +1052,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--score-rows", type=int, default=1_000_000)
     ap.add_argument("--scorers", default="",
                     help="section shipped: tag=DIR,... saved scorers with features.parquet (quality_bench.py writes one)")
+    ap.add_argument("--no-compiled", dest="compiled", action="store_false",
+                    help="section shipped: skip the compiled-trees pyfunc (extra [fast])")
     ap.add_argument("--oulad-ws", type=Path, default=None,
                     help="section shipped: an OULAD workspace; trains configs/train_oulad.yaml on it and scores")
     ap.add_argument("--score-model", choices=("auto", "100k", "1m"), default="auto",

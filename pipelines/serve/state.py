@@ -158,8 +158,9 @@ class ContactState:
         """A JSON-able snapshot (stored in the service database with each commit)."""
         return {
             "at_us": self.at_us,
-            "activities": [[a.acc, a.ref, [list(x) for x in a.live]] for a in self.activities],
-            "pending": [list(p) for p in self.pending],
+            # copies of the lists; their tuples are immutable and serialise as JSON arrays
+            "activities": [[a.acc, a.ref, list(a.live)] for a in self.activities],
+            "pending": list(self.pending),
             "traits": self.traits,
             "events": self.events,
         }
@@ -221,6 +222,12 @@ class RuleScorer:
         self._by_event: dict[str, list[int]] = {}
         for i, activity in enumerate(rules.activities):
             self._by_event.setdefault(activity.event, []).append(i)
+        # only these can lose contributions as time passes (advance skips the others)
+        self._expiring = [(i, a) for i, a in enumerate(rules.activities) if a.expires_after_days is not None]
+        # view() runs once per rescored contact: read the rule set's fields once, here
+        self._caps = [(a.name, a.cap) for a in rules.activities]
+        self._fit = list(rules.fit)
+        self._thresholds = list(rules.thresholds.items())
         self._anchors = list(rules.scale.keys())
         self._scores = list(rules.scale.values())
         self._band_edges = [b.min_score for b in rules.bands]
@@ -274,9 +281,10 @@ class RuleScorer:
             released, state.pending = state.pending[:due], state.pending[due:]
             for ts_us, index, amount in released:
                 self._add(state, index, ts_us, amount)
-        for index, activity in enumerate(self._activities):
-            if activity.expires_after_days is not None:
-                self._expire(state.activities[index], activity, at_us)
+        for index, activity in self._expiring:
+            slot = state.activities[index]
+            if slot.live:
+                self._expire(slot, activity, at_us)
 
     def _decay(self, activity: Activity, later_us: int, earlier_us: int) -> float:
         return 0.5 ** (_age_days(later_us, earlier_us) / activity.half_life_days)
@@ -329,11 +337,11 @@ class RuleScorer:
     def view(self, contact_id: str, state: ContactState) -> ScoreView:
         """The score of ``state`` at its own time, as :func:`score_frame` computes it."""
         parts: dict[str, float] = {}
-        for activity, raw in zip(self._activities, self.raw_points(state)):
-            if activity.cap is not None and raw >= 0:
-                raw = activity.cap * -math.expm1(-max(raw, 0.0) / activity.cap)
-            parts[activity.name] = raw
-        for criterion in self.rules.fit:
+        for (name, cap), raw in zip(self._caps, self.raw_points(state)):
+            if cap is not None and raw >= 0:
+                raw = cap * -math.expm1(-max(raw, 0.0) / cap)
+            parts[name] = raw
+        for criterion in self._fit:
             hit = _fit_matches(criterion, state.traits.get(criterion.attribute))
             parts[criterion.name] = criterion.points if hit else 0.0
         # left to right, activities then fit: the order pandas adds score_frame's columns in
@@ -346,7 +354,7 @@ class RuleScorer:
             rule_score=score,
             band=self.band(score),
             parts=parts,
-            above={name: total >= t for name, t in self.rules.thresholds.items()},
+            above={name: total >= t for name, t in self._thresholds},
         )
 
     def peek(self, contact_id: str, state: ContactState, at: datetime) -> ScoreView:

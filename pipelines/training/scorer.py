@@ -34,6 +34,23 @@ class LearnedScorer:
     feature_config: dict = field(default_factory=dict)
     event_types: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict)
+    # set by compile_trees(): a native predictor of the same model (not pickled, not compared)
+    _compiled: object = field(default=None, repr=False, compare=False)
+
+    def compile_trees(self, cache_dir: str | Path | None = None) -> None:
+        """Score with compiled trees from now on (extra ``[fast]``; see :mod:`.compiled`)."""
+        from pipelines.training.compiled import compiled_predictor
+
+        self._compiled = compiled_predictor(self.booster, self.best_iteration, cache_dir=cache_dir)
+
+    @property
+    def uses_compiled_trees(self) -> bool:
+        return self._compiled is not None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_compiled"] = None  # a handle on a loaded native library: compile (or reuse) after unpickling
+        return state
 
     def raw_probability(self, features: pd.DataFrame) -> np.ndarray:
         """Uncalibrated booster output on the model's own columns."""
@@ -46,6 +63,8 @@ class LearnedScorer:
         # one float64 array, not prepare_matrix's DataFrame: same values, same predictions, and
         # no per-call DataFrame of categoricals nor LightGBM's own DataFrame conversion
         matrix = model_array(features, self.feature_names, self.categories)
+        if self._compiled is not None:
+            return self._compiled(matrix)
         return self.booster.predict(matrix, num_iteration=self.best_iteration)
 
     def score(self, features: pd.DataFrame) -> pd.DataFrame:

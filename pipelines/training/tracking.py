@@ -48,6 +48,10 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.scorer = load_scorer(context.artifacts["scorer"])
+        from pipelines.training.compiled import compiled_trees_requested
+
+        if compiled_trees_requested():  # read here so Spark's Python workers see it too
+            self.scorer.compile_trees()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.scorer.score(model_input).reset_index(drop=True)

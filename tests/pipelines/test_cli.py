@@ -69,6 +69,14 @@ def test_a_bad_as_of_is_a_clear_usage_error(loaded, capsys):
     assert "ISO 8601" in capsys.readouterr().err
 
 
+def test_usage_errors_are_messages_with_exit_code_2_not_tracebacks(loaded, capfd):
+    assert main(["-w", str(loaded), "score", "--no-such-option"]) == 2
+    assert main(["-w", str(loaded), "score"]) == 2  # neither --as-of nor --spine
+    err = capfd.readouterr().err
+    assert "No such option: --no-such-option" in err and "give exactly one of --as-of" in err
+    assert "Traceback" not in err
+
+
 def test_scoring_an_empty_workspace_says_what_to_run_first(tmp_path, capsys):
     assert main(["-w", str(tmp_path / "empty"), "score", "--as-of", AS_OF]) == 2
     assert "propensity ingest events" in capsys.readouterr().err

@@ -128,3 +128,23 @@ def test_between_the_minimum_and_the_threshold_only_the_points_model_is_trained(
     result = train(workspace, config, track=False)
     assert result.points_only and result.scorer is None
     assert set(result.metrics["model"]) == {"rules", "learned_points"}
+
+
+def test_compiled_trees_score_the_champion_identically_through_the_cli(trained, workspace, tmp_path, monkeypatch):
+    pytest.importorskip("tl2cgen", reason="the [fast] extra (treelite, tl2cgen) is not installed")
+    if not trained.registry.promoted:
+        pytest.skip("no champion on this small world")
+    monkeypatch.setenv("PROPENSITY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROPENSITY_COMPILED_TREES", "0")  # the CLI sets it; monkeypatch restores it after
+    base = ["-w", str(workspace.path), "score", "--model", "champion", "--model-name", "propensity-test",
+            "--as-of", "2025-05-01"]
+    assert main([*base, "--out", str(tmp_path / "plain.parquet")]) == 0
+    assert not (tmp_path / "cache").exists()
+    assert main([*base, "--compiled", "--out", str(tmp_path / "compiled.parquet")]) == 0
+    assert list((tmp_path / "cache" / "compiled-trees").glob("trees-*")), "the libraries were compiled and cached"
+    plain, compiled = pd.read_parquet(tmp_path / "plain.parquet"), pd.read_parquet(tmp_path / "compiled.parquet")
+    pd.testing.assert_frame_equal(compiled, plain, check_exact=False, rtol=0, atol=1e-12)
+
+
+def test_compiled_without_a_model_is_refused(workspace):
+    assert main(["-w", str(workspace.path), "score", "--compiled", "--as-of", "2025-05-01"]) == 2
