@@ -93,13 +93,17 @@ def compiled_predictor(
     folder = Path(cache_dir) if cache_dir else default_cache_dir() / "compiled-trees"
     folder.mkdir(parents=True, exist_ok=True)
     jobs = n_jobs or os.cpu_count() or 1
-    predictors = []
+    libraries, missing = [], []
     for start in range(0, iterations, trees_per_block):
         text = booster.model_to_string(start_iteration=start, num_iteration=min(trees_per_block, iterations - start))
         library = folder / f"trees-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}{_library_suffix()}"
+        libraries.append(library)
         if not library.exists():
-            _compile(treelite.frontend.from_lightgbm(lgb.Booster(model_str=text)), library, tl2cgen)
-        predictors.append(tl2cgen.Predictor(str(library), nthread=1))
+            missing.append((text, library))
+    if missing:
+        _compile_blocks([(treelite.frontend.from_lightgbm(lgb.Booster(model_str=text)), library)
+                         for text, library in missing], folder, jobs, tl2cgen)
+    predictors = [tl2cgen.Predictor(str(library), nthread=1) for library in libraries]
 
     def margin_of(rows: np.ndarray) -> np.ndarray:
         chunk = tl2cgen.DMatrix(np.ascontiguousarray(rows), dtype="float64")
@@ -118,8 +122,9 @@ def compiled_predictor(
         else:
             with ThreadPoolExecutor(max_workers=min(jobs, len(chunks))) as pool:
                 margin = np.concatenate(list(pool.map(margin_of, chunks)))
-        # LightGBM's binary link: 1 / (1 + exp(-sigmoid * margin))
-        return 1.0 / (1.0 + np.exp(-scale * margin))
+        # LightGBM's binary link: 1 / (1 + exp(-sigmoid * margin)); exp overflowing to inf gives 0, as there
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-scale * margin))
 
     return predict
 
@@ -136,21 +141,33 @@ def _sigmoid_scale(booster: lgb.Booster) -> float:
     return float(scale.group(1)) if scale else 1.0
 
 
-def _compile(model, library: Path, tl2cgen) -> None:
-    """Compile ``model`` to ``library``; written under a temporary name and renamed, so two
-    processes compiling the same model at once never load a half-written file."""
+def _compile_blocks(blocks: list[tuple[object, Path]], folder: Path, jobs: int, tl2cgen) -> None:
+    """Compile each ``(treelite model, library path)``; C code first, then one gcc per core.
+
+    Each library is built in its own temporary folder and renamed into place, so two processes
+    compiling the same model at once never load a half-written file.
+    """
     if shutil.which("gcc") is None:
         raise RuntimeError("compiled trees need a C compiler: gcc was not found on PATH (apt install gcc)")
-    with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
-        partial = Path(tmp) / library.name
-        # TL2cgen's native log lines go through Python's print(); keep them off the user's stdout.
+    with contextlib.ExitStack() as stack:
+        builds = [Path(stack.enter_context(tempfile.TemporaryDirectory(dir=folder))) for _ in blocks]
+        # TL2cgen's native log lines reach Python's print() only on the thread that loaded it, so
+        # the C code is generated here, with stdout captured; gcc then runs on worker threads.
         # No quantisation: it re-bins every feature of every row in each block, which costs more
         # than the float comparisons it saves once the trees are split into blocks.
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            tl2cgen.export_lib(model, toolchain="gcc", libpath=str(partial), params={"quantize": 0})
+            for (model, _), build in zip(blocks, builds):
+                tl2cgen.generate_c_code(model, build, {"quantize": 0})
         logger.debug("tl2cgen: %s", log.getvalue().strip())
-        os.replace(partial, library)
+
+        def build_one(build: Path) -> str:
+            return tl2cgen.create_shared("gcc", build, nthread=1, long_build_time_warning=False)
+
+        with ThreadPoolExecutor(max_workers=min(jobs, len(blocks))) as pool:
+            built = list(pool.map(build_one, builds))
+        for path, (_, library) in zip(built, blocks):
+            os.replace(path, library)
 
 
 def _library_suffix() -> str:
