@@ -357,12 +357,15 @@ def child_main(step: str, params: str, out: str) -> int:
 # =============================================================================== parent side
 
 
-def run_child(step: str, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Run one step in a fresh interpreter; add its peak RSS (MB) and whole-process times."""
+def run_child(step: str, params: dict[str, Any], workdir: Path, script: Path | None = None) -> dict[str, Any]:
+    """Run one step in a fresh interpreter; add its peak RSS (MB) and whole-process times.
+
+    ``script``: whose ``_child`` dispatcher runs the step (default: this file).
+    """
     out = workdir / "logs" / f"result-{step}-{os.getpid()}-{time.monotonic_ns()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_child", step, json.dumps(params), str(out)]
+    cmd = [sys.executable, str((script or Path(__file__)).resolve()), "_child", step, json.dumps(params), str(out)]
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO)

@@ -51,20 +51,6 @@ DEFAULT_FIGURE = REPO / "benchmarks" / "results" / "quality_points.png"
 TARGET_GAP = 0.01
 TARGET_ECE = 0.02
 
-# rule activity (configs/rules/saas.yaml) -> the generator's hidden kind
-HIDDEN_KIND = {
-    "pricing_page": "pricing_view",
-    "free_trial_signup": "trial_started",
-    "core_feature_used": "feature_used",
-    "demo_request": "demo_requested",
-    "email_open": "email_open",
-    "email_click": "email_click",
-    "webinar_attended": "webinar_attended",
-    "teammate_invited": "teammate_invited",
-    "support_ticket": "support_ticket",
-    "unsubscribed": "unsubscribed",
-}
-
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -95,14 +81,14 @@ def points_vs_hidden(learned_rules, hand_rules) -> dict[str, Any]:
     """Per-unit points (points x weight) of each mapped activity beside the hidden weight."""
     from scipy.stats import spearmanr
 
-    from pipelines.synthetic import HIDDEN_EVENT_WEIGHTS
+    from pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND
 
     def per_unit(rules) -> dict[str, float]:
         return {a.name: float(a.points * a.weight) for a in rules.activities}
 
     learned, hand = per_unit(learned_rules), per_unit(hand_rules)
     rows = [{"activity": name, "hidden_kind": kind, "hidden_weight": HIDDEN_EVENT_WEIGHTS[kind],
-             "learned_per_unit": learned[name], "hand_per_unit": hand[name]} for name, kind in HIDDEN_KIND.items()]
+             "learned_per_unit": learned[name], "hand_per_unit": hand[name]} for name, kind in SAAS_RULE_HIDDEN_KIND.items()]
     hidden = [r["hidden_weight"] for r in rows]
     return {
         "rows": rows,

@@ -39,6 +39,7 @@ __all__ = [
     "EVENT_TYPES",
     "HIDDEN_EVENT_WEIGHTS",
     "HIDDEN_FIT_EFFECTS",
+    "SAAS_RULE_HIDDEN_KIND",
     "World",
     "WorldConfig",
     "generate_world",
@@ -103,6 +104,23 @@ HIDDEN_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType(
 ``page_view`` event whose properties say ``{"path": "/pricing"}``. ``purchase`` has no weight:
 the first purchase is the outcome.
 """
+
+SAAS_RULE_HIDDEN_KIND: Mapping[str, str] = MappingProxyType(
+    {
+        "pricing_page": "pricing_view",
+        "free_trial_signup": "trial_started",
+        "core_feature_used": "feature_used",
+        "demo_request": "demo_requested",
+        "email_open": "email_open",
+        "email_click": "email_click",
+        "webinar_attended": "webinar_attended",
+        "teammate_invited": "teammate_invited",
+        "support_ticket": "support_ticket",
+        "unsubscribed": "unsubscribed",
+    }
+)
+"""Activity of the shipped ``configs/rules/saas.yaml`` -> the hidden kind it counts: what lets a
+test or benchmark compare learned points with :data:`HIDDEN_EVENT_WEIGHTS`."""
 
 _BETA = np.array([HIDDEN_EVENT_WEIGHTS[k] for k in _KINDS])
 

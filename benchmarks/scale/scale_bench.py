@@ -34,12 +34,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -144,24 +141,10 @@ def child_main(step: str, params: str, out: str) -> int:
 
 
 def run_child(step: str, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """As ``features_bench.run_child``, but running this script's child dispatcher."""
-    out = workdir / "logs" / f"scale-{step}-{os.getpid()}-{time.monotonic_ns()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_child", step, json.dumps(params), str(out)]
-    load_before = os.getloadavg()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or not out.exists():
-        raise RuntimeError(f"step {step} failed: {params}")
-    result = json.loads(out.read_text())
-    out.unlink()
-    result.update(
-        peak_rss_mb=max(usage.ru_maxrss / 1024, result.get("sampled_peak_rss_mb", 0.0)),
-        process_seconds=time.perf_counter() - t0,
-        load_before=[round(x, 2) for x in load_before],
-        load_after=[round(x, 2) for x in os.getloadavg()],
-    )
+    """``features_bench.run_child`` on this script's child dispatcher; the peak RSS also counts
+    the child's own sampled peak (Spark's JVM is not the child's resource usage)."""
+    result = fb.run_child(step, params, workdir, script=Path(__file__))
+    result["peak_rss_mb"] = max(result["peak_rss_mb"], result.get("sampled_peak_rss_mb", 0.0))
     fb._log(f"{step} {params.get('label', '')}: {result['seconds']:.1f} s, peak RSS "
             f"{result['peak_rss_mb']:,.0f} MB, load {result['load_after'][0]}")
     return result

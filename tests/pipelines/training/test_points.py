@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines.rules.config import RuleSet, dump_rules, load_rules
 from pipelines.rules.score import activity_points, score_frame
-from pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, WorldConfig, generate_world
+from pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND, WorldConfig, generate_world
 from pipelines.training.labels import label_spine
 from pipelines.training.points import (
     LearnedPoints,
@@ -31,20 +31,6 @@ HORIZON_DAYS = 30
 TRAIN_DAYS = (14, 21, 28, 35, 42, 49, 56)  # cut-offs, days after the world's start
 VALID_DAY = 60
 TEST_DAY = 90  # its label window starts after every train and valid window has ended
-
-# saas.yaml activity -> the generator's hidden kind
-HIDDEN_KIND = {
-    "pricing_page": "pricing_view",
-    "free_trial_signup": "trial_started",
-    "core_feature_used": "feature_used",
-    "demo_request": "demo_requested",
-    "email_open": "email_open",
-    "email_click": "email_click",
-    "webinar_attended": "webinar_attended",
-    "teammate_invited": "teammate_invited",
-    "support_ticket": "support_ticket",
-    "unsubscribed": "unsubscribed",
-}
 
 
 @dataclass(frozen=True)
@@ -187,8 +173,8 @@ def test_learned_points_rank_the_true_drivers_above_the_weak_ones(learned):
 
 
 def test_learned_points_order_agrees_with_the_hidden_weights(learned):
-    frame = learned.coefficients.set_index("rule").loc[list(HIDDEN_KIND)]
-    hidden = [HIDDEN_EVENT_WEIGHTS[k] for k in HIDDEN_KIND.values()]
+    frame = learned.coefficients.set_index("rule").loc[list(SAAS_RULE_HIDDEN_KIND)]
+    hidden = [HIDDEN_EVENT_WEIGHTS[k] for k in SAAS_RULE_HIDDEN_KIND.values()]
     rho_learned = spearmanr(frame["learned_per_unit"], hidden).statistic
     rho_hand = spearmanr(frame["current_per_unit"], hidden).statistic
     # The hand file already ranks well (0.78). Asymptotically (60k contacts) the learned ranking
