@@ -112,10 +112,15 @@ def labelled_rows(data: EvaluationData, config: TrainConfig) -> tuple[pd.DataFra
 def split_rows(labelled: pd.DataFrame, split: SplitSection, *, last_cutoff: datetime | None = None) -> pd.DataFrame:
     """The rows with their ``split`` as training assigns it, overlapping cut-offs purged.
 
-    With ``last_cutoff``, rows after it are ignored first, so that cut-off is the test cut-off
-    and train/valid only hold rows whose label windows had closed by then (the backtest).
+    With ``last_cutoff`` (the backtest), that cut-off is the test cut-off and every other row
+    must have had its label window closed by then: a label known only after ``last_cutoff`` is
+    the future. (Purging overlaps is not enough: it only looks at contacts that reappear at
+    the test cut-off, and cohort data such as OULAD has a new contact per enrolment.)
     """
-    rows = labelled if last_cutoff is None else labelled[labelled["as_of"] <= pd.Timestamp(last_cutoff)]
+    rows = labelled
+    if last_cutoff is not None:
+        cutoff = pd.Timestamp(last_cutoff)
+        rows = rows[(rows["as_of"] == cutoff) | (rows["label_end"] <= cutoff)]
     rows = rows.reset_index(drop=True)
     if last_cutoff is None:
         assigned = assign_splits(rows, valid_from=split.valid_from, test_from=split.test_from,

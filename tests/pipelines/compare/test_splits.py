@@ -6,9 +6,10 @@ from pipelines.compare.evaluation import split_rows
 from pipelines.training.config import SplitSection
 
 
-def _labelled(cutoffs, contacts=4, horizon_days=20):
-    rows = [{"contact_id": f"c{i}", "as_of": pd.Timestamp(c), "label": int(i == 0)}
-            for c in cutoffs for i in range(contacts)]
+def _labelled(cutoffs, contacts=4, horizon_days=20, cohorts=False):
+    # cohorts: a new contact per cut-off (one per enrolment, as in OULAD), so no contact reappears
+    rows = [{"contact_id": f"c{j}-{i}" if cohorts else f"c{i}", "as_of": pd.Timestamp(c), "label": int(i == 0)}
+            for j, c in enumerate(cutoffs) for i in range(contacts)]
     frame = pd.DataFrame(rows)
     frame["as_of"] = frame["as_of"].astype("datetime64[us]")
     frame["label_end"] = frame["as_of"] + pd.Timedelta(days=horizon_days)
@@ -28,6 +29,18 @@ def test_at_a_past_cutoff_train_and_valid_labels_had_closed_and_test_is_that_cut
     # later cut-offs change nothing at this one
     again = split_rows(labelled[labelled["as_of"] <= cutoff], SplitSection(), last_cutoff=cutoff)
     pd.testing.assert_frame_equal(rows, again)
+
+
+def test_cohort_rows_whose_labels_were_still_open_at_the_cutoff_are_not_fitted():
+    # purging overlaps cannot catch this: the test cut-off's contacts appear nowhere else
+    cutoffs = pd.date_range("2025-01-01", periods=12, freq="7D")
+    labelled = _labelled(cutoffs, contacts=10, horizon_days=30, cohorts=True)
+    cutoff = cutoffs[8]
+    rows = split_rows(labelled, SplitSection(valid_fraction=0.3), last_cutoff=cutoff)
+    fitted = rows[rows["split"].isin(["train", "valid"])]
+    assert set(rows.loc[rows["split"] == "test", "as_of"]) == {cutoff}
+    assert not fitted.empty and (fitted["label_end"] <= cutoff).all()
+    assert set(fitted["split"]) == {"train", "valid"}
 
 
 def test_without_a_cutoff_the_split_is_the_training_split():
