@@ -309,8 +309,8 @@ class Writer:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
                         self.metrics.triggers.labels(firing.trigger, "event").inc()
-            contact_rows = [_contact_record(u, self._cache[u.contact_id].state.traits, now)
-                            for ups in updates_by_contact.values() for u in ups[-1:]]
+            contact_rows = [_contact_record(ups, self._cache[contact].state.traits, now)
+                            for contact, ups in updates_by_contact.items() if ups]
             db.upsert(conn, db.contacts, contact_rows, "contact_id", keep_when_null=("account_id", "created_at"))
             db.upsert(conn, db.score_state, state_rows, "contact_id")
         learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now)
@@ -467,11 +467,13 @@ def _event_record(event: EventRow, now: datetime) -> dict[str, Any]:
     }
 
 
-def _contact_record(update: ContactUpdate, traits: dict[str, Any], now: datetime) -> dict[str, Any]:
+def _contact_record(updates: list[ContactUpdate], traits: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """One contacts row for all of a contact's updates in a commit (in order): the latest
+    account and creation time given, None where no update gave one (the store then keeps its own)."""
     return {
-        "contact_id": update.contact_id,
-        "account_id": update.account_id,
-        "created_at": update.created_at,
+        "contact_id": updates[0].contact_id,
+        "account_id": next((u.account_id for u in reversed(updates) if u.account_id is not None), None),
+        "created_at": next((u.created_at for u in reversed(updates) if u.created_at is not None), None),
         "traits": json.dumps(traits, default=str),
         "updated_at": now,
     }

@@ -273,3 +273,20 @@ def test_triggers_whose_bands_differ_from_the_rules_are_refused_at_startup():
     })
     with pytest.raises(ValueError, match="differ from the bands of rules 'saas'"):
         _settings("sqlite://", triggers=triggers)
+
+
+def test_identifies_batched_into_one_commit_keep_the_account_an_earlier_one_gave(tmp_path):
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    calls = [
+        {"type": "identify", "userId": "u1", "messageId": "i1", "timestamp": NOW.isoformat(),
+         "traits": {"company_id": "acme", "createdAt": "2026-01-05T00:00:00Z", "plan": "pro"}},
+        {"type": "identify", "userId": "u1", "messageId": "i2", "timestamp": NOW.isoformat(),
+         "traits": {"industry": "software"}},  # neither company nor createdAt: the first one's stay
+    ]
+    with running_server(_settings(url), clock=lambda: NOW) as (base, _):
+        assert httpx.post(f"{base}/v1/batch", json={"batch": calls}, auth=AUTH).status_code == 200
+    with sa.create_engine(url).connect() as conn:
+        row = conn.execute(sa.text("SELECT account_id, created_at, traits FROM contacts WHERE contact_id = 'u1'")).one()
+    assert row.account_id == "acme"
+    assert str(row.created_at).startswith("2026-01-05")
+    assert json.loads(row.traits) == {"company_id": "acme", "plan": "pro", "industry": "software"}
