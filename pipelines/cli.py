@@ -238,11 +238,13 @@ def score_cmd(
     if compiled:
         import os
 
-        from pipelines.training.compiled import ENV_VAR
+        from pipelines.training.compiled import ENV_VAR, compiled_trees_unavailable
 
         if model is None:
             raise typer.BadParameter("--compiled applies to learned models: add --model champion", param_hint="--compiled")
-        os.environ[ENV_VAR] = "1"  # read when the pyfunc loads (also by Spark's Python workers)
+        if (reason := compiled_trees_unavailable()) is not None:
+            raise typer.BadParameter(reason, param_hint="--compiled")
+        os.environ[ENV_VAR] = "1"  # read when the pyfunc loads
     ws = _workspace(ctx)
     choice = _choice(as_of, spine)
     tables = _engine_tables(ws, engine, engine_config, spark_master)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import io
 import logging
 import os
@@ -37,7 +38,13 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-__all__ = ["ENV_VAR", "compiled_predictor", "compiled_trees_requested", "default_cache_dir"]
+__all__ = [
+    "ENV_VAR",
+    "compiled_predictor",
+    "compiled_trees_requested",
+    "compiled_trees_unavailable",
+    "default_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +58,22 @@ TREES_PER_BLOCK = 50
 # Rows per native call: one chunk is copied into a DMatrix once and read by every block.
 _CHUNK_ROWS = 16_384
 _INSTALL_HINT = "compiled trees need the [fast] extra: pip install 'propensity[fast]' (treelite, tl2cgen)"
+_NO_COMPILER = "compiled trees need a C compiler: gcc was not found on PATH (apt install gcc)"
 
 
 def compiled_trees_requested(env: dict[str, str] | None = None) -> bool:
     """Whether the user asked for compiled trees (``PROPENSITY_COMPILED_TREES`` is 1/true/yes/on)."""
     value = (env if env is not None else os.environ).get(ENV_VAR, "")
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def compiled_trees_unavailable() -> str | None:
+    """Why compiled trees cannot be built here (missing extra or compiler), or None."""
+    if importlib.util.find_spec("tl2cgen") is None or importlib.util.find_spec("treelite") is None:
+        return _INSTALL_HINT
+    if shutil.which("gcc") is None:
+        return _NO_COMPILER
+    return None
 
 
 def default_cache_dir() -> Path:
@@ -89,20 +106,19 @@ def compiled_predictor(
         raise ImportError(_INSTALL_HINT) from exc
     total = booster.current_iteration()
     iterations = min(best_iteration, total) if best_iteration and best_iteration > 0 else total
-    scale = _sigmoid_scale(booster)
+    texts = [booster.model_to_string(start_iteration=start, num_iteration=min(trees_per_block, iterations - start))
+             for start in range(0, iterations, trees_per_block)]
+    if not texts:
+        raise ValueError("the model has no trees to compile")
+    scale = _sigmoid_scale(texts[0])  # every block's text carries the model's header
     folder = Path(cache_dir) if cache_dir else default_cache_dir() / "compiled-trees"
     folder.mkdir(parents=True, exist_ok=True)
     jobs = n_jobs or os.cpu_count() or 1
-    libraries, missing = [], []
-    for start in range(0, iterations, trees_per_block):
-        text = booster.model_to_string(start_iteration=start, num_iteration=min(trees_per_block, iterations - start))
-        library = folder / f"trees-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:24]}{_library_suffix()}"
-        libraries.append(library)
-        if not library.exists():
-            missing.append((text, library))
+    libraries = [folder / f"trees-{hashlib.sha256(t.encode('utf-8')).hexdigest()[:24]}{_library_suffix()}"
+                 for t in texts]
+    missing = [(text, library) for text, library in zip(texts, libraries) if not library.exists()]
     if missing:
-        _compile_blocks([(treelite.frontend.from_lightgbm(lgb.Booster(model_str=text)), library)
-                         for text, library in missing], folder, jobs, tl2cgen)
+        _compile_blocks(missing, folder, jobs, tl2cgen, treelite)
     predictors = [tl2cgen.Predictor(str(library), nthread=1) for library in libraries]
 
     def margin_of(rows: np.ndarray) -> np.ndarray:
@@ -129,9 +145,9 @@ def compiled_predictor(
     return predict
 
 
-def _sigmoid_scale(booster: lgb.Booster) -> float:
+def _sigmoid_scale(model_text: str) -> float:
     """The ``sigmoid`` parameter of a binary model's objective line (``objective=binary sigmoid:1``)."""
-    header = booster.model_to_string(num_iteration=1).split("\nTree=", 1)[0]
+    header = model_text.split("\nTree=", 1)[0]
     objective = re.search(r"^objective=(.*)$", header, flags=re.MULTILINE)
     classes = re.search(r"^num_tree_per_iteration=(\d+)$", header, flags=re.MULTILINE)
     if objective is None or not objective.group(1).startswith("binary") or (classes and classes.group(1) != "1"):
@@ -141,14 +157,14 @@ def _sigmoid_scale(booster: lgb.Booster) -> float:
     return float(scale.group(1)) if scale else 1.0
 
 
-def _compile_blocks(blocks: list[tuple[object, Path]], folder: Path, jobs: int, tl2cgen) -> None:
-    """Compile each ``(treelite model, library path)``; C code first, then one gcc per core.
+def _compile_blocks(blocks: list[tuple[str, Path]], folder: Path, jobs: int, tl2cgen, treelite) -> None:
+    """Compile each ``(LightGBM model text, library path)``; C code first, then one gcc per core.
 
     Each library is built in its own temporary folder and renamed into place, so two processes
     compiling the same model at once never load a half-written file.
     """
     if shutil.which("gcc") is None:
-        raise RuntimeError("compiled trees need a C compiler: gcc was not found on PATH (apt install gcc)")
+        raise RuntimeError(_NO_COMPILER)
     with contextlib.ExitStack() as stack:
         builds = [Path(stack.enter_context(tempfile.TemporaryDirectory(dir=folder))) for _ in blocks]
         # TL2cgen's native log lines reach Python's print() only on the thread that loaded it, so
@@ -157,12 +173,14 @@ def _compile_blocks(blocks: list[tuple[object, Path]], folder: Path, jobs: int, 
         # than the float comparisons it saves once the trees are split into blocks.
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            for (model, _), build in zip(blocks, builds):
-                tl2cgen.generate_c_code(model, build, {"quantize": 0})
+            for (text, _), build in zip(blocks, builds):
+                (build / "model.txt").write_text(text, encoding="utf-8")  # treelite parses the text itself
+                model = treelite.frontend.load_lightgbm_model(build / "model.txt")
+                tl2cgen.generate_c_code(model, build / "c", {"quantize": 0})
         logger.debug("tl2cgen: %s", log.getvalue().strip())
 
         def build_one(build: Path) -> str:
-            return tl2cgen.create_shared("gcc", build, nthread=1, long_build_time_warning=False)
+            return tl2cgen.create_shared("gcc", build / "c", nthread=1, long_build_time_warning=False)
 
         with ThreadPoolExecutor(max_workers=min(jobs, len(blocks))) as pool:
             built = list(pool.map(build_one, builds))

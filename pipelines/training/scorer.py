@@ -36,12 +36,17 @@ class LearnedScorer:
     metadata: dict = field(default_factory=dict)
     # set by compile_trees(): a native predictor of the same model (not pickled, not compared)
     _compiled: object = field(default=None, repr=False, compare=False)
+    # what compile_trees() asked for, pickled with the scorer: a copy sent elsewhere (Spark's
+    # Python workers get the pyfunc inside the mapInPandas closure) compiles on first use there
+    _compile_cache_dir: str | None = field(default=None, repr=False, compare=False)
+    _compile_requested: bool = field(default=False, repr=False, compare=False)
 
     def compile_trees(self, cache_dir: str | Path | None = None) -> None:
         """Score with compiled trees from now on (extra ``[fast]``; see :mod:`.compiled`)."""
         from pipelines.training.compiled import compiled_predictor
 
         self._compiled = compiled_predictor(self.booster, self.best_iteration, cache_dir=cache_dir)
+        self._compile_requested, self._compile_cache_dir = True, (str(cache_dir) if cache_dir else None)
 
     @property
     def uses_compiled_trees(self) -> bool:
@@ -49,7 +54,7 @@ class LearnedScorer:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_compiled"] = None  # a handle on a loaded native library: compile (or reuse) after unpickling
+        state["_compiled"] = None  # a handle on a loaded native library: compiled (or found cached) on first use
         return state
 
     def raw_probability(self, features: pd.DataFrame) -> np.ndarray:
@@ -63,6 +68,8 @@ class LearnedScorer:
         # one float64 array, not prepare_matrix's DataFrame: same values, same predictions, and
         # no per-call DataFrame of categoricals nor LightGBM's own DataFrame conversion
         matrix = model_array(features, self.feature_names, self.categories)
+        if self._compile_requested and self._compiled is None:
+            self.compile_trees(self._compile_cache_dir)
         if self._compiled is not None:
             return self._compiled(matrix)
         return self.booster.predict(matrix, num_iteration=self.best_iteration)

@@ -50,7 +50,7 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):
         self.scorer = load_scorer(context.artifacts["scorer"])
         from pipelines.training.compiled import compiled_trees_requested
 
-        if compiled_trees_requested():  # read here so Spark's Python workers see it too
+        if compiled_trees_requested():  # a pickled copy (Spark's workers) compiles again on first use
             self.scorer.compile_trees()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

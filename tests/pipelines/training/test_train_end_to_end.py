@@ -148,3 +148,14 @@ def test_compiled_trees_score_the_champion_identically_through_the_cli(trained, 
 
 def test_compiled_without_a_model_is_refused(workspace):
     assert main(["-w", str(workspace.path), "score", "--compiled", "--as-of", "2025-05-01"]) == 2
+
+
+def test_compiled_without_a_compiler_is_a_message_not_a_traceback(workspace, monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no gcc
+    monkeypatch.setenv("PROPENSITY_COMPILED_TREES", "0")
+    args = ["-w", str(workspace.path), "score", "--model", "champion", "--model-name", "propensity-test",
+            "--compiled", "--as-of", "2025-05-01"]
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    flat = " ".join(err.replace("│", " ").split())  # typer wraps the message in a box
+    assert "gcc was not found on PATH" in flat and "Traceback" not in err
