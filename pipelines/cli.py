@@ -167,8 +167,9 @@ EngineOpt = Annotated[str | None, typer.Option("--engine", help="duckdb or spark
                                                  "else duckdb).")]
 EngineConfigOpt = Annotated[Path | None, typer.Option("--engine-config", help="Engine YAML (configs/engines/*.yaml): "
                                                       "engine, sources (Parquet or Spark tables), Spark settings.")]
-SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", envvar="SPARK_MASTER",
-                                                    help="Spark master URL (default local[2]).")]
+# no envvar here: $SPARK_MASTER comes after the engine config's spark.master (engines.spark_master)
+SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spark master URL (default: the engine "
+                                                    "config's, else $SPARK_MASTER, else local[2]).")]
 
 
 def _engine_tables(ws, engine: str | None, engine_config: Path | None, spark_master: str | None):

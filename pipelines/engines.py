@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import ibis
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipelines.config_files import load_yaml_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -123,25 +124,14 @@ def load_engine_config(path: str | Path | None) -> EngineConfig:
     """Read and validate an engine YAML (``None``: the default, DuckDB on the workspace)."""
     if path is None:
         return EngineConfig()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise EngineConfigError(f"{path}: engine config not found") from None
-    except yaml.YAMLError as exc:
-        raise EngineConfigError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        return EngineConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise EngineConfigError(f"{path}: invalid engine config: {problems}") from None
+    return load_yaml_config(path, EngineConfig, EngineConfigError, not_found="engine config not found",
+                            invalid="invalid engine config", empty_ok=True)
 
 
-def spark_master(configured: str | None = None) -> str:
-    """The Spark master: the configured one, else ``$SPARK_MASTER``, else ``local[2]``."""
-    return configured or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_SPARK_MASTER
+def spark_master(configured: str | None = None) -> str | None:
+    """The Spark master: the configured one, else ``$SPARK_MASTER``, else None when spark-submit
+    or Databricks started us (their master stands), else ``local[2]``."""
+    return configured or os.environ.get(SPARK_MASTER_ENV) or (None if _launched_by_spark() else DEFAULT_SPARK_MASTER)
 
 
 def _launched_by_spark() -> bool:
@@ -161,8 +151,7 @@ def spark_session(section: SparkSection | None = None) -> SparkSession:
     from pyspark.sql import SparkSession
 
     section = section or SparkSection()
-    configured = section.master or os.environ.get(SPARK_MASTER_ENV)
-    master = configured or (None if _launched_by_spark() else DEFAULT_SPARK_MASTER)
+    master = spark_master(section.master)
     builder = SparkSession.builder.appName(section.app_name).config("spark.sql.session.timeZone", "UTC")
     if master is not None:
         builder = builder.master(master)

@@ -27,11 +27,15 @@ def test_an_unknown_key_or_two_kinds_of_source_fail_naming_the_file(tmp_path):
 
 
 def test_spark_master_prefers_config_then_environment_then_local(monkeypatch):
-    monkeypatch.delenv("SPARK_MASTER", raising=False)
+    for name in ("SPARK_MASTER", "PYSPARK_GATEWAY_PORT", "DATABRICKS_RUNTIME_VERSION"):
+        monkeypatch.delenv(name, raising=False)
     assert spark_master() == "local[2]"
     monkeypatch.setenv("SPARK_MASTER", "spark://head:7077")
     assert spark_master() == "spark://head:7077"
     assert spark_master("yarn") == "yarn"
+    monkeypatch.delenv("SPARK_MASTER")
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    assert spark_master() is None  # Databricks' own master stands
 
 
 def test_duckdb_over_parquet_sources_checks_timestamp_columns(tmp_path):
