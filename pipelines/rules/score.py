@@ -6,7 +6,6 @@ everything after it works on one row per spine row and is plain, vectorised pand
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import ibis
 import numpy as np
@@ -18,6 +17,7 @@ __all__ = [
     "activity_points",
     "apply_caps",
     "assign_bands",
+    "cap_values",
     "fit_points",
     "rollup_accounts",
     "scale_points",
@@ -108,10 +108,14 @@ def apply_caps(raw: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
         if activity.cap is None:
             continue
         column = f"points__{activity.name}"
-        values = out[column].to_numpy(dtype="float64")
-        capped = activity.cap * -np.expm1(-np.maximum(values, 0.0) / activity.cap)
-        out[column] = np.where(values >= 0, capped, values)
+        out[column] = cap_values(out[column].to_numpy(dtype="float64"), activity.cap)
     return out
+
+
+def cap_values(values: np.ndarray, cap: float) -> np.ndarray:
+    """``cap * (1 - exp(-value / cap))`` for values >= 0; negatives stay as they are."""
+    capped = cap * -np.expm1(-np.maximum(values, 0.0) / cap)
+    return np.where(values >= 0, capped, values)
 
 
 def _criterion_mask(criterion: FitCriterion, column: pd.Series) -> np.ndarray:

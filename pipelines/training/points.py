@@ -95,8 +95,10 @@ from pipelines.rules.score import apply_caps, fit_points, scale_points
 __all__ = [
     "LearnedPoints",
     "PointsModelConfig",
+    "edge_quantiles",
     "fit_points_model",
     "human_round",
+    "points_per_logodds",
     "rule_design_matrix",
 ]
 
@@ -295,8 +297,9 @@ def _hand_prior(x: np.ndarray, y: np.ndarray, units: np.ndarray) -> np.ndarray:
 _FALLBACK_QUANTILES = (0.5, 0.75, 0.9)
 
 
-def _edge_quantiles(hand_total: np.ndarray, rules: RuleSet) -> tuple[float, ...]:
-    """Shares of rows the hand rules put below each band edge and threshold (0 and 1 dropped)."""
+def edge_quantiles(hand_total: np.ndarray, rules: RuleSet) -> tuple[float, ...]:
+    """Shares of rows the hand rules put below each band edge and threshold (0 and 1 dropped):
+    the quantiles at which learned log-odds are matched to the hand rules' points."""
     score = scale_points(hand_total, rules)
     shares = [np.mean(score < band.min_score) for band in rules.bands[1:]]
     shares += [np.mean(hand_total < threshold) for threshold in rules.thresholds.values()]
@@ -304,7 +307,8 @@ def _edge_quantiles(hand_total: np.ndarray, rules: RuleSet) -> tuple[float, ...]
     return tuple(levels) or _FALLBACK_QUANTILES
 
 
-def _points_per_logodds(logodds: np.ndarray, hand_total: np.ndarray, quantiles: tuple[float, ...]) -> float:
+def points_per_logodds(logodds: np.ndarray, hand_total: np.ndarray, quantiles: tuple[float, ...]) -> float:
+    """The positive factor that best maps ``logodds`` onto ``hand_total`` at ``quantiles`` (least squares)."""
     learned_q = np.quantile(logodds, quantiles)
     hand_q = np.quantile(hand_total, quantiles)
     denominator = learned_q @ learned_q
@@ -500,8 +504,8 @@ def fit_points_model(
         hand_total = np.asarray(current_total_valid, dtype="float64")
         if hand_total.shape != (len(x_valid),):
             raise ValueError("current_total_valid must have one value per validation row")
-    quantiles = config.quantiles or _edge_quantiles(hand_total, rules)
-    k = _points_per_logodds(x_valid @ model.beta, hand_total, quantiles)
+    quantiles = config.quantiles or edge_quantiles(hand_total, rules)
+    k = points_per_logodds(x_valid @ model.beta, hand_total, quantiles)
 
     when = learned_at or datetime.now(UTC).date()
     description = (

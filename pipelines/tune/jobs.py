@@ -163,12 +163,10 @@ def evaluate_proposal(
     """
     ts, frame, fitted = data.training, data.training.frame, data.fitted
     fit_frame = frame.iloc[fitted].reset_index(drop=True)
-    candidates = [c for c in data.candidates if (c.existing is not None or tune_config.new_rules)
-                  and (tune_config.reshape or c.existing is None
-                       or c.activity.half_life_days == _hand_half_life(rules, c.existing))]
+    # propose_rules itself keeps to tune_config.reshape and .new_rules, whatever the candidates
     proposal = propose_rules(
         rules, data.explanation.logodds, data.explanation.groups.kinds,
-        data.unit_raw.iloc[fitted].reset_index(drop=True), candidates, _attributes(ts, fit_frame),
+        data.unit_raw.iloc[fitted].reset_index(drop=True), data.candidates, _attributes(ts, fit_frame),
         fit_frame["points"].to_numpy(dtype="float64"), tune_config,
     )
     proposed = score_frame(proposed_raw_points(data.unit_raw, proposal), ts.contacts, proposal.rules)
@@ -202,10 +200,6 @@ def evaluate_proposal(
         gap_closed=closed, diff=rules_diff(rules, proposal.rules), fit_rows=len(fitted), test_rows=len(test),
         scores=scores, backtest_valid=valid_table,
     )
-
-
-def _hand_half_life(rules: RuleSet, name: str) -> float | None:
-    return next(a.half_life_days for a in rules.activities if a.name == name)
 
 
 def tune_rules(

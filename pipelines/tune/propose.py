@@ -63,7 +63,8 @@ import pandas as pd
 
 from features.build import safe_name
 from pipelines.rules.config import Activity, FitCriterion, RuleSet
-from pipelines.rules.score import scale_points
+from pipelines.rules.score import cap_values
+from pipelines.training.points import edge_quantiles, points_per_logodds
 from pipelines.tune.candidates import Candidate
 from pipelines.tune.rounding import nice_round
 
@@ -159,9 +160,7 @@ class Proposal:
 
 def unit_capped(raw: np.ndarray, cap: float | None) -> np.ndarray:
     """A unit rule's column with a per-unit cap: ``cap (1 - exp(-raw / cap))`` for raw >= 0."""
-    if cap is None:
-        return raw
-    return np.where(raw >= 0, cap * -np.expm1(-np.maximum(raw, 0.0) / cap), raw)
+    return raw if cap is None else cap_values(raw, cap)  # the scoring engine's own cap
 
 
 def _r2(y: np.ndarray, x: np.ndarray) -> float:
@@ -285,27 +284,6 @@ def _criterion_matches(criterion: FitCriterion, values: pd.Series) -> np.ndarray
     from pipelines.rules.score import _criterion_mask  # the engine's own matching, so tune agrees with scoring
 
     return _criterion_mask(criterion, values).astype("float64")
-
-
-def _edge_quantiles(hand_total: np.ndarray, rules: RuleSet) -> tuple[float, ...]:
-    score = scale_points(hand_total, rules)
-    shares = [np.mean(score < band.min_score) for band in rules.bands[1:]]
-    shares += [np.mean(hand_total < t) for t in rules.thresholds.values()]
-    levels = sorted({round(float(q), 6) for q in shares if 0 < q < 1})
-    return tuple(levels) or (0.5, 0.75, 0.9)
-
-
-def _k_factor(logodds: np.ndarray, hand_total: np.ndarray, quantiles: tuple[float, ...]) -> float:
-    learned_q = np.quantile(logodds, quantiles)
-    hand_q = np.quantile(hand_total, quantiles)
-    denominator = float(learned_q @ learned_q)
-    k = float(hand_q @ learned_q) / denominator if denominator > 0 else float("nan")
-    if not (np.isfinite(k) and k > 0):
-        raise ValueError(
-            f"cannot put the proposed log-odds on the rules' scale at quantiles {quantiles}: hand totals "
-            f"{np.round(hand_q, 3).tolist()}, proposed log-odds {np.round(learned_q, 3).tolist()}"
-        )
-    return k
 
 
 def propose_rules(
@@ -444,8 +422,9 @@ def propose_rules(
 
     # 4. one factor onto the hand scale
     logodds_total = sum(beta[name] * values for name, values in columns.items())
-    quantiles = config.quantiles or _edge_quantiles(hand_total, rules)
-    k = _k_factor(np.asarray(logodds_total, dtype="float64"), hand_total, quantiles)
+    # the learned points model's own scale matching, so tuned and learned points share one scale
+    quantiles = config.quantiles or edge_quantiles(hand_total, rules)
+    k = points_per_logodds(np.asarray(logodds_total, dtype="float64"), hand_total, quantiles)
 
     # 5. the proposed file, rounded
     activities, rows, shapes = [], [], {}
