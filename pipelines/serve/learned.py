@@ -266,9 +266,6 @@ class EventMirror:
             n += 1
         return n
 
-    def __contains__(self, contact: str) -> bool:
-        return contact in self._logs or contact in self._contacts
-
     # ---------------------------------------------------------------- features
 
     def feature_frame(self, contacts: Sequence[str], as_of: datetime) -> pd.DataFrame:
@@ -471,10 +468,6 @@ class LearnedScores:
         with self._lock:
             self.mirror.record(events, updates)
 
-    def known(self, contact: str) -> bool:
-        with self._lock:
-            return contact in self.mirror
-
     def features(self, contacts: Sequence[str], as_of: datetime) -> pd.DataFrame:
         with self._lock:
             return self.mirror.feature_frame(contacts, as_of)
@@ -496,22 +489,18 @@ class LearnedScores:
         """``LearnedScorer.score`` on arrays: the matrix ``model_array`` makes, without pandas.
 
         Per commit the DataFrame route cost ~30 ms of per-column pandas overhead for one row;
-        the values and the steps (predict, calibrate, clip, map) are the same, and the tests
+        the steps are the scorer's own (raw_probability_of, calibrated; compiled trees when asked), and the tests
         check the result against ``propensity score --model``.
         """
+        from pipelines.training.model import category_codes  # lightgbm is loaded by now (the scorer)
+
         scorer = self.scorer
         matrix = np.empty((len(next(iter(out.values()))), len(scorer.feature_names)), dtype="float64", order="F")
         for j, name in enumerate(scorer.feature_names):
             categories = scorer.categories.get(name)
-            if categories is not None:  # code among the training categories; unseen or missing: NaN
-                codes = pd.Index(categories).get_indexer(out[name])
-                matrix[:, j] = np.where(codes < 0, np.nan, codes.astype("float64"))
-            else:
-                matrix[:, j] = out[name]
+            matrix[:, j] = out[name] if categories is None else category_codes(out[name], categories)
         # one thread: a few rows do not pay for waking LightGBM's OpenMP pool (same numbers)
-        raw = scorer.booster.predict(matrix, num_iteration=scorer.best_iteration, num_threads=1)
-        probability = np.clip(scorer.calibrator.transform(raw), 0.0, 1.0)
-        return probability, np.asarray(scorer.mapper.transform(probability), dtype="float64")
+        return scorer.calibrated(scorer.raw_probability_of(matrix, num_threads=1))
 
     def reasons(self, contact: str, as_of: datetime, n: int = 3) -> list[dict[str, Any]]:
         """The ``n`` feature groups raising the contact's learned score most, in 0-5 points.

@@ -67,7 +67,6 @@ class CommitResult:
     stored: int
     duplicates: int
     scores: dict[str, ScoreView]
-    committed_at: datetime
     learned: dict[str, LearnedView] = field(default_factory=dict)
 
 
@@ -324,7 +323,7 @@ class Writer:
             mine = sum(1 for i in ids if i in stored)
             scores = {r.contact_id: views[r.contact_id] for r in job.rows if r.contact_id in views}
             mine_learned = {c: learned[c] for c in scores if c in learned}
-            results.append(CommitResult(mine, len(ids) - mine, scores, now, mine_learned))
+            results.append(CommitResult(mine, len(ids) - mine, scores, mine_learned))
             stored -= set(ids)  # a messageId twice in one commit counts as stored once
         return results, touched
 

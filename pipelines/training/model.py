@@ -31,6 +31,7 @@ __all__ = [
     "FittedModel",
     "ModelConfig",
     "SearchSpace",
+    "category_codes",
     "feature_importance",
     "fit_lightgbm",
     "model_array",
@@ -310,7 +311,7 @@ def model_array(
         column = frame[name]
         cats = categories.get(name)
         if cats is not None:
-            out[:, j] = _category_codes(column, cats)
+            out[:, j] = category_codes(column, cats)
         elif _is_categorical(column):
             raise ValueError(
                 f"feature {name!r} is text/categorical here but had no categories when the "
@@ -338,7 +339,7 @@ def _binning_values(X: pd.DataFrame) -> pd.DataFrame:
     return X.assign(**{name: rounded[:, j] for j, name in enumerate(floats)})
 
 
-def _category_codes(column: pd.Series, categories: list) -> np.ndarray:
+def category_codes(column: pd.Series | np.ndarray, categories: list) -> np.ndarray:
     """Codes of ``column``'s values among ``categories`` as float64; missing or unseen: NaN."""
     # Factorise first, so the lookup among the training categories runs on the few distinct
     # values instead of every row: 5x faster on 1M rows of text (0.13 -> 0.03 s per column).

@@ -67,20 +67,29 @@ class LearnedScorer:
             )
         # one float64 array, not prepare_matrix's DataFrame: same values, same predictions, and
         # no per-call DataFrame of categoricals nor LightGBM's own DataFrame conversion
-        matrix = model_array(features, self.feature_names, self.categories)
+        return self.raw_probability_of(model_array(features, self.feature_names, self.categories))
+
+    def raw_probability_of(self, matrix: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
+        """Uncalibrated output on :func:`model_array`'s matrix (compiled trees when asked for).
+
+        ``num_threads``: LightGBM's threads (1 suits a few rows: no OpenMP pool to wake).
+        """
         if self._compile_requested and self._compiled is None:
             self.compile_trees(self._compile_cache_dir)
         if self._compiled is not None:
             return self._compiled(matrix)
-        return self.booster.predict(matrix, num_iteration=self.best_iteration)
+        threads = {"num_threads": num_threads} if num_threads else {}
+        return self.booster.predict(matrix, num_iteration=self.best_iteration, **threads)
+
+    def calibrated(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(probability, learned_score)`` of raw booster outputs."""
+        probability = np.clip(self.calibrator.transform(raw), 0.0, 1.0)
+        return probability, np.asarray(self.mapper.transform(probability), dtype="float64")
 
     def score(self, features: pd.DataFrame) -> pd.DataFrame:
         """``probability`` (calibrated) and ``learned_score`` (0-5, on the rule's scale)."""
-        probability = np.clip(self.calibrator.transform(self.raw_probability(features)), 0.0, 1.0)
-        return pd.DataFrame(
-            {"probability": probability, "learned_score": self.mapper.transform(probability)},
-            index=features.index,
-        )
+        probability, learned = self.calibrated(self.raw_probability(features))
+        return pd.DataFrame({"probability": probability, "learned_score": learned}, index=features.index)
 
     def save(self, folder: str | Path) -> Path:
         """Write the scorer to ``folder`` (booster as LightGBM text, the rest as pickle + JSON)."""
