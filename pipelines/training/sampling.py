@@ -45,11 +45,8 @@ def sample_negatives(
     rate: float,
     *,
     seed: int = 0,
-    splits: Sequence[str] = ("train",),
-    label: str = "label",
-    split: str = "split",
 ) -> pd.DataFrame:
-    """Keep every positive and a share ``rate`` of the negatives of ``splits``; add ``weight``.
+    """Keep every positive and a share ``rate`` of the training split's negatives; add ``weight``.
 
     Parameters
     ----------
@@ -59,22 +56,20 @@ def sample_negatives(
         Share of negatives kept, in (0, 1]; 1 keeps everything (all weights 1).
     seed : int
         Chooses which negatives are kept.
-    splits : sequence of str
-        The splits that are sampled (default: train only).
 
     Returns
     -------
     pandas.DataFrame
         A new frame, rows in their original order, with ``weight`` = ``1 / rate`` on the kept
-        negatives of the sampled splits and 1 elsewhere; the sum of the weights of a sampled
-        split estimates its original row count.
+        training negatives and 1 elsewhere; the sum of the training weights estimates the
+        split's original row count.
     """
     if not 0 < rate <= 1:
         raise ValueError(f"negative_sample_rate must be in (0, 1], got {rate}")
-    missing = [c for c in (*_KEYS, label, split) if c not in frame.columns]
+    missing = [c for c in (*_KEYS, "label", "split") if c not in frame.columns]
     if missing:
         raise KeyError(f"sample_negatives needs columns {missing}")
-    sampled = frame[split].isin(list(splits)).to_numpy() & (frame[label].to_numpy() == 0)
+    sampled = (frame["split"] == "train").to_numpy() & (frame["label"].to_numpy() == 0)
     if rate == 1:
         return frame.assign(**{WEIGHT: 1.0})
     keep = ~sampled | (_uniform(frame, seed) < rate)

@@ -24,6 +24,7 @@ from pipelines.training.metrics import classification_metrics
 from pipelines.training.model import ModelConfig, feature_importance, fit_lightgbm, prepare_matrix
 from pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
 from pipelines.training.scorer import LearnedScorer
+from pipelines.training.sampling import WEIGHT
 
 __all__ = ["NotEnoughPositives", "TrainResult", "train"]
 
@@ -149,7 +150,7 @@ def train(
             ModelConfig(n_trials=config.model.n_trials, timeout_seconds=config.model.timeout_seconds,
                         seed=config.model.seed, early_stopping_rounds=config.model.early_stopping_rounds,
                         max_estimators=config.model.max_estimators, tune=config.model.tune),
-            weight_train=frame.loc[is_train, "weight"].to_numpy() if "weight" in frame else None,
+            weight_train=frame.loc[is_train, WEIGHT].to_numpy(),  # assemble_training_set always sets it
         )
         step("calibrate onto the 0-5 scale")
         raw = fitted.predict_raw(X_all)
