@@ -18,9 +18,11 @@ __all__ = [
     "bootstrap_ci",
     "classification_metrics",
     "expected_calibration_error",
+    "group_counts",
     "lift_at",
     "lift_key",
     "precision_recall_at",
+    "resample_indices",
 ]
 
 # Bootstrap resamples are drawn this many index cells at a time, so memory stays near 16 MB
@@ -104,7 +106,6 @@ def expected_calibration_error(
         raise ValueError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}")
     # side="left" on the inner edges makes the bins closed on the right, as calibration_curve does
     bin_id = np.searchsorted(edges[1:-1], prob, side="left")
-    count = np.bincount(bin_id, minlength=n_bins)
     sum_p = np.bincount(bin_id, weights=prob, minlength=n_bins)
     sum_y = np.bincount(bin_id, weights=labels, minlength=n_bins)
     # |mean(y) - mean(p)| * count == |sum(y) - sum(p)|, so empty bins add exactly zero
@@ -248,14 +249,27 @@ def classification_metrics(
     }
 
 
-def _resample_chunks(rng: np.random.Generator, n: int, n_boot: int):
-    """Yield ``(m, n)`` blocks of bootstrap row indices, ``n_boot`` rows in all."""
+def resample_indices(n: int, n_boot: int, seed: int):
+    """Yield ``(m, n)`` blocks of bootstrap row indices, ``n_boot`` rows in all (one generator
+    seeded with ``seed``: the same resamples wherever they are drawn)."""
+    rng = np.random.default_rng(seed)
     per_chunk = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // n)
     done = 0
     while done < n_boot:
         m = min(per_chunk, n_boot - done)
         yield rng.integers(0, n, size=(m, n))
         done += m
+
+
+def group_counts(labels: np.ndarray, group: np.ndarray, n_groups: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative draws per score group (``group``: each row's rank among the distinct
+    scores) in each resample of ``idx``: two ``(m, n_groups)`` arrays."""
+    m = idx.shape[0]
+    flat = (np.arange(m)[:, None] * n_groups + group[idx]).ravel()
+    drawn = labels[idx].ravel().astype("float64")
+    pos = np.bincount(flat, weights=drawn, minlength=m * n_groups).reshape(m, n_groups)
+    neg = np.bincount(flat, weights=1.0 - drawn, minlength=m * n_groups).reshape(m, n_groups)
+    return pos, neg
 
 
 def _bootstrap_auc(labels: np.ndarray, score: np.ndarray, chunks) -> np.ndarray:
@@ -266,14 +280,9 @@ def _bootstrap_auc(labels: np.ndarray, score: np.ndarray, chunks) -> np.ndarray:
     This equals ``roc_auc_score`` on the resampled rows.
     """
     distinct, group = np.unique(score, return_inverse=True)
-    n_groups = distinct.size
     out = []
     for idx in chunks:
-        m = idx.shape[0]
-        flat = (np.arange(m)[:, None] * n_groups + group[idx]).ravel()
-        pos_draw = labels[idx].ravel().astype("float64")
-        pos = np.bincount(flat, weights=pos_draw, minlength=m * n_groups).reshape(m, n_groups)
-        neg = np.bincount(flat, weights=1.0 - pos_draw, minlength=m * n_groups).reshape(m, n_groups)
+        pos, neg = group_counts(labels, group, distinct.size, idx)
         neg_below = np.cumsum(neg, axis=1) - neg
         total_pos, total_neg = pos.sum(axis=1), neg.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -330,8 +339,7 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    rng = np.random.default_rng(seed)
-    chunks = _resample_chunks(rng, labels.size, n_boot)
+    chunks = resample_indices(labels.size, n_boot, seed)
     if metric is roc_auc_score and values.ndim == 1:
         stats = _bootstrap_auc(labels, _finite(values, "score"), chunks)
     else:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines.compare.bootstrap import interval, paired_bootstrap, resample_indices
+from pipelines.compare.bootstrap import interval, paired_bootstrap
+from pipelines.training.metrics import resample_indices
 from pipelines.training.metrics import bootstrap_ci
 
 
