@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pipelines.serve.db import dialect_insert
+
 __all__ = [
     "metadata",
     "outbox",
@@ -105,17 +107,6 @@ def create_activation_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
 
 
-def _dialect_insert(conn: sa.Connection, table: sa.Table):
-    name = conn.dialect.name
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        raise ValueError(f"the service database must be SQLite or PostgreSQL, not {name!r}")
-    return insert(table)
-
-
 def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict) -> bool:
     """Insert a row unless its key exists (``ON CONFLICT DO NOTHING``); True when it was inserted.
 
@@ -124,7 +115,7 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict) -> bool:
     """
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT here
     key = list(table.primary_key.columns)[0]
-    statement = _dialect_insert(conn, table).values(values).on_conflict_do_nothing().returning(key)
+    statement = dialect_insert(conn.dialect.name, table).values(values).on_conflict_do_nothing().returning(key)
     return conn.execute(statement).first() is not None
 
 
@@ -132,7 +123,7 @@ def upsert(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> None:
     """Insert rows, replacing the non-key columns of rows whose primary key exists."""
     if not rows:
         return
-    statement = _dialect_insert(conn, table)
+    statement = dialect_insert(conn.dialect.name, table)
     keys = [c.name for c in table.primary_key.columns]
     conn.execute(statement.on_conflict_do_update(
         index_elements=keys,

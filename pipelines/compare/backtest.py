@@ -29,7 +29,7 @@ import pandas as pd
 from features.config import load_feature_config
 from features.store import Workspace
 from pipelines.compare.config import CompareConfig
-from pipelines.compare.core import compare_scores
+from pipelines.compare.core import DEFAULT_MODELS, compare_scores
 from pipelines.compare.evaluation import EvaluationData, feature_frame, labelled_rows, raw_points, split_rows
 from pipelines.rules.config import RuleSet, load_rules
 from pipelines.rules.score import rescale_raw_points, score_frame
@@ -41,11 +41,6 @@ from pipelines.training.points import PointsModelConfig, fit_points_model, rule_
 __all__ = ["Backtest", "choose_cutoffs", "fit_and_score", "gap_stability", "rescale_raw_points", "run_backtest"]
 
 KEYS = ["contact_id", "as_of"]
-MODELS = {
-    "rules": ("rule_probability", "rule_score"),
-    "learned": ("probability", "learned_score"),
-    "learned_points": ("points_probability", "points_score"),
-}
 
 
 @dataclass
@@ -118,7 +113,7 @@ def fit_and_score(
 
     ``frame`` holds keys, ``split``, ``label``, ``rule_score`` and the feature columns; ``raw`` the hand
     rules' uncapped points of the same rows (same order). Returns the test rows with every model's
-    probability and 0-5 score (the columns of :data:`MODELS`).
+    probability and 0-5 score (the columns of :data:`~pipelines.compare.core.DEFAULT_MODELS`).
     """
     is_train = (frame["split"] == "train").to_numpy()
     is_valid = (frame["split"] == "valid").to_numpy()
@@ -199,7 +194,7 @@ def run_backtest(
         if not 0 < test["label"].sum() < len(test):
             notes.append(f"{cutoff:%Y-%m-%d} left out: its contacts hold a single class")
             continue
-        comparison = compare_scores(test, rules.bands, config, MODELS, n_boot=config.backtest.n_boot)
+        comparison = compare_scores(test, rules.bands, config, DEFAULT_MODELS, n_boot=config.backtest.n_boot)
         tables.append(_rows_of(comparison, cutoff))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if not table.empty:

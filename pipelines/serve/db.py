@@ -29,6 +29,7 @@ __all__ = [
     "contacts",
     "create_tables",
     "database_url",
+    "dialect_insert",
     "events",
     "make_engine",
     "metadata",
@@ -117,7 +118,8 @@ def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
 
 
-def _insert(dialect_name: str, table: sa.Table):
+def dialect_insert(dialect_name: str, table: sa.Table):
+    """The dialect's INSERT (with ``ON CONFLICT``) for ``table``: SQLite or PostgreSQL only."""
     if dialect_name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect_name == "postgresql":
@@ -128,12 +130,12 @@ def _insert(dialect_name: str, table: sa.Table):
 
 
 def _insert_new_statement(dialect_name: str, table: sa.Table, key: str):
-    return _insert(dialect_name, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
+    return dialect_insert(dialect_name, table).on_conflict_do_nothing(index_elements=[key]).returning(table.c[key])
 
 
 def _upsert_statement(dialect_name: str, table: sa.Table, columns: Sequence[str], key: str,
                       keep_when_null: Sequence[str]):
-    stmt = _insert(dialect_name, table)
+    stmt = dialect_insert(dialect_name, table)
     replaced = {
         c: sa.func.coalesce(stmt.excluded[c], table.c[c]) if c in keep_when_null else stmt.excluded[c]
         for c in columns
