@@ -38,11 +38,11 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from pipelines.activation.outbox import RetryPolicy, WebhookSender, deliver_due, enqueue
-from pipelines.activation.push import PushOptions, SegmentBatch, push, traits_from_scores
-from pipelines.activation.tables import create_activation_tables, outbox
-from pipelines.activation.triggers import ScoreChange, TriggerEngine, load_triggers
-from pipelines.serve.db import make_engine
+from propensity.pipelines.activation.outbox import RetryPolicy, WebhookSender, deliver_due, enqueue
+from propensity.pipelines.activation.push import PushOptions, SegmentBatch, push, traits_from_scores
+from propensity.pipelines.activation.tables import create_activation_tables, outbox
+from propensity.pipelines.activation.triggers import ScoreChange, TriggerEngine, load_triggers
+from propensity.pipelines.serve.db import make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 BANDS = ((3.5, "hot"), (2.0, "warm"), (0.0, "cold"))

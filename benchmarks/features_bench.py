@@ -18,7 +18,7 @@ Sections (each writes its own entry of the JSON, so a later ``--only`` run keeps
 
 1. ``generator``: ``iter_event_chunks`` and ``generate_world``, 20k contacts x 180 days.
 2. ``features_10m``: a ~10M-event synthetic world (100k contacts x 180 days) written to
-   Parquet in chunks, ingested with ``features.store.ingest_file`` into a fresh workspace, then
+   Parquet in chunks, ingested with ``propensity.features.store.ingest_file`` into a fresh workspace, then
    ``build_features`` (default FeatureConfig, contacts, accounts, attributes; spine: every
    contact known at the end of the period, so every event is used) materialised with
    ``CREATE TABLE ... AS`` its compiled SQL, against the hand-written queries of
@@ -86,7 +86,7 @@ def _log(msg: str) -> None:
 
 
 def step_generator(p: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.synthetic import WorldConfig, generate_world, iter_event_chunks
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, iter_event_chunks
 
     config = WorldConfig(contacts=p["contacts"], days=p["days"], seed=p["seed"])
     with _Span() as span:
@@ -107,7 +107,7 @@ def step_write_parquet(p: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import synthetic as syn
+    from propensity.pipelines import synthetic as syn
 
     config = syn.WorldConfig(contacts=p["contacts"], days=p["days"], seed=p["seed"])
     out = Path(p["out"])
@@ -147,7 +147,7 @@ def step_write_parquet(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_ingest(p: dict[str, Any]) -> dict[str, Any]:
-    from features.store import Workspace, ingest_file
+    from propensity.features.store import Workspace, ingest_file
 
     shutil.rmtree(p["ws"], ignore_errors=True)
     ws = Workspace(p["ws"], memory_limit=p.get("memory_limit"))
@@ -168,7 +168,7 @@ def step_ingest(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _connect(p: dict[str, Any]):  # -> (ibis backend, duckdb connection)
-    from features.store import Workspace
+    from propensity.features.store import Workspace
 
     ws = Workspace(p["ws"], memory_limit=p.get("memory_limit"))
     con = ws.ibis_connection()  # applies memory_limit, as connect() does
@@ -176,7 +176,7 @@ def _connect(p: dict[str, Any]):  # -> (ibis backend, duckdb connection)
 
 
 def _feature_config(p: dict[str, Any]):
-    from features.config import FeatureConfig
+    from propensity.features.config import FeatureConfig
 
     return FeatureConfig(account_features=p["accounts"], include_attributes=p["attributes"])
 
@@ -199,8 +199,8 @@ def _table_facts(raw, table: str) -> dict[str, Any]:
 
 
 def step_build_ibis(p: dict[str, Any]) -> dict[str, Any]:
-    from features.build import build_features
-    from features.spine import spine_at
+    from propensity.features.build import build_features
+    from propensity.features.spine import spine_at
 
     con, raw = _connect(p)
     with _Span() as span:
@@ -311,9 +311,9 @@ def step_compare(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_oulad_ingest(p: dict[str, Any]) -> dict[str, Any]:
-    from features.dataset import dataset_spine, ingest_dataset, load_dataset_config
-    from features.store import Workspace
-    from pipelines.jobs import store_spine
+    from propensity.features.dataset import dataset_spine, ingest_dataset, load_dataset_config
+    from propensity.features.store import Workspace
+    from propensity.pipelines.jobs import store_spine
 
     shutil.rmtree(p["ws"], ignore_errors=True)
     ws = Workspace(p["ws"], memory_limit=p.get("memory_limit"))

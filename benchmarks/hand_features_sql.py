@@ -1,8 +1,8 @@
 """The hand-written DuckDB SQL that ``features_bench.py`` measures ``build_features`` against.
 
 One query producing the same columns, in the same order and with the same types and NULL
-rules, as ``features.build.build_features`` for a spine of every contact known at one cut-off
-(``features.spine.spine_at``), contacts joined, account features and attributes included
+rules, as ``propensity.features.build.build_features`` for a spine of every contact known at one cut-off
+(``propensity.features.spine.spine_at``), contacts joined, account features and attributes included
 (docs/ARCHITECTURE.md, "Time semantics" and "Feature names").
 
 Four shapes, each a single statement:
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from features.build import safe_name
-from features.config import FeatureConfig
+from propensity.features.build import safe_name
+from propensity.features.config import FeatureConfig
 
 __all__ = ["hand_features_sql"]
 

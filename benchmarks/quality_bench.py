@@ -7,7 +7,7 @@ Not a test. Run from the repository root::
 
 What it does, in one process:
 
-1. Generates a synthetic SaaS world (``pipelines.synthetic``, ``--contacts`` contacts, 180 days,
+1. Generates a synthetic SaaS world (``propensity.pipelines.synthetic``, ``--contacts`` contacts, 180 days,
    ``--seed``), writes it as Parquet and ingests it into a workspace under ``--workdir``
    (cached per size and seed; ``--regenerate`` rebuilds it).
 2. Runs ``train()`` exactly as ``propensity train --config CONFIG`` does (the time split,
@@ -62,8 +62,8 @@ def _uptime() -> str:
 
 def build_workspace(args: argparse.Namespace):
     """World -> Parquet -> workspace (cached per size and seed)."""
-    from features.store import Workspace, ingest_file
-    from pipelines.synthetic import WorldConfig, generate_world, write_world
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
     world = generate_world(WorldConfig(contacts=args.contacts, days=args.days, seed=args.seed))
     folder = args.workdir / f"world_{args.contacts}x{args.days}_s{args.seed}"
@@ -81,7 +81,7 @@ def points_vs_hidden(learned_rules, hand_rules) -> dict[str, Any]:
     """Per-unit points (points x weight) of each mapped activity beside the hidden weight."""
     from scipy.stats import spearmanr
 
-    from pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND
+    from propensity.pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND
 
     def per_unit(rules) -> dict[str, float]:
         return {a.name: float(a.points * a.weight) for a in rules.activities}
@@ -125,11 +125,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from pipelines.rules.config import load_rules
-    from pipelines.synthetic import true_probability
-    from pipelines.training.config import load_train_config
-    from pipelines.training.metrics import expected_calibration_error
-    from pipelines.training.train import train
+    from propensity.pipelines.rules.config import load_rules
+    from propensity.pipelines.synthetic import true_probability
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.training.metrics import expected_calibration_error
+    from propensity.pipelines.training.train import train
 
     config = load_train_config(args.config)
     if args.trials is not None:
@@ -206,13 +206,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _test_features(ws, config, result, rows):
     """The test rows' features, built as scoring builds them (for the uncalibrated AUC)."""
-    from features.build import build_features
+    from propensity.features.build import build_features
 
-    from pipelines.training.dataset import KEYS
+    from propensity.pipelines.training.dataset import KEYS
 
     con = ws.ibis_connection()
     spine = con.create_table("_quality_spine", rows[KEYS], temp=True, overwrite=True)
-    from features.config import FeatureConfig
+    from propensity.features.config import FeatureConfig
 
     feature_config = FeatureConfig.model_validate(result.scorer.feature_config)
     built = build_features(con.table("events"), spine, feature_config, contacts=con.table("contacts"),

@@ -7,7 +7,7 @@ Not a test. Run from the repository root::
     python benchmarks/serve_bench.py --seconds 20 --connections 32
     python benchmarks/serve_bench.py --only sqlite --no-crash --models none,champion   # + learned score
 
-The server is the real CLI (``python -m pipelines.cli serve``) in its own process, with the
+The server is the real CLI (``python -m propensity.pipelines.cli serve``) in its own process, with the
 shipped SaaS rules; the store is a fresh ``serve.db`` (SQLite, WAL, synchronous=FULL) or a fresh
 database on a PostgreSQL server (``--database-url``, else ``$PROPENSITY_TEST_DATABASE_URL``, else
 a throwaway cluster started by ``.ci/postgres.sh``; fsync on, default settings).
@@ -158,7 +158,7 @@ def _start_server(workspace: Path, port: int, database_url: str | None) -> subpr
     if database_url:
         env["DATABASE_URL"] = database_url
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "-w", str(workspace), "serve", "--port", str(port)],
+        [sys.executable, "-m", "propensity.pipelines.cli", "-w", str(workspace), "serve", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 
@@ -258,11 +258,11 @@ def _train_scorer(seed: int = 0):
     import numpy as np
     import pandas as pd
 
-    from features.build import build_features, feature_columns
-    from features.config import FeatureConfig
-    from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-    from pipelines.training.model import prepare_matrix
-    from pipelines.training.scorer import LearnedScorer
+    from propensity.features.build import build_features, feature_columns
+    from propensity.features.config import FeatureConfig
+    from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+    from propensity.pipelines.training.model import prepare_matrix
+    from propensity.pipelines.training.scorer import LearnedScorer
 
     rng = np.random.default_rng(seed)
     n, contacts, start = 40_000, 2_000, datetime(2025, 1, 1)
@@ -304,7 +304,7 @@ def _register_model(workspace: Path, seed: int = 0) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines.training.tracking import configure_tracking, log_scorer_model
+    from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model
 
     scorer, frame = _train_scorer(seed)
     configure_tracking(workspace, None, "propensity")
@@ -320,7 +320,7 @@ def run_learned_micro(args: argparse.Namespace) -> list[dict[str, Any]]:
     A mirror of ``--contacts`` contacts with 20 events each (the load's types, the last 30 days);
     each timed call scores ``k`` distinct contacts, as a commit that touched ``k`` contacts does.
     """
-    from pipelines.serve.learned import LearnedScores
+    from propensity.pipelines.serve.learned import LearnedScores
 
     scorer, _ = _train_scorer(args.seed)
     learned = LearnedScores(scorer, "bench")

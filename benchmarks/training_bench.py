@@ -8,7 +8,7 @@ Not a test. Run from the repository root::
 
 Sections (each writes its own entry of the JSON, so a later ``--only`` run keeps the others):
 
-1. ``train_100k`` / ``train_1m``: a synthetic world (``pipelines.synthetic``, written to Parquet
+1. ``train_100k`` / ``train_1m``: a synthetic world (``propensity.pipelines.synthetic``, written to Parquet
    block by block) is ingested into a DuckDB workspace under ``--workdir`` and turned into a
    training frame exactly as ``propensity train`` does it (``assemble_training_set`` with
    ``configs/train.yaml``: a grid spine every 14 days, 30-day labels, time splits, purging,
@@ -110,11 +110,11 @@ MODEL_NAME = "propensity-bench"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # features_bench's child helpers
 from features_bench import _log, _Span  # noqa: E402
 
-from pipelines.training.model import model_array  # noqa: E402
+from propensity.pipelines.training.model import model_array  # noqa: E402
 
 
 def _train_config(p: dict[str, Any]):
-    from pipelines.training.config import load_train_config
+    from propensity.pipelines.training.config import load_train_config
 
     config = load_train_config(TRAIN_CONFIG)
     model = config.model.model_copy(update={
@@ -133,7 +133,7 @@ def _write_world(contacts: int, days: int, seed: int, out: Path) -> dict[str, in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import synthetic as syn
+    from propensity.pipelines import synthetic as syn
 
     config = syn.WorldConfig(contacts=contacts, days=days, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,10 +162,10 @@ def _write_world(contacts: int, days: int, seed: int, out: Path) -> dict[str, in
 
 def step_data(p: dict[str, Any]) -> dict[str, Any]:
     """World -> Parquet -> workspace -> training frame (``assemble_training_set``), cached."""
-    from features.config import load_feature_config
-    from features.store import Workspace, ingest_file
-    from pipelines.rules.config import load_rules
-    from pipelines.training.dataset import assemble_training_set
+    from propensity.features.config import load_feature_config
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.rules.config import load_rules
+    from propensity.pipelines.training.dataset import assemble_training_set
 
     out = Path(p["out"])
     shutil.rmtree(out, ignore_errors=True)
@@ -233,7 +233,7 @@ def step_bootstrap(p: dict[str, Any]) -> dict[str, Any]:
 
 def _matrices(frame, columns):
     """The matrices exactly as ``train()`` makes them (categories learned on train)."""
-    from pipelines.training.model import prepare_matrix
+    from propensity.pipelines.training.model import prepare_matrix
 
     is_train = (frame["split"] == "train").to_numpy()
     is_valid = (frame["split"] == "valid").to_numpy()
@@ -245,7 +245,7 @@ def _matrices(frame, columns):
 def step_fit(p: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
-    from pipelines.training.model import ModelConfig, fit_lightgbm
+    from propensity.pipelines.training.model import ModelConfig, fit_lightgbm
 
     folder = Path(p["data"])
     meta = json.loads((folder / "meta.json").read_text())
@@ -276,9 +276,9 @@ def step_fit(p: dict[str, Any]) -> dict[str, Any]:
         result["trial_best_iteration"] = [int(x) for x in trials.get("user_attrs_best_iteration", [])]
         result["trial_valid_metric"] = [round(float(x), 5) for x in trials["value"]]
     if p.get("save_scorer"):
-        from features.config import load_feature_config
-        from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-        from pipelines.training.scorer import LearnedScorer
+        from propensity.features.config import load_feature_config
+        from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+        from propensity.pipelines.training.scorer import LearnedScorer
 
         train_config = _train_config({})
         raw = fitted.predict_raw(X_all)
@@ -301,8 +301,8 @@ def step_fit(p: dict[str, Any]) -> dict[str, Any]:
 
 def step_train(p: dict[str, Any]) -> dict[str, Any]:
     """The whole ``train()`` job on the data step's workspace, MLflow store inside it."""
-    from features.store import Workspace
-    from pipelines.training.train import train
+    from propensity.features.store import Workspace
+    from propensity.pipelines.training.train import train
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     ws = Workspace(p["ws"])
@@ -341,7 +341,7 @@ def step_train(p: dict[str, Any]) -> dict[str, Any]:
 
 def _proposed_raw_probability(self, features):
     """The pre-check-free ``raw_probability`` once proposed here; product code adopted it
-    (``pipelines.training.model.model_array``), so this row now reads as a control."""
+    (``propensity.pipelines.training.model.model_array``), so this row now reads as a control."""
     missing = [c for c in self.feature_names if c not in features.columns]
     if missing:
         raise ValueError(f"the feature frame lacks {len(missing)} column(s) the model was trained on")
@@ -387,10 +387,10 @@ def step_score(p: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    import pipelines.training.scorer as scorer_module
-    from pipelines.training.model import prepare_matrix
-    from pipelines.training.scorer import LearnedScorer, load_scorer
-    from pipelines.training.tracking import CHAMPION, configure_tracking, log_scorer_model
+    import propensity.pipelines.training.scorer as scorer_module
+    from propensity.pipelines.training.model import prepare_matrix
+    from propensity.pipelines.training.scorer import LearnedScorer, load_scorer
+    from propensity.pipelines.training.tracking import CHAMPION, configure_tracking, log_scorer_model
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     folder = Path(p["data"])
@@ -515,11 +515,11 @@ def step_score(p: dict[str, Any]) -> dict[str, Any]:
 def step_train_shipped(p: dict[str, Any]) -> dict[str, Any]:
     """``train()`` with a shipped config on an existing workspace (no MLflow); saves the scorer and
     the test split's features (built as scoring builds them) for :func:`step_score_trees`."""
-    from features.build import build_features
-    from features.config import FeatureConfig
-    from features.store import Workspace
-    from pipelines.training.config import load_train_config
-    from pipelines.training.train import train
+    from propensity.features.build import build_features
+    from propensity.features.config import FeatureConfig
+    from propensity.features.store import Workspace
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.training.train import train
 
     ws = Workspace(p["ws"])
     config = load_train_config(p["config"])
@@ -550,9 +550,9 @@ def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from pipelines.training.model import prepare_matrix
-    from pipelines.training.scorer import load_scorer
-    from pipelines.training.tracking import CHAMPION, configure_tracking, log_scorer_model
+    from propensity.pipelines.training.model import prepare_matrix
+    from propensity.pipelines.training.scorer import load_scorer
+    from propensity.pipelines.training.tracking import CHAMPION, configure_tracking, log_scorer_model
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     folder = Path(p["scorer"])
@@ -576,7 +576,7 @@ def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
     if p.get("compiled"):
         # the product's opt-in (`score --compiled`): the same registered model, loaded with the
         # env var set, compiles its trees in load_context; a fresh cache so the compile is timed
-        from pipelines.training.compiled import CACHE_ENV_VAR, ENV_VAR
+        from propensity.pipelines.training.compiled import CACHE_ENV_VAR, ENV_VAR
 
         os.environ[CACHE_ENV_VAR] = str(store / "compiled-cache")
         os.environ[ENV_VAR] = "1"
@@ -619,7 +619,7 @@ def step_score_trees(p: dict[str, Any]) -> dict[str, Any]:
     block_sweep = []
     if compiled_model is not None:
         # what TREES_PER_BLOCK in pipelines/training/compiled.py rests on: the same array, blocks of k trees
-        from pipelines.training.compiled import compiled_predictor
+        from propensity.pipelines.training.compiled import compiled_predictor
 
         for k in (25, 50, 100):
             predict = compiled_predictor(booster, trees, cache_dir=store / "compiled-cache", trees_per_block=k)

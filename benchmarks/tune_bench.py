@@ -61,8 +61,8 @@ def _own_store() -> None:
 
 
 def _has_champion(ws, model_name: str) -> bool:
-    from pipelines.explain.jobs import load_registered_scorer
-    from pipelines.jobs import WorkspaceError
+    from propensity.pipelines.explain.jobs import load_registered_scorer
+    from propensity.pipelines.jobs import WorkspaceError
 
     if not ws.db_path.exists():
         return False
@@ -75,8 +75,8 @@ def _has_champion(ws, model_name: str) -> bool:
 
 
 def _train(ws, config_path: Path, log) -> dict:
-    from pipelines.training.config import load_train_config
-    from pipelines.training.train import train
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.training.train import train
 
     started = time.perf_counter()
     _own_store()
@@ -87,10 +87,10 @@ def _train(ws, config_path: Path, log) -> dict:
 
 
 def _tune(ws, config_path: Path, fit_rows: int, log) -> tuple[dict, object]:
-    from pipelines.explain.jobs import load_registered_scorer
-    from pipelines.rules import load_rules
-    from pipelines.training.config import load_train_config
-    from pipelines.tune.jobs import tune_rules
+    from propensity.pipelines.explain.jobs import load_registered_scorer
+    from propensity.pipelines.rules import load_rules
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.tune.jobs import tune_rules
 
     config = load_train_config(config_path)
     _own_store()
@@ -110,8 +110,8 @@ def _tune(ws, config_path: Path, fit_rows: int, log) -> tuple[dict, object]:
 
 
 def synthetic_section(workdir: Path, contacts: int, n_trials: int, fit_rows: int, reuse: bool, log) -> dict:
-    from features.store import Workspace, ingest_file
-    from pipelines.synthetic import WorldConfig, generate_world, write_world
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
     folder = workdir / f"synthetic_{contacts}"
     ws = Workspace(folder / "ws")
@@ -140,9 +140,9 @@ def synthetic_section(workdir: Path, contacts: int, n_trials: int, fit_rows: int
 
 
 def oulad_section(workdir: Path, fit_rows: int, reuse: bool, log) -> dict:
-    from features.dataset import dataset_spine, ingest_dataset, load_dataset_config
-    from features.store import Workspace
-    from pipelines.jobs import store_spine
+    from propensity.features.dataset import dataset_spine, ingest_dataset, load_dataset_config
+    from propensity.features.store import Workspace
+    from propensity.pipelines.jobs import store_spine
 
     if not OULAD.exists():
         return {"skipped": f"{OULAD} not found"}

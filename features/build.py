@@ -51,8 +51,8 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pandas as pd
 
-from features.config import FeatureConfig
-from features.spine import TIMESTAMP_US
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import TIMESTAMP_US
 
 __all__ = [
     "KEY_COLUMNS",
@@ -615,7 +615,7 @@ def build_features(
     seen in the window. A row's ``account_id`` is the contacts table's, else the
     ``account_id`` of the contact's latest event before ``as_of``; account features are 0
     without one. ``account__contacts`` counts the account's contacts known at ``as_of``
-    (as in :func:`features.spine.spine_at`).
+    (as in :func:`propensity.features.spine.spine_at`).
     """
     if event_types is None:
         event_types = discover_event_types(events, config)

@@ -7,9 +7,9 @@ the dataset folder as a quoted-safe absolute path. The folder is, in order of pr
 1. the ``root`` argument (the CLI's ``--root``);
 2. the config's ``root``, a relative path being resolved against the YAML file's folder.
 
-Rows are checked by the same rules as files (``features.validate``, run as SQL in the
+Rows are checked by the same rules as files (``propensity.features.validate``, run as SQL in the
 workspace database, so 10 million click rows never pass through pandas), deduplicated on their
-ids and loaded (``features.store``).
+ids and loaded (``propensity.features.store``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from features.schema import KINDS, Kind
-from features.store import IngestReport, Workspace
-from features.validate import DataValidationError, quote_ident
+from propensity.features.schema import KINDS, Kind
+from propensity.features.store import IngestReport, Workspace
+from propensity.features.validate import DataValidationError, quote_ident
 
 __all__ = [
     "ROOT_PLACEHOLDER",
@@ -54,7 +54,7 @@ class DatasetConfig(BaseModel):
         Free text.
     events, contacts, outcomes : str or None
         DuckDB queries producing the canonical columns of each table (see
-        ``features.schema``); extra contact columns become attributes.
+        ``propensity.features.schema``); extra contact columns become attributes.
     spines : dict
         Name -> query producing ``contact_id, as_of``.
     """
@@ -160,7 +160,7 @@ def ingest_dataset(
     Returns
     -------
     dict
-        Kind -> :class:`~features.store.IngestReport`, for the kinds the config maps.
+        Kind -> :class:`~propensity.features.store.IngestReport`, for the kinds the config maps.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace(ws)
     folder = resolve_root(config, root)

@@ -27,7 +27,7 @@ __all__ = [
 Kind = Literal["events", "contacts", "outcomes"]
 KINDS: tuple[Kind, ...] = ("events", "contacts", "outcomes")
 
-# How a column is parsed and checked (see ``features.validate``).
+# How a column is parsed and checked (see ``propensity.features.validate``).
 Role = Literal["id", "text", "timestamp", "value", "json"]
 
 # Internal column carrying the 1-based data row of the source file through validation; sources

@@ -1,6 +1,6 @@
 """Read CSV, Parquet, JSON Lines and Segment-spec JSON Lines files into raw rows.
 
-Raw means "as in the file": nothing is parsed or checked here (see ``features.validate``).
+Raw means "as in the file": nothing is parsed or checked here (see ``propensity.features.validate``).
 Every reader adds a ``__row_number`` column, the 1-based data row (CSV: record after the
 header; JSON Lines: line number) so a rejected row can be found again.
 
@@ -8,7 +8,7 @@ Two shapes are offered:
 
 - :func:`read_frame` reads a whole file into a pandas frame (small files, JSON Lines, tests);
 - :func:`open_csv` and :func:`parquet_relation` stream a file into DuckDB without holding it
-  in memory (what ``features.store.ingest_file`` uses for CSV and Parquet).
+  in memory (what ``propensity.features.store.ingest_file`` uses for CSV and Parquet).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from features.schema import ROW_NUMBER, Kind, schema_for
-from features.validate import DataValidationError, quote_literal
+from propensity.features.schema import ROW_NUMBER, Kind, schema_for
+from propensity.features.validate import DataValidationError, quote_literal
 
 __all__ = [
     "FORMATS",

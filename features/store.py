@@ -21,9 +21,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from features.schema import KINDS, REJECTS, ROW_NUMBER, TABLES, Kind, schema_for
-from features.sources import SourceError, detect_format, open_csv, parquet_relation, read_frame
-from features.validate import (
+from propensity.features.schema import KINDS, REJECTS, ROW_NUMBER, TABLES, Kind, schema_for
+from propensity.features.sources import SourceError, detect_format, open_csv, parquet_relation, read_frame
+from propensity.features.validate import (
     ValidationResult,
     good_rows_sql,
     normalize_frame,
@@ -207,7 +207,7 @@ class Workspace:
         kind : {"events", "contacts", "outcomes"}
             Target table (must match ``result.kind``).
         result : ValidationResult
-            From :func:`features.validate.validate`.
+            From :func:`propensity.features.validate.validate`.
         """
         schema_for(kind)
         if kind != result.kind:
@@ -254,7 +254,7 @@ class Workspace:
         source : str
             Name of the source (a file name), used in messages and reject file names.
         column_map, fold_extras, infer_types, now
-            See :func:`features.validate.stage_rows`.
+            See :func:`propensity.features.validate.stage_rows`.
 
         Raises
         ------

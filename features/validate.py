@@ -36,7 +36,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from features.schema import ROW_NUMBER, Column, Kind, TableSchema, schema_for
+from propensity.features.schema import ROW_NUMBER, Column, Kind, TableSchema, schema_for
 
 __all__ = [
     "ColumnPlan",

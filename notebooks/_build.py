@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.store import Workspace
+from propensity.features.store import Workspace
+from propensity.pipelines.shipped import shipped_config  # the configs installed with the package
 
 pd.set_option("display.width", 140)
 pd.set_option("display.max_columns", 12)
 # A throwaway workspace: the DuckDB file, the MLflow store and every output go here.
 ws = Workspace(Path(tempfile.mkdtemp(prefix="propensity-nb-")))
-REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 ws"""
 
 QUICKSTART = [
@@ -40,21 +40,21 @@ QUICKSTART = [
     new_markdown_cell("## 1. A synthetic world with a known truth\n\n"
                       "`generate_world` draws contacts, ~10 event types and conversions from a hidden hazard."),
     new_code_cell(
-        "from pipelines.synthetic import WorldConfig, generate_world, write_world\n\n"
+        "from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world\n\n"
         "world = generate_world(WorldConfig(contacts=3_000, days=180, seed=1))\n"
         "files = write_world(world, ws.path / 'data', fmt='parquet')\n"
         "world.events.head()"
     ),
     new_markdown_cell("## 2. Ingest\n\nValidated, deduplicated, rejects kept with their reason."),
     new_code_cell(
-        "from features.store import ingest_file\n\n"
+        "from propensity.features.store import ingest_file\n\n"
         "reports = {kind: ingest_file(ws, kind, files[kind]) for kind in ('contacts', 'events', 'outcomes')}\n"
         "pd.DataFrame({k: {'read': r.read, 'loaded': r.loaded, 'rejected': r.rejected} for k, r in reports.items()})"
     ),
     new_markdown_cell("## 3. Features as of a cut-off\n\nOnly events strictly before `as_of` are used."),
     new_code_cell(
-        "from features.config import FeatureConfig\n"
-        "from pipelines.jobs import SpineChoice, run_features\n\n"
+        "from propensity.features.config import FeatureConfig\n"
+        "from propensity.pipelines.jobs import SpineChoice, run_features\n\n"
         "as_of = datetime(2025, 6, 1)\n"
         "run = run_features(ws, SpineChoice(as_of=as_of), FeatureConfig())\n"
         "features = pd.read_parquet(run.path)\n"
@@ -63,9 +63,9 @@ QUICKSTART = [
     new_markdown_cell("## 4. Rule scores (the hand-weighted model the team already has)\n\n"
                       "`points__*` columns add up to `points`, so every score reads point by point."),
     new_code_cell(
-        "from pipelines.rules.config import load_rules\n"
-        "from pipelines.jobs import run_rule_scores\n\n"
-        "rules = load_rules(REPO / 'configs/rules/saas.yaml')\n"
+        "from propensity.pipelines.rules.config import load_rules\n"
+        "from propensity.pipelines.jobs import run_rule_scores\n\n"
+        "rules = load_rules(shipped_config('rules/saas.yaml'))\n"
         "scores = run_rule_scores(ws, SpineChoice(as_of=as_of), rules)\n"
         "scores.sort_values('rule_score', ascending=False).head()"
     ),
@@ -75,9 +75,9 @@ QUICKSTART = [
                       "calibration onto the rules' 0–5 scale and a learned points model; logged to MLflow in "
                       "the workspace."),
     new_code_cell(
-        "from pipelines.training.config import load_train_config\n"
-        "from pipelines.training.train import train\n\n"
-        "config = load_train_config(REPO / 'configs/train_demo.yaml')\n"
+        "from propensity.pipelines.training.config import load_train_config\n"
+        "from propensity.pipelines.training.train import train\n\n"
+        "config = load_train_config(shipped_config('train_demo.yaml'))\n"
         "# no Optuna search here, to stay quick: `propensity train` searches with a time budget\n"
         "config = config.model_copy(update={'model': config.model.model_copy(update={'tune': False}),\n"
         "                                   # a small world has fewer than the default 500 positives\n"
@@ -91,16 +91,16 @@ QUICKSTART = [
 
 # Shared by 02 and 03: a small world, ingested and trained once, so each notebook stands alone.
 WORLD_AND_MODEL = """\
-from features.store import ingest_file
-from pipelines.synthetic import WorldConfig, generate_world, write_world
-from pipelines.training.config import load_train_config
-from pipelines.training.train import train
+from propensity.features.store import ingest_file
+from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+from propensity.pipelines.training.config import load_train_config
+from propensity.pipelines.training.train import train
 
 world = generate_world(WorldConfig(contacts=3_000, days=180, seed=2))
 files = write_world(world, ws.path / 'data', fmt='parquet')
 for kind in ('contacts', 'events', 'outcomes'):
     ingest_file(ws, kind, files[kind])
-config = load_train_config(REPO / 'configs/train_demo.yaml')
+config = load_train_config(shipped_config('train_demo.yaml'))
 # no Optuna search here, to stay quick: `propensity train` searches with a time budget
 config = config.model_copy(update={'model': config.model.model_copy(update={'tune': False}),
                                    # a small world has fewer than the default 500 positives needed
@@ -122,7 +122,7 @@ RULE_VS_LEARNED = [
     new_markdown_cell("## 2. Compare\n\nROC-AUC and PR-AUC with bootstrap 95% intervals; the gap to "
                       "the rules gets its own paired interval."),
     new_code_cell(
-        "from pipelines.compare import CompareConfig, compare_models\n\n"
+        "from propensity.pipelines.compare import CompareConfig, compare_models\n\n"
         "comparison = compare_models(ws, config, CompareConfig(top_k_percent=(5, 10, 20), n_boot=200),\n"
         "                            scorer=result.scorer)\n"
         "comparison.summary"
@@ -138,7 +138,7 @@ RULE_VS_LEARNED = [
     ),
     new_markdown_cell("## 5. The report\n\nOne self-contained HTML file (plots embedded) and the numbers as JSON."),
     new_code_cell(
-        "from pipelines.compare import write_report\n\n"
+        "from propensity.pipelines.compare import write_report\n\n"
         "paths = write_report(comparison, ws.path / 'reports')\n"
         "paths"
     ),
@@ -157,9 +157,9 @@ EXPLAIN_AND_TUNE = [
     new_code_cell(WORLD_AND_MODEL),
     new_markdown_cell("## 2. Why does this contact score what it scores?"),
     new_code_cell(
-        "from pipelines.explain.jobs import explain_one\n"
-        "from pipelines.rules.config import load_rules\n\n"
-        "rules = load_rules(REPO / 'configs/rules/saas.yaml')\n"
+        "from propensity.pipelines.explain.jobs import explain_one\n"
+        "from propensity.pipelines.rules.config import load_rules\n\n"
+        "rules = load_rules(shipped_config('rules/saas.yaml'))\n"
         "as_of = datetime(2025, 6, 1)\n"
         "top = result.test_scores.sort_values('learned_score', ascending=False).iloc[0]\n"
         "report = explain_one(ws, top['contact_id'], as_of, result.scorer, rules)\n"
@@ -170,9 +170,9 @@ EXPLAIN_AND_TUNE = [
     new_code_cell("report.comparison.head(8)"),
     new_markdown_cell("## 3. Globally: what drives the learned score"),
     new_code_cell(
-        "from features.spine import spine_from_frame\n"
-        "from pipelines.explain import explain_contacts, global_importance, plot_importance, top_reasons\n"
-        "from pipelines.explain.jobs import model_features\n\n"
+        "from propensity.features.spine import spine_from_frame\n"
+        "from propensity.pipelines.explain import explain_contacts, global_importance, plot_importance, top_reasons\n"
+        "from propensity.pipelines.explain.jobs import model_features\n\n"
         "con = ws.ibis_connection()\n"
         "sample = result.test_scores[['contact_id', 'as_of']].head(1_000)\n"
         "features = model_features(con, spine_from_frame(con, sample), result.scorer)\n"
@@ -185,7 +185,7 @@ EXPLAIN_AND_TUNE = [
                       "Fitted on train/valid rows from the model's SHAP values (not the labels), judged on "
                       "the test cut-off; offered only where it beats the current rules there."),
     new_code_cell(
-        "from pipelines.tune.jobs import tune_rules\n\n"
+        "from propensity.pipelines.tune.jobs import tune_rules\n\n"
         "tuned = tune_rules(ws, config, rules, result.scorer, fit_rows=5_000)\n"
         "print(tuned.reason)\n"
         "tuned.backtest"

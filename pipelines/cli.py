@@ -19,8 +19,16 @@ from rich.table import Table
 
 __all__ = ["app", "main"]
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEFAULT_RULES = REPO_CONFIGS / "rules" / "saas.yaml"
+
+
+def _shipped(path: Path | None, relative: str) -> Path:
+    """``path`` when the user gave one, else the shipped config ``relative`` (package data)."""
+    if path is not None:
+        return path
+    from propensity.pipelines.shipped import shipped_config
+
+    return shipped_config(relative)
+
 
 app = typer.Typer(
     name="propensity",
@@ -44,13 +52,26 @@ WorkspaceOpt = Annotated[
 
 
 def _workspace(ctx: typer.Context):
-    from features.store import Workspace
+    from propensity.features.store import Workspace
 
     return Workspace.from_env(ctx.obj)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from propensity import __version__
+
+        console.print(f"propensity {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(ctx: typer.Context, workspace: WorkspaceOpt = None) -> None:
+def _root(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = None,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     ctx.obj = str(workspace) if workspace is not None else None
 
 
@@ -85,7 +106,7 @@ def _print_ingest(kind: str, report) -> None:
 
 def _ingest_kind(ctx: typer.Context, kind: str, path: Path, fmt: str | None,
                  maps: list[str] | None, encoding: str) -> None:
-    from features.store import ingest_file
+    from propensity.features.store import ingest_file
 
     column_map = {}
     for item in maps or []:
@@ -132,7 +153,7 @@ def ingest_dataset_cmd(
     root: Annotated[Path | None, typer.Option("--root", help="Folder the SQL's {root} points at.")] = None,
 ) -> None:
     """Load a dataset described by SQL over files (e.g. configs/datasets/oulad.yaml)."""
-    from features.dataset import ingest_dataset, load_dataset_config
+    from propensity.features.dataset import ingest_dataset, load_dataset_config
 
     ws = _workspace(ctx)
     dataset = load_dataset_config(config)
@@ -142,8 +163,8 @@ def ingest_dataset_cmd(
         progress.update(task, completed=1, total=1)
     for kind, report in reports.items():
         _print_ingest(kind, report)
-    from features.dataset import dataset_spine
-    from pipelines.jobs import store_spine
+    from propensity.features.dataset import dataset_spine
+    from propensity.pipelines.jobs import store_spine
 
     for name in sorted(dataset.spines or {}):
         rows = store_spine(ws, name, dataset_spine(ws, dataset, name, root=root))
@@ -155,8 +176,8 @@ SpineOpt = Annotated[str | None, typer.Option("--spine", help="A spine file (con
 
 
 def _choice(as_of: str | None, spine: str | None):
-    from pipelines.jobs import SpineChoice
-    from pipelines.outputs import parse_as_of
+    from propensity.pipelines.jobs import SpineChoice
+    from propensity.pipelines.outputs import parse_as_of
 
     if (as_of is None) == (spine is None):
         raise typer.BadParameter("give exactly one of --as-of DATE or --spine NAME|FILE")
@@ -174,7 +195,7 @@ SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spar
 
 def _engine_tables(ws, engine: str | None, engine_config: Path | None, spark_master: str | None):
     """None for the default (DuckDB on the workspace), else the configured engine's tables."""
-    from pipelines.engines import ENGINES, load_engine_config, open_tables
+    from propensity.pipelines.engines import ENGINES, load_engine_config, open_tables
 
     if engine is not None and engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -201,8 +222,8 @@ def features_cmd(
     spark_master: SparkMasterOpt = None,
 ) -> None:
     """Build point-in-time features: one row per contact known at the cut-off."""
-    from features.config import load_feature_config
-    from pipelines.jobs import run_features
+    from propensity.features.config import load_feature_config
+    from propensity.pipelines.jobs import run_features
 
     ws = _workspace(ctx)
     with _progress() as progress:
@@ -217,7 +238,7 @@ def features_cmd(
 @app.command("score")
 def score_cmd(
     ctx: typer.Context,
-    rules: Annotated[Path, typer.Option("--rules", help="Rules YAML.")] = DEFAULT_RULES,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML (default: the shipped rules/saas.yaml).")] = None,
     as_of: AsOfOpt = None,
     spine: SpineOpt = None,
     level: Annotated[str, typer.Option("--level", help="contact or account.")] = "contact",
@@ -232,14 +253,14 @@ def score_cmd(
     spark_master: SparkMasterOpt = None,
 ) -> None:
     """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
-    from pipelines.jobs import run_model_scores, run_rule_scores
-    from pipelines.outputs import write_frame
-    from pipelines.rules import load_rules
+    from propensity.pipelines.jobs import run_model_scores, run_rule_scores
+    from propensity.pipelines.outputs import write_frame
+    from propensity.pipelines.rules import load_rules
 
     if compiled:
         import os
 
-        from pipelines.training.compiled import ENV_VAR, compiled_trees_unavailable
+        from propensity.pipelines.training.compiled import ENV_VAR, compiled_trees_unavailable
 
         if model is None:
             raise typer.BadParameter("--compiled applies to learned models: add --model champion", param_hint="--compiled")
@@ -250,7 +271,7 @@ def score_cmd(
     choice = _choice(as_of, spine)
     tables = _engine_tables(ws, engine, engine_config, spark_master)
     if model is not None and tables is not None and tables.is_spark:
-        from pipelines.spark.scoring import run_spark_model_scores
+        from propensity.pipelines.spark.scoring import run_spark_model_scores
 
         path = out or ws.path / "scores" / f"learned_scores_{choice.label()}"
         with _progress() as progress:
@@ -275,7 +296,7 @@ def score_cmd(
             _print_band_table(scored, title=f"learned scores ({model_name}@{model})")
         console.print(f"{len(scored):,} rows -> {path}")
         return
-    rule_set = load_rules(rules)
+    rule_set = load_rules(_shipped(rules, "rules/saas.yaml"))
     with _progress() as progress:
         task = progress.add_task(f"score with {rule_set.name} rules", total=None)
         scored = run_rule_scores(ws, choice, rule_set, level=level, tables=tables)
@@ -314,8 +335,8 @@ def generate_cmd(
     horizon: Annotated[int, typer.Option("--horizon", help="Label horizon in days for the truth.")] = 30,
 ) -> None:
     """Write a synthetic SaaS world with a known conversion truth."""
-    from pipelines.outputs import parse_as_of
-    from pipelines.synthetic import WorldConfig, generate_world, write_world
+    from propensity.pipelines.outputs import parse_as_of
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
     if fmt not in {"parquet", "csv"}:
         raise typer.BadParameter("--format must be parquet or csv")
@@ -334,7 +355,7 @@ def generate_cmd(
 @app.command("train")
 def train_cmd(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Option("--config", help="Training config YAML.")] = REPO_CONFIGS / "train.yaml",
+    config: Annotated[Path | None, typer.Option("--config", help="Training config YAML (default: the shipped train.yaml).")] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow or register.")] = False,
     engine: EngineOpt = None,
     engine_config: EngineConfigOpt = None,
@@ -343,11 +364,11 @@ def train_cmd(
     """Learn from outcomes: LightGBM + Optuna and learned rule points, calibrated onto 0-5, tracked in MLflow."""
     import optuna
 
-    from pipelines.training.config import load_train_config
-    from pipelines.training.train import train
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.training.train import train
 
     ws = _workspace(ctx)
-    train_config = load_train_config(config)
+    train_config = load_train_config(_shipped(config, "train.yaml"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _steps() as step:
         result = train(ws, train_config, step=step, track=not no_track,
@@ -408,7 +429,7 @@ def serve_cmd(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8080,
-    rules: Annotated[Path, typer.Option("--rules", help="Rules YAML the service scores with.")] = DEFAULT_RULES,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML the service scores with (default: the shipped rules/saas.yaml).")] = None,
     triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML (e.g. configs/triggers.yaml); "
                                                   "none: no triggers.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Serve YAML (configs/serve.yaml).")] = None,
@@ -423,26 +444,26 @@ def serve_cmd(
     import sqlalchemy as sa
     import uvicorn
 
-    from pipelines.rules import load_rules
-    from pipelines.serve.app import ServiceSettings, create_app
-    from pipelines.serve.config import load_serve_config, read_keys, write_keys
-    from pipelines.serve.db import database_url
+    from propensity.pipelines.rules import load_rules
+    from propensity.pipelines.serve.app import ServiceSettings, create_app
+    from propensity.pipelines.serve.config import load_serve_config, read_keys, write_keys
+    from propensity.pipelines.serve.db import database_url
 
     ws = _workspace(ctx)
     serve_config = load_serve_config(config)
     trigger_config = None
     if triggers is not None:
-        from pipelines.activation.triggers import load_triggers
+        from propensity.pipelines.activation.triggers import load_triggers
 
         trigger_config = load_triggers(triggers)
     url = database_url(ws.path)
     keys = write_keys(serve_config)  # before the model: a missing key fails at once
     registered = None
     if model != "none":
-        from pipelines.serve.learned import load_registered_scorer
+        from propensity.pipelines.serve.learned import load_registered_scorer
 
         registered = load_registered_scorer(ws.path, model, model_name)
-    settings = ServiceSettings(database_url=url, rules=load_rules(rules), write_keys=keys,
+    settings = ServiceSettings(database_url=url, rules=load_rules(_shipped(rules, "rules/saas.yaml")), write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
                                model_label=registered[1] if registered else "")
@@ -473,10 +494,10 @@ def explain_cmd(
     """Why a contact has its learned score: SHAP per activity and attribute in 0-5 points, beside the rule breakdown."""
     import json
 
-    from pipelines.explain.jobs import (
+    from propensity.pipelines.explain.jobs import (
         check_contact, default_as_of, default_rules_path, explain_all, explain_one, load_registered_scorer)
-    from pipelines.outputs import parse_as_of, write_frame
-    from pipelines.rules import load_rules
+    from propensity.pipelines.outputs import parse_as_of, write_frame
+    from propensity.pipelines.rules import load_rules
 
     ws = _workspace(ctx)
     if contact_id is not None:
@@ -533,7 +554,7 @@ def explain_cmd(
 @app.command("tune")
 def tune_cmd(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Option("--config", help="Training config YAML (grid, labels, splits).")] = REPO_CONFIGS / "train.yaml",
+    config: Annotated[Path | None, typer.Option("--config", help="Training config YAML (grid, labels, splits; default: the shipped train.yaml).")] = None,
     rules: Annotated[Path | None, typer.Option("--rules", help="The rules to tune (default: the config's).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Where the proposal goes (never the live rules).")] = Path("rules.proposed.yaml"),
     model: Annotated[str, typer.Option("--model", help="Alias, version or models:/ URI of the learned model.")] = "champion",
@@ -547,14 +568,14 @@ def tune_cmd(
     """Propose rule points (and new rules) from the learned model's SHAP values; backtest on the test split."""
     import json
 
-    from pipelines.explain.jobs import load_registered_scorer
-    from pipelines.rules import load_rules
-    from pipelines.training.config import load_train_config
-    from pipelines.tune.jobs import check_proposal_path, tune_rules, write_proposal
-    from pipelines.tune.propose import TuneConfig
+    from propensity.pipelines.explain.jobs import load_registered_scorer
+    from propensity.pipelines.rules import load_rules
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.tune.jobs import check_proposal_path, tune_rules, write_proposal
+    from propensity.pipelines.tune.propose import TuneConfig
 
     ws = _workspace(ctx)
-    train_config = load_train_config(config)
+    train_config = load_train_config(_shipped(config, "train.yaml"))
     rules_path = rules or train_config.rules
     rule_set = load_rules(rules_path)
     check_proposal_path(out, rules_path)
@@ -609,8 +630,8 @@ def _isna(value) -> bool:
 @app.command("compare")
 def compare_cmd(
     ctx: typer.Context,
-    config: Annotated[Path, typer.Option("--config", help="Training config: decides the test cut-off.")] = REPO_CONFIGS / "train.yaml",
-    compare_config: Annotated[Path, typer.Option("--compare-config", help="Compare settings YAML.")] = REPO_CONFIGS / "compare.yaml",
+    config: Annotated[Path | None, typer.Option("--config", help="Training config: decides the test cut-off (default: the shipped train.yaml).")] = None,
+    compare_config: Annotated[Path | None, typer.Option("--compare-config", help="Compare settings YAML (default: the shipped compare.yaml).")] = None,
     model: Annotated[str, typer.Option("--model", help="Learned model: an alias (champion), a version or a models:/ URI.")] = "champion",
     model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the config's).")] = None,
     learned_rules: Annotated[Path | None, typer.Option("--learned-rules", help="Learned points file (default <ws>/models/rules.learned.yaml).")] = None,
@@ -619,12 +640,12 @@ def compare_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where compare.json and compare.html go (default <ws>/reports).")] = None,
 ) -> None:
     """Compare rule vs learned vs learned points on the held-out cut-off: metrics with intervals, report."""
-    from pipelines.compare import compare_models, load_compare_config, parse_k_list, run_backtest, write_report
-    from pipelines.training.config import load_train_config
+    from propensity.pipelines.compare import compare_models, load_compare_config, parse_k_list, run_backtest, write_report
+    from propensity.pipelines.training.config import load_train_config
 
     ws = _workspace(ctx)
-    train_config = load_train_config(config)
-    settings = load_compare_config(compare_config)
+    train_config = load_train_config(_shipped(config, "train.yaml"))
+    settings = load_compare_config(_shipped(compare_config, "compare.yaml"))
     if k is not None:
         settings = settings.model_copy(update={"top_k_percent": parse_k_list(k)})
     with _steps() as step:
@@ -697,7 +718,7 @@ def _print_comparison(comparison) -> None:
                     row.append(f"{r['roc_auc']:.3f} ({r['roc_auc_gap']:+.3f}, {r['roc_auc_gap_low']:+.3f} to {r['roc_auc_gap_high']:+.3f})")
             table.add_row(f"{as_of:%Y-%m-%d}", *row)
         console.print(table)
-        from pipelines.compare.backtest import gap_stability
+        from propensity.pipelines.compare.backtest import gap_stability
 
         for sentence in gap_stability(comparison.backtest, comparison.reference):
             console.print(f"backtest: {sentence}")
@@ -725,23 +746,23 @@ def demo_cmd(
     contacts: Annotated[int, typer.Option("--contacts", min=100)] = 20_000,
     days: Annotated[int, typer.Option("--days", min=60)] = 180,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    rules: Annotated[Path, typer.Option("--rules")] = DEFAULT_RULES,
-    train_config: Annotated[Path, typer.Option("--train-config", help="Training config for the demo's model.")] = REPO_CONFIGS / "train_demo.yaml",
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML (default: the shipped rules/saas.yaml).")] = None,
+    train_config: Annotated[Path | None, typer.Option("--train-config", help="Training config for the demo's model (default: the shipped train_demo.yaml).")] = None,
     no_train: Annotated[bool, typer.Option("--no-train", help="Stop after rule scoring.")] = False,
 ) -> None:
     """Generate a synthetic world, ingest, build features, rule-score, train, and compare rule vs learned."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from pipelines.demo import run_demo
-    from pipelines.rules import load_rules
+    from propensity.pipelines.demo import run_demo
+    from propensity.pipelines.rules import load_rules
 
     ws = _workspace(ctx)
-    rule_set = load_rules(rules)
+    rule_set = load_rules(_shipped(rules, "rules/saas.yaml"))
     with _steps() as step:
         result = run_demo(ws, rule_set, contacts=contacts, days=days, seed=seed, step=step,
-                          train_config=None if no_train else train_config,
-                          compare_config=None if no_train else REPO_CONFIGS / "compare.yaml")
+                          train_config=None if no_train else _shipped(train_config, "train_demo.yaml"),
+                          compare_config=None if no_train else _shipped(None, "compare.yaml"))
     for kind, report in result.ingest.items():
         _print_ingest(kind, report)
     console.print(f"features as of {result.as_of:%Y-%m-%d}: {result.feature_rows:,} contacts x "
@@ -759,20 +780,49 @@ def demo_cmd(
     console.print(f"  DuckDB: {ws.db_path}  (tables events, contacts, outcomes, rejects, features)")
 
 
+# -- the shipped configs -----------------------------------------------------------------------------
+
+configs_app = typer.Typer(help="The configs shipped with the package: list them, copy them out to edit.",
+                          no_args_is_help=True)
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.command("list")
+def configs_list_cmd() -> None:
+    """List the shipped configs (where they are installed)."""
+    from propensity.pipelines.shipped import shipped_configs_dir
+
+    root = shipped_configs_dir()
+    console.print(f"shipped configs in {root}:")
+    for path in sorted(root.rglob("*.yaml")):
+        console.print(f"  {path.relative_to(root)}")
+
+
+@configs_app.command("copy")
+def configs_copy_cmd(
+    dest: Annotated[Path, typer.Argument(help="Folder to copy the shipped configs into.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files that already exist there.")] = False,
+) -> None:
+    """Copy every shipped config into DEST to edit (relative paths inside them keep working)."""
+    from propensity.pipelines.shipped import copy_shipped_configs
+
+    written = copy_shipped_configs(dest, overwrite=force)
+    console.print(f"{len(written)} config files -> {dest}  (e.g. propensity train --config {dest / 'train.yaml'})")
+
+
 # -- activation: push, outbox, triggers ------------------------------------------------------------
 
-DEFAULT_TRIGGERS = REPO_CONFIGS / "triggers.yaml"
 outbox_app = typer.Typer(help="The trigger outbox: deliver signed webhooks, list messages, replay.",
                          no_args_is_help=True)
 triggers_app = typer.Typer(help="Score triggers (configs/triggers.yaml).", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(triggers_app, name="triggers")
-TriggersOpt = Annotated[Path, typer.Option("--triggers", help="Triggers YAML (its delivery section).")]
+TriggersOpt = Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML (its delivery section; default: the shipped triggers.yaml).")]
 
 
 def _service_engine(ctx: typer.Context):
-    from pipelines.activation.tables import create_activation_tables
-    from pipelines.serve.db import database_url, make_engine
+    from propensity.pipelines.activation.tables import create_activation_tables
+    from propensity.pipelines.serve.db import database_url, make_engine
 
     engine = make_engine(database_url(_workspace(ctx).path))
     create_activation_tables(engine)
@@ -794,7 +844,7 @@ def push_cmd(
     whose traits changed since the last push there. Credentials come from the environment only."""
     import json
 
-    from pipelines.activation.push import (PushError, PushOptions, destination_from_env, push, read_scores,
+    from propensity.pipelines.activation.push import (PushError, PushOptions, destination_from_env, push, read_scores,
                                            read_scores_table, traits_from_scores)
 
     destination = destination_from_env(to)
@@ -830,14 +880,14 @@ def push_cmd(
 @outbox_app.command("deliver")
 def outbox_deliver_cmd(
     ctx: typer.Context,
-    triggers: TriggersOpt = DEFAULT_TRIGGERS,
+    triggers: TriggersOpt = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Messages to attempt at most.")] = 1000,
 ) -> None:
     """Send the outbox messages that are due, signed (URL and secret from the environment)."""
-    from pipelines.activation.outbox import WebhookSender, deliver_due
-    from pipelines.activation.triggers import load_triggers
+    from propensity.pipelines.activation.outbox import WebhookSender, deliver_due
+    from propensity.pipelines.activation.triggers import load_triggers
 
-    delivery = load_triggers(triggers).delivery
+    delivery = load_triggers(_shipped(triggers, "triggers.yaml")).delivery
     engine = _service_engine(ctx)
     with WebhookSender.from_env(delivery.url_env, delivery.secret_env, timeout=delivery.timeout_seconds) as sender:
         report = deliver_due(engine, sender, limit=limit, policy=delivery.policy())
@@ -854,7 +904,7 @@ def outbox_list_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
 ) -> None:
     """List the newest outbox messages (or dead letters)."""
-    from pipelines.activation.outbox import list_messages
+    from propensity.pipelines.activation.outbox import list_messages
 
     rows = list_messages(_service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
     table = Table(title="dead letters" if dead else "outbox")
@@ -882,7 +932,7 @@ def outbox_replay_cmd(
     dead: Annotated[bool, typer.Option("--dead", help="Replay dead letters (all of them unless ids are given).")] = False,
 ) -> None:
     """Queue messages again: dead letters back into the outbox, or delivered messages once more."""
-    from pipelines.activation.outbox import replay
+    from propensity.pipelines.activation.outbox import replay
 
     count = replay(_service_engine(ctx), ids or (), all_dead=dead)
     console.print(f"queued {count:,} message(s) again; `propensity outbox deliver` (or the service) sends them")
@@ -890,11 +940,12 @@ def outbox_replay_cmd(
 
 @triggers_app.command("check")
 def triggers_check_cmd(
-    config: Annotated[Path, typer.Argument(help="Triggers YAML.")] = DEFAULT_TRIGGERS,
+    config: Annotated[Path | None, typer.Argument(help="Triggers YAML (default: the shipped triggers.yaml).")] = None,
 ) -> None:
     """Validate a triggers file and list its triggers."""
-    from pipelines.activation.triggers import load_triggers
+    from propensity.pipelines.activation.triggers import load_triggers
 
+    config = _shipped(config, "triggers.yaml")
     cfg = load_triggers(config)
     table = Table(title=f"{config}: bands {' < '.join(cfg.bands) or '(none)'}")
     for column in ("trigger", "kind", "fires when", "cooldown"):
@@ -917,12 +968,10 @@ def main(argv: list[str] | None = None) -> int:
     # 50k-row fit take 19.6 s instead of 2.5 s (benchmarks/training_bench.py). It must be set
     # before the OpenMP runtime loads, i.e. before lightgbm is imported; a user's setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from features.validate import DataValidationError
-    from pipelines.jobs import WorkspaceError
-    from pipelines.rules import RulesConfigError
-
-    # NotEnoughPositives, LeakageError and config errors are ValueErrors with a message that says what to do.
-    known = (DataValidationError, RulesConfigError, WorkspaceError, FileNotFoundError, ValueError)
+    # Bad input (DataValidationError, RulesConfigError, WorkspaceError, NotEnoughPositives,
+    # LeakageError, config errors) is a ValueError with a message that says what to do; the
+    # classes are not imported up front so that --help and --version stay fast.
+    known = (FileNotFoundError, ValueError)
     command = typer.main.get_command(app)
     try:
         # standalone mode: typer (which vendors its own click) prints usage errors itself, with exit

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.config import FeatureConfig
-from features.store import Workspace, ingest_file
-from pipelines.jobs import SpineChoice, run_features, run_rule_scores
-from pipelines.outputs import write_frame
-from pipelines.rules.config import RuleSet
-from pipelines.synthetic import WorldConfig, generate_world, write_world
-from pipelines.training.labels import label_spine
+from propensity.features.config import FeatureConfig
+from propensity.features.store import Workspace, ingest_file
+from propensity.pipelines.jobs import SpineChoice, run_features, run_rule_scores
+from propensity.pipelines.outputs import write_frame
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+from propensity.pipelines.training.labels import label_spine
 
 __all__ = ["DemoResult", "band_summary", "run_demo"]
 
@@ -30,7 +30,7 @@ class DemoResult:
     bands: pd.DataFrame | None = None
     paths: dict[str, Path] = field(default_factory=dict)
     training: object | None = None  # TrainResult when the demo trained a model
-    comparison: object | None = None  # pipelines.compare.Comparison when the demo compared models
+    comparison: object | None = None  # propensity.pipelines.compare.Comparison when the demo compared models
 
 
 def band_summary(scored: pd.DataFrame, converted: pd.Series) -> pd.DataFrame:
@@ -87,15 +87,15 @@ def run_demo(
     readout = scored.merge(labelled[["contact_id", "as_of", "label"]], on=["contact_id", "as_of"], how="inner")
     result.bands = band_summary(readout, readout["label"])
     if train_config is not None:
-        from pipelines.training.config import load_train_config
-        from pipelines.training.train import train
+        from propensity.pipelines.training.config import load_train_config
+        from propensity.pipelines.training.train import train
 
         loaded = load_train_config(train_config)
         result.training = train(ws, loaded, step=step)
         result.paths["learned rules"] = result.training.learned_rules_path
         result.paths["MLflow store"] = ws.path / "mlflow.db"
         if compare_config is not None:
-            from pipelines.compare import ModelSource, compare_models, load_compare_config, write_report
+            from propensity.pipelines.compare import ModelSource, compare_models, load_compare_config, write_report
 
             # the model this run trained (registered or not), on the same held-out cut-off
             trained = result.training

@@ -1,6 +1,6 @@
 """Engines: where the Ibis feature and scoring queries run, and the tables they read.
 
-The feature definitions (``features.build``) and the rule pass (``pipelines.rules.score``) are
+The feature definitions (``propensity.features.build``) and the rule pass (``propensity.pipelines.rules.score``) are
 Ibis expressions, so the same code runs on the embedded DuckDB or on Spark (Ibis' PySpark
 backend). This module only chooses the backend and binds the ``events``, ``contacts`` and
 ``outcomes`` tables:
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Literal
 import ibis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.config_files import load_yaml_config
+from propensity.pipelines.config_files import load_yaml_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
 
-    from features.store import Workspace
+    from propensity.features.store import Workspace
 
 __all__ = [
     "DEFAULT_SPARK_MASTER",
@@ -167,7 +167,7 @@ def spark_session(section: SparkSection | None = None) -> SparkSession:
 
 
 def spark_backend(session: SparkSession) -> ibis.BaseBackend:
-    """An Ibis PySpark backend on ``session`` that can run ``features.build`` unchanged."""
+    """An Ibis PySpark backend on ``session`` that can run ``propensity.features.build`` unchanged."""
     _register_spark_shims()
     return _spark_backend_class()().connect(session)
 
@@ -237,7 +237,7 @@ def _open_duckdb(config: EngineConfig, ws: Workspace | None) -> EngineTables:
         counts = ws.counts()
         tables = {kind: con.table(kind) if counts.get(kind, 0) else None for kind in KINDS}
         if tables["events"] is None:
-            from pipelines.jobs import WorkspaceError
+            from propensity.pipelines.jobs import WorkspaceError
 
             raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
         return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
@@ -302,7 +302,7 @@ def _export_workspace(ws: Workspace) -> SourcesConfig:
     folder.mkdir(parents=True, exist_ok=True)
     counts = ws.counts()
     if not counts.get("events"):
-        from pipelines.jobs import WorkspaceError
+        from propensity.pipelines.jobs import WorkspaceError
 
         raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
     found: dict[str, TableSource] = {}

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING
 import ibis
 import pandas as pd
 
-from features.build import build_features, feature_columns
-from features.config import FeatureConfig
-from features.spine import spine_at, spine_from_frame
-from features.store import Workspace
-from pipelines.rules.config import RuleSet
-from pipelines.rules.score import rollup_accounts, score_contacts
+from propensity.features.build import build_features, feature_columns
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_at, spine_from_frame
+from propensity.features.store import Workspace
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import rollup_accounts, score_contacts
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pipelines.engines import EngineTables
+    from propensity.pipelines.engines import EngineTables
 
 __all__ = [
     "FeatureRun",
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-class WorkspaceError(RuntimeError):
+class WorkspaceError(ValueError):
     """The workspace lacks something a step needs (the message says what to run first)."""
 
 
@@ -133,7 +133,7 @@ def run_features(
     With Spark ``tables`` the features are written by Spark to a Parquet (or CSV) folder.
     """
     if tables is not None and tables.is_spark:
-        from pipelines.spark.features import write_spark_features
+        from propensity.pipelines.spark.features import write_spark_features
 
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         expr = build_features(tables.events, spine, config, contacts=tables.contacts)
@@ -208,7 +208,7 @@ def load_model(ws: Workspace, model: str, model_name: str):
     """The registered pyfunc: an alias (``champion``), a version number or a models:/ URI."""
     import mlflow
 
-    from pipelines.training.tracking import configure_tracking
+    from propensity.pipelines.training.tracking import configure_tracking
 
     configure_tracking(ws.path, None, "propensity")
     uri = model_uri(model, model_name)
@@ -221,7 +221,7 @@ def load_model(ws: Workspace, model: str, model_name: str):
 
 def model_bands(scorer) -> RuleSet | None:
     """The bands a model was trained with (its rules'), as a RuleSet that only has bands."""
-    from pipelines.rules.config import Band
+    from propensity.pipelines.rules.config import Band
 
     bands = scorer.metadata.get("bands")
     if not bands:
@@ -236,10 +236,10 @@ def run_model_scores(
 
     The model carries the feature config and event types it was trained with, so the features
     are rebuilt exactly as in training. ``tables``: a DuckDB engine other than the workspace
-    (on Spark: ``pipelines.spark.scoring.run_spark_model_scores``, which writes Parquet).
+    (on Spark: ``propensity.pipelines.spark.scoring.run_spark_model_scores``, which writes Parquet).
     """
-    from features.config import FeatureConfig
-    from pipelines.rules.score import assign_bands
+    from propensity.features.config import FeatureConfig
+    from propensity.pipelines.rules.score import assign_bands
 
     pyfunc = load_model(ws, model, model_name)
     scorer = pyfunc.unwrap_python_model().scorer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # LightGBM's OpenMP threads spin while they wait unless told otherwise; on a busy 2-core machine
-# that made a small fit many times slower (the CLI sets the same in pipelines.cli.main). It only
+# that made a small fit many times slower (the CLI sets the same in propensity.pipelines.cli.main). It only
 # takes effect if set before lightgbm is first imported, hence here.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -14,7 +14,7 @@ What is measured, per size and engine, in a fresh Python process each time:
   This is ``benchmarks/features_bench.py``'s ``build_ibis`` step (imported, not copied), and
   its synthetic worlds and workspaces under ``--workdir`` are reused when present.
 - Spark (``local[2]`` unless ``--spark-master``/``SPARK_MASTER``): the same ``build_features``
-  through ``pipelines.engines`` on the world's Parquet file, written with Spark to a Parquet
+  through ``propensity.pipelines.engines`` on the world's Parquet file, written with Spark to a Parquet
   folder (the at-scale path: no workspace, no ingest). Spark's time includes its query
   analysis and code generation, not the JVM start.
 
@@ -96,10 +96,10 @@ class _PeakRss:
 
 def step_build_spark(p: dict[str, Any]) -> dict[str, Any]:
     """build_features on Spark from the world's Parquet files, written to a Parquet folder."""
-    from features.build import build_features
-    from features.config import FeatureConfig
-    from features.spine import spine_at
-    from pipelines.engines import EngineConfig, SparkSection, open_tables, spark_conf_summary
+    from propensity.features.build import build_features
+    from propensity.features.config import FeatureConfig
+    from propensity.features.spine import spine_at
+    from propensity.pipelines.engines import EngineConfig, SparkSection, open_tables, spark_conf_summary
 
     data = Path(p["data"])
     spark = SparkSection(master=p.get("master"), conf={"spark.driver.memory": p["driver_memory"]})

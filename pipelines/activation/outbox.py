@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import httpx
 import sqlalchemy as sa
 
-from pipelines.activation.tables import dead_letters, outbox
+from propensity.pipelines.activation.tables import dead_letters, outbox
 
 __all__ = [
     "DeliveryError",

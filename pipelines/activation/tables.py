@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from pipelines.serve.db import dialect_insert
+from propensity.pipelines.serve.db import dialect_insert
 
 __all__ = [
     "metadata",

@@ -26,9 +26,9 @@ from typing import Annotated, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.activation.outbox import RetryPolicy, enqueue
-from pipelines.activation.tables import insert_ignore, score_history, trigger_firings
-from pipelines.config_files import load_yaml_config
+from propensity.pipelines.activation.outbox import RetryPolicy, enqueue
+from propensity.pipelines.activation.tables import insert_ignore, score_history, trigger_firings
+from propensity.pipelines.config_files import load_yaml_config
 
 __all__ = [
     "BandEntered",
@@ -101,7 +101,7 @@ class Delivery(_Frozen):
     timeout_seconds: float = Field(default=10.0, gt=0)
 
     def policy(self) -> RetryPolicy:
-        """The retry schedule :func:`pipelines.activation.outbox.deliver_due` follows."""
+        """The retry schedule :func:`propensity.pipelines.activation.outbox.deliver_due` follows."""
         return RetryPolicy(max_attempts=self.max_attempts, initial_seconds=self.initial_backoff_seconds,
                            max_seconds=self.max_backoff_seconds, multiplier=self.backoff_multiplier)
 

@@ -26,17 +26,17 @@ from datetime import datetime
 
 import pandas as pd
 
-from features.config import load_feature_config
-from features.store import Workspace
-from pipelines.compare.config import CompareConfig
-from pipelines.compare.core import DEFAULT_MODELS, compare_scores
-from pipelines.compare.evaluation import EvaluationData, feature_frame, labelled_rows, raw_points, split_rows
-from pipelines.rules.config import RuleSet, load_rules
-from pipelines.rules.score import rescale_raw_points, score_frame
-from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-from pipelines.training.config import TrainConfig
-from pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
-from pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
+from propensity.features.config import load_feature_config
+from propensity.features.store import Workspace
+from propensity.pipelines.compare.config import CompareConfig
+from propensity.pipelines.compare.core import DEFAULT_MODELS, compare_scores
+from propensity.pipelines.compare.evaluation import EvaluationData, feature_frame, labelled_rows, raw_points, split_rows
+from propensity.pipelines.rules.config import RuleSet, load_rules
+from propensity.pipelines.rules.score import rescale_raw_points, score_frame
+from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
+from propensity.pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
 
 __all__ = ["Backtest", "choose_cutoffs", "fit_and_score", "gap_stability", "rescale_raw_points", "run_backtest"]
 
@@ -113,7 +113,7 @@ def fit_and_score(
 
     ``frame`` holds keys, ``split``, ``label``, ``rule_score`` and the feature columns; ``raw`` the hand
     rules' uncapped points of the same rows (same order). Returns the test rows with every model's
-    probability and 0-5 score (the columns of :data:`~pipelines.compare.core.DEFAULT_MODELS`).
+    probability and 0-5 score (the columns of :data:`~propensity.pipelines.compare.core.DEFAULT_MODELS`).
     """
     is_train = (frame["split"] == "train").to_numpy()
     is_valid = (frame["split"] == "valid").to_numpy()

@@ -1,6 +1,6 @@
 """Paired bootstrap of ROC-AUC and PR-AUC for several models scored on the same rows.
 
-:func:`pipelines.training.metrics.bootstrap_ci` gives one model's interval; comparing models
+:func:`propensity.pipelines.training.metrics.bootstrap_ci` gives one model's interval; comparing models
 needs more: every model must be scored on the *same* resamples, so the interval of the gap
 (learned minus rules) is paired, which is much narrower than two separate intervals suggest.
 PR-AUC (average precision) through scikit-learn costs ~13 ms per resample on 20k rows, so
@@ -8,7 +8,7 @@ PR-AUC (average precision) through scikit-learn costs ~13 ms per resample on 20k
 group counts instead, which gives the same numbers as scikit-learn on each resample.
 
 The resamples and per-score counts are ``bootstrap_ci``'s own (``resample_indices``,
-``group_counts`` in :mod:`pipelines.training.metrics`), so the ROC-AUC interval of one model
+``group_counts`` in :mod:`propensity.pipelines.training.metrics`), so the ROC-AUC interval of one model
 equals ``bootstrap_ci(y, score, n_boot=..., seed=...)``.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.training.metrics import group_counts, resample_indices
+from propensity.pipelines.training.metrics import group_counts, resample_indices
 
 __all__ = ["BootstrapStats", "interval", "paired_bootstrap"]
 

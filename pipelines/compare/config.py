@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipelines.config_files import load_yaml_config
+from propensity.pipelines.config_files import load_yaml_config
 
 __all__ = ["BacktestSection", "CompareConfig", "CompareConfigError", "load_compare_config", "parse_k_list"]
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from pipelines.compare.bootstrap import interval, paired_bootstrap
-from pipelines.compare.config import CompareConfig
-from pipelines.compare.tables import (
+from propensity.pipelines.compare.bootstrap import interval, paired_bootstrap
+from propensity.pipelines.compare.config import CompareConfig
+from propensity.pipelines.compare.tables import (
     band_table,
     calibration_points,
     gain_curve,
@@ -34,8 +34,8 @@ from pipelines.compare.tables import (
     top_k_table,
     transition_matrix,
 )
-from pipelines.rules.config import Band
-from pipelines.training.metrics import expected_calibration_error
+from propensity.pipelines.rules.config import Band
+from propensity.pipelines.training.metrics import expected_calibration_error
 
 __all__ = ["DEFAULT_MODELS", "Comparison", "compare_scores"]
 
@@ -62,7 +62,7 @@ class Comparison:
     curves: dict[str, dict]  # gain / calibration / histogram data per model
     meta: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    backtest: pd.DataFrame | None = None  # from pipelines.compare.backtest
+    backtest: pd.DataFrame | None = None  # from propensity.pipelines.compare.backtest
     backtest_notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:

@@ -23,20 +23,20 @@ from pathlib import Path
 import ibis
 import pandas as pd
 
-from features.build import build_features, discover_event_types, feature_columns
-from features.config import FeatureConfig
-from features.spine import spine_grid
-from features.store import Workspace
-from pipelines.compare.config import CompareConfig
-from pipelines.compare.core import Comparison, compare_scores
-from pipelines.jobs import model_uri as resolve_model_uri
-from pipelines.rules.config import RuleSet, load_rules
-from pipelines.rules.score import activity_points, score_frame
-from pipelines.training.calibration import ProbabilityCalibrator
-from pipelines.training.config import SplitSection, TrainConfig
-from pipelines.training.dataset import data_end_of
-from pipelines.training.labels import label_spine
-from pipelines.training.splits import assign_splits, purge_overlaps
+from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_grid
+from propensity.features.store import Workspace
+from propensity.pipelines.compare.config import CompareConfig
+from propensity.pipelines.compare.core import Comparison, compare_scores
+from propensity.pipelines.jobs import model_uri as resolve_model_uri
+from propensity.pipelines.rules.config import RuleSet, load_rules
+from propensity.pipelines.rules.score import activity_points, score_frame
+from propensity.pipelines.training.calibration import ProbabilityCalibrator
+from propensity.pipelines.training.config import SplitSection, TrainConfig
+from propensity.pipelines.training.dataset import data_end_of
+from propensity.pipelines.training.labels import label_spine
+from propensity.pipelines.training.splits import assign_splits, purge_overlaps
 
 __all__ = [
     "EvaluationData",
@@ -159,7 +159,7 @@ def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_na
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines.training.tracking import configure_tracking
+    from propensity.pipelines.training.tracking import configure_tracking
 
     configure_tracking(ws.path, config.mlflow.tracking_uri, config.mlflow.experiment)
     uri = resolve_model_uri(model, model_name)
@@ -191,7 +191,7 @@ def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_na
 
 
 def _split_mismatch(config: TrainConfig, params: dict) -> list[str]:
-    from pipelines.training.run_logging import flatten
+    from propensity.pipelines.training.run_logging import flatten
 
     ours = flatten(config.model_dump(mode="json"))
     keys = sorted(k for k in set(ours) | set(params) if k.startswith(_SPLIT_PARAMS))

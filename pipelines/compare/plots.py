@@ -1,4 +1,4 @@
-"""Report figures drawn from a :class:`~pipelines.compare.core.Comparison`'s computed data.
+"""Report figures drawn from a :class:`~propensity.pipelines.compare.core.Comparison`'s computed data.
 
 Nothing is recomputed here. Figures are built on ``matplotlib.figure.Figure`` directly (no
 pyplot, so no global figure state and no backend switch) and returned as PNG bytes.

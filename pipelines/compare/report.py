@@ -11,9 +11,9 @@ import math
 from importlib.resources import files
 from pathlib import Path
 
-from pipelines.compare.backtest import gap_stability
-from pipelines.compare.core import Comparison
-from pipelines.compare.plots import render_plots
+from propensity.pipelines.compare.backtest import gap_stability
+from propensity.pipelines.compare.core import Comparison
+from propensity.pipelines.compare.plots import render_plots
 
 __all__ = ["render_html", "write_json", "write_report"]
 
@@ -36,7 +36,7 @@ def render_html(comparison: Comparison) -> str:
     """The report page as a string."""
     from jinja2 import Environment, StrictUndefined
 
-    template_text = (files("pipelines.compare") / "templates" / "report.html.j2").read_text(encoding="utf-8")
+    template_text = (files("propensity.pipelines.compare") / "templates" / "report.html.j2").read_text(encoding="utf-8")
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = _fmt
     env.filters["pct"] = _pct

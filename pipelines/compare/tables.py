@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
 
-from pipelines.rules.config import Band
-from pipelines.training.metrics import lift_at, precision_recall_at
+from propensity.pipelines.rules.config import Band
+from propensity.pipelines.training.metrics import lift_at, precision_recall_at
 
 __all__ = [
     "band_table",
@@ -29,7 +29,7 @@ def top_k_table(y: np.ndarray, scores: Mapping[str, np.ndarray], k_percent: Sequ
     """Precision, recall and lift when a team contacts the top ``k%`` of the list, per model.
 
     Ties at the cut count at their mean conversion rate (see
-    :func:`pipelines.training.metrics.precision_recall_at`), so a 0-5 score whose bands tie
+    :func:`propensity.pipelines.training.metrics.precision_recall_at`), so a 0-5 score whose bands tie
     is judged fairly and the answer does not depend on row order.
 
     Returns

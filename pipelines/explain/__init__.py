@@ -1,10 +1,10 @@
 """Explain learned scores with SHAP: per contact, in batch, globally; beside the rule breakdown.
 
-See :mod:`pipelines.explain.attribution` for how log-odds contributions become 0-5 points.
+See :mod:`propensity.pipelines.explain.attribution` for how log-odds contributions become 0-5 points.
 """
 
-from pipelines.explain.attribution import carry_to_points, feature_contributions, score_from_margin
-from pipelines.explain.explain import (
+from propensity.pipelines.explain.attribution import carry_to_points, feature_contributions, score_from_margin
+from propensity.pipelines.explain.explain import (
     ScoreExplanation,
     contact_table,
     dependence,
@@ -12,9 +12,9 @@ from pipelines.explain.explain import (
     global_importance,
     top_reasons,
 )
-from pipelines.explain.groups import FeatureGroups, describe_group, group_features
-from pipelines.explain.plot import plot_dependence, plot_importance
-from pipelines.explain.rules import compare_with_rules, rule_breakdown
+from propensity.pipelines.explain.groups import FeatureGroups, describe_group, group_features
+from propensity.pipelines.explain.plot import plot_dependence, plot_importance
+from propensity.pipelines.explain.rules import compare_with_rules, rule_breakdown
 
 __all__ = [
     "FeatureGroups",

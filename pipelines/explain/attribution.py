@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from pipelines.training.model import prepare_matrix
+from propensity.pipelines.training.model import prepare_matrix
 
 __all__ = [
     "carry_to_points",

@@ -1,7 +1,7 @@
 """Explain learned scores: per contact, in batch (top reasons) and globally.
 
 Compute -> a data object (:class:`ScoreExplanation`) -> render (the CLI, a CRM column, a plot).
-How log-odds become 0-5 points is in :mod:`pipelines.explain.attribution`.
+How log-odds become 0-5 points is in :mod:`propensity.pipelines.explain.attribution`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.explain.attribution import carry_to_points, feature_contributions, group_sum
-from pipelines.explain.groups import FeatureGroups, describe_group, group_features
+from propensity.pipelines.explain.attribution import carry_to_points, feature_contributions, group_sum
+from propensity.pipelines.explain.groups import FeatureGroups, describe_group, group_features
 
 __all__ = [
     "ScoreExplanation",
@@ -222,7 +222,7 @@ def dependence(explanation: ScoreExplanation, features: list[str] | None = None,
     pandas.DataFrame
         Long format: ``feature, group, value`` (numeric features as float, categories as text),
         ``logodds`` (the feature's SHAP value), ``points`` (the same on 0-5, with the row's
-        secant slope, see :mod:`pipelines.explain.attribution`) and ``learned_score``.
+        secant slope, see :mod:`propensity.pipelines.explain.attribution`) and ``learned_score``.
     """
     shap_values = explanation.feature_logodds
     if features is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from features.build import safe_name
+from propensity.features.build import safe_name
 
 __all__ = ["FeatureGroups", "describe_group", "group_features"]
 

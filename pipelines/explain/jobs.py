@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import build_features
-from features.config import FeatureConfig
-from features.spine import spine_from_frame
-from features.store import Workspace
-from pipelines.explain.explain import ScoreExplanation, contact_table, explain_contacts, top_reasons
-from pipelines.explain.rules import compare_with_rules, rule_breakdown
-from pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, load_model, resolve_spine, table_names
-from pipelines.rules.config import RuleSet
-from pipelines.rules.score import score_contacts
+from propensity.features.build import build_features
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_from_frame
+from propensity.features.store import Workspace
+from propensity.pipelines.explain.explain import ScoreExplanation, contact_table, explain_contacts, top_reasons
+from propensity.pipelines.explain.rules import compare_with_rules, rule_breakdown
+from propensity.pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, load_model, resolve_spine, table_names
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import score_contacts
 
 __all__ = [
     "BatchReport",
@@ -31,9 +31,6 @@ __all__ = [
     "model_features",
 ]
 
-REPO_RULES = Path(__file__).resolve().parents[2] / "configs" / "rules"
-
-
 def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str = "propensity"):
     """The :class:`LearnedScorer` of a registered model: an alias, a version or a models:/ URI."""
     return load_model(ws, model, model_name).unwrap_python_model().scorer
@@ -41,9 +38,12 @@ def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: s
 
 def default_rules_path(scorer) -> Path:
     """The shipped rules file the model was trained against (``configs/rules/{name}.yaml``)."""
+    from propensity.pipelines.shipped import shipped_configs_dir
+
+    shipped_rules = shipped_configs_dir() / "rules"
     name = str(scorer.metadata.get("rules", "saas"))
-    path = REPO_RULES / f"{name}.yaml"
-    return path if path.exists() else REPO_RULES / "saas.yaml"
+    path = shipped_rules / f"{name}.yaml"
+    return path if path.exists() else shipped_rules / "saas.yaml"
 
 
 def default_as_of(ws: Workspace) -> datetime:

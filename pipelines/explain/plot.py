@@ -21,7 +21,7 @@ def plot_dependence(data: pd.DataFrame, *, axes=None, y: str = "points"):
     Parameters
     ----------
     data : pandas.DataFrame
-        Output of :func:`pipelines.explain.dependence`.
+        Output of :func:`propensity.pipelines.explain.dependence`.
     axes : sequence of matplotlib Axes, optional
         One per feature; a new figure is made when omitted.
     y : {"points", "logodds", "learned_score"}

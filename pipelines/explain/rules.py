@@ -2,7 +2,7 @@
 
 A rule score is already additive in raw points (``points__{rule}`` columns sum to ``points``);
 the 0-5 ``scale`` is piecewise linear, so raw points are carried onto 0-5 the same way the
-learned model's log-odds are (:mod:`pipelines.explain.attribution`): each rule gets its raw
+learned model's log-odds are (:mod:`propensity.pipelines.explain.attribution`): each rule gets its raw
 points times the secant slope of the scale between 0 points and the contact's total, and the
 rule points in 0-5 sum to ``rule_score - scale(0)``.
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.build import safe_name
-from pipelines.explain.explain import ScoreExplanation
-from pipelines.rules.config import Activity, RuleSet
-from pipelines.rules.score import scale_points
+from propensity.features.build import safe_name
+from propensity.pipelines.explain.explain import ScoreExplanation
+from propensity.pipelines.rules.config import Activity, RuleSet
+from propensity.pipelines.rules.score import scale_points
 
 __all__ = ["compare_with_rules", "rule_breakdown"]
 

@@ -1,7 +1,7 @@
 """The hand-weighted rule model: configuration and scoring."""
 
-from pipelines.rules.config import RuleSet, RulesConfigError, dump_rules, load_rules
-from pipelines.rules.score import rollup_accounts, score_contacts, score_frame
+from propensity.pipelines.rules.config import RuleSet, RulesConfigError, dump_rules, load_rules
+from propensity.pipelines.rules.score import rollup_accounts, score_contacts, score_frame
 
 __all__ = [
     "RuleSet",

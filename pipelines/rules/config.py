@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.config_files import load_yaml_config
+from propensity.pipelines.config_files import load_yaml_config
 
 __all__ = [
     "Activity",

@@ -11,7 +11,7 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from pipelines.rules.config import Activity, FitCriterion, RuleSet
+from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
 
 __all__ = [
     "activity_points",

@@ -3,7 +3,7 @@
 ``POST /v1/track | /v1/identify | /v1/batch`` take the Segment HTTP API's bodies and auth (the
 write key as the HTTP Basic user), so Segment SDKs and CDP destinations can send here
 unchanged. A request is answered 200 only after its events are committed (see
-:mod:`pipelines.serve.worker`); 400 names the field that failed, 401 an unknown write key, 413
+:mod:`propensity.pipelines.serve.worker`); 400 names the field that failed, 401 an unknown write key, 413
 a body over the limit, 503 a commit that failed (the client should retry; ``messageId`` makes
 that safe).
 """
@@ -26,14 +26,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from pipelines.rules.config import RuleSet
-from pipelines.serve import db
-from pipelines.serve.config import ServeConfig
-from pipelines.serve.ingest import PayloadError, parse_payload, parse_timestamp
-from pipelines.serve.learned import LearnedScores, LearnedView
-from pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
-from pipelines.serve.state import RuleScorer, ScoreView
-from pipelines.serve.worker import Writer, utcnow
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.serve import db
+from propensity.pipelines.serve.config import ServeConfig
+from propensity.pipelines.serve.ingest import PayloadError, parse_payload, parse_timestamp
+from propensity.pipelines.serve.learned import LearnedScores, LearnedView
+from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from propensity.pipelines.serve.state import RuleScorer, ScoreView
+from propensity.pipelines.serve.worker import Writer, utcnow
 
 __all__ = ["ServiceSettings", "create_app"]
 
@@ -48,9 +48,9 @@ class ServiceSettings:
     rules: RuleSet
     write_keys: frozenset[str]
     config: ServeConfig = ServeConfig()
-    triggers: Any = None  # pipelines.activation.triggers.TriggersConfig, or None
+    triggers: Any = None  # propensity.pipelines.activation.triggers.TriggersConfig, or None
     read_keys: frozenset[str] | None = None  # None: the write keys may read scores
-    # the registered model (a pipelines.training.scorer.LearnedScorer) and what it is; None: rules only
+    # the registered model (a propensity.pipelines.training.scorer.LearnedScorer) and what it is; None: rules only
     model: Any = None
     model_label: str = ""
 
@@ -136,15 +136,15 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         db.create_tables(engine)
         trigger_engine = None
         if settings.triggers is not None:
-            from pipelines.activation.tables import create_activation_tables
-            from pipelines.activation.triggers import TriggerEngine
+            from propensity.pipelines.activation.tables import create_activation_tables
+            from propensity.pipelines.activation.triggers import TriggerEngine
 
             create_activation_tables(engine)
             trigger_engine = TriggerEngine(settings.triggers)
         learned = None
         if settings.model is not None:
             learned = LearnedScores(settings.model, settings.model_label)
-            # every stored event, once: later commits append to this mirror (pipelines.serve.learned)
+            # every stored event, once: later commits append to this mirror (propensity.pipelines.serve.learned)
             loaded = await asyncio.to_thread(learned.load, engine)
             log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
         writer = Writer(engine, scorer, metrics, triggers=trigger_engine,
@@ -301,7 +301,7 @@ async def _sweep_loop(writer: Writer, every: float) -> None:
 
 
 async def _deliver_loop(engine: Any, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
-    from pipelines.activation.outbox import WebhookSender, deliver_due
+    from propensity.pipelines.activation.outbox import WebhookSender, deliver_due
 
     delivery = settings.triggers.delivery
     try:

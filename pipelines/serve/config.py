@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.config_files import load_yaml_config
+from propensity.pipelines.config_files import load_yaml_config
 
 __all__ = ["ServeConfig", "ServeConfigError", "load_serve_config", "read_keys", "write_keys"]
 

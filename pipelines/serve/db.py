@@ -2,11 +2,11 @@
 
 SQLite (WAL) in the workspace by default, PostgreSQL when ``DATABASE_URL`` says so. The
 activation tables (outbox, firings, ...) live in the same database on their own metadata
-(``pipelines.activation.tables``) so that a trigger firing commits with the event behind it.
+(``propensity.pipelines.activation.tables``) so that a trigger firing commits with the event behind it.
 
-``events`` has the canonical columns of ``features.schema.EVENTS`` (plus ``received_at``), so
+``events`` has the canonical columns of ``propensity.features.schema.EVENTS`` (plus ``received_at``), so
 the batch pipeline can read what the service stored. ``score_state`` holds each contact's
-incremental score state (:class:`pipelines.serve.state.ContactState` as JSON) and its latest
+incremental score state (:class:`propensity.pipelines.serve.state.ContactState` as JSON) and its latest
 score, written in the same transaction as the events that moved it.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from features.schema import EVENTS
+from propensity.features.schema import EVENTS
 
 __all__ = [
     "DATABASE_ENV",

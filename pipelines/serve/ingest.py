@@ -1,6 +1,6 @@
 """Segment HTTP API payloads -> canonical event rows and contact updates (pure).
 
-The mapping is :func:`features.sources.read_segment`'s, so an event sent to the service lands
+The mapping is :func:`propensity.features.sources.read_segment`'s, so an event sent to the service lands
 exactly as the same call in a Segment export file would: ``track`` -> an event
 (``event_id`` = ``messageId``, ``contact_id`` = ``userId`` else ``anonymousId``,
 ``event_type`` = ``event``, ``value`` = ``properties.value`` / ``revenue`` / ``amount``,
@@ -8,7 +8,7 @@ exactly as the same call in a Segment export file would: ``track`` -> an event
 are attributes, ``createdAt`` -> ``created_at``, ``traits.company_id`` -> ``account_id``); other
 call types (page, screen, group, alias) are acknowledged and ignored, as the batch reader does.
 
-Field checks follow :mod:`features.validate` (same missing-value tokens, epoch rules, time
+Field checks follow :mod:`propensity.features.validate` (same missing-value tokens, epoch rules, time
 range, finite values, properties a JSON object), written for one record in Python because
 the service checks every request before acknowledging it and a DuckDB round trip per request
 costs ~50 ms; ``tests/pipelines/serve/test_ingest.py`` checks both give the same rows. One
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from features.schema import ROW_NUMBER
+from propensity.features.schema import ROW_NUMBER
 
 __all__ = [
     "ContactUpdate",
@@ -36,7 +36,7 @@ __all__ = [
     "parse_payload",
 ]
 
-# the same tokens and limits as features.validate
+# the same tokens and limits as propensity.features.validate
 _MISSING_TEXT = ("", "null", "none")
 _MISSING_ID = (*_MISSING_TEXT, "nan")
 _EPOCH_MS_FROM = 1e11
@@ -54,7 +54,7 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class EventRow:
-    """One canonical event (``features.schema.EVENTS``) plus its parsed properties."""
+    """One canonical event (``propensity.features.schema.EVENTS``) plus its parsed properties."""
 
     event_id: str
     contact_id: str
@@ -202,7 +202,7 @@ def _contact_id(call: Mapping[str, Any], where: str) -> str:
 
 
 def _event_hash(contact: str, event_type: str, ts: datetime, value: float, properties: str | None) -> str:
-    # features.validate's fallback key: md5 of the row, so a resend without messageId dedupes
+    # propensity.features.validate's fallback key: md5 of the row, so a resend without messageId dedupes
     parts = [contact, event_type, ts.strftime("%Y-%m-%dT%H:%M:%S.%f"), repr(value), properties or ""]
     return hashlib.md5("|".join(parts).encode("utf-8")).hexdigest()
 

@@ -8,7 +8,7 @@ contact its contacts-table account, ``created_at`` and traits; plus, per account
 The mirror is loaded from the service database once at start and appended to after each commit
 (O(1) per event). For the contacts a commit touched, :meth:`EventMirror.feature_frame` computes
 their rows at ``now`` in ONE vectorised numpy pass over their events, implementing the
-definitions of :func:`features.build.build_features` (tested equal on random data), and the
+definitions of :func:`propensity.features.build.build_features` (tested equal on random data), and the
 champion scores the rows with ONE LightGBM predict per commit. A score request computes its one
 contact's row at request time, so decay and windows are exact at any ``as_of``.
 
@@ -16,7 +16,7 @@ Cost: per event O(1) to record; per commit O(history of the touched contacts, pl
 their accounts' members when the model uses account features) array work and one predict.
 Memory: about 250 bytes per stored event (Python lists plus cached arrays; measured), so ten
 million events need ~2.5 GB. Times are integer microseconds (UTC), as in
-:mod:`pipelines.serve.state`, so window edges are exact.
+:mod:`propensity.pipelines.serve.state`, so window edges are exact.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from features.build import KEY_COLUMNS, safe_name
-from features.config import FeatureConfig
-from pipelines.serve import db
-from pipelines.serve.ingest import ContactUpdate, EventRow
-from pipelines.serve.state import to_micros
+from propensity.features.build import KEY_COLUMNS, safe_name
+from propensity.features.config import FeatureConfig
+from propensity.pipelines.serve import db
+from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
+from propensity.pipelines.serve.state import to_micros
 
 __all__ = [
     "EventMirror",
@@ -55,7 +55,7 @@ _NO_AGE = np.iinfo(np.int64).max
 
 
 def _fmt(half_life: float) -> str:
-    return f"{half_life:g}"  # features.build names decayed columns the same way
+    return f"{half_life:g}"  # propensity.features.build names decayed columns the same way
 
 
 def _number(value: Any) -> float:
@@ -84,7 +84,7 @@ class FeaturePlan:
 
     @classmethod
     def from_scorer(cls, scorer: Any) -> FeaturePlan:
-        """The plan of a :class:`pipelines.training.scorer.LearnedScorer`."""
+        """The plan of a :class:`propensity.pipelines.training.scorer.LearnedScorer`."""
         config = FeatureConfig.model_validate(scorer.feature_config)
         event_types = tuple(scorer.event_types)
         names: dict[str, str] = {}
@@ -445,7 +445,7 @@ class LearnedScores:
 
     Parameters
     ----------
-    scorer : pipelines.training.scorer.LearnedScorer
+    scorer : propensity.pipelines.training.scorer.LearnedScorer
     label : str
         What was loaded (e.g. ``propensity@champion v3``), shown by the service.
     """
@@ -492,7 +492,7 @@ class LearnedScores:
         the steps are the scorer's own (raw_probability_of, calibrated; compiled trees when asked), and the tests
         check the result against ``propensity score --model``.
         """
-        from pipelines.training.model import category_codes  # lightgbm is loaded by now (the scorer)
+        from propensity.pipelines.training.model import category_codes  # lightgbm is loaded by now (the scorer)
 
         scorer = self.scorer
         matrix = np.empty((len(next(iter(out.values()))), len(scorer.feature_names)), dtype="float64", order="F")
@@ -505,10 +505,10 @@ class LearnedScores:
     def reasons(self, contact: str, as_of: datetime, n: int = 3) -> list[dict[str, Any]]:
         """The ``n`` feature groups raising the contact's learned score most, in 0-5 points.
 
-        LightGBM's ``pred_contrib`` through :func:`pipelines.explain.explain_contacts` (the
+        LightGBM's ``pred_contrib`` through :func:`propensity.pipelines.explain.explain_contacts` (the
         numbers ``propensity explain`` shows), for one row: about a millisecond of trees.
         """
-        from pipelines.explain import explain_contacts, top_reasons
+        from propensity.pipelines.explain import explain_contacts, top_reasons
 
         frame = self.features([contact], as_of)
         explanation = explain_contacts(self.scorer, frame, method="pred_contrib", with_facts=False)
@@ -539,7 +539,7 @@ def load_registered_scorer(workspace: str | Path, model: str = "champion", model
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines.training.tracking import configure_tracking
+    from propensity.pipelines.training.tracking import configure_tracking
 
     configure_tracking(workspace, None, "propensity")
     client = MlflowClient()

@@ -1,6 +1,6 @@
 """Incremental rule scoring: one contact's score kept up to date event by event.
 
-The batch scorer (:mod:`pipelines.rules.score`) sums, per activity, over every event with
+The batch scorer (:mod:`propensity.pipelines.rules.score`) sums, per activity, over every event with
 ``ts < as_of`` and ``age < expires_after_days``::
 
     points * weight * 0.5 ** (age_days / half_life_days)   (* value when per_value)
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pipelines.rules.config import Activity, FitCriterion, RuleSet
+from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
 
 __all__ = [
     "ActivityState",
@@ -104,7 +104,7 @@ def _as_number(value: Any) -> float | None:
 
 
 def _fit_matches(criterion: FitCriterion, value: Any) -> bool:
-    """:func:`pipelines.rules.score._criterion_mask` for one attribute value."""
+    """:func:`propensity.pipelines.rules.score._criterion_mask` for one attribute value."""
     if value is None:
         return False
     if criterion.equals is not None:

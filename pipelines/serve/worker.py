@@ -6,7 +6,7 @@ everything queued (up to ``max_batch_events``) and commits it in ONE transaction
 state, and any trigger firings. Only then are the waiting requests answered, so an event is
 acknowledged exactly when it is durable, and a commit's cost is shared by every request in it.
 
-With a registered model (``learned``, :mod:`pipelines.serve.learned`), the committed rows are
+With a registered model (``learned``, :mod:`propensity.pipelines.serve.learned`), the committed rows are
 then added to the in-memory event mirror and the touched contacts get their learned score at
 the commit's time: one feature pass and one LightGBM predict per commit, not per event.
 
@@ -31,12 +31,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipelines.activation.triggers import ScoreChange
-from pipelines.serve import db
-from pipelines.serve.ingest import ContactUpdate, EventRow
-from pipelines.serve.learned import LearnedScores, LearnedView
-from pipelines.serve.metrics import ServiceMetrics
-from pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros
+from propensity.pipelines.activation.triggers import ScoreChange
+from propensity.pipelines.serve import db
+from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
+from propensity.pipelines.serve.learned import LearnedScores, LearnedView
+from propensity.pipelines.serve.metrics import ServiceMetrics
+from propensity.pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros
 
 __all__ = ["CommitResult", "ContactEntry", "Writer", "utcnow"]
 
@@ -89,7 +89,7 @@ class Writer:
     scorer : RuleScorer
     metrics : ServiceMetrics
     triggers : optional
-        A ``pipelines.activation.triggers.TriggerEngine``; None runs without triggers.
+        A ``propensity.pipelines.activation.triggers.TriggerEngine``; None runs without triggers.
     max_batch_events : int
         Most events one commit takes from the queue.
     commit_delay : float

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import ibis
 
-from pipelines.engines import EngineTables
+from propensity.pipelines.engines import EngineTables
 
 __all__ = ["spark_frame", "write_spark_features"]
 

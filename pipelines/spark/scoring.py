@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import build_features
-from features.config import FeatureConfig
-from features.store import Workspace
-from pipelines.engines import EngineTables
-from pipelines.jobs import SpineChoice, load_model, model_bands, resolve_spine
-from pipelines.rules.score import assign_bands
-from pipelines.spark.features import spark_frame
+from propensity.features.build import build_features
+from propensity.features.config import FeatureConfig
+from propensity.features.store import Workspace
+from propensity.pipelines.engines import EngineTables
+from propensity.pipelines.jobs import SpineChoice, load_model, model_bands, resolve_spine
+from propensity.pipelines.rules.score import assign_bands
+from propensity.pipelines.spark.features import spark_frame
 
 __all__ = ["SparkScoreRun", "SCORE_SCHEMA", "run_spark_model_scores", "score_frame_with_model"]
 

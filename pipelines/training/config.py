@@ -116,9 +116,12 @@ class TrainConfig(_Section):
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Read and validate a training YAML; relative ``rules``/``features`` paths resolve against
-    the folder the command runs in, then against the YAML's own folder's parent (the repo root
-    for ``configs/train.yaml``)."""
+    """Read and validate a training YAML.
+
+    A relative ``rules`` or ``features`` path resolves against the folder of the YAML file itself
+    (so a config and the files it names can be copied together anywhere); ``~`` expands. A path
+    that does not exist is an error naming this file and the key.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -126,16 +129,32 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise TrainConfigError(f"{path}: training config not found") from None
     except yaml.YAMLError as exc:
         raise TrainConfigError(f"{path}: not valid YAML: {exc}") from None
-    for key in ("rules", "features"):
-        value = raw.get(key)
-        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists():
-            candidate = path.resolve().parent.parent / value
-            if candidate.exists():
-                raw[key] = str(candidate)
+    if not isinstance(raw, dict):
+        raise TrainConfigError(f"{path}: expected a mapping at the top level")
+    written = {key: raw[key] for key in PATH_KEYS if isinstance(raw.get(key), str)}
+    for key, value in written.items():
+        raw[key] = str(resolve_config_path(path, value))
     try:
-        return TrainConfig.model_validate(raw)
+        config = TrainConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
         )
         raise TrainConfigError(f"{path}: invalid training config: {problems}") from None
+    for key, value in written.items():
+        resolved = getattr(config, key)
+        if not resolved.exists():
+            raise TrainConfigError(
+                f"{path}: {key}: {value!r} not found (looked for {resolved}; relative paths "
+                "resolve against the config file's own folder)"
+            )
+    return config
+
+
+PATH_KEYS = ("rules", "features")
+
+
+def resolve_config_path(config_file: Path, value: str | Path) -> Path:
+    """``value`` as written in ``config_file``: absolute as is, relative to the file's folder."""
+    candidate = Path(value).expanduser()
+    return candidate if candidate.is_absolute() else (Path(config_file).resolve().parent / candidate)

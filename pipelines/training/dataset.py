@@ -13,15 +13,15 @@ from datetime import datetime
 import ibis
 import pandas as pd
 
-from features.build import build_features, discover_event_types, feature_columns
-from features.config import FeatureConfig
-from features.spine import spine_grid
-from pipelines.rules.config import RuleSet
-from pipelines.rules.score import activity_points, score_frame
-from pipelines.training.config import TrainConfig
-from pipelines.training.labels import label_spine
-from pipelines.training.sampling import WEIGHT, sample_negatives
-from pipelines.training.splits import assign_splits, purge_overlaps
+from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_grid
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import activity_points, score_frame
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.labels import label_spine
+from propensity.pipelines.training.sampling import WEIGHT, sample_negatives
+from propensity.pipelines.training.splits import assign_splits, purge_overlaps
 
 __all__ = ["TrainingSet", "assemble_training_set", "data_end_of"]
 

@@ -379,7 +379,7 @@ def fit_lightgbm(
         Called as ``progress(done, total)`` after each trial (``(1, 1)`` when not tuning).
     weight_train : array-like of float, optional
         Row weights of the training split (e.g. ``1 / rate`` on down-sampled negatives, see
-        ``pipelines.training.sampling``); validation is never weighted.
+        ``propensity.pipelines.training.sampling``); validation is never weighted.
 
     Returns
     -------

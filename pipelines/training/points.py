@@ -89,8 +89,8 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from pipelines.rules.config import Activity, FitCriterion, RuleSet
-from pipelines.rules.score import apply_caps, fit_points, scale_points
+from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
+from propensity.pipelines.rules.score import apply_caps, fit_points, scale_points
 
 __all__ = [
     "LearnedPoints",
@@ -199,7 +199,7 @@ def rule_design_matrix(raw_points: pd.DataFrame, contacts: pd.DataFrame | None, 
     Parameters
     ----------
     raw_points : DataFrame
-        Output of :func:`pipelines.rules.score.activity_points` for ``rules`` (executed):
+        Output of :func:`propensity.pipelines.rules.score.activity_points` for ``rules`` (executed):
         ``contact_id, as_of, points__{activity}`` (uncapped).
     contacts : DataFrame or None
         Contact attributes (needed when ``rules`` has fit criteria).

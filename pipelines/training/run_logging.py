@@ -9,9 +9,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from features.store import Workspace
-from pipelines.training.config import TrainConfig
-from pipelines.training.tracking import configure_tracking, log_scorer_model, promote_if_better
+from propensity.features.store import Workspace
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model, promote_if_better
 
 __all__ = ["flatten", "log_training", "plot_calibration"]
 

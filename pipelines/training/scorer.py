@@ -16,7 +16,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from pipelines.training.model import model_array
+from propensity.pipelines.training.model import model_array
 
 __all__ = ["LearnedScorer", "load_scorer"]
 
@@ -43,7 +43,7 @@ class LearnedScorer:
 
     def compile_trees(self, cache_dir: str | Path | None = None) -> None:
         """Score with compiled trees from now on (extra ``[fast]``; see :mod:`.compiled`)."""
-        from pipelines.training.compiled import compiled_predictor
+        from propensity.pipelines.training.compiled import compiled_predictor
 
         self._compiled = compiled_predictor(self.booster, self.best_iteration, cache_dir=cache_dir)
         self._compile_requested, self._compile_cache_dir = True, (str(cache_dir) if cache_dir else None)

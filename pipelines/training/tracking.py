@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from pipelines.training.scorer import LearnedScorer, load_scorer
+from propensity.pipelines.training.scorer import LearnedScorer, load_scorer
 
 __all__ = [
     "CHAMPION",
@@ -48,7 +48,7 @@ class PropensityPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.scorer = load_scorer(context.artifacts["scorer"])
-        from pipelines.training.compiled import compiled_trees_requested
+        from propensity.pipelines.training.compiled import compiled_trees_requested
 
         if compiled_trees_requested():  # a pickled copy (Spark's workers) compiles again on first use
             self.scorer.compile_trees()

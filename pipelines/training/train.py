@@ -12,19 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.config import load_feature_config
-from features.store import Workspace
-from pipelines.rules.config import RuleSet, dump_rules, load_rules
-from pipelines.rules.score import rescale_raw_points, score_frame
-from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-from pipelines.training.config import TrainConfig
-from pipelines.training.dataset import TrainingSet, assemble_training_set
-from pipelines.training.leakage import LeakageConfig, check_leakage, raise_for_leakage
-from pipelines.training.metrics import classification_metrics
-from pipelines.training.model import ModelConfig, feature_importance, fit_lightgbm, prepare_matrix
-from pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
-from pipelines.training.scorer import LearnedScorer
-from pipelines.training.sampling import WEIGHT
+from propensity.features.config import load_feature_config
+from propensity.features.store import Workspace
+from propensity.pipelines.rules.config import RuleSet, dump_rules, load_rules
+from propensity.pipelines.rules.score import rescale_raw_points, score_frame
+from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
+from propensity.pipelines.training.leakage import LeakageConfig, check_leakage, raise_for_leakage
+from propensity.pipelines.training.metrics import classification_metrics
+from propensity.pipelines.training.model import ModelConfig, feature_importance, fit_lightgbm, prepare_matrix
+from propensity.pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
+from propensity.pipelines.training.scorer import LearnedScorer
+from propensity.pipelines.training.sampling import WEIGHT
 
 __all__ = ["NotEnoughPositives", "TrainResult", "train"]
 
@@ -86,7 +86,7 @@ def train(
 ) -> TrainResult:
     """Train, calibrate, evaluate and (when ``track``) log and register a propensity model.
 
-    ``tables`` (``pipelines.engines.EngineTables``): build the training set on that engine
+    ``tables`` (``propensity.pipelines.engines.EngineTables``): build the training set on that engine
     (e.g. Spark) instead of the workspace's DuckDB; the model is fitted here either way.
     """
     rules = load_rules(config.rules)
@@ -183,7 +183,7 @@ def train(
     )
     if track:
         step("log to MLflow and register")
-        from pipelines.training.run_logging import log_training
+        from propensity.pipelines.training.run_logging import log_training
 
         log_training(ws, config, result, frame, learned.coefficients)
     return result

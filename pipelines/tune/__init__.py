@@ -1,12 +1,12 @@
 """Tune the hand-weighted rules from the learned model's SHAP values, and backtest the proposal.
 
-See :mod:`pipelines.tune.propose` for the method.
+See :mod:`propensity.pipelines.tune.propose` for the method.
 """
 
-from pipelines.tune.backtest import backtest_table, band_volumes, gap_closed, rules_diff
-from pipelines.tune.candidates import Candidate, candidate_rules, uncovered_event_groups
-from pipelines.tune.propose import Proposal, TuneConfig, fit_criteria_for, propose_rules
-from pipelines.tune.rounding import nice_round
+from propensity.pipelines.tune.backtest import backtest_table, band_volumes, gap_closed, rules_diff
+from propensity.pipelines.tune.candidates import Candidate, candidate_rules, uncovered_event_groups
+from propensity.pipelines.tune.propose import Proposal, TuneConfig, fit_criteria_for, propose_rules
+from propensity.pipelines.tune.rounding import nice_round
 
 __all__ = [
     "Candidate",

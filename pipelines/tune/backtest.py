@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines.rules.config import RuleSet, dump_rules
-from pipelines.training.metrics import lift_at, lift_key
+from propensity.pipelines.rules.config import RuleSet, dump_rules
+from propensity.pipelines.training.metrics import lift_at, lift_key
 
 __all__ = ["backtest_table", "band_volumes", "gap_closed", "rules_diff"]
 

@@ -1,7 +1,7 @@
 """Shapes a rule could take: the existing activities, re-decayed variants, and new event rules.
 
 Every candidate is an :class:`Activity` with ``points=1, weight=1`` (a *unit* rule), so its raw
-points from :func:`pipelines.rules.score.activity_points` are its per-unit contribution before
+points from :func:`propensity.pipelines.rules.score.activity_points` are its per-unit contribution before
 any cap. All candidates are computed in one pass over the events.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.build import safe_name
-from pipelines.rules.config import Activity, RuleSet
+from propensity.features.build import safe_name
+from propensity.pipelines.rules.config import Activity, RuleSet
 
 __all__ = ["Candidate", "candidate_rules", "uncovered_event_groups"]
 

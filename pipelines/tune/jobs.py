@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.config import FeatureConfig
-from features.store import Workspace
-from pipelines.explain.explain import explain_contacts
-from pipelines.rules.config import RuleSet, dump_rules
-from pipelines.rules.score import activity_points, score_frame
-from pipelines.training.config import TrainConfig
-from pipelines.training.dataset import TrainingSet, assemble_training_set
-from pipelines.tune.backtest import backtest_table, band_volumes, gap_closed, rules_diff
-from pipelines.tune.candidates import candidate_rules
-from pipelines.tune.propose import Proposal, TuneConfig, propose_rules
+from propensity.features.config import FeatureConfig
+from propensity.features.store import Workspace
+from propensity.pipelines.explain.explain import explain_contacts
+from propensity.pipelines.rules.config import RuleSet, dump_rules
+from propensity.pipelines.rules.score import activity_points, score_frame
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
+from propensity.pipelines.tune.backtest import backtest_table, band_volumes, gap_closed, rules_diff
+from propensity.pipelines.tune.candidates import candidate_rules
+from propensity.pipelines.tune.propose import Proposal, TuneConfig, propose_rules
 
 __all__ = [
     "TuneData",
@@ -231,7 +231,7 @@ def check_proposal_path(out: Path, live: Path | None = None) -> None:
     if live is not None and out.resolve() == Path(live).resolve():
         raise ValueError(f"--out {out} is the live rules file; the proposal never overwrites it")
     if out.exists():
-        from pipelines.rules.config import RulesConfigError, load_rules
+        from propensity.pipelines.rules.config import RulesConfigError, load_rules
 
         try:
             existing = load_rules(out)

@@ -61,12 +61,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.build import safe_name
-from pipelines.rules.config import Activity, FitCriterion, RuleSet
-from pipelines.rules.score import cap_values
-from pipelines.training.points import edge_quantiles, points_per_logodds
-from pipelines.tune.candidates import Candidate
-from pipelines.tune.rounding import nice_round
+from propensity.features.build import safe_name
+from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
+from propensity.pipelines.rules.score import cap_values
+from propensity.pipelines.training.points import edge_quantiles, points_per_logodds
+from propensity.pipelines.tune.candidates import Candidate
+from propensity.pipelines.tune.rounding import nice_round
 
 __all__ = ["Proposal", "TuneConfig", "fit_criteria_for", "propose_rules", "unit_capped"]
 
@@ -281,7 +281,7 @@ def _typed(member: str, values: pd.Series):
 
 
 def _criterion_matches(criterion: FitCriterion, values: pd.Series) -> np.ndarray:
-    from pipelines.rules.score import _criterion_mask  # the engine's own matching, so tune agrees with scoring
+    from propensity.pipelines.rules.score import _criterion_mask  # the engine's own matching, so tune agrees with scoring
 
     return _criterion_mask(criterion, values).astype("float64")
 

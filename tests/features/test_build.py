@@ -19,14 +19,14 @@ from reference import (
     snake,
 )
 
-from features.build import (
+from propensity.features.build import (
     build_features,
     discover_event_types,
     feature_columns,
     safe_name,
 )
-from features.config import FeatureConfig
-from features.spine import spine_at, spine_from_frame, spine_grid
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_at, spine_from_frame, spine_grid
 
 CONFIG = FeatureConfig(
     windows_days=(7, 30, 90),

@@ -17,8 +17,8 @@ import pytest
 from reference import ACCOUNTS, AS_OF, TYPES, make_world, reference_features, reference_known
 from test_build import CONFIG, _execute, _ref_config, assert_matches_reference
 
-from features.build import build_features, feature_columns
-from features.spine import spine_at, spine_from_frame
+from propensity.features.build import build_features, feature_columns
+from propensity.features.spine import spine_at, spine_from_frame
 
 SPLIT = ("c30", "c31")  # not in the contacts table: their events' accounts count
 

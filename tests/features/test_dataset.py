@@ -10,15 +10,15 @@ import pandas as pd
 import pydantic
 import pytest
 
-from features.dataset import (
+from propensity.features.dataset import (
     DatasetConfig,
     dataset_spine,
     ingest_dataset,
     load_dataset_config,
     render_sql,
 )
-from features.store import Workspace
-from features.validate import DataValidationError
+from propensity.features.store import Workspace
+from propensity.features.validate import DataValidationError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "datasets"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from features.config import FeatureConfig, FeatureConfigError, load_feature_config
+from propensity.features.config import FeatureConfig, FeatureConfigError, load_feature_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "features.yaml"
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from reference import ACCOUNTS, AS_OF, TYPES, make_world
 
-from features.build import build_features
-from features.config import FeatureConfig
+from propensity.features.build import build_features
+from propensity.features.config import FeatureConfig
 
 # Every family, but few windows: compiling the expression dominates the test time.
 CONFIG = FeatureConfig(

@@ -9,8 +9,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from features.schema import ROW_NUMBER
-from features.sources import (
+from propensity.features.schema import ROW_NUMBER
+from propensity.features.sources import (
     SourceError,
     check_encoding,
     detect_format,
@@ -19,7 +19,7 @@ from features.sources import (
     read_frame,
     read_segment,
 )
-from features.validate import DataValidationError
+from propensity.features.validate import DataValidationError
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -11,9 +11,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from features.sources import SourceError
-from features.store import ENV_VAR, IngestReport, Workspace, ingest_file
-from features.validate import DataValidationError, validate
+from propensity.features.sources import SourceError
+from propensity.features.store import ENV_VAR, IngestReport, Workspace, ingest_file
+from propensity.features.validate import DataValidationError, validate
 
 NOW = dt.datetime(2024, 6, 1)
 

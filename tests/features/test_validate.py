@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.validate import DataValidationError, plan_columns, validate
+from propensity.features.validate import DataValidationError, plan_columns, validate
 
 NOW = dt.datetime(2024, 6, 1, 12, 0)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.cli import main
-from pipelines.synthetic import WorldConfig, generate_world, write_world
+from propensity.pipelines.cli import main
+from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
 ROOT = Path(__file__).resolve().parents[2]
 SAAS = ROOT / "configs" / "rules" / "saas.yaml"

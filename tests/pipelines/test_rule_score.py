@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.rules.config import RuleSet
-from pipelines.rules.score import assign_bands, rollup_accounts, scale_points, score_contacts
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import assign_bands, rollup_accounts, scale_points, score_contacts
 
 AS_OF = datetime(2025, 6, 1)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.rules import RuleSet, RulesConfigError, dump_rules, load_rules
+from propensity.pipelines.rules import RuleSet, RulesConfigError, dump_rules, load_rules
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "rules"
 SHIPPED = sorted(CONFIGS.glob("*.yaml"))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.synthetic import (
+from propensity.pipelines.synthetic import (
     EVENT_TYPES,
     HIDDEN_EVENT_WEIGHTS,
     World,

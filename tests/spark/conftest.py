@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from features.store import Workspace, ingest_file
-from pipelines.synthetic import WorldConfig, generate_world, write_world
+from propensity.features.store import Workspace, ingest_file
+from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def spark():
     pytest.importorskip("pyspark", reason="the spark extra is not installed (pip install 'propensity[spark]')")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java (17) on the PATH")
-    from pipelines.engines import SparkSection, spark_session
+    from propensity.pipelines.engines import SparkSection, spark_session
 
     session = spark_session(SparkSection(master="local[2]"))
     yield session
@@ -39,7 +39,7 @@ def world_ws(tmp_path_factory) -> tuple[Workspace, object]:
 
 @pytest.fixture(scope="session")
 def spark_tables(spark, world_ws):
-    from pipelines.engines import EngineConfig, open_tables
+    from propensity.pipelines.engines import EngineConfig, open_tables
 
     ws, _ = world_ws
     return open_tables(EngineConfig(engine="spark"), ws, session=spark)

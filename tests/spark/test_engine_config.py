@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.engines import EngineConfigError, load_engine_config, open_tables, spark_master
+from propensity.pipelines.engines import EngineConfigError, load_engine_config, open_tables, spark_master
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "engines"
 
@@ -47,9 +47,9 @@ def test_duckdb_over_parquet_sources_checks_timestamp_columns(tmp_path):
 
 
 def test_features_over_parquet_sources_equal_the_ingested_workspace_through_the_cli(tmp_path):
-    from features.store import Workspace, ingest_file
-    from pipelines.cli import main
-    from pipelines.synthetic import WorldConfig, generate_world, write_world
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.cli import main
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
     paths = write_world(generate_world(WorldConfig(contacts=150, days=90, seed=4)), tmp_path / "data")
     ws = Workspace(tmp_path / "ws")

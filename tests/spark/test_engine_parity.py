@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.build import build_features
-from features.config import FeatureConfig
-from features.spine import spine_from_frame
-from pipelines.engines import EngineConfig, open_tables
-from pipelines.jobs import SpineChoice, run_rule_scores
-from pipelines.rules import load_rules
+from propensity.features.build import build_features
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_from_frame
+from propensity.pipelines.engines import EngineConfig, open_tables
+from propensity.pipelines.jobs import SpineChoice, run_rule_scores
+from propensity.pipelines.rules import load_rules
 from tests.spark.compare import assert_same_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_parquet_sources_bind_to_canonical_names_and_missing_columns_fail(spark,
 
 
 def test_cli_features_on_spark_write_a_parquet_folder_equal_to_duckdb(world_ws, spark, tmp_path):
-    from pipelines.cli import main
+    from propensity.pipelines.cli import main
 
     ws, _ = world_ws
     config = tmp_path / "features.yaml"  # a small plan: this checks the plumbing, not the families

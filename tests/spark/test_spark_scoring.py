@@ -8,19 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features, discover_event_types, feature_columns
-from features.config import FeatureConfig
-from features.spine import spine_at
-from pipelines.jobs import SpineChoice, run_model_scores
-from pipelines.rules import load_rules
-from pipelines.rules.score import score_contacts
-from pipelines.spark.scoring import run_spark_model_scores
-from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-from pipelines.training.config import TrainConfig
-from pipelines.training.dataset import assemble_training_set
-from pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
-from pipelines.training.scorer import LearnedScorer
-from pipelines.training.tracking import configure_tracking, log_scorer_model
+from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.config import FeatureConfig
+from propensity.features.spine import spine_at
+from propensity.pipelines.jobs import SpineChoice, run_model_scores
+from propensity.pipelines.rules import load_rules
+from propensity.pipelines.rules.score import score_contacts
+from propensity.pipelines.spark.scoring import run_spark_model_scores
+from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.dataset import assemble_training_set
+from propensity.pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
+from propensity.pipelines.training.scorer import LearnedScorer
+from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model
 
 from tests.spark.compare import assert_same_table
 

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import sqlalchemy as sa
 
-from pipelines.activation.tables import create_activation_tables, metadata
-from pipelines.serve.db import database_url, make_engine
+from propensity.pipelines.activation.tables import create_activation_tables, metadata
+from propensity.pipelines.serve.db import database_url, make_engine
 
 
 

@@ -7,10 +7,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from pipelines.activation.outbox import verify_signature
-from pipelines.activation.triggers import ScoreChange, TriggerEngine, load_triggers
-from pipelines.cli import main
-from pipelines.serve.db import database_url, make_engine
+from propensity.pipelines.activation.outbox import verify_signature
+from propensity.pipelines.activation.triggers import ScoreChange, TriggerEngine, load_triggers
+from propensity.pipelines.cli import main
+from propensity.pipelines.serve.db import database_url, make_engine
 
 KEY = "wk_cli_s3cret_77"
 SECRET = "whsec-cli-1"
@@ -51,7 +51,7 @@ def test_push_sends_changed_contacts_and_never_prints_the_key(tmp_path, receiver
 def test_push_reads_the_services_score_table(tmp_path, receiver, monkeypatch, capsys):
     import sqlalchemy as sa
 
-    from pipelines.serve import db
+    from propensity.pipelines.serve import db
 
     monkeypatch.setenv("SEGMENT_WRITE_KEY", KEY)
     monkeypatch.setenv("SEGMENT_URL", receiver.url)
@@ -82,7 +82,7 @@ def test_outbox_commands_deliver_dead_letter_list_and_replay(tmp_path, receiver,
     config.write_text("bands: [cold, warm, hot]\ndelivery: {max_attempts: 1}\n"
                       "triggers:\n  - {name: became_hot, kind: band_entered, band: hot}\n")
     engine = make_engine(database_url(tmp_path))
-    from pipelines.activation.tables import create_activation_tables
+    from propensity.pipelines.activation.tables import create_activation_tables
 
     create_activation_tables(engine)
     with engine.begin() as conn:

@@ -13,7 +13,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pipelines.activation.outbox import (
+from propensity.pipelines.activation.outbox import (
     RetryPolicy,
     WebhookSender,
     backoff_seconds,
@@ -24,8 +24,8 @@ from pipelines.activation.outbox import (
     sign,
     verify_signature,
 )
-from pipelines.activation.tables import dead_letters, outbox
-from pipelines.activation.triggers import ScoreChange, TriggerEngine, TriggersConfig
+from propensity.pipelines.activation.tables import dead_letters, outbox
+from propensity.pipelines.activation.triggers import ScoreChange, TriggerEngine, TriggersConfig
 
 SECRET = "whsec-test-3f9a1c"
 NOW = dt.datetime(2026, 3, 1, 12, 0)

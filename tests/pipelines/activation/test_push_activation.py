@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipelines.activation.outbox import verify_signature
-from pipelines.activation.push import (
+from propensity.pipelines.activation.outbox import verify_signature
+from propensity.pipelines.activation.push import (
     PushError,
     PushOptions,
     TokenBucket,
@@ -20,7 +20,7 @@ from pipelines.activation.push import (
     read_scores,
     traits_from_scores,
 )
-from pipelines.activation.tables import push_state
+from propensity.pipelines.activation.tables import push_state
 
 WRITE_KEY = "wk_live_5ecret_9d2b"
 API_KEY = "cio_api_k3y_71ab"

@@ -12,10 +12,10 @@ import pandas as pd
 import sqlalchemy as sa
 import uvicorn
 
-from pipelines.activation.push import PushOptions, destination_from_env, push, traits_from_scores
-from pipelines.rules import load_rules
-from pipelines.serve import db
-from pipelines.serve.app import ServiceSettings, create_app
+from propensity.pipelines.activation.push import PushOptions, destination_from_env, push, traits_from_scores
+from propensity.pipelines.rules import load_rules
+from propensity.pipelines.serve import db
+from propensity.pipelines.serve.app import ServiceSettings, create_app
 
 RULES = Path(__file__).resolve().parents[3] / "configs" / "rules" / "saas.yaml"
 WRITE_KEY = "svc-write-key-1"

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipelines.activation.tables import outbox, score_history, trigger_firings
-from pipelines.activation.triggers import (
+from propensity.pipelines.activation.tables import outbox, score_history, trigger_firings
+from propensity.pipelines.activation.triggers import (
     ScoreChange,
     TriggerEngine,
     TriggersConfig,
     TriggersConfigError,
     load_triggers,
 )
-from pipelines.rules import load_rules
+from propensity.pipelines.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = dt.datetime(2026, 3, 1, 12, 0)

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from pipelines.rules.config import Band
+from propensity.pipelines.rules.config import Band
 
 BANDS = (Band(name="cold", min_score=0), Band(name="warm", min_score=2), Band(name="hot", min_score=3.5))
 

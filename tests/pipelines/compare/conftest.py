@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory):
     """``(workspace, train config path, TrainResult)``: 2,000 synthetic contacts, a registered model."""
-    from features.store import Workspace, ingest_file
-    from pipelines.synthetic import WorldConfig, generate_world, write_world
-    from pipelines.training.config import load_train_config
-    from pipelines.training.train import train
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.training.train import train
 
     base = tmp_path_factory.mktemp("compare")
     world = generate_world(WorldConfig(contacts=2000, days=150, seed=11))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pipelines.compare.bootstrap import interval, paired_bootstrap
-from pipelines.training.metrics import resample_indices
-from pipelines.training.metrics import bootstrap_ci
+from propensity.pipelines.compare.bootstrap import interval, paired_bootstrap
+from propensity.pipelines.training.metrics import resample_indices
+from propensity.pipelines.training.metrics import bootstrap_ci
 
 
 def _frame(n=400, seed=1):

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.compare import CompareConfigError, load_compare_config, parse_k_list
-from pipelines.compare.evaluation import _split_mismatch
-from pipelines.training.config import TrainConfig
-from pipelines.training.run_logging import flatten
+from propensity.pipelines.compare import CompareConfigError, load_compare_config, parse_k_list
+from propensity.pipelines.compare.evaluation import _split_mismatch
+from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.run_logging import flatten
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 

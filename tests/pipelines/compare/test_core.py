@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from pipelines.compare import CompareConfig, compare_scores
-from pipelines.training.metrics import expected_calibration_error
+from propensity.pipelines.compare import CompareConfig, compare_scores
+from propensity.pipelines.training.metrics import expected_calibration_error
 
 from compare_helpers import BANDS, scored_frame
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipelines.cli import main
-from pipelines.compare import CompareConfig, compare_models, rescale_raw_points
-from pipelines.compare.evaluation import EvaluationData, raw_points
-from pipelines.rules.config import load_rules
-from pipelines.training.config import load_train_config
+from propensity.pipelines.cli import main
+from propensity.pipelines.compare import CompareConfig, compare_models, rescale_raw_points
+from propensity.pipelines.compare.evaluation import EvaluationData, raw_points
+from propensity.pipelines.rules.config import load_rules
+from propensity.pipelines.training.config import load_train_config
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from pipelines.compare.evaluation import split_rows
-from pipelines.training.config import SplitSection
+from propensity.pipelines.compare.evaluation import split_rows
+from propensity.pipelines.training.config import SplitSection
 
 
 def _labelled(cutoffs, contacts=4, horizon_days=20, cohorts=False):
@@ -58,7 +58,7 @@ def test_fixed_split_dates_are_replaced_by_counted_cutoffs_in_a_backtest():
 
 
 def test_gap_stability_says_stable_only_when_every_interval_is_on_one_side():
-    from pipelines.compare.backtest import gap_stability
+    from propensity.pipelines.compare.backtest import gap_stability
 
     table = pd.DataFrame({
         "model": ["rules", "learned", "pts"] * 2,

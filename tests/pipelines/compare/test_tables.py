@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.compare.tables import band_table, gain_curve, rank_correlation, top_k_table, transition_matrix
-from pipelines.rules.config import Band
+from propensity.pipelines.compare.tables import band_table, gain_curve, rank_correlation, top_k_table, transition_matrix
+from propensity.pipelines.rules.config import Band
 
 BANDS = (Band(name="cold", min_score=0), Band(name="warm", min_score=2), Band(name="hot", min_score=3.5))
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.cli import main
-from pipelines.explain import (
+from propensity.pipelines.cli import main
+from propensity.pipelines.explain import (
     carry_to_points,
     dependence,
     explain_contacts,
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def frame(world):
     """Test-split rows of the training set, with their features, as the model saw them."""
-    from features.spine import spine_from_frame
-    from pipelines.explain.jobs import model_features
+    from propensity.features.spine import spine_from_frame
+    from propensity.pipelines.explain.jobs import model_features
 
     con = world.ws.ibis_connection()
     keys = world.result.test_scores[["contact_id", "as_of"]].head(150)
@@ -39,7 +39,7 @@ def explanation(world, frame):
 
 
 def test_shap_tree_explainer_and_lightgbm_pred_contrib_agree(world, frame, explanation):
-    from pipelines.training.model import prepare_matrix
+    from propensity.pipelines.training.model import prepare_matrix
 
     scorer = world.result.scorer
     contrib, contrib_base = feature_contributions(scorer, frame, method="pred_contrib", chunk_size=97)

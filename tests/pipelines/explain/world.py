@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @dataclass(frozen=True)
 class TrainedWorld:
-    ws: object  # features.store.Workspace
+    ws: object  # propensity.features.store.Workspace
     config_path: Path
     config: object  # TrainConfig
     result: object  # TrainResult (scorer, test_scores)
@@ -36,10 +36,10 @@ def trained_world(tmp_path_factory) -> TrainedWorld:
 
 
 def _build(tmp_path_factory) -> TrainedWorld:
-    from features.store import Workspace, ingest_file
-    from pipelines.synthetic import WorldConfig, generate_world, write_world
-    from pipelines.training.config import load_train_config
-    from pipelines.training.train import train
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+    from propensity.pipelines.training.config import load_train_config
+    from propensity.pipelines.training.train import train
 
     data = tmp_path_factory.mktemp("explain_world")
     world = generate_world(WorldConfig(contacts=2500, days=120, seed=5))

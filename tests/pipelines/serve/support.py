@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
-from pipelines.serve.app import ServiceSettings, create_app
+from propensity.pipelines.serve.app import ServiceSettings, create_app
 
 ROOT = Path(__file__).resolve().parents[3]
 PG_SCRIPT = ROOT / ".ci" / "postgres.sh"

@@ -25,7 +25,7 @@ def _start(workspace, port: int) -> subprocess.Popen:
     env = {**os.environ, "PROPENSITY_WRITE_KEYS": WRITE_KEY}
     env.pop("DATABASE_URL", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "-w", str(workspace), "serve", "--port", str(port)],
+        [sys.executable, "-m", "propensity.pipelines.cli", "-w", str(workspace), "serve", "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert
 
-from pipelines.serve import db
+from propensity.pipelines.serve import db
 
 EVENT = {"event_id": "e1", "contact_id": "c1", "event_type": "trial_started", "ts": datetime(2025, 1, 2, 3, 4, 5),
          "value": 1, "account_id": None, "properties": None, "received_at": datetime(2025, 1, 2, 3, 4, 5, 123)}

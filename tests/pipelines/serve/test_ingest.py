@@ -7,9 +7,9 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from features.sources import read_segment
-from features.validate import validate
-from pipelines.serve.ingest import ContactUpdate, EventRow, PayloadError, parse_call, parse_payload
+from propensity.features.sources import read_segment
+from propensity.features.validate import validate
+from propensity.pipelines.serve.ingest import ContactUpdate, EventRow, PayloadError, parse_call, parse_payload
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
 

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.build import build_features, feature_columns
-from features.config import FeatureConfig
-from pipelines.serve.learned import EventMirror, FeaturePlan
+from propensity.features.build import build_features, feature_columns
+from propensity.features.config import FeatureConfig
+from propensity.pipelines.serve.learned import EventMirror, FeaturePlan
 
 START = datetime(2025, 3, 1)
 TYPES = ["Page View", "trial_started", "purchase", "email_open", "noise"]  # "noise": not a feature type
@@ -133,10 +133,10 @@ def _register_champion(workspace, events: pd.DataFrame, contacts: pd.DataFrame) 
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-    from pipelines.training.model import prepare_matrix
-    from pipelines.training.scorer import LearnedScorer
-    from pipelines.training.tracking import configure_tracking, log_scorer_model
+    from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+    from propensity.pipelines.training.model import prepare_matrix
+    from propensity.pipelines.training.scorer import LearnedScorer
+    from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model
 
     frame = pd.concat([batch_features(events, contacts, START + timedelta(days=d)) for d in (25, 40)])
     names = feature_columns(frame)
@@ -186,7 +186,7 @@ def _copy_store_to_workspace(service_url: str, workspace) -> None:
 
     import sqlalchemy as sa
 
-    from features.store import Workspace
+    from propensity.features.store import Workspace
 
     engine = sa.create_engine(service_url)
     with engine.connect() as conn:
@@ -210,11 +210,11 @@ def _copy_store_to_workspace(service_url: str, workspace) -> None:
 def test_served_learned_score_equals_propensity_score_with_the_champion(tmp_path):
     import httpx
 
-    from features.store import Workspace
-    from pipelines.jobs import SpineChoice, run_model_scores
-    from pipelines.rules import load_rules
-    from pipelines.serve.app import ServiceSettings
-    from pipelines.serve.learned import load_registered_scorer
+    from propensity.features.store import Workspace
+    from propensity.pipelines.jobs import SpineChoice, run_model_scores
+    from propensity.pipelines.rules import load_rules
+    from propensity.pipelines.serve.app import ServiceSettings
+    from propensity.pipelines.serve.learned import load_registered_scorer
     from tests.pipelines.serve.support import ROOT, WRITE_KEY, running_server
 
     workspace = tmp_path / "ws"

@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from segment.analytics.client import Client
 from segment.analytics.request import APIError
 
-from pipelines.activation.triggers import TriggersConfig
-from pipelines.rules import load_rules
-from pipelines.rules.config import RuleSet
-from pipelines.rules.score import score_contacts
-from pipelines.serve.app import ServiceSettings
-from pipelines.serve.config import ServeConfig, load_serve_config
+from propensity.pipelines.activation.triggers import TriggersConfig
+from propensity.pipelines.rules import load_rules
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import score_contacts
+from propensity.pipelines.serve.app import ServiceSettings
+from propensity.pipelines.serve.config import ServeConfig, load_serve_config
 from tests.pipelines.serve.support import ROOT, WRITE_KEY, running_server
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
@@ -259,7 +259,7 @@ def test_the_shipped_serve_config_loads_and_a_typo_fails(tmp_path):
 
 
 def test_serve_refuses_to_start_without_write_keys(tmp_path, monkeypatch, capsys):
-    from pipelines.cli import main
+    from propensity.pipelines.cli import main
 
     monkeypatch.delenv("PROPENSITY_WRITE_KEYS", raising=False)
     assert main(["-w", str(tmp_path), "serve", "--port", "1"]) == 2

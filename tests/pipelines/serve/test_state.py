@@ -8,9 +8,9 @@ import ibis
 import pandas as pd
 import pytest
 
-from pipelines.rules.config import RuleSet
-from pipelines.rules.score import score_contacts
-from pipelines.serve.state import RuleScorer, from_micros, to_micros
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import score_contacts
+from propensity.pipelines.serve.state import RuleScorer, from_micros, to_micros
 
 START = datetime(2025, 1, 1)
 

@@ -7,8 +7,8 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from pipelines.training.calibration import PROBABILITY_FLOOR, ProbabilityCalibrator, ScoreMapper
-from pipelines.training.metrics import expected_calibration_error
+from propensity.pipelines.training.calibration import PROBABILITY_FLOOR, ProbabilityCalibrator, ScoreMapper
+from propensity.pipelines.training.metrics import expected_calibration_error
 
 
 def _sigmoid(x):

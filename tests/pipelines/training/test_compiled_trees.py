@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.training.compiled import compiled_predictor, compiled_trees_requested
-from pipelines.training.model import model_array
-from pipelines.training.scorer import LearnedScorer
+from propensity.pipelines.training.compiled import compiled_predictor, compiled_trees_requested
+from propensity.pipelines.training.model import model_array
+from propensity.pipelines.training.scorer import LearnedScorer
 
 pytest.importorskip("tl2cgen", reason="the [fast] extra (treelite, tl2cgen) is not installed")
 
@@ -56,7 +56,7 @@ def test_compiled_trees_equal_lightgbm_on_the_model_array(tmp_path):
 
 
 def test_rows_beyond_one_chunk_and_a_single_row_score_the_same(tmp_path, monkeypatch):
-    import pipelines.training.compiled as compiled
+    import propensity.pipelines.training.compiled as compiled
 
     booster, frame, categories = _booster(np.random.default_rng(2), rounds=30)
     matrix = model_array(frame, ["clicks", "recency", "spend", "plan"], categories)

@@ -3,8 +3,8 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from pipelines.training.labels import cutoff_grid, label_spine
-from pipelines.training.splits import assign_splits, purge_overlaps
+from propensity.pipelines.training.labels import cutoff_grid, label_spine
+from propensity.pipelines.training.splits import assign_splits, purge_overlaps
 
 
 def _spine(rows):

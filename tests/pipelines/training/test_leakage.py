@@ -3,14 +3,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.training.leakage import (
+from propensity.pipelines.training.leakage import (
     LeakageConfig,
     LeakageError,
     check_leakage,
     raise_for_leakage,
     single_feature_auc,
 )
-from pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
+from propensity.pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
 
 
 def _honest(n=4000, seed=0):

@@ -5,7 +5,7 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from pipelines.training.metrics import (
+from propensity.pipelines.training.metrics import (
     bootstrap_ci,
     classification_metrics,
     expected_calibration_error,

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.training.model import (
+from propensity.pipelines.training.model import (
     DEFAULT_PARAMS,
     ModelConfig,
     SearchSpace,

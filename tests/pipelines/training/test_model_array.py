@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
-from pipelines.training.model import ModelConfig, fit_lightgbm, model_array, prepare_matrix
-from pipelines.training.scorer import LearnedScorer
+from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+from propensity.pipelines.training.model import ModelConfig, fit_lightgbm, model_array, prepare_matrix
+from propensity.pipelines.training.scorer import LearnedScorer
 
 FEATURES = ["signal", "plan", "tier", "region", "is_admin", "flag", "visits"]
 FAST = {"n_jobs": 1, "early_stopping_rounds": 20, "max_estimators": 200, "tune": False}

@@ -5,9 +5,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from features.dataset import load_dataset_config, render_sql
-from pipelines.training.leakage import LeakageConfig, LeakageError, check_leakage, raise_for_leakage
-from pipelines.training.model import prepare_matrix
+from propensity.features.dataset import load_dataset_config, render_sql
+from propensity.pipelines.training.leakage import LeakageConfig, LeakageError, check_leakage, raise_for_leakage
+from propensity.pipelines.training.model import prepare_matrix
 
 ROOT = Path(__file__).resolve().parents[3]
 OULAD = ROOT.parent / "shared" / "data" / "oulad"

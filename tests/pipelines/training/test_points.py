@@ -13,11 +13,11 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from pipelines.rules.config import RuleSet, dump_rules, load_rules
-from pipelines.rules.score import activity_points, score_frame
-from pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND, WorldConfig, generate_world
-from pipelines.training.labels import label_spine
-from pipelines.training.points import (
+from propensity.pipelines.rules.config import RuleSet, dump_rules, load_rules
+from propensity.pipelines.rules.score import activity_points, score_frame
+from propensity.pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND, WorldConfig, generate_world
+from propensity.pipelines.training.labels import label_spine
+from propensity.pipelines.training.points import (
     LearnedPoints,
     PointsModelConfig,
     fit_points_model,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.training.model import ModelConfig, fit_lightgbm
-from pipelines.training.sampling import prior_correction, sample_negatives
+from propensity.pipelines.training.model import ModelConfig, fit_lightgbm
+from propensity.pipelines.training.sampling import prior_correction, sample_negatives
 
 RATE = 0.1
 

@@ -1,6 +1,6 @@
 """Each workspace logs to its own MLflow store, also when several are used in one process."""
 
-from pipelines.training.tracking import configure_tracking
+from propensity.pipelines.training.tracking import configure_tracking
 
 
 def test_a_second_workspace_in_the_same_process_gets_its_own_store(tmp_path, monkeypatch):

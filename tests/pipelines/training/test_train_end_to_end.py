@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from features.store import Workspace, ingest_file
-from pipelines.cli import main
-from pipelines.rules import load_rules
-from pipelines.synthetic import WorldConfig, generate_world, write_world
-from pipelines.training.config import load_train_config
-from pipelines.training.train import NotEnoughPositives, train
+from propensity.features.store import Workspace, ingest_file
+from propensity.pipelines.cli import main
+from propensity.pipelines.rules import load_rules
+from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+from propensity.pipelines.training.config import load_train_config
+from propensity.pipelines.training.train import NotEnoughPositives, train
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.rules.config import Activity, FitCriterion, RuleSet, load_rules
-from pipelines.rules.score import apply_caps
-from pipelines.tune import Candidate, TuneConfig, fit_criteria_for, gap_closed, nice_round, propose_rules
-from pipelines.tune.candidates import uncovered_event_groups
+from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet, load_rules
+from propensity.pipelines.rules.score import apply_caps
+from propensity.pipelines.tune import Candidate, TuneConfig, fit_criteria_for, gap_closed, nice_round, propose_rules
+from propensity.pipelines.tune.candidates import uncovered_event_groups
 
 RULES = RuleSet(
     name="toy",
@@ -134,7 +134,7 @@ def test_a_rule_whose_group_carries_nothing_is_flagged(tmp_path):
                              TuneConfig(reshape=False, zero_no_signal=True))
     assert proposal.changes.set_index("rule").loc["opens", "status"] == "no signal"
     path = tmp_path / "proposed.yaml"
-    from pipelines.rules.config import dump_rules
+    from propensity.pipelines.rules.config import dump_rules
 
     path.write_text(dump_rules(proposal.rules))
     assert load_rules(path) == proposal.rules

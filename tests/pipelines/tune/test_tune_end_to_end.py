@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pipelines.cli import main
-from pipelines.rules import load_rules
+from propensity.pipelines.cli import main
+from propensity.pipelines.rules import load_rules
 from tests.pipelines.explain.world import ROOT
 
 pytestmark = pytest.mark.slow
