@@ -21,12 +21,24 @@ __all__ = ["app", "main"]
 
 
 
-def _shipped(path: Path | None, relative: str) -> Path:
-    """``path`` when the user gave one, else the shipped config ``relative`` (package data)."""
+# The file `propensity init` writes into <ws>/configs/ for each shipped default it replaces.
+WORKSPACE_CONFIG_NAMES = {"rules/saas.yaml": "rules.yaml", "train.yaml": "train.yaml"}
+
+
+def _shipped(path: Path | None, relative: str, ws=None) -> Path:
+    """The config to use: ``path`` when the user gave one, else the workspace's own copy (what
+    ``propensity init`` wrote to ``<ws>/configs/``) when ``ws`` is given and has one, else the
+    shipped ``relative`` (package data); falling back to a shipped file is said on stderr."""
     if path is not None:
         return path
     from propensity.pipelines.shipped import shipped_config
 
+    own = WORKSPACE_CONFIG_NAMES.get(relative)
+    if ws is not None and own is not None:
+        if (ws.path / "configs" / own).is_file():
+            return ws.path / "configs" / own
+        err.print(f"[dim]using the shipped {relative} ({ws.path / 'configs' / own} does not exist; "
+                  "`propensity init` writes one from your data)[/]")
     return shipped_config(relative)
 
 
@@ -41,8 +53,11 @@ ingest_app = typer.Typer(help="Load events, contacts, outcomes or a whole datase
                          no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 
-console = Console()
-err = Console(stderr=True)
+# Piped output (a file, a CI log, `| less`) would get rich's 80 columns and cut table cells ("learned_po…");
+# it gets wide lines instead. A terminal keeps its own width.
+PIPED_WIDTH = 240
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -296,7 +311,7 @@ def score_cmd(
             _print_band_table(scored, title=f"learned scores ({model_name}@{model})")
         console.print(f"{len(scored):,} rows -> {path}")
         return
-    rule_set = load_rules(_shipped(rules, "rules/saas.yaml"))
+    rule_set = load_rules(_shipped(rules, "rules/saas.yaml", ws))
     with _progress() as progress:
         task = progress.add_task(f"score with {rule_set.name} rules", total=None)
         scored = run_rule_scores(ws, choice, rule_set, level=level, tables=tables)
@@ -368,7 +383,7 @@ def train_cmd(
     from propensity.pipelines.training.train import train
 
     ws = _workspace(ctx)
-    train_config = load_train_config(_shipped(config, "train.yaml"))
+    train_config = load_train_config(_shipped(config, "train.yaml", ws))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _steps() as step:
         result = train(ws, train_config, step=step, track=not no_track,
@@ -463,7 +478,7 @@ def serve_cmd(
         from propensity.pipelines.serve.learned import load_registered_scorer
 
         registered = load_registered_scorer(ws.path, model, model_name)
-    settings = ServiceSettings(database_url=url, rules=load_rules(_shipped(rules, "rules/saas.yaml")), write_keys=keys,
+    settings = ServiceSettings(database_url=url, rules=load_rules(_shipped(rules, "rules/saas.yaml", ws)), write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
                                model_label=registered[1] if registered else "")
@@ -575,7 +590,7 @@ def tune_cmd(
     from propensity.pipelines.tune.propose import TuneConfig
 
     ws = _workspace(ctx)
-    train_config = load_train_config(_shipped(config, "train.yaml"))
+    train_config = load_train_config(_shipped(config, "train.yaml", ws))
     rules_path = rules or train_config.rules
     rule_set = load_rules(rules_path)
     check_proposal_path(out, rules_path)
@@ -644,7 +659,7 @@ def compare_cmd(
     from propensity.pipelines.training.config import load_train_config
 
     ws = _workspace(ctx)
-    train_config = load_train_config(_shipped(config, "train.yaml"))
+    train_config = load_train_config(_shipped(config, "train.yaml", ws))
     settings = load_compare_config(_shipped(compare_config, "compare.yaml"))
     if k is not None:
         settings = settings.model_copy(update={"top_k_percent": parse_k_list(k)})
@@ -778,6 +793,65 @@ def demo_cmd(
     for name, path in result.paths.items():
         console.print(f"  {name}: {path}")
     console.print(f"  DuckDB: {ws.db_path}  (tables events, contacts, outcomes, rejects, features)")
+
+
+# -- a starter project from the user's data ----------------------------------------------------------
+
+@app.command("init")
+def init_cmd(
+    ctx: typer.Context,
+    events: Annotated[Path, typer.Option("--events", exists=True, help="Events file (CSV, Parquet, JSONL, Segment).")],
+    contacts: Annotated[Path | None, typer.Option("--contacts", exists=True, help="Contacts file.")] = None,
+    outcomes: Annotated[Path | None, typer.Option("--outcomes", exists=True, help="Outcomes file (conversions, purchases).")] = None,
+    horizon: Annotated[int | None, typer.Option("--horizon", min=1, help="Label window in days (default 30 when the data allows).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Where the starter configs go (default <ws>/configs).")] = None,
+    map: Annotated[list[str] | None, typer.Option("--map", help="Column mapping of the events file, CANONICAL=SOURCE, "
+                                                  "repeatable (contacts and outcomes use the canonical names).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite starter files that already exist.")] = False,
+) -> None:
+    """Load your files and write a starter project fitted to them: rules, features and train configs."""
+    from propensity.pipelines.rules import load_rules
+    from propensity.pipelines.starter import (
+        check_writable, plan_project, profile_data, render_files, split_preview, write_files,
+    )
+    from propensity.pipelines.training.config import load_train_config
+
+    ws = _workspace(ctx)
+    target = out or ws.path / "configs"
+    check_writable(target, overwrite=force)
+    for kind, path in (("contacts", contacts), ("events", events), ("outcomes", outcomes)):
+        if path is not None:
+            _ingest_kind(ctx, kind, path, None, map if kind == "events" else None, "utf-8")
+    con = ws.connect()
+    try:
+        profile = profile_data(con)
+    finally:
+        con.close()
+    plan = plan_project(profile, horizon)
+    written = write_files(render_files(plan), target, overwrite=force)
+    train_config = load_train_config(target / "train.yaml")  # the loaders that every command uses
+    load_rules(train_config.rules)
+    for note in plan.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    console.print(f"{profile.events:,} events of {len(profile.event_types)} types from {profile.contacts:,} contacts, "
+                  f"{profile.first_event:%Y-%m-%d} .. {profile.last_event:%Y-%m-%d %H:%M}; data_end {profile.data_end:%Y-%m-%d}")
+    console.print(f"horizon {plan.horizon_days} days ({plan.horizon_note}); "
+                  f"{'recurring' if plan.recurring else 'one-time'} outcomes: {plan.recurring_note}")
+    console.print(plan.split_note)
+    if profile.contacts_with_outcome:
+        table = Table(title="the training set this config gives (rows = contact x cut-off)")
+        for column in ("split", "rows", "positives", "cut-offs", "first", "last"):
+            table.add_column(column, justify="right" if column not in ("split",) else "left")
+        for row in split_preview(ws.ibis_connection(), train_config).itertuples():
+            table.add_row(str(row.split), f"{row.rows:,}", f"{int(row.positives):,}", str(row.cutoffs),
+                          f"{row.first:%Y-%m-%d}", f"{row.last:%Y-%m-%d}")
+        console.print(table)
+    else:
+        err.print("[yellow]note:[/] no outcomes yet: rule scores work, `train` needs `--outcomes FILE`")
+    for path in written:
+        console.print(f"  wrote {path}")
+    console.print("next: propensity train, propensity compare, propensity explain CONTACT_ID, propensity tune "
+                  "(they read these files; review rules.yaml's points first)")
 
 
 # -- the shipped configs -----------------------------------------------------------------------------

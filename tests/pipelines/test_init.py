@@ -1,0 +1,127 @@
+"""`propensity init` on data unlike the demo's: its own event names, repeat purchases, a horizon of
+months, and an export that stops mid-afternoon."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from propensity.features.config import load_feature_config
+from propensity.pipelines.cli import main
+from propensity.pipelines.rules import load_rules
+from propensity.pipelines.starter import DataProfile, EventTypeProfile, OutcomeProfile, plan_project
+from propensity.pipelines.training.config import load_train_config
+
+START = datetime(2024, 1, 1)
+DAYS = 400
+LAST_EVENT = START + timedelta(days=DAYS - 1, hours=14, minutes=37)  # the export stopped mid-day
+
+
+def retail_world(customers: int = 600, seed: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Shoppers who browse, fill carts and order again and again; an order is an event and an outcome."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(customers):
+        interest = rng.gamma(1.5, 1.0)
+        day = rng.integers(0, 60)
+        while day < DAYS - 1:
+            ts = START + timedelta(days=int(day), seconds=int(rng.integers(0, 86_000)))
+            rows.append((f"shopper-{c}", "Viewed Product", ts, 1.0))
+            if rng.random() < 0.4 * min(interest, 2):
+                rows.append((f"shopper-{c}", "Added To Cart", ts + timedelta(minutes=3), 1.0))
+                if rng.random() < 0.5:
+                    rows.append((f"shopper-{c}", "Order Completed", ts + timedelta(minutes=9),
+                                 float(round(rng.gamma(2.0, 30.0), 2))))
+            day += 1 + int(rng.exponential(12 / interest))
+    rows.append(("shopper-0", "Viewed Product", LAST_EVENT, 1.0))
+    events = pd.DataFrame(rows, columns=["customer", "name", "timestamp", "value"])
+    orders = events[events["name"] == "Order Completed"]
+    outcomes = pd.DataFrame({"contact_id": orders["customer"], "ts": orders["timestamp"],
+                             "outcome": "purchase", "value": orders["value"]})
+    return events, outcomes
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("retail")
+    events, outcomes = retail_world()
+    events.to_csv(folder / "clicks.csv", index=False)
+    outcomes.to_parquet(folder / "orders.parquet")
+    return folder
+
+
+def _init(files, ws, *extra):
+    return main(["-w", str(ws), "init", "--events", str(files / "clicks.csv"),
+                 "--outcomes", str(files / "orders.parquet"),
+                 "--map", "contact_id=customer", "--map", "event_type=name", "--map", "ts=timestamp", *extra])
+
+
+def test_init_writes_configs_that_load_and_fit_the_data(files, tmp_path, capsys):
+    assert _init(files, tmp_path / "ws", "--horizon", "90") == 0
+    out = capsys.readouterr().out
+    config = load_train_config(tmp_path / "ws" / "configs" / "train.yaml")
+    rules = load_rules(config.rules)
+    assert {a.event for a in rules.activities} == {"Viewed Product", "Added To Cart", "Order Completed"}
+    assert config.recurring, "most buyers order more than once: outcomes recur"
+    assert config.data_end == datetime(2025, 2, 4)  # the midnight after the last event (2025-02-03 14:37)
+    assert config.horizon_days == 90
+    assert config.grid.last + timedelta(days=90) <= config.data_end  # the test window closes in the data
+    assert config.grid.last + timedelta(days=90 + config.grid.step_days) > config.data_end  # and it is the last that does
+    features = load_feature_config(config.features)
+    assert max(features.windows_days) >= 90 and "Order Completed" in features.value_weighted_types
+    for split in ("train", "valid", "test"):
+        assert f"│ {split}" in out  # the preview shows rows and positives for every split
+
+
+def test_commands_after_init_read_the_workspace_rules(files, tmp_path, capsys):
+    assert _init(files, tmp_path / "ws", "--horizon", "90") == 0
+    capsys.readouterr()
+    assert main(["-w", str(tmp_path / "ws"), "score", "--as-of", "2024-10-01", "--out", str(tmp_path / "s.csv")]) == 0
+    assert "starter rules" in capsys.readouterr().err
+    scored = pd.read_csv(tmp_path / "s.csv")
+    assert "points__added_to_cart" in scored.columns
+
+
+def test_a_horizon_the_data_cannot_judge_honestly_is_shortened_and_said(files, tmp_path, capsys):
+    assert _init(files, tmp_path / "ws", "--horizon", "270") == 0
+    captured = capsys.readouterr()
+    assert "leaves no honest training cut-off" in captured.err
+    config = load_train_config(tmp_path / "ws" / "configs" / "train.yaml")
+    assert config.horizon_days < 270 and "NOTE:" in (tmp_path / "ws" / "configs" / "train.yaml").read_text()
+
+
+def test_a_second_init_refuses_to_overwrite_the_reviewed_files(files, tmp_path, capsys):
+    assert _init(files, tmp_path / "ws", "--horizon", "90") == 0
+    rules = tmp_path / "ws" / "configs" / "rules.yaml"
+    rules.write_text(rules.read_text().replace("points: 10", "points: 12", 1))
+    assert _init(files, tmp_path / "ws", "--horizon", "90") == 2
+    assert "already exists" in capsys.readouterr().err
+    assert "points: 12" in rules.read_text()
+
+
+def _profile(days: float, repeat: int = 0) -> DataProfile:
+    first = datetime(2025, 1, 1)
+    return DataProfile(
+        contacts=100, events=1000, first_event=first, last_event=first + timedelta(days=days - 1, hours=5),
+        last_outcome=None, event_types=(EventTypeProfile("visit", 1000, 100, 1.0, first, first, 1.0),),
+        outcomes=(OutcomeProfile("won", 40, 30),), contacts_with_outcome=30, contacts_with_repeat_outcome=repeat,
+        median_active_gap_days=3.0,
+    )
+
+
+def test_short_data_gets_a_contact_fraction_for_valid_instead_of_a_time_split():
+    plan = plan_project(_profile(days=100), horizon_days=30)
+    assert plan.split == {"test_cutoffs": 1, "valid_fraction": 0.2}
+    assert plan.grid_last == datetime(2025, 4, 11) - timedelta(days=30)
+
+
+def test_data_too_short_for_any_honest_cutoff_is_an_error_that_says_why():
+    with pytest.raises(ValueError, match="leave no honest cut-off"):
+        plan_project(_profile(days=15), horizon_days=30)
+
+
+def test_one_time_conversions_stay_one_time():
+    assert not plan_project(_profile(days=200, repeat=1), horizon_days=30).recurring
