@@ -744,15 +744,26 @@ def _print_comparison(comparison) -> None:
 
 
 @app.command("info")
-def info_cmd(ctx: typer.Context) -> None:
-    """Show the workspace: where it is and how many rows each table holds."""
+def info_cmd(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the workspace facts as JSON.")] = False,
+) -> None:
+    """Show the workspace: where it is, how many rows each table holds, its own configs."""
+    import json
+
     ws = _workspace(ctx)
-    console.print(f"workspace: {ws.path.resolve()}")
-    if not ws.db_path.exists():
-        console.print("(empty: nothing ingested yet)")
+    counts = ws.counts() if ws.db_path.exists() else {}
+    configs = sorted(str(p.relative_to(ws.path)) for p in (ws.path / "configs").glob("*.yaml"))
+    if as_json:
+        typer.echo(json.dumps({"workspace": str(ws.path.resolve()), "tables": counts, "configs": configs}))
         return
-    for name, count in ws.counts().items():
+    console.print(f"workspace: {ws.path.resolve()}")
+    if not counts:
+        console.print("(empty: nothing ingested yet)")
+    for name, count in counts.items():
         console.print(f"  {name}: {count:,}")
+    if configs:
+        console.print(f"configs (used when a command is given none): {', '.join(configs)}")
 
 
 @app.command("demo")
@@ -1034,6 +1045,25 @@ def triggers_check_cmd(
                   f"{cfg.delivery.max_attempts} attempts then dead letter")
 
 
+def _workspace_option_first(args: list[str]) -> list[str]:
+    """``-w DIR`` / ``--workspace DIR`` anywhere before ``--`` moved to the front, where the root
+    command reads it: ``propensity score -w ws ...`` means ``propensity -w ws score ...`` (no
+    subcommand has a ``-w`` of its own)."""
+    moved, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in ("-w", "--workspace") and i + 1 < len(args):
+            moved += args[i:i + 2]
+            i += 2
+            continue
+        (moved if arg.startswith("--workspace=") else rest).append(arg)
+        i += 1
+    return moved + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 1 failure, 2 bad input or usage)."""
     import os
@@ -1047,10 +1077,11 @@ def main(argv: list[str] | None = None) -> int:
     # classes are not imported up front so that --help and --version stay fast.
     known = (FileNotFoundError, ValueError)
     command = typer.main.get_command(app)
+    args = _workspace_option_first(list(argv if argv is not None else sys.argv[1:]))
     try:
         # standalone mode: typer (which vendors its own click) prints usage errors itself, with exit
         # code 2, and ends with SystemExit; our own known errors still propagate to the line below
-        command.main(args=argv if argv is not None else sys.argv[1:], prog_name="propensity", standalone_mode=True)
+        command.main(args=args, prog_name="propensity", standalone_mode=True)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except known as exc:

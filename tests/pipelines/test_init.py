@@ -125,3 +125,13 @@ def test_data_too_short_for_any_honest_cutoff_is_an_error_that_says_why():
 
 def test_one_time_conversions_stay_one_time():
     assert not plan_project(_profile(days=200, repeat=1), horizon_days=30).recurring
+
+
+def test_the_workspace_option_works_after_the_command_name_and_info_lists_the_configs(files, tmp_path, capsys):
+    import json
+
+    assert _init(files, tmp_path / "ws", "--horizon", "90") == 0
+    capsys.readouterr()
+    assert main(["info", "--json", "-w", str(tmp_path / "ws")]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["tables"]["events"] == len(retail_world()[0]) and "configs/train.yaml" in facts["configs"]
