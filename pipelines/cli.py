@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 __all__ = ["app", "main"]
@@ -76,7 +75,7 @@ def _print_version(value: bool) -> None:
     if value:
         from propensity import __version__
 
-        console.print(f"propensity {__version__}")
+        typer.echo(f"propensity {__version__}")
         raise typer.Exit()
 
 
@@ -90,7 +89,10 @@ def _root(
     ctx.obj = str(workspace) if workspace is not None else None
 
 
-def _progress() -> Progress:
+def _progress():
+    # imported here, not at the top: --help and --version need no progress bars
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                     console=err, transient=False)
 
