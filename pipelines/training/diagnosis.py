@@ -81,8 +81,7 @@ def removed_lines(report) -> list[str]:
                      "known then had already converted (recurring: false counts a first conversion only)")
     partly = sum(f.already_converted for f in report.cutoffs if f.dropped_by != "all_converted")
     if partly:
-        lines.append(f"- {partly:,} rows at the other cut-offs: the contact had already converted before the cut-off "
-                     "(recurring: false)")
+        lines.append(f"- {partly:,} rows: the contact had already converted before that cut-off (recurring: false)")
     if "between_splits" in by_rule:
         fates = by_rule["between_splits"]
         lines.append(
