@@ -393,6 +393,34 @@ def train_cmd(
     _print_training(result)
 
 
+def _print_cutoffs(report) -> None:
+    """The cut-offs each split used, and every grid cut-off left out with the rule that dropped it."""
+    def dates(values) -> str:
+        values = sorted(values)
+        shown = ", ".join(f"{d:%Y-%m-%d}" for d in values) if len(values) <= 4 else \
+            f"{values[0]:%Y-%m-%d} .. {values[-1]:%Y-%m-%d}"
+        return f"{shown} ({len(values)})" if len(values) > 1 else shown or "none"
+
+    console.print(report.data_end.describe())
+    console.print(f"cut-offs used ({report.horizon_days:g}-day label windows): "
+                  + "; ".join(f"{name} {dates(report.used(name))}" for name in ("train", "valid", "test")))
+    by_rule: dict[str, list] = {}
+    for fate in report.dropped:
+        by_rule.setdefault(fate.dropped_by, []).append(fate)
+    for rule, fates in by_rule.items():
+        if rule == "window_past_data_end":  # the surprising one: say what would keep each
+            for fate in fates[:3]:
+                console.print(f"[yellow]cut-off {fate.as_of:%Y-%m-%d} dropped: {fate.reason} "
+                              f"({fate.label_end:%Y-%m-%d %H:%M}); data_end {fate.keep_with_data_end:%Y-%m-%d %H:%M} "
+                              "or later would keep it[/]")
+            if len(fates) > 3:
+                console.print(f"[yellow]cut-offs {dates(f.as_of for f in fates[3:])} dropped too: {fates[0].reason}[/]")
+        else:
+            console.print(f"cut-off{'s' if len(fates) > 1 else ''} {dates(f.as_of for f in fates)} dropped: {fates[0].reason}")
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]")
+
+
 def _print_training(result) -> None:
     splits = Table(title="training set (time split)")
     for column in ("split", "rows", "positives", "cut-offs"):
@@ -400,6 +428,8 @@ def _print_training(result) -> None:
     for name, row in result.summary["splits"].items():
         splits.add_row(str(name), f"{row['rows']:,}", f"{row['positives']:,}", str(row["cutoffs"]))
     console.print(splits)
+    if getattr(result, "cutoffs", None) is not None:
+        _print_cutoffs(result.cutoffs)
     if result.summary.get("purged_rows"):
         console.print(f"{result.summary['purged_rows']:,} spine rows left out: their label windows would run into a later split")
     metrics = Table(title="test split: rule vs learned")

@@ -34,8 +34,8 @@ from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import activity_points, score_frame
 from propensity.pipelines.training.calibration import ProbabilityCalibrator
 from propensity.pipelines.training.config import SplitSection, TrainConfig
-from propensity.pipelines.training.dataset import data_end_of
-from propensity.pipelines.training.labels import label_spine
+from propensity.pipelines.training.cutoffs import label_rows, plan_rows, resolve_data_end, split_and_purge
+from propensity.pipelines.training.dataset import spine_frame
 from propensity.pipelines.training.splits import assign_splits, purge_overlaps
 
 __all__ = [
@@ -92,21 +92,14 @@ class EvaluationData:
 
 
 def labelled_rows(data: EvaluationData, config: TrainConfig) -> tuple[pd.DataFrame, datetime]:
-    """Every spine row of the training config that can be labelled: ``contact_id, as_of, label, label_end``."""
-    data_end = config.data_end or data_end_of(data.con)
-    if config.grid is not None:
-        spine = spine_grid(data.events, config.grid.first, config.grid.last, config.grid.step_days, data.contacts)
-    else:
-        spine = data.con.table(f"spine__{config.spine}")
-    frame = spine.select("contact_id", "as_of").execute()
-    frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
-    frame = frame.drop_duplicates(KEYS).sort_values(KEYS, kind="stable").reset_index(drop=True)
-    labelled = label_spine(frame, data.outcomes, config.horizon_days, data_end=data_end,
-                           recurring=config.recurring, qualifying=config.qualifying_outcomes)
-    if labelled.empty:
-        raise ValueError(f"no spine row can be labelled: every {config.horizon_days:g}-day window runs past "
-                         f"the data's end ({data_end:%Y-%m-%d})")
-    return labelled, data_end
+    """Every spine row of the training config that can be labelled: ``contact_id, as_of, label, label_end``.
+
+    Spine, ``data_end`` default and labels come from the training code itself (``spine_frame``,
+    ``resolve_data_end``, ``label_rows``), so compare and the backtest see the cut-offs train saw.
+    """
+    data_end = resolve_data_end(data.con, config.data_end)
+    spine = spine_frame(data.con, config, data.events, data.contacts)
+    return label_rows(spine, data.outcomes, config, data_end), data_end.value
 
 
 def split_rows(labelled: pd.DataFrame, split: SplitSection, *, last_cutoff: datetime | None = None) -> pd.DataFrame:
@@ -123,15 +116,14 @@ def split_rows(labelled: pd.DataFrame, split: SplitSection, *, last_cutoff: date
         rows = rows[(rows["as_of"] == cutoff) | (rows["label_end"] <= cutoff)]
     rows = rows.reset_index(drop=True)
     if last_cutoff is None:
-        assigned = assign_splits(rows, valid_from=split.valid_from, test_from=split.test_from,
-                                 valid_cutoffs=split.valid_cutoffs, test_cutoffs=split.test_cutoffs,
-                                 valid_fraction=split.valid_fraction)
-    elif split.valid_fraction is not None:
-        assigned = assign_splits(rows, test_from=last_cutoff, valid_fraction=split.valid_fraction)
+        assigned, keep = split_and_purge(rows, split)  # exactly the training split
     else:
-        # fixed split dates cannot move with the cut-off: count cut-offs back from it instead
-        assigned = assign_splits(rows, valid_cutoffs=split.valid_cutoffs, test_cutoffs=1)
-    keep = purge_overlaps(rows, assigned)
+        if split.valid_fraction is not None:
+            assigned = assign_splits(rows, test_from=last_cutoff, valid_fraction=split.valid_fraction)
+        else:
+            # fixed split dates cannot move with the cut-off: count cut-offs back from it instead
+            assigned = assign_splits(rows, valid_cutoffs=split.valid_cutoffs, test_cutoffs=1)
+        keep = purge_overlaps(rows, assigned)
     return rows.assign(split=assigned)[keep.to_numpy()].reset_index(drop=True)
 
 
@@ -254,10 +246,21 @@ def compare_models(
 
     step("label the cut-offs and split them as training did")
     data = EvaluationData.from_workspace(ws)
-    labelled, data_end = labelled_rows(data, train_config)
-    rows = split_rows(labelled, train_config.split)
-    rows = rows[rows["split"].isin(["valid", "test"])].reset_index(drop=True)
-    meta["data_end"] = data_end.isoformat()
+    # the very function training splits with: same data_end default, labels, split, purge and errors
+    data_end = resolve_data_end(data.con, train_config.data_end)
+    planned = plan_rows(spine_frame(data.con, train_config, data.events, data.contacts), data.outcomes,
+                        train_config, data_end)
+    rows = planned.rows[planned.rows["split"].isin(["valid", "test"])].reset_index(drop=True)
+    meta["data_end"] = data_end.value.isoformat()
+    meta["data_end_rule"] = data_end.describe()
+    meta["cutoff_plan"] = planned.report.to_dict()
+    past_end = [f for f in planned.report.dropped if f.dropped_by == "window_past_data_end"]
+    if past_end:
+        warnings.append(
+            f"grid cut-off(s) {', '.join(f'{f.as_of:%Y-%m-%d}' for f in past_end)} left out: their "
+            f"{train_config.horizon_days:g}-day label windows close after data_end {data_end.value:%Y-%m-%d %H:%M}; "
+            f"a data_end of {min(f.keep_with_data_end for f in past_end):%Y-%m-%d %H:%M} would keep the first")
+    warnings.extend(planned.report.notes)
     spine = data.spine_table(rows)
 
     step("score with the rules and the learned points")

@@ -19,11 +19,10 @@ from propensity.features.spine import spine_grid
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import activity_points, score_frame
 from propensity.pipelines.training.config import TrainConfig
-from propensity.pipelines.training.labels import label_spine
+from propensity.pipelines.training.cutoffs import CutoffReport, plan_rows, resolve_data_end
 from propensity.pipelines.training.sampling import WEIGHT, sample_negatives
-from propensity.pipelines.training.splits import assign_splits, purge_overlaps
 
-__all__ = ["TrainingSet", "assemble_training_set", "data_end_of"]
+__all__ = ["TrainingSet", "assemble_training_set", "data_end_of", "spine_frame"]
 
 KEYS = ["contact_id", "as_of"]
 
@@ -40,21 +39,20 @@ class TrainingSet:
     data_end: datetime
     purged: int = 0
     summary: dict = field(default_factory=dict)
+    cutoffs: CutoffReport | None = None  # each cut-off's split, or the rule that dropped it
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
 
 
 def data_end_of(con: ibis.BaseBackend) -> datetime:
-    """The last instant observed: the latest event or outcome timestamp."""
-    ends = [con.table(name).ts.max().execute() for name in ("events", "outcomes")]
-    ends = [pd.Timestamp(e) for e in ends if e is not None and not pd.isna(e)]
-    if not ends:
-        raise ValueError("no events or outcomes to train on: ingest them first")
-    return max(ends).to_pydatetime()
+    """The default end of observed data: the midnight after the day of the latest event or outcome
+    (see ``cutoffs.default_data_end``)."""
+    return resolve_data_end(con).value
 
 
-def _spine_frame(con: ibis.BaseBackend, config: TrainConfig, events, contacts) -> pd.DataFrame:
+def spine_frame(con: ibis.BaseBackend, config: TrainConfig, events, contacts) -> pd.DataFrame:
+    """The training config's spine (its grid, or a stored spine) as sorted, unique ``contact_id, as_of``."""
     if config.grid is not None:
         spine = spine_grid(events, config.grid.first, config.grid.last, config.grid.step_days, contacts)
     else:
@@ -87,24 +85,10 @@ def assemble_training_set(
     events, contacts : ibis tables
     outcomes : DataFrame with ``contact_id, ts`` (+ ``outcome``)
     """
-    data_end = config.data_end or data_end_of(con)
-    spine = _spine_frame(con, config, events, contacts)
-    labelled = label_spine(
-        spine, outcomes, config.horizon_days, data_end=data_end,
-        recurring=config.recurring, qualifying=config.qualifying_outcomes,
-    )
-    if labelled.empty:
-        raise ValueError(
-            f"no spine row can be labelled: every window of {config.horizon_days:g} days runs past "
-            f"the data's end ({data_end:%Y-%m-%d}); move the grid earlier or set data_end"
-        )
-    split = assign_splits(
-        labelled, valid_from=config.split.valid_from, test_from=config.split.test_from,
-        valid_cutoffs=config.split.valid_cutoffs, test_cutoffs=config.split.test_cutoffs,
-        valid_fraction=config.split.valid_fraction,
-    )
-    keep = purge_overlaps(labelled, split)
-    labelled = labelled.assign(split=split)[keep.to_numpy()].reset_index(drop=True)
+    data_end = resolve_data_end(con, config.data_end)
+    planned = plan_rows(spine_frame(con, config, events, contacts), outcomes, config, data_end,
+                        min_positives=config.min_positives)
+    labelled = planned.rows
     # At scale: drop most training negatives before the costly feature build; `weight` undoes it.
     labelled = sample_negatives(labelled, config.negative_sample_rate, seed=config.model.seed)
 
@@ -131,5 +115,6 @@ def assemble_training_set(
     )
     return TrainingSet(
         frame=frame, feature_columns=columns, raw_points=raw, contacts=contacts_frame,
-        event_types=tuple(event_types), data_end=data_end, purged=int((~keep).sum()), summary=summary,
+        event_types=tuple(event_types), data_end=data_end.value, purged=planned.purged_rows, summary=summary,
+        cutoffs=planned.report,
     )

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-__all__ = ["cutoff_grid", "label_spine"]
+__all__ = ["cutoff_grid", "label_spine", "qualifying_outcomes"]
 
 
 def cutoff_grid(first: datetime, last: datetime, step_days: int) -> list[datetime]:
@@ -67,12 +67,7 @@ def label_spine(
     frame["label_end"] = frame["as_of"] + horizon
     frame = frame[frame["label_end"] <= pd.Timestamp(data_end)]
 
-    hits = outcomes[["contact_id", "ts"] + (["outcome"] if "outcome" in outcomes else [])]
-    if qualifying is not None:
-        if "outcome" not in hits:
-            raise ValueError("qualifying outcomes were given but the outcomes have no `outcome` column")
-        hits = hits[hits["outcome"].isin(list(qualifying))]
-    hits = hits[["contact_id", "ts"]].assign(ts=lambda d: pd.to_datetime(d["ts"]).astype("datetime64[us]"))
+    hits = qualifying_outcomes(outcomes, qualifying)
 
     if not recurring:
         first = hits.groupby("contact_id", as_index=False)["ts"].min().rename(columns={"ts": "first_ts"})
@@ -88,3 +83,21 @@ def label_spine(
     inside = pairs[(pairs["ts"] >= pairs["as_of"]) & (pairs["ts"] < pairs["label_end"])]
     rows["label"] = np.isin(rows["_row"], inside["_row"].unique()).astype("int64")
     return rows.drop(columns="_row")
+
+
+def qualifying_outcomes(outcomes: pd.DataFrame, qualifying: Sequence[str] | None = None) -> pd.DataFrame:
+    """The outcomes that count as a conversion: ``contact_id, ts`` (``ts`` as ``datetime64[us]``).
+
+    Parameters
+    ----------
+    outcomes : DataFrame
+        ``contact_id, ts`` (+ ``outcome``).
+    qualifying : sequence of str, optional
+        Outcome values that count (``outcome`` column); None counts every outcome.
+    """
+    hits = outcomes[["contact_id", "ts"] + (["outcome"] if "outcome" in outcomes else [])]
+    if qualifying is not None:
+        if "outcome" not in hits:
+            raise ValueError("qualifying outcomes were given but the outcomes have no `outcome` column")
+        hits = hits[hits["outcome"].isin(list(qualifying))]
+    return hits[["contact_id", "ts"]].assign(ts=lambda d: pd.to_datetime(d["ts"]).astype("datetime64[us]"))

@@ -13,7 +13,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-__all__ = ["SPLITS", "assign_splits", "purge_overlaps"]
+__all__ = ["SPLITS", "assign_splits", "count_split_cutoffs", "purge_overlaps"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -62,17 +62,29 @@ def assign_splits(
     cuts = list(ends.index)
     if len(cuts) < test_cutoffs + 1:
         raise ValueError(f"a time split needs at least {test_cutoffs + 2} distinct cut-offs; the spine has {len(cuts)}")
-    test = cuts[-test_cutoffs:]
-    valid = [c for c in cuts[:-test_cutoffs] if ends[c] <= test[0]][-valid_cutoffs:]
-    train = [c for c in cuts if valid and ends[c] <= valid[0]]
-    if not valid or not train:
+    mapping = count_split_cutoffs(ends, valid_cutoffs=valid_cutoffs, test_cutoffs=test_cutoffs)
+    if set(mapping.values()) != set(SPLITS):
         raise ValueError(
             f"a time split needs at least {valid_cutoffs + test_cutoffs + 1} distinct cut-offs whose "
             f"label windows do not run into the next split; the spine has {len(cuts)} cut-offs "
             f"({cuts[0]:%Y-%m-%d} .. {cuts[-1]:%Y-%m-%d}): widen the grid or shorten the horizon"
         )
-    mapping = {**{c: "train" for c in train}, **{c: "valid" for c in valid}, **{c: "test" for c in test}}
     return _categorical(as_of.map(mapping).to_numpy(dtype=object), labelled.index)
+
+
+def count_split_cutoffs(ends: pd.Series, *, valid_cutoffs: int = 1, test_cutoffs: int = 1) -> dict:
+    """The count-based split of cut-offs: ``{cut-off: split}``, cut-offs in the gaps left out.
+
+    ``ends`` maps each cut-off (sorted index) to the end of its label windows. The latest
+    ``test_cutoffs`` are test; valid is the latest ``valid_cutoffs`` whose windows close by the first
+    test cut-off; train every cut-off whose windows close by the first valid one. Valid or train may
+    come out empty (``assign_splits`` refuses that; diagnosis uses it to try other horizons).
+    """
+    cuts = list(ends.index)
+    test = cuts[-test_cutoffs:]
+    valid = [c for c in cuts[:-test_cutoffs] if ends[c] <= test[0]][-valid_cutoffs:]
+    train = [c for c in cuts if valid and ends[c] <= valid[0]]
+    return {**{c: "train" for c in train}, **{c: "valid" for c in valid}, **{c: "test" for c in test}}
 
 
 def _categorical(values, index) -> pd.Series:

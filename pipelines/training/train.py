@@ -18,7 +18,9 @@ from propensity.pipelines.rules.config import RuleSet, dump_rules, load_rules
 from propensity.pipelines.rules.score import rescale_raw_points, score_frame
 from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
 from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.cutoffs import CutoffReport
 from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
+from propensity.pipelines.training.diagnosis import NotEnoughPositives
 from propensity.pipelines.training.leakage import LeakageConfig, check_leakage, raise_for_leakage
 from propensity.pipelines.training.metrics import classification_metrics
 from propensity.pipelines.training.model import ModelConfig, feature_importance, fit_lightgbm, prepare_matrix
@@ -30,10 +32,6 @@ __all__ = ["NotEnoughPositives", "TrainResult", "train"]
 
 KEYS = ["contact_id", "as_of"]
 SPLIT_NAMES = ("train", "valid", "test")
-
-
-class NotEnoughPositives(ValueError):
-    """Too few conversions in the training split to learn anything honest."""
 
 
 @dataclass
@@ -51,6 +49,7 @@ class TrainResult:
     tracking_uri: str | None = None
     scorer: LearnedScorer | None = None
     test_scores: pd.DataFrame | None = None
+    cutoffs: CutoffReport | None = None  # the cut-offs used per split and the ones dropped, with why
 
 
 def _fingerprint(frame: pd.DataFrame) -> str:
@@ -106,13 +105,8 @@ def train(
                                outcomes=outcomes)
     frame = ts.frame
     is_train, is_valid = frame["split"] == "train", frame["split"] == "valid"
+    # assemble_training_set has raised NotEnoughPositives (with what removed them) below min_positives
     positives = int(frame.loc[is_train, "label"].sum())
-    if positives < config.min_positives:
-        raise NotEnoughPositives(
-            f"only {positives} positive(s) in the training split ({int(is_train.sum()):,} rows); at least "
-            f"{config.min_positives} are needed. Add cut-offs (a wider grid or smaller step), a longer "
-            f"horizon_days, more outcomes, or lower min_positives knowingly."
-        )
     points_only = positives < config.points_only_below
 
     step("check for leakage")
@@ -176,10 +170,12 @@ def train(
     learned_path.write_text(dump_rules(learned.rules), encoding="utf-8")
     result = TrainResult(
         summary={"splits": ts.summary, "purged_rows": ts.purged, "features": len(ts.feature_columns),
-                 "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame)},
+                 "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
+                 "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],
+        cutoffs=ts.cutoffs,
     )
     if track:
         step("log to MLflow and register")
