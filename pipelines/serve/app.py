@@ -3,9 +3,12 @@
 ``POST /v1/track | /v1/identify | /v1/batch`` take the Segment HTTP API's bodies and auth (the
 write key as the HTTP Basic user), so Segment SDKs and CDP destinations can send here
 unchanged. A request is answered 200 only after its events are committed (see
-:mod:`propensity.pipelines.serve.worker`); 400 names the field that failed, 401 an unknown write key, 413
-a body over the limit, 503 a commit that failed (the client should retry; ``messageId`` makes
-that safe).
+:mod:`propensity.pipelines.serve.worker`); 400 names the field that failed (or a body that is not
+strict JSON, or nested deeper than ``max_json_depth``), 401 an unknown write key (checked before
+the body is parsed), 413 a body over the limit, 422 rows the database refuses for good (a retry
+would fail the same way), 503 a commit that failed for a reason that may pass (the client should
+retry; ``messageId`` makes that safe). A request in a group commit that fails is committed
+again on its own, so one bad request never fails the others.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -33,7 +37,7 @@ from propensity.pipelines.serve.ingest import PayloadError, parse_payload, parse
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from propensity.pipelines.serve.state import RuleScorer, ScoreView
-from propensity.pipelines.serve.worker import Writer, utcnow
+from propensity.pipelines.serve.worker import Writer, is_permanent, utcnow
 
 __all__ = ["ServiceSettings", "create_app"]
 
@@ -74,6 +78,62 @@ class _HttpError(Exception):
 def _error(status: int, code: str, message: str) -> JSONResponse:
     # Segment's error body: the SDKs read `code` and `message`
     return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
+
+
+def _known_key(key: Any, keys: frozenset[str]) -> bool:
+    """Whether ``key`` is one of ``keys``, in time that does not depend on how much of it matched.
+
+    Every key is compared (no early exit), so the answer's timing does not tell which key is close.
+    """
+    if not isinstance(key, str):
+        return False
+    given = key.encode("utf-8", "surrogatepass")
+    found = False
+    for known in keys:
+        found |= hmac.compare_digest(given, known.encode("utf-8"))
+    return found
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (Python's json reads them): stored, they would be invalid JSON
+    raise ValueError(f"{name} is not valid JSON (send a number or null)")
+
+
+def _parse_json(raw: bytes) -> Any:
+    """The body as JSON; ValueError (with the reason) for anything that is not strict JSON."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply to parse") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _depth(value: Any, limit: int) -> int | None:
+    """The nesting depth of a parsed JSON value if it is over ``limit``, else None.
+
+    Walked with an explicit stack: a recursive walk (or ``json.dumps`` later) of a deep value
+    would raise RecursionError.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > limit:
+            return level
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item if isinstance(v, dict | list))
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    # the driver's first line (e.g. "value too long for type character varying(256)"), not the SQL
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {first[:200]}"
 
 
 def _basic_user(header: str | None) -> str | None:
@@ -164,25 +224,38 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             await asyncio.to_thread(writer.stop)
             engine.dispose()
 
-    app = FastAPI(title="propensity", summary="Real-time propensity scores", lifespan=lifespan)
+    # the API docs page loads Swagger UI from a CDN and the schema lists every route: both are
+    # off unless the config turns them on (docs: true)
+    docs = settings.config.docs
+    app = FastAPI(title="propensity", summary="Real-time propensity scores", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.metrics = metrics
     app.state.runtime = runtime
 
     async def ingest(kind: str, request: Request) -> Response:
         started = time.perf_counter()
         try:
+            # the key is checked before the body is parsed: an unknown caller learns nothing of
+            # how its body fails, and costs no more than reading it
             key = _basic_user(request.headers.get("authorization"))
-            if key is not None and key not in settings.write_keys:
+            if key is not None and not _known_key(key, settings.write_keys):
                 raise _HttpError(401, "unauthorized", "unknown write key")
             raw = await _read_body(request, settings.config.max_body_bytes)
             try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                body = _parse_json(raw)
+            except ValueError as exc:
+                if key is None:  # the key may only be in a body we cannot read
+                    raise _HttpError(401, "unauthorized", "missing or unknown write key (HTTP Basic user)") from None
                 raise _HttpError(400, "invalid_request", f"body: not valid JSON ({exc})") from None
             if key is None:  # Segment also accepts the key in the body
                 key = body.get("writeKey") if isinstance(body, dict) else None
-                if key not in settings.write_keys:
+                if not _known_key(key, settings.write_keys):
                     raise _HttpError(401, "unauthorized", "missing or unknown write key (HTTP Basic user)")
+            too_deep = _depth(body, settings.config.max_json_depth)
+            if too_deep is not None:
+                raise _HttpError(400, "invalid_request", f"body: JSON nested deeper than "
+                                 f"{settings.config.max_json_depth} levels (max_json_depth)")
             now = clock()
             try:
                 rows = parse_payload(body, kind, received_at=now, now=now)
@@ -194,6 +267,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             try:
                 result = await asyncio.wrap_future(runtime["writer"].submit(rows))
             except Exception as exc:  # the commit failed; nothing of this request is stored
+                if is_permanent(exc):  # the writer retried these rows alone: they are the problem
+                    raise _HttpError(422, "unprocessable", f"could not store the events: {_reason(exc)}") from None
                 raise _HttpError(503, "unavailable", f"could not store the events: {type(exc).__name__}") from None
         except _HttpError as exc:
             metrics.requests.labels(kind, str(exc.status)).inc()
@@ -225,8 +300,7 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
     @app.get("/v1/contacts/{contact_id}/score")
     def contact_score(contact_id: str, request: Request, as_of: str | None = None) -> Response:
         """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change."""
-        key = _basic_user(request.headers.get("authorization"))
-        if key not in (settings.read_keys or settings.write_keys):
+        if not _known_key(_basic_user(request.headers.get("authorization")), settings.read_keys or settings.write_keys):
             return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user)")
         when = None
         if as_of is not None:
@@ -276,10 +350,15 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             body["model"] = writer.learned.label
         return JSONResponse(body)
 
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        """Prometheus text exposition."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+    if settings.config.metrics != "off":
+        @app.get("/metrics", include_in_schema=False)
+        def prometheus(request: Request) -> Response:
+            """Prometheus text exposition; with ``metrics: keyed``, a read key as the HTTP Basic user."""
+            if settings.config.metrics == "keyed" and not _known_key(
+                    _basic_user(request.headers.get("authorization")), settings.read_keys or settings.write_keys):
+                return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user); "
+                              "or set metrics: open in the serve config")
+            return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
 

@@ -10,6 +10,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from propensity.pipelines.config_files import load_yaml_config
@@ -40,6 +42,13 @@ class ServeConfig(BaseModel):
     sweep_seconds: float = Field(default=60.0, gt=0)
     deliver_seconds: float = Field(default=5.0, gt=0)
     top_reasons: int = Field(default=3, ge=1)
+    # deepest JSON nesting a request body may have (a Segment call needs 3 or 4 levels)
+    max_json_depth: int = Field(default=32, ge=4, le=256)
+    # /metrics: "keyed" (a read key, or a write key without read keys, as the HTTP Basic user;
+    # Prometheus' basic_auth), "open" (no key: only on a private network), or "off"
+    metrics: Literal["keyed", "open", "off"] = "keyed"
+    # /docs, /redoc and /openapi.json; off by default: the docs page pulls Swagger UI from a CDN
+    docs: bool = False
 
 
 def load_serve_config(path: str | Path | None) -> ServeConfig:

@@ -11,8 +11,12 @@ call types (page, screen, group, alias) are acknowledged and ignored, as the bat
 Field checks follow :mod:`propensity.features.validate` (same missing-value tokens, epoch rules, time
 range, finite values, properties a JSON object), written for one record in Python because
 the service checks every request before acknowledging it and a DuckDB round trip per request
-costs ~50 ms; ``tests/pipelines/serve/test_ingest.py`` checks both give the same rows. One
-difference: a call without a timestamp gets the time it was received, as Segment does.
+costs ~50 ms; ``tests/pipelines/serve/test_ingest.py`` checks both give the same rows. The
+differences, all stricter at this edge: a call without a timestamp gets the time it was received,
+as Segment does; ids (``userId``, ``anonymousId``, ``messageId``, group ids) must be a string or a
+number of at most ``MAX_ID_CHARS`` characters without NUL (an object, a list or a boolean is no
+id); ``event`` has no NUL; a boolean is no timestamp, and eight digits that form a date
+(``20240601``) are that date.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 from propensity.features.schema import ROW_NUMBER
 
 __all__ = [
+    "MAX_ID_CHARS",
     "ContactUpdate",
     "EventRow",
     "PayloadError",
@@ -46,6 +51,11 @@ _NUMERIC = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
 _SHOW_CHARS = 80
 _RESERVED_TRAITS = ("contact_id", "account_id", "created_at", ROW_NUMBER)
 _IGNORED_CALLS = ("page", "screen", "group", "alias")
+# ids are bounded at the edge: the activation tables store contact ids as VARCHAR(256), and an id
+# that only fails inside a commit would fail every request committed with it
+MAX_ID_CHARS = 256
+# a compact ISO 8601 date (20240601) is a date, not 20,240,601 epoch seconds (a day in 1970)
+_COMPACT_DATE = re.compile(r"[12][0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])")
 
 
 class PayloadError(ValueError):
@@ -89,22 +99,35 @@ def _missing(text: str, tokens: tuple[str, ...]) -> str | None:
 
 
 def parse_id(value: Any) -> str | None:
-    """An id as text: trimmed, missing tokens -> None, integral floats without ``.0``."""
+    """An id as text: trimmed, missing tokens -> None, integral floats without ``.0``.
+
+    Raises
+    ------
+    ValueError
+        For a value that is no id: an object, a list or a boolean (JSON ``true`` is no one's id),
+        text with a NUL character (PostgreSQL cannot store it), or more than ``MAX_ID_CHARS``.
+    """
     if value is None:
         return None
     if isinstance(value, bool):
-        return str(value).lower()  # DuckDB writes booleans as true/false
+        raise ValueError(f"expected a string or a number, got a boolean ({str(value).lower()})")
+    if isinstance(value, dict | list):
+        raise ValueError(f"expected a string or a number, got {'an object' if isinstance(value, dict) else 'a list'}")
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
+        text = str(value)
+    elif isinstance(value, float):
         if not math.isfinite(value):
             return None
-        if value == math.trunc(value) and abs(value) < 1e18:
-            return str(int(value))
-        return repr(value)
-    if isinstance(value, dict | list):
-        value = json.dumps(value)
-    return _missing(str(value), _MISSING_ID)
+        text = str(int(value)) if value == math.trunc(value) and abs(value) < 1e18 else repr(value)
+    else:
+        text = _missing(str(value), _MISSING_ID)
+    if text is None:
+        return None
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    if len(text) > MAX_ID_CHARS:
+        raise ValueError(f"is {len(text)} characters long, more than {MAX_ID_CHARS}")
+    return text
 
 
 def _text(value: Any) -> str | None:
@@ -129,15 +152,22 @@ def _epoch(number: float) -> datetime | None:
 def parse_timestamp(value: Any) -> datetime | None:
     """ISO 8601 (offset -> UTC; none means UTC), a date, or epoch seconds / milliseconds.
 
+    Eight digits that form a valid date (``20240601``, text or number) are a compact ISO 8601
+    date, not epoch seconds (which would be a day in 1970); a boolean is no timestamp.
+
     Returns None when the value cannot be parsed (the caller says which field).
     """
     if isinstance(value, bool):
-        return _epoch(float(value))
+        return None  # JSON true is no time (it was read as 1 second after the epoch)
+    if isinstance(value, int) and _COMPACT_DATE.fullmatch(str(value)):
+        value = str(value)  # 20240601 the number is the same date as "20240601"
     if isinstance(value, int | float):
         return _epoch(float(value))
     text = _text(value)
     if text is None:
         return None
+    if _COMPACT_DATE.fullmatch(text):
+        return datetime.strptime(text, "%Y%m%d") if _valid_compact(text) else None
     if _NUMERIC.fullmatch(text):
         return _epoch(float(text))
     try:
@@ -147,6 +177,14 @@ def parse_timestamp(value: Any) -> datetime | None:
     if stamp.tzinfo is not None:
         stamp = stamp.astimezone(UTC).replace(tzinfo=None)
     return stamp
+
+
+def _valid_compact(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y%m%d")
+    except ValueError:  # 20240231
+        return False
+    return True
 
 
 def _value(value: Any) -> float | None:
@@ -193,9 +231,16 @@ def _check_time(where: str, name: str, raw: Any, ts: datetime | None, now: datet
     return ts
 
 
+def _id(where: str, name: str, value: Any) -> str | None:
+    try:
+        return parse_id(value)
+    except ValueError as exc:
+        raise _fail(where, name, str(exc)) from None
+
+
 def _contact_id(call: Mapping[str, Any], where: str) -> str:
-    raw = _first(call, "userId", "anonymousId")
-    contact = parse_id(raw)
+    name = "userId" if _first(call, "userId") is not None else "anonymousId"
+    contact = _id(where, name, _first(call, "userId", "anonymousId"))
     if contact is None:
         raise _fail(where, "userId", "is empty (give userId or anonymousId)")
     return contact
@@ -212,6 +257,8 @@ def _track(call: Mapping[str, Any], where: str, received_at: datetime, now: date
     event_type = _text(call.get("event"))
     if event_type is None:
         raise _fail(where, "event", "is empty")
+    if "\x00" in event_type:
+        raise _fail(where, "event", "contains a NUL character")
     raw_ts = _first(call, "timestamp", "originalTimestamp")
     ts = received_at if raw_ts is None else _check_time(where, "timestamp", raw_ts, parse_timestamp(raw_ts), now)
     props = call.get("properties")
@@ -227,9 +274,10 @@ def _track(call: Mapping[str, Any], where: str, received_at: datetime, now: date
     elif not math.isfinite(value):
         raise _fail(where, "properties.value", f"{_show(raw_value)} is not a finite number")
     properties = json.dumps(props) if props is not None else None
-    group = _first(call.get("context"), "groupId") or _first(call, "groupId")
-    event_id = parse_id(call.get("messageId")) or _event_hash(contact, event_type, ts, value, properties)
-    return EventRow(event_id, contact, event_type, ts, value, parse_id(group), properties, props)
+    group_field = "context.groupId" if _first(call.get("context"), "groupId") is not None else "groupId"
+    group = _id(where, group_field, _first(call.get("context"), "groupId") or _first(call, "groupId"))
+    event_id = _id(where, "messageId", call.get("messageId")) or _event_hash(contact, event_type, ts, value, properties)
+    return EventRow(event_id, contact, event_type, ts, value, group, properties, props)
 
 
 def _identify(call: Mapping[str, Any], where: str, now: datetime) -> ContactUpdate:
@@ -244,9 +292,10 @@ def _identify(call: Mapping[str, Any], where: str, now: datetime) -> ContactUpda
     created = None
     if raw_created is not None:
         created = _check_time(where, "traits.createdAt", raw_created, parse_timestamp(raw_created), now)
-    group = _first(traits, "company_id") or _first(call.get("context"), "groupId") or _first(call, "groupId")
+    group = _id(where, "traits.company_id",
+                _first(traits, "company_id") or _first(call.get("context"), "groupId") or _first(call, "groupId"))
     kept = {f"trait_{k}" if k in _RESERVED_TRAITS else k: v for k, v in traits.items() if v is not None}
-    return ContactUpdate(contact, parse_id(group), created, kept)
+    return ContactUpdate(contact, group, created, kept)
 
 
 def parse_call(

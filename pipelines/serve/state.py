@@ -30,16 +30,30 @@ from typing import Any
 from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
 
 __all__ = [
+    "POINTS_LIMIT",
     "ActivityState",
     "ContactState",
     "RuleScorer",
     "ScoreView",
+    "clip_points",
     "from_micros",
     "to_micros",
 ]
 
 _US_PER_DAY = 86_400_000_000.0
 _EPOCH = datetime(1970, 1, 1)
+# Points are clipped to +-POINTS_LIMIT: an uncapped per_value rule with value 1e308, twice, made
+# them infinite (no JSON for the score or a trigger's payload). Every scale ends far below this,
+# and a total above its last anchor maps to the top score anyway, so the clip moves no score; it
+# only bounds the raw `points` shown.
+POINTS_LIMIT = 1e12
+
+
+def clip_points(points: float) -> float:
+    """``points`` within +-:data:`POINTS_LIMIT` (NaN, which no finite input makes, -> 0)."""
+    if points != points:
+        return 0.0
+    return max(-POINTS_LIMIT, min(POINTS_LIMIT, points))
 
 
 def to_micros(ts: datetime) -> int:
@@ -169,7 +183,9 @@ class ContactState:
     def from_json(cls, data: Mapping[str, Any], n_activities: int) -> ContactState:
         """Rebuild a snapshot made by :meth:`to_json` for a rule set with ``n_activities``."""
         activities = [
-            ActivityState(float(acc), None if ref is None else int(ref), [(int(t), float(c)) for t, c in live])
+            # clipped: a state stored before points were bounded may hold inf
+            ActivityState(clip_points(float(acc)), None if ref is None else int(ref),
+                          [(int(t), clip_points(float(c))) for t, c in live])
             for acc, ref, live in data["activities"]
         ]
         if len(activities) != n_activities:
@@ -180,7 +196,7 @@ class ContactState:
         return cls(
             at_us=int(data["at_us"]),
             activities=activities,
-            pending=[(int(t), int(i), float(c)) for t, i, c in data["pending"]],
+            pending=[(int(t), int(i), clip_points(float(c))) for t, i, c in data["pending"]],
             traits=dict(data.get("traits") or {}),
             events=int(data.get("events", 0)),
         )
@@ -247,7 +263,7 @@ class RuleScorer:
             activity = self._activities[i]
             if _matches(activity, event_type, properties):
                 amount = activity.points * activity.weight
-                out.append((i, amount * value if activity.per_value else amount))
+                out.append((i, clip_points(amount * value) if activity.per_value else amount))
         return out
 
     def apply(
@@ -297,7 +313,7 @@ class RuleScorer:
                 return  # arrived late and already expired: it never counts again
             bisect.insort(slot.live, (ts_us, amount))
         if activity.half_life_days is None:
-            slot.acc += amount
+            slot.acc = clip_points(slot.acc + amount)
             return
         if slot.ref is None:
             slot.ref = ts_us
@@ -305,7 +321,7 @@ class RuleScorer:
             # rebase forward first, so that a contribution is only ever decayed, never grown
             slot.acc *= self._decay(activity, ts_us, slot.ref)
             slot.ref = ts_us
-        slot.acc += amount * self._decay(activity, slot.ref, ts_us)
+        slot.acc = clip_points(slot.acc + amount * self._decay(activity, slot.ref, ts_us))
 
     def _expire(self, slot: ActivityState, activity: Activity, at_us: int) -> None:
         live = slot.live
@@ -345,7 +361,7 @@ class RuleScorer:
             hit = _fit_matches(criterion, state.traits.get(criterion.attribute))
             parts[criterion.name] = criterion.points if hit else 0.0
         # left to right, activities then fit: the order pandas adds score_frame's columns in
-        total = sum(parts.values()) if parts else 0.0
+        total = clip_points(sum(parts.values())) if parts else 0.0
         score = self.scale(total)
         return ScoreView(
             contact_id=contact_id,

@@ -38,7 +38,7 @@ from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import ServiceMetrics
 from propensity.pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros
 
-__all__ = ["CommitResult", "ContactEntry", "Writer", "utcnow"]
+__all__ = ["CommitResult", "ContactEntry", "Writer", "is_permanent", "utcnow"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,15 @@ log = logging.getLogger(__name__)
 def utcnow() -> datetime:
     """The current time, naive UTC (as every stored timestamp)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a failed commit would fail again with the same rows (the client must not retry).
+
+    Data the database refuses (too long, a NUL, a constraint) and values the writer cannot
+    serialise fail every retry; a lost connection or a locked database may not.
+    """
+    return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError | ValueError | TypeError | OverflowError)
 
 
 @dataclass
@@ -228,24 +237,38 @@ class Writer:
         self.scorer.advance(state, max(now, from_micros(state.at_us)))
 
     def _do_commit(self, jobs: list[_Job], size: int) -> None:
-        touched: list[str] = []
         try:
-            results, touched = self._commit(jobs)
-        except Exception as exc:  # answer every waiting request; the DB rolled back
-            log.exception("commit of %d events failed", size)
-            self._drop_connection()  # a broken connection is not reused
-            with self.lock:
-                for contact in touched or self._contacts_of(jobs):
-                    self._cache.pop(contact, None)
-            for job in jobs:
-                job.future.set_exception(exc)
-        else:
-            for job, result in zip(jobs, results):
-                job.future.set_result(result)
+            failure = self._try_commit(jobs)
+            if failure is not None and len(jobs) > 1 and is_permanent(failure):
+                # one request's rows must not fail the others committed with them: each alone,
+                # answered on its own (the bad one gets its own error, the rest are stored)
+                log.info("a group commit of %d requests failed: committing each alone", len(jobs))
+                for job in jobs:
+                    alone = self._try_commit([job])
+                    if alone is not None:
+                        job.future.set_exception(alone)
+            elif failure is not None:
+                for job in jobs:
+                    job.future.set_exception(failure)
         finally:
             with self.lock:
                 self._queued_events -= size
                 self.metrics.queue_depth.set(self._queued_events)
+
+    def _try_commit(self, jobs: list[_Job]) -> Exception | None:
+        """Commit ``jobs`` in one transaction and answer them; the exception if it failed (unanswered)."""
+        try:
+            results, _ = self._commit(jobs)
+        except Exception as exc:  # the DB rolled back
+            log.exception("commit of %d events failed", sum(len(j.rows) for j in jobs))
+            self._drop_connection()  # a broken connection is not reused
+            with self.lock:  # what the cache holds for them may be ahead of the database
+                for contact in self._contacts_of(jobs):
+                    self._cache.pop(contact, None)
+            return exc
+        for job, result in zip(jobs, results):
+            job.future.set_result(result)
+        return None
 
     @staticmethod
     def _contacts_of(jobs: Iterable[_Job]) -> list[str]:
@@ -320,7 +343,8 @@ class Writer:
         results = []
         for job in jobs:
             ids = [r.event_id for r in job.rows if isinstance(r, EventRow)]
-            mine = sum(1 for i in ids if i in stored)
+            # a messageId twice in one request is stored once: the second is a duplicate
+            mine = sum(1 for i in dict.fromkeys(ids) if i in stored)
             scores = {r.contact_id: views[r.contact_id] for r in job.rows if r.contact_id in views}
             mine_learned = {c: learned[c] for c in scores if c in learned}
             results.append(CommitResult(mine, len(ids) - mine, scores, mine_learned))

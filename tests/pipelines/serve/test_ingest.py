@@ -101,3 +101,22 @@ def test_identify_page_and_a_missing_timestamp():
     assert identify == ContactUpdate("u1", "77", datetime(2025, 1, 2), {"company_id": 77, "plan": "pro",
                                                                          "trait_contact_id": "x"})
     assert track.ts == NOW  # Segment's rule: no timestamp means the time it was received
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("20240601", datetime(2024, 6, 1)),  # a compact ISO 8601 date, not 20,240,601 epoch seconds
+    (20240601, datetime(2024, 6, 1)),  # the same digits as a number: the same date
+    ("1767225600", datetime(2026, 1, 1)),  # ten digits stay epoch seconds
+    (1767225600123, datetime(2026, 1, 1, 0, 0, 0, 123000)),
+])
+def test_a_compact_date_is_a_date_and_epoch_numbers_stay_epochs(raw, expected):
+    row = parse_call({"userId": "u1", "event": "e", "timestamp": raw}, where="track", received_at=NOW, now=NOW,
+                     kind="track")
+    assert row.ts == expected
+
+
+@pytest.mark.parametrize("raw", [True, False, "20240231"])
+def test_a_boolean_or_an_impossible_compact_date_is_no_timestamp(raw):
+    with pytest.raises(PayloadError, match="field 'timestamp': cannot parse"):
+        parse_call({"userId": "u1", "event": "e", "timestamp": raw}, where="track", received_at=NOW, now=NOW,
+                   kind="track")

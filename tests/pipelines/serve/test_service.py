@@ -170,7 +170,7 @@ def test_bad_input_is_refused_with_the_field_named_and_nothing_is_stored(tmp_pat
         with pytest.raises(APIError, match="timestamp"):
             _sdk(base, sync_mode=True).track(user_id="u1", event="x", timestamp=datetime(2030, 1, 1, tzinfo=UTC))
         assert httpx.get(f"{base}/v1/contacts/u1/score", auth=AUTH).status_code == 404
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", auth=AUTH).text
     assert _stored_events(url).empty
     assert 'propensity_requests_total{endpoint="batch",status="400"} 4.0' in metrics  # 3 above + the SDK's
 
@@ -190,7 +190,7 @@ def test_health_metrics_and_the_score_endpoint(tmp_path):
         later = httpx.get(f"{base}/v1/contacts/u1/score", params={"as_of": "2026-04-01T00:00:00Z"},
                           auth=reader).json()
         earlier = httpx.get(f"{base}/v1/contacts/u1/score", params={"as_of": "2026-01-01"}, auth=reader)
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", auth=reader).text
         assert httpx.get(f"{base}/v1/contacts/u1/score").status_code == 401
         # with read keys set, a (possibly public) write key cannot read scores
         assert httpx.get(f"{base}/v1/contacts/u1/score", auth=AUTH).status_code == 401
@@ -226,11 +226,11 @@ def test_triggers_fire_in_the_event_commit_and_decay_drops_are_found_by_the_swee
         client = _sdk(base, sync_mode=True)
         client.track(user_id="u1", event="burst", timestamp=NOW - timedelta(minutes=1), message_id="b1")
         client.track(user_id="u2", event="other", timestamp=NOW - timedelta(minutes=1), message_id="o1")
-        app_metrics = httpx.get(f"{base}/metrics").text
+        app_metrics = httpx.get(f"{base}/metrics", auth=AUTH).text
         clock["now"] = NOW + timedelta(days=2)  # 100 points -> 25: score 5 -> 1.25, by decay alone
         # the sweep runs on a timer (sweep_seconds); run the same writer job now
         swept = app.state.runtime["writer"].request_sweep().result(timeout=30)
-        after_sweep = httpx.get(f"{base}/metrics").text
+        after_sweep = httpx.get(f"{base}/metrics", auth=AUTH).text
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         outbox = pd.read_sql(sa.text("SELECT trigger, contact_id, payload FROM activation_outbox ORDER BY id"), conn)
@@ -248,10 +248,28 @@ def test_triggers_fire_in_the_event_commit_and_decay_drops_are_found_by_the_swee
     assert 'propensity_trigger_firings_total{source="sweep",trigger="went_quiet"} 1.0' in after_sweep
 
 
+@pytest.mark.parametrize(("metrics", "docs", "expected"), [
+    # the defaults: /metrics needs a read key, no docs and no schema
+    (None, None, {"/metrics": 401, "/metrics+key": 200, "/docs": 404, "/openapi.json": 404}),
+    ("open", True, {"/metrics": 200, "/metrics+key": 200, "/docs": 200, "/openapi.json": 200}),
+    ("off", False, {"/metrics": 404, "/metrics+key": 404, "/docs": 404, "/openapi.json": 404}),
+])
+def test_metrics_are_keyed_and_docs_off_unless_the_config_says_otherwise(tmp_path, metrics, docs, expected):
+    given = {k: v for k, v in {"metrics": metrics, "docs": docs}.items() if v is not None}
+    settings = _settings(f"sqlite:///{tmp_path / 'serve.db'}", config=ServeConfig(**given))
+    with running_server(settings, clock=lambda: NOW) as (base, _):
+        got = {path: httpx.get(f"{base}{path.removesuffix('+key')}", auth=AUTH if path.endswith("+key") else None)
+               .status_code for path in expected}
+        wrong_key = httpx.get(f"{base}/metrics", auth=("stolen", "")).status_code
+    assert got == expected
+    assert wrong_key == (200 if metrics == "open" else expected["/metrics"])
+
+
 def test_the_shipped_serve_config_loads_and_a_typo_fails(tmp_path):
     shipped = ROOT / "configs" / "serve.yaml"
     config = load_serve_config(shipped)
     assert config.max_body_bytes == 512_000 and config.write_keys_env == "PROPENSITY_WRITE_KEYS"
+    assert config == ServeConfig()  # the shipped file lists the defaults
     typo = tmp_path / "serve.yaml"
     typo.write_text(shipped.read_text().replace("max_body_bytes", "max_body_byte"))
     with pytest.raises(ValueError, match="max_body_byte"):
