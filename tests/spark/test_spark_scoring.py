@@ -82,7 +82,8 @@ def test_training_set_built_on_spark_equals_duckdb_with_negative_sampling(world_
     config = TrainConfig.model_validate({
         "rules": str(ROOT / "configs/rules/saas.yaml"),
         "grid": {"first": "2025-02-01", "last": "2025-04-05", "step_days": 30},
-        "horizon_days": 20, "negative_sample_rate": 0.5, "data_end": "2025-05-31",
+        # min_positives 1: this checks engine parity of a tiny set; the positives gate now runs inside it
+        "horizon_days": 20, "negative_sample_rate": 0.5, "data_end": "2025-05-31", "min_positives": 1,
     })
     rules = load_rules(config.rules)
     # a narrower feature set than the parity test's: the same code path, a smaller Spark plan
