@@ -89,8 +89,9 @@ class DataProfile:
     @property
     def data_end(self) -> datetime:
         """Midnight after the latest event or outcome: an export of whole days ends there."""
-        latest = max(t for t in (self.last_event, self.last_outcome) if t is not None)
-        return pd.Timestamp(latest).normalize().to_pydatetime() + timedelta(days=1)
+        from propensity.pipelines.training.cutoffs import default_data_end  # training's own rule
+
+        return default_data_end(max(t for t in (self.last_event, self.last_outcome) if t is not None))
 
     @property
     def span_days(self) -> float:
@@ -167,6 +168,11 @@ def _nice_days(days: float, choices: tuple[int, ...]) -> int:
     return min(choices, key=lambda c: abs(math.log(c) - math.log(max(days, 1.0))))
 
 
+def _step_days(horizon_days: float) -> int:
+    """Weekly cut-offs up to a 60-day horizon, then about four per horizon."""
+    return 7 if horizon_days <= 60 else _nice_days(horizon_days / 4, (7, 14, 21, 30, 60, 90))
+
+
 NICE_DAYS = (1, 2, 3, 7, 14, 21, 30, 60, 90, 120, 180, 270, 365, 540, 730)
 
 
@@ -184,8 +190,10 @@ def plan_project(profile: DataProfile, horizon_days: int | None = None) -> Start
         horizon_note = "as asked (--horizon)"
     # Honest splits need the test window, the valid window before it and training cut-offs before
     # that: a time split needs usable >= 3 horizons, a contact-fraction split 2.
+    # less one grid step: the grid is anchored at the test cut-off, so its first cut-off can fall up
+    # to a step after the earliest one the arithmetic allows
     longest_time_split = int(usable // 3)
-    longest_any = int(usable // 2)
+    longest_any = int((usable - _step_days(usable / 2)) // 2)
     if horizon_days > longest_any:
         if longest_any < 1:
             raise ValueError(
@@ -201,7 +209,7 @@ def plan_project(profile: DataProfile, horizon_days: int | None = None) -> Start
         horizon_note = f"shortened from {horizon_days} days (see the note above)"
         horizon_days = longest_any
 
-    step = 7 if horizon_days <= 60 else _nice_days(horizon_days / 4, (7, 14, 21, 30, 60, 90))
+    step = _step_days(horizon_days)
     data_end = profile.data_end
     test_cut = data_end - timedelta(days=horizon_days)
     first_allowed = pd.Timestamp(profile.first_event).normalize().to_pydatetime() + timedelta(days=math.ceil(history))
@@ -258,7 +266,7 @@ def _yaml_str(text: str) -> str:
 def _rules_yaml(plan: StarterPlan, name: str) -> str:
     profile = plan.profile
     longest = max(plan.windows_days)
-    half_life = plan.half_lives_days[0] if len(plan.half_lives_days) == 1 else plan.half_lives_days[-1]
+    half_life = plan.half_lives_days[-1]  # the longest: about the horizon
     lines = [
         f"# Starter rules written by `propensity init` from the data: one rule per event type, each worth the",
         f"# same {STARTER_POINTS} points until you review them. Weights are what `propensity train` learns and",
@@ -385,23 +393,16 @@ def write_files(files: dict[str, str], out_dir: Path, *, overwrite: bool = False
 
 def split_preview(con, config) -> pd.DataFrame:
     """Rows, positives and cut-offs per split that ``config`` gives on the workspace (``con``: an Ibis
-    DuckDB backend), by training's own label and split functions, before any feature is built."""
-    from propensity.features.spine import spine_grid
-    from propensity.pipelines.training.labels import label_spine
-    from propensity.pipelines.training.splits import assign_splits, purge_overlaps
+    DuckDB backend): training's own cut-off plan, before any feature is built."""
+    from propensity.pipelines.training.cutoffs import plan_rows, resolve_data_end
+    from propensity.pipelines.training.dataset import spine_frame
 
     contacts = con.table("contacts")  # every workspace has the table; empty means "known from events"
     if int(contacts.count().execute()) == 0:
         contacts = None
-    spine = spine_grid(con.table("events"), config.grid.first, config.grid.last, config.grid.step_days,
-                       contacts).select("contact_id", "as_of").execute()
-    outcomes = con.table("outcomes").execute()
-    labelled = label_spine(spine, outcomes, config.horizon_days, data_end=config.data_end,
-                           recurring=config.recurring, qualifying=config.qualifying_outcomes)
-    split = assign_splits(labelled, valid_cutoffs=config.split.valid_cutoffs, test_cutoffs=config.split.test_cutoffs,
-                          valid_fraction=config.split.valid_fraction)
-    kept = labelled.assign(split=split)[purge_overlaps(labelled, split).to_numpy()]
-    return (kept.groupby("split", observed=True)
+    spine = spine_frame(con, config, con.table("events"), contacts)
+    planned = plan_rows(spine, con.table("outcomes").execute(), config, resolve_data_end(con, config.data_end))
+    return (planned.rows.groupby("split", observed=True)
             .agg(rows=("label", "size"), positives=("label", "sum"), cutoffs=("as_of", "nunique"),
                  first=("as_of", "min"), last=("as_of", "max"))
             .reset_index())
