@@ -17,4 +17,14 @@ try:
 except PackageNotFoundError:  # imported from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["Project", "__version__"]
+
+
+def __getattr__(name: str):
+    # ``propensity.Project`` without importing DuckDB and Ibis on ``import propensity`` (the CLI's
+    # --version and --help stay fast)
+    if name == "Project":
+        from propensity.pipelines.project import Project
+
+        return Project
+    raise AttributeError(f"module 'propensity' has no attribute {name!r}")

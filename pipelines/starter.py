@@ -192,7 +192,6 @@ def plan_project(profile: DataProfile, horizon_days: int | None = None) -> Start
     # that: a time split needs usable >= 3 horizons, a contact-fraction split 2.
     # less one grid step: the grid is anchored at the test cut-off, so its first cut-off can fall up
     # to a step after the earliest one the arithmetic allows
-    longest_time_split = int(usable // 3)
     longest_any = int((usable - _step_days(usable / 2)) // 2)
     if horizon_days > longest_any:
         if longest_any < 1:
@@ -268,7 +267,7 @@ def _rules_yaml(plan: StarterPlan, name: str) -> str:
     longest = max(plan.windows_days)
     half_life = plan.half_lives_days[-1]  # the longest: about the horizon
     lines = [
-        f"# Starter rules written by `propensity init` from the data: one rule per event type, each worth the",
+        "# Starter rules written by `propensity init` from the data: one rule per event type, each worth the",
         f"# same {STARTER_POINTS} points until you review them. Weights are what `propensity train` learns and",
         "# `propensity tune` proposes from outcomes; weighting them here from the outcomes would let the rules",
         "# see the test period. Names with an unsubscribe / bounce / churn hint start negative.",

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from propensity.pipelines.compare.bootstrap import interval, paired_bootstrap
+from propensity.pipelines.training.bootstrap import interval, paired_bootstrap
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.tables import (
     band_table,

@@ -25,7 +25,6 @@ import pandas as pd
 
 from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
-from propensity.features.spine import spine_grid
 from propensity.features.store import Workspace
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.core import Comparison, compare_scores
@@ -148,38 +147,12 @@ def _isotonic_on_valid(frame: pd.DataFrame, score: str) -> pd.Series:
 def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_name: str):
     """The ``LearnedScorer`` behind a registered model, and where it came from; (None, None) when
     the registry has no such model (e.g. only the points model was trained)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    from propensity.pipelines.project import Project
 
-    from propensity.pipelines.training.tracking import configure_tracking
-
-    configure_tracking(ws.path, config.mlflow.tracking_uri, config.mlflow.experiment)
-    uri = resolve_model_uri(model, model_name)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException:
+    found = Project(ws).find_model(model, model_name, tracking_uri=config.mlflow.tracking_uri)
+    if found is None:
         return None, None
-    info = pyfunc.metadata
-    run_id = getattr(info, "run_id", None)
-    version = None
-    params: dict = {}
-    client = MlflowClient()
-    if uri.startswith("models:/"):
-        name_part = uri.removeprefix("models:/")
-        try:
-            if "@" in name_part:
-                name, alias = name_part.split("@", 1)
-                version = client.get_model_version_by_alias(name, alias).version
-            else:
-                version = name_part.rsplit("/", 1)[1]
-        except mlflow.exceptions.MlflowException:
-            version = None
-    if run_id:
-        try:
-            params = dict(client.get_run(run_id).data.params)
-        except mlflow.exceptions.MlflowException:
-            params = {}
-    return pyfunc.unwrap_python_model().scorer, ModelSource(uri=uri, version=version, run_id=run_id, params=params)
+    return found.scorer, ModelSource(uri=found.uri, version=found.version, run_id=found.run_id, params=found.params)
 
 
 def _split_mismatch(config: TrainConfig, params: dict) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 
@@ -15,7 +14,7 @@ from propensity.features.spine import spine_from_frame
 from propensity.features.store import Workspace
 from propensity.pipelines.explain.explain import ScoreExplanation, contact_table, explain_contacts, top_reasons
 from propensity.pipelines.explain.rules import compare_with_rules, rule_breakdown
-from propensity.pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, load_model, resolve_spine, table_names
+from propensity.pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, resolve_spine, table_names
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
 
@@ -24,26 +23,17 @@ __all__ = [
     "ContactReport",
     "check_contact",
     "default_as_of",
-    "default_rules_path",
     "explain_all",
     "explain_one",
     "load_registered_scorer",
     "model_features",
 ]
 
-def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str = "propensity"):
+def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str | None = None):
     """The :class:`LearnedScorer` of a registered model: an alias, a version or a models:/ URI."""
-    return load_model(ws, model, model_name).unwrap_python_model().scorer
+    from propensity.pipelines.project import Project
 
-
-def default_rules_path(scorer) -> Path:
-    """The shipped rules file the model was trained against (``configs/rules/{name}.yaml``)."""
-    from propensity.pipelines.shipped import shipped_configs_dir
-
-    shipped_rules = shipped_configs_dir() / "rules"
-    name = str(scorer.metadata.get("rules", "saas"))
-    path = shipped_rules / f"{name}.yaml"
-    return path if path.exists() else shipped_rules / "saas.yaml"
+    return Project(ws).model(model, model_name).scorer
 
 
 def default_as_of(ws: Workspace) -> datetime:

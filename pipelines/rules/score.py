@@ -34,7 +34,7 @@ def _age_days(spine_as_of: ibis.Value, ts: ibis.Value) -> ibis.Value:
     return spine_as_of.delta(ts, unit="microsecond").cast("float64") / _US_PER_DAY
 
 
-def _matches(activity: Activity, events: ibis.Table) -> ibis.Value:
+def activity_matches(activity: Activity, events: ibis.Table) -> ibis.Value:
     condition = events.event_type == activity.event
     for key, expected in (activity.where or {}).items():
         field = events.properties.cast("json")[key]
@@ -81,7 +81,7 @@ def activity_points(events: ibis.Table, spine: ibis.Table, rules: RuleSet) -> ib
             amount = amount * (ibis.literal(0.5) ** (age / activity.half_life_days))
         if activity.per_value:
             amount = amount * joined.value
-        condition = _matches(activity, joined)
+        condition = activity_matches(activity, joined)
         if activity.expires_after_days is not None:
             condition &= age < activity.expires_after_days
         if isinstance(amount, ibis.expr.types.Scalar):

@@ -16,6 +16,7 @@ __all__ = [
     "MlflowSection",
     "ModelSection",
     "PointsSection",
+    "PromotionSection",
     "SplitSection",
     "TrainConfig",
     "TrainConfigError",
@@ -80,6 +81,21 @@ class CalibrationSection(_Section):
     score_mapping: Literal["rate_matching", "quantile"] = "rate_matching"
 
 
+class PromotionSection(_Section):
+    """When a trained model becomes the champion: its gain over the rules on the test split.
+
+    The gain is ROC-AUC of the learned 0-5 score minus that of the rule score, on the same test
+    rows; the model is promoted only when the lower end of the paired bootstrap interval
+    (``1 - alpha``, ``n_boot`` resamples) lies above ``margin``. Otherwise it is registered and the
+    alias does not move.
+    """
+
+    margin: float = Field(default=0.0, ge=0, lt=1)
+    n_boot: int = Field(default=1000, ge=100)
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    seed: int = 0
+
+
 class MlflowSection(_Section):
     experiment: str = "propensity"
     model_name: str = "propensity"
@@ -106,6 +122,7 @@ class TrainConfig(_Section):
     model: ModelSection = ModelSection()
     points: PointsSection = PointsSection()
     calibration: CalibrationSection = CalibrationSection()
+    promotion: PromotionSection = PromotionSection()
     mlflow: MlflowSection = MlflowSection()
 
     @model_validator(mode="after")

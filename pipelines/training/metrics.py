@@ -207,7 +207,8 @@ def lift_key(fraction: float) -> str:
 
 
 def classification_metrics(
-    y: object, probability: object, score: object | None = None, top_fraction: float = 0.1
+    y: object, probability: object, score: object | None = None, top_fraction: float = 0.1,
+    *, rank_by: str = "probability",
 ) -> dict[str, float]:
     """The standard metric set for one model on one split.
 
@@ -216,12 +217,16 @@ def classification_metrics(
     y : array-like of shape (n,)
         0/1 outcomes.
     probability : array-like of shape (n,)
-        Predicted probabilities in [0, 1]; AUCs, Brier and ECE are computed on it.
+        Predicted probabilities in [0, 1]; Brier and ECE are computed on it.
     score : array-like of shape (n,), optional
         The score the list is ranked by (e.g. the 0-5 score); lift uses it when given, else
         ``probability``.
     top_fraction : float, default 0.1
         Share of the list for the lift.
+    rank_by : {"probability", "score"}, default "probability"
+        What ROC-AUC and PR-AUC rank by. ``"score"`` (needs ``score``) measures a model on its
+        own score, the convention of ``propensity train`` and ``compare``: a probability fitted
+        isotonically onto a rule score has ties the rule score has not, so it ranks worse.
 
     Returns
     -------
@@ -236,10 +241,13 @@ def classification_metrics(
     check_consistent_length(labels, prob)
     ranking = prob if score is None else _finite(score, "score")
     check_consistent_length(labels, ranking)
+    if rank_by not in ("probability", "score") or (rank_by == "score" and score is None):
+        raise ValueError(f"rank_by must be 'probability' or 'score' (with a score), not {rank_by!r}")
+    ranked = ranking if rank_by == "score" else prob
     both_classes = 0 < labels.sum() < labels.size
     return {
-        "roc_auc": float(roc_auc_score(labels, prob)) if both_classes else math.nan,
-        "pr_auc": float(average_precision_score(labels, prob)) if both_classes else math.nan,
+        "roc_auc": float(roc_auc_score(labels, ranked)) if both_classes else math.nan,
+        "pr_auc": float(average_precision_score(labels, ranked)) if both_classes else math.nan,
         "brier": float(brier_score_loss(labels, prob, pos_label=1)),
         "ece": expected_calibration_error(labels, prob),
         lift_key(top_fraction): lift_at(labels, ranking, top_fraction),

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+import yaml
 
 from propensity.features.store import Workspace
+from propensity.pipelines.project import CONTEXT_FILES, context_folder
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model, promote_if_better
 
-__all__ = ["flatten", "log_training", "plot_calibration"]
+__all__ = ["flatten", "log_training", "plot_calibration", "write_context"]
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -77,14 +80,41 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
             result.importance.to_csv(folder / "feature_importance.csv", index=False)
             mlflow.log_artifact(str(folder / "feature_importance.csv"))
         mlflow.log_artifact(str(plot_calibration(frame, probabilities, folder / "calibration.png")))
+        context = write_context(config, result, folder / "context")
+        mlflow.log_artifacts(str(context), artifact_path="context")
         if result.scorer is None:
             return
         test = frame[frame["split"] == "test"]
         _, result.model_version = log_scorer_model(result.scorer, frame[frame["split"] == "train"], config.mlflow.model_name)
-        metrics = result.metrics.set_index(["model", "split"])
+        kept = context_folder(ws, config.mlflow.model_name, result.model_version)
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(context, kept)
+        result.learned_rules_path = kept / CONTEXT_FILES["learned_rules"]
+        result.context_path = kept
         result.registry = promote_if_better(
-            config.mlflow.model_name, result.model_version, test[result.scorer.feature_names],
-            test["label"].to_numpy(), float(metrics.loc[("learned", "test"), "roc_auc"]),
-            float(metrics.loc[("rules", "test"), "roc_auc"]),
+            config.mlflow.model_name, result.model_version, test, result.scorer.feature_names, config.promotion,
             feature_config=result.scorer.feature_config, event_types=result.scorer.event_types,
         )
+
+
+def write_context(config: TrainConfig, result, folder: Path) -> Path:
+    """The files a model version carries: its train config (``data_end`` pinned to the value used,
+    paths relative to the folder), rules, feature config and learned points.
+
+    With them `score`, `explain`, `compare` and `tune` rebuild what the model was trained on
+    instead of whatever the workspace's configs say today.
+    """
+    from propensity.features.config import load_feature_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config.rules, folder / CONTEXT_FILES["rules"])
+    features = load_feature_config(config.features).model_dump(mode="json")
+    (folder / CONTEXT_FILES["features"]).write_text(yaml.safe_dump(features, sort_keys=False), encoding="utf-8")
+    shutil.copyfile(result.learned_rules_path, folder / CONTEXT_FILES["learned_rules"])
+    train = config.model_dump(mode="json")
+    train |= {"rules": CONTEXT_FILES["rules"], "features": CONTEXT_FILES["features"],
+              "data_end": pd.Timestamp(result.summary["data_end"]).isoformat()}
+    header = ("# The training config this model version was trained with: data_end is the value used,\n"
+              "# paths are relative to this folder (written by `propensity train`).\n")
+    (folder / CONTEXT_FILES["train"]).write_text(header + yaml.safe_dump(train, sort_keys=False), encoding="utf-8")
+    return folder

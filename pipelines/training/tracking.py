@@ -21,6 +21,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from propensity.pipelines.training.config import PromotionSection
 from propensity.pipelines.training.scorer import LearnedScorer, load_scorer
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PropensityPyfunc",
     "RegistryDecision",
     "configure_tracking",
+    "gain_over_rules",
     "log_scorer_model",
     "load_champion",
     "promote_if_better",
@@ -114,6 +116,9 @@ class RegistryDecision:
     reason: str
     previous_champion: str | None = None
     previous_test_auc: float | None = None
+    gain: float | None = None  # test ROC-AUC of the learned score minus the rule score's
+    gain_low: float | None = None  # its paired bootstrap interval
+    gain_high: float | None = None
 
 
 def load_champion(model_name: str):
@@ -126,53 +131,80 @@ def load_champion(model_name: str):
     return mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
 
 
+def gain_over_rules(labels: np.ndarray, learned_score: np.ndarray, rule_score: np.ndarray,
+                    promotion: PromotionSection) -> tuple[float, float, float]:
+    """ROC-AUC of the learned 0-5 score minus the rule score's on the same rows, with its paired
+    bootstrap interval: ``(gain, low, high)``."""
+    from sklearn.metrics import roc_auc_score
+
+    from propensity.pipelines.training.bootstrap import interval, paired_bootstrap
+
+    boot = paired_bootstrap(labels, {"learned": learned_score, "rules": rule_score}, promotion.n_boot, promotion.seed)
+    low, high = interval(boot["learned"].roc_auc - boot["rules"].roc_auc, promotion.alpha)
+    gain = float(roc_auc_score(labels, learned_score) - roc_auc_score(labels, rule_score))
+    return gain, float(low), float(high)
+
+
 def promote_if_better(
     model_name: str,
     version: str,
-    test_features: pd.DataFrame,
-    test_labels: np.ndarray,
-    new_test_auc: float,
-    rule_test_auc: float,
+    test: pd.DataFrame,
+    feature_names: list[str],
+    promotion: PromotionSection,
     feature_config: dict | None = None,
     event_types: tuple[str, ...] = (),
 ) -> RegistryDecision:
-    """Move `champion` to ``version`` only if it beats the rules and the current champion on test.
+    """Move `champion` to ``version`` only if it beats the rules, beyond chance, and the current champion.
 
-    The current champion is re-scored on *this* test split, so both are judged on the same rows;
-    if it cannot score them (different features), its recorded test AUC is used and the reason
-    says so.
+    ``test`` holds the test rows: ``label``, ``rule_score``, ``learned_score`` and the features.
+    Every model is measured on its own 0-5 score. Against the rules the lower end of the paired
+    bootstrap interval of the gain must clear ``promotion.margin``. The current champion is
+    re-scored on *this* test split, so both are judged on the same rows; if it cannot score them
+    (different features), its recorded test AUC is used and the reason says so.
     """
     from sklearn.metrics import roc_auc_score
 
+    labels = test["label"].to_numpy()
+    learned = test["learned_score"].to_numpy(dtype="float64")
+    new_auc = float(roc_auc_score(labels, learned))
+    rules_auc = float(roc_auc_score(labels, test["rule_score"].to_numpy(dtype="float64")))
+    gain, low, high = gain_over_rules(labels, learned, test["rule_score"].to_numpy(dtype="float64"), promotion)
     client = MlflowClient()
-    client.set_model_version_tag(model_name, version, "test_roc_auc", f"{new_test_auc:.6f}")
-    if not new_test_auc > rule_test_auc:
-        return RegistryDecision(version, False, f"test ROC-AUC {new_test_auc:.4f} does not beat the rules' {rule_test_auc:.4f}")
+    for tag, value in (("test_roc_auc", new_auc), ("rules_test_roc_auc", rules_auc), ("gain_over_rules", gain),
+                       ("gain_over_rules_low", low), ("gain_over_rules_high", high)):
+        client.set_model_version_tag(model_name, version, tag, f"{value:.6f}")
     try:
         current = client.get_model_version_by_alias(model_name, CHAMPION)
     except mlflow.exceptions.MlflowException:
         current = None
+    stays = f"champion stays v{current.version}" if current is not None else "no champion yet"
+    versus = (f"test ROC-AUC {new_auc:.4f} vs the rules' {rules_auc:.4f}: gain {gain:+.4f} "
+              f"(paired {1 - promotion.alpha:.0%} CI {low:+.4f} to {high:+.4f})")
+    facts = {"gain": gain, "gain_low": low, "gain_high": high}
+    if not low > promotion.margin:
+        return RegistryDecision(version, False, f"{versus} is not above the margin {promotion.margin:g}: "
+                                f"registered, not promoted ({stays})",
+                                None if current is None else current.version, **facts)
     if current is None:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-        return RegistryDecision(version, True, f"first champion (test ROC-AUC {new_test_auc:.4f} > rules {rule_test_auc:.4f})")
+        return RegistryDecision(version, True, f"first champion: {versus}", **facts)
     try:
         champion = mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
         theirs = champion.unwrap_python_model().scorer
         if (theirs.feature_config, tuple(theirs.event_types)) != (feature_config, tuple(event_types)):
             # same column names can mean different numbers under another feature config
             raise ValueError("the champion was trained on features built differently")
-        champion_auc = float(roc_auc_score(test_labels, champion.predict(test_features)["probability"]))
+        champion_auc = float(roc_auc_score(labels, champion.predict(test[feature_names])["learned_score"]))
         basis = "re-scored on this test split"
     except Exception as exc:  # a champion from other data or features: fall back to its record
         champion_auc = float(current.tags.get("test_roc_auc", "nan"))
         basis = f"its recorded test AUC (not re-scored: {exc})"
-    if np.isnan(champion_auc) or new_test_auc > champion_auc:
+    if np.isnan(champion_auc) or new_auc > champion_auc:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-        return RegistryDecision(version, True, f"test ROC-AUC {new_test_auc:.4f} beats champion v{current.version} "
-                                f"({champion_auc:.4f}, {basis}) and the rules ({rule_test_auc:.4f})",
-                                current.version, champion_auc)
-    return RegistryDecision(version, False, f"test ROC-AUC {new_test_auc:.4f} does not beat champion v{current.version} "
-                            f"({champion_auc:.4f}, {basis})", current.version, champion_auc)
+        return RegistryDecision(version, True, f"{versus}; beats champion v{current.version} "
+                                f"({champion_auc:.4f}, {basis})", current.version, champion_auc, **facts)
+    return RegistryDecision(version, False, f"{versus}; does not beat champion v{current.version} "
+                            f"({champion_auc:.4f}, {basis}): {stays}", current.version, champion_auc, **facts)
 
 
 def log_json(name: str, payload: dict) -> None:

@@ -50,6 +50,7 @@ class TrainResult:
     scorer: LearnedScorer | None = None
     test_scores: pd.DataFrame | None = None
     cutoffs: CutoffReport | None = None  # the cut-offs used per split and the ones dropped, with why
+    context_path: Path | None = None  # the registered version's context files in the workspace
 
 
 def _fingerprint(frame: pd.DataFrame) -> str:
@@ -69,8 +70,9 @@ def _metrics_table(frame: pd.DataFrame, models: dict[str, tuple[str, str]]) -> p
     for model, (probability_col, score_col) in models.items():
         for split in SPLIT_NAMES:
             part = frame[frame["split"] == split]
+            # every model ranked by its own 0-5 score, as `compare` ranks them (core.py's conventions)
             values = classification_metrics(part["label"].to_numpy(), part[probability_col].to_numpy(),
-                                             part[score_col].to_numpy())
+                                             part[score_col].to_numpy(), rank_by="score")
             rows.append({"model": model, "split": split, **values})
     return pd.DataFrame(rows)
 

@@ -135,3 +135,60 @@ def test_the_workspace_option_works_after_the_command_name_and_info_lists_the_co
     assert main(["info", "--json", "-w", str(tmp_path / "ws")]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["tables"]["events"] == len(retail_world()[0]) and "configs/train.yaml" in facts["configs"]
+
+
+@pytest.mark.slow
+def test_a_new_user_goes_from_files_to_tuned_rules_without_editing_a_file(tmp_path_factory, capsys):
+    """init -> train -> compare -> explain -> tune on the retail world, each with the workspace only."""
+    import json
+
+    folder = tmp_path_factory.mktemp("retail-big")
+    events, outcomes = retail_world(customers=2500, seed=5)
+    events.to_csv(folder / "clicks.csv", index=False)
+    outcomes.to_parquet(folder / "orders.parquet")
+    ws = tmp_path_factory.mktemp("ws-new-user")
+    assert _init(folder, ws, "--horizon", "90") == 0
+    config = load_train_config(ws / "configs" / "train.yaml")
+    own_rules = load_rules(ws / "configs" / "rules.yaml")
+    capsys.readouterr()
+
+    assert main(["-w", str(ws), "train"]) == 0
+    trained = capsys.readouterr()
+    assert f"{ws / 'configs' / 'train.yaml'}" in trained.err  # it said which config it used
+    test_cutoff = f"test {config.grid.last:%Y-%m-%d}"
+    assert test_cutoff in trained.out, "the last grid cut-off is the test cut-off (its window closes in the data)"
+    context = ws / "models" / "propensity" / "v1"
+    assert load_rules(context / "rules.yaml") == own_rules
+    carried = load_train_config(context / "train.yaml")
+    assert carried.data_end == config.data_end and carried.grid == config.grid
+
+    # compare, explain and tune take the model's context: an edited workspace config must not leak in
+    (ws / "configs" / "train.yaml").write_text((ws / "configs" / "train.yaml").read_text()
+                                               .replace(f"horizon_days: {config.horizon_days:g}", "horizon_days: 7"))
+    out_dir = tmp_path_factory.mktemp("reports")
+    assert main(["-w", str(ws), "compare", "--model", "1", "--out-dir", str(out_dir)]) == 0
+    compared = capsys.readouterr()
+    assert str(context / "train.yaml") in compared.err and str(context / "rules.learned.yaml") in compared.err
+    report = json.loads((out_dir / "compare.json").read_text())
+    assert report["meta"]["cutoffs"] == [f"{config.grid.last:%Y-%m-%d}"]
+    summary = {row["model"]: row for row in report["summary"]}
+    decision = [line for line in trained.out.splitlines() if line.startswith("registered version 1")][0]
+    gain = summary["learned"]["roc_auc"] - summary["rules"]["roc_auc"]
+    assert f"gain {gain:+.4f}" in decision, "train and compare measure the same gain on the same rows"
+    gap = [g for g in report["gaps"] if g["model"] == "learned"][0]
+    assert ("now champion" in decision) == (gap["roc_auc_gap_low"] > 0), "compare confirms the champion decision"
+
+    contact = str(events["customer"].iloc[0])
+    assert main(["-w", str(ws), "explain", contact, "--model", "1", "--json"]) == 0
+    explained = capsys.readouterr()
+    payload = json.loads(explained.out)
+    assert payload["rules"]["name"] == own_rules.name
+    assert payload["rules"]["file"] == str(context / "rules.yaml") and payload["model"]["version"] == "1"
+    assert str(context / "rules.yaml") in explained.err
+
+    proposal = tmp_path_factory.mktemp("tune") / "rules.proposed.yaml"
+    assert main(["-w", str(ws), "tune", "--model", "1", "--out", str(proposal), "--fit-rows", "2000"]) == 0
+    tuned = capsys.readouterr()
+    assert str(context / "train.yaml") in tuned.err
+    assert "backtest on the test split" in tuned.out
+    assert load_rules(ws / "configs" / "rules.yaml") == own_rules, "tune never writes the live rules"

@@ -29,7 +29,7 @@ def cli_run(trained_workspace, tmp_path_factory):
     settings.write_text(yaml.safe_dump({"n_boot": 200, "examples_per_cell": 2,
                                         "backtest": {"last_n": 2, "n_boot": 50}}))
     args = ["-w", str(ws.path), "compare", "--config", str(config_path), "--compare-config", str(settings),
-            "--model-name", "propensity-compare-test", "--k", "5,10", "--backtest", "--out-dir", str(out)]
+            "--model-name", "propensity-compare-test", "--model", result.model_version, "--k", "5,10", "--backtest", "--out-dir", str(out)]
     assert main(args) == 0
     return out, json.loads((out / "compare.json").read_text()), result
 
@@ -37,7 +37,7 @@ def cli_run(trained_workspace, tmp_path_factory):
 def test_compare_writes_every_metric_for_the_three_models_on_the_test_cutoff(cli_run):
     out, report, trained = cli_run
     assert report["models"] == ["rules", "learned", "learned_points"]
-    assert report["warnings"] == [], "the champion was trained with this very config: nothing to warn about"
+    assert report["warnings"] == [], "the model was trained with this very config: nothing to warn about"
     assert (out / "compare.html").stat().st_size > 10_000
     test_cutoff = pd.Timestamp(trained.test_scores["as_of"].iloc[0])
     assert report["meta"]["cutoffs"] == [f"{test_cutoff:%Y-%m-%d}"]
@@ -52,15 +52,17 @@ def test_compare_writes_every_metric_for_the_three_models_on_the_test_cutoff(cli
     assert all(len(ids) <= 2 for ids in report["transitions"]["rules->learned"]["examples"].values())
 
 
-def test_the_champion_rescored_from_the_workspace_gives_trainings_own_test_numbers(cli_run):
+def test_the_model_rescored_from_the_workspace_gives_trainings_own_test_numbers(cli_run):
     _, report, trained = cli_run
     summary = {row["model"]: row for row in report["summary"]}
     recorded = trained.metrics[trained.metrics["split"] == "test"].set_index("model")
-    # same rows, same features, same model and the same isotonic fit on valid: identical AUCs
-    assert summary["learned"]["roc_auc_probability"] == pytest.approx(recorded.loc["learned", "roc_auc"], abs=1e-9)
-    assert summary["rules"]["roc_auc_probability"] == pytest.approx(recorded.loc["rules", "roc_auc"], abs=1e-9)
+    # same rows, same features, same model, each ranked by its own 0-5 score in both: identical AUCs
+    for model in ("learned", "rules", "learned_points"):
+        assert summary[model]["roc_auc"] == pytest.approx(recorded.loc[model, "roc_auc"], abs=1e-9), model
+        assert summary[model]["pr_auc"] == pytest.approx(recorded.loc[model, "pr_auc"], abs=1e-9), model
+    # and the same isotonic fit on valid for the calibration figures
     assert summary["learned"]["brier"] == pytest.approx(recorded.loc["learned", "brier"], abs=1e-9)
-    assert summary["learned"]["pr_auc_probability"] == pytest.approx(recorded.loc["learned", "pr_auc"], abs=1e-9)
+    assert summary["rules"]["brier"] == pytest.approx(recorded.loc["rules", "brier"], abs=1e-9)
 
 
 def test_the_backtest_refits_per_cutoff_and_its_last_cutoff_reproduces_the_comparison(cli_run):

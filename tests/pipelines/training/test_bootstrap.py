@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from propensity.pipelines.compare.bootstrap import interval, paired_bootstrap
+from propensity.pipelines.training.bootstrap import interval, paired_bootstrap
 from propensity.pipelines.training.metrics import resample_indices
 from propensity.pipelines.training.metrics import bootstrap_ci
 

@@ -1,0 +1,248 @@
+"""`propensity serve`, `ui`, `push`, `outbox ...`, `triggers ...`: scores out to the tools people use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from propensity.pipelines.cli.common import (
+    TriggersOpt,
+    app,
+    config_path,
+    console,
+    err,
+    note_resolved,
+    outbox_app,
+    project,
+    triggers_app,
+    warn,
+    workspace,
+)
+
+
+@app.command("ui")
+def ui_cmd(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option("--port")] = 5000,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the workspace's store (needs the `ui` extra: pip install 'propensity\\[ui]')."""
+    import shutil
+    import subprocess
+
+    ws = workspace(ctx)
+    mlflow_cli = shutil.which("mlflow")
+    if mlflow_cli is None:
+        raise typer.BadParameter("the MLflow UI needs full mlflow: pip install 'propensity[ui]'")
+    uri = f"sqlite:///{(ws.path / 'mlflow.db').resolve()}"
+    console.print(f"MLflow UI for {uri} on http://{host}:{port}")
+    raise typer.Exit(subprocess.call([mlflow_cli, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]))
+
+
+@app.command("serve")
+def serve_cmd(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML (default: the workspace's configs/rules.yaml from `init`, else the champion's, else the shipped rules/saas.yaml).")] = None,
+    triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML (e.g. configs/triggers.yaml); "
+                                                  "none: no triggers.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Serve YAML (configs/serve.yaml).")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "warning",
+    model: Annotated[str, typer.Option("--model", help="Learned model served beside the rules: an alias or a "
+                                       "version; none registered: rule scores only. 'none': never.")] = "champion",
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+) -> None:
+    """Run the real-time scoring service (Segment-shaped ingest on /v1/track|identify|batch; needs the
+    `serve` extra). Write keys come from $PROPENSITY_WRITE_KEYS; the store is <workspace>/serve.db,
+    or PostgreSQL when $DATABASE_URL is set."""
+    import sqlalchemy as sa
+    import uvicorn
+
+    from propensity.pipelines.serve.app import ServiceSettings, create_app
+    from propensity.pipelines.serve.config import (
+        load_serve_config,
+        read_keys,
+        write_keys,
+    )
+    from propensity.pipelines.serve.db import database_url
+
+    ws = workspace(ctx)
+    serve_config = load_serve_config(config)
+    trigger_config = None
+    if triggers is not None:
+        from propensity.pipelines.activation.triggers import load_triggers
+
+        trigger_config = load_triggers(triggers)
+    url = database_url(ws.path)
+    rule_set, where, warnings = project(ctx).rules(rules)
+    note_resolved(where, "rules")
+    warn(warnings)
+    keys = write_keys(serve_config)  # before the model: a missing key fails at once
+    registered = None
+    if model != "none":
+        from propensity.pipelines.serve.learned import load_registered_scorer
+
+        registered = load_registered_scorer(ws.path, model, model_name)
+    settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
+                               config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
+                               model=registered[0] if registered else None,
+                               model_label=registered[1] if registered else "")
+    shown = sa.make_url(url).render_as_string(hide_password=True)
+    console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
+                  + (f"  triggers {triggers}" if triggers else "")
+                  + (f"  model {settings.model_label}" if registered else "  model: none registered (rule scores only)"))
+    # one process: the writer and the score cache live in it (more workers would need a shared cache)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def service_engine(ctx: typer.Context):
+    from propensity.pipelines.activation.tables import create_activation_tables
+    from propensity.pipelines.serve.db import database_url, make_engine
+
+    engine = make_engine(database_url(workspace(ctx).path))
+    create_activation_tables(engine)
+    return engine
+
+
+@app.command("push")
+def push_cmd(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", help="customerio, segment or webhook.")],
+    source: Annotated[str | None, typer.Option("--from", help="Scores file from `propensity score --out` "
+                                               "(.parquet/.csv/.jsonl) or a table of the service database "
+                                               "(score_state). Default: the newest file in <workspace>/scores.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and record nothing.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Contacts per batch.")] = 100,
+    rate: Annotated[float, typer.Option("--rate", min=0.01, help="Requests per second at most.")] = 20.0,
+) -> None:
+    """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
+    whose traits changed since the last push there. Credentials come from the environment only."""
+    import json
+
+    from propensity.pipelines.activation.push import (
+        PushError,
+        PushOptions,
+        destination_from_env,
+        push,
+        read_scores,
+        read_scores_table,
+        traits_from_scores,
+    )
+
+    destination = destination_from_env(to)
+    engine = service_engine(ctx)
+    if source is None:
+        scores_dir = workspace(ctx).path / "scores"
+        files = sorted((p for p in scores_dir.glob("*") if p.suffix in {".parquet", ".csv", ".jsonl"}),
+                       key=lambda p: p.stat().st_mtime) if scores_dir.is_dir() else []
+        if not files:
+            raise typer.BadParameter(f"no scores in {scores_dir}: run `propensity score` or give --from")
+        source = str(files[-1])
+    path = Path(source)
+    if path.exists() or path.suffix:
+        frame, label = read_scores(path), str(path)
+    else:
+        frame, label = read_scores_table(engine, source), f"table {source}"
+    contacts = traits_from_scores(frame, source=label)
+    try:
+        report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
+                      dry_run=dry_run)
+    except PushError as exc:
+        err.print(f"[red]push failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    verb, count = ("would send", report.contacts - report.unchanged) if report.dry_run else ("sent", report.sent)
+    console.print(f"push to [bold]{report.destination}[/] from {label}: {report.contacts:,} contacts, "
+                  f"{report.unchanged:,} unchanged since the last push; {verb} {count:,} in {report.batches:,} "
+                  "batch(es)" + ("" if report.dry_run else f", {report.requests:,} request(s)"))
+    if report.dry_run and report.preview is not None:
+        console.print("first batch (no credentials shown):")
+        console.print_json(json.dumps(report.preview, default=str)[:20_000])
+
+
+@outbox_app.command("deliver")
+def outbox_deliver_cmd(
+    ctx: typer.Context,
+    triggers: TriggersOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Messages to attempt at most.")] = 1000,
+) -> None:
+    """Send the outbox messages that are due, signed (URL and secret from the environment)."""
+    from propensity.pipelines.activation.outbox import WebhookSender, deliver_due
+    from propensity.pipelines.activation.triggers import load_triggers
+
+    delivery = load_triggers(config_path(triggers, "triggers.yaml")).delivery
+    engine = service_engine(ctx)
+    with WebhookSender.from_env(delivery.url_env, delivery.secret_env, timeout=delivery.timeout_seconds) as sender:
+        report = deliver_due(engine, sender, limit=limit, policy=delivery.policy())
+    console.print(f"outbox: attempted {report.attempted:,}, delivered {report.delivered:,}, "
+                  f"retrying later {report.retrying:,}, dead-lettered {report.dead:,}"
+                  + (f", {report.skipped:,} claimed by another deliverer" if report.skipped else ""))
+
+
+@outbox_app.command("list")
+def outbox_list_cmd(
+    ctx: typer.Context,
+    dead: Annotated[bool, typer.Option("--dead", help="List the dead letters instead.")] = False,
+    pending: Annotated[bool, typer.Option("--pending", help="Only messages not delivered yet.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+) -> None:
+    """List the newest outbox messages (or dead letters)."""
+    from propensity.pipelines.activation.outbox import list_messages
+
+    rows = list_messages(service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
+    table = Table(title="dead letters" if dead else "outbox")
+    columns = ["id", "trigger", "contact", "attempts", "dead at" if dead else "status", "last error"]
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        if dead:
+            status = f"{row['dead_at']:%Y-%m-%d %H:%M:%S}"
+        elif row["delivered_at"] is not None:
+            status = f"delivered {row['delivered_at']:%Y-%m-%d %H:%M:%S}"
+        else:
+            status = f"next try {row['next_attempt_at']:%Y-%m-%d %H:%M:%S}"
+        table.add_row(str(row["id"]), str(row["trigger"] or row["kind"]), str(row["contact_id"] or ""),
+                      str(row["attempts"]), status, (row["last_error"] or "")[:80])
+    console.print(table)
+    if not rows:
+        console.print("(none)")
+
+
+@outbox_app.command("replay")
+def outbox_replay_cmd(
+    ctx: typer.Context,
+    ids: Annotated[list[int] | None, typer.Argument(help="Outbox ids (or dead-letter ids with --dead).")] = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Replay dead letters (all of them unless ids are given).")] = False,
+) -> None:
+    """Queue messages again: dead letters back into the outbox, or delivered messages once more."""
+    from propensity.pipelines.activation.outbox import replay
+
+    count = replay(service_engine(ctx), ids or (), all_dead=dead)
+    console.print(f"queued {count:,} message(s) again; `propensity outbox deliver` (or the service) sends them")
+
+
+@triggers_app.command("check")
+def triggers_check_cmd(
+    config: Annotated[Path | None, typer.Argument(help="Triggers YAML (default: the shipped triggers.yaml).")] = None,
+) -> None:
+    """Validate a triggers file and list its triggers."""
+    from propensity.pipelines.activation.triggers import load_triggers
+
+    config = config_path(config, "triggers.yaml")
+    cfg = load_triggers(config)
+    table = Table(title=f"{config}: bands {' < '.join(cfg.bands) or '(none)'}")
+    for column in ("trigger", "kind", "fires when", "cooldown"):
+        table.add_column(column)
+    for t in cfg.triggers:
+        when = {"threshold_crossed": lambda: f"{t.measure} crosses {t.threshold:g} upwards",
+                "band_entered": lambda: f"band becomes {t.band} or higher",
+                "score_dropped": lambda: f"score {t.by:g} below its {t.within_days:g}-day peak"}[t.kind]()
+        table.add_row(t.name, t.kind, when, f"{t.cooldown_hours:g} h")
+    console.print(table)
+    console.print(f"delivery: POST to ${cfg.delivery.url_env}, signed with ${cfg.delivery.secret_env}, "
+                  f"{cfg.delivery.max_attempts} attempts then dead letter")
+
+

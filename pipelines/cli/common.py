@@ -1,0 +1,171 @@
+"""What every command shares: the Typer apps, the consoles (only the CLI prints), the options,
+the workspace and config resolution, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+
+def config_path(path: Path | None, relative: str) -> Path:
+    """``path`` when the user gave one, else the shipped ``relative`` (package data).
+
+    For the train config and the rules, which a workspace and a model have their own of, ask
+    :class:`propensity.pipelines.project.Project` instead.
+    """
+    if path is not None:
+        return path
+    from propensity.pipelines.shipped import shipped_config
+
+    return shipped_config(relative)
+
+
+def project(ctx: typer.Context):
+    """The :class:`~propensity.pipelines.project.Project` of the command's workspace."""
+    from propensity.pipelines.project import Project
+
+    return Project(workspace(ctx))
+
+
+def note_resolved(where, what: str) -> None:
+    """Say on stderr which file a command uses and why (a shipped default in yellow)."""
+    colour = "yellow" if where.is_shipped else "dim"
+    err.print(f"[{colour}]{where.describe(what)}[/]")
+
+
+def warn(lines) -> None:
+    for line in lines:
+        err.print(f"[yellow]warning:[/] {line}")
+
+
+app = typer.Typer(
+    name="propensity",
+    help="Propensity scoring: raw events -> point-in-time features -> rule and learned 0-5 scores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ingest_app = typer.Typer(help="Load events, contacts, outcomes or a whole dataset into the workspace.",
+                         no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+# Piped output (a file, a CI log, `| less`) would get rich's 80 columns and cut table cells ("learned_po…");
+# it gets wide lines instead. A terminal keeps its own width.
+PIPED_WIDTH = 240
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
+
+WorkspaceOpt = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", envvar="PROPENSITY_WORKSPACE",
+                 help="Workspace folder (DuckDB file, outputs). Default ./propensity-workspace."),
+]
+
+
+def workspace(ctx: typer.Context):
+    from propensity.features.store import Workspace
+
+    return Workspace.from_env(ctx.obj)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from propensity import __version__
+
+        typer.echo(f"propensity {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = None,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = str(workspace) if workspace is not None else None
+
+
+def progress_bar():
+    # imported here, not at the top: --help and --version need no progress bars
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=err, transient=False)
+
+
+@contextlib.contextmanager
+def steps() -> Iterator[Callable[[str], None]]:
+    """A ``step(label)`` callback for long jobs: each call finishes the previous bar and starts one."""
+    with progress_bar() as progress:
+        current: list = []
+
+        def step(label: str) -> None:
+            if current:
+                progress.update(current.pop(), completed=1, total=1)
+            current.append(progress.add_task(label, total=None))
+
+        yield step
+        if current:
+            progress.update(current.pop(), completed=1, total=1)
+
+
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut-off (ISO date/datetime, UTC). Features use ts < as_of.")]
+SpineOpt = Annotated[str | None, typer.Option("--spine", help="A spine file (contact_id, as_of) or a stored spine name.")]
+
+
+def spine_choice(as_of: str | None, spine: str | None):
+    from propensity.pipelines.jobs import SpineChoice
+    from propensity.pipelines.outputs import parse_as_of
+
+    if (as_of is None) == (spine is None):
+        raise typer.BadParameter("give exactly one of --as-of DATE or --spine NAME|FILE")
+    return SpineChoice(as_of=parse_as_of(as_of) if as_of else None, spine=spine)
+
+
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="duckdb or spark (default: the engine config's, "
+                                                 "else duckdb).")]
+EngineConfigOpt = Annotated[Path | None, typer.Option("--engine-config", help="Engine YAML (configs/engines/*.yaml): "
+                                                      "engine, sources (Parquet or Spark tables), Spark settings.")]
+# no envvar here: $SPARK_MASTER comes after the engine config's spark.master (engines.spark_master)
+SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spark master URL (default: the engine "
+                                                    "config's, else $SPARK_MASTER, else local[2]).")]
+
+
+def engine_tables(ws, engine: str | None, engine_config: Path | None, spark_master: str | None):
+    """None for the default (DuckDB on the workspace), else the configured engine's tables."""
+    from propensity.pipelines.engines import ENGINES, load_engine_config, open_tables
+
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    config = load_engine_config(engine_config)
+    updates = {"engine": engine} if engine else {}
+    if spark_master:
+        updates["spark"] = config.spark.model_copy(update={"master": spark_master})
+    config = config.model_copy(update=updates)
+    if config.engine == "duckdb" and config.sources is None:
+        return None
+    return open_tables(config, ws)
+
+
+def isna(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+configs_app = typer.Typer(help="The configs shipped with the package: list them, copy them out to edit.",
+                          no_args_is_help=True)
+app.add_typer(configs_app, name="configs")
+
+
+outbox_app = typer.Typer(help="The trigger outbox: deliver signed webhooks, list messages, replay.",
+                         no_args_is_help=True)
+triggers_app = typer.Typer(help="Score triggers (configs/triggers.yaml).", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(triggers_app, name="triggers")
+TriggersOpt = Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML (its delivery section; default: the shipped triggers.yaml).")]

@@ -1,0 +1,154 @@
+"""`propensity ingest ...`, `features`, `generate`: data into the workspace and features out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from propensity.pipelines.cli.common import (
+    AsOfOpt,
+    EngineConfigOpt,
+    EngineOpt,
+    SparkMasterOpt,
+    SpineOpt,
+    app,
+    console,
+    engine_tables,
+    ingest_app,
+    progress_bar,
+    spine_choice,
+    workspace,
+)
+
+
+def print_ingest(kind: str, report) -> None:
+    console.print(
+        f"[bold]{kind}[/]: read {report.read:,}, loaded {report.loaded:,}, "
+        f"duplicates {report.duplicates:,}, rejected {report.rejected:,}"
+        + (f"  (rejects: {report.rejects_path})" if getattr(report, "rejects_path", None) and report.rejected else "")
+    )
+
+
+def ingest_kind(ctx: typer.Context, kind: str, path: Path, fmt: str | None,
+                 maps: list[str] | None, encoding: str) -> None:
+    from propensity.features.store import ingest_file
+
+    column_map = {}
+    for item in maps or []:
+        canonical, sep, source = item.partition("=")
+        if not sep or not canonical or not source:
+            raise typer.BadParameter(f"--map {item!r}: expected CANONICAL=SOURCE, e.g. contact_id=user_id")
+        column_map[canonical.strip()] = source.strip()
+    ws = workspace(ctx)
+    report = ingest_file(ws, kind, path, fmt=fmt, column_map=column_map or None, encoding=encoding)
+    print_ingest(kind, report)
+
+
+PathArg = Annotated[Path, typer.Argument(exists=True, dir_okay=True, help="CSV, Parquet, JSON Lines or Segment JSONL file.")]
+FmtOpt = Annotated[str | None, typer.Option("--format", help="csv, parquet, jsonl or segment (default: from the extension).")]
+MapOpt = Annotated[list[str] | None, typer.Option("--map", help="Column mapping CANONICAL=SOURCE, repeatable.")]
+EncOpt = Annotated[str, typer.Option("--encoding", help="Text encoding of CSV / JSON files.")]
+
+
+@ingest_app.command("events")
+def ingest_events(ctx: typer.Context, path: PathArg, fmt: FmtOpt = None, map: MapOpt = None,
+                  encoding: EncOpt = "utf-8") -> None:
+    """Load events (contact_id, event_type, ts [, event_id, value, account_id, properties])."""
+    ingest_kind(ctx, "events", path, fmt, map, encoding)
+
+
+@ingest_app.command("contacts")
+def ingest_contacts(ctx: typer.Context, path: PathArg, fmt: FmtOpt = None, map: MapOpt = None,
+                    encoding: EncOpt = "utf-8") -> None:
+    """Load contacts (contact_id [, account_id, created_at, attribute columns])."""
+    ingest_kind(ctx, "contacts", path, fmt, map, encoding)
+
+
+@ingest_app.command("outcomes")
+def ingest_outcomes(ctx: typer.Context, path: PathArg, fmt: FmtOpt = None, map: MapOpt = None,
+                    encoding: EncOpt = "utf-8") -> None:
+    """Load outcomes (contact_id, ts [, outcome_id, outcome, value])."""
+    ingest_kind(ctx, "outcomes", path, fmt, map, encoding)
+
+
+@ingest_app.command("dataset")
+def ingest_dataset_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(exists=True, help="Dataset mapping YAML (configs/datasets/*.yaml).")],
+    root: Annotated[Path | None, typer.Option("--root", help="Folder the SQL's {root} points at.")] = None,
+) -> None:
+    """Load a dataset described by SQL over files (e.g. configs/datasets/oulad.yaml)."""
+    from propensity.features.dataset import ingest_dataset, load_dataset_config
+
+    ws = workspace(ctx)
+    dataset = load_dataset_config(config)
+    with progress_bar() as progress:
+        task = progress.add_task(f"ingest dataset {dataset.name}", total=None)
+        reports = ingest_dataset(ws, dataset, root=root)
+        progress.update(task, completed=1, total=1)
+    for kind, report in reports.items():
+        print_ingest(kind, report)
+    from propensity.features.dataset import dataset_spine
+    from propensity.pipelines.jobs import store_spine
+
+    for name in sorted(dataset.spines or {}):
+        rows = store_spine(ws, name, dataset_spine(ws, dataset, name, root=root))
+        console.print(f"spine [bold]{name}[/]: {rows:,} rows (use `propensity features --spine {name}`)")
+
+
+@app.command("features")
+def features_cmd(
+    ctx: typer.Context,
+    as_of: AsOfOpt = None,
+    spine: SpineOpt = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Feature config YAML (configs/features.yaml).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output .parquet or .csv (default: in the workspace; "
+                                             "a folder on Spark).")] = None,
+    engine: EngineOpt = None,
+    engine_config: EngineConfigOpt = None,
+    spark_master: SparkMasterOpt = None,
+) -> None:
+    """Build point-in-time features: one row per contact known at the cut-off."""
+    from propensity.features.config import load_feature_config
+    from propensity.pipelines.jobs import run_features
+
+    ws = workspace(ctx)
+    with progress_bar() as progress:
+        task = progress.add_task("build features", total=None)
+        tables = engine_tables(ws, engine, engine_config, spark_master)
+        run = run_features(ws, spine_choice(as_of, spine), load_feature_config(config), out=out, tables=tables)
+        progress.update(task, completed=1, total=1)
+    where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
+    console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
+
+
+@app.command("generate")
+def generate_cmd(
+    contacts: Annotated[int, typer.Option("--contacts", min=1)] = 20_000,
+    days: Annotated[int, typer.Option("--days", min=1)] = 180,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write events, contacts, outcomes, truth.")] = Path("synthetic-data"),
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    truth_as_of: Annotated[list[str] | None, typer.Option("--truth-as-of", help="Cut-off(s) to write true probabilities for.")] = None,
+    horizon: Annotated[int, typer.Option("--horizon", help="Label horizon in days for the truth.")] = 30,
+) -> None:
+    """Write a synthetic SaaS world with a known conversion truth."""
+    from propensity.pipelines.outputs import parse_as_of
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+
+    if fmt not in {"parquet", "csv"}:
+        raise typer.BadParameter("--format must be parquet or csv")
+    cuts = [parse_as_of(t).date() for t in truth_as_of or []]
+    with progress_bar() as progress:
+        task = progress.add_task(f"generate {contacts:,} contacts x {days} days", total=None)
+        world = generate_world(WorldConfig(contacts=contacts, days=days, seed=seed))
+        paths = write_world(world, out, fmt=fmt, truth_as_of=cuts, horizon_days=horizon)
+        progress.update(task, completed=1, total=1)
+    console.print(f"{len(world.events):,} events, {len(world.contacts):,} contacts, "
+                  f"{len(world.outcomes):,} conversions")
+    for name, path in paths.items():
+        console.print(f"  {name}: {path}")
+
+

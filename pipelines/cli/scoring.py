@@ -1,0 +1,209 @@
+"""`propensity score` and `explain`: 0-5 scores and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from propensity.pipelines.cli.common import (
+    AsOfOpt,
+    EngineConfigOpt,
+    EngineOpt,
+    SparkMasterOpt,
+    SpineOpt,
+    app,
+    console,
+    engine_tables,
+    note_resolved,
+    progress_bar,
+    project,
+    spine_choice,
+    warn,
+    workspace,
+)
+
+
+@app.command("score")
+def score_cmd(
+    ctx: typer.Context,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML (default: the workspace's configs/rules.yaml from `init`, else the champion's, else the shipped rules/saas.yaml).")] = None,
+    as_of: AsOfOpt = None,
+    spine: SpineOpt = None,
+    level: Annotated[str, typer.Option("--level", help="contact or account.")] = "contact",
+    out: Annotated[Path | None, typer.Option("--out", help="Output .parquet, .csv or .jsonl.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
+                                              "(champion), a version number or a models:/ URI.")] = None,
+    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    compiled: Annotated[bool, typer.Option("--compiled", help="--model: score with compiled trees (extra [fast] "
+                                           "and gcc; the same predictions, about 2x faster).")] = False,
+    engine: EngineOpt = None,
+    engine_config: EngineConfigOpt = None,
+    spark_master: SparkMasterOpt = None,
+) -> None:
+    """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
+    from propensity.pipelines.jobs import run_model_scores, run_rule_scores
+    from propensity.pipelines.outputs import write_frame
+
+    if compiled:
+        import os
+
+        from propensity.pipelines.training.compiled import (
+            ENV_VAR,
+            compiled_trees_unavailable,
+        )
+
+        if model is None:
+            raise typer.BadParameter("--compiled applies to learned models: add --model champion", param_hint="--compiled")
+        if (reason := compiled_trees_unavailable()) is not None:
+            raise typer.BadParameter(reason, param_hint="--compiled")
+        os.environ[ENV_VAR] = "1"  # read when the pyfunc loads
+    ws = workspace(ctx)
+    choice = spine_choice(as_of, spine)
+    tables = engine_tables(ws, engine, engine_config, spark_master)
+    if model is not None and tables is not None and tables.is_spark:
+        from propensity.pipelines.spark.scoring import run_spark_model_scores
+
+        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}"
+        with progress_bar() as progress:
+            task = progress.add_task(f"score on Spark with model {model_name}@{model}", total=None)
+            run = run_spark_model_scores(ws, choice, model, model_name, tables, path)
+            progress.update(task, completed=1, total=1)
+        table = Table(title=f"learned scores ({model_name}@{model}, Spark)")
+        table.add_column("band"); table.add_column("rows", justify="right")
+        for row in run.bands.itertuples():
+            table.add_row(str(row.band), f"{row.rows:,}")
+        console.print(table)
+        console.print(f"{run.rows:,} rows -> {run.path} (Parquet folder)")
+        return
+    if model is not None:
+        with progress_bar() as progress:
+            task = progress.add_task(f"score with model {model_name}@{model}", total=None)
+            scored = run_model_scores(ws, choice, model, model_name, tables=tables)
+            progress.update(task, completed=1, total=1)
+        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet"
+        write_frame(scored, path)
+        if "band" in scored:
+            print_band_table(scored, title=f"learned scores ({model_name}@{model})")
+        console.print(f"{len(scored):,} rows -> {path}")
+        return
+    proj = project(ctx)
+    rule_set, where, warnings = proj.rules(rules)
+    note_resolved(where, "rules")
+    warn(warnings)
+    with progress_bar() as progress:
+        task = progress.add_task(f"score with {rule_set.name} rules", total=None)
+        scored = run_rule_scores(ws, choice, rule_set, level=level, tables=tables)
+        progress.update(task, completed=1, total=1)
+    path = out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet"
+    write_frame(scored, path)
+    print_band_table(scored, title=f"{rule_set.name} rule scores ({level})")
+    console.print(f"{len(scored):,} rows -> {path}")
+
+
+def print_band_table(scored, title: str, bands=None) -> None:
+    table = Table(title=title)
+    if bands is None:
+        counts = scored["band"].value_counts(sort=False)
+        table.add_column("band"); table.add_column("rows", justify="right"); table.add_column("share", justify="right")
+        for band, n in counts.items():
+            table.add_row(str(band), f"{n:,}", f"{n / max(len(scored), 1):.1%}")
+    else:
+        for column in ("band", "contacts", "share", "mean score", "converted", "conversion rate"):
+            table.add_column(column, justify="left" if column == "band" else "right")
+        for row in bands.itertuples():
+            rate = "-" if row.contacts == 0 else f"{row.conversion_rate:.1%}"
+            table.add_row(str(row.band), f"{row.contacts:,}", f"{row.share:.1%}",
+                          "-" if row.contacts == 0 else f"{row.mean_score:.2f}", f"{int(row.conversions):,}", rate)
+    console.print(table)
+
+
+@app.command("explain")
+def explain_cmd(
+    ctx: typer.Context,
+    contact_id: Annotated[str | None, typer.Argument(help="The contact to explain (omit with --all).")] = None,
+    as_of: AsOfOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="Top reasons for every contact (needs --as-of or --spine).")] = False,
+    spine: SpineOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="--all: output .csv or .parquet.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+    model: Annotated[str, typer.Option("--model", help="Alias, version or models:/ URI.")] = "champion",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the "
+                                                   "train config's).")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="Rules YAML for the rule breakdown "
+                                               "(default: the rules the model was trained against).")] = None,
+    reasons: Annotated[int, typer.Option("--reasons", min=1, help="--all: reasons per contact.")] = 3,
+    positive_only: Annotated[bool, typer.Option("--positive-only", help="--all: only reasons that raise the score.")] = False,
+) -> None:
+    """Why a contact has its learned score: SHAP per activity and attribute in 0-5 points, beside the rule breakdown."""
+    import json
+
+    from propensity.pipelines.explain.jobs import (
+        check_contact,
+        default_as_of,
+        explain_all,
+        explain_one,
+    )
+    from propensity.pipelines.outputs import parse_as_of, write_frame
+
+    proj = project(ctx)
+    ws = proj.ws
+    if contact_id is not None:
+        check_contact(ws, contact_id)
+    learned = proj.model(model, model_name)
+    scorer = learned.scorer
+    if all_:
+        if contact_id is not None:
+            raise typer.BadParameter("give a CONTACT_ID or --all, not both")
+        choice = spine_choice(as_of, spine)
+        with progress_bar() as progress:
+            task = progress.add_task("explain every contact (pred_contrib)", total=None)
+            report = explain_all(ws, choice, scorer, n_reasons=reasons, positive_only=positive_only)
+            progress.update(task, completed=1, total=1)
+        path = out or ws.path / "explain" / f"reasons_{choice.label()}.parquet"
+        write_frame(report.reasons, path)
+        console.print(f"{report.rows:,} contacts explained in {report.seconds_shap:.1f} s "
+                      f"({report.rows_per_second:,.0f} rows/s) -> {path}")
+        return
+    if contact_id is None:
+        raise typer.BadParameter("give a CONTACT_ID, or --all with --as-of DATE")
+    when = parse_as_of(as_of) if as_of else default_as_of(ws)
+    rule_set, where, warnings = proj.rules(rules, model=learned)
+    note_resolved(where, "rules")  # stderr: --json output stays clean
+    warn(warnings)
+    result = explain_one(ws, contact_id, when, scorer, rule_set)
+    if as_json:
+        payload = result.to_dict()
+        payload["rules"] |= {"file": str(where.path), "source": where.source}
+        payload["model"] = {"name": learned.name, "version": learned.version, "uri": learned.uri}
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+    console.print(f"[bold]{result.contact_id}[/] as of {result.as_of:%Y-%m-%d %H:%M}: learned score "
+                  f"[bold]{result.learned_score:.2f}[/] (baseline {result.baseline:.2f}, "
+                  f"{result.learned_score - result.baseline:+.2f} explained below); "
+                  f"{result.rules_name} rule score {result.rule_score:.2f} ({result.rule_points:.1f} points)")
+    learned = Table(title="learned score: what moved it (0-5 points, sums to score - baseline)")
+    for column in ("reason", "points", "log-odds"):
+        learned.add_column(column, justify="left" if column == "reason" else "right")
+    for row in result.learned.itertuples(index=False):
+        if abs(row.points) >= 0.005:
+            learned.add_row(row.facts, f"{row.points:+.2f}", f"{row.logodds:+.3f}")
+    console.print(learned)
+    breakdown = Table(title=f"{result.rules_name} rules: points per rule")
+    for column in ("rule", "reads", "points", "0-5 points"):
+        breakdown.add_column(column, justify="left" if column in ("rule", "reads") else "right")
+    for row in result.rules.itertuples(index=False):
+        if row.points != 0:
+            breakdown.add_row(row.rule, row.reads, f"{row.points:+.1f}", f"{row.score_points:+.2f}")
+    console.print(breakdown)
+    compare = Table(title="where the models disagree (learned vs rule, 0-5 points)")
+    for column in ("group", "learned", "rules", "gap", "rules reading it"):
+        compare.add_column(column, justify="left" if column in ("group", "rules reading it") else "right")
+    for row in result.comparison.head(8).itertuples(index=False):
+        compare.add_row(row.group, f"{row.learned_points:+.2f}", f"{row.rule_score_points:+.2f}",
+                        f"{row.gap:+.2f}", row.rules)
+    console.print(compare)
+
+
