@@ -18,17 +18,10 @@ from propensity.features.store import Workspace
 from propensity.pipelines.jobs import WorkspaceError, model_uri
 from propensity.pipelines.shipped import shipped_config
 from propensity.pipelines.training.config import TrainConfig, load_train_config
+from propensity.pipelines.training.context import CONTEXT_FILES, context_folder
 
-__all__ = ["CONTEXT_FILES", "ModelContext", "Project", "Resolved", "context_folder"]
+__all__ = ["ModelContext", "Project", "Resolved"]
 
-# The files a registered version carries (MLflow run artifacts under ``context/``) and that a
-# workspace keeps a copy of under ``models/<name>/v<version>/``.
-CONTEXT_FILES = {
-    "train": "train.yaml",
-    "rules": "rules.yaml",
-    "features": "features.yaml",
-    "learned_rules": "rules.learned.yaml",
-}
 # The workspace's own copies, written by `propensity init` (and editable by the user).
 WORKSPACE_CONFIGS = {"train": "train.yaml", "rules": "rules.yaml", "features": "features.yaml"}
 SHIPPED = {"train": "train.yaml", "rules": "rules/saas.yaml", "features": "features.yaml"}
@@ -80,11 +73,6 @@ class ModelContext:
             return None
         path = self.folder / CONTEXT_FILES[kind]
         return path if path.is_file() else None
-
-
-def context_folder(ws: Workspace, model_name: str, version: str) -> Path:
-    """Where the workspace keeps a registered version's context files."""
-    return ws.path / "models" / model_name / f"v{version}"
 
 
 class Project:
@@ -260,7 +248,7 @@ def _context_files(ws: Workspace, name: str, version: str, run_id: str) -> Path 
     """
     import mlflow
 
-    folder = context_folder(ws, name, version)
+    folder = context_folder(ws.path, name, version)
     if (folder / CONTEXT_FILES["train"]).is_file():
         return folder
     try:

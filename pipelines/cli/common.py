@@ -88,8 +88,14 @@ def _root(
     workspace: WorkspaceOpt = None,
     version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
                                           help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show the notes of the libraries underneath "
+                                          "(MLflow's registration messages and warnings).")] = False,
 ) -> None:
     ctx.obj = str(workspace) if workspace is not None else None
+    if verbose:
+        import os
+
+        os.environ["PROPENSITY_VERBOSE"] = "1"  # read by training.tracking.quiet_mlflow
 
 
 def progress_bar():

@@ -123,9 +123,7 @@ def fit_and_score(
     model = train_config.model
     fitted = fit_lightgbm(
         X_train, y[is_train], X_all[is_valid], y[is_valid],
-        ModelConfig(tune=config.backtest.tune, n_trials=config.backtest.n_trials, seed=model.seed,
-                    timeout_seconds=model.timeout_seconds, early_stopping_rounds=model.early_stopping_rounds,
-                    max_estimators=model.max_estimators),
+        ModelConfig.from_section(model, tune=config.backtest.tune, n_trials=config.backtest.n_trials),
     )
     raw_probability = fitted.predict_raw(X_all)
     calibrator = ProbabilityCalibrator(method=train_config.calibration.method).fit(raw_probability[is_valid], y[is_valid])

@@ -26,6 +26,8 @@ import optuna
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from propensity.pipelines.training.config import ModelSection
+
 __all__ = [
     "DEFAULT_PARAMS",
     "FittedModel",
@@ -115,6 +117,9 @@ class SearchSpace:
         return ranged and params["max_depth"] in self.max_depth
 
 
+_SECTION = ModelSection.model_fields
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """How the LightGBM model is fitted and tuned.
@@ -145,15 +150,21 @@ class ModelConfig:
         ``False`` fits :data:`DEFAULT_PARAMS` once, still early-stopped.
     """
 
-    n_trials: int = 30
-    timeout_seconds: float = 300.0
-    seed: int = 0
-    early_stopping_rounds: int = 50
-    max_estimators: int = 2000
+    # the defaults are the training config's own (one place: ModelSection), not a second copy
+    n_trials: int = _SECTION["n_trials"].default
+    timeout_seconds: float = _SECTION["timeout_seconds"].default
+    seed: int = _SECTION["seed"].default
+    early_stopping_rounds: int = _SECTION["early_stopping_rounds"].default
+    max_estimators: int = _SECTION["max_estimators"].default
     search_space: SearchSpace = field(default_factory=SearchSpace)
     metric: str = "auc"
     n_jobs: int = 2
-    tune: bool = True
+    tune: bool = _SECTION["tune"].default
+
+    @classmethod
+    def from_section(cls, section: ModelSection, **overrides) -> ModelConfig:
+        """The fit settings of a training config's ``model:`` section (``overrides`` win)."""
+        return cls(**(section.model_dump() | overrides))
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:

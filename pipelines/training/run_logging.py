@@ -9,14 +9,21 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import yaml
 
 from propensity.features.store import Workspace
-from propensity.pipelines.project import CONTEXT_FILES, context_folder
 from propensity.pipelines.training.config import TrainConfig
-from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model, promote_if_better
+from propensity.pipelines.training.context import (
+    CONTEXT_FILES,
+    context_folder,
+    write_context,
+)
+from propensity.pipelines.training.tracking import (
+    configure_tracking,
+    log_scorer_model,
+    promote_if_better,
+)
 
-__all__ = ["flatten", "log_training", "plot_calibration", "write_context"]
+__all__ = ["flatten", "log_training", "metric_values", "plot_calibration"]
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -29,6 +36,17 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:500]
     return flat
+
+
+def metric_values(metrics: pd.DataFrame) -> dict[str, float]:
+    """``model.split.metric -> value`` of the metrics table, NaNs left out (MLflow refuses them)."""
+    values = {}
+    for row in metrics.itertuples(index=False):
+        for metric, value in row._asdict().items():
+            if metric in ("model", "split") or value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            values[f"{row.model}.{row.split}.{metric}"] = float(value)
+    return values
 
 
 def plot_calibration(frame: pd.DataFrame, models: dict[str, str], path: Path) -> Path:
@@ -62,11 +80,10 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
         mlflow.log_params(flatten(config.model_dump(mode="json")))
         mlflow.set_tags({"data_fingerprint": result.summary["fingerprint"], "points_only": str(result.points_only),
                          "leakage_allowed": ",".join(result.leakage_allowed) or "none"})
-        for row in result.metrics.itertuples(index=False):
-            for metric, value in row._asdict().items():
-                if metric in ("model", "split") or value is None or (isinstance(value, float) and math.isnan(value)):
-                    continue
-                mlflow.log_metric(f"{row.model}.{row.split}.{metric}", float(value))
+        # one request for every metric: one log_metric call each took most of the step under load
+        mlflow.log_metrics(metric_values(result.metrics))
+        if result.scorer is not None:  # the hyperparameters the search chose, beside the config
+            mlflow.log_params({f"tuned.{k}": str(v)[:500] for k, v in result.scorer.metadata.get("params", {}).items()})
         mlflow.log_dict(result.summary, "summary.json")
         mlflow.log_artifact(str(result.learned_rules_path))
         folder = Path(tmp)
@@ -86,7 +103,7 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
             return
         test = frame[frame["split"] == "test"]
         _, result.model_version = log_scorer_model(result.scorer, frame[frame["split"] == "train"], config.mlflow.model_name)
-        kept = context_folder(ws, config.mlflow.model_name, result.model_version)
+        kept = context_folder(ws.path, config.mlflow.model_name, result.model_version)
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(context, kept)
         result.learned_rules_path = kept / CONTEXT_FILES["learned_rules"]
@@ -95,26 +112,3 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
             config.mlflow.model_name, result.model_version, test, result.scorer.feature_names, config.promotion,
             feature_config=result.scorer.feature_config, event_types=result.scorer.event_types,
         )
-
-
-def write_context(config: TrainConfig, result, folder: Path) -> Path:
-    """The files a model version carries: its train config (``data_end`` pinned to the value used,
-    paths relative to the folder), rules, feature config and learned points.
-
-    With them `score`, `explain`, `compare` and `tune` rebuild what the model was trained on
-    instead of whatever the workspace's configs say today.
-    """
-    from propensity.features.config import load_feature_config
-
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(config.rules, folder / CONTEXT_FILES["rules"])
-    features = load_feature_config(config.features).model_dump(mode="json")
-    (folder / CONTEXT_FILES["features"]).write_text(yaml.safe_dump(features, sort_keys=False), encoding="utf-8")
-    shutil.copyfile(result.learned_rules_path, folder / CONTEXT_FILES["learned_rules"])
-    train = config.model_dump(mode="json")
-    train |= {"rules": CONTEXT_FILES["rules"], "features": CONTEXT_FILES["features"],
-              "data_end": pd.Timestamp(result.summary["data_end"]).isoformat()}
-    header = ("# The training config this model version was trained with: data_end is the value used,\n"
-              "# paths are relative to this folder (written by `propensity train`).\n")
-    (folder / CONTEXT_FILES["train"]).write_text(header + yaml.safe_dump(train, sort_keys=False), encoding="utf-8")
-    return folder

@@ -7,11 +7,14 @@ The store defaults to the workspace (``sqlite:///<ws>/mlflow.db``, artifacts in
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +40,24 @@ __all__ = [
 
 CHAMPION = "champion"
 
-# Pinned here so log_model does not spend ~5 s inferring requirements (STACK.md).
-PIP_REQUIREMENTS = ["propensity", "lightgbm>=4.7,<5", "scikit-learn>=1.9,<1.10", "pandas>=3.1,<4", "numpy>=2.4,<3"]
+# What the pyfunc imports when it loads (the scorer, its booster and calibrators). Listed here so
+# log_model does not spend ~5 s inferring requirements (STACK.md).
+RUNTIME_PACKAGES = ("propensity", "lightgbm", "scikit-learn", "pandas", "numpy", "pyyaml", "pydantic", "mlflow")
+
+
+def pip_requirements() -> list[str]:
+    """The runtime packages pinned to the versions this model was trained with, so an environment
+    rebuilt from the model (``mlflow models serve``, ``spark_udf(env_manager="virtualenv")``)
+    has what it was tested with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            pinned.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:  # e.g. propensity run from a source tree never installed
+            pinned.append(name)
+    return pinned
 
 
 class PropensityPyfunc(mlflow.pyfunc.PythonModel):
@@ -90,12 +109,12 @@ def log_scorer_model(scorer: LearnedScorer, example: pd.DataFrame, model_name: s
     """Log the scorer as a pyfunc in the active run and register it; returns (model_uri, version)."""
     features = example[scorer.feature_names].head(200).reset_index(drop=True)
     # Counts are int64 and never NULL (0 when nothing happened), so the signature keeps the
-    # feature build's own dtypes; MLflow refuses int64 input against a double column.
+    # feature build's own dtypes; MLflow refuses int64 input against a double column (its hint
+    # about integer columns is therefore silenced with the rest).
     output = scorer.score(features)
-    signature = infer_signature(features, output)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # cloudpickle of our own PythonModel class is intended: the class is importable code
-        warnings.filterwarnings("ignore", message=".*python_model.*CloudPickle.*")
+    with quiet_mlflow():
+        signature = infer_signature(features, output)
+    with tempfile.TemporaryDirectory() as tmp, quiet_mlflow():
         folder = scorer.save(Path(tmp) / "scorer")
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -103,10 +122,36 @@ def log_scorer_model(scorer: LearnedScorer, example: pd.DataFrame, model_name: s
             artifacts={"scorer": str(folder)},
             signature=signature,
             input_example=features.head(3),
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=pip_requirements(),
             registered_model_name=model_name,
         )
     return info.model_uri, str(info.registered_model_version)
+
+
+VERBOSE_ENV = "PROPENSITY_VERBOSE"
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """MLflow's notes while a model is logged and registered, kept out of normal output.
+
+    It prints "Successfully registered model" / "Created version" to stderr, warns that a Python
+    object is pickled (our own importable class: intended) and hints about integer columns
+    (intended, see :func:`log_scorer_model`). ``$PROPENSITY_VERBOSE`` (``propensity --verbose``)
+    shows them. Errors still raise.
+    """
+    if os.environ.get(VERBOSE_ENV):
+        yield
+        return
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass(frozen=True)

@@ -143,9 +143,7 @@ def train(
         fitted = fit_lightgbm(
             X_all[is_train.to_numpy()], frame.loc[is_train, "label"],
             X_all[is_valid.to_numpy()], frame.loc[is_valid, "label"],
-            ModelConfig(n_trials=config.model.n_trials, timeout_seconds=config.model.timeout_seconds,
-                        seed=config.model.seed, early_stopping_rounds=config.model.early_stopping_rounds,
-                        max_estimators=config.model.max_estimators, tune=config.model.tune),
+            ModelConfig.from_section(config.model),
             weight_train=frame.loc[is_train, WEIGHT].to_numpy(),  # assemble_training_set always sets it
         )
         step("calibrate onto the 0-5 scale")

@@ -188,3 +188,15 @@ def test_search_space_and_config_reject_nonsense():
     with pytest.raises(ValueError, match="n_trials"):
         ModelConfig(n_trials=0)
     assert SearchSpace().contains(DEFAULT_PARAMS)
+
+
+def test_the_fit_settings_default_to_the_training_configs_own_values():
+    from dataclasses import fields
+
+    from propensity.pipelines.training.config import ModelSection
+
+    section, config = ModelSection(), ModelConfig()
+    shared = [f.name for f in fields(ModelConfig) if f.name in ModelSection.model_fields]
+    assert set(shared) == set(ModelSection.model_fields)
+    assert {name: getattr(config, name) for name in shared} == section.model_dump()
+    assert ModelConfig.from_section(ModelSection(n_trials=7), tune=False).n_trials == 7

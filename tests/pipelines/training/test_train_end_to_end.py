@@ -158,3 +158,24 @@ def test_compiled_without_a_compiler_is_a_message_not_a_traceback(workspace, mon
     err = capfd.readouterr().err
     flat = " ".join(err.replace("│", " ").split())  # typer wraps the message in a box
     assert "gcc was not found on PATH" in flat and "Traceback" not in err
+
+
+def test_the_run_carries_its_context_pinned_requirements_and_tuned_parameters(trained, workspace):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from importlib.metadata import version
+
+    from propensity.pipelines.project import Project
+
+    run = MlflowClient().get_run(trained.run_id)
+    tuned = {k: v for k, v in run.data.params.items() if k.startswith("tuned.")}
+    assert tuned and tuned["tuned.num_leaves"] == str(trained.scorer.metadata["params"]["num_leaves"])
+    assert run.data.metrics["learned.test.roc_auc"] == pytest.approx(
+        trained.metrics.set_index(["model", "split"]).loc[("learned", "test"), "roc_auc"])
+    listed = {a.path for a in MlflowClient().list_artifacts(trained.run_id, "context")}
+    assert listed == {f"context/{n}" for n in ("train.yaml", "rules.yaml", "features.yaml", "rules.learned.yaml")}
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/propensity-test/1")).read_text().split()
+    assert f"lightgbm=={version('lightgbm')}" in requirements and f"propensity=={version('propensity')}" in requirements
+    model = Project(workspace).model("1", "propensity-test")
+    assert model.folder == workspace.path / "models" / "propensity-test" / "v1"
+    assert load_train_config(model.file("train")).horizon_days == 30

@@ -1,0 +1,54 @@
+"""What a registered model version carries: the files it was trained with.
+
+Written by ``propensity train`` as MLflow run artifacts under ``context/`` and copied into the
+workspace under ``models/<model name>/v<version>/``; read back by
+:class:`propensity.pipelines.project.Project` so `compare`, `tune` and `explain` rebuild what the
+model was trained on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from propensity.pipelines.training.config import TrainConfig
+
+__all__ = ["CONTEXT_FILES", "context_folder", "write_context"]
+
+CONTEXT_FILES = {
+    "train": "train.yaml",
+    "rules": "rules.yaml",
+    "features": "features.yaml",
+    "learned_rules": "rules.learned.yaml",
+}
+
+
+def context_folder(workspace_path: Path, model_name: str, version: str) -> Path:
+    """Where a workspace keeps a registered version's context files."""
+    return Path(workspace_path) / "models" / model_name / f"v{version}"
+
+
+def write_context(config: TrainConfig, result, folder: Path) -> Path:
+    """The files a model version carries: its train config (``data_end`` pinned to the value used,
+    paths relative to the folder), rules, feature config and learned points.
+
+    With them `score`, `explain`, `compare` and `tune` rebuild what the model was trained on
+    instead of whatever the workspace's configs say today.
+    """
+    from propensity.features.config import load_feature_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config.rules, folder / CONTEXT_FILES["rules"])
+    features = load_feature_config(config.features).model_dump(mode="json")
+    (folder / CONTEXT_FILES["features"]).write_text(yaml.safe_dump(features, sort_keys=False), encoding="utf-8")
+    shutil.copyfile(result.learned_rules_path, folder / CONTEXT_FILES["learned_rules"])
+    train = config.model_dump(mode="json")
+    train |= {"rules": CONTEXT_FILES["rules"], "features": CONTEXT_FILES["features"],
+              "data_end": pd.Timestamp(result.summary["data_end"]).isoformat()}
+    header = ("# The training config this model version was trained with: data_end is the value used,\n"
+              "# paths are relative to this folder (written by `propensity train`).\n")
+    (folder / CONTEXT_FILES["train"]).write_text(header + yaml.safe_dump(train, sort_keys=False), encoding="utf-8")
+    return folder
