@@ -31,62 +31,62 @@ ws"""
 
 QUICKSTART = [
     new_markdown_cell(
-        "# 01 · Quick start: raw events → features → rule scores → a learned model\n\n"
-        "The same steps as `make demo`, from Python, on a small synthetic SaaS world (3,000 contacts, "
-        "180 days). Every step is one call into the `features` and `pipelines` packages; the notebook "
-        "has no logic of its own."
+        "# 01 · Quick start through the Python API\n\n"
+        "The whole walkthrough (raw events → features → rule scores → a learned model → rule vs learned → "
+        "why a contact scored what it did) in a dozen calls on `propensity.Project`, the same layer every "
+        "`propensity` command runs through. A small synthetic SaaS world: 3,000 contacts, 180 days."
     ),
-    new_code_cell(SETUP),
-    new_markdown_cell("## 1. A synthetic world with a known truth\n\n"
-                      "`generate_world` draws contacts, ~10 event types and conversions from a hidden hazard."),
     new_code_cell(
+        "import tempfile\n\n"
+        "import pandas as pd\n\n"
+        "import propensity\n"
+        "from propensity.pipelines.shipped import shipped_config  # the configs installed with the package\n"
         "from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world\n\n"
+        "pd.set_option('display.width', 140)\n"
+        "pd.set_option('display.max_columns', 12)\n"
+        "# a throwaway workspace: the DuckDB file, the MLflow store and every output go here\n"
+        "project = propensity.Project(tempfile.mkdtemp(prefix='propensity-nb-'))\n"
         "world = generate_world(WorldConfig(contacts=3_000, days=180, seed=1))\n"
-        "files = write_world(world, ws.path / 'data', fmt='parquet')\n"
+        "files = write_world(world, project.path / 'data', fmt='parquet')\n"
         "world.events.head()"
     ),
-    new_markdown_cell("## 2. Ingest\n\nValidated, deduplicated, rejects kept with their reason."),
+    new_markdown_cell("## 1. Ingest, features, rule scores\n\n"
+                      "Ingest validates and deduplicates (rejects are kept with their reason); features use only "
+                      "events strictly before the cut-off; the rule scores' `points__*` columns add up to `points`."),
     new_code_cell(
-        "from propensity.features.store import ingest_file\n\n"
-        "reports = {kind: ingest_file(ws, kind, files[kind]) for kind in ('contacts', 'events', 'outcomes')}\n"
-        "pd.DataFrame({k: {'read': r.read, 'loaded': r.loaded, 'rejected': r.rejected} for k, r in reports.items()})"
+        "reports = {kind: project.ingest(kind, files[kind]) for kind in ('contacts', 'events', 'outcomes')}\n"
+        "run = project.features('2025-06-01')\n"
+        "scores, rules = project.score('2025-06-01')  # no rules of its own yet: the shipped SaaS rules\n"
+        "pd.DataFrame({k: {'loaded': r.loaded, 'rejected': r.rejected} for k, r in reports.items()})"
     ),
-    new_markdown_cell("## 3. Features as of a cut-off\n\nOnly events strictly before `as_of` are used."),
+    new_code_cell("scores.sort_values('rule_score', ascending=False).head()"),
+    new_markdown_cell("## 2. Learn from conversions\n\n"
+                      "A time-split training set over weekly cut-offs, LightGBM, calibration onto the rules' 0–5 "
+                      "scale and a learned points model, registered in the workspace's MLflow store with the "
+                      "configs it was trained with."),
     new_code_cell(
-        "from propensity.features.config import FeatureConfig\n"
-        "from propensity.pipelines.jobs import SpineChoice, run_features\n\n"
-        "as_of = datetime(2025, 6, 1)\n"
-        "run = run_features(ws, SpineChoice(as_of=as_of), FeatureConfig())\n"
-        "features = pd.read_parquet(run.path)\n"
-        "features.filter(regex='contact_id|demo_request|pricing|all__').head()"
-    ),
-    new_markdown_cell("## 4. Rule scores (the hand-weighted model the team already has)\n\n"
-                      "`points__*` columns add up to `points`, so every score reads point by point."),
-    new_code_cell(
-        "from propensity.pipelines.rules.config import load_rules\n"
-        "from propensity.pipelines.jobs import run_rule_scores\n\n"
-        "rules = load_rules(shipped_config('rules/saas.yaml'))\n"
-        "scores = run_rule_scores(ws, SpineChoice(as_of=as_of), rules)\n"
-        "scores.sort_values('rule_score', ascending=False).head()"
-    ),
-    new_code_cell("scores['band'].value_counts().sort_index()"),
-    new_markdown_cell("## 5. Learn from conversions\n\n"
-                      "A time-split training set over weekly cut-offs, LightGBM with a tiny Optuna budget, "
-                      "calibration onto the rules' 0–5 scale and a learned points model; logged to MLflow in "
-                      "the workspace."),
-    new_code_cell(
-        "from propensity.pipelines.training.config import load_train_config\n"
-        "from propensity.pipelines.training.train import train\n\n"
-        "config = load_train_config(shipped_config('train_demo.yaml'))\n"
-        "# no Optuna search here, to stay quick: `propensity train` searches with a time budget\n"
+        "config, _ = project.train_config(shipped_config('train_demo.yaml'))\n"
+        "# no Optuna search, to stay quick; a small world has fewer than the 500 positives LightGBM waits for\n"
         "config = config.model_copy(update={'model': config.model.model_copy(update={'tune': False}),\n"
-        "                                   # a small world has fewer than the default 500 positives\n"
-        "                                   # needed before LightGBM is trained (below: points model only)\n"
         "                                   'points_only_below': 100})\n"
-        "result = train(ws, config)\n"
+        "result = project.train(config)\n"
+        "print(result.registry.reason)\n"
         "result.metrics.query(\"split == 'test'\")"
     ),
-    new_code_cell("print(result.learned_rules_path.read_text()[:800])"),
+    new_markdown_cell("## 3. Rule vs learned, and why\n\n"
+                      "`compare` and `explain` take the model's own context: the test cut-off, rules and learned "
+                      "points it was trained with."),
+    new_code_cell(
+        "comparison = project.compare(result.model_version)\n"
+        "comparison.summary[['model', 'roc_auc', 'roc_auc_low', 'roc_auc_high', 'pr_auc', 'ece']]"
+    ),
+    new_code_cell(
+        "contact = scores.sort_values('rule_score').iloc[-1]['contact_id']\n"
+        "explained, model, rules_used = project.explain(contact, model=result.model_version)\n"
+        "print(f'{contact}: learned {explained.learned_score:.2f}, rules {explained.rule_score:.2f} '\n"
+        "      f'({rules_used.describe(\"rules\")})')\n"
+        "explained.learned.head(8)"
+    ),
 ]
 
 # Shared by 02 and 03: a small world, ingested and trained once, so each notebook stands alone.

@@ -95,7 +95,12 @@ def run_demo(
         result.paths["learned rules"] = result.training.learned_rules_path
         result.paths["MLflow store"] = ws.path / "mlflow.db"
         if compare_config is not None:
-            from propensity.pipelines.compare import ModelSource, compare_models, load_compare_config, write_report
+            from propensity.pipelines.compare import (
+                ModelSource,
+                compare_models,
+                load_compare_config,
+                write_report,
+            )
 
             # the model this run trained (registered or not), on the same held-out cut-off
             trained = result.training

@@ -237,7 +237,7 @@ def _open_duckdb(config: EngineConfig, ws: Workspace | None) -> EngineTables:
         counts = ws.counts()
         tables = {kind: con.table(kind) if counts.get(kind, 0) else None for kind in KINDS}
         if tables["events"] is None:
-            from propensity.pipelines.jobs import WorkspaceError
+            from propensity.pipelines.errors import WorkspaceError
 
             raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
         return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
@@ -302,7 +302,7 @@ def _export_workspace(ws: Workspace) -> SourcesConfig:
     folder.mkdir(parents=True, exist_ok=True)
     counts = ws.counts()
     if not counts.get("events"):
-        from propensity.pipelines.jobs import WorkspaceError
+        from propensity.pipelines.errors import WorkspaceError
 
         raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
     found: dict[str, TableSource] = {}

@@ -14,6 +14,7 @@ from propensity.features.build import build_features, feature_columns
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_at, spine_from_frame
 from propensity.features.store import Workspace
+from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
 
@@ -32,10 +33,6 @@ __all__ = [
     "run_features",
     "run_rule_scores",
 ]
-
-
-class WorkspaceError(ValueError):
-    """The workspace lacks something a step needs (the message says what to run first)."""
 
 
 @dataclass(frozen=True)
@@ -130,16 +127,11 @@ def run_features(
 ) -> FeatureRun:
     """Build the feature table in DuckDB (table ``features``) and write it to Parquet.
 
-    With Spark ``tables`` the features are written by Spark to a Parquet (or CSV) folder.
+    ``tables``: another DuckDB engine's tables. On Spark use
+    ``propensity.pipelines.spark.features.run_spark_features`` (``Project.features`` picks it).
     """
     if tables is not None and tables.is_spark:
-        from propensity.pipelines.spark.features import write_spark_features
-
-        spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-        expr = build_features(tables.events, spine, config, contacts=tables.contacts)
-        path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}"
-        rows = write_spark_features(tables, expr, path)
-        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr))
+        raise ValueError("run_features builds on DuckDB; Spark tables go to spark.features.run_spark_features")
     con = ws.ibis_connection() if tables is None else tables.con
     spine = resolve_spine(con, choice, tables=tables, ws=ws)
     events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
@@ -195,28 +187,11 @@ def store_spine(ws: Workspace, name: str, frame: pd.DataFrame) -> int:
     return len(spine)
 
 
-def model_uri(model: str, model_name: str) -> str:
-    """``champion`` -> ``models:/NAME@champion``; ``3`` -> ``models:/NAME/3``; URIs unchanged."""
-    if model.startswith(("models:/", "runs:/")):
-        return model
-    if model.isdigit():
-        return f"models:/{model_name}/{model}"
-    return f"models:/{model_name}@{model}"
-
-
 def load_model(ws: Workspace, model: str, model_name: str):
     """The registered pyfunc: an alias (``champion``), a version number or a models:/ URI."""
-    import mlflow
+    from propensity.pipelines.training.registry import load_model_context
 
-    from propensity.pipelines.training.tracking import configure_tracking
-
-    configure_tracking(ws.path, None, "propensity")
-    uri = model_uri(model, model_name)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise WorkspaceError(f"cannot load model {uri}: {exc.message.splitlines()[0]}; run `propensity train` first") from None
-    return pyfunc
+    return load_model_context(ws, model, model_name, None).pyfunc
 
 
 def model_bands(scorer) -> RuleSet | None:

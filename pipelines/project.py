@@ -10,15 +10,16 @@ file it used instead of silently using another.
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from propensity.features.store import Workspace
-from propensity.pipelines.jobs import WorkspaceError, model_uri
+from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.shipped import shipped_config
 from propensity.pipelines.training.config import TrainConfig, load_train_config
-from propensity.pipelines.training.context import CONTEXT_FILES, context_folder
+from propensity.pipelines.training.context import CONTEXT_FILES
+from propensity.pipelines.training.registry import ModelContext, load_model_context
 
 __all__ = ["ModelContext", "Project", "Resolved"]
 
@@ -47,34 +48,6 @@ class Resolved:
         return f"{what}: {self.path} ({why})"
 
 
-@dataclass
-class ModelContext:
-    """A registered model version, loaded once, with the files it was trained with."""
-
-    name: str
-    ref: str
-    uri: str
-    version: str | None
-    run_id: str | None
-    pyfunc: object
-    folder: Path | None  # the context files; None for a model registered before models carried them
-    params: dict = field(default_factory=dict)
-
-    @property
-    def scorer(self):
-        return self.pyfunc.unwrap_python_model().scorer
-
-    @property
-    def label(self) -> str:
-        return f"model {self.name} v{self.version}" if self.version else f"model {self.uri}"
-
-    def file(self, kind: str) -> Path | None:
-        if self.folder is None:
-            return None
-        path = self.folder / CONTEXT_FILES[kind]
-        return path if path.is_file() else None
-
-
 class Project:
     """One workspace and everything resolved against it.
 
@@ -90,9 +63,21 @@ class Project:
     >>> config, where = project.train_config(model=model)   # doctest: +SKIP
     """
 
-    def __init__(self, workspace: Workspace | str | Path | None = None) -> None:
+    def __init__(self, workspace: Workspace | str | Path | None = None, *,
+                 report: Callable[[str, str], None] | None = None) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace.from_env(workspace)
         self._models: dict[tuple[str, str], ModelContext | None] = {}
+        # report(kind, message): kind "uses" (which file and why) or "warning"; the CLI prints
+        # them on stderr, elsewhere they go to the `propensity` logger
+        self.report = report or _log_report
+
+    def _uses(self, where: Resolved, what: str) -> Resolved:
+        self.report("uses", where.describe(what))
+        return where
+
+    def _warn(self, lines) -> None:
+        for line in lines:
+            self.report("warning", line)
 
     @property
     def path(self) -> Path:
@@ -198,70 +183,158 @@ class Project:
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 self._models[key] = None  # nothing was ever trained here; MLflow's import is not paid
                 raise WorkspaceError(f"no registered model {name}@{ref} in {self.ws.path}: run `propensity train` first")
-        context = _load_model_context(self.ws, ref, name, tracking_uri)
+        context = load_model_context(self.ws, ref, name, tracking_uri)
         self._models[key] = context
         return context
 
+    # -- the operations users run (the CLI, notebooks and benchmarks call these) ---------------
 
-def _load_model_context(ws: Workspace, ref: str, name: str, tracking_uri: str | None) -> ModelContext:
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    def ingest(self, kind: str, path: str | Path, *, fmt: str | None = None,
+               column_map: dict[str, str] | None = None, encoding: str = "utf-8"):
+        """Validate and load a file of ``kind`` (events, contacts, outcomes); rejects are kept."""
+        from propensity.features.store import ingest_file
 
-    from propensity.pipelines.training.tracking import configure_tracking
+        return ingest_file(self.ws, kind, path, fmt=fmt, column_map=column_map, encoding=encoding)
 
-    configure_tracking(ws.path, tracking_uri, "propensity")
-    uri = model_uri(ref, name)
-    client = MlflowClient()
-    version = run_id = None
-    try:
-        if uri.startswith("models:/"):
-            path = uri.removeprefix("models:/")
-            if "@" in path:
-                model_name, alias = path.split("@", 1)
-                record = client.get_model_version_by_alias(model_name, alias)
-            else:
-                model_name, number = path.rsplit("/", 1)
-                record = client.get_model_version(model_name, number)
-            version, run_id, name = str(record.version), record.run_id, model_name
-            uri = f"models:/{model_name}/{version}"  # pinned: an alias may move while we work
-        pyfunc = mlflow.pyfunc.load_model(uri)
-    except mlflow.exceptions.MlflowException as exc:
-        raise WorkspaceError(f"cannot load model {model_uri(ref, name)}: {exc.message.splitlines()[0]}; "
-                             "run `propensity train` first") from None
-    run_id = run_id or getattr(pyfunc.metadata, "run_id", None)
-    params: dict = {}
-    if run_id:
-        try:
-            params = dict(client.get_run(run_id).data.params)
-        except mlflow.exceptions.MlflowException:
-            params = {}
-    folder = _context_files(ws, name, version, run_id) if version and run_id else None
-    return ModelContext(name=name, ref=ref, uri=uri, version=version, run_id=run_id, pyfunc=pyfunc,
-                        folder=folder, params=params)
+    def features(self, at, *, config: Path | str | None = None, out: Path | None = None, tables=None):
+        """Point-in-time features at ``at`` (a cut-off date or a :class:`SpineChoice`)."""
+        from propensity.features.config import load_feature_config
+        from propensity.pipelines.jobs import run_features
+
+        if tables is not None and tables.is_spark:
+            from propensity.pipelines.spark.features import run_spark_features
+
+            return run_spark_features(self.ws, spine_choice(at), load_feature_config(config), out, tables)
+        return run_features(self.ws, spine_choice(at), load_feature_config(config), out=out, tables=tables)
+
+    def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
+        """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""
+        from propensity.pipelines.jobs import run_rule_scores
+
+        rule_set, where, warnings = self.rules(rules)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        return run_rule_scores(self.ws, spine_choice(at), rule_set, level=level, tables=tables), rule_set
+
+    def score_with_model(self, at, model: str = "champion", name: str | None = None, *, tables=None):
+        """Learned scores 0-5 at ``at`` from a registered model, its features built as it was trained."""
+        from propensity.pipelines.jobs import run_model_scores
+
+        name = name or self.model(model).name
+        return run_model_scores(self.ws, spine_choice(at), model, name, tables=tables)
+
+    def train(self, config: TrainConfig | Path | str | None = None, *, track: bool = True, tables=None,
+              step: Callable[[str], None] = lambda _: None):
+        """Train, calibrate, evaluate and (``track``) register; see :func:`training.train.train`.
+
+        ``config``: a validated :class:`TrainConfig` (e.g. an edited copy), a YAML path, or None
+        for the resolved default.
+        """
+        from propensity.pipelines.rules.config import load_rules
+        from propensity.pipelines.training.train import train
+
+        if isinstance(config, TrainConfig):
+            train_config = config
+        else:
+            train_config, where = self.train_config(config)
+            self._uses(where, "train config")
+        self._warn(self.rule_warnings(load_rules(train_config.rules)))
+        return train(self.ws, train_config, step=step, track=track, tables=tables)
+
+    def compare(self, model: str = "champion", name: str | None = None, *, config: Path | str | None = None,
+                settings=None, learned_rules: Path | str | None = None, backtest: bool = False,
+                step: Callable[[str], None] = lambda _: None):
+        """Rules vs the learned model vs the learned points on the test cut-off of the model's config."""
+        from propensity.pipelines.compare import (
+            CompareConfig,
+            compare_models,
+            run_backtest,
+        )
+        from propensity.pipelines.compare.evaluation import ModelSource
+        from propensity.pipelines.rules.config import load_rules
+
+        learned = self.find_model(model, name, config=config)
+        train_config, where = self.train_config(config, model=learned)
+        self._uses(where, "train config")
+        self._warn(self.rule_warnings(load_rules(train_config.rules)))
+        points = self.learned_rules_path(learned_rules, model=learned)
+        if points is None:
+            raise FileNotFoundError(f"{self.ws.path / 'models'}: no learned points yet; run `propensity train` "
+                                    "first or pass --learned-rules")
+        self._uses(points, "learned points")
+        settings = settings or CompareConfig()
+        source = None if learned is None else ModelSource(uri=learned.uri, version=learned.version,
+                                                          run_id=learned.run_id, params=learned.params)
+        comparison = compare_models(self.ws, train_config, settings, model=model, model_name=name,
+                                    learned_rules=points.path, step=step,
+                                    scorer=None if learned is None else learned.scorer, source=source)
+        if backtest:
+            result = run_backtest(self.ws, train_config, settings, step=step)
+            comparison.backtest, comparison.backtest_notes = result.table, result.notes
+        return comparison
+
+    def explain(self, contact_id: str, *, as_of=None, model: str = "champion", name: str | None = None,
+                rules: Path | str | None = None):
+        """Why ``contact_id`` has its learned score, beside the rule breakdown of the model's rules."""
+        from propensity.pipelines.explain.jobs import (
+            check_contact,
+            default_as_of,
+            explain_one,
+        )
+        from propensity.pipelines.outputs import parse_as_of
+
+        check_contact(self.ws, contact_id)
+        learned = self.model(model, name)
+        rule_set, where, warnings = self.rules(rules, model=learned)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        when = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
+        return explain_one(self.ws, contact_id, when, learned.scorer, rule_set), learned, where
+
+    def explain_all(self, at, *, model: str = "champion", name: str | None = None, reasons: int = 3,
+                    positive_only: bool = False):
+        """Top reasons for every contact at ``at`` (LightGBM ``pred_contrib``)."""
+        from propensity.pipelines.explain.jobs import explain_all
+
+        learned = self.model(model, name)
+        return explain_all(self.ws, spine_choice(at), learned.scorer, n_reasons=reasons, positive_only=positive_only)
+
+    def tune(self, model: str = "champion", name: str | None = None, *, config: Path | str | None = None,
+             rules: Path | str | None = None, tune_config=None, fit_rows: int = 40_000,
+             proposal_path: Path | str | None = None, step: Callable[[str], None] = lambda _: None):
+        """Proposed rules from the model's explanations, backtested: ``(TuneResult, rules path)``.
+
+        ``proposal_path``: where the proposal will be written, refused before any work when it is
+        the live rules file (or another rules file that is not a proposal).
+        """
+        from propensity.pipelines.tune.jobs import check_proposal_path, tune_rules
+        from propensity.pipelines.tune.propose import TuneConfig
+
+        learned = self.model(model, name, config=config)
+        train_config, where = self.train_config(config, model=learned)
+        self._uses(where, "train config")
+        # the rules to tune: the ones given, else the ones the (model's) train config names
+        rule_set, rules_where, warnings = self.rules(rules or train_config.rules)
+        if rules is None:
+            self.report("uses", f"rules to tune: {rules_where.path} (the train config's)")
+        self._warn(warnings)
+        if proposal_path is not None:
+            check_proposal_path(Path(proposal_path), rules_where.path)
+        result = tune_rules(self.ws, train_config, rule_set, learned.scorer, tune_config or TuneConfig(),
+                            fit_rows=fit_rows, step=step)
+        return result, rules_where.path
 
 
-def _context_files(ws: Workspace, name: str, version: str, run_id: str) -> Path | None:
-    """The version's context folder in the workspace, downloaded from its run when missing.
+def spine_choice(at):
+    """A :class:`SpineChoice` from a cut-off (date, datetime or ISO text) or a SpineChoice."""
+    from propensity.pipelines.jobs import SpineChoice
+    from propensity.pipelines.outputs import parse_as_of
 
-    None for a model registered before versions carried their context (its run has no
-    ``context/`` artifacts).
-    """
-    import mlflow
+    return at if isinstance(at, SpineChoice) else SpineChoice(as_of=parse_as_of(at))
 
-    folder = context_folder(ws.path, name, version)
-    if (folder / CONTEXT_FILES["train"]).is_file():
-        return folder
-    try:
-        listed = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path="context")
-    except Exception:  # an unreachable or foreign artifact store: treat as a model without context
-        return None
-    if not listed:
-        return None
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="context", dst_path=str(staging))
-    shutil.rmtree(folder, ignore_errors=True)
-    (staging / "context").rename(folder)
-    shutil.rmtree(staging, ignore_errors=True)
-    return folder
+
+def _log_report(kind: str, message: str) -> None:
+    import logging
+
+    logger = logging.getLogger("propensity")
+    (logger.warning if kind == "warning" else logger.info)(message)

@@ -89,7 +89,9 @@ class DataProfile:
     @property
     def data_end(self) -> datetime:
         """Midnight after the latest event or outcome: an export of whole days ends there."""
-        from propensity.pipelines.training.cutoffs import default_data_end  # training's own rule
+        from propensity.pipelines.training.cutoffs import (
+            default_data_end,  # training's own rule
+        )
 
         return default_data_end(max(t for t in (self.last_event, self.last_outcome) if t is not None))
 

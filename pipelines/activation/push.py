@@ -30,9 +30,19 @@ import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
-from propensity.pipelines.activation.outbox import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, redact, sign,
-                                         url_secrets)
-from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
+from propensity.pipelines.activation.outbox import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    parse_retry_after,
+    redact,
+    sign,
+    url_secrets,
+)
+from propensity.pipelines.activation.tables import (
+    create_activation_tables,
+    push_state,
+    upsert,
+)
 
 __all__ = [
     "ContactTraits",

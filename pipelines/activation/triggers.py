@@ -27,7 +27,11 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from propensity.pipelines.activation.outbox import RetryPolicy, enqueue
-from propensity.pipelines.activation.tables import insert_ignore, score_history, trigger_firings
+from propensity.pipelines.activation.tables import (
+    insert_ignore,
+    score_history,
+    trigger_firings,
+)
 from propensity.pipelines.config_files import load_yaml_config
 
 __all__ = [

@@ -78,7 +78,8 @@ def serve_cmd(
 
         trigger_config = load_triggers(triggers)
     url = database_url(ws.path)
-    rule_set, where, warnings = project(ctx).rules(rules)
+    proj = project(ctx)
+    rule_set, where, warnings = proj.rules(rules)
     note_resolved(where, "rules")
     warn(warnings)
     keys = write_keys(serve_config)  # before the model: a missing key fails at once

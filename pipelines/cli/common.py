@@ -30,18 +30,27 @@ def project(ctx: typer.Context):
     """The :class:`~propensity.pipelines.project.Project` of the command's workspace."""
     from propensity.pipelines.project import Project
 
-    return Project(workspace(ctx))
+    return Project(workspace(ctx), report=report)
+
+
+def report(kind: str, message: str) -> None:
+    """Print what the application layer reports: which file a command uses (dim, a shipped
+    default in yellow) and warnings."""
+    if kind == "warning":
+        err.print(f"[yellow]warning:[/] {message}")
+    else:
+        colour = "yellow" if "shipped with the package" in message else "dim"
+        err.print(f"[{colour}]{message}[/]")
 
 
 def note_resolved(where, what: str) -> None:
     """Say on stderr which file a command uses and why (a shipped default in yellow)."""
-    colour = "yellow" if where.is_shipped else "dim"
-    err.print(f"[{colour}]{where.describe(what)}[/]")
+    report("uses", where.describe(what))
 
 
 def warn(lines) -> None:
     for line in lines:
-        err.print(f"[yellow]warning:[/] {line}")
+        report("warning", line)
 
 
 app = typer.Typer(

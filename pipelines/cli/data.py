@@ -18,6 +18,7 @@ from propensity.pipelines.cli.common import (
     engine_tables,
     ingest_app,
     progress_bar,
+    project,
     spine_choice,
     workspace,
 )
@@ -111,14 +112,12 @@ def features_cmd(
     spark_master: SparkMasterOpt = None,
 ) -> None:
     """Build point-in-time features: one row per contact known at the cut-off."""
-    from propensity.features.config import load_feature_config
-    from propensity.pipelines.jobs import run_features
 
     ws = workspace(ctx)
     with progress_bar() as progress:
         task = progress.add_task("build features", total=None)
         tables = engine_tables(ws, engine, engine_config, spark_master)
-        run = run_features(ws, spine_choice(as_of, spine), load_feature_config(config), out=out, tables=tables)
+        run = project(ctx).features(spine_choice(as_of, spine), config=config, out=out, tables=tables)
         progress.update(task, completed=1, total=1)
     where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")

@@ -17,11 +17,9 @@ from propensity.pipelines.cli.common import (
     app,
     console,
     engine_tables,
-    note_resolved,
     progress_bar,
     project,
     spine_choice,
-    warn,
     workspace,
 )
 
@@ -44,7 +42,6 @@ def score_cmd(
     spark_master: SparkMasterOpt = None,
 ) -> None:
     """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
-    from propensity.pipelines.jobs import run_model_scores, run_rule_scores
     from propensity.pipelines.outputs import write_frame
 
     if compiled:
@@ -81,7 +78,7 @@ def score_cmd(
     if model is not None:
         with progress_bar() as progress:
             task = progress.add_task(f"score with model {model_name}@{model}", total=None)
-            scored = run_model_scores(ws, choice, model, model_name, tables=tables)
+            scored = project(ctx).score_with_model(choice, model, model_name, tables=tables)
             progress.update(task, completed=1, total=1)
         path = out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet"
         write_frame(scored, path)
@@ -89,13 +86,9 @@ def score_cmd(
             print_band_table(scored, title=f"learned scores ({model_name}@{model})")
         console.print(f"{len(scored):,} rows -> {path}")
         return
-    proj = project(ctx)
-    rule_set, where, warnings = proj.rules(rules)
-    note_resolved(where, "rules")
-    warn(warnings)
     with progress_bar() as progress:
-        task = progress.add_task(f"score with {rule_set.name} rules", total=None)
-        scored = run_rule_scores(ws, choice, rule_set, level=level, tables=tables)
+        task = progress.add_task("score with the rules", total=None)
+        scored, rule_set = project(ctx).score(choice, rules=rules, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
     path = out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet"
     write_frame(scored, path)
@@ -140,40 +133,26 @@ def explain_cmd(
     """Why a contact has its learned score: SHAP per activity and attribute in 0-5 points, beside the rule breakdown."""
     import json
 
-    from propensity.pipelines.explain.jobs import (
-        check_contact,
-        default_as_of,
-        explain_all,
-        explain_one,
-    )
-    from propensity.pipelines.outputs import parse_as_of, write_frame
+    from propensity.pipelines.outputs import write_frame
 
     proj = project(ctx)
-    ws = proj.ws
-    if contact_id is not None:
-        check_contact(ws, contact_id)
-    learned = proj.model(model, model_name)
-    scorer = learned.scorer
     if all_:
         if contact_id is not None:
             raise typer.BadParameter("give a CONTACT_ID or --all, not both")
         choice = spine_choice(as_of, spine)
         with progress_bar() as progress:
             task = progress.add_task("explain every contact (pred_contrib)", total=None)
-            report = explain_all(ws, choice, scorer, n_reasons=reasons, positive_only=positive_only)
+            report = proj.explain_all(choice, model=model, name=model_name, reasons=reasons,
+                                      positive_only=positive_only)
             progress.update(task, completed=1, total=1)
-        path = out or ws.path / "explain" / f"reasons_{choice.label()}.parquet"
+        path = out or proj.path / "explain" / f"reasons_{choice.label()}.parquet"
         write_frame(report.reasons, path)
         console.print(f"{report.rows:,} contacts explained in {report.seconds_shap:.1f} s "
                       f"({report.rows_per_second:,.0f} rows/s) -> {path}")
         return
     if contact_id is None:
         raise typer.BadParameter("give a CONTACT_ID, or --all with --as-of DATE")
-    when = parse_as_of(as_of) if as_of else default_as_of(ws)
-    rule_set, where, warnings = proj.rules(rules, model=learned)
-    note_resolved(where, "rules")  # stderr: --json output stays clean
-    warn(warnings)
-    result = explain_one(ws, contact_id, when, scorer, rule_set)
+    result, learned, where = proj.explain(contact_id, as_of=as_of, model=model, name=model_name, rules=rules)
     if as_json:
         payload = result.to_dict()
         payload["rules"] |= {"file": str(where.path), "source": where.source}

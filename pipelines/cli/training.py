@@ -16,12 +16,9 @@ from propensity.pipelines.cli.common import (
     config_path,
     console,
     engine_tables,
-    err,
     isna,
-    note_resolved,
     project,
     steps,
-    warn,
 )
 
 
@@ -37,18 +34,12 @@ def train_cmd(
     """Learn from outcomes: LightGBM + Optuna and learned rule points, calibrated onto 0-5, tracked in MLflow."""
     import optuna
 
-    from propensity.pipelines.rules import load_rules
-    from propensity.pipelines.training.train import train
-
     proj = project(ctx)
     ws = proj.ws
-    train_config, where = proj.train_config(config)
-    note_resolved(where, "train config")
-    warn(proj.rule_warnings(load_rules(train_config.rules)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with steps() as step:
-        result = train(ws, train_config, step=step, track=not no_track,
-                       tables=engine_tables(ws, engine, engine_config, spark_master))
+        result = proj.train(config, step=step, track=not no_track,
+                            tables=engine_tables(ws, engine, engine_config, spark_master))
     print_training(result)
 
 
@@ -128,30 +119,15 @@ def tune_cmd(
     """Propose rule points (and new rules) from the learned model's SHAP values; backtest on the test split."""
     import json
 
-    from propensity.pipelines.tune.jobs import (
-        check_proposal_path,
-        tune_rules,
-        write_proposal,
-    )
+    from propensity.pipelines.tune.jobs import write_proposal
     from propensity.pipelines.tune.propose import TuneConfig
 
     proj = project(ctx)
-    ws = proj.ws
-    learned = proj.model(model, model_name, config=config)
-    train_config, where = proj.train_config(config, model=learned)
-    note_resolved(where, "train config")
-    # the rules to tune: --rules, else the ones the config (the model's own, by default) names
-    rule_set, rules_where, warnings = proj.rules(rules or train_config.rules)
-    rules_path = rules_where.path
-    if rules is None:
-        err.print(f"[dim]rules to tune: {rules_path} (the train config's)[/]")
-    warn(warnings)
-    check_proposal_path(out, rules_path)
-    scorer = learned.scorer
     with steps() as step:
-        result = tune_rules(ws, train_config, rule_set, scorer,
-                            TuneConfig(new_rules=not no_new_rules, reshape=not no_reshape),
-                            fit_rows=fit_rows, step=step)
+        result, rules_path = proj.tune(model, model_name, config=config, rules=rules, proposal_path=out,
+                                       tune_config=TuneConfig(new_rules=not no_new_rules, reshape=not no_reshape),
+                                       fit_rows=fit_rows, step=step)
+    rule_set = result.current_rules
     changes = Table(title=f"proposed changes to {rule_set.name} (from SHAP on {result.fit_rows:,} train/valid rows)")
     for column in ("rule", "status", "reads", "SHAP share", "points", "shape", "note"):
         changes.add_column(column, justify="right" if column == "SHAP share" else "left")
@@ -205,40 +181,19 @@ def compare_cmd(
 ) -> None:
     """Compare rule vs learned vs learned points on the held-out cut-off: metrics with intervals, report."""
     from propensity.pipelines.compare import (
-        compare_models,
         load_compare_config,
         parse_k_list,
-        run_backtest,
         write_report,
     )
-    from propensity.pipelines.compare.evaluation import ModelSource
-    from propensity.pipelines.rules import load_rules
-
     proj = project(ctx)
-    ws = proj.ws
-    learned = proj.find_model(model, model_name, config=config)
-    train_config, where = proj.train_config(config, model=learned)
-    note_resolved(where, "train config")
-    warn(proj.rule_warnings(load_rules(train_config.rules)))
-    points = proj.learned_rules_path(learned_rules, model=learned)
-    if points is None:
-        raise FileNotFoundError(f"{ws.path / 'models'}: no learned points yet; run `propensity train` first "
-                                "or pass --learned-rules")
-    note_resolved(points, "learned points")
     settings = load_compare_config(config_path(compare_config, "compare.yaml"))
     if k is not None:
         settings = settings.model_copy(update={"top_k_percent": parse_k_list(k)})
-    source = None if learned is None else ModelSource(uri=learned.uri, version=learned.version,
-                                                      run_id=learned.run_id, params=learned.params)
     with steps() as step:
-        comparison = compare_models(ws, train_config, settings, model=model, model_name=model_name,
-                                    learned_rules=points.path, step=step,
-                                    scorer=None if learned is None else learned.scorer, source=source)
-        if backtest:
-            result = run_backtest(ws, train_config, settings, step=step)
-            comparison.backtest, comparison.backtest_notes = result.table, result.notes
+        comparison = proj.compare(model, model_name, config=config, settings=settings, learned_rules=learned_rules,
+                                  backtest=backtest, step=step)
         step("write the report")
-        paths = write_report(comparison, out_dir or ws.path / "reports")
+        paths = write_report(comparison, out_dir or proj.path / "reports")
     print_comparison(comparison)
     console.print(f"report: {paths['html']}\nnumbers: {paths['json']}")
 

@@ -10,8 +10,17 @@ Public API::
 :func:`compare_scores` is the pure middle (a scored frame in, a :class:`Comparison` out).
 """
 
-from propensity.pipelines.compare.backtest import Backtest, rescale_raw_points, run_backtest
-from propensity.pipelines.compare.config import CompareConfig, CompareConfigError, load_compare_config, parse_k_list
+from propensity.pipelines.compare.backtest import (
+    Backtest,
+    rescale_raw_points,
+    run_backtest,
+)
+from propensity.pipelines.compare.config import (
+    CompareConfig,
+    CompareConfigError,
+    load_compare_config,
+    parse_k_list,
+)
 from propensity.pipelines.compare.core import DEFAULT_MODELS, Comparison, compare_scores
 from propensity.pipelines.compare.evaluation import ModelSource, compare_models
 from propensity.pipelines.compare.report import render_html, write_json, write_report

@@ -30,13 +30,27 @@ from propensity.features.config import load_feature_config
 from propensity.features.store import Workspace
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.core import DEFAULT_MODELS, compare_scores
-from propensity.pipelines.compare.evaluation import EvaluationData, feature_frame, labelled_rows, raw_points, split_rows
+from propensity.pipelines.compare.evaluation import (
+    EvaluationData,
+    feature_frame,
+    labelled_rows,
+    raw_points,
+    split_rows,
+)
 from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import rescale_raw_points, score_frame
 from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
 from propensity.pipelines.training.config import TrainConfig
-from propensity.pipelines.training.model import ModelConfig, fit_lightgbm, prepare_matrix
-from propensity.pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
+from propensity.pipelines.training.model import (
+    ModelConfig,
+    fit_lightgbm,
+    prepare_matrix,
+)
+from propensity.pipelines.training.points import (
+    PointsModelConfig,
+    fit_points_model,
+    rule_design_matrix,
+)
 
 __all__ = ["Backtest", "choose_cutoffs", "fit_and_score", "gap_stability", "rescale_raw_points", "run_backtest"]
 

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from propensity.pipelines.training.bootstrap import interval, paired_bootstrap
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.tables import (
     band_table,
@@ -35,6 +34,7 @@ from propensity.pipelines.compare.tables import (
     transition_matrix,
 )
 from propensity.pipelines.rules.config import Band
+from propensity.pipelines.training.bootstrap import interval, paired_bootstrap
 from propensity.pipelines.training.metrics import expected_calibration_error
 
 __all__ = ["DEFAULT_MODELS", "Comparison", "compare_scores"]

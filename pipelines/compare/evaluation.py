@@ -23,18 +23,29 @@ from pathlib import Path
 import ibis
 import pandas as pd
 
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.store import Workspace
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.core import Comparison, compare_scores
-from propensity.pipelines.jobs import model_uri as resolve_model_uri
+from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import activity_points, score_frame
 from propensity.pipelines.training.calibration import ProbabilityCalibrator
 from propensity.pipelines.training.config import SplitSection, TrainConfig
-from propensity.pipelines.training.cutoffs import label_rows, plan_rows, resolve_data_end, split_and_purge
+from propensity.pipelines.training.cutoffs import (
+    label_rows,
+    plan_rows,
+    resolve_data_end,
+    split_and_purge,
+)
 from propensity.pipelines.training.dataset import spine_frame
+from propensity.pipelines.training.registry import load_model_context
+from propensity.pipelines.training.registry import model_uri as resolve_model_uri
 from propensity.pipelines.training.splits import assign_splits, purge_overlaps
 
 __all__ = [
@@ -147,10 +158,9 @@ def _isotonic_on_valid(frame: pd.DataFrame, score: str) -> pd.Series:
 def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_name: str):
     """The ``LearnedScorer`` behind a registered model, and where it came from; (None, None) when
     the registry has no such model (e.g. only the points model was trained)."""
-    from propensity.pipelines.project import Project
-
-    found = Project(ws).find_model(model, model_name, tracking_uri=config.mlflow.tracking_uri)
-    if found is None:
+    try:
+        found = load_model_context(ws, model, model_name, config.mlflow.tracking_uri)
+    except WorkspaceError:
         return None, None
     return found.scorer, ModelSource(uri=found.uri, version=found.version, run_id=found.run_id, params=found.params)
 

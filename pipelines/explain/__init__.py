@@ -3,7 +3,11 @@
 See :mod:`propensity.pipelines.explain.attribution` for how log-odds contributions become 0-5 points.
 """
 
-from propensity.pipelines.explain.attribution import carry_to_points, feature_contributions, score_from_margin
+from propensity.pipelines.explain.attribution import (
+    carry_to_points,
+    feature_contributions,
+    score_from_margin,
+)
 from propensity.pipelines.explain.explain import (
     ScoreExplanation,
     contact_table,
@@ -12,7 +16,11 @@ from propensity.pipelines.explain.explain import (
     global_importance,
     top_reasons,
 )
-from propensity.pipelines.explain.groups import FeatureGroups, describe_group, group_features
+from propensity.pipelines.explain.groups import (
+    FeatureGroups,
+    describe_group,
+    group_features,
+)
 from propensity.pipelines.explain.plot import plot_dependence, plot_importance
 from propensity.pipelines.explain.rules import compare_with_rules, rule_breakdown
 

@@ -11,8 +11,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from propensity.pipelines.explain.attribution import carry_to_points, feature_contributions, group_sum
-from propensity.pipelines.explain.groups import FeatureGroups, describe_group, group_features
+from propensity.pipelines.explain.attribution import (
+    carry_to_points,
+    feature_contributions,
+    group_sum,
+)
+from propensity.pipelines.explain.groups import (
+    FeatureGroups,
+    describe_group,
+    group_features,
+)
 
 __all__ = [
     "ScoreExplanation",

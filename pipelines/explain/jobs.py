@@ -12,9 +12,20 @@ from propensity.features.build import build_features
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_from_frame
 from propensity.features.store import Workspace
-from propensity.pipelines.explain.explain import ScoreExplanation, contact_table, explain_contacts, top_reasons
+from propensity.pipelines.explain.explain import (
+    ScoreExplanation,
+    contact_table,
+    explain_contacts,
+    top_reasons,
+)
 from propensity.pipelines.explain.rules import compare_with_rules, rule_breakdown
-from propensity.pipelines.jobs import SpineChoice, WorkspaceError, load_contacts, resolve_spine, table_names
+from propensity.pipelines.jobs import (
+    SpineChoice,
+    WorkspaceError,
+    load_contacts,
+    resolve_spine,
+    table_names,
+)
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
 
@@ -31,9 +42,9 @@ __all__ = [
 
 def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str | None = None):
     """The :class:`LearnedScorer` of a registered model: an alias, a version or a models:/ URI."""
-    from propensity.pipelines.project import Project
+    from propensity.pipelines.training.registry import load_model_context
 
-    return Project(ws).model(model, model_name).scorer
+    return load_model_context(ws, model, model_name or "propensity", None).scorer
 
 
 def default_as_of(ws: Workspace) -> datetime:

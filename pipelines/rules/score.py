@@ -6,7 +6,6 @@ everything after it works on one row per spine row and is plain, vectorised pand
 
 from __future__ import annotations
 
-
 import ibis
 import numpy as np
 import pandas as pd

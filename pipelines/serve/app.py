@@ -33,7 +33,11 @@ from fastapi.responses import JSONResponse, Response
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.config import ServeConfig
-from propensity.pipelines.serve.ingest import PayloadError, parse_payload, parse_timestamp
+from propensity.pipelines.serve.ingest import (
+    PayloadError,
+    parse_payload,
+    parse_timestamp,
+)
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from propensity.pipelines.serve.state import RuleScorer, ScoreView

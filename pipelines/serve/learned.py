@@ -492,7 +492,9 @@ class LearnedScores:
         the steps are the scorer's own (raw_probability_of, calibrated; compiled trees when asked), and the tests
         check the result against ``propensity score --model``.
         """
-        from propensity.pipelines.training.model import category_codes  # lightgbm is loaded by now (the scorer)
+        from propensity.pipelines.training.model import (
+            category_codes,  # lightgbm is loaded by now (the scorer)
+        )
 
         scorer = self.scorer
         matrix = np.empty((len(next(iter(out.values()))), len(scorer.feature_names)), dtype="float64", order="F")

@@ -36,7 +36,12 @@ from propensity.pipelines.serve import db
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import ServiceMetrics
-from propensity.pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros
+from propensity.pipelines.serve.state import (
+    ContactState,
+    RuleScorer,
+    ScoreView,
+    from_micros,
+)
 
 __all__ = ["CommitResult", "ContactEntry", "Writer", "is_permanent", "utcnow"]
 

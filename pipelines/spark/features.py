@@ -33,3 +33,15 @@ def write_spark_features(tables: EngineTables, expr: ibis.Table, path: Path) -> 
         return tables.session.read.option("header", True).csv(target).count()
     frame.write.mode("overwrite").parquet(target)
     return tables.session.read.parquet(target).count()
+
+
+def run_spark_features(ws, choice, config, out: Path | None, tables: EngineTables):
+    """Build the features of ``choice`` on Spark and write them to a Parquet (or CSV) folder."""
+    from propensity.features.build import build_features, feature_columns
+    from propensity.pipelines.jobs import FeatureRun, resolve_spine
+
+    spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
+    expr = build_features(tables.events, spine, config, contacts=tables.contacts)
+    path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}"
+    rows = write_spark_features(tables, expr, path)
+    return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr))

@@ -19,7 +19,12 @@ from propensity.features.build import build_features
 from propensity.features.config import FeatureConfig
 from propensity.features.store import Workspace
 from propensity.pipelines.engines import EngineTables
-from propensity.pipelines.jobs import SpineChoice, load_model, model_bands, resolve_spine
+from propensity.pipelines.jobs import (
+    SpineChoice,
+    load_model,
+    model_bands,
+    resolve_spine,
+)
 from propensity.pipelines.rules.score import assign_bands
 from propensity.pipelines.spark.features import spark_frame
 

@@ -17,7 +17,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
 
 __all__ = ["PROBABILITY_FLOOR", "SCORE_MAX", "SCORE_MIN", "ProbabilityCalibrator", "ScoreMapper"]
 

@@ -17,8 +17,17 @@ import pandas as pd
 
 from propensity.pipelines.training import diagnosis
 from propensity.pipelines.training.config import SplitSection, TrainConfig
-from propensity.pipelines.training.labels import cutoff_grid, label_spine, qualifying_outcomes
-from propensity.pipelines.training.splits import SPLITS, assign_splits, count_split_cutoffs, purge_overlaps
+from propensity.pipelines.training.labels import (
+    cutoff_grid,
+    label_spine,
+    qualifying_outcomes,
+)
+from propensity.pipelines.training.splits import (
+    SPLITS,
+    assign_splits,
+    count_split_cutoffs,
+    purge_overlaps,
+)
 
 __all__ = [
     "DROP_RULES",

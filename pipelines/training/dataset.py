@@ -13,13 +13,21 @@ from datetime import datetime
 import ibis
 import pandas as pd
 
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_grid
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import activity_points, score_frame
 from propensity.pipelines.training.config import TrainConfig
-from propensity.pipelines.training.cutoffs import CutoffReport, plan_rows, resolve_data_end
+from propensity.pipelines.training.cutoffs import (
+    CutoffReport,
+    plan_rows,
+    resolve_data_end,
+)
 from propensity.pipelines.training.sampling import WEIGHT, sample_negatives
 
 __all__ = ["TrainingSet", "assemble_training_set", "data_end_of", "spine_frame"]

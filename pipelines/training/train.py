@@ -21,12 +21,25 @@ from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.cutoffs import CutoffReport
 from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
 from propensity.pipelines.training.diagnosis import NotEnoughPositives
-from propensity.pipelines.training.leakage import LeakageConfig, check_leakage, raise_for_leakage
+from propensity.pipelines.training.leakage import (
+    LeakageConfig,
+    check_leakage,
+    raise_for_leakage,
+)
 from propensity.pipelines.training.metrics import classification_metrics
-from propensity.pipelines.training.model import ModelConfig, feature_importance, fit_lightgbm, prepare_matrix
-from propensity.pipelines.training.points import PointsModelConfig, fit_points_model, rule_design_matrix
-from propensity.pipelines.training.scorer import LearnedScorer
+from propensity.pipelines.training.model import (
+    ModelConfig,
+    feature_importance,
+    fit_lightgbm,
+    prepare_matrix,
+)
+from propensity.pipelines.training.points import (
+    PointsModelConfig,
+    fit_points_model,
+    rule_design_matrix,
+)
 from propensity.pipelines.training.sampling import WEIGHT
+from propensity.pipelines.training.scorer import LearnedScorer
 
 __all__ = ["NotEnoughPositives", "TrainResult", "train"]
 

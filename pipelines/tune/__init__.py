@@ -3,9 +3,23 @@
 See :mod:`propensity.pipelines.tune.propose` for the method.
 """
 
-from propensity.pipelines.tune.backtest import backtest_table, band_volumes, gap_closed, rules_diff
-from propensity.pipelines.tune.candidates import Candidate, candidate_rules, uncovered_event_groups
-from propensity.pipelines.tune.propose import Proposal, TuneConfig, fit_criteria_for, propose_rules
+from propensity.pipelines.tune.backtest import (
+    backtest_table,
+    band_volumes,
+    gap_closed,
+    rules_diff,
+)
+from propensity.pipelines.tune.candidates import (
+    Candidate,
+    candidate_rules,
+    uncovered_event_groups,
+)
+from propensity.pipelines.tune.propose import (
+    Proposal,
+    TuneConfig,
+    fit_criteria_for,
+    propose_rules,
+)
 from propensity.pipelines.tune.rounding import nice_round
 
 __all__ = [

@@ -16,7 +16,12 @@ from propensity.pipelines.rules.config import RuleSet, dump_rules
 from propensity.pipelines.rules.score import activity_points, score_frame
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
-from propensity.pipelines.tune.backtest import backtest_table, band_volumes, gap_closed, rules_diff
+from propensity.pipelines.tune.backtest import (
+    backtest_table,
+    band_volumes,
+    gap_closed,
+    rules_diff,
+)
 from propensity.pipelines.tune.candidates import candidate_rules
 from propensity.pipelines.tune.propose import Proposal, TuneConfig, propose_rules
 

@@ -281,7 +281,9 @@ def _typed(member: str, values: pd.Series):
 
 
 def _criterion_matches(criterion: FitCriterion, values: pd.Series) -> np.ndarray:
-    from propensity.pipelines.rules.score import _criterion_mask  # the engine's own matching, so tune agrees with scoring
+    from propensity.pipelines.rules.score import (
+        _criterion_mask,  # the engine's own matching, so tune agrees with scoring
+    )
 
     return _criterion_mask(criterion, values).astype("float64")
 

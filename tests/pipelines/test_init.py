@@ -80,7 +80,9 @@ def test_commands_after_init_read_the_workspace_rules(files, tmp_path, capsys):
     assert _init(files, tmp_path / "ws", "--horizon", "90") == 0
     capsys.readouterr()
     assert main(["-w", str(tmp_path / "ws"), "score", "--as-of", "2024-10-01", "--out", str(tmp_path / "s.csv")]) == 0
-    assert "starter rules" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert f"rules: {tmp_path / 'ws' / 'configs' / 'rules.yaml'} (the workspace's own" in captured.err
+    assert "starter rule scores" in captured.out
     scored = pd.read_csv(tmp_path / "s.csv")
     assert "points__added_to_cart" in scored.columns
 

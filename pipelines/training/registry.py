@@ -1,0 +1,119 @@
+"""A registered model version, resolved once: alias, version or URI -> the pyfunc and its context.
+
+One resolver for every entry point (``propensity.Project.model``, compare, explain): the alias
+is pinned to its version at load time (it may move while a command runs), and the version's
+context files (:mod:`propensity.pipelines.training.context`) are fetched into the workspace.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from propensity.features.store import Workspace
+from propensity.pipelines.errors import WorkspaceError
+from propensity.pipelines.training.context import CONTEXT_FILES, context_folder
+
+__all__ = ["ModelContext", "load_model_context", "model_uri"]
+
+
+def model_uri(model: str, model_name: str) -> str:
+    """``champion`` -> ``models:/NAME@champion``; ``3`` -> ``models:/NAME/3``; URIs unchanged."""
+    if model.startswith(("models:/", "runs:/")):
+        return model
+    if model.isdigit():
+        return f"models:/{model_name}/{model}"
+    return f"models:/{model_name}@{model}"
+
+
+@dataclass
+class ModelContext:
+    """A registered model version, loaded once, with the files it was trained with."""
+
+    name: str
+    ref: str
+    uri: str
+    version: str | None
+    run_id: str | None
+    pyfunc: object
+    folder: Path | None  # the context files; None for a model registered before models carried them
+    params: dict = field(default_factory=dict)
+
+    @property
+    def scorer(self):
+        return self.pyfunc.unwrap_python_model().scorer
+
+    @property
+    def label(self) -> str:
+        return f"model {self.name} v{self.version}" if self.version else f"model {self.uri}"
+
+    def file(self, kind: str) -> Path | None:
+        if self.folder is None:
+            return None
+        path = self.folder / CONTEXT_FILES[kind]
+        return path if path.is_file() else None
+
+
+def load_model_context(ws: Workspace, ref: str, name: str, tracking_uri: str | None) -> ModelContext:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from propensity.pipelines.training.tracking import configure_tracking
+
+    configure_tracking(ws.path, tracking_uri, "propensity")
+    uri = model_uri(ref, name)
+    client = MlflowClient()
+    version = run_id = None
+    try:
+        if uri.startswith("models:/"):
+            path = uri.removeprefix("models:/")
+            if "@" in path:
+                model_name, alias = path.split("@", 1)
+                record = client.get_model_version_by_alias(model_name, alias)
+            else:
+                model_name, number = path.rsplit("/", 1)
+                record = client.get_model_version(model_name, number)
+            version, run_id, name = str(record.version), record.run_id, model_name
+            uri = f"models:/{model_name}/{version}"  # pinned: an alias may move while we work
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise WorkspaceError(f"cannot load model {model_uri(ref, name)}: {exc.message.splitlines()[0]}; "
+                             "run `propensity train` first") from None
+    run_id = run_id or getattr(pyfunc.metadata, "run_id", None)
+    params: dict = {}
+    if run_id:
+        try:
+            params = dict(client.get_run(run_id).data.params)
+        except mlflow.exceptions.MlflowException:
+            params = {}
+    folder = _context_files(ws, name, version, run_id) if version and run_id else None
+    return ModelContext(name=name, ref=ref, uri=uri, version=version, run_id=run_id, pyfunc=pyfunc,
+                        folder=folder, params=params)
+
+
+def _context_files(ws: Workspace, name: str, version: str, run_id: str) -> Path | None:
+    """The version's context folder in the workspace, downloaded from its run when missing.
+
+    None for a model registered before versions carried their context (its run has no
+    ``context/`` artifacts).
+    """
+    import mlflow
+
+    folder = context_folder(ws.path, name, version)
+    if (folder / CONTEXT_FILES["train"]).is_file():
+        return folder
+    try:
+        listed = mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path="context")
+    except Exception:  # an unreachable or foreign artifact store: treat as a model without context
+        return None
+    if not listed:
+        return None
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="context", dst_path=str(staging))
+    shutil.rmtree(folder, ignore_errors=True)
+    (staging / "context").rename(folder)
+    shutil.rmtree(staging, ignore_errors=True)
+    return folder
