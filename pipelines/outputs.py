@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["parse_as_of", "write_frame"]
+__all__ = ["STDOUT", "check_output_path", "parse_as_of", "write_frame"]
+
+# `--out -`: CSV on standard output (tables and notes then go to stderr)
+STDOUT = "-"
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 def parse_as_of(text: str | date | datetime) -> datetime:
@@ -34,9 +38,25 @@ def parse_as_of(text: str | date | datetime) -> datetime:
     return moment
 
 
+def check_output_path(path: str | Path | None) -> None:
+    """Refuse an output whose format is unknown before any work is done (``-`` is stdout)."""
+    if path is None or str(path) == STDOUT:
+        return
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: unknown output format {suffix!r}; use .parquet, .csv, .jsonl or - (CSV on stdout)")
+
+
 def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``frame`` as Parquet (``.parquet``/``.pq``), CSV (``.csv``) or JSON Lines (``.jsonl``)."""
+    """Write ``frame`` as Parquet (``.parquet``/``.pq``), CSV (``.csv``) or JSON Lines (``.jsonl``);
+    ``-`` streams CSV to standard output."""
+    if str(path) == STDOUT:
+        import sys
+
+        frame.to_csv(sys.stdout, index=False)
+        return Path(STDOUT)
     path = Path(path)
+    check_output_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix in {".parquet", ".pq"}:

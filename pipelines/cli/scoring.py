@@ -17,6 +17,7 @@ from propensity.pipelines.cli.common import (
     app,
     console,
     engine_tables,
+    err,
     progress_bar,
     project,
     spine_choice,
@@ -31,7 +32,10 @@ def score_cmd(
     as_of: AsOfOpt = None,
     spine: SpineOpt = None,
     level: Annotated[str, typer.Option("--level", help="contact or account.")] = "contact",
-    out: Annotated[Path | None, typer.Option("--out", help="Output .parquet, .csv or .jsonl.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output .parquet, .csv or .jsonl; - streams CSV to "
+                                             "stdout (the summary then goes to stderr).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary (rows, bands, output, rules) "
+                                          "instead of the table.")] = False,
     model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
                                               "(champion), a version number or a models:/ URI.")] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
@@ -42,7 +46,15 @@ def score_cmd(
     spark_master: SparkMasterOpt = None,
 ) -> None:
     """Score contacts (or accounts) 0-5 with hand-weighted rules point by point, or with a learned model."""
-    from propensity.pipelines.outputs import write_frame
+    from propensity.pipelines.outputs import STDOUT, check_output_path, write_frame
+
+    # options checked before any work: a bad --level or --out fails at once
+    if level not in ("contact", "account"):
+        raise typer.BadParameter(f"must be contact or account, not {level!r}", param_hint="--level")
+    check_output_path(out)
+    streaming = out is not None and str(out) == STDOUT
+    if as_json and streaming:
+        raise typer.BadParameter("--json and --out - both write to stdout: choose one", param_hint="--json")
 
     if compiled:
         import os
@@ -80,23 +92,35 @@ def score_cmd(
             task = progress.add_task(f"score with model {model_name}@{model}", total=None)
             scored = project(ctx).score_with_model(choice, model, model_name, tables=tables)
             progress.update(task, completed=1, total=1)
-        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet"
-        write_frame(scored, path)
-        if "band" in scored:
-            print_band_table(scored, title=f"learned scores ({model_name}@{model})")
-        console.print(f"{len(scored):,} rows -> {path}")
+        path = write_frame(scored, out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet")
+        summarise_scores(scored, path, f"learned scores ({model_name}@{model})", as_json, streaming,
+                         {"model": {"name": model_name, "ref": model}})
         return
     with progress_bar() as progress:
         task = progress.add_task("score with the rules", total=None)
         scored, rule_set = project(ctx).score(choice, rules=rules, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
-    path = out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet"
-    write_frame(scored, path)
-    print_band_table(scored, title=f"{rule_set.name} rule scores ({level})")
-    console.print(f"{len(scored):,} rows -> {path}")
+    path = write_frame(scored, out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet")
+    summarise_scores(scored, path, f"{rule_set.name} rule scores ({level})", as_json, streaming,
+                     {"rules": {"name": rule_set.name}, "level": level})
 
 
-def print_band_table(scored, title: str, bands=None) -> None:
+def summarise_scores(scored, path, title: str, as_json: bool, streaming: bool, extra: dict) -> None:
+    """The band table and where the rows went; JSON with ``--json``; on stderr when rows stream to stdout."""
+    import json
+
+    if as_json:
+        bands = scored["band"].value_counts(sort=False) if "band" in scored else {}
+        typer.echo(json.dumps({"rows": len(scored), "output": str(path), **extra,
+                               "bands": {str(b): int(n) for b, n in dict(bands).items()}}))
+        return
+    target = err if streaming else console
+    if "band" in scored:
+        print_band_table(scored, title=title, to=target)
+    target.print(f"{len(scored):,} rows -> {'stdout (CSV)' if streaming else path}")
+
+
+def print_band_table(scored, title: str, bands=None, to=None) -> None:
     table = Table(title=title)
     if bands is None:
         counts = scored["band"].value_counts(sort=False)
@@ -110,7 +134,7 @@ def print_band_table(scored, title: str, bands=None) -> None:
             rate = "-" if row.contacts == 0 else f"{row.conversion_rate:.1%}"
             table.add_row(str(row.band), f"{row.contacts:,}", f"{row.share:.1%}",
                           "-" if row.contacts == 0 else f"{row.mean_score:.2f}", f"{int(row.conversions):,}", rate)
-    console.print(table)
+    (to or console).print(table)
 
 
 @app.command("explain")
@@ -145,9 +169,8 @@ def explain_cmd(
             report = proj.explain_all(choice, model=model, name=model_name, reasons=reasons,
                                       positive_only=positive_only)
             progress.update(task, completed=1, total=1)
-        path = out or proj.path / "explain" / f"reasons_{choice.label()}.parquet"
-        write_frame(report.reasons, path)
-        console.print(f"{report.rows:,} contacts explained in {report.seconds_shap:.1f} s "
+        path = write_frame(report.reasons, out or proj.path / "explain" / f"reasons_{choice.label()}.parquet")
+        (err if str(path) == "-" else console).print(f"{report.rows:,} contacts explained in {report.seconds_shap:.1f} s "
                       f"({report.rows_per_second:,.0f} rows/s) -> {path}")
         return
     if contact_id is None:

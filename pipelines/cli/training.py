@@ -27,6 +27,7 @@ def train_cmd(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", help="Training config YAML (default: the workspace's configs/train.yaml from `init`, else the shipped train.yaml).")] = None,
     no_track: Annotated[bool, typer.Option("--no-track", help="Do not log to MLflow or register.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's figures as JSON instead of tables.")] = False,
     engine: EngineOpt = None,
     engine_config: EngineConfigOpt = None,
     spark_master: SparkMasterOpt = None,
@@ -40,6 +41,11 @@ def train_cmd(
     with steps() as step:
         result = proj.train(config, step=step, track=not no_track,
                             tables=engine_tables(ws, engine, engine_config, spark_master))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), default=str))
+        return
     print_training(result)
 
 
@@ -178,6 +184,7 @@ def compare_cmd(
     k: Annotated[str | None, typer.Option("--k", help="Top-k percentages, e.g. 5,10,20 (default: the compare config's).")] = None,
     backtest: Annotated[bool, typer.Option("--backtest", help="Also refit and score past cut-offs (walk-forward).")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Where compare.json and compare.html go (default <ws>/reports).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compare.json to stdout instead of the tables.")] = False,
 ) -> None:
     """Compare rule vs learned vs learned points on the held-out cut-off: metrics with intervals, report."""
     from propensity.pipelines.compare import (
@@ -194,6 +201,9 @@ def compare_cmd(
                                   backtest=backtest, step=step)
         step("write the report")
         paths = write_report(comparison, out_dir or proj.path / "reports")
+    if as_json:
+        typer.echo(paths["json"].read_text(encoding="utf-8"))
+        return
     print_comparison(comparison)
     console.print(f"report: {paths['html']}\nnumbers: {paths['json']}")
 

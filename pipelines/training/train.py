@@ -65,6 +65,24 @@ class TrainResult:
     cutoffs: CutoffReport | None = None  # the cut-offs used per split and the ones dropped, with why
     context_path: Path | None = None  # the registered version's context files in the workspace
 
+    def to_dict(self) -> dict:
+        """JSON-ready figures of the run (``propensity train --json``)."""
+        metrics = self.metrics.astype(object).where(self.metrics.notna(), None)
+        registry = self.registry
+        return {
+            "summary": self.summary,
+            "metrics": metrics.to_dict(orient="records"),
+            "points_only": self.points_only,
+            "learned_rules": str(self.learned_rules_path),
+            "context": None if self.context_path is None else str(self.context_path),
+            "run_id": self.run_id, "tracking_uri": self.tracking_uri, "model_version": self.model_version,
+            "registry": None if registry is None else {
+                "version": registry.version, "promoted": registry.promoted, "reason": registry.reason,
+                "gain": registry.gain, "gain_low": registry.gain_low, "gain_high": registry.gain_high,
+                "previous_champion": registry.previous_champion},
+            "leakage_allowed": self.leakage_allowed,
+        }
+
 
 def _fingerprint(frame: pd.DataFrame) -> str:
     hashed = pd.util.hash_pandas_object(frame[[*KEYS, "label"]], index=False).to_numpy()

@@ -112,3 +112,34 @@ def test_demo_runs_end_to_end_and_says_where_the_outputs_are(tmp_path, capsys):
     assert "conversion" in out and str(ws) in out
     assert (ws / "propensity.duckdb").exists()
     assert list((ws / "scores").glob("*.parquet"))
+
+
+def test_score_streams_csv_to_stdout_with_the_summary_on_stderr(loaded, capsys):
+    import io
+
+    assert main(["-w", str(loaded), "score", "--rules", str(SAAS), "--as-of", AS_OF, "--out", "-"]) == 0
+    captured = capsys.readouterr()
+    frame = pd.read_csv(io.StringIO(captured.out))
+    assert {"contact_id", "rule_score", "band"} <= set(frame.columns) and frame["contact_id"].is_unique
+    assert "rows -> stdout (CSV)" in captured.err
+
+
+def test_score_json_summarises_rows_and_bands(loaded, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "s.csv"
+    assert main(["-w", str(loaded), "score", "--rules", str(SAAS), "--as-of", AS_OF, "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == len(pd.read_csv(out)) and sum(summary["bands"].values()) == summary["rows"]
+    assert summary["rules"]["name"] == "saas" and summary["output"] == str(out)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--level", "team"], "must be contact or account"),
+    (["--out", "scores.xlsx"], "unknown output format '.xlsx'"),
+])
+def test_bad_score_options_fail_before_any_work(tmp_path, capsys, args, message):
+    # an empty workspace: any work would fail on the missing events instead
+    assert main(["-w", str(tmp_path / "empty"), "score", "--as-of", AS_OF, *args]) == 2
+    assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert not (tmp_path / "empty").exists()

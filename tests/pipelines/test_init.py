@@ -154,11 +154,12 @@ def test_a_new_user_goes_from_files_to_tuned_rules_without_editing_a_file(tmp_pa
     own_rules = load_rules(ws / "configs" / "rules.yaml")
     capsys.readouterr()
 
-    assert main(["-w", str(ws), "train"]) == 0
+    assert main(["-w", str(ws), "train", "--json"]) == 0
     trained = capsys.readouterr()
     assert f"{ws / 'configs' / 'train.yaml'}" in trained.err  # it said which config it used
-    test_cutoff = f"test {config.grid.last:%Y-%m-%d}"
-    assert test_cutoff in trained.out, "the last grid cut-off is the test cut-off (its window closes in the data)"
+    run = json.loads(trained.out)
+    assert run["summary"]["cutoffs"]["test"] == [f"{config.grid.last:%Y-%m-%d}"], \
+        "the last grid cut-off is the test cut-off (its window closes in the data)"
     context = ws / "models" / "propensity" / "v1"
     assert load_rules(context / "rules.yaml") == own_rules
     carried = load_train_config(context / "train.yaml")
@@ -174,11 +175,13 @@ def test_a_new_user_goes_from_files_to_tuned_rules_without_editing_a_file(tmp_pa
     report = json.loads((out_dir / "compare.json").read_text())
     assert report["meta"]["cutoffs"] == [f"{config.grid.last:%Y-%m-%d}"]
     summary = {row["model"]: row for row in report["summary"]}
-    decision = [line for line in trained.out.splitlines() if line.startswith("registered version 1")][0]
+    decision = run["registry"]
     gain = summary["learned"]["roc_auc"] - summary["rules"]["roc_auc"]
-    assert f"gain {gain:+.4f}" in decision, "train and compare measure the same gain on the same rows"
+    assert decision["gain"] == pytest.approx(gain, abs=1e-9), "train and compare measure the same gain on the same rows"
     gap = [g for g in report["gaps"] if g["model"] == "learned"][0]
-    assert ("now champion" in decision) == (gap["roc_auc_gap_low"] > 0), "compare confirms the champion decision"
+    assert decision["promoted"] == (gap["roc_auc_gap_low"] > 0), "compare confirms the champion decision"
+    assert main(["-w", str(ws), "compare", "--model", "1", "--json", "--out-dir", str(out_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"] == report["summary"]
 
     contact = str(events["customer"].iloc[0])
     assert main(["-w", str(ws), "explain", contact, "--model", "1", "--json"]) == 0
