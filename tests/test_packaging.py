@@ -117,7 +117,10 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_its_defaults_from_an_empty_fol
     _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], tmp_path, env)
     python, cli = venv / "bin" / "python", venv / "bin" / "propensity"
     # the test extra brings nbclient and ipykernel for the notebook; resolved from the wheel's metadata
-    _run([uv, "pip", "install", "--quiet", "--python", str(python), f"{wheel}[dev]"], tmp_path, env)
+    # bytecode compiled at install, as pip does by default (uv does not): with PYTHONDONTWRITEBYTECODE
+    # set, each command below would compile its imports from source again
+    _run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python), f"{wheel}[dev]"],
+         tmp_path, env)
 
     work = tmp_path / "empty"
     work.mkdir()
