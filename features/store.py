@@ -71,6 +71,12 @@ class IngestReport:
         Contacts only: existing contacts whose attributes changed.
     rejects_path : Path or None
         CSV file the rejects were appended to, when there were any.
+    identical : int
+        Events/outcomes without an id: rows identical to an earlier row of the same source,
+        kept as distinct events (part of ``loaded``, or of ``duplicates`` on a re-ingest).
+    merged : int
+        Contacts only: rows of a contact that appears earlier in the same source, merged into
+        it column by column (part of ``duplicates``).
     """
 
     kind: Kind
@@ -81,13 +87,30 @@ class IngestReport:
     rejected: int
     updated: int = 0
     rejects_path: Path | None = None
+    identical: int = 0
+    merged: int = 0
+
+    def counts(self) -> str:
+        """The counts in words, e.g. ``read 5, loaded 3, duplicates 0, rejected 2 (...)``."""
+        updated = f", updated {self.updated:,}" if self.kind == "contacts" else ""
+        notes = []
+        if self.identical:
+            notes.append(
+                f"{self.identical:,} rows identical to an earlier row of the file (no id) kept as "
+                "distinct events"
+            )
+        if self.merged:
+            notes.append(
+                f"{self.merged:,} repeated rows of a contact merged column by column"
+            )
+        note = f" ({'; '.join(notes)})" if notes else ""
+        return (
+            f"read {self.read:,}, loaded {self.loaded:,}{updated}, "
+            f"duplicates {self.duplicates:,}, rejected {self.rejected:,}{note}"
+        )
 
     def __str__(self) -> str:
-        updated = f", updated {self.updated:,}" if self.kind == "contacts" else ""
-        return (
-            f"{self.source} -> {self.kind}: read {self.read:,}, loaded {self.loaded:,}{updated}, "
-            f"duplicates {self.duplicates:,}, rejected {self.rejected:,}"
-        )
+        return f"{self.source} -> {self.kind}: {self.counts()}"
 
 
 class Workspace:
@@ -229,6 +252,8 @@ class Workspace:
             rejected=len(result.rejects),
             updated=updated,
             rejects_path=path,
+            identical=result.identical,
+            merged=result.duplicates if kind == "contacts" else 0,
         )
 
     def ingest_relation(
@@ -300,6 +325,8 @@ class Workspace:
             rejected=staged.rejected,
             updated=updated,
             rejects_path=path,
+            identical=staged.identical,
+            merged=staged.duplicates if kind == "contacts" else 0,
         )
 
     def _write_rejects(self, kind: str, source: str, rejects: pd.DataFrame) -> Path | None:

@@ -115,8 +115,7 @@ def _steps() -> Iterator[Callable[[str], None]]:
 
 def _print_ingest(kind: str, report) -> None:
     console.print(
-        f"[bold]{kind}[/]: read {report.read:,}, loaded {report.loaded:,}, "
-        f"duplicates {report.duplicates:,}, rejected {report.rejected:,}"
+        f"[bold]{kind}[/]: {report.counts()}"
         + (f"  (rejects: {report.rejects_path})" if getattr(report, "rejects_path", None) and report.rejected else "")
     )
 

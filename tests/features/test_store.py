@@ -79,7 +79,7 @@ def test_ibis_connection_sees_the_canonical_tables(ws, tmp_path):
         # not con.list_tables(): ibis 12.0 calls fetch_arrow_table, gone in duckdb 2.0
         for name in ("contacts", "outcomes", "rejects"):
             assert con.table(name).count().execute() >= 0
-        assert con.table("events").count().execute() == 2
+        assert con.table("events").count().execute() == 3  # the two identical rows are two events
     finally:
         con.disconnect()
 
@@ -104,15 +104,18 @@ def test_ibis_connection_gets_the_settings_of_connect(tmp_path):
 # --------------------------------------------------------------------------- events
 
 
-def test_csv_events_load_with_rejects_and_within_file_duplicates(ws, tmp_path):
+def test_csv_events_load_with_rejects_and_identical_rows_kept_as_two_events(ws, tmp_path):
     report = ingest_file(ws, "events", write(tmp_path / "events.csv", EVENTS_CSV), now=NOW)
-    assert (report.read, report.loaded, report.duplicates, report.rejected) == (5, 2, 1, 2)
+    assert (report.read, report.loaded, report.duplicates, report.rejected) == (5, 3, 0, 2)
+    assert report.identical == 1
+    assert "1 rows identical to an earlier row of the file (no id) kept as distinct events" in str(report)
     assert balanced(report)
     events = ws.table("events").set_index("contact_id")
     assert events.loc["c2", "ts"] == pd.Timestamp("2024-05-02 07:00")
     assert events.loc["c2", "value"] == 2.5
-    assert events.loc["c1", "value"] == 1.0
-    assert json.loads(events.loc["c1", "properties"]) == {"plan": "pro"}  # extra CSV column
+    assert events.loc["c1", "value"].tolist() == [1.0, 1.0]
+    assert events.loc["c1", "event_id"].nunique() == 2
+    assert json.loads(events.loc["c1", "properties"].iloc[0]) == {"plan": "pro"}  # extra CSV column
 
 
 def test_reingesting_the_same_file_adds_nothing(ws, tmp_path):
