@@ -50,11 +50,23 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from propensity.features.schema import ROW_NUMBER, Column, Kind, TableSchema, schema_for
+from propensity.features.schema import (
+    READER_COLUMNS,
+    ROW_NUMBER,
+    SOURCE_ERROR,
+    SOURCE_TEXT,
+    STAGING_COLUMNS,
+    STAGING_PREFIXES,
+    Column,
+    Kind,
+    TableSchema,
+    schema_for,
+)
 
 __all__ = [
     "ColumnPlan",
     "DataValidationError",
+    "MissingColumnsError",
     "StagedRows",
     "ValidationResult",
     "canonical_json",
@@ -91,6 +103,10 @@ _CANONICAL_JSON_SQL = "__propensity_canonical_json"
 
 class DataValidationError(ValueError):
     """A source cannot be loaded at all (e.g. a required column is missing)."""
+
+
+class MissingColumnsError(DataValidationError):
+    """A source lacks a required column (readers add a hint when they can guess why)."""
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -262,7 +278,13 @@ def plan_columns(
         (for events/outcomes) a canonical column that does not exist.
     """
     schema = schema_for(kind)
-    found = {str(k): v for k, v in columns.items() if k != ROW_NUMBER}
+    found = {str(k): v for k, v in columns.items() if k not in READER_COLUMNS}
+    internal = [c for c in found if c in STAGING_COLUMNS or c.startswith(STAGING_PREFIXES)]
+    if internal:
+        raise DataValidationError(
+            f"{source}: column(s) {', '.join(map(repr, internal))} have names propensity uses "
+            "internally while validating; rename them in the source"
+        )
     shown = ", ".join(repr(c) for c in found) or "(none)"
     column_map = dict(column_map or {})
     unknown = [k for k in column_map if k not in schema.names]
@@ -288,7 +310,7 @@ def plan_columns(
     missing = [c for c in schema.required if c not in mapping]
     if missing:
         hint = ", ".join(f"{c!r}: '<your column>'" for c in missing)
-        raise DataValidationError(
+        raise MissingColumnsError(
             f"{source}: missing required {kind} column(s) "
             f"{', '.join(repr(c) for c in missing)}; found columns: {shown}. "
             f"Rename them in the file or pass column_map={{{hint}}}"
@@ -500,7 +522,13 @@ def _attribute_sql(x: str, cls: str) -> str:
 
 
 def _staging_select(
-    plan: ColumnPlan, relation: str, *, has_row_number: bool, fold_extras: bool, now: dt.datetime
+    plan: ColumnPlan,
+    relation: str,
+    *,
+    has_row_number: bool,
+    fold_extras: bool,
+    now: dt.datetime,
+    has_source_errors: bool = False,
 ) -> tuple[str, tuple[str, ...]]:
     """Build the SELECT that parses and checks every row (pure)."""
     schema = schema_for(plan.kind)
@@ -540,16 +568,26 @@ def _staging_select(
     key_expr, hashed_expr = _key_sql(schema, dict(outputs))
     outputs = [(n, key_expr if n == schema.key else e) for n, e in outputs]
 
+    at_row = f"{src} || ' row ' || CAST(p.{quote_ident(ROW_NUMBER)} AS VARCHAR)"
     field_case = " ".join(f"WHEN {c} THEN {quote_literal(f)}" for f, c, _ in checks)
     reason_case = " ".join(
-        f"WHEN {c} THEN {src} || ' row ' || CAST(p.{quote_ident(ROW_NUMBER)} AS VARCHAR) || "
-        f"', field ' || {quote_literal(repr(f))} || ': ' || {d}"
+        f"WHEN {c} THEN {at_row} || ', field ' || {quote_literal(repr(f))} || ': ' || {d}"
         for f, c, d in checks
     )
-    field_sql = f"CASE {field_case} END" if checks else "CAST(NULL AS VARCHAR)"
-    reason_sql = f"CASE {reason_case} END" if checks else "CAST(NULL AS VARCHAR)"
     raw_cols = ", ".join(f"{quote_literal(c)}: p.{quote_ident(c)}" for c in plan.types)
     raw_sql = f"CAST(to_json({{{raw_cols}}}) AS VARCHAR)" if plan.types else "'{}'"
+    if has_source_errors:
+        # a row the reader could not parse (ragged CSV row, broken JSON line): rejected first,
+        # with the reader's reason and the row's text as it was in the file
+        error, text = f"p.{quote_ident(SOURCE_ERROR)}", f"p.{quote_ident(SOURCE_TEXT)}"
+        field_case = f"WHEN {error} IS NOT NULL THEN '(row)' {field_case}"
+        reason_case = f"WHEN {error} IS NOT NULL THEN {at_row} || ': ' || {error} {reason_case}"
+        raw_sql = (
+            f"CASE WHEN {error} IS NOT NULL THEN CAST(to_json({{'text': {text}}}) AS VARCHAR) "
+            f"ELSE {raw_sql} END"
+        )
+    field_sql = f"CASE {field_case} END" if field_case else "CAST(NULL AS VARCHAR)"
+    reason_sql = f"CASE {reason_case} END" if reason_case else "CAST(NULL AS VARCHAR)"
     row = quote_ident(ROW_NUMBER)
     row_sql = f"s.{row}" if has_row_number else "row_number() OVER ()"
     parsed_sql = "".join(f", {e}" for e in parsed)
@@ -692,6 +730,7 @@ def stage_rows(
         has_row_number=ROW_NUMBER in types,
         fold_extras=fold_extras,
         now=now,
+        has_source_errors=SOURCE_ERROR in types and SOURCE_TEXT in types,
     )
     table = f"__staged_{uuid.uuid4().hex[:12]}"
     _register_functions(con)

@@ -65,10 +65,11 @@ WorkspaceOpt = Annotated[
 ]
 
 
-def _workspace(ctx: typer.Context):
+def _workspace(ctx: typer.Context, read_only: bool = False):
+    """The workspace; ``read_only`` for commands that only read it (they can run side by side)."""
     from propensity.features.store import Workspace
 
-    return Workspace.from_env(ctx.obj)
+    return Workspace.from_env(ctx.obj, read_only=read_only)
 
 
 def _print_version(value: bool) -> None:
@@ -283,7 +284,7 @@ def score_cmd(
         if (reason := compiled_trees_unavailable()) is not None:
             raise typer.BadParameter(reason, param_hint="--compiled")
         os.environ[ENV_VAR] = "1"  # read when the pyfunc loads
-    ws = _workspace(ctx)
+    ws = _workspace(ctx, read_only=True)
     choice = _choice(as_of, spine)
     tables = _engine_tables(ws, engine, engine_config, spark_master)
     if model is not None and tables is not None and tables.is_spark:
@@ -383,7 +384,7 @@ def train_cmd(
     from propensity.pipelines.training.config import load_train_config
     from propensity.pipelines.training.train import train
 
-    ws = _workspace(ctx)
+    ws = _workspace(ctx, read_only=True)
     train_config = load_train_config(_shipped(config, "train.yaml", ws))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with _steps() as step:
@@ -545,7 +546,7 @@ def explain_cmd(
     from propensity.pipelines.outputs import parse_as_of, write_frame
     from propensity.pipelines.rules import load_rules
 
-    ws = _workspace(ctx)
+    ws = _workspace(ctx, read_only=True)
     if contact_id is not None:
         check_contact(ws, contact_id)
     scorer = load_registered_scorer(ws, model, model_name)
@@ -620,7 +621,7 @@ def tune_cmd(
     from propensity.pipelines.tune.jobs import check_proposal_path, tune_rules, write_proposal
     from propensity.pipelines.tune.propose import TuneConfig
 
-    ws = _workspace(ctx)
+    ws = _workspace(ctx, read_only=True)
     train_config = load_train_config(_shipped(config, "train.yaml", ws))
     rules_path = rules or train_config.rules
     rule_set = load_rules(rules_path)
@@ -689,7 +690,7 @@ def compare_cmd(
     from propensity.pipelines.compare import compare_models, load_compare_config, parse_k_list, run_backtest, write_report
     from propensity.pipelines.training.config import load_train_config
 
-    ws = _workspace(ctx)
+    ws = _workspace(ctx, read_only=True)
     train_config = load_train_config(_shipped(config, "train.yaml", ws))
     settings = load_compare_config(_shipped(compare_config, "compare.yaml"))
     if k is not None:
@@ -782,7 +783,7 @@ def info_cmd(
     """Show the workspace: where it is, how many rows each table holds, its own configs."""
     import json
 
-    ws = _workspace(ctx)
+    ws = _workspace(ctx, read_only=True)
     counts = ws.counts() if ws.db_path.exists() else {}
     configs = sorted(str(p.relative_to(ws.path)) for p in (ws.path / "configs").glob("*.yaml"))
     if as_json:

@@ -13,7 +13,8 @@ import pandas as pd
 from propensity.features.build import build_features, feature_columns
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_at, spine_from_frame
-from propensity.features.store import Workspace
+# WorkspaceError is re-exported: one class for "the workspace lacks or refuses something"
+from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
 
@@ -34,8 +35,6 @@ __all__ = [
 ]
 
 
-class WorkspaceError(ValueError):
-    """The workspace lacks something a step needs (the message says what to run first)."""
 
 
 @dataclass(frozen=True)
