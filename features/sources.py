@@ -391,7 +391,7 @@ def _iter_json_records(
                 if not item.strip():
                     continue
                 try:
-                    item = json.loads(item)
+                    item = json.loads(item.rstrip("\r\n"))  # (columns in the message on its line)
                 except json.JSONDecodeError as exc:
                     yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
                     continue

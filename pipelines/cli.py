@@ -784,7 +784,7 @@ def info_cmd(
     import json
 
     ws = _workspace(ctx, read_only=True)
-    counts = ws.counts() if ws.db_path.exists() else {}
+    counts = ws.counts() if ws.db_path.exists() or ws.path.is_file() else {}  # a file: counts() says so
     configs = sorted(str(p.relative_to(ws.path)) for p in (ws.path / "configs").glob("*.yaml"))
     if as_json:
         typer.echo(json.dumps({"workspace": str(ws.path.resolve()), "tables": counts, "configs": configs}))
