@@ -44,7 +44,15 @@ from propensity.features.validate import (
 if TYPE_CHECKING:
     import ibis.backends.duckdb
 
-__all__ = ["DB_FILE", "ENV_VAR", "IngestReport", "Workspace", "WorkspaceError", "ingest_file"]
+__all__ = [
+    "DB_FILE",
+    "ENV_VAR",
+    "IngestReport",
+    "Workspace",
+    "WorkspaceError",
+    "damaged_store_error",
+    "ingest_file",
+]
 
 ENV_VAR = "PROPENSITY_WORKSPACE"
 DB_FILE = "propensity.duckdb"
@@ -429,6 +437,20 @@ def _other_process(pid: int) -> str:
     return f"PID {pid} ({shown[:200]})" if shown else f"PID {pid}"
 
 
+def damaged_store_error(exc: BaseException) -> WorkspaceError | None:
+    """A DuckDB read error on a workspace database met half-way through a command (a file cut
+    short: DuckDB opens it and fails on the first block that is missing) as a WorkspaceError;
+    None for any other error."""
+    text = str(exc)
+    found = re.search(r'file "([^"]*' + re.escape(DB_FILE) + r')"', text)
+    if not isinstance(exc, duckdb.IOException) or found is None:
+        return None
+    return WorkspaceError(
+        f"the workspace database {found.group(1)} is damaged ({text.splitlines()[0]}): move it "
+        "aside and ingest your files again, or pass --workspace another folder"
+    )
+
+
 def _open_error(db: Path, exc: duckdb.IOException, read_only: bool) -> WorkspaceError:
     """DuckDB's error on opening the workspace database, said in terms of what to do."""
     text = str(exc)
@@ -449,7 +471,9 @@ def _open_error(db: Path, exc: duckdb.IOException, read_only: bool) -> Workspace
             f"{db} is not a DuckDB database (damaged, cut short, or not written by propensity): "
             "move it aside and ingest your files again, or pass --workspace another folder"
         )
-    return WorkspaceError(f"cannot open the workspace database {db}: {text}")
+    return damaged_store_error(exc) or WorkspaceError(
+        f"cannot open the workspace database {db}: {text}"
+    )
 
 
 # --------------------------------------------------------------------------- loading (SQL)
@@ -659,6 +683,8 @@ def ingest_file(
             ) from None
         raise
     except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        if (damaged := damaged_store_error(exc)) is not None:
+            raise damaged from None  # the workspace's file, not the source
         if fmt != "parquet":
             raise
         # the magic bytes were right but the content is not (cut short, damaged)

@@ -202,3 +202,19 @@ def test_commands_that_only_read_run_beside_another_reader_but_a_writer_is_told(
     assert "events: 2" in capsys.readouterr().out
     assert main(["-w", str(ws), "ingest", "events", str(_csv(tmp_path, "more.csv"))]) == 2
     assert f"is in use by PID {other.pid}" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_workspace_database_cut_short_is_a_message_where_duckdb_first_misses_a_block(tmp_path, capsys):
+    # DuckDB opens a file cut in half (its header and catalog are whole) and fails on the first
+    # missing block, half-way through a command: that error too says what to do
+    ws = Workspace(tmp_path / "ws")
+    n = 200_000
+    frame = pd.DataFrame({"contact_id": [f"c{i % 5000}" for i in range(n)], "event_type": ["view"] * n,
+                          "ts": pd.date_range("2025-01-01", periods=n, freq="min").astype(str)})
+    ws.ingest_relation("events", frame, "e.csv", now="2026-01-01")
+    raw = ws.db_path.read_bytes()
+    ws.db_path.write_bytes(raw[: len(raw) // 2])
+    for argv in (["ingest", "events", str(_csv(tmp_path))], ["score", "--as-of", "2025-06-01"]):
+        assert main(["-w", str(ws.path), *argv]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"the workspace database {ws.db_path} is damaged" in err and "move it aside" in err
