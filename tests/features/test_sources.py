@@ -258,3 +258,18 @@ def test_segment_has_no_outcomes(tmp_path):
     path = write_jsonl(tmp_path / "segment.jsonl", SEGMENT)
     with pytest.raises(SourceError, match="no outcomes"):
         read_frame(path, "outcomes")
+
+
+def test_row_numbers_stay_right_across_blocks_around_ragged_rows(tmp_path, monkeypatch):
+    import propensity.features.sources as sources
+
+    monkeypatch.setattr(sources, "_CSV_BLOCK_BYTES", 256)  # many small batches
+    bad = {7, 8, 50, 120, 199}
+    lines = [f"c{i},v,2024-01-01" + (",x" if i in bad else "") for i in range(1, 201)]
+    path = tmp_path / "events.csv"
+    path.write_text("contact_id,event_type,ts\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    table = open_csv(path).read_all().to_pandas()
+    good = table[table["__source_error"].isna()]
+    assert (good["contact_id"] == "c" + good[ROW_NUMBER].astype(str)).all()
+    assert sorted(good[ROW_NUMBER]) == sorted(set(range(1, 201)) - bad)
+    assert sorted(table.loc[table["__source_error"].notna(), ROW_NUMBER]) == sorted(bad)

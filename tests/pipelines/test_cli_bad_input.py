@@ -90,6 +90,9 @@ CASES = {
     "ragged CSV row": (
         lambda t: _csv(t, text=EVENTS + "c3,view\nc4,view,2026-01-04\n"),
         ["ingest", "events", "{file}"], 0, "read 4, loaded 3, duplicates 0, rejected 1"),
+    "unterminated quote in a CSV": (
+        lambda t: _csv(t, text=EVENTS + '"c3,view,2026-01-03\nc4,view,2026-01-04\n'),
+        ["ingest", "events", "{file}"], 0, "read 3, loaded 2, duplicates 0, rejected 1"),
     "broken JSONL line": (
         lambda t: _jsonl(t, "e.jsonl", [{"contact_id": "a", "event_type": "v", "ts": "2026-01-02"}, '{"contact_id": "b",',
                                          {"contact_id": "c", "event_type": "v", "ts": "2026-01-02"}]),
@@ -115,7 +118,9 @@ def test_bad_input_gives_its_exit_code_and_message(case, tmp_path, capsys):
 
 
 REJECTED = {
-    "ragged CSV row": (4, "events.csv row 3: expected 3 fields, found 2", {"text": "c3,view"}),
+    "ragged CSV row": (3, "events.csv row 3: expected 3 fields, found 2", {"text": "c3,view"}),
+    "unterminated quote in a CSV": (3, "events.csv row 3: expected 3 fields, found 1 (an unterminated quote runs "
+                                       "to the end of the file)", {"text": '"c3,view,2026-01-03\nc4,view,2026-01-04'}),
     "broken JSONL line": (2, "e.jsonl row 2: not valid JSON (Expecting property name enclosed in double quotes "
                              "at column 20)", {"text": '{"contact_id": "b",'}),
     "Segment file whose first call lacks an id": (1, "calls.jsonl row 1, field 'contact_id': is empty", None),
@@ -129,8 +134,6 @@ def test_a_bad_row_is_rejected_with_its_row_reason_and_text(case, tmp_path):
     assert main(["-w", str(tmp_path / "ws"), *[a.replace("{file}", str(made)) for a in argv]]) == 0
     row, reason, raw = REJECTED[case]
     rejects = Workspace(tmp_path / "ws").table("rejects")
-    if case == "ragged CSV row":
-        row = 3  # the third record after the header
     assert rejects[["row_number", "reason"]].values.tolist() == [[row, reason]]
     if raw is not None:
         assert json.loads(rejects["raw"].iloc[0]) == raw
