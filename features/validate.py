@@ -126,7 +126,8 @@ def quote_literal(text: str) -> str:
 def _canonical_text(text: str) -> str:
     try:
         return canonical_json(json.loads(text))
-    except ValueError:  # not JSON (or NaN inside): such a row is rejected, its hash is unused
+    except (ValueError, RecursionError):  # not JSON, NaN inside, nested too deep: such a row
+        # is rejected (or its text is hashed as it is)
         return text
 
 
@@ -157,6 +158,8 @@ def normalize_id(value: Any) -> str | None:
     """
     if value is None:
         return None
+    if isinstance(value, bool):
+        return str(value).lower()  # as DuckDB casts a BOOLEAN column (the service refuses them)
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
