@@ -460,6 +460,15 @@ def _checks_for(
             f"{p} IS NOT NULL AND try(json_type({p})) <> 'OBJECT'",
             f"'expected a JSON object, got ' || lower(try(json_type({p}))) || ' ' || {_show(p)}",
         ),
+        # DuckDB's parser accepts NaN and Infinity, which are no JSON (strict readers refuse
+        # the stored text): outside string literals, minified JSON has no other such word. The
+        # cheap contains() first: the regular expressions cost ~2 s per 1M rows, this ~0.2 s.
+        (
+            f"{p} IS NOT NULL AND (contains(lower({p}), 'nan') OR contains(lower({p}), 'inf')) "
+            f"AND regexp_matches(regexp_replace(json({p}), "
+            f"'\"(\\\\.|[^\"\\\\])*\"', '', 'g'), '(?i)nan|infinity')",
+            f"{_show(p)} || ' is not valid JSON (NaN and Infinity are no JSON numbers)'",
+        ),
     ]
 
 

@@ -172,3 +172,15 @@ def test_duckdb_reads_the_canonical_function_back_on_a_fresh_connection():
     second = stage_rows(con, "f", "events", "f", now=NOW)
     keys = [con.execute(f"SELECT event_id FROM {s.table}").fetchall() for s in (first, second)]
     assert keys[0] == keys[1]
+
+
+def test_nan_or_infinity_inside_properties_is_rejected_not_stored_as_invalid_json():
+    props = ['{"a": NaN}', '{"b": [1, -Infinity]}', '{"a": "NaN", "b": "say \\"Infinity\\""}', '{"nan": 1}']
+    frame = pd.DataFrame({"contact_id": list("abcd"), "event_type": ["v"] * 4, "ts": ["2026-01-01"] * 4,
+                          "properties": props})
+    result = validate(frame, "events", "e.csv", now=NOW)
+    assert result.good["contact_id"].tolist() == ["c", "d"]  # NaN as a string or a key is fine
+    assert result.rejects["row_number"].tolist() == [1, 2]
+    assert result.rejects["reason"].str.endswith("is not valid JSON (NaN and Infinity are no JSON numbers)").all()
+    for text in result.good["properties"]:
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} stored"))
