@@ -15,7 +15,12 @@ __all__ = [
     "KINDS",
     "OUTCOMES",
     "REJECTS",
+    "READER_COLUMNS",
     "ROW_NUMBER",
+    "SOURCE_ERROR",
+    "SOURCE_TEXT",
+    "STAGING_COLUMNS",
+    "STAGING_PREFIXES",
     "TABLES",
     "Column",
     "Kind",
@@ -33,6 +38,15 @@ Role = Literal["id", "text", "timestamp", "value", "json"]
 # Internal column carrying the 1-based data row of the source file through validation; sources
 # add it so that a rejected row can be found again in the file it came from.
 ROW_NUMBER = "__row_number"
+# Internal columns a reader adds for a row it could not parse (a ragged CSV row, a broken JSON
+# line): the reason, and the row's text. Validation rejects such rows like any other bad row.
+SOURCE_ERROR = "__source_error"
+SOURCE_TEXT = "__source_text"
+# Column names a source file may not use: readers add them (and validation's own working
+# columns start with "__p_" / "__present_" or are these).
+READER_COLUMNS = (ROW_NUMBER, SOURCE_ERROR, SOURCE_TEXT)
+STAGING_COLUMNS = ("__field", "__reason", "__raw", "__hashed")
+STAGING_PREFIXES = ("__p_", "__present_")
 
 
 @dataclass(frozen=True)

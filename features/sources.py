@@ -25,7 +25,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from propensity.features.schema import ROW_NUMBER, Kind, schema_for
+from propensity.features.schema import (
+    READER_COLUMNS,
+    ROW_NUMBER,
+    SOURCE_ERROR,
+    SOURCE_TEXT,
+    Kind,
+    schema_for,
+)
 from propensity.features.validate import DataValidationError, quote_literal
 
 __all__ = [
@@ -33,11 +40,13 @@ __all__ = [
     "Format",
     "SourceError",
     "check_encoding",
+    "check_parquet",
     "detect_format",
     "open_csv",
     "parquet_relation",
     "read_frame",
     "read_segment",
+    "segment_shaped",
 ]
 
 Format = Literal["csv", "parquet", "jsonl", "segment"]
@@ -54,8 +63,23 @@ _EXTENSIONS: dict[str, Format] = {
 _SNIFF_RECORDS = 5  # JSON records looked at to recognise a Segment export
 _CHUNK_BYTES = 1 << 24
 _CSV_BLOCK_BYTES = 1 << 24
+_SHOW_CHARS = 200  # a broken row's text kept in the rejects is cut to this length
+_PARQUET_MAGIC = b"PAR1"
 # Segment trait names that would collide with canonical contact columns are kept, prefixed.
-_RESERVED_TRAITS = ("contact_id", "account_id", "created_at", ROW_NUMBER)
+_RESERVED_TRAITS = ("contact_id", "account_id", "created_at", *READER_COLUMNS)
+# A JSON record is a Segment call when its `type` is one of these and it carries a Segment field.
+_SEGMENT_CALLS = ("track", "identify", "page", "screen", "group", "alias")
+_SEGMENT_FIELDS = ("userId", "anonymousId", "messageId", "event", "traits", "properties")
+
+
+def _refuse_reader_columns(name: str, columns: Any) -> None:
+    """A file column named like a column the readers add would take its place: refuse it."""
+    taken = [c for c in columns if c in READER_COLUMNS]
+    if taken:
+        raise SourceError(
+            f"{name}: column(s) {', '.join(map(repr, taken))} have names propensity uses "
+            "internally (the file's row numbers and unreadable rows); rename them in the file"
+        )
 
 
 class SourceError(DataValidationError):
@@ -92,18 +116,29 @@ def detect_format(path: str | Path, fmt: str | None = None, encoding: str = "utf
     return found
 
 
+def segment_shaped(record: Any) -> bool:
+    """Whether one JSON record has the shape of a Segment call (a ``type`` such as ``track``
+    and a Segment field such as ``event`` or ``userId``): ids may be missing (that row is
+    rejected later, naming the field), the shape is what tells the format."""
+    return (
+        isinstance(record, dict)
+        and str(record.get("type", "")).lower() in _SEGMENT_CALLS
+        and any(k in record for k in _SEGMENT_FIELDS)
+    )
+
+
 def _looks_like_segment(path: Path, encoding: str) -> bool:
     records = []
     try:
-        for _, record in _iter_json_records(path, encoding):
+        for _, record, _error in _iter_json_records(path, encoding):
+            if record is None:
+                continue  # a broken line says nothing about the format
             records.append(record)
             if len(records) >= _SNIFF_RECORDS:
                 break
     except (SourceError, UnicodeDecodeError):
         return False  # reported properly when the file is read
-    return bool(records) and all(
-        "type" in r and ("userId" in r or "anonymousId" in r) for r in records
-    )
+    return bool(records) and all(segment_shaped(r) for r in records)
 
 
 # --------------------------------------------------------------------------- encodings
@@ -153,14 +188,18 @@ def _csv_header(path: Path, encoding: str) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise SourceError(f"{path.name}: duplicate column name(s) {', '.join(map(repr, dupes))}")
+    _refuse_reader_columns(path.name, names)
     return names
 
 
 def open_csv(path: str | Path, *, encoding: str = "utf-8") -> pa.RecordBatchReader:
-    """Stream a CSV file as text columns plus ``__row_number``.
+    """Stream a CSV file as text columns plus ``__row_number`` (and the reader's rejects).
 
     Every column is read as text (DuckDB parses it during validation) and only empty cells are
-    null, so ``"007"`` stays ``"007"``. Quoted values may contain newlines.
+    null, so ``"007"`` stays ``"007"``. Quoted values may contain newlines. A row with too few
+    or too many fields (or an unterminated quote, which runs to the end of the file) does not
+    stop the file: it comes out as a row of nulls with ``__source_error`` (the reason) and
+    ``__source_text`` (the row as written), which validation rejects with its row number.
 
     Parameters
     ----------
@@ -182,32 +221,89 @@ def open_csv(path: str | Path, *, encoding: str = "utf-8") -> pa.RecordBatchRead
     path = Path(path)
     check_encoding(path, encoding)
     names = _csv_header(path, encoding)
+    bad: list[tuple[int, str, str]] = []  # (data row, reason, text) of rows pyarrow skipped
     try:
-        reader = _open_csv_reader(path, encoding, names)
+        reader = _open_csv_reader(path, encoding, names, bad)
     except pa.ArrowInvalid as exc:
         raise SourceError(f"{path.name}: cannot parse the CSV: {exc}") from exc
     schema = reader.schema.append(pa.field(ROW_NUMBER, pa.int64()))
+    schema = schema.append(pa.field(SOURCE_ERROR, pa.string()))
+    schema = schema.append(pa.field(SOURCE_TEXT, pa.string()))
 
     def numbered() -> Iterator[pa.RecordBatch]:
-        done = 0
+        start, reported = 1, 0  # next data row number; bad rows already emitted
+        nulls = pa.nulls(0, pa.string())
         try:
             for batch in reader:
-                rows = pa.array(np.arange(done + 1, done + batch.num_rows + 1, dtype=np.int64))
-                done += batch.num_rows
-                yield pa.RecordBatch.from_arrays([*batch.columns, rows], schema=schema)
+                # the handler saw this batch's bad rows while parsing it: number around them
+                skipped = np.array(sorted(r for r, _, _ in bad if r >= start), dtype=np.int64)
+                candidates = np.arange(start, start + batch.num_rows + len(skipped), dtype=np.int64)
+                rows = candidates[~np.isin(candidates, skipped)][: batch.num_rows]
+                if len(rows):
+                    start = int(rows[-1]) + 1
+                    nulls = pa.nulls(batch.num_rows, pa.string())
+                    yield pa.RecordBatch.from_arrays(
+                        [*batch.columns, pa.array(rows), nulls, nulls], schema=schema
+                    )
+                if len(bad) > reported:
+                    yield _bad_rows_batch(schema, bad[reported:])
+                    reported = len(bad)
+            if len(bad) > reported:
+                yield _bad_rows_batch(schema, bad[reported:])
         except pa.ArrowInvalid as exc:
-            raise SourceError(f"{path.name}: cannot parse the CSV after row {done}: {exc}") from exc
+            raise SourceError(
+                f"{path.name}: cannot parse the CSV after row {start - 1}: {exc}"
+            ) from exc
 
     return pa.RecordBatchReader.from_batches(schema, numbered())
 
 
-def _open_csv_reader(path: Path, encoding: str, names: list[str]) -> pacsv.CSVStreamingReader:
+def _bad_rows_batch(schema: pa.Schema, bad: list[tuple[int, str, str]]) -> pa.RecordBatch:
+    """Rows the CSV reader skipped, as rows of nulls with their number, reason and text."""
+    n = len(bad)
+    columns = [pa.nulls(n, field.type) for field in schema][: len(schema) - 3]
+    return pa.RecordBatch.from_arrays(
+        [
+            *columns,
+            pa.array([r for r, _, _ in bad], pa.int64()),
+            pa.array([reason for _, reason, _ in bad], pa.string()),
+            pa.array([text for _, _, text in bad], pa.string()),
+        ],
+        schema=schema,
+    )
+
+
+def _open_csv_reader(
+    path: Path, encoding: str, names: list[str], bad: list[tuple[int, str, str]]
+) -> pacsv.CSVStreamingReader:
+    # Bad rows go through pyarrow's invalid_row_handler, not DuckDB's read_csv(store_rejects):
+    # this reader is pyarrow's (any Python codec, every cell read as text, bounded memory), and
+    # its rows then meet the same validation as every other source; DuckDB's reader would
+    # bring its own sniffing, type and encoding rules (utf-8/16 and latin-1 only).
+    def skip(row: Any) -> str:
+        # pyarrow numbers records from 1 counting the header (the skipped first row), and only
+        # single-threaded (use_threads=False): measured as fast here on 2 cores (2M rows, 0.5 s)
+        number = row.number - 1 if row.number is not None and row.number > 0 else -1
+        if row.text.count("\n") and row.actual_columns < row.expected_columns:
+            reason = (
+                f"expected {row.expected_columns} fields, found {row.actual_columns} (an "
+                "unterminated quote runs to the end of the file)"
+            )
+        else:
+            reason = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        bad.append((number, reason, row.text[:_SHOW_CHARS]))
+        return "skip"
+
     return pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(
-            encoding=encoding, block_size=_CSV_BLOCK_BYTES, skip_rows=1, column_names=names
+            encoding=encoding,
+            block_size=_CSV_BLOCK_BYTES,
+            skip_rows=1,
+            column_names=names,
+            use_threads=False,  # row numbers of bad rows (pyarrow gives none with threads)
         ),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names},
             strings_can_be_null=True,
@@ -217,8 +313,54 @@ def _open_csv_reader(path: Path, encoding: str, names: list[str]) -> pacsv.CSVSt
     )
 
 
+def check_parquet(path: str | Path) -> None:
+    """Raise :class:`SourceError` unless ``path`` looks like a Parquet file with usable columns.
+
+    Parquet files start and end with the bytes ``PAR1``: checked here so that an empty file, a
+    CSV or JSON file named ``.parquet`` (or given ``--format parquet``) gets a message instead
+    of a reader's error.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        raise SourceError(f"{path.name}: empty file (0 bytes), not a Parquet file")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        fh.seek(max(size - 4, 0))
+        tail = fh.read(4)
+    if size < 12 or head != _PARQUET_MAGIC or tail != _PARQUET_MAGIC:
+        hint = ""
+        try:
+            start = head + path.open("rb").read(256)[4:]
+            text = start.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if text.lstrip().startswith(("{", "[")):
+            hint = ": it looks like JSON; pass --format jsonl (or name it .jsonl)"
+        elif text and ("," in text or "\t" in text or ";" in text):
+            hint = ": it looks like CSV text; pass --format csv (or name it .csv)"
+        raise SourceError(
+            f"{path.name}: not a Parquet file (a Parquet file starts and ends with 'PAR1', this "
+            f"one starts with {head!r}){hint}"
+        )
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"{path.name}: cannot read the Parquet file: {exc}") from exc
+    _refuse_reader_columns(path.name, names)
+
+
 def parquet_relation(path: str | Path) -> str:
-    """DuckDB SQL reading a Parquet file with ``__row_number`` (streamed, never in pandas)."""
+    """DuckDB SQL reading a Parquet file with ``__row_number`` (streamed, never in pandas).
+
+    Raises
+    ------
+    SourceError
+        If the file is not Parquet (see :func:`check_parquet`).
+    """
+    check_parquet(path)
     lit = quote_literal(Path(path).resolve().as_posix())
     return (
         f"(SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS {ROW_NUMBER} "
@@ -229,8 +371,11 @@ def parquet_relation(path: str | Path) -> str:
 # --------------------------------------------------------------------------- JSON (Lines)
 
 
-def _iter_json_records(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for a JSON Lines file, or (index, object) for a JSON array."""
+def _iter_json_records(
+    path: Path, encoding: str
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Yield (line number, object, None) for a JSON Lines file, or (index, object, None) for a
+    JSON array; a line that is no JSON object gives (line number, None, reason)."""
     with path.open(encoding=encoding) as fh:
         first = fh.read(1)
         while first and first.isspace():
@@ -250,23 +395,64 @@ def _iter_json_records(path: Path, encoding: str) -> Iterator[tuple[int, dict[st
                 if not item.strip():
                     continue
                 try:
-                    item = json.loads(item)
+                    item = json.loads(item.rstrip("\r\n"))  # (columns in the message on its line)
                 except json.JSONDecodeError as exc:
-                    raise SourceError(
-                        f"{path.name} line {number}: not valid JSON ({exc.msg} at column "
-                        f"{exc.colno})"
-                    ) from exc
+                    yield number, None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+                    continue
             if not isinstance(item, dict):
-                raise SourceError(
-                    f"{path.name} line {number}: expected a JSON object, got "
-                    f"{type(item).__name__}"
-                )
-            yield number, item
+                yield number, None, f"expected a JSON object, got {type(item).__name__}"
+                continue
+            yield number, item, None
+
+
+def _line_text(path: Path, encoding: str, numbers: set[int]) -> dict[int, str]:
+    """The text of the given lines (cut), for the rejects of lines that are not JSON objects."""
+    found: dict[int, str] = {}
+    if not numbers:
+        return found
+    with path.open(encoding=encoding) as fh:
+        for number, line in enumerate(fh, start=1):
+            if number in numbers:
+                found[number] = line.rstrip("\r\n")[:_SHOW_CHARS]
+                if len(found) == len(numbers):
+                    break
+    return found
+
+
+def _json_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """:func:`_iter_json_records`, refusing the file when no line at all is a JSON object (it is
+    then no JSON Lines file: a CSV given ``--format jsonl``, say)."""
+    good = 0
+    first_error = None
+    for number, record, error in _iter_json_records(path, encoding):
+        if record is None:
+            first_error = first_error or f"line {number}: {error}"
+        else:
+            good += 1
+        yield number, record, error
+    if not good and first_error:
+        raise SourceError(f"{path.name}: no line is a JSON object ({first_error}); is it JSON Lines?")
+
+
+def _error_rows(path: Path, encoding: str, errors: list[tuple[int, str]]) -> list[dict[str, Any]]:
+    texts = _line_text(path, encoding, {n for n, _ in errors})
+    return [
+        {ROW_NUMBER: n, SOURCE_ERROR: reason, SOURCE_TEXT: texts.get(n)} for n, reason in errors
+    ]
 
 
 def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
-    rows = [{ROW_NUMBER: n, **record} for n, record in _iter_json_records(path, encoding)]
-    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame({ROW_NUMBER: []})
+    rows, errors = [], []
+    for n, record, error in _json_rows(path, encoding):
+        if record is None:
+            errors.append((n, error))
+            continue
+        _refuse_reader_columns(f"{path.name} line {n}", record)
+        rows.append({ROW_NUMBER: n, **record})
+    rows += _error_rows(path, encoding, errors)
+    if not rows:
+        return pd.DataFrame({ROW_NUMBER: []})
+    return pd.DataFrame.from_records(sorted(rows, key=lambda r: r[ROW_NUMBER]))
 
 
 def _first(mapping: Any, *keys: str) -> Any:
@@ -318,7 +504,11 @@ def read_segment(path: str | Path, *, encoding: str = "utf-8") -> dict[str, pd.D
     path = Path(path)
     tracks: list[dict[str, Any]] = []
     identifies: list[dict[str, Any]] = []
-    for number, rec in _iter_json_records(path, encoding):
+    errors: list[tuple[int, str]] = []
+    for number, rec, error in _json_rows(path, encoding):
+        if rec is None:
+            errors.append((number, error))  # rejected in both tables: it may be either call
+            continue
         call = str(rec.get("type", "")).lower()
         user = _first(rec, "userId", "anonymousId")
         group = _first(rec.get("context"), "groupId") or _first(rec, "groupId")
@@ -348,9 +538,15 @@ def read_segment(path: str | Path, *, encoding: str = "utf-8") -> dict[str, pd.D
             for key, value in traits.items():
                 row[f"trait_{key}" if key in _RESERVED_TRAITS else key] = value
             identifies.append(row)
+    broken = _error_rows(path, encoding, errors)
     events_cols = [ROW_NUMBER, *(c for c in schema_for("events").names)]
+    if broken:
+        events_cols += [SOURCE_ERROR, SOURCE_TEXT]
+    tracks = sorted([*tracks, *broken], key=lambda r: r[ROW_NUMBER])
     events = pd.DataFrame.from_records(tracks, columns=events_cols)
-    contacts = pd.DataFrame.from_records(_segment_contacts(identifies))
+    contacts = pd.DataFrame.from_records(
+        sorted([*_segment_contacts(identifies), *broken], key=lambda r: r[ROW_NUMBER])
+    )
     if contacts.empty:
         contacts = pd.DataFrame(columns=[ROW_NUMBER, "contact_id"])
     # A trait no identify call sets would otherwise blank the stored value on upsert.
@@ -395,6 +591,7 @@ def read_frame(
     if fmt == "csv":
         return open_csv(path, encoding=encoding).read_all().to_pandas()
     if fmt == "parquet":
+        check_parquet(path)
         frame = pd.read_parquet(path)
         frame[ROW_NUMBER] = np.arange(1, len(frame) + 1)
         return frame

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,16 @@ import pandas as pd
 import pyarrow as pa
 
 from propensity.features.schema import KINDS, REJECTS, ROW_NUMBER, TABLES, Kind, schema_for
-from propensity.features.sources import SourceError, detect_format, open_csv, parquet_relation, read_frame
+from propensity.features.sources import (
+    SourceError,
+    detect_format,
+    open_csv,
+    parquet_relation,
+    read_frame,
+    segment_shaped,
+)
 from propensity.features.validate import (
+    MissingColumnsError,
     ValidationResult,
     good_rows_sql,
     normalize_frame,
@@ -36,7 +44,15 @@ from propensity.features.validate import (
 if TYPE_CHECKING:
     import ibis.backends.duckdb
 
-__all__ = ["DB_FILE", "ENV_VAR", "IngestReport", "Workspace", "ingest_file"]
+__all__ = [
+    "DB_FILE",
+    "ENV_VAR",
+    "IngestReport",
+    "Workspace",
+    "WorkspaceError",
+    "damaged_store_error",
+    "ingest_file",
+]
 
 ENV_VAR = "PROPENSITY_WORKSPACE"
 DB_FILE = "propensity.duckdb"
@@ -44,6 +60,10 @@ _DEFAULT_PATH = "propensity-workspace"
 _NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE"}
 
 Relation = str | pd.DataFrame | pa.Table | pa.RecordBatchReader
+
+
+class WorkspaceError(ValueError):
+    """The workspace cannot be used as asked (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,12 @@ class IngestReport:
         Contacts only: existing contacts whose attributes changed.
     rejects_path : Path or None
         CSV file the rejects were appended to, when there were any.
+    identical : int
+        Events/outcomes without an id: rows identical to an earlier row of the same source,
+        kept as distinct events (part of ``loaded``, or of ``duplicates`` on a re-ingest).
+    merged : int
+        Contacts only: rows of a contact that appears earlier in the same source, merged into
+        it column by column (part of ``duplicates``).
     """
 
     kind: Kind
@@ -81,13 +107,30 @@ class IngestReport:
     rejected: int
     updated: int = 0
     rejects_path: Path | None = None
+    identical: int = 0
+    merged: int = 0
+
+    def counts(self) -> str:
+        """The counts in words, e.g. ``read 5, loaded 3, duplicates 0, rejected 2 (...)``."""
+        updated = f", updated {self.updated:,}" if self.kind == "contacts" else ""
+        notes = []
+        if self.identical:
+            notes.append(
+                f"{self.identical:,} rows identical to an earlier row of the file (no id) kept as "
+                "distinct events"
+            )
+        if self.merged:
+            notes.append(
+                f"{self.merged:,} repeated rows of a contact merged column by column"
+            )
+        note = f" ({'; '.join(notes)})" if notes else ""
+        return (
+            f"read {self.read:,}, loaded {self.loaded:,}{updated}, "
+            f"duplicates {self.duplicates:,}, rejected {self.rejected:,}{note}"
+        )
 
     def __str__(self) -> str:
-        updated = f", updated {self.updated:,}" if self.kind == "contacts" else ""
-        return (
-            f"{self.source} -> {self.kind}: read {self.read:,}, loaded {self.loaded:,}{updated}, "
-            f"duplicates {self.duplicates:,}, rejected {self.rejected:,}"
-        )
+        return f"{self.source} -> {self.kind}: {self.counts()}"
 
 
 class Workspace:
@@ -101,24 +144,39 @@ class Workspace:
         DuckDB ``memory_limit`` for this workspace's connections, e.g. ``"1GB"``: DuckDB then
         spills to disk instead (default: DuckDB's, 80% of RAM). Measured on OULAD (10.9M
         events, 2 cores): no limit ~55 s and 3.9 GB peak; ``"1GB"`` ~80 s and 1.3 GB.
+    read_only : bool
+        Open the database read-only (commands that only read: several can then run on one
+        workspace at once, DuckDB allowing many readers or one writer). Temporary tables still
+        work; writing a table raises.
     """
 
-    def __init__(self, path: str | Path, *, memory_limit: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, memory_limit: str | None = None, read_only: bool = False
+    ) -> None:
         self.path = Path(path)
         self.memory_limit = memory_limit
+        self.read_only = read_only
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.path)!r})"
 
     @classmethod
     def from_env(
-        cls, path: str | Path | None = None, *, memory_limit: str | None = None
+        cls,
+        path: str | Path | None = None,
+        *,
+        memory_limit: str | None = None,
+        read_only: bool = False,
     ) -> Workspace:
         """The workspace at ``path``, else ``$PROPENSITY_WORKSPACE``, else ``propensity-workspace``.
 
         The folder is not created until the first write.
         """
-        return cls(path or os.environ.get(ENV_VAR) or _DEFAULT_PATH, memory_limit=memory_limit)
+        return cls(
+            path or os.environ.get(ENV_VAR) or _DEFAULT_PATH,
+            memory_limit=memory_limit,
+            read_only=read_only,
+        )
 
     @property
     def db_path(self) -> Path:
@@ -132,24 +190,67 @@ class Workspace:
 
     # ------------------------------------------------------------------ connections
 
-    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def connect(self, read_only: bool | None = None) -> duckdb.DuckDBPyConnection:
         """Open the workspace database (the caller closes it).
 
         A writable connection creates the folder, the file and the canonical tables if needed.
-        Read-only needs an existing workspace. The session time zone is UTC. Within one
-        process, every connection to the file must use the same ``read_only`` (a DuckDB rule).
+        Read-only (default: the workspace's ``read_only``) needs an existing workspace. The
+        session time zone is UTC. Within one process, every connection to the file must use the
+        same ``read_only`` (a DuckDB rule).
+
+        Raises
+        ------
+        WorkspaceError
+            If the path is a file, the database is not a DuckDB file, or another process holds
+            the database (the message names it).
         """
+        read_only = self.read_only if read_only is None else read_only
+        self._check_folder()
         if read_only:
             if not self.db_path.exists():
-                raise FileNotFoundError(f"no workspace database at {self.db_path}")
-            con = duckdb.connect(str(self.db_path), read_only=True)
+                raise FileNotFoundError(
+                    f"no workspace database at {self.db_path}: run `propensity ingest events FILE` "
+                    "(or `propensity init`) first"
+                )
+            con = self._open(lambda ro: duckdb.connect(str(self.db_path), read_only=ro), True)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            con = duckdb.connect(str(self.db_path))
+            con = self._open(lambda ro: duckdb.connect(str(self.db_path), read_only=ro), False)
             for table in TABLES.values():
                 con.execute(table.ddl())
         self._configure(con)
         return con
+
+    def _check_folder(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise WorkspaceError(
+                f"the workspace {self.path} is a file, not a folder: pass --workspace (or "
+                f"${ENV_VAR}) a folder, new or one propensity made"
+            )
+        if self.db_path.exists() and not self.db_path.is_file():
+            raise WorkspaceError(f"{self.db_path} is not a file: move it aside")
+
+    def _open(self, opener: Callable[[bool], Any], read_only: bool) -> Any:
+        """Run ``opener(read_only)`` (a DuckDB or Ibis connect); IO errors as a WorkspaceError.
+
+        Read-only is a request: when this process already holds the file writable (a notebook
+        or a test that ingested, then compares), DuckDB refuses a second configuration, and the
+        writable one is used (the lock is this process's anyway).
+        """
+        try:
+            try:
+                return opener(read_only)
+            except duckdb.ConnectionException as exc:
+                if "different configuration" not in str(exc):
+                    raise
+                if not read_only:
+                    raise WorkspaceError(
+                        f"{self.db_path} is open read-only in this process: close those "
+                        "connections (or use one Workspace without read_only) to write"
+                    ) from None
+                return opener(False)
+        except duckdb.IOException as exc:
+            raise _open_error(self.db_path, exc, read_only) from None
 
     def _configure(self, con: duckdb.DuckDBPyConnection) -> None:
         """Session settings every connection to the workspace gets, DuckDB's or Ibis'."""
@@ -159,11 +260,14 @@ class Workspace:
             con.execute(f"SET memory_limit = {quote_literal(self.memory_limit)}").fetchall()
 
     def ibis_connection(self) -> ibis.backends.duckdb.Backend:
-        """An Ibis DuckDB backend on the workspace database (tables created if needed)."""
+        """An Ibis DuckDB backend on the workspace database (tables created if needed; opened
+        read-only for a read-only workspace)."""
         import ibis  # heavy; only callers that build Ibis expressions pay for it
 
         self.connect().close()
-        backend = ibis.duckdb.connect(database=str(self.db_path))
+        backend = self._open(
+            lambda ro: ibis.duckdb.connect(database=str(self.db_path), read_only=ro), self.read_only
+        )
         # DuckDB draws its own progress bar on long queries; the CLI has rich bars instead. In
         # Jupyter it is already off, and SETting it at all raises there without ipywidgets.
         if backend.con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0]:
@@ -175,6 +279,7 @@ class Workspace:
 
     def table(self, name: str) -> pd.DataFrame:
         """Return a whole table as a pandas frame (empty canonical frame if nothing loaded)."""
+        self._check_folder()
         if not self.db_path.exists():
             if name not in TABLES:
                 raise KeyError(f"no table {name!r} in {self.path}")
@@ -191,6 +296,7 @@ class Workspace:
     def counts(self) -> dict[str, int]:
         """Row counts of the canonical tables and of ``rejects`` (zeros for a new workspace)."""
         names = [*KINDS, REJECTS.name]
+        self._check_folder()
         if not self.db_path.exists():
             return dict.fromkeys(names, 0)
         with closing(self.connect()) as con:
@@ -229,6 +335,8 @@ class Workspace:
             rejected=len(result.rejects),
             updated=updated,
             rejects_path=path,
+            identical=result.identical,
+            merged=result.duplicates if kind == "contacts" else 0,
         )
 
     def ingest_relation(
@@ -300,6 +408,8 @@ class Workspace:
             rejected=staged.rejected,
             updated=updated,
             rejects_path=path,
+            identical=staged.identical,
+            merged=staged.duplicates if kind == "contacts" else 0,
         )
 
     def _write_rejects(self, kind: str, source: str, rejects: pd.DataFrame) -> Path | None:
@@ -311,6 +421,59 @@ class Workspace:
         self.rejects_dir.mkdir(parents=True, exist_ok=True)
         rejects.to_csv(path, mode="a", header=not path.exists(), index=False)
         return path
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _other_process(pid: int) -> str:
+    """``PID 123 (propensity train ...)``: the command line when /proc shows it (Linux)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return f"PID {pid}"
+    words = [w.decode(errors="replace") for w in raw.split(b"\0") if w]
+    shown = " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))
+    return f"PID {pid} ({shown[:200]})" if shown else f"PID {pid}"
+
+
+def damaged_store_error(exc: BaseException) -> WorkspaceError | None:
+    """A DuckDB read error on a workspace database met half-way through a command (a file cut
+    short: DuckDB opens it and fails on the first block that is missing) as a WorkspaceError;
+    None for any other error."""
+    text = str(exc)
+    found = re.search(r'file "([^"]*' + re.escape(DB_FILE) + r')"', text)
+    if not isinstance(exc, duckdb.IOException) or found is None:
+        return None
+    return WorkspaceError(
+        f"the workspace database {found.group(1)} is damaged ({text.splitlines()[0]}): move it "
+        "aside and ingest your files again, or pass --workspace another folder"
+    )
+
+
+def _open_error(db: Path, exc: duckdb.IOException, read_only: bool) -> WorkspaceError:
+    """DuckDB's error on opening the workspace database, said in terms of what to do."""
+    text = str(exc)
+    if "Conflicting lock" in text or "Could not set lock" in text:
+        found = re.search(r"PID (\d+)", text)
+        who = _other_process(int(found.group(1))) if found else "another process"
+        reading = (
+            "several commands that only read (score, explain, compare, train, tune, info) can "
+            "share a workspace, but not with a command that writes (ingest, features, init, demo)"
+        )
+        return WorkspaceError(
+            f"the workspace database {db} is in use by {who}"
+            f"{' (this command only reads, but that one writes)' if read_only else ''}: wait for "
+            f"it to finish (or stop it), then run this command again; {reading}"
+        )
+    if "not a valid DuckDB database" in text:
+        return WorkspaceError(
+            f"{db} is not a DuckDB database (damaged, cut short, or not written by propensity): "
+            "move it aside and ingest your files again, or pass --workspace another folder"
+        )
+    return damaged_store_error(exc) or WorkspaceError(
+        f"cannot open the workspace database {db}: {text}"
+    )
 
 
 # --------------------------------------------------------------------------- loading (SQL)
@@ -500,13 +663,39 @@ def ingest_file(
         relation = open_csv(path, encoding=encoding)
     else:
         relation = read_frame(path, kind, fmt=fmt, encoding=encoding)
-    return ws.ingest_relation(
-        kind,
-        relation,
-        path.name,
-        column_map=column_map,
-        fold_extras=fold and kind == "events",
-        # CSV cells are all text: give contact attributes a number/boolean type when they fit
-        infer_types=fmt == "csv" and kind == "contacts",
-        now=now,
-    )
+    try:
+        return ws.ingest_relation(
+            kind,
+            relation,
+            path.name,
+            column_map=column_map,
+            fold_extras=fold and kind == "events",
+            # CSV cells are all text: give contact attributes a number/boolean type when they fit
+            infer_types=fmt == "csv" and kind == "contacts",
+            now=now,
+        )
+    except MissingColumnsError as exc:
+        if fmt == "jsonl" and isinstance(relation, pd.DataFrame) and _segment_rows(relation):
+            raise MissingColumnsError(
+                f"{exc}. The rows look like Segment calls (type, userId, event, ...): pass "
+                "--format segment (fmt='segment') to read track calls as events and identify "
+                "calls as contacts"
+            ) from None
+        raise
+    except (duckdb.InvalidInputException, duckdb.IOException) as exc:
+        if (damaged := damaged_store_error(exc)) is not None:
+            raise damaged from None  # the workspace's file, not the source
+        if fmt != "parquet":
+            raise
+        # the magic bytes were right but the content is not (cut short, damaged)
+        first = str(exc).splitlines()[0]
+        raise SourceError(f"{path.name}: cannot read the Parquet file: {first}") from None
+
+
+def _segment_rows(frame: pd.DataFrame) -> bool:
+    """Whether most rows of a JSON Lines frame have the shape of Segment calls."""
+    if "type" not in frame.columns or frame.empty:
+        return False
+    records = frame.drop(columns=[c for c in frame.columns if c.startswith("__")]).head(100)
+    shaped = [segment_shaped({k: v for k, v in r.items() if v is not None}) for r in records.to_dict("records")]
+    return sum(shaped) * 2 > len(shaped)

@@ -12,22 +12,36 @@ timestamp``; the other rows load.
 
 Parsing rules
 -------------
-- ids: text is trimmed; empty, ``null``, ``none`` and ``nan`` (any case) count as missing;
-  integral floats are written without ``.0`` (``11391.0`` -> ``"11391"``).
+- ids: one rule for every format (:func:`normalize_id` is the same rule for one value, used
+  by the service). Text is trimmed; empty, ``null``, ``none`` and ``nan`` (any case) count as
+  missing; an integral number loses its fraction whether it is a float (Parquet ``11391.0``,
+  JSON ``123.0``) or text (CSV ``"11391.0"``, ``"11391."``): all become ``"11391"``. Anything
+  else stays as written (``"11391.5"``, ``"1e3"``, ``"007"``); a float that is not integral
+  is written as its shortest repr (``11391.5``).
 - timestamps: ISO 8601 text with or without an offset (converted to UTC, offset dropped; no
   offset means UTC), a date (midnight UTC), epoch seconds or milliseconds (numbers or numeric
   text; ``abs(x) >= 1e11`` is read as milliseconds), or typed timestamps. Kept when
   ``1970-01-01 <= ts <= now + 1 day``. A bare number is always epoch time: a compact date
   such as ``20240101`` must be written ``2024-01-01``.
 - value: a finite number; missing -> the column default (1.0 for events, NULL for outcomes).
-- properties: a JSON object (text, or a struct/map column); missing -> NULL.
+- properties: a JSON object (text, or a struct/map column); missing -> NULL. Stored as given;
+  the row hash reads it through :func:`canonical_json`, so key order and spacing do not matter.
+
+Row hashes
+----------
+Events and outcomes without an id get ``md5`` of their columns (``schema.hash_of``). Identical
+rows inside one source are distinct events (two same-day purchases of the same item): the n-th
+copy (n >= 2, in source order) gets ``md5(<row hash> || '|' || n)``. Re-ingesting the same source
+gives the same ids, so it adds nothing; :attr:`StagedRows.identical` counts the copies.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,14 +50,28 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from propensity.features.schema import ROW_NUMBER, Column, Kind, TableSchema, schema_for
+from propensity.features.schema import (
+    READER_COLUMNS,
+    ROW_NUMBER,
+    SOURCE_ERROR,
+    SOURCE_TEXT,
+    STAGING_COLUMNS,
+    STAGING_PREFIXES,
+    Column,
+    Kind,
+    TableSchema,
+    schema_for,
+)
 
 __all__ = [
     "ColumnPlan",
     "DataValidationError",
+    "MissingColumnsError",
     "StagedRows",
     "ValidationResult",
+    "canonical_json",
     "good_rows_sql",
+    "normalize_id",
     "normalize_frame",
     "normalize_now",
     "plan_columns",
@@ -65,10 +93,20 @@ _INT_TYPES = {
     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
 }  # fmt: skip
 _REJECT_COLUMNS = ["kind", "source", "row_number", "field", "reason", "raw"]
+# An integral number written as text ("11391.0", "11391."): the id is the part before the dot.
+# The same pattern serves the SQL (batch ingest) and normalize_id (one value, the service).
+INTEGRAL_TEXT = r"([+-]?[0-9]+)\.0*"
+_INTEGRAL_TEXT = re.compile(INTEGRAL_TEXT)
+# DuckDB name of canonical_json, registered on every connection that stages rows
+_CANONICAL_JSON_SQL = "__propensity_canonical_json"
 
 
 class DataValidationError(ValueError):
     """A source cannot be loaded at all (e.g. a required column is missing)."""
+
+
+class MissingColumnsError(DataValidationError):
+    """A source lacks a required column (readers add a hint when they can guess why)."""
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -82,6 +120,66 @@ def quote_ident(name: str) -> str:
 def quote_literal(text: str) -> str:
     """Quote a DuckDB string literal (``it's`` -> ``'it''s'``)."""
     return "'" + str(text).replace("'", "''") + "'"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical_text(text: str) -> str:
+    try:
+        return canonical_json(json.loads(text))
+    except (ValueError, RecursionError):  # not JSON, NaN inside, nested too deep: such a row
+        # is rejected (or its text is hashed as it is)
+        return text
+
+
+def canonical_json(value: Any) -> str:
+    """The one text of a JSON value, whatever its key order and spacing (what row hashes read).
+
+    Keys sorted at every level, ``json.dumps``' default separators and ASCII escapes: text that
+    ``json.dumps`` wrote from a dict with sorted keys is already canonical (row hashes made
+    before canonicalisation stay the same for it). Used by batch ingestion (as a DuckDB
+    function) and by the service, so a track call and the same row in a file get one id.
+
+    Parameters
+    ----------
+    value : str, dict, list or scalar
+        JSON text (parsed first) or an already parsed value.
+    """
+    if isinstance(value, str):
+        # cached: properties repeat a lot in event logs, and parsing is the cost (~5 us a row)
+        return _canonical_text(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=False)
+
+
+def normalize_id(value: Any) -> str | None:
+    """One id as text, by the rule batch ingestion applies in SQL (see the module docstring).
+
+    ``None``, a NaN and the missing tokens give None; ints as written; integral floats and
+    integral text without the fraction (``11391.0``, ``"11391.0"`` -> ``"11391"``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()  # as DuckDB casts a BOOLEAN column (the service refuses them)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return str(int(value)) if value == math.trunc(value) and abs(value) < 1e18 else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value).strip()
+    if text.lower() in _MISSING_ID:
+        return None
+    integral = _INTEGRAL_TEXT.fullmatch(text)
+    return integral.group(1) if integral else text
+
+
+def _register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    """Make canonical_json callable from SQL on ``con`` (once per connection)."""
+    known = con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [_CANONICAL_JSON_SQL]
+    ).fetchall()[0][0]
+    if not known:
+        con.create_function(_CANONICAL_JSON_SQL, canonical_json, ["VARCHAR"], "VARCHAR")
 
 
 def normalize_now(now: Any = None) -> dt.datetime:
@@ -183,7 +281,13 @@ def plan_columns(
         (for events/outcomes) a canonical column that does not exist.
     """
     schema = schema_for(kind)
-    found = {str(k): v for k, v in columns.items() if k != ROW_NUMBER}
+    found = {str(k): v for k, v in columns.items() if k not in READER_COLUMNS}
+    internal = [c for c in found if c in STAGING_COLUMNS or c.startswith(STAGING_PREFIXES)]
+    if internal:
+        raise DataValidationError(
+            f"{source}: column(s) {', '.join(map(repr, internal))} have names propensity uses "
+            "internally while validating; rename them in the source"
+        )
     shown = ", ".join(repr(c) for c in found) or "(none)"
     column_map = dict(column_map or {})
     unknown = [k for k in column_map if k not in schema.names]
@@ -209,7 +313,7 @@ def plan_columns(
     missing = [c for c in schema.required if c not in mapping]
     if missing:
         hint = ", ".join(f"{c!r}: '<your column>'" for c in missing)
-        raise DataValidationError(
+        raise MissingColumnsError(
             f"{source}: missing required {kind} column(s) "
             f"{', '.join(repr(c) for c in missing)}; found columns: {shown}. "
             f"Rename them in the file or pass column_map={{{hint}}}"
@@ -263,7 +367,8 @@ def _id_sql(x: str, cls: str) -> _ColumnSql:
             f"ELSE CAST({d} AS VARCHAR) END"
         )
     else:
-        value = _missing_text(f"CAST({x} AS VARCHAR)", _MISSING_ID)
+        t = _missing_text(f"CAST({x} AS VARCHAR)", _MISSING_ID)
+        value = f"regexp_replace({t}, {quote_literal('^' + INTEGRAL_TEXT + '$')}, '\\1')"
     return _ColumnSql(value, f"({value}) IS NOT NULL")
 
 
@@ -355,6 +460,15 @@ def _checks_for(
             f"{p} IS NOT NULL AND try(json_type({p})) <> 'OBJECT'",
             f"'expected a JSON object, got ' || lower(try(json_type({p}))) || ' ' || {_show(p)}",
         ),
+        # DuckDB's parser accepts NaN and Infinity, which are no JSON (strict readers refuse
+        # the stored text): outside string literals, minified JSON has no other such word. The
+        # cheap contains() first: the regular expressions cost ~2 s per 1M rows, this ~0.2 s.
+        (
+            f"{p} IS NOT NULL AND (contains(lower({p}), 'nan') OR contains(lower({p}), 'inf')) "
+            f"AND regexp_matches(regexp_replace(json({p}), "
+            f"'\"(\\\\.|[^\"\\\\])*\"', '', 'g'), '(?i)nan|infinity')",
+            f"{_show(p)} || ' is not valid JSON (NaN and Infinity are no JSON numbers)'",
+        ),
     ]
 
 
@@ -380,6 +494,9 @@ class StagedRows:
         Attribute column -> type it is cast to when loaded (types inferred from text).
     read, rejected, good, distinct : int
         Rows read, rows rejected, rows passing the checks, distinct keys among those.
+    identical : int
+        Events/outcomes without an id: copies of an identical earlier row of the source, kept
+        as distinct events (their keys carry the occurrence number).
     """
 
     table: str
@@ -391,10 +508,12 @@ class StagedRows:
     rejected: int
     good: int
     distinct: int
+    identical: int = 0
 
     @property
     def duplicates(self) -> int:
-        """Good rows dropped because an earlier (later, for contacts) row has the same key."""
+        """Good rows that share a key with an earlier row of the source (events, outcomes:
+        dropped; contacts: merged into it column by column)."""
         return self.good - self.distinct
 
 
@@ -415,7 +534,13 @@ def _attribute_sql(x: str, cls: str) -> str:
 
 
 def _staging_select(
-    plan: ColumnPlan, relation: str, *, has_row_number: bool, fold_extras: bool, now: dt.datetime
+    plan: ColumnPlan,
+    relation: str,
+    *,
+    has_row_number: bool,
+    fold_extras: bool,
+    now: dt.datetime,
+    has_source_errors: bool = False,
 ) -> tuple[str, tuple[str, ...]]:
     """Build the SELECT that parses and checks every row (pure)."""
     schema = schema_for(plan.kind)
@@ -452,19 +577,29 @@ def _staging_select(
             x = f"p.{quote_ident(source_col)}"
             outputs.append((name, _attribute_sql(x, _type_class(plan.types[source_col]))))
 
-    key_expr = _key_sql(schema, dict(outputs))
+    key_expr, hashed_expr = _key_sql(schema, dict(outputs))
     outputs = [(n, key_expr if n == schema.key else e) for n, e in outputs]
 
+    at_row = f"{src} || ' row ' || CAST(p.{quote_ident(ROW_NUMBER)} AS VARCHAR)"
     field_case = " ".join(f"WHEN {c} THEN {quote_literal(f)}" for f, c, _ in checks)
     reason_case = " ".join(
-        f"WHEN {c} THEN {src} || ' row ' || CAST(p.{quote_ident(ROW_NUMBER)} AS VARCHAR) || "
-        f"', field ' || {quote_literal(repr(f))} || ': ' || {d}"
+        f"WHEN {c} THEN {at_row} || ', field ' || {quote_literal(repr(f))} || ': ' || {d}"
         for f, c, d in checks
     )
-    field_sql = f"CASE {field_case} END" if checks else "CAST(NULL AS VARCHAR)"
-    reason_sql = f"CASE {reason_case} END" if checks else "CAST(NULL AS VARCHAR)"
     raw_cols = ", ".join(f"{quote_literal(c)}: p.{quote_ident(c)}" for c in plan.types)
     raw_sql = f"CAST(to_json({{{raw_cols}}}) AS VARCHAR)" if plan.types else "'{}'"
+    if has_source_errors:
+        # a row the reader could not parse (ragged CSV row, broken JSON line): rejected first,
+        # with the reader's reason and the row's text as it was in the file
+        error, text = f"p.{quote_ident(SOURCE_ERROR)}", f"p.{quote_ident(SOURCE_TEXT)}"
+        field_case = f"WHEN {error} IS NOT NULL THEN '(row)' {field_case}"
+        reason_case = f"WHEN {error} IS NOT NULL THEN {at_row} || ': ' || {error} {reason_case}"
+        raw_sql = (
+            f"CASE WHEN {error} IS NOT NULL THEN CAST(to_json({{'text': {text}}}) AS VARCHAR) "
+            f"ELSE {raw_sql} END"
+        )
+    field_sql = f"CASE {field_case} END" if field_case else "CAST(NULL AS VARCHAR)"
+    reason_sql = f"CASE {reason_case} END" if reason_case else "CAST(NULL AS VARCHAR)"
     row = quote_ident(ROW_NUMBER)
     row_sql = f"s.{row}" if has_row_number else "row_number() OVER ()"
     parsed_sql = "".join(f", {e}" for e in parsed)
@@ -473,7 +608,7 @@ def _staging_select(
     sql = (
         f"WITH p AS (SELECT s.*{exclude}, {row_sql} AS {row}{parsed_sql} FROM {relation} s), "
         f"q AS (SELECT p.*, {field_sql} AS __field, {reason_sql} AS __reason FROM p) "
-        f"SELECT {out_sql}, p.{row}, p.__field, p.__reason, "
+        f"SELECT {out_sql}, {hashed_expr} AS __hashed, p.{row}, p.__field, p.__reason, "
         f"CASE WHEN p.__field IS NOT NULL THEN {raw_sql} END AS __raw FROM q p"
     )
     return sql, tuple(n for n, _ in outputs)
@@ -497,20 +632,28 @@ def _fold_extras_sql(properties: str, plan: ColumnPlan) -> str:
     )
 
 
-def _key_sql(schema: TableSchema, outputs: dict[str, str]) -> str:
-    """The given key, or (events/outcomes) an md5 of the row when the key is missing."""
+def _key_sql(schema: TableSchema, outputs: dict[str, str]) -> tuple[str, str]:
+    """The given key, or (events/outcomes) an md5 of the row when the key is missing; and
+    whether the key was hashed (pure).
+
+    JSON columns are hashed through canonical_json (key order and spacing do not matter).
+    """
     given = outputs[schema.key]
     if not schema.hash_of:
-        return given
+        return given, "false"
     parts = []
     for name in schema.hash_of:
         expr = outputs[name]
-        if schema.column(name).role == "timestamp":
+        role = schema.column(name).role
+        if role == "timestamp":
             expr = f"strftime({expr}, '%Y-%m-%dT%H:%M:%S.%f')"
+        elif role == "json":
+            expr = f"{_CANONICAL_JSON_SQL}({expr})"
         parts.append(f"coalesce(CAST({expr} AS VARCHAR), '')")
     # md5 in SQL: vectorised, and the same in every DuckDB version (a stable id for re-ingest).
+    # CASE, not coalesce: the row is only hashed (canonical_json runs in Python) without an id.
     joined = " || '|' || ".join(parts)
-    return f"coalesce({given}, md5({joined}))"
+    return f"CASE WHEN {given} IS NULL THEN md5({joined}) ELSE {given} END", f"({given}) IS NULL"
 
 
 def _infer_casts(con: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> dict[str, str]:
@@ -599,9 +742,12 @@ def stage_rows(
         has_row_number=ROW_NUMBER in types,
         fold_extras=fold_extras,
         now=now,
+        has_source_errors=SOURCE_ERROR in types and SOURCE_TEXT in types,
     )
     table = f"__staged_{uuid.uuid4().hex[:12]}"
+    _register_functions(con)
     con.execute(f"CREATE TEMP TABLE {table} AS {select}")
+    identical = _number_identical_rows(con, table, kind)
     casts: dict[str, str] = {}
     if kind == "contacts" and infer_types:
         text_attrs = [a for a, c in plan.attributes.items() if _type_class(plan.types[c]) == "text"]
@@ -611,27 +757,60 @@ def stage_rows(
         f"SELECT count(*), count(__field), count(*) - count(__field), "
         f"count(DISTINCT {key}) FILTER (WHERE __field IS NULL) FROM {table}"
     ).fetchall()[0]
-    return StagedRows(table, kind, source, columns, casts, read, rejected, good, distinct)
+    return StagedRows(table, kind, source, columns, casts, read, rejected, good, distinct, identical)
+
+
+def _number_identical_rows(con: duckdb.DuckDBPyConnection, table: str, kind: Kind) -> int:
+    """Give the n-th copy (n >= 2) of an identical hashed row the key md5(hash || '|' || n).
+
+    Without an id, identical rows of one source are distinct events (see the module
+    docstring); rows with a given id keep it (a repeated id is a duplicate). Returns how many
+    copies were renumbered.
+    """
+    if not schema_for(kind).hash_of:
+        return 0
+    key = quote_ident(schema_for(kind).key)
+    row = quote_ident(ROW_NUMBER)
+    copies = f"""SELECT rowid AS __rid, row_number() OVER (PARTITION BY {key} ORDER BY {row}) AS __n
+        FROM {table} WHERE __hashed AND __field IS NULL"""
+    identical = con.execute(
+        f"SELECT count(*) - count(DISTINCT {key}) FROM {table} WHERE __hashed AND __field IS NULL"
+    ).fetchall()[0][0]
+    if identical:
+        con.execute(
+            f"UPDATE {table} SET {key} = md5({key} || '|' || CAST(c.__n AS VARCHAR)) "
+            f"FROM ({copies}) c WHERE {table}.rowid = c.__rid AND c.__n > 1"
+        )
+    return int(identical)
 
 
 def good_rows_sql(staged: StagedRows, *, ordered: bool = True) -> str:
     """SELECT of the rows that passed, one per key, in canonical dtypes (pure).
 
-    Events and outcomes keep the first row of a key; contacts keep the last (newest wins).
-    ``ordered`` sorts by source row, which loading does not need (a sort of every row).
+    Events and outcomes keep the first row of a key. Contacts merge the rows of a key column by
+    column: each column takes the last non-null value in source order, as loading the rows one
+    file after another would (a later blank cell does not erase an earlier value). ``ordered``
+    sorts by source row, which loading does not need (a sort of every row).
     """
     key = quote_ident(schema_for(staged.kind).key)
-    cols = ", ".join(
-        f"CAST({quote_ident(c)} AS {staged.casts[c]}) AS {quote_ident(c)}"
-        if c in staged.casts
-        else quote_ident(c)
-        for c in staged.columns
-    )
+
+    def cast(c: str) -> str:
+        return f"CAST({quote_ident(c)} AS {staged.casts[c]})" if c in staged.casts else quote_ident(c)
+
     row = quote_ident(ROW_NUMBER)
-    sql = f"SELECT {cols} FROM {staged.table} WHERE __field IS NULL"
+    where = f"FROM {staged.table} WHERE __field IS NULL"
+    if staged.duplicates and staged.kind == "contacts":
+        merged = ", ".join(
+            f"{key}" if quote_ident(c) == key else
+            f"arg_max({cast(c)}, {row}) FILTER (WHERE {quote_ident(c)} IS NOT NULL) AS {quote_ident(c)}"
+            for c in staged.columns
+        )
+        sql = f"SELECT {merged} {where} GROUP BY {key}"
+        return sql + f" ORDER BY max({row})" if ordered else sql
+    cols = ", ".join(f"{cast(c)} AS {quote_ident(c)}" for c in staged.columns)
+    sql = f"SELECT {cols} {where}"
     if staged.duplicates:
-        order = "DESC" if staged.kind == "contacts" else "ASC"
-        sql += f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {row} {order}) = 1"
+        sql += f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {row} ASC) = 1"
     return sql + f" ORDER BY {row}" if ordered else sql
 
 
@@ -697,7 +876,11 @@ class ValidationResult:
     read : int
         Rows read from the source.
     duplicates : int
-        Rows dropped because another row of the same source has the same key.
+        Rows sharing the key of an earlier row of the same source (events, outcomes: dropped;
+        contacts: merged into one row, column by column).
+    identical : int
+        Events/outcomes without an id: copies of an identical earlier row, kept as distinct
+        rows (see the module docstring).
     """
 
     kind: Kind
@@ -706,6 +889,7 @@ class ValidationResult:
     rejects: pd.DataFrame
     read: int
     duplicates: int
+    identical: int = 0
 
 
 def validate(
@@ -766,4 +950,6 @@ def validate(
     good = good.astype({c: "str" for c in text})
     if rejects.empty:
         rejects = pd.DataFrame({c: pd.Series(dtype=object) for c in _REJECT_COLUMNS})
-    return ValidationResult(kind, source, good, rejects, staged.read, staged.duplicates)
+    return ValidationResult(
+        kind, source, good, rejects, staged.read, staged.duplicates, staged.identical
+    )

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import ibis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from propensity.features.validate import quote_literal
 from propensity.pipelines.config_files import load_yaml_config
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -310,7 +311,8 @@ def _export_workspace(ws: Workspace) -> SourcesConfig:
         for kind in KINDS:
             if counts.get(kind):
                 path = folder / f"{kind}.parquet"
-                con.execute(f"COPY {kind} TO '{path}' (FORMAT parquet)")
+                # quoted: a workspace path may hold a ' (COPY takes no parameter for its target)
+                con.execute(f"COPY {kind} TO {quote_literal(str(path))} (FORMAT parquet)")
                 found[kind] = TableSource(parquet=str(path))
     return SourcesConfig(**found)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
+# one class for "the workspace lacks or refuses something": defined with the store, which raises it first
+from propensity.features.store import WorkspaceError
+
 __all__ = ["WorkspaceError"]
-
-
-class WorkspaceError(ValueError):
-    """The workspace lacks something a step needs (the message says what to run first)."""

@@ -13,8 +13,9 @@ import pandas as pd
 from propensity.features.build import build_features, feature_columns
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_at, spine_from_frame
-from propensity.features.store import Workspace
-from propensity.pipelines.errors import WorkspaceError
+
+# WorkspaceError is re-exported: one class for "the workspace lacks or refuses something"
+from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
 

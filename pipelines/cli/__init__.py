@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     except known as exc:
         err.print(f"[red]error:[/] {exc}")
         return 2
+    except Exception as exc:
+        from propensity.features.store import damaged_store_error
+
+        if (damaged := damaged_store_error(exc)) is None:
+            raise
+        err.print(f"[red]error:[/] {damaged}")
+        return 2
     return 0
 
 

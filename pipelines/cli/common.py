@@ -26,11 +26,12 @@ def config_path(path: Path | None, relative: str) -> Path:
     return shipped_config(relative)
 
 
-def project(ctx: typer.Context):
-    """The :class:`~propensity.pipelines.project.Project` of the command's workspace."""
+def project(ctx: typer.Context, read_only: bool = False):
+    """The :class:`~propensity.pipelines.project.Project` of the command's workspace (``read_only``
+    for commands that only read it, so they can run beside another command)."""
     from propensity.pipelines.project import Project
 
-    return Project(workspace(ctx), report=report)
+    return Project(workspace(ctx, read_only=read_only), report=report)
 
 
 def report(kind: str, message: str) -> None:
@@ -77,10 +78,11 @@ WorkspaceOpt = Annotated[
 ]
 
 
-def workspace(ctx: typer.Context):
+def workspace(ctx: typer.Context, read_only: bool = False):
+    """The workspace; ``read_only`` for commands that only read it (they can run side by side)."""
     from propensity.features.store import Workspace
 
-    return Workspace.from_env(ctx.obj)
+    return Workspace.from_env(ctx.obj, read_only=read_only)
 
 
 def _print_version(value: bool) -> None:

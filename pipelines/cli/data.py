@@ -26,8 +26,7 @@ from propensity.pipelines.cli.common import (
 
 def print_ingest(kind: str, report) -> None:
     console.print(
-        f"[bold]{kind}[/]: read {report.read:,}, loaded {report.loaded:,}, "
-        f"duplicates {report.duplicates:,}, rejected {report.rejected:,}"
+        f"[bold]{kind}[/]: {report.counts()}"
         + (f"  (rejects: {report.rejects_path})" if getattr(report, "rejects_path", None) and report.rejected else "")
     )
 

@@ -69,7 +69,7 @@ def score_cmd(
         if (reason := compiled_trees_unavailable()) is not None:
             raise typer.BadParameter(reason, param_hint="--compiled")
         os.environ[ENV_VAR] = "1"  # read when the pyfunc loads
-    ws = workspace(ctx)
+    ws = workspace(ctx, read_only=True)
     choice = spine_choice(as_of, spine)
     tables = engine_tables(ws, engine, engine_config, spark_master)
     if model is not None and tables is not None and tables.is_spark:
@@ -90,7 +90,7 @@ def score_cmd(
     if model is not None:
         with progress_bar() as progress:
             task = progress.add_task(f"score with model {model_name}@{model}", total=None)
-            scored = project(ctx).score_with_model(choice, model, model_name, tables=tables)
+            scored = project(ctx, read_only=True).score_with_model(choice, model, model_name, tables=tables)
             progress.update(task, completed=1, total=1)
         path = write_frame(scored, out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet")
         summarise_scores(scored, path, f"learned scores ({model_name}@{model})", as_json, streaming,
@@ -98,7 +98,7 @@ def score_cmd(
         return
     with progress_bar() as progress:
         task = progress.add_task("score with the rules", total=None)
-        scored, rule_set = project(ctx).score(choice, rules=rules, level=level, tables=tables)
+        scored, rule_set = project(ctx, read_only=True).score(choice, rules=rules, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
     path = write_frame(scored, out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet")
     summarise_scores(scored, path, f"{rule_set.name} rule scores ({level})", as_json, streaming,
@@ -159,7 +159,7 @@ def explain_cmd(
 
     from propensity.pipelines.outputs import write_frame
 
-    proj = project(ctx)
+    proj = project(ctx, read_only=True)
     if all_:
         if contact_id is not None:
             raise typer.BadParameter("give a CONTACT_ID or --all, not both")

@@ -27,8 +27,8 @@ def info_cmd(
     """Show the workspace: where it is, how many rows each table holds, its own configs."""
     import json
 
-    ws = workspace(ctx)
-    counts = ws.counts() if ws.db_path.exists() else {}
+    ws = workspace(ctx, read_only=True)
+    counts = ws.counts() if ws.db_path.exists() or ws.path.is_file() else {}  # a file: counts() says so
     configs = sorted(str(p.relative_to(ws.path)) for p in (ws.path / "configs").glob("*.yaml"))
     if as_json:
         typer.echo(json.dumps({"workspace": str(ws.path.resolve()), "tables": counts, "configs": configs}))

@@ -35,7 +35,7 @@ def train_cmd(
     """Learn from outcomes: LightGBM + Optuna and learned rule points, calibrated onto 0-5, tracked in MLflow."""
     import optuna
 
-    proj = project(ctx)
+    proj = project(ctx, read_only=True)
     ws = proj.ws
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with steps() as step:
@@ -128,7 +128,7 @@ def tune_cmd(
     from propensity.pipelines.tune.jobs import write_proposal
     from propensity.pipelines.tune.propose import TuneConfig
 
-    proj = project(ctx)
+    proj = project(ctx, read_only=True)
     with steps() as step:
         result, rules_path = proj.tune(model, model_name, config=config, rules=rules, proposal_path=out,
                                        tune_config=TuneConfig(new_rules=not no_new_rules, reshape=not no_reshape),
@@ -192,7 +192,7 @@ def compare_cmd(
         parse_k_list,
         write_report,
     )
-    proj = project(ctx)
+    proj = project(ctx, read_only=True)
     settings = load_compare_config(config_path(compare_config, "compare.yaml"))
     if k is not None:
         settings = settings.model_copy(update={"top_k_percent": parse_k_list(k)})

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from propensity.features.schema import ROW_NUMBER
+from propensity.features.validate import canonical_json, normalize_id
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -99,7 +100,8 @@ def _missing(text: str, tokens: tuple[str, ...]) -> str | None:
 
 
 def parse_id(value: Any) -> str | None:
-    """An id as text: trimmed, missing tokens -> None, integral floats without ``.0``.
+    """An id as text by :func:`propensity.features.validate.normalize_id` (trimmed, missing tokens
+    -> None, integral floats and integral text without ``.0``), after the checks of this edge.
 
     Raises
     ------
@@ -113,14 +115,7 @@ def parse_id(value: Any) -> str | None:
         raise ValueError(f"expected a string or a number, got a boolean ({str(value).lower()})")
     if isinstance(value, dict | list):
         raise ValueError(f"expected a string or a number, got {'an object' if isinstance(value, dict) else 'a list'}")
-    if isinstance(value, int):
-        text = str(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        text = str(int(value)) if value == math.trunc(value) and abs(value) < 1e18 else repr(value)
-    else:
-        text = _missing(str(value), _MISSING_ID)
+    text = normalize_id(value)  # batch ingestion's rule: 11391.0, "11391.0" -> "11391"
     if text is None:
         return None
     if "\x00" in text:
@@ -248,7 +243,9 @@ def _contact_id(call: Mapping[str, Any], where: str) -> str:
 
 def _event_hash(contact: str, event_type: str, ts: datetime, value: float, properties: str | None) -> str:
     # propensity.features.validate's fallback key: md5 of the row, so a resend without messageId dedupes
-    parts = [contact, event_type, ts.strftime("%Y-%m-%dT%H:%M:%S.%f"), repr(value), properties or ""]
+    # (properties through the same canonical_json, so key order does not change the id)
+    canonical = "" if properties is None else canonical_json(properties)
+    parts = [contact, event_type, ts.strftime("%Y-%m-%dT%H:%M:%S.%f"), repr(value), canonical]
     return hashlib.md5("|".join(parts).encode("utf-8")).hexdigest()
 
 

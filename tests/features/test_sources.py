@@ -151,11 +151,16 @@ def test_unknown_encoding_is_a_clear_error(tmp_path):
         check_encoding(path, "klingon")
 
 
-def test_ragged_csv_row_is_a_source_error(tmp_path):
+def test_a_ragged_csv_row_comes_out_numbered_with_its_reason(tmp_path):
+    # (it used to stop the file; validation now rejects it like any other bad row)
     path = tmp_path / "events.csv"
-    path.write_text("contact_id,event_type,ts\n1,a,2024-01-01,extra\n", encoding="utf-8")
-    with pytest.raises(SourceError, match="events.csv"):
-        open_csv(path).read_all()
+    path.write_text('contact_id,event_type,ts\n1,a,2024-01-01,extra\n"2\nb",b,2024-01-02\n3,c\n4,d,2024-01-04\n',
+                    encoding="utf-8")
+    table = open_csv(path).read_all().to_pandas().sort_values(ROW_NUMBER)
+    assert table[ROW_NUMBER].tolist() == [1, 2, 3, 4]  # records after the header, not lines
+    assert table["contact_id"].tolist()[1::2] == ["2\nb", "4"]
+    assert table["__source_error"].tolist()[0::2] == ["expected 3 fields, found 4", "expected 3 fields, found 2"]
+    assert table["__source_text"].tolist()[0::2] == ["1,a,2024-01-01,extra", "3,c"]
 
 
 def test_duplicate_csv_headers_are_refused(tmp_path):
@@ -200,10 +205,20 @@ def test_json_array_file_is_read_too(tmp_path):
     assert read_frame(path, "events")["contact_id"].tolist() == ["a", "b"]
 
 
-def test_malformed_jsonl_line_names_file_and_line(tmp_path):
+def test_a_malformed_jsonl_line_becomes_a_row_with_its_line_and_reason(tmp_path):
+    # (it used to refuse the whole file; validation now rejects that line like any bad row)
     path = tmp_path / "events.jsonl"
     path.write_text('{"contact_id": "a"}\n{"contact_id": \n', encoding="utf-8")
-    with pytest.raises(SourceError, match=r"events\.jsonl line 2: not valid JSON"):
+    frame = read_frame(path, "events")
+    assert frame[ROW_NUMBER].tolist() == [1, 2]
+    assert frame["__source_error"].tolist()[1].startswith("not valid JSON")
+    assert frame["__source_text"].tolist()[1] == '{"contact_id": '
+
+
+def test_a_file_without_one_json_object_is_refused(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text("contact_id,event_type\na,b\n", encoding="utf-8")
+    with pytest.raises(SourceError, match=r"events\.jsonl: no line is a JSON object \(line 1: not valid JSON"):
         read_frame(path, "events")
 
 
@@ -243,3 +258,18 @@ def test_segment_has_no_outcomes(tmp_path):
     path = write_jsonl(tmp_path / "segment.jsonl", SEGMENT)
     with pytest.raises(SourceError, match="no outcomes"):
         read_frame(path, "outcomes")
+
+
+def test_row_numbers_stay_right_across_blocks_around_ragged_rows(tmp_path, monkeypatch):
+    import propensity.features.sources as sources
+
+    monkeypatch.setattr(sources, "_CSV_BLOCK_BYTES", 256)  # many small batches
+    bad = {7, 8, 50, 120, 199}
+    lines = [f"c{i},v,2024-01-01" + (",x" if i in bad else "") for i in range(1, 201)]
+    path = tmp_path / "events.csv"
+    path.write_text("contact_id,event_type,ts\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    table = open_csv(path).read_all().to_pandas()
+    good = table[table["__source_error"].isna()]
+    assert (good["contact_id"] == "c" + good[ROW_NUMBER].astype(str)).all()
+    assert sorted(good[ROW_NUMBER]) == sorted(set(range(1, 201)) - bad)
+    assert sorted(table.loc[table["__source_error"].notna(), ROW_NUMBER]) == sorted(bad)

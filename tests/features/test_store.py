@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from propensity.features.sources import SourceError
@@ -79,7 +80,7 @@ def test_ibis_connection_sees_the_canonical_tables(ws, tmp_path):
         # not con.list_tables(): ibis 12.0 calls fetch_arrow_table, gone in duckdb 2.0
         for name in ("contacts", "outcomes", "rejects"):
             assert con.table(name).count().execute() >= 0
-        assert con.table("events").count().execute() == 2
+        assert con.table("events").count().execute() == 3  # the two identical rows are two events
     finally:
         con.disconnect()
 
@@ -104,15 +105,18 @@ def test_ibis_connection_gets_the_settings_of_connect(tmp_path):
 # --------------------------------------------------------------------------- events
 
 
-def test_csv_events_load_with_rejects_and_within_file_duplicates(ws, tmp_path):
+def test_csv_events_load_with_rejects_and_identical_rows_kept_as_two_events(ws, tmp_path):
     report = ingest_file(ws, "events", write(tmp_path / "events.csv", EVENTS_CSV), now=NOW)
-    assert (report.read, report.loaded, report.duplicates, report.rejected) == (5, 2, 1, 2)
+    assert (report.read, report.loaded, report.duplicates, report.rejected) == (5, 3, 0, 2)
+    assert report.identical == 1
+    assert "1 rows identical to an earlier row of the file (no id) kept as distinct events" in str(report)
     assert balanced(report)
     events = ws.table("events").set_index("contact_id")
     assert events.loc["c2", "ts"] == pd.Timestamp("2024-05-02 07:00")
     assert events.loc["c2", "value"] == 2.5
-    assert events.loc["c1", "value"] == 1.0
-    assert json.loads(events.loc["c1", "properties"]) == {"plan": "pro"}  # extra CSV column
+    assert events.loc["c1", "value"].tolist() == [1.0, 1.0]
+    assert events.loc["c1", "event_id"].nunique() == 2
+    assert json.loads(events.loc["c1", "properties"].iloc[0]) == {"plan": "pro"}  # extra CSV column
 
 
 def test_reingesting_the_same_file_adds_nothing(ws, tmp_path):
@@ -213,13 +217,33 @@ def test_non_utf8_file_loads_nothing_and_encoding_fixes_it(ws, tmp_path):
     assert ws.table("events")["event_type"].tolist() == ["café"]
 
 
-def test_a_file_failing_half_way_loads_nothing(ws, tmp_path):
+def test_a_stream_failing_half_way_loads_nothing(ws):
+    # (this used a ragged CSV row, which is now one rejected row: a stream that breaks, e.g. a
+    # source cut off, is what must still load nothing)
+    schema = pa.schema([("contact_id", pa.string()), ("event_type", pa.string()), ("ts", pa.string())])
+
+    def batches():
+        yield pa.RecordBatch.from_pydict(
+            {"contact_id": [f"c{i}" for i in range(20000)], "event_type": ["visit"] * 20000,
+             "ts": ["2024-05-01"] * 20000}, schema=schema)
+        raise pa.ArrowInvalid("events.csv: cannot parse the CSV after row 20000: cut off")
+
+    with pytest.raises(SourceError, match="events.csv: cannot parse the CSV after row 20000"):
+        ws.ingest_relation("events", pa.RecordBatchReader.from_batches(schema, batches()), "events.csv", now=NOW)
+    assert ws.counts()["events"] == 0
+
+
+def test_a_ragged_csv_row_is_rejected_with_its_row_and_the_others_load(ws, tmp_path):
     rows = "".join(f"c{i},visit,2024-05-01\n" for i in range(20000))
     ragged = "c,visit,2024-05-01,oops\n"
-    path = write(tmp_path / "events.csv", "contact_id,event_type,ts\n" + rows + ragged)
-    with pytest.raises(SourceError, match="events.csv"):
-        ingest_file(ws, "events", path, now=NOW)
-    assert ws.counts()["events"] == 0
+    path = write(tmp_path / "events.csv", "contact_id,event_type,ts\n" + rows + ragged + "d,visit,2024-05-02\n")
+    report = ingest_file(ws, "events", path, now=NOW)
+    assert (report.read, report.loaded, report.rejected) == (20002, 20001, 1)
+    rejects = ws.table("rejects")
+    assert rejects[["row_number", "field"]].values.tolist() == [[20001, "(row)"]]
+    assert rejects["reason"].iloc[0] == "events.csv row 20001: expected 3 fields, found 4"
+    assert json.loads(rejects["raw"].iloc[0]) == {"text": "c,visit,2024-05-01,oops"}
+    assert ws.table("events").query("contact_id == 'd'")["ts"].tolist() == [pd.Timestamp("2024-05-02")]
 
 
 def test_outcomes_dedupe_on_reingest(ws, tmp_path):

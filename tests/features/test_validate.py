@@ -203,12 +203,13 @@ def test_extra_columns_fold_into_properties_when_asked():
 # --------------------------------------------------------------------------- keys and dedupe
 
 
-def test_duplicates_within_a_source_are_dropped_and_counted():
-    frame = events(ts=["2024-05-01", "2024-05-01", "2024-05-02"])
+def test_identical_rows_without_an_id_are_distinct_events_and_counted():
+    frame = events(ts=["2024-05-01", "2024-05-01", "2024-05-02", "2024-05-01"])
     result = check(frame)
-    assert result.read == 3
-    assert result.duplicates == 1
-    assert len(result.good) == 2
+    assert result.read == 4
+    assert (result.duplicates, result.identical) == (0, 2)
+    assert len(result.good) == 4 and result.good["event_id"].nunique() == 4
+    assert check(frame).good["event_id"].tolist() == result.good["event_id"].tolist()  # stable
 
 
 def test_given_event_ids_dedupe_and_the_first_row_wins():
@@ -237,7 +238,7 @@ def test_outcomes_get_hashed_ids_and_nullable_values():
         {"contact_id": ["a", "a", "b"], "ts": ["2024-05-01"] * 3, "outcome": ["won", "won", None]}
     )
     result = validate(frame, "outcomes", "won.csv", now=NOW)
-    assert result.duplicates == 1
+    assert (result.duplicates, result.identical) == (0, 1)  # two identical wins are two outcomes
     assert result.good["value"].isna().all()
     assert result.good["outcome_id"].str.len().eq(32).all()
 
