@@ -28,6 +28,7 @@ __all__ = [
     "DB_FILE",
     "add_column",
     "contacts",
+    "create_missing_indexes",
     "create_tables",
     "database_url",
     "dialect_insert",
@@ -134,6 +135,18 @@ def create_tables(engine: sa.Engine) -> None:
             conn.execute(sa.update(score_state).where(score_state.c.points != 0)
                          .values(next_due=score_state.c.scored_at))
     metadata.create_all(engine, checkfirst=True)
+    create_missing_indexes(engine, metadata)
+
+
+def create_missing_indexes(engine: sa.Engine, meta: sa.MetaData) -> None:
+    """The declared indexes of ``meta``'s tables that an older table lacks (``create_all`` only
+    indexes the tables it creates)."""
+    inspector = sa.inspect(engine)
+    for table in meta.sorted_tables:
+        existing = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in existing:
+                index.create(engine, checkfirst=True)
 
 
 def add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
