@@ -1022,6 +1022,7 @@ def outbox_list_cmd(
 ) -> None:
     """List the newest outbox messages (or dead letters)."""
     from propensity.pipelines.activation.outbox import list_messages
+    from propensity.pipelines.activation.redaction import redact
 
     rows = list_messages(_service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
     table = Table(title="dead letters" if dead else "outbox")
@@ -1036,7 +1037,7 @@ def outbox_list_cmd(
         else:
             status = f"next try {row['next_attempt_at']:%Y-%m-%d %H:%M:%S}"
         table.add_row(str(row["id"]), str(row["trigger"] or row["kind"]), str(row["contact_id"] or ""),
-                      str(row["attempts"]), status, (row["last_error"] or "")[:80])
+                      str(row["attempts"]), status, redact(row["last_error"] or "", limit=80))
     console.print(table)
     if not rows:
         console.print("(none)")

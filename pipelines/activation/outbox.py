@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import time
-import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 import httpx
 import sqlalchemy as sa
 
+from propensity.pipelines.activation.redaction import guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.tables import dead_letters, outbox
 
 __all__ = [
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Propensity-Signature"
 IDEMPOTENCY_HEADER = "X-Propensity-Idempotency-Key"
+ERROR_CHARS = 300  # of a receiver's answer kept in last_error (after redaction)
 
 
 def utcnow() -> dt.datetime:
@@ -86,21 +87,6 @@ def verify_signature(secret: str, header: str | None, body: bytes, *, tolerance_
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def redact(text: str, secrets: Sequence[str | None]) -> str:
-    """``text`` with every secret replaced by ``***`` (error messages may echo a response body)."""
-    # longest first, so a secret that contains another is replaced whole
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """A webhook URL and its path and query: the token of e.g. a Customer.io webhook lives there,
-    and a receiver's error page may echo just the path."""
-    parts = urllib.parse.urlsplit(url)
-    return tuple(s for s in (url, parts.path if len(parts.path) > 1 else "", parts.query) if s)
 
 
 # -- retry schedule ----------------------------------------------------------------------------
@@ -217,6 +203,8 @@ class WebhookSender:
             raise ValueError("the webhook signing secret is empty: set PROPENSITY_WEBHOOK_SECRET")
         self.url = url
         self._secret = secret
+        self._secrets = (secret, *url_secrets(url))
+        self._guarded = guard_http_log(self._secrets)  # httpx logs each request's URL
         self._own_client = client is None
         self._client = client or httpx.Client(timeout=timeout)
 
@@ -243,20 +231,21 @@ class WebhookSender:
         }
         try:
             response = self._client.post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            message = redact(f"{type(exc).__name__}: {exc}", [self._secret, *url_secrets(self.url)])
-            raise DeliveryError(message) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise DeliveryError(redact(f"{type(exc).__name__}: {exc}", self._secrets, limit=ERROR_CHARS)) from None
         if 200 <= response.status_code < 300:
             return
         status = response.status_code
-        text = redact(response.text[:300], [self._secret, *url_secrets(self.url)])
-        raise DeliveryError(f"HTTP {status}: {text}",
+        # redacted whole, then cut: a secret crossing the cut would leak its prefix otherwise
+        raise DeliveryError(redact(f"HTTP {status}: {response.text}", self._secrets, limit=ERROR_CHARS),
                             permanent=400 <= status < 500 and status not in (408, 425, 429),
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
     def close(self) -> None:
         if self._own_client:
             self._client.close()
+        release_http_log(self._guarded)
+        self._guarded = ()
 
     def __enter__(self) -> WebhookSender:
         return self
@@ -355,7 +344,7 @@ def _record(engine: sa.Engine, outcomes: list[tuple[sa.Row, DeliveryError | None
 def _record_failure(conn: sa.Connection, message: sa.Row, exc: DeliveryError, now: dt.datetime,
                     policy: RetryPolicy, rng: random.Random) -> str:
     attempts = message.attempts + 1
-    error = str(exc)[:1000]
+    error = redact(str(exc), limit=1000)  # the sender redacted its secrets; URL userinfo too, here
     if exc.permanent or attempts >= policy.max_attempts:
         conn.execute(sa.insert(dead_letters).values(
             outbox_id=message.id, idempotency_key=message.idempotency_key, kind=message.kind,

@@ -30,8 +30,8 @@ import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
-from propensity.pipelines.activation.outbox import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, redact, sign,
-                                         url_secrets)
+from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, sign
+from propensity.pipelines.activation.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
 
 __all__ = [
@@ -271,6 +271,7 @@ class _Http:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.options = options
         self.secrets = list(secrets)
+        self._guarded = guard_http_log(self.secrets)  # httpx logs each request's URL
         self.bucket = bucket
         self.client = httpx.Client(timeout=options.timeout_seconds)
         self._sleep = sleep
@@ -301,8 +302,9 @@ class _Http:
         self.requests += 1
         try:
             response = self.client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise _HTTPFailure(self.redact(f"{type(exc).__name__}: {exc}"), retryable=True) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _HTTPFailure(self.redact(f"{type(exc).__name__}: {exc}"),
+                               retryable=not isinstance(exc, httpx.InvalidURL)) from None
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -311,14 +313,16 @@ class _Http:
             raise _HTTPFailure(f"HTTP {status}: asked to wait {retry_after:.0f} s (Retry-After), more than "
                                f"{self.options.max_retry_after_seconds:.0f} s", retryable=False)
         # no URL in the message: a webhook URL (e.g. Customer.io's) is itself a credential
-        message = self.redact(f"HTTP {status}: {response.text[:300]}")
+        message = self.redact(f"HTTP {status}: {response.text}")  # redacted whole, then cut
         raise _HTTPFailure(message, retryable=status in (408, 425, 429) or status >= 500, retry_after=retry_after)
 
     def redact(self, text: str) -> str:
-        return redact(text, self.secrets)
+        return redact(text, self.secrets, limit=ERROR_CHARS)
 
     def close(self) -> None:
         self.client.close()
+        release_http_log(self._guarded)
+        self._guarded = ()
 
 
 # -- destinations -------------------------------------------------------------------------------
@@ -338,12 +342,6 @@ class Destination:
         raise NotImplementedError
 
 
-def _basic_secrets(user: str, password: str) -> tuple[str, ...]:
-    # a response may echo the Authorization header, which carries the credentials base64-encoded
-    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return tuple(s for s in (password, user if not password else "", encoded) if s)
-
-
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -358,7 +356,7 @@ class SegmentBatch(Destination):
         self.name = name
         self.url = base_url.rstrip("/") + "/v1/batch"
         self._key = write_key
-        self.secrets = _basic_secrets(write_key, "")
+        self.secrets = (*basic_secrets(write_key, ""), *url_secrets(base_url, whole=False))
 
     def _body(self, batch: Sequence[ContactTraits]) -> dict:
         now = _now_iso()
@@ -386,7 +384,7 @@ class CustomerIOTrack(Destination):
         self.base_url = base_url.rstrip("/")
         self._auth = (site_id, api_key)
         # the site id alone is not secret, and redacting it would hide which workspace failed
-        self.secrets = _basic_secrets(site_id, api_key)
+        self.secrets = (*basic_secrets(site_id, api_key), *url_secrets(base_url, whole=False))
 
     def _url(self, contact_id: str) -> str:
         return f"{self.base_url}/api/v1/customers/{quote(contact_id, safe='')}"
