@@ -1021,7 +1021,7 @@ def outbox_list_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
 ) -> None:
     """List the newest outbox messages (or dead letters)."""
-    from propensity.pipelines.activation.outbox import list_messages
+    from propensity.pipelines.activation.outbox import attempts_text, list_messages
     from propensity.pipelines.activation.redaction import redact
 
     rows = list_messages(_service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
@@ -1037,7 +1037,7 @@ def outbox_list_cmd(
         else:
             status = f"next try {row['next_attempt_at']:%Y-%m-%d %H:%M:%S}"
         table.add_row(str(row["id"]), str(row["trigger"] or row["kind"]), str(row["contact_id"] or ""),
-                      str(row["attempts"]), status, redact(row["last_error"] or "", limit=80))
+                      attempts_text(row), status, redact(row["last_error"] or "", limit=80))
     console.print(table)
     if not rows:
         console.print("(none)")
