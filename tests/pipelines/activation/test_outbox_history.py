@@ -11,7 +11,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from propensity.pipelines.activation.outbox import (RetryPolicy, WebhookSender, deliver_due, enqueue,
+from propensity.pipelines.activation.outbox import (RetryPolicy, WebhookSender, attempts_text, deliver_due, enqueue,
                                                     list_messages, replay)
 from propensity.pipelines.activation.tables import create_activation_tables, dead_letters, metadata, outbox
 from propensity.pipelines.cli import main
