@@ -956,14 +956,16 @@ def push_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and record nothing.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Contacts per batch.")] = 100,
     rate: Annotated[float, typer.Option("--rate", min=0.01, help="Requests per second at most.")] = 20.0,
+    preview_out: Annotated[Path | None, typer.Option("--preview-out", help="With --dry-run: write every request "
+                                                     "it would send to this file (JSON lines).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""
-    import json
-
     from propensity.pipelines.activation.push import (PushError, PushOptions, destination_from_env, push, read_scores,
-                                           read_scores_table, traits_from_scores)
+                                           read_scores_table, summarise_preview, traits_from_scores)
 
+    if preview_out is not None and not dry_run:
+        raise typer.BadParameter("--preview-out writes what a --dry-run would send: add --dry-run")
     destination = destination_from_env(to)
     engine = _service_engine(ctx)
     if source is None:
@@ -981,7 +983,7 @@ def push_cmd(
     contacts = traits_from_scores(frame, source=label)
     try:
         report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
-                      dry_run=dry_run)
+                      dry_run=dry_run, preview_out=preview_out if dry_run else None)
     except PushError as exc:
         err.print(f"[red]push failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -990,8 +992,12 @@ def push_cmd(
                   f"{report.unchanged:,} unchanged since the last push; {verb} {count:,} in {report.batches:,} "
                   "batch(es)" + ("" if report.dry_run else f", {report.requests:,} request(s)"))
     if report.dry_run and report.preview is not None:
-        console.print("first batch (no credentials shown):")
-        console.print_json(json.dumps(report.preview, default=str)[:20_000])
+        shown, left_out = summarise_preview(report.preview)
+        console.print("first batch (no credentials shown" + (f"; {left_out:,} more item(s) not shown, "
+                      f"--preview-out FILE writes every request in full" if left_out else "") + "):")
+        console.print_json(data=shown, default=str)
+        if preview_out is not None:
+            console.print(f"every request written to {preview_out}")
 
 
 @outbox_app.command("deliver")

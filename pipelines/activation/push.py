@@ -48,6 +48,8 @@ __all__ = [
     "pending_contacts",
     "push",
     "read_scores",
+    "summarise_preview",
+    "write_previews",
     "read_scores_table",
     "traits_from_scores",
 ]
@@ -477,15 +479,52 @@ class PushReport:
     preview: dict | None = field(default=None)
 
 
+def summarise_preview(preview: dict, show: int = 3) -> tuple[dict, int]:
+    """``preview`` with each list of contacts or requests cut to its first ``show`` items, the
+    cut said in the list itself; and how many items were left out in all.
+
+    What ``push --dry-run`` prints: a batch of 100 contacts is ~20,000 characters of JSON, and
+    cutting the text instead (as it did) made it invalid JSON.
+    """
+    left_out = 0
+
+    def walk(value):
+        nonlocal left_out
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list) and len(value) > show and all(isinstance(v, dict) for v in value):
+            left_out += len(value) - show
+            return [walk(v) for v in value[:show]] + [f"... and {len(value) - show} more in this batch"]
+        return value
+
+    return walk(preview), left_out
+
+
+def write_previews(destination: Destination, contacts: Sequence[ContactTraits], batch_size: int,
+                   path: str | Path) -> int:
+    """Every request a push would send, one JSON object per batch per line (no credentials)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batches = 0
+    with path.open("w", encoding="utf-8") as out:
+        for batch in _batches(contacts, batch_size):
+            out.write(json.dumps(destination.preview(batch), default=str, sort_keys=True) + "\n")
+            batches += 1
+    return batches
+
+
 def _batches(items: Sequence[ContactTraits], size: int) -> Iterator[Sequence[ContactTraits]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
 def push(engine: sa.Engine, destination: Destination, contacts: Sequence[ContactTraits], *,
-         options: PushOptions = PushOptions(), dry_run: bool = False,
+         options: PushOptions = PushOptions(), dry_run: bool = False, preview_out: str | Path | None = None,
          sleep: Callable[[float], None] = time.sleep) -> PushReport:
     """Send the contacts whose traits changed since the last push to ``destination``.
+
+    With ``dry_run`` nothing is sent or recorded; the report's ``preview`` is the first batch, and
+    ``preview_out`` (a path) receives every batch's request as JSON lines.
 
     Raises
     ------
@@ -501,6 +540,8 @@ def push(engine: sa.Engine, destination: Destination, contacts: Sequence[Contact
     total = math.ceil(len(pending) / options.batch_size)
     if dry_run:
         preview = destination.preview(pending[:options.batch_size]) if pending else None
+        if preview_out is not None:
+            write_previews(destination, pending, options.batch_size, preview_out)
         return PushReport(destination.name, len(contacts), unchanged, 0, total, 0, True, preview)
     http = _Http(options, destination.secrets, TokenBucket(options.rate, options.burst, sleep=sleep), sleep=sleep)
     sent = 0
