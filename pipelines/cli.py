@@ -509,7 +509,8 @@ def serve_cmd(
     if model != "none":
         from propensity.pipelines.serve.learned import load_registered_scorer
 
-        registered = load_registered_scorer(ws.path, model, model_name)
+        registered = load_registered_scorer(ws.path, model, model_name,
+                                            allow_external=serve_config.allow_external_model)
     settings = ServiceSettings(database_url=url, rules=load_rules(_shipped(rules, "rules/saas.yaml", ws)), write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,

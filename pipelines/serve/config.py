@@ -57,6 +57,9 @@ class ServeConfig(BaseModel):
     metrics: Literal["keyed", "open", "off"] = "keyed"
     # /docs, /redoc and /openapi.json; off by default: the docs page pulls Swagger UI from a CDN
     docs: bool = False
+    # a registered model is loaded by unpickling its artifacts: only from this workspace's own
+    # MLflow artifact folder, unless this says the model's source is trusted (docs/SERVICE.md)
+    allow_external_model: bool = False
 
 
 def load_serve_config(path: str | Path | None) -> ServeConfig:
