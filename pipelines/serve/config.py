@@ -48,7 +48,7 @@ class ServeConfig(BaseModel):
     # event counts or expires); a decaying stored score is also brought up to date at least this often
     score_refresh_hours: float = Field(default=24.0, gt=0)
     # contacts per sweep transaction; event commits run between two
-    sweep_chunk: int = Field(default=500, ge=1)
+    sweep_chunk: int = Field(default=200, ge=1)
     top_reasons: int = Field(default=3, ge=1)
     # deepest JSON nesting a request body may have (a Segment call needs 3 or 4 levels)
     max_json_depth: int = Field(default=32, ge=4, le=256)

@@ -58,6 +58,11 @@ def clip_points(points: float) -> float:
     return max(-POINTS_LIMIT, min(POINTS_LIMIT, points))
 
 
+def _clip_read(value: Any) -> float:
+    value = float(value)
+    return value if -POINTS_LIMIT <= value <= POINTS_LIMIT else clip_points(value)
+
+
 def to_micros(ts: datetime) -> int:
     """A naive UTC datetime as integer microseconds since the epoch (exact)."""
     delta = ts - _EPOCH
@@ -184,10 +189,11 @@ class ContactState:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], n_activities: int) -> ContactState:
         """Rebuild a snapshot made by :meth:`to_json` for a rule set with ``n_activities``."""
+        # clipped: a state stored before points were bounded may hold inf (the comparison is
+        # the fast path: this runs for every contact the writer or the sweep reads back)
         activities = [
-            # clipped: a state stored before points were bounded may hold inf
-            ActivityState(clip_points(float(acc)), None if ref is None else int(ref),
-                          [(int(t), clip_points(float(c))) for t, c in live])
+            ActivityState(_clip_read(acc), None if ref is None else int(ref),
+                          [(int(t), c if -POINTS_LIMIT <= c <= POINTS_LIMIT else clip_points(c)) for t, c in live])
             for acc, ref, live in data["activities"]
         ]
         if len(activities) != n_activities:
@@ -404,9 +410,10 @@ class RuleScorer:
         found.update(float(t) for _, t in self._thresholds)
         return sorted(x for x in found if math.isfinite(x))
 
-    def next_due_us(self, state: ContactState, points: float, levels: Sequence[float]) -> int | None:
+    def next_due_us(self, state: ContactState, points: float, levels: Sequence[float]) -> tuple[int | None, bool]:
         """A time (us) at or before the first instant after ``state.at_us`` when the total may reach
-        one of ``levels`` or make a step (a pending event counts, a contribution expires); None: never.
+        one of ``levels`` or make a step (a pending event counts, a contribution expires), None:
+        never; and whether the points still move with time alone (a decaying part is not 0).
 
         Between steps each part only decays towards 0, at a rate that falls with it (a cap only
         slows it), so the total moves at most ``sum |raw| ln 2 / half_life`` points a day from now
@@ -428,12 +435,7 @@ class RuleScorer:
             distance = min(abs(points - level) for level in levels)
             reach = state.at_us + int(min(distance / rate, _MAX_DAYS) * _US_PER_DAY)
             due = reach if due is None else min(due, reach)
-        return due
-
-    def decays(self, state: ContactState) -> bool:
-        """Whether the state's points still move with time alone (a decaying part is not 0)."""
-        return any(a.half_life_days is not None and raw
-                   for a, raw in zip(self._activities, self.raw_points(state)))
+        return due, rate > 0
 
     def scale(self, total: float) -> float:
         """``numpy.interp`` through the scale's anchors, for one number."""

@@ -157,7 +157,7 @@ class Writer:
         learned: LearnedScores | None = None,
         cache_contacts: int = 100_000,
         refresh_seconds: float = 86_400.0,
-        sweep_chunk: int = 500,
+        sweep_chunk: int = 200,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -168,6 +168,7 @@ class Writer:
         self.clock = clock
         self.learned = learned
         self.lock = threading.Lock()  # guards the cache: the writer mutates, readers peek
+        self._count_lock = threading.Lock()  # guards the queued-events count
         self._cache = ContactCache(cache_contacts, on_evict=metrics.cache_evictions.inc)
         metrics.cache_capacity.set(cache_contacts)
         self.refresh = timedelta(seconds=refresh_seconds)
@@ -199,7 +200,8 @@ class Writer:
     def submit(self, rows: Sequence[EventRow | ContactUpdate]) -> Future:
         """Queue rows for the next commit; the future gets a :class:`CommitResult`."""
         job = _Job(rows=rows)
-        with self.lock:
+        # not self.lock: the request handlers' event loop must never wait for the writer's work
+        with self._count_lock:
             self._queued_events += len(rows)
             self.metrics.queue_depth.set(self._queued_events)
         self._queue.put(job)
@@ -296,7 +298,7 @@ class Writer:
                 for job in jobs:
                     job.future.set_exception(failure)
         finally:
-            with self.lock:
+            with self._count_lock:
                 self._queued_events -= size
                 self.metrics.queue_depth.set(self._queued_events)
 
@@ -443,8 +445,8 @@ class Writer:
             drop = [self.scorer.points_for_score(s)
                     for s in self.triggers.drop_levels(conn, view.contact_id, view.as_of, view.rule_score)]
             levels = [*levels, *drop]
-        due = self.scorer.next_due_us(state, view.points, levels)
-        if self.scorer.decays(state):  # the stored score itself is brought up to date now and then
+        due, decays = self.scorer.next_due_us(state, view.points, levels)
+        if decays:  # the stored score itself is brought up to date now and then
             refresh = to_micros(view.as_of + self.refresh)
             due = refresh if due is None else min(due, refresh)
         if due is None:
@@ -548,27 +550,31 @@ class Writer:
             self._sweeping = ids
             with self.lock:
                 entries = {contact: self._cache.get(contact) for contact in ids}
+            cached = {contact: entry is not None for contact, entry in entries.items()}
             # a contact out of the cache is read, brought up to date and written back, but not
             # cached: a sweep must not evict the contacts that are sending events
             entries.update(self._load(conn, [k for k, e in entries.items() if e is None], now))
-            changes, rows = [], []
-            with self.lock:
-                views = {}
-                for contact in ids:
-                    entry = entries[contact]
+            views = {}
+            # the lock only around cached states (a score request may peek at them); the others
+            # are this chunk's own, and holding it longer would stall the request handlers
+            for contact in ids:
+                entry = entries[contact]
+                with self.lock if cached.get(contact) else contextlib.nullcontext():
                     self._advance(entry.state, now)
                     views[contact] = self.scorer.view(contact, entry.state)
-            for contact in ids:
-                entry, view = entries[contact], views[contact]
-                if not (entry.score is not None and view.rule_score == entry.score and view.points == entry.points):
-                    changes.append(_change(contact, now, (entry.score, entry.band, entry.points), view, []))
-            if self.triggers is not None and changes:
+            changed = [c for c in ids if not (entries[c].score is not None and views[c].rule_score == entries[c].score
+                                              and views[c].points == entries[c].points)]
+            if self.triggers is not None and changed:
+                changes = [_change(c, now, (entries[c].score, entries[c].band, entries[c].points), views[c], [])
+                           for c in changed]
                 for firing in self.triggers.sweep(conn, changes):
                     self.metrics.triggers.labels(firing.trigger, "sweep").inc()
-            with self.lock:
-                rows = [self._stored(conn, entries[contact], views[contact], now) for contact in ids]
+            rows = []
+            for contact in ids:
+                with self.lock if cached.get(contact) else contextlib.nullcontext():
+                    rows.append(self._stored(conn, entries[contact], views[contact], now))
             db.upsert(conn, db.score_state, rows, "contact_id")
-        job.swept += len(changes)
+        job.swept += len(changed)
         self.metrics.swept.inc(len(ids))
         return len(ids) == self.sweep_chunk
 

@@ -234,7 +234,7 @@ def test_no_level_is_reached_before_next_due():
                 scorer.apply(state, row.ts, row.event_type, row.value, row.props)
         scorer.advance(state, NOW)
         view = scorer.view("c", state)
-        due = scorer.next_due_us(state, view.points, levels)
+        due, _ = scorer.next_due_us(state, view.points, levels)
         until = NOW + timedelta(days=60) if due is None else min(from_micros(due), NOW + timedelta(days=60))
         sides = [view.points >= level for level in levels]
         t = NOW + timedelta(hours=2)
