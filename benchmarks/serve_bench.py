@@ -485,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="memory and sweep: distinct contacts sent (one new event each)")
     parser.add_argument("--sweep-rate", type=float, default=300, help="sweep: offered ingest events/s while it runs")
     parser.add_argument("--sweep-seconds", type=float, default=120, help="sweep: how long the ingest load runs")
+    parser.add_argument("--sweep-due", type=int, default=None,
+                        help="sweep: scored contacts made due at once for the backlog run (default: all)")
+    parser.add_argument("--sweep-chunk", type=int, default=None, help="sweep: serve config sweep_chunk (default: its own)")
+    parser.add_argument("--sweep-duty", type=float, default=None, help="sweep: serve config sweep_duty (default: its own)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/propensity-serve-bench"))
     parser.add_argument("--seed", type=int, default=0)
@@ -530,7 +534,10 @@ def main(argv: list[str] | None = None) -> int:
                 row, store = serve_resilience.run_memory(bench, backend, args)
                 memory.append(row)
                 if "sweep" in runs:
-                    sweeps.append(serve_resilience.run_sweep(bench, backend, store, args))
+                    # the steady state (only what came due by itself), then a backlog made due
+                    sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, 0, args.sweep_seconds / 2))
+                    sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, args.sweep_due,
+                                                             args.sweep_seconds))
     finally:
         if stop_folder:
             subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), "stop", stop_folder], capture_output=True)

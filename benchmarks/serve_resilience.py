@@ -294,18 +294,28 @@ async def _sweep_load(base: str, rate: float, seconds: float, contacts: int, now
     return timeline, swept, errors
 
 
-def run_sweep(bench, backend, store: tuple[Path, str | None], args) -> dict[str, Any]:
+def run_sweep(bench, backend, store: tuple[Path, str | None], args, made_due: int | None,
+              seconds: float) -> dict[str, Any]:
+    """Ingest at ``--sweep-rate`` for ``seconds`` while sweeps run every 2 s; ``made_due`` scored
+    contacts are made due first (None: all of them, as after migrating a store from before
+    next_due; 0: the steady state, only what came due by itself)."""
     import sqlalchemy as sa
 
     workspace, url = store
     engine = sa.create_engine(url or f"sqlite:///{workspace / 'serve.db'}")
     with engine.begin() as conn:
         scored = conn.execute(sa.text("SELECT count(*) FROM score_state WHERE points != 0")).scalar()
-        # every scored contact due now: the first sweep after a store from before next_due
-        conn.execute(sa.text("UPDATE score_state SET next_due = scored_at WHERE points != 0"))
+        already = conn.execute(sa.text("SELECT count(*) FROM score_state WHERE next_due <= :now"),
+                               {"now": datetime.now(UTC).replace(tzinfo=None)}).scalar()
+        if made_due is None or made_due > 0:
+            limit = "" if made_due is None else f" LIMIT {int(made_due)}"
+            conn.execute(sa.text("UPDATE score_state SET next_due = scored_at WHERE contact_id IN "
+                                 f"(SELECT contact_id FROM score_state WHERE points != 0{limit})"))
     engine.dispose()
     config = workspace / "sweep.yaml"
-    config.write_text("sweep_seconds: 2\n")
+    tuning = "".join(f"{k}: {v}\n" for k, v in (("sweep_chunk", args.sweep_chunk), ("sweep_duty", args.sweep_duty))
+                     if v is not None)
+    config.write_text("sweep_seconds: 2\n" + tuning)
     port = bench._free_port()
     base = f"http://127.0.0.1:{port}"
     server = bench._start_server(workspace, port, url, extra=["--config", str(config)])
@@ -313,7 +323,7 @@ def run_sweep(bench, backend, store: tuple[Path, str | None], args) -> dict[str,
     try:
         bench._wait_healthy(base, server)
         timeline, swept, errors = asyncio.run(_sweep_load(
-            base, args.sweep_rate, args.sweep_seconds, args.memory_contacts, datetime.now(UTC).replace(tzinfo=None)))
+            base, args.sweep_rate, seconds, args.memory_contacts, datetime.now(UTC).replace(tzinfo=None)))
         steady = []
         for _ in range(3):  # steady state: what one sweep looks at once the backlog is done
             before = _metric(httpx.get(f"{base}/metrics", auth=(KEY, "")).text, "propensity_sweep_contacts_total")
@@ -329,7 +339,9 @@ def run_sweep(bench, backend, store: tuple[Path, str | None], args) -> dict[str,
     looked = swept[-1][1] if swept else 0
     sweep_s = round(moving[-1] - moving[0] + 0.25, 1) if moving else None
     row = {
-        "backend": backend.name, "scored_contacts": scored, "made_due": scored, "swept_contacts": looked,
+        "backend": backend.name, "sweep_chunk": args.sweep_chunk or "default", "sweep_duty": args.sweep_duty or "default",
+        "scored_contacts": scored, "due_by_itself": already,
+        "made_due": scored if made_due is None else made_due, "swept_contacts": looked, "ingest_seconds": seconds,
         "sweep_seconds": sweep_s, "contacts_per_s": round(looked / sweep_s) if sweep_s else None,
         "offered_events_per_s": args.sweep_rate, "requests": len(timeline), "errors": errors,
         "during_sweep": {"requests": len(during), "p50_ms": _percentile(during, 50), "p99_ms": _percentile(during, 99),
@@ -339,7 +351,8 @@ def run_sweep(bench, backend, store: tuple[Path, str | None], args) -> dict[str,
         "steady_contacts_per_sweep": steady,
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
     }
-    print(f"sweep {backend.name}: {scored:,} scored contacts all due; swept {looked:,.0f} in {sweep_s} s under "
+    print(f"sweep {backend.name}: {scored:,} scored contacts, {row['made_due']:,} made due ({already:,} due by "
+          f"themselves); swept {looked:,.0f} in {sweep_s} s under "
           f"{args.sweep_rate:.0f} events/s of ingest: p50/p99 {row['during_sweep']['p50_ms']}/"
           f"{row['during_sweep']['p99_ms']} ms during the sweep ({len(during):,} requests), "
           f"{row['outside_sweep']['p50_ms']}/{row['outside_sweep']['p99_ms']} ms outside; {errors} errors; "

@@ -142,6 +142,8 @@ class Writer:
         The longest a decaying stored score waits for the sweep to bring it up to date.
     sweep_chunk : int
         Contacts one sweep transaction looks at; event commits run between chunks.
+    sweep_duty : float
+        The share of the writer's time a sweep with many contacts due may take (0-1].
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class Writer:
         cache_contacts: int = 100_000,
         refresh_seconds: float = 86_400.0,
         sweep_chunk: int = 200,
+        sweep_duty: float = 0.5,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -177,6 +180,8 @@ class Writer:
         self._levels = sorted({*scorer.levels(), *_trigger_levels(triggers, scorer)})
         self._drops = bool(triggers is not None and triggers.drop_triggers)
         self._sweeping: list[str] = []
+        self._chunk_seconds = 0.0
+        self.sweep_duty = sweep_duty
         self._queue: queue.Queue = queue.Queue()
         self._queued_events = 0
         self._thread: threading.Thread | None = None
@@ -524,11 +529,25 @@ class Writer:
             job.future.set_exception(exc)
             return
         if more:
-            self._queue.put(job)  # the rest after the event commits queued meanwhile
+            # the rest after a pause as long as the chunk took (sweep_duty 0.5): the request
+            # handlers share the GIL with this thread, and a writer busy without a break starves
+            # them (each of their I/O waits costs a GIL switch interval); event commits queued
+            # meanwhile run at once
+            pause = self._chunk_seconds * (1 - self.sweep_duty) / self.sweep_duty
+            timer = threading.Timer(pause, self._queue.put, (job,))
+            timer.daemon = True
+            timer.start()
         else:
             job.future.set_result(job.swept)
 
     def _sweep_chunk(self, job: _Job) -> bool:
+        started = time.perf_counter()
+        try:
+            return self._sweep_chunk_now(job)
+        finally:
+            self._chunk_seconds = time.perf_counter() - started
+
+    def _sweep_chunk_now(self, job: _Job) -> bool:
         """Bring up to ``sweep_chunk`` due contacts to now; report decay-only changes to triggers.
 
         A contact is due when its ``next_due`` is at or before the instant the sweep started:
