@@ -170,7 +170,8 @@ def _start_server(workspace: Path, port: int, database_url: str | None,
     return subprocess.Popen(
         [sys.executable, "-m", "propensity.pipelines.cli", "-w", str(workspace), "serve", "--port", str(port),
          *(extra or [])],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        # stderr to a file: an unread pipe fills up and then blocks the server on its next log line
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(workspace / "server.log").open("ab"),
     )
 
 
@@ -180,7 +181,8 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
+            log = Path(server.args[4]) / "server.log"  # the -w workspace
+            raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
@@ -487,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-seconds", type=float, default=120, help="sweep: how long the ingest load runs")
     parser.add_argument("--sweep-due", type=int, default=None,
                         help="sweep: scored contacts made due at once for the backlog run (default: all)")
+    parser.add_argument("--sweep-store", type=Path, default=None,
+                        help="sweep: the workspace of an earlier memory run to sweep (SQLite; skips the memory run)")
     parser.add_argument("--sweep-chunk", type=int, default=None, help="sweep: serve config sweep_chunk (default: its own)")
     parser.add_argument("--sweep-duty", type=float, default=None, help="sweep: serve config sweep_duty (default: its own)")
     parser.add_argument("--database-url", default=None)
@@ -530,14 +534,16 @@ def main(argv: list[str] | None = None) -> int:
                 crashes.append(run_crash(backend, args))
             if "poison" in runs:
                 poison.append(serve_resilience.run_poison(bench, backend, args))
-            if "memory" in runs or "sweep" in runs:
+            if "memory" in runs or ("sweep" in runs and args.sweep_store is None):
                 row, store = serve_resilience.run_memory(bench, backend, args)
                 memory.append(row)
-                if "sweep" in runs:
-                    # the steady state (only what came due by itself), then a backlog made due
-                    sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, 0, args.sweep_seconds / 2))
-                    sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, args.sweep_due,
-                                                             args.sweep_seconds))
+            elif "sweep" in runs:  # a store left by an earlier memory run (SQLite)
+                store = (args.sweep_store, None)
+            if "sweep" in runs:
+                # the steady state (only what came due by itself), then a backlog made due
+                sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, 0, args.sweep_seconds / 2))
+                sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, args.sweep_due,
+                                                         args.sweep_seconds))
     finally:
         if stop_folder:
             subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), "stop", stop_folder], capture_output=True)

@@ -50,8 +50,8 @@ class ServeConfig(BaseModel):
     # contacts per sweep transaction; event commits run between two
     sweep_chunk: int = Field(default=200, ge=1)
     # the share of the writer's time a sweep with a backlog may take: after each chunk it pauses
-    # as long as the chunk took (0.5), so requests are served while it runs
-    sweep_duty: float = Field(default=0.5, gt=0, le=1)
+    # three times as long as the chunk took (0.25), so requests are served while it runs
+    sweep_duty: float = Field(default=0.25, gt=0, le=1)
     top_reasons: int = Field(default=3, ge=1)
     # deepest JSON nesting a request body may have (a Segment call needs 3 or 4 levels)
     max_json_depth: int = Field(default=32, ge=4, le=256)

@@ -160,7 +160,7 @@ class Writer:
         cache_contacts: int = 100_000,
         refresh_seconds: float = 86_400.0,
         sweep_chunk: int = 200,
-        sweep_duty: float = 0.5,
+        sweep_duty: float = 0.25,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -529,7 +529,7 @@ class Writer:
             job.future.set_exception(exc)
             return
         if more:
-            # the rest after a pause as long as the chunk took (sweep_duty 0.5): the request
+            # the rest after a pause (three times the chunk's time at sweep_duty 0.25): the request
             # handlers share the GIL with this thread, and a writer busy without a break starves
             # them (each of their I/O waits costs a GIL switch interval); event commits queued
             # meanwhile run at once
