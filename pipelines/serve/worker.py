@@ -581,11 +581,11 @@ class Writer:
                 with self.lock if cached.get(contact) else contextlib.nullcontext():
                     self._advance(entry.state, now)
                     views[contact] = self.scorer.view(contact, entry.state)
-            changed = [c for c in ids if not (entries[c].score is not None and views[c].rule_score == entries[c].score
-                                              and views[c].points == entries[c].points)]
+            changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
+                                              and views[k].points == entries[k].points)]
             if self.triggers is not None and changed:
-                changes = [_change(c, now, (entries[c].score, entries[c].band, entries[c].points), views[c], [])
-                           for c in changed]
+                changes = [_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [])
+                           for k in changed]
                 for firing in self.triggers.sweep(conn, changes):
                     self.metrics.triggers.labels(firing.trigger, "sweep").inc()
             rows = []
