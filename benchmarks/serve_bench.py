@@ -24,6 +24,15 @@ Crash: the same load, SIGKILL of the server after ``--crash-after`` seconds, a r
 client batch resent (as SDKs retry), then: acknowledged events missing (lost) and any event
 stored more than once (doubled), which must both be zero.
 
+``--runs`` adds the runs of issue 15 (``benchmarks/serve_resilience.py``): ``poison`` (bad
+requests mixed into the load: every good one acknowledged, every bad one 4xx, 0 lost),
+``memory`` (``--memory-contacts`` distinct contacts, 1M by default: the server's RSS as they
+arrive, with the LRU bound) and ``sweep`` (every scored contact of that store due at once, ingest
+p99 while the sweep runs)::
+
+    python benchmarks/serve_bench.py --only sqlite --runs poison,memory,sweep \
+        --results benchmarks/results/serve_bench_resilience.json
+
 ``--models none,champion`` repeats each load with a LightGBM champion registered in the
 workspace (trained here on synthetic events of the same types), so the server also keeps the
 event mirror and returns a learned score per rescored contact (one predict per commit); the
@@ -152,14 +161,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(workspace: Path, port: int, database_url: str | None) -> subprocess.Popen:
+def _start_server(workspace: Path, port: int, database_url: str | None,
+                  extra: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PROPENSITY_WRITE_KEYS": KEY}
     env.pop("DATABASE_URL", None)
     if database_url:
         env["DATABASE_URL"] = database_url
     return subprocess.Popen(
-        [sys.executable, "-m", "propensity.pipelines.cli", "-w", str(workspace), "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "propensity.pipelines.cli", "-w", str(workspace), "serve", "--port", str(port),
+         *(extra or [])],
+        # stderr to a file: an unread pipe fills up and then blocks the server on its next log line
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(workspace / "server.log").open("ab"),
     )
 
 
@@ -169,7 +181,8 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> N
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
+            log = Path(server.args[4]) / "server.log"  # the -w workspace
+            raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
@@ -466,6 +479,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=5_000)
     parser.add_argument("--crash-after", type=float, default=6)
     parser.add_argument("--no-crash", action="store_true")
+    parser.add_argument("--runs", default="load,crash,poison,memory,sweep",
+                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep")
+    parser.add_argument("--poison-seconds", type=float, default=20)
+    parser.add_argument("--bad-every", type=int, default=5, help="poison: every Nth request of a connection is bad")
+    parser.add_argument("--memory-contacts", type=int, default=1_000_000,
+                        help="memory and sweep: distinct contacts sent (one new event each)")
+    parser.add_argument("--sweep-rate", type=float, default=300, help="sweep: offered ingest events/s while it runs")
+    parser.add_argument("--sweep-seconds", type=float, default=120, help="sweep: how long the ingest load runs")
+    parser.add_argument("--sweep-due", type=int, default=None,
+                        help="sweep: scored contacts made due at once for the backlog run (default: all)")
+    parser.add_argument("--sweep-store", type=Path, default=None,
+                        help="sweep: the workspace of an earlier memory run to sweep (SQLite; skips the memory run)")
+    parser.add_argument("--sweep-chunk", type=int, default=None, help="sweep: serve config sweep_chunk (default: its own)")
+    parser.add_argument("--sweep-duty", type=float, default=None, help="sweep: serve config sweep_duty (default: its own)")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/propensity-serve-bench"))
     parser.add_argument("--seed", type=int, default=0)
@@ -482,8 +509,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     backends = [b.strip() for b in args.only.split(",") if b.strip()]
+    import serve_resilience  # beside this file (benchmarks/ is on sys.path when run as a script)
+
+    bench = sys.modules[__name__]
+    runs = {r.strip() for r in args.runs.split(",") if r.strip()}
     loads, crashes, stop_folder = [], [], None
-    micro = run_learned_micro(args) if "champion" in args.models else []
+    poison, memory, sweeps = [], [], []
+    micro = run_learned_micro(args) if "champion" in args.models and "load" in runs else []
     try:
         for name in backends:
             if name == "sqlite":
@@ -493,12 +525,25 @@ def main(argv: list[str] | None = None) -> int:
                 if server_url is None:
                     continue
                 backend = Backend("postgresql", server_url)
-            for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
-                for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-                    loads.append(run_load(backend, shape, args, model))
-                    _print(loads[-1:], [])
-            if not args.no_crash:
+            if "load" in runs:
+                for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
+                    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+                        loads.append(run_load(backend, shape, args, model))
+                        _print(loads[-1:], [])
+            if "crash" in runs and not args.no_crash:
                 crashes.append(run_crash(backend, args))
+            if "poison" in runs:
+                poison.append(serve_resilience.run_poison(bench, backend, args))
+            if "memory" in runs or ("sweep" in runs and args.sweep_store is None):
+                row, store = serve_resilience.run_memory(bench, backend, args)
+                memory.append(row)
+            elif "sweep" in runs:  # a store left by an earlier memory run (SQLite)
+                store = (args.sweep_store, None)
+            if "sweep" in runs:
+                # the steady state (only what came due by itself), then a backlog made due
+                sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, 0, args.sweep_seconds / 2))
+                sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, args.sweep_due,
+                                                         args.sweep_seconds))
     finally:
         if stop_folder:
             subprocess.run(["bash", str(ROOT / ".ci" / "postgres.sh"), "stop", stop_folder], capture_output=True)
@@ -510,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
         "settings": {k: str(v) for k, v in vars(args).items() if k not in ("url", "shape", "record", "mode")},
         "load": loads, "crash": crashes, "learned_per_commit": micro,
+        "poison": poison, "memory": memory, "sweep": sweeps,
     }, indent=2))
     print(f"\n-> {args.results}")
     return 0

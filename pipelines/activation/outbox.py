@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import time
-import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 import httpx
 import sqlalchemy as sa
 
+from propensity.pipelines.activation.redaction import guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.tables import dead_letters, outbox
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "DeliveryReport",
     "RetryPolicy",
     "WebhookSender",
+    "attempts_text",
     "backoff_seconds",
     "deliver_due",
     "enqueue",
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Propensity-Signature"
 IDEMPOTENCY_HEADER = "X-Propensity-Idempotency-Key"
+ERROR_CHARS = 300  # of a receiver's answer kept in last_error (after redaction)
 
 
 def utcnow() -> dt.datetime:
@@ -86,21 +88,6 @@ def verify_signature(secret: str, header: str | None, body: bytes, *, tolerance_
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def redact(text: str, secrets: Sequence[str | None]) -> str:
-    """``text`` with every secret replaced by ``***`` (error messages may echo a response body)."""
-    # longest first, so a secret that contains another is replaced whole
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """A webhook URL and its path and query: the token of e.g. a Customer.io webhook lives there,
-    and a receiver's error page may echo just the path."""
-    parts = urllib.parse.urlsplit(url)
-    return tuple(s for s in (url, parts.path if len(parts.path) > 1 else "", parts.query) if s)
 
 
 # -- retry schedule ----------------------------------------------------------------------------
@@ -158,8 +145,10 @@ def replay(engine: sa.Engine, ids: Sequence[int] = (), *, all_dead: bool = False
     """Queue messages again; returns how many.
 
     With ``all_dead`` (or dead-letter ``ids`` together with it) dead letters move back into the
-    outbox with a fresh attempt count. Without it, ``ids`` are outbox ids and those messages
-    (delivered or not) are sent again, under the same idempotency key.
+    outbox, under their own outbox id. Without it, ``ids`` are outbox ids and those messages
+    (delivered or not) are sent again, under the same idempotency key. Either way the history
+    stays: ``attempts`` keeps counting, ``last_error`` stays until the next attempt, ``replays``
+    goes up by one, and the retry limit and backoff count from ``attempts_at_replay``.
     """
     now = now or utcnow()
     with engine.begin() as conn:
@@ -169,20 +158,35 @@ def replay(engine: sa.Engine, ids: Sequence[int] = (), *, all_dead: bool = False
                 query = query.where(dead_letters.c.id.in_(list(ids)))
             rows = conn.execute(query.order_by(dead_letters.c.id)).all()
             for row in rows:
-                conn.execute(sa.insert(outbox).values(
+                values = dict(
                     idempotency_key=row.idempotency_key, kind=row.kind, trigger=row.trigger,
                     contact_id=row.contact_id, payload=row.payload, created_at=row.created_at,
-                    next_attempt_at=now, attempts=0, last_error=None, delivered_at=None))
+                    next_attempt_at=now, attempts=row.attempts, last_error=row.last_error, delivered_at=None,
+                    replays=row.replays + 1, attempts_at_replay=row.attempts)
+                taken = conn.execute(sa.select(outbox.c.id).where(outbox.c.id == row.outbox_id)).first()
+                if taken is None:  # always, but in a store whose ids were reused before AUTOINCREMENT
+                    values["id"] = row.outbox_id
+                conn.execute(sa.insert(outbox).values(**values))
                 conn.execute(sa.delete(dead_letters).where(dead_letters.c.id == row.id))
             return len(rows)
         if not ids:
             raise ValueError("replay: give outbox ids, or --dead to replay dead letters")
         found = conn.execute(sa.update(outbox).where(outbox.c.id.in_(list(ids))).values(
-            delivered_at=None, attempts=0, next_attempt_at=now, last_error=None, claim=None)).rowcount
+            delivered_at=None, next_attempt_at=now, claim=None, replays=outbox.c.replays + 1,
+            attempts_at_replay=outbox.c.attempts)).rowcount
         if found != len(set(ids)):
             raise ValueError(f"replay: {len(set(ids)) - found} of the ids {sorted(set(ids))} are not in the outbox "
                              "(dead letters need --dead)")
         return found
+
+
+def attempts_text(row: Mapping) -> str:
+    """``attempts`` as ``propensity outbox list`` shows it: with the replays, when there were any."""
+    replays = row.get("replays") or 0
+    if not replays:
+        return str(row["attempts"])
+    since = row["attempts"] - (row.get("attempts_at_replay") or 0)
+    return f"{row['attempts']} ({since} since replay {replays})"
 
 
 # -- delivery ----------------------------------------------------------------------------------
@@ -217,6 +221,8 @@ class WebhookSender:
             raise ValueError("the webhook signing secret is empty: set PROPENSITY_WEBHOOK_SECRET")
         self.url = url
         self._secret = secret
+        self._secrets = (secret, *url_secrets(url))
+        self._guarded = guard_http_log(self._secrets)  # httpx logs each request's URL
         self._own_client = client is None
         self._client = client or httpx.Client(timeout=timeout)
 
@@ -243,20 +249,21 @@ class WebhookSender:
         }
         try:
             response = self._client.post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            message = redact(f"{type(exc).__name__}: {exc}", [self._secret, *url_secrets(self.url)])
-            raise DeliveryError(message) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise DeliveryError(redact(f"{type(exc).__name__}: {exc}", self._secrets, limit=ERROR_CHARS)) from None
         if 200 <= response.status_code < 300:
             return
         status = response.status_code
-        text = redact(response.text[:300], [self._secret, *url_secrets(self.url)])
-        raise DeliveryError(f"HTTP {status}: {text}",
+        # redacted whole, then cut: a secret crossing the cut would leak its prefix otherwise
+        raise DeliveryError(redact(f"HTTP {status}: {response.text}", self._secrets, limit=ERROR_CHARS),
                             permanent=400 <= status < 500 and status not in (408, 425, 429),
                             retry_after=parse_retry_after(response.headers.get("Retry-After")))
 
     def close(self) -> None:
         if self._own_client:
             self._client.close()
+        release_http_log(self._guarded)
+        self._guarded = ()
 
     def __enter__(self) -> WebhookSender:
         return self
@@ -355,16 +362,18 @@ def _record(engine: sa.Engine, outcomes: list[tuple[sa.Row, DeliveryError | None
 def _record_failure(conn: sa.Connection, message: sa.Row, exc: DeliveryError, now: dt.datetime,
                     policy: RetryPolicy, rng: random.Random) -> str:
     attempts = message.attempts + 1
-    error = str(exc)[:1000]
-    if exc.permanent or attempts >= policy.max_attempts:
+    tries = attempts - message.attempts_at_replay  # since the last replay: the limit counts these
+    error = redact(str(exc), limit=1000)  # the sender redacted its secrets; URL userinfo too, here
+    if exc.permanent or tries >= policy.max_attempts:
         conn.execute(sa.insert(dead_letters).values(
             outbox_id=message.id, idempotency_key=message.idempotency_key, kind=message.kind,
             trigger=message.trigger, contact_id=message.contact_id, payload=message.payload,
-            created_at=message.created_at, attempts=attempts, last_error=error, dead_at=now))
+            created_at=message.created_at, attempts=attempts, last_error=error, dead_at=now,
+            replays=message.replays, attempts_at_replay=message.attempts_at_replay))
         conn.execute(sa.delete(outbox).where(outbox.c.id == message.id))
         log.warning("outbox message %s dead after %d attempts: %s", message.id, attempts, error)
         return "dead"
-    wait = backoff_seconds(attempts, policy, rng)
+    wait = backoff_seconds(tries, policy, rng)
     if exc.retry_after is not None:
         wait = max(wait, min(exc.retry_after, policy.max_seconds))
     conn.execute(sa.update(outbox).where(outbox.c.id == message.id).values(

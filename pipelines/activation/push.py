@@ -11,7 +11,6 @@ every error message.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -30,19 +29,9 @@ import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
-from propensity.pipelines.activation.outbox import (
-    IDEMPOTENCY_HEADER,
-    SIGNATURE_HEADER,
-    parse_retry_after,
-    redact,
-    sign,
-    url_secrets,
-)
-from propensity.pipelines.activation.tables import (
-    create_activation_tables,
-    push_state,
-    upsert,
-)
+from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, sign
+from propensity.pipelines.activation.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
+from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
 
 __all__ = [
     "ContactTraits",
@@ -58,6 +47,8 @@ __all__ = [
     "pending_contacts",
     "push",
     "read_scores",
+    "summarise_preview",
+    "write_previews",
     "read_scores_table",
     "traits_from_scores",
 ]
@@ -281,6 +272,7 @@ class _Http:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.options = options
         self.secrets = list(secrets)
+        self._guarded = guard_http_log(self.secrets)  # httpx logs each request's URL
         self.bucket = bucket
         self.client = httpx.Client(timeout=options.timeout_seconds)
         self._sleep = sleep
@@ -311,8 +303,9 @@ class _Http:
         self.requests += 1
         try:
             response = self.client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise _HTTPFailure(self.redact(f"{type(exc).__name__}: {exc}"), retryable=True) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _HTTPFailure(self.redact(f"{type(exc).__name__}: {exc}"),
+                               retryable=not isinstance(exc, httpx.InvalidURL)) from None
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -321,14 +314,16 @@ class _Http:
             raise _HTTPFailure(f"HTTP {status}: asked to wait {retry_after:.0f} s (Retry-After), more than "
                                f"{self.options.max_retry_after_seconds:.0f} s", retryable=False)
         # no URL in the message: a webhook URL (e.g. Customer.io's) is itself a credential
-        message = self.redact(f"HTTP {status}: {response.text[:300]}")
+        message = self.redact(f"HTTP {status}: {response.text}")  # redacted whole, then cut
         raise _HTTPFailure(message, retryable=status in (408, 425, 429) or status >= 500, retry_after=retry_after)
 
     def redact(self, text: str) -> str:
-        return redact(text, self.secrets)
+        return redact(text, self.secrets, limit=ERROR_CHARS)
 
     def close(self) -> None:
         self.client.close()
+        release_http_log(self._guarded)
+        self._guarded = ()
 
 
 # -- destinations -------------------------------------------------------------------------------
@@ -348,12 +343,6 @@ class Destination:
         raise NotImplementedError
 
 
-def _basic_secrets(user: str, password: str) -> tuple[str, ...]:
-    # a response may echo the Authorization header, which carries the credentials base64-encoded
-    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return tuple(s for s in (password, user if not password else "", encoded) if s)
-
-
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -368,7 +357,7 @@ class SegmentBatch(Destination):
         self.name = name
         self.url = base_url.rstrip("/") + "/v1/batch"
         self._key = write_key
-        self.secrets = _basic_secrets(write_key, "")
+        self.secrets = (*basic_secrets(write_key, ""), *url_secrets(base_url, whole=False))
 
     def _body(self, batch: Sequence[ContactTraits]) -> dict:
         now = _now_iso()
@@ -396,7 +385,7 @@ class CustomerIOTrack(Destination):
         self.base_url = base_url.rstrip("/")
         self._auth = (site_id, api_key)
         # the site id alone is not secret, and redacting it would hide which workspace failed
-        self.secrets = _basic_secrets(site_id, api_key)
+        self.secrets = (*basic_secrets(site_id, api_key), *url_secrets(base_url, whole=False))
 
     def _url(self, contact_id: str) -> str:
         return f"{self.base_url}/api/v1/customers/{quote(contact_id, safe='')}"
@@ -489,15 +478,52 @@ class PushReport:
     preview: dict | None = field(default=None)
 
 
+def summarise_preview(preview: dict, show: int = 3) -> tuple[dict, int]:
+    """``preview`` with each list of contacts or requests cut to its first ``show`` items, the
+    cut said in the list itself; and how many items were left out in all.
+
+    What ``push --dry-run`` prints: a batch of 100 contacts is ~20,000 characters of JSON, and
+    cutting the text instead (as it did) made it invalid JSON.
+    """
+    left_out = 0
+
+    def walk(value):
+        nonlocal left_out
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list) and len(value) > show and all(isinstance(v, dict) for v in value):
+            left_out += len(value) - show
+            return [walk(v) for v in value[:show]] + [f"... and {len(value) - show} more in this batch"]
+        return value
+
+    return walk(preview), left_out
+
+
+def write_previews(destination: Destination, contacts: Sequence[ContactTraits], batch_size: int,
+                   path: str | Path) -> int:
+    """Every request a push would send, one JSON object per batch per line (no credentials)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    batches = 0
+    with path.open("w", encoding="utf-8") as out:
+        for batch in _batches(contacts, batch_size):
+            out.write(json.dumps(destination.preview(batch), default=str, sort_keys=True) + "\n")
+            batches += 1
+    return batches
+
+
 def _batches(items: Sequence[ContactTraits], size: int) -> Iterator[Sequence[ContactTraits]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
 def push(engine: sa.Engine, destination: Destination, contacts: Sequence[ContactTraits], *,
-         options: PushOptions = PushOptions(), dry_run: bool = False,
+         options: PushOptions = PushOptions(), dry_run: bool = False, preview_out: str | Path | None = None,
          sleep: Callable[[float], None] = time.sleep) -> PushReport:
     """Send the contacts whose traits changed since the last push to ``destination``.
+
+    With ``dry_run`` nothing is sent or recorded; the report's ``preview`` is the first batch, and
+    ``preview_out`` (a path) receives every batch's request as JSON lines.
 
     Raises
     ------
@@ -513,6 +539,8 @@ def push(engine: sa.Engine, destination: Destination, contacts: Sequence[Contact
     total = math.ceil(len(pending) / options.batch_size)
     if dry_run:
         preview = destination.preview(pending[:options.batch_size]) if pending else None
+        if preview_out is not None:
+            write_previews(destination, pending, options.batch_size, preview_out)
         return PushReport(destination.name, len(contacts), unchanged, 0, total, 0, True, preview)
     http = _Http(options, destination.secrets, TokenBucket(options.rate, options.burst, sleep=sleep), sleep=sleep)
     sent = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from propensity.pipelines.serve.db import dialect_insert
+from propensity.pipelines.serve.db import add_column, create_missing_indexes, dialect_insert
 
 __all__ = [
     "metadata",
@@ -19,6 +19,7 @@ __all__ = [
     "score_history",
     "push_state",
     "create_activation_tables",
+    "migrate_table",
     "insert_ignore",
     "upsert",
 ]
@@ -27,7 +28,10 @@ metadata = sa.MetaData()
 
 # One row per message to deliver. A row stays after delivery (delivered_at set) so that
 # `propensity outbox list` shows history; the idempotency key is unique, so evaluating the same
-# score change twice can never queue the same firing twice.
+# score change twice can never queue the same firing twice. Ids are never reused (SQLite needs
+# AUTOINCREMENT for that: without it a deleted highest id, a dead letter's, was given again).
+# `attempts` counts every attempt ever; a replay keeps it and records `attempts_at_replay`, from
+# which the retry limit and backoff count again, and `replays`.
 outbox = sa.Table(
     "activation_outbox",
     metadata,
@@ -43,8 +47,11 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("delivered_at", sa.DateTime, nullable=True),
     sa.Column("claim", sa.String(32), nullable=True),  # the token of the deliverer sending it now
+    sa.Column("replays", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attempts_at_replay", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_activation_outbox_due", "delivered_at", "next_attempt_at"),
     sa.Index("ix_activation_outbox_claim", "claim"),
+    sqlite_autoincrement=True,
 )
 
 # Messages that failed `max_attempts` times; `propensity outbox replay --dead` moves them back.
@@ -62,6 +69,9 @@ dead_letters = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("dead_at", sa.DateTime, nullable=False),
+    sa.Column("replays", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("attempts_at_replay", sa.Integer, nullable=False, server_default="0"),
+    sqlite_autoincrement=True,
 )
 
 # Every firing, keyed by its crossing: the same contact + trigger + crossing fires once, and the
@@ -103,8 +113,52 @@ push_state = sa.Table(
 
 
 def create_activation_tables(engine: sa.Engine) -> None:
-    """Create the activation tables (and indexes) that do not exist yet; safe to call repeatedly."""
+    """Create the activation tables (and indexes) that do not exist yet, and bring tables made by
+    an older version up to date; safe to call repeatedly."""
+    with engine.begin() as conn:
+        for table in (outbox, dead_letters):
+            migrate_table(conn, table)
     metadata.create_all(engine, checkfirst=True)
+    create_missing_indexes(engine, metadata)
+
+
+def migrate_table(conn: sa.Connection, table: sa.Table) -> None:
+    """Give an existing ``table`` the columns it lacks and, on SQLite, ``AUTOINCREMENT``.
+
+    SQLite cannot add AUTOINCREMENT to a table, so the table is rebuilt (rows and ids kept), and
+    its id sequence starts after every id ever seen, the dead letters' outbox ids included:
+    without AUTOINCREMENT, the highest of those may have been freed for reuse.
+    """
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table.name):
+        return
+    have = {c["name"] for c in inspector.get_columns(table.name)}
+    if conn.dialect.name == "sqlite":
+        sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (table.name,)).scalar() or ""
+        if "AUTOINCREMENT" not in sql.upper():
+            _rebuild_sqlite(conn, table, have)
+            return
+    for column in table.columns:
+        if column.name not in have:
+            add_column(conn, table, column.name)
+
+
+def _rebuild_sqlite(conn: sa.Connection, table: sa.Table, have: set[str]) -> None:
+    old = f"{table.name}__old"
+    conn.exec_driver_sql(f"ALTER TABLE {table.name} RENAME TO {old}")
+    for index in table.indexes:  # they moved with the renamed table, under the same names
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+    table.create(conn)
+    shared = ", ".join(f'"{c.name}"' for c in table.columns if c.name in have)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({shared}) SELECT {shared} FROM {old}")
+    conn.exec_driver_sql(f"DROP TABLE {old}")
+    seen = [f"SELECT MAX(id) FROM {table.name}"]
+    if table is outbox and sa.inspect(conn).has_table(dead_letters.name):
+        seen.append(f"SELECT MAX(outbox_id) FROM {dead_letters.name}")
+    top = max((conn.exec_driver_sql(q).scalar() or 0) for q in seen)
+    conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name = ?", (table.name,))
+    conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table.name, top))
 
 
 def insert_ignore(conn: sa.Connection, table: sa.Table, values: dict) -> bool:

@@ -206,6 +206,28 @@ class TriggerEngine:
         # history only needs to reach back as far as the longest drop window
         self._history_days = max((t.within_days for t in drops), default=None)
 
+    @property
+    def thresholds(self) -> list[tuple[str, float]]:
+        """``(measure, threshold)`` of every threshold trigger (``score`` or ``points``)."""
+        return [(t.measure, t.threshold) for t in self.config.triggers if isinstance(t, ThresholdCrossed)]
+
+    @property
+    def drop_triggers(self) -> list[ScoreDropped]:
+        return [t for t in self.config.triggers if isinstance(t, ScoreDropped)]
+
+    def drop_levels(self, conn: sa.Connection, contact_id: str, at: dt.datetime, score: float) -> list[float]:
+        """The scores at which each drop trigger would fire for this contact, from ``at`` on.
+
+        The peak is the highest of its window now (or the score itself); as the window slides the
+        peak can only fall, so these are the highest such levels: a sweep scheduled by them is
+        never late.
+        """
+        out = []
+        for trigger in self.drop_triggers:
+            peak = _peak(conn, contact_id, at - dt.timedelta(days=trigger.within_days), at)
+            out.append(max(score, peak[1] if peak is not None else score) - trigger.by)
+        return out
+
     def evaluate(self, conn: sa.Connection, change: ScoreChange) -> list[Firing]:
         """Evaluate every trigger on one event-driven change, in the caller's transaction.
 

@@ -87,7 +87,8 @@ def serve_cmd(
     if model != "none":
         from propensity.pipelines.serve.learned import load_registered_scorer
 
-        registered = load_registered_scorer(ws.path, model, model_name)
+        registered = load_registered_scorer(ws.path, model, model_name,
+                                            allow_external=serve_config.allow_external_model)
     settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
@@ -119,11 +120,11 @@ def push_cmd(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent; send and record nothing.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Contacts per batch.")] = 100,
     rate: Annotated[float, typer.Option("--rate", min=0.01, help="Requests per second at most.")] = 20.0,
+    preview_out: Annotated[Path | None, typer.Option("--preview-out", help="With --dry-run: write every request "
+                                                     "it would send to this file (JSON lines).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""
-    import json
-
     from propensity.pipelines.activation.push import (
         PushError,
         PushOptions,
@@ -131,9 +132,12 @@ def push_cmd(
         push,
         read_scores,
         read_scores_table,
+        summarise_preview,
         traits_from_scores,
     )
 
+    if preview_out is not None and not dry_run:
+        raise typer.BadParameter("--preview-out writes what a --dry-run would send: add --dry-run")
     destination = destination_from_env(to)
     engine = service_engine(ctx)
     if source is None:
@@ -151,7 +155,7 @@ def push_cmd(
     contacts = traits_from_scores(frame, source=label)
     try:
         report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
-                      dry_run=dry_run)
+                      dry_run=dry_run, preview_out=preview_out if dry_run else None)
     except PushError as exc:
         err.print(f"[red]push failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -160,8 +164,12 @@ def push_cmd(
                   f"{report.unchanged:,} unchanged since the last push; {verb} {count:,} in {report.batches:,} "
                   "batch(es)" + ("" if report.dry_run else f", {report.requests:,} request(s)"))
     if report.dry_run and report.preview is not None:
-        console.print("first batch (no credentials shown):")
-        console.print_json(json.dumps(report.preview, default=str)[:20_000])
+        shown, left_out = summarise_preview(report.preview)
+        console.print("first batch (no credentials shown" + (f"; {left_out:,} more item(s) not shown, "
+                      f"--preview-out FILE writes every request in full" if left_out else "") + "):")
+        console.print_json(data=shown, default=str)
+        if preview_out is not None:
+            console.print(f"every request written to {preview_out}")
 
 
 @outbox_app.command("deliver")
@@ -191,7 +199,8 @@ def outbox_list_cmd(
     limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
 ) -> None:
     """List the newest outbox messages (or dead letters)."""
-    from propensity.pipelines.activation.outbox import list_messages
+    from propensity.pipelines.activation.outbox import attempts_text, list_messages
+    from propensity.pipelines.activation.redaction import redact
 
     rows = list_messages(service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
     table = Table(title="dead letters" if dead else "outbox")
@@ -206,7 +215,7 @@ def outbox_list_cmd(
         else:
             status = f"next try {row['next_attempt_at']:%Y-%m-%d %H:%M:%S}"
         table.add_row(str(row["id"]), str(row["trigger"] or row["kind"]), str(row["contact_id"] or ""),
-                      str(row["attempts"]), status, (row["last_error"] or "")[:80])
+                      attempts_text(row), status, redact(row["last_error"] or "", limit=80))
     console.print(table)
     if not rows:
         console.print("(none)")

@@ -213,7 +213,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
         writer = Writer(engine, scorer, metrics, triggers=trigger_engine,
                         max_batch_events=settings.config.max_batch_events,
-                        commit_delay=settings.config.commit_delay_ms / 1000, clock=clock, learned=learned)
+                        commit_delay=settings.config.commit_delay_ms / 1000, clock=clock, learned=learned,
+                        cache_contacts=settings.config.cache_contacts,
+                        refresh_seconds=settings.config.score_refresh_hours * 3600,
+                        sweep_chunk=settings.config.sweep_chunk, sweep_duty=settings.config.sweep_duty)
         writer.start()
         runtime.update(engine=engine, writer=writer)
         tasks = [asyncio.create_task(_sweep_loop(writer, settings.config.sweep_seconds))]

@@ -40,6 +40,17 @@ class ServeConfig(BaseModel):
     # how often decayed scores are recomputed for drop triggers, and the outbox is delivered
     sweep_seconds: float = Field(default=60.0, gt=0)
     deliver_seconds: float = Field(default=5.0, gt=0)
+    # contacts whose score state is kept in memory (least recently used evicted, then read back
+    # from the database on their next event): about 3 KB each, so 100,000 is ~300 MB at most
+    cache_contacts: int = Field(default=100_000, ge=1)
+    # the sweep looks only at contacts that may have reached a band or trigger level (or whose
+    # event counts or expires); a decaying stored score is also brought up to date at least this often
+    score_refresh_hours: float = Field(default=24.0, gt=0)
+    # contacts per sweep transaction; event commits run between two
+    sweep_chunk: int = Field(default=200, ge=1)
+    # the share of the writer's time a sweep with a backlog may take: after each chunk it pauses
+    # three times as long as the chunk took (0.25), so requests are served while it runs
+    sweep_duty: float = Field(default=0.25, gt=0, le=1)
     top_reasons: int = Field(default=3, ge=1)
     # deepest JSON nesting a request body may have (a Segment call needs 3 or 4 levels)
     max_json_depth: int = Field(default=32, ge=4, le=256)
@@ -48,6 +59,9 @@ class ServeConfig(BaseModel):
     metrics: Literal["keyed", "open", "off"] = "keyed"
     # /docs, /redoc and /openapi.json; off by default: the docs page pulls Swagger UI from a CDN
     docs: bool = False
+    # a registered model is loaded by unpickling its artifacts: only from this workspace's own
+    # MLflow artifact folder, unless this says the model's source is trusted (docs/SERVICE.md)
+    allow_external_model: bool = False
 
 
 def load_serve_config(path: str | Path | None) -> ServeConfig:

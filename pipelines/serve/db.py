@@ -26,7 +26,9 @@ from propensity.features.schema import EVENTS
 __all__ = [
     "DATABASE_ENV",
     "DB_FILE",
+    "add_column",
     "contacts",
+    "create_missing_indexes",
     "create_tables",
     "database_url",
     "dialect_insert",
@@ -76,7 +78,11 @@ score_state = sa.Table(
     sa.Column("band", sa.String, nullable=False),
     sa.Column("changed_at", sa.DateTime, nullable=True),  # when rule_score last changed
     sa.Column("previous_score", sa.Float, nullable=True),  # rule_score before that change
+    # when the sweep must look at this contact again (a band or trigger level may be reached, an
+    # event counts or expires, or the stored score is due for a refresh); NULL: never by time alone
+    sa.Column("next_due", sa.DateTime, nullable=True),
     sa.Index("ix_score_state_score", "rule_score"),
+    sa.Index("ix_score_state_next_due", "next_due"),
 )
 
 
@@ -114,8 +120,44 @@ def make_engine(url: str) -> sa.Engine:
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create the service tables that do not exist yet (safe to call repeatedly)."""
+    """Create the service tables that do not exist yet, and bring older ones up to date (safe to
+    call repeatedly).
+
+    A ``score_state`` written before ``next_due`` existed gets the column, with every scored
+    contact due at once (the first sweep looks at each one and schedules it).
+    """
+    inspector = sa.inspect(engine)
+    old_state = inspector.has_table("score_state") and "next_due" not in {
+        c["name"] for c in inspector.get_columns("score_state")}
+    if old_state:
+        with engine.begin() as conn:
+            add_column(conn, score_state, "next_due")
+            conn.execute(sa.update(score_state).where(score_state.c.points != 0)
+                         .values(next_due=score_state.c.scored_at))
     metadata.create_all(engine, checkfirst=True)
+    create_missing_indexes(engine, metadata)
+
+
+def create_missing_indexes(engine: sa.Engine, meta: sa.MetaData) -> None:
+    """The declared indexes of ``meta``'s tables that an older table lacks (``create_all`` only
+    indexes the tables it creates)."""
+    inspector = sa.inspect(engine)
+    for table in meta.sorted_tables:
+        existing = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in existing:
+                index.create(engine, checkfirst=True)
+
+
+def add_column(conn: sa.Connection, table: sa.Table, name: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for ``table.c[name]`` as declared (its server default too)."""
+    column = table.c[name]
+    kind = column.type.compile(dialect=conn.dialect)
+    default = ""
+    if column.server_default is not None:
+        default = f" DEFAULT {column.server_default.arg}"
+    null = "" if column.nullable else " NOT NULL"
+    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}{default}{null}')
 
 
 def dialect_insert(dialect_name: str, table: sa.Table):

@@ -47,6 +47,16 @@ class ServiceMetrics:
         self.triggers = Counter(
             "propensity_trigger_firings", "Trigger firings queued in the outbox.", ["trigger", "source"], registry=r
         )
+        self.cache_size = Gauge("propensity_contact_cache_size", "Contacts whose score state is in memory.",
+                                registry=r)
+        self.cache_capacity = Gauge("propensity_contact_cache_capacity",
+                                    "Most contacts kept in memory (serve config cache_contacts).", registry=r)
+        self.cache_evictions = Counter(
+            "propensity_contact_cache_evictions",
+            "Contacts evicted from memory (least recently used; reloaded from the database when needed).",
+            registry=r)
+        self.swept = Counter("propensity_sweep_contacts", "Contacts the decay sweep looked at (the due ones).",
+                             registry=r)
         self.deliveries = Counter(
             "propensity_outbox_deliveries", "Outbox delivery attempts by outcome.", ["outcome"], registry=r
         )

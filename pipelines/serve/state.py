@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 _US_PER_DAY = 86_400_000_000.0
+_LN2 = math.log(2)
+_MAX_DAYS = 36_500.0  # a bound further than this is as good as never (and stays a valid datetime)
 _EPOCH = datetime(1970, 1, 1)
 # Points are clipped to +-POINTS_LIMIT: an uncapped per_value rule with value 1e308, twice, made
 # them infinite (no JSON for the score or a trigger's payload). Every scale ends far below this,
@@ -54,6 +56,11 @@ def clip_points(points: float) -> float:
     if points != points:
         return 0.0
     return max(-POINTS_LIMIT, min(POINTS_LIMIT, points))
+
+
+def _clip_read(value: Any) -> float:
+    value = float(value)
+    return value if -POINTS_LIMIT <= value <= POINTS_LIMIT else clip_points(value)
 
 
 def to_micros(ts: datetime) -> int:
@@ -182,10 +189,11 @@ class ContactState:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], n_activities: int) -> ContactState:
         """Rebuild a snapshot made by :meth:`to_json` for a rule set with ``n_activities``."""
+        # clipped: a state stored before points were bounded may hold inf (the comparison is
+        # the fast path: this runs for every contact the writer or the sweep reads back)
         activities = [
-            # clipped: a state stored before points were bounded may hold inf
-            ActivityState(clip_points(float(acc)), None if ref is None else int(ref),
-                          [(int(t), clip_points(float(c))) for t, c in live])
+            ActivityState(_clip_read(acc), None if ref is None else int(ref),
+                          [(int(t), c if -POINTS_LIMIT <= c <= POINTS_LIMIT else clip_points(c)) for t, c in live])
             for acc, ref, live in data["activities"]
         ]
         if len(activities) != n_activities:
@@ -378,6 +386,56 @@ class RuleScorer:
         future = copy.deepcopy(state)
         self.advance(future, at)
         return self.view(contact_id, future)
+
+    # ---------------------------------------------------------------- when to look again
+
+    def points_for_score(self, score: float) -> float:
+        """The least total whose score is ``score`` or more (inverse of :meth:`scale`).
+
+        -inf when every total scores at least ``score``, +inf when none does: a score level is a
+        points level, since the scale is monotone.
+        """
+        xs, ys = self._anchors, self._scores
+        if ys[0] >= score:
+            return -math.inf
+        for j in range(1, len(xs)):
+            if ys[j] >= score:
+                x0, x1, y0, y1 = xs[j - 1], xs[j], ys[j - 1], ys[j]
+                return float(x0 + (score - y0) * (x1 - x0) / (y1 - y0))
+        return math.inf
+
+    def levels(self) -> list[float]:
+        """The point totals at which a stored field moves by a step: band edges and the thresholds."""
+        found = {self.points_for_score(edge) for edge in self._band_edges}
+        found.update(float(t) for _, t in self._thresholds)
+        return sorted(x for x in found if math.isfinite(x))
+
+    def next_due_us(self, state: ContactState, points: float, levels: Sequence[float]) -> tuple[int | None, bool]:
+        """A time (us) at or before the first instant after ``state.at_us`` when the total may reach
+        one of ``levels`` or make a step (a pending event counts, a contribution expires), None:
+        never; and whether the points still move with time alone (a decaying part is not 0).
+
+        Between steps each part only decays towards 0, at a rate that falls with it (a cap only
+        slows it), so the total moves at most ``sum |raw| ln 2 / half_life`` points a day from now
+        on; the distance to the nearest level over that rate is a lower bound of the time to reach
+        it. Exact crossing times of a sum of exponentials have no closed form; a bound is enough,
+        because a contact looked at before its crossing is simply given a later bound.
+        """
+        due: int | None = state.pending[0][0] if state.pending else None
+        for index, activity in self._expiring:
+            live = state.activities[index].live
+            if live:
+                out = live[0][0] + int(activity.expires_after_days * _US_PER_DAY)
+                due = out if due is None else min(due, out)
+        rate = 0.0
+        for activity, raw in zip(self._activities, self.raw_points(state)):
+            if activity.half_life_days is not None and raw:
+                rate += abs(raw) * _LN2 / activity.half_life_days
+        if rate > 0 and levels:
+            distance = min(abs(points - level) for level in levels)
+            reach = state.at_us + int(min(distance / rate, _MAX_DAYS) * _US_PER_DAY)
+            due = reach if due is None else min(due, reach)
+        return due, rate > 0
 
     def scale(self, total: float) -> float:
         """``numpy.interp`` through the scale's anchors, for one number."""

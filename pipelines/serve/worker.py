@@ -11,8 +11,17 @@ then added to the in-memory event mirror and the touched contacts get their lear
 the commit's time: one feature pass and one LightGBM predict per commit, not per event.
 
 Scores are kept in memory (a cache of :class:`ContactState`, loaded from ``score_state`` on
-first use) and written back with every commit. If a commit fails, the contacts it touched are
-dropped from the cache, so they are reloaded from what the database really holds.
+first use) and written back with every commit. The cache is a least-recently-used map of at most
+``cache_contacts`` contacts: the database holds the truth, so an evicted contact is read back on
+its next event, with the same state and score (anyone who can send events, which a public write
+key allows, could otherwise grow the memory with new ``userId``s). If a commit fails, the
+contacts it touched are dropped from the cache, so they are reloaded from what the database holds.
+
+The sweep (decay-only changes, for drop triggers and the stored score) is incremental: each
+stored score carries ``next_due``, a time at or before which its band, a trigger's level or an
+expiry may be reached (:meth:`RuleScorer.next_due_us`), capped by ``refresh_seconds``; a sweep
+reads only the contacts that are due, in chunks, and puts itself back on the queue after each
+chunk, so event commits are not held behind it.
 """
 
 from __future__ import annotations
@@ -26,9 +35,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import cachetools
 import sqlalchemy as sa
 
 from propensity.pipelines.activation.triggers import ScoreChange
@@ -36,14 +46,9 @@ from propensity.pipelines.serve import db
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import ServiceMetrics
-from propensity.pipelines.serve.state import (
-    ContactState,
-    RuleScorer,
-    ScoreView,
-    from_micros,
-)
+from propensity.pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros, to_micros
 
-__all__ = ["CommitResult", "ContactEntry", "Writer", "is_permanent", "utcnow"]
+__all__ = ["CommitResult", "ContactCache", "ContactEntry", "Writer", "is_permanent", "utcnow"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,22 @@ class ContactEntry:
     previous_score: float | None = None
 
 
+class ContactCache(cachetools.LRUCache):
+    """The writer's contacts, least recently used evicted first; counts its evictions."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[], None] | None = None) -> None:
+        super().__init__(maxsize)
+        self.evictions = 0
+        self._on_evict = on_evict
+
+    def popitem(self):  # cachetools calls this to make room (its documented extension point)
+        item = super().popitem()
+        self.evictions += 1
+        if self._on_evict is not None:
+            self._on_evict()
+        return item
+
+
 @dataclass(frozen=True)
 class CommitResult:
     """What one request's rows did once committed."""
@@ -89,6 +110,9 @@ class _Job:
     rows: Sequence[EventRow | ContactUpdate] = ()
     future: Future = field(default_factory=Future)
     sweep: bool = False
+    # a sweep in progress: the instant it looks at (contacts due by then) and what it did so far
+    sweep_at: datetime | None = None
+    swept: int = 0
 
 
 _STOP = object()
@@ -112,6 +136,14 @@ class Writer:
         Returns naive UTC now (tests pass a fixed clock).
     learned : LearnedScores, optional
         The registered model and its event mirror (already loaded); None: rule scores only.
+    cache_contacts : int
+        Contacts kept in memory at most (least recently used evicted; the database has them).
+    refresh_seconds : float
+        The longest a decaying stored score waits for the sweep to bring it up to date.
+    sweep_chunk : int
+        Contacts one sweep transaction looks at; event commits run between chunks.
+    sweep_duty : float
+        The share of the writer's time a sweep with many contacts due may take (0-1].
     """
 
     def __init__(
@@ -125,6 +157,10 @@ class Writer:
         commit_delay: float = 0.0,
         clock: Callable[[], datetime] = utcnow,
         learned: LearnedScores | None = None,
+        cache_contacts: int = 100_000,
+        refresh_seconds: float = 86_400.0,
+        sweep_chunk: int = 200,
+        sweep_duty: float = 0.25,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -135,7 +171,17 @@ class Writer:
         self.clock = clock
         self.learned = learned
         self.lock = threading.Lock()  # guards the cache: the writer mutates, readers peek
-        self._cache: dict[str, ContactEntry] = {}
+        self._count_lock = threading.Lock()  # guards the queued-events count
+        self._cache = ContactCache(cache_contacts, on_evict=metrics.cache_evictions.inc)
+        metrics.cache_capacity.set(cache_contacts)
+        self.refresh = timedelta(seconds=refresh_seconds)
+        self.sweep_chunk = sweep_chunk
+        # the point totals at which something stored or fired moves by a step, for every contact
+        self._levels = sorted({*scorer.levels(), *_trigger_levels(triggers, scorer)})
+        self._drops = bool(triggers is not None and triggers.drop_triggers)
+        self._sweeping: list[str] = []
+        self._chunk_seconds = 0.0
+        self.sweep_duty = sweep_duty
         self._queue: queue.Queue = queue.Queue()
         self._queued_events = 0
         self._thread: threading.Thread | None = None
@@ -159,7 +205,8 @@ class Writer:
     def submit(self, rows: Sequence[EventRow | ContactUpdate]) -> Future:
         """Queue rows for the next commit; the future gets a :class:`CommitResult`."""
         job = _Job(rows=rows)
-        with self.lock:
+        # not self.lock: the request handlers' event loop must never wait for the writer's work
+        with self._count_lock:
             self._queued_events += len(rows)
             self.metrics.queue_depth.set(self._queued_events)
         self._queue.put(job)
@@ -256,7 +303,7 @@ class Writer:
                 for job in jobs:
                     job.future.set_exception(failure)
         finally:
-            with self.lock:
+            with self._count_lock:
                 self._queued_events -= size
                 self.metrics.queue_depth.set(self._queued_events)
 
@@ -297,7 +344,11 @@ class Writer:
                 [_event_record(e, now) for e in unique.values()],
                 "event_id",
             )
-            self._load(conn, [c for c in touched if c not in self._cache], now)
+            # this commit's contacts in a map of its own: however small the cache, none of them
+            # is evicted before its state is written
+            with self.lock:
+                entries = {c: self._cache.get(c) for c in touched}
+            entries.update(self._load(conn, [c for c, e in entries.items() if e is None], now))
             fresh_by_contact: dict[str, list[EventRow]] = {}
             for event in unique.values():
                 if event.event_id in stored:
@@ -309,14 +360,13 @@ class Writer:
                         updates_by_contact.setdefault(row.contact_id, []).append(row)
             views: dict[str, ScoreView] = {}
             changes = []
-            state_rows = []
             with self.lock:
                 for contact in touched:
                     fresh = fresh_by_contact.get(contact, [])
                     updates = updates_by_contact.get(contact, [])
                     if not fresh and not updates:
                         continue  # only duplicates: nothing moved
-                    entry = self._cache[contact]
+                    entry = entries[contact]
                     self._advance(entry.state, now)
                     before = None
                     if entry.score is not None and self.triggers is not None:
@@ -331,15 +381,19 @@ class Writer:
                     views[contact] = after
                     if self.triggers is not None:
                         changes.append(_change(contact, now, before, after, fresh))
-                    state_rows.append(self._stored(entry, after, now))
             if self.triggers is not None:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
                         self.metrics.triggers.labels(firing.trigger, "event").inc()
-            contact_rows = [_contact_record(ups, self._cache[contact].state.traits, now)
+            state_rows = [self._stored(conn, entries[c], view, now) for c, view in views.items()]
+            contact_rows = [_contact_record(ups, entries[contact].state.traits, now)
                             for contact, ups in updates_by_contact.items() if ups]
             db.upsert(conn, db.contacts, contact_rows, "contact_id", keep_when_null=("account_id", "created_at"))
             db.upsert(conn, db.score_state, state_rows, "contact_id")
+        with self.lock:  # committed: now the cache may hold them (evicting the least recent)
+            for contact in touched:
+                self._cache[contact] = entries[contact]
+            self.metrics.cache_size.set(len(self._cache))
         learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now)
         self.metrics.events.inc(len(stored))
         self.metrics.duplicates.inc(sum(isinstance(r, EventRow) for j in jobs for r in j.rows) - len(stored))
@@ -373,7 +427,7 @@ class Writer:
             log.exception("learned scoring of %d contacts failed", len(contacts))
             return {}
 
-    def _stored(self, entry: ContactEntry, view: ScoreView, now: datetime) -> dict[str, Any]:
+    def _stored(self, conn: sa.Connection, entry: ContactEntry, view: ScoreView, now: datetime) -> dict[str, Any]:
         if entry.score is None or view.rule_score != entry.score:
             entry.previous_score, entry.changed_at = entry.score, now
         entry.score, entry.points, entry.band = view.rule_score, view.points, view.band
@@ -386,12 +440,29 @@ class Writer:
             "band": view.band,
             "changed_at": entry.changed_at,
             "previous_score": entry.previous_score,
+            "next_due": self._next_due(conn, entry.state, view),
         }
 
-    def _load(self, conn: sa.Connection, contacts: list[str], now: datetime) -> None:
-        """Put ``contacts`` in the cache: their stored state, or an empty one."""
+    def _next_due(self, conn: sa.Connection, state: ContactState, view: ScoreView) -> datetime | None:
+        """When the sweep must look at this contact again (None: time alone changes nothing)."""
+        levels = self._levels
+        if self._drops:  # a drop fires at (peak in its window) - by: a level of this contact's own
+            drop = [self.scorer.points_for_score(s)
+                    for s in self.triggers.drop_levels(conn, view.contact_id, view.as_of, view.rule_score)]
+            levels = [*levels, *drop]
+        due, decays = self.scorer.next_due_us(state, view.points, levels)
+        if decays:  # the stored score itself is brought up to date now and then
+            refresh = to_micros(view.as_of + self.refresh)
+            due = refresh if due is None else min(due, refresh)
+        if due is None:
+            return None
+        return from_micros(max(due, state.at_us + 1))  # strictly later: a sweep never sees it twice
+
+    def _load(self, conn: sa.Connection, contacts: list[str], now: datetime) -> dict[str, ContactEntry]:
+        """The stored state of ``contacts`` (an empty one for a contact never stored); the cache is
+        not touched."""
         if not contacts:
-            return
+            return {}
         found = {}
         for chunk_start in range(0, len(contacts), 500):
             chunk = contacts[chunk_start : chunk_start + 500]
@@ -399,17 +470,28 @@ class Writer:
             for row in rows:
                 found[row.contact_id] = row
         n = len(self.scorer.rules.activities)
-        with self.lock:
-            for contact in contacts:
-                row = found.get(contact)
-                if row is None:
-                    self._cache[contact] = ContactEntry(self.scorer.new_state(now))
-                else:
-                    self._cache[contact] = ContactEntry(
-                        ContactState.from_json(json.loads(row.state), n),
-                        score=row.rule_score, points=row.points, band=row.band,
-                        changed_at=row.changed_at, previous_score=row.previous_score,
-                    )
+        out = {}
+        for contact in contacts:
+            row = found.get(contact)
+            if row is None:
+                out[contact] = ContactEntry(self.scorer.new_state(now))
+            else:
+                out[contact] = ContactEntry(
+                    ContactState.from_json(json.loads(row.state), n),
+                    score=row.rule_score, points=row.points, band=row.band,
+                    changed_at=row.changed_at, previous_score=row.previous_score,
+                )
+        return out
+
+    @property
+    def cached_contacts(self) -> int:
+        """How many contacts the cache holds now."""
+        return len(self._cache)
+
+    @property
+    def evictions(self) -> int:
+        """Contacts evicted from the cache so far."""
+        return self._cache.evictions
 
     # ---------------------------------------------------------------- reads
 
@@ -437,49 +519,93 @@ class Writer:
 
     def _do_sweep(self, job: _Job) -> None:
         try:
-            count = self._sweep()
+            more = self._sweep_chunk(job)
         except Exception as exc:
             log.exception("score sweep failed")
             self._drop_connection()
+            with self.lock:  # cached states it moved may be ahead of the database
+                for contact in self._sweeping:
+                    self._cache.pop(contact, None)
             job.future.set_exception(exc)
+            return
+        if more:
+            # the rest after a pause (three times the chunk's time at sweep_duty 0.25): the request
+            # handlers share the GIL with this thread, and a writer busy without a break starves
+            # them (each of their I/O waits costs a GIL switch interval); event commits queued
+            # meanwhile run at once
+            pause = self._chunk_seconds * (1 - self.sweep_duty) / self.sweep_duty
+            timer = threading.Timer(pause, self._queue.put, (job,))
+            timer.daemon = True
+            timer.start()
         else:
-            job.future.set_result(count)
+            job.future.set_result(job.swept)
 
-    def _sweep(self, chunk: int = 500) -> int:
-        """Recompute every scored contact's score at now; report decay-only changes to triggers.
+    def _sweep_chunk(self, job: _Job) -> bool:
+        started = time.perf_counter()
+        try:
+            return self._sweep_chunk_now(job)
+        finally:
+            self._chunk_seconds = time.perf_counter() - started
 
-        Returns the number of contacts whose stored score changed.
+    def _sweep_chunk_now(self, job: _Job) -> bool:
+        """Bring up to ``sweep_chunk`` due contacts to now; report decay-only changes to triggers.
+
+        A contact is due when its ``next_due`` is at or before the instant the sweep started:
+        contacts it schedules again get a later ``next_due``, so each is seen once per sweep.
+        ``job.swept`` counts the contacts whose stored score changed. True when more may be due.
         """
         now = self._now()
-        with self.engine.connect() as conn:
+        if job.sweep_at is None:
+            job.sweep_at = now
+        c = db.score_state.c
+        conn = self._connection()
+        with conn.begin():
             ids = list(conn.execute(
-                sa.select(db.score_state.c.contact_id).where(db.score_state.c.points != 0)
+                sa.select(c.contact_id).where(c.next_due <= job.sweep_at)
+                .order_by(c.next_due).limit(self.sweep_chunk)
             ).scalars())
-        with self.lock:
-            ids = list(dict.fromkeys([*ids, *self._cache]))
-        changed = 0
-        for start in range(0, len(ids), chunk):
-            part = ids[start : start + chunk]
-            conn = self._connection()
-            with conn.begin():
-                self._load(conn, [c for c in part if c not in self._cache], now)
-                changes, rows = [], []
-                with self.lock:
-                    for contact in part:
-                        entry = self._cache[contact]
-                        self._advance(entry.state, now)
-                        view = self.scorer.view(contact, entry.state)
-                        if entry.score is not None and view.rule_score == entry.score and view.points == entry.points:
-                            continue
-                        before = (entry.score, entry.band, entry.points)
-                        rows.append(self._stored(entry, view, now))
-                        changes.append(_change(contact, now, before, view, []))
-                if self.triggers is not None and changes:
-                    for firing in self.triggers.sweep(conn, changes):
-                        self.metrics.triggers.labels(firing.trigger, "sweep").inc()
-                db.upsert(conn, db.score_state, rows, "contact_id")
-                changed += len(rows)
-        return changed
+            if not ids:
+                return False
+            self._sweeping = ids
+            with self.lock:
+                entries = {contact: self._cache.get(contact) for contact in ids}
+            cached = {contact: entry is not None for contact, entry in entries.items()}
+            # a contact out of the cache is read, brought up to date and written back, but not
+            # cached: a sweep must not evict the contacts that are sending events
+            entries.update(self._load(conn, [k for k, e in entries.items() if e is None], now))
+            views = {}
+            # the lock only around cached states (a score request may peek at them); the others
+            # are this chunk's own, and holding it longer would stall the request handlers
+            for contact in ids:
+                entry = entries[contact]
+                with self.lock if cached.get(contact) else contextlib.nullcontext():
+                    self._advance(entry.state, now)
+                    views[contact] = self.scorer.view(contact, entry.state)
+            changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
+                                              and views[k].points == entries[k].points)]
+            if self.triggers is not None and changed:
+                changes = [_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [])
+                           for k in changed]
+                for firing in self.triggers.sweep(conn, changes):
+                    self.metrics.triggers.labels(firing.trigger, "sweep").inc()
+            rows = []
+            for contact in ids:
+                with self.lock if cached.get(contact) else contextlib.nullcontext():
+                    rows.append(self._stored(conn, entries[contact], views[contact], now))
+            db.upsert(conn, db.score_state, rows, "contact_id")
+        job.swept += len(changed)
+        self.metrics.swept.inc(len(ids))
+        return len(ids) == self.sweep_chunk
+
+
+def _trigger_levels(triggers: Any, scorer: RuleScorer) -> list[float]:
+    """The point totals at which a threshold trigger may fire (bands are the scorer's levels)."""
+    if triggers is None:
+        return []
+    out = []
+    for measure, threshold in triggers.thresholds:
+        out.append(threshold if measure == "points" else scorer.points_for_score(threshold))
+    return [x for x in out if x == x and abs(x) != float("inf")]
 
 
 def _event_record(event: EventRow, now: datetime) -> dict[str, Any]:

@@ -125,3 +125,29 @@ def test_triggers_check_lists_the_shipped_triggers_and_rejects_a_bad_file(tmp_pa
 def _wide_console(monkeypatch):
     # rich wraps at the terminal width; tests read whole lines
     monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_a_dry_run_at_the_default_batch_size_prints_a_faithful_summary_and_can_write_every_request(
+        tmp_path, receiver, monkeypatch, capsys):
+    # issue 12, trap 10: 100 identify calls are over 20,000 characters of JSON; the text was cut
+    # there and then parsed, so the dry run crashed
+    import json
+
+    monkeypatch.setenv("SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv("SEGMENT_URL", receiver.url)
+    path = tmp_path / "scores.parquet"
+    scores(n=250).to_parquet(path)
+    ws = ["--workspace", str(tmp_path / "ws")]
+    out_file = tmp_path / "preview.jsonl"
+    assert main([*ws, "push", "--to", "segment", "--from", str(path), "--dry-run"]) == 0  # rc 2 before
+    out = " ".join(capsys.readouterr().out.split())
+    assert "would send 250 in 3 batch(es)" in out
+    assert "97 more item(s) not shown" in out and "... and 97 more in this batch" in out
+    assert '"userId": "p0"' in out and '"userId": "p2"' in out and '"userId": "p3"' not in out
+    assert main([*ws, "push", "--to", "segment", "--from", str(path), "--dry-run", "--preview-out", str(out_file)]) == 0
+    requests = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert [len(r["json"]["batch"]) for r in requests] == [100, 100, 50]
+    assert [c["userId"] for r in requests for c in r["json"]["batch"]] == [f"p{i}" for i in range(250)]
+    assert KEY not in out_file.read_text() + out
+    assert receiver.received == []
+    assert main([*ws, "push", "--to", "segment", "--from", str(path), "--preview-out", str(out_file)]) == 2
