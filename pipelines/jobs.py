@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import ibis
 import pandas as pd
 
-from propensity.features.build import build_features, feature_columns
+from propensity.features.auto import resolve_feature_config
+from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_at, spine_from_frame
 from propensity.features.store import Workspace
@@ -57,6 +58,16 @@ class FeatureRun:
     path: Path
     rows: int
     columns: list[str]
+    note: str | None = None  # what `auto` in the feature config chose, and why
+
+
+def _resolved(config: FeatureConfig, events: ibis.Table) -> tuple[FeatureConfig, list[str] | None, str | None]:
+    """Resolve `auto` up front, so the run can say what it chose (build_features would do it silently)."""
+    if config.is_resolved:
+        return config, None, None
+    types = list(config.event_types or discover_event_types(events, config))
+    resolved, note = resolve_feature_config(config, events, types)
+    return resolved, types, note
 
 
 def table_names(con: ibis.BaseBackend) -> set[str]:
@@ -136,14 +147,16 @@ def run_features(
         from propensity.pipelines.spark.features import write_spark_features
 
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-        expr = build_features(tables.events, spine, config, contacts=tables.contacts)
+        config, types, note = _resolved(config, tables.events)
+        expr = build_features(tables.events, spine, config, contacts=tables.contacts, event_types=types)
         path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}"
         rows = write_spark_features(tables, expr, path)
-        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr))
+        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note)
     con = ws.ibis_connection() if tables is None else tables.con
     spine = resolve_spine(con, choice, tables=tables, ws=ws)
     events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
-    expr = build_features(events, spine, config, contacts=contacts)
+    config, types, note = _resolved(config, events)
+    expr = build_features(events, spine, config, contacts=contacts, event_types=types)
     table = con.create_table("features", expr, overwrite=True)
     path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +166,7 @@ def run_features(
     else:
         con.to_parquet(ordered, path)
     rows = int(table.count().execute())
-    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table))
+    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table), note=note)
 
 
 def run_rule_scores(
