@@ -240,7 +240,7 @@ def _test_features(ws, config, result, rows):
     spine = con.create_table("_quality_spine", rows[KEYS], temp=True, overwrite=True)
     from propensity.features.config import FeatureConfig
 
-    feature_config = FeatureConfig.model_validate(result.scorer.feature_config)
+    feature_config = FeatureConfig.of_model(result.scorer.feature_config)
     built = build_features(con.table("events"), spine, feature_config, contacts=con.table("contacts"),
                            event_types=result.scorer.event_types).execute()
     built["as_of"] = built["as_of"].astype("datetime64[us]")

@@ -25,6 +25,10 @@ def _unique(values: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     return values
 
 
+# Families added after models were first recorded, as "off" (see FeatureConfig.of_model).
+_BEFORE_FAMILIES: dict[str, Any] = {"lifetime_features": False, "trend_features": False, "monetary_types": ()}
+
+
 class FeatureConfig(BaseModel):
     """Settings of the point-in-time feature build.
 
@@ -120,6 +124,16 @@ class FeatureConfig(BaseModel):
                 if missing:
                     raise ValueError(f"{key} not in event_types: {missing}")
         return self
+
+    @classmethod
+    def of_model(cls, recorded: dict[str, Any]) -> FeatureConfig:
+        """A trained model's recorded config; keys it predates mean their families were off.
+
+        A model trained before a family existed was trained without its columns: reading its
+        config with today's defaults would build them (and leave ``monetary_types`` on
+        ``auto``, which the service refuses).
+        """
+        return cls.model_validate({**_BEFORE_FAMILIES, **recorded})
 
     @property
     def is_resolved(self) -> bool:

@@ -264,7 +264,7 @@ def run_model_scores(
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts = tables.events, tables.contacts
     features = build_features(
-        events, spine, FeatureConfig.model_validate(scorer.feature_config),
+        events, spine, FeatureConfig.of_model(scorer.feature_config),
         contacts=contacts, event_types=scorer.event_types,
     ).execute()
     scores = pyfunc.predict(features[scorer.feature_names])

@@ -275,7 +275,7 @@ def compare_models(
         step("score with the learned model")
         test_spine = data.spine_table(test, "_compare_test_spine")
         features = build_features(
-            data.events, test_spine, FeatureConfig.model_validate(scorer.feature_config),
+            data.events, test_spine, FeatureConfig.of_model(scorer.feature_config),
             contacts=data.contacts, event_types=scorer.event_types,
         ).execute()
         features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")

@@ -85,7 +85,7 @@ class FeaturePlan:
     @classmethod
     def from_scorer(cls, scorer: Any) -> FeaturePlan:
         """The plan of a :class:`propensity.pipelines.training.scorer.LearnedScorer`."""
-        config = FeatureConfig.model_validate(scorer.feature_config)
+        config = FeatureConfig.of_model(scorer.feature_config)
         if not config.is_resolved:
             unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]
             raise ValueError(f"the model's feature config leaves {unresolved} on `auto`: the service cannot know which "

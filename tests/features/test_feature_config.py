@@ -96,3 +96,13 @@ def test_auto_is_accepted_only_as_the_whole_value(tmp_path):
         load_feature_config(_write(tmp_path, "windows_days: []\n"))
     with pytest.raises(FeatureConfigError, match=r"monetary_types not in event_types: \['x'\]"):
         load_feature_config(_write(tmp_path, "event_types: [a]\nmonetary_types: [x]\n"))
+
+
+def test_a_model_recorded_before_the_new_families_reads_them_as_off():
+    recorded = {k: v for k, v in FeatureConfig(monetary_types=("buy",)).model_dump(mode="json").items()
+                if k not in ("lifetime_features", "trend_features", "monetary_types")}
+    old = FeatureConfig.of_model(recorded)
+    assert (old.lifetime_features, old.trend_features, old.monetary_types) == (False, False, ())
+    assert old.is_resolved
+    new = FeatureConfig(monetary_types=("buy",))
+    assert FeatureConfig.of_model(new.model_dump(mode="json")) == new  # a new record round-trips
