@@ -73,7 +73,7 @@ def propose_windows(horizon_days: float, gap_days: float, span_days: float) -> W
     Windows: a short one around a few returns (at least a week at a 30-day horizon, at least
     the cadence), the horizon itself, and about three horizons of history (never more than
     the data's span). Half-lives: a short one of a few cadences, capped at a tenth of the
-    horizon (signals that fade within days), a quarter and the whole horizon. Active-day
+    horizon (signals that fade within days), a quarter, a half and the whole horizon. Active-day
     windows: the short window, twice it (a couple of weeks) and the horizon.
 
     Parameters
@@ -99,7 +99,7 @@ def propose_windows(horizon_days: float, gap_days: float, span_days: float) -> W
     windows = tuple(sorted({short, middle, long}))
     quick = min(max(gap, 1.0), max(horizon_days / 10, 1.0))
     half_lives = tuple(sorted({float(_nice(quick, horizon_days / 10)), float(_nice(horizon_days / 4)),
-                               float(_nice(horizon_days))}))
+                               float(_nice(horizon_days / 2)), float(_nice(horizon_days))}))
     active = tuple(sorted({short, _nice(2 * short, span), middle}))
     cadence = "unknown (a week assumed)" if math.isnan(gap_days) else f"{gap_days:.1f} days"
     reason = (f"horizon {horizon_days:g} days, median gap between active days {cadence}, "
