@@ -21,9 +21,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_shipped_features_yaml_loads():
     config = load_feature_config(SHIPPED)
     assert isinstance(config, FeatureConfig)
-    assert config.windows_days == (7, 30, 90)
-    assert config.resolved_active_days_windows == (7, 14, 30, 90)
-    assert config.monetary_types == "auto" and not config.is_resolved
+    assert config.windows_days == config.half_lives_days == config.monetary_types == "auto"
+    assert config.active_days_windows is None and not config.is_resolved
 
 
 def test_none_gives_the_defaults():
