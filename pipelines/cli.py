@@ -21,7 +21,7 @@ __all__ = ["app", "main"]
 
 
 # The file `propensity init` writes into <ws>/configs/ for each shipped default it replaces.
-WORKSPACE_CONFIG_NAMES = {"rules/saas.yaml": "rules.yaml", "train.yaml": "train.yaml"}
+WORKSPACE_CONFIG_NAMES = {"rules/saas.yaml": "rules.yaml", "train.yaml": "train.yaml", "features.yaml": "features.yaml"}
 
 
 def _shipped(path: Path | None, relative: str, ws=None) -> Path:
@@ -246,7 +246,9 @@ def features_cmd(
     with _progress() as progress:
         task = progress.add_task("build features", total=None)
         tables = _engine_tables(ws, engine, engine_config, spark_master)
-        run = run_features(ws, _choice(as_of, spine), load_feature_config(config), out=out, tables=tables)
+        # the file training reads (the workspace's, else the shipped one), not FeatureConfig()'s defaults
+        run = run_features(ws, _choice(as_of, spine), load_feature_config(_shipped(config, "features.yaml", ws)),
+                           out=out, tables=tables)
         progress.update(task, completed=1, total=1)
     where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
