@@ -176,9 +176,11 @@ def _connect(p: dict[str, Any]):  # -> (ibis backend, duckdb connection)
 
 
 def _feature_config(p: dict[str, Any]):
-    from propensity.features.config import FeatureConfig
+    from propensity.features.config import FeatureConfig, load_feature_config
 
-    return FeatureConfig(account_features=p["accounts"], include_attributes=p["attributes"])
+    # --features: another feature set (e.g. the pre-issue-13 one) to compare build times
+    base = load_feature_config(p["features"]) if p.get("features") else FeatureConfig()
+    return base.model_copy(update={"account_features": p["accounts"], "include_attributes": p["attributes"]})
 
 
 def _events_used(raw, p: dict[str, Any]) -> int:
@@ -570,7 +572,7 @@ def section_features(args: argparse.Namespace, *, contacts: int, tag: str) -> di
     base = {"ws": str(ws), "as_of": _as_of(args), "memory_limit": limit}
     variants = [("full", True, True)] + ([("core", False, False)] if args.core and not big else [])
     for label, accounts, attributes in variants:
-        flags = {"accounts": accounts, "attributes": attributes}
+        flags = {"accounts": accounts, "attributes": attributes, "features": args.features}
         what = "full: contacts, accounts, attributes" if accounts else "core: no account features, no attributes"
         shapes = [] if big and not args.hand_100m else (args.hand_shapes_100m if big else args.hand_shapes)
         plan = {"build_features": ("build_ibis", {**base, **flags, "table": f"bench_ibis_{label}"})}
@@ -722,6 +724,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--hand-shapes", default="two_level,two_level_spine,const,spine",
                     help="hand SQL shapes to measure (see hand_features_sql.py)")
     ap.add_argument("--hand-shapes-100m", default="two_level", help="hand SQL shapes at 100M")
+    ap.add_argument("--features", default=None,
+                    help="feature config file for build_features (default: FeatureConfig()); the hand SQL "
+                         "covers the pre-issue-13 families only, so other sets show extra columns there")
     ap.add_argument("--core", action="store_true",
                     help="also compare without account features and attributes (10M only)")
     oulad = ap.add_mutually_exclusive_group()

@@ -533,7 +533,7 @@ def step_train_shipped(p: dict[str, Any]) -> dict[str, Any]:
     rows = result.test_scores[KEYS]
     con = ws.ibis_connection()
     spine = con.create_table("_bench_spine", rows, temp=True, overwrite=True)
-    built = build_features(con.table("events"), spine, FeatureConfig.model_validate(result.scorer.feature_config),
+    built = build_features(con.table("events"), spine, FeatureConfig.of_model(result.scorer.feature_config),
                            contacts=con.table("contacts"), event_types=result.scorer.event_types).execute()
     built.to_parquet(out / "features.parquet")
     metrics = result.metrics.set_index(["model", "split"])

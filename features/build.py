@@ -51,6 +51,7 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pandas as pd
 
+from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import TIMESTAMP_US
 
@@ -196,6 +197,15 @@ class _Plan:
         self.count_windows = sorted({*self.windows, self.momentum, 2 * self.momentum})
         self.day_bits = max(self.active_windows)
         self.words = -(-(self.day_bits + len(self.active_windows)) // _WORD_BITS)  # ceil
+        self.trend = config.trend_windows
+        unknown = sorted(set(config.monetary_types) - set(self.names))
+        if unknown:
+            raise ValueError(
+                f"monetary_types {unknown} are not among the feature's event types "
+                f"{sorted(self.names)}: list them in event_types or drop them"
+            )
+        # Ordered as the types, so the columns do not move with the config's order.
+        self.monetary = tuple(t for t in self.names if t in config.monetary_types)
 
     def edge_bit(self, k: int) -> int:
         """Position of the edge bit of the k-th active-days window."""
@@ -299,6 +309,7 @@ def _type_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
         aggs[f"_n{n}"] = _count_if(h._age <= n * _US_PER_DAY)
     aggs["_age_min"] = h._age.min()
     aggs["_age_max"] = h._age.max()
+    aggs["_n_total"] = h._ts.count()  # the NULL row of a contact without history counts 0
     for i in range(len(plan.config.half_lives_days)):
         aggs[f"_decay{i}"] = h[f"_decay{i}"].sum()
     for j in range(plan.words):
@@ -325,6 +336,9 @@ def _contact_aggregates(t: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
         for n in plan.windows:
             aggs[f"{name}__count_{n}d"] = _sum_count(_when(is_type, t[f"_n{n}"]))
         aggs[f"{name}__days_since_last"] = _when(is_type, t._age_min).min()
+        if plan.config.lifetime_features:
+            aggs[f"_{name}__n_total"] = _sum_count(_when(is_type, t._n_total))
+            aggs[f"_{name}__age_max"] = _when(is_type, t._age_max).max()
         for i, half_life in enumerate(plan.config.half_lives_days):
             aggs[f"{name}__decayed_{_fmt(half_life)}d"] = _when(is_type, t[f"_decay{i}"]).sum()
         for j in range(plan.words):
@@ -371,6 +385,9 @@ def _contact_features(agg: ibis.Table, plan: _Plan) -> dict[str, ir.Value]:
             out[column] = agg[column].fill_null(0.0)
         for k, n in enumerate(plan.active_windows):
             out[f"{name}__active_days_{n}d"] = _active_days(agg, plan, name, k)
+        out.update(_lifetime_features(agg, plan, name, out))
+        if name in {plan.names[t] for t in plan.monetary}:
+            out.update(_purchase_features(agg, name))
     for n in plan.windows:
         out[f"all__count_{n}d"] = agg[f"_all_n{n}"]
     out["all__days_since_last"] = _days(agg.all__days_since_last)
@@ -395,6 +412,99 @@ def _contact_features(agg: ibis.Table, plan: _Plan) -> dict[str, ir.Value]:
         within == 0, 0.0, (recent - before).cast("float64") / within.cast("float64")
     )
     return out
+
+
+def _lifetime_features(
+    agg: ibis.Table, plan: _Plan, name: str, out: dict[str, ir.Value]
+) -> dict[str, ir.Value]:
+    """Per type: all-history count, days since the first event, mean gap, trend."""
+    features: dict[str, ir.Value] = {}
+    if plan.config.lifetime_features:
+        total = agg[f"_{name}__n_total"].fill_null(0)
+        first, last = agg[f"_{name}__age_max"], agg[f"{name}__days_since_last"]
+        features[f"{name}__count_total"] = total
+        features[f"{name}__days_since_first"] = _days(first)
+        # First to last over the gaps between them: exact from the aggregates, no window
+        # function (a LAG over the joined events would sort them all).
+        features[f"{name}__mean_gap_days"] = _when(
+            total > 1, _days(first - last) / (total - 1).cast("float64")
+        )
+    if plan.trend is not None:
+        short, long = plan.trend
+        recent, within = out[f"{name}__count_{short}d"], out[f"{name}__count_{long}d"]
+        # Rate per day in the short window over the long window's: 1 = steady, above = rising.
+        features[f"{name}__trend_{short}d_{long}d"] = _when(
+            within > 0, (recent * long).cast("float64") / (within * short).cast("float64")
+        )
+    return features
+
+
+def _purchase_stats(base: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table | None:
+    """Per ``(contact, as_of)`` and purchase-like type: day-level totals before ``as_of``.
+
+    A branch of its own over the (few) purchase-like events, as repeat-purchase models count:
+    per UTC day first (a day with two orders is one repeat), then per type the number of
+    days, the first and last day and the first day's value. Exact distinct days without
+    ``COUNT(DISTINCT)`` (see the module docstring) and without day bitmasks (all history).
+    """
+    if not plan.monetary:
+        return None
+    mine = events.filter(events.event_type.cast("string").isin(list(plan.monetary)))
+    ev = mine.select(
+        _contact=mine.contact_id.cast("string"),
+        _type=mine.event_type.cast("string"),
+        _ts=mine.ts.cast(TIMESTAMP_US),
+        _value=mine.value.cast("float64").fill_null(0.0),
+    )
+    joined = base.join(ev, [base.contact_id == ev._contact, ev._ts < base.as_of])
+    day = joined.as_of.date().delta(joined._ts.date(), unit="day")
+    per_day = joined.group_by(
+        ["contact_id", "as_of", "_type", day.name("_day")]
+    ).aggregate(_v=joined._value.sum())
+    per_type = per_day.group_by(["contact_id", "as_of", "_type"]).aggregate(
+        _days=per_day.count(),
+        _first=per_day._day.max(),
+        _last=per_day._day.min(),
+        _total=per_day._v.sum(),
+        _first_v=per_day._v.argmax(per_day._day),  # days are distinct: one row wins
+    )
+    aggs: dict[str, ir.Scalar] = {}
+    for event_type in plan.monetary:
+        name, is_type = plan.names[event_type], per_type._type == event_type
+        for part in ("days", "first", "last", "total", "first_v"):
+            aggs[f"_{name}__p_{part}"] = _when(is_type, per_type[f"_{part}"]).max()
+    return per_type.group_by(_p_contact=per_type.contact_id, _p_as_of=per_type.as_of).aggregate(**aggs)
+
+
+def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
+    """lifetimes' ``summary_data_from_transaction_data`` (freq ``D``) at each ``as_of``.
+
+    The observation ends at the last instant before ``as_of``: its UTC date is ``as_of``'s,
+    or the day before when ``as_of`` is a midnight. NULL without a purchase (as lifetimes
+    leaves such a customer out), except ``value_total`` (0).
+    """
+    days, first, last = agg[f"_{name}__p_days"], agg[f"_{name}__p_first"], agg[f"_{name}__p_last"]
+    total, first_value = agg[f"_{name}__p_total"], agg[f"_{name}__p_first_v"]
+    midnight = ibis.ifelse(agg.as_of.truncate("D") == agg.as_of, 1, 0)
+    frequency = (days - 1).cast("float64")
+    return {
+        f"{name}__rfm_frequency": frequency,
+        f"{name}__rfm_recency_days": (first - last).cast("float64"),
+        f"{name}__rfm_tenure_days": (first - midnight).cast("float64"),
+        f"{name}__rfm_monetary": _when(
+            days.notnull(), ibis.ifelse(days > 1, (total - first_value) / frequency, 0.0)
+        ),
+        f"{name}__value_total": total.fill_null(0.0),
+    }
+
+
+def _with_purchases(raw: ibis.Table, purchases: ibis.Table | None) -> ibis.Table:
+    if purchases is None:
+        return raw
+    joined = raw.left_join(
+        purchases, [raw.contact_id == purchases._p_contact, raw.as_of == purchases._p_as_of]
+    )
+    return joined.select(*raw.columns, *[c for c in purchases.columns if c not in ("_p_contact", "_p_as_of")])
 
 
 def _member_stats(by_type: ibis.Table, plan: _Plan) -> ibis.Table:
@@ -600,7 +710,11 @@ def build_features(
     -------
     ibis.Table
         Keys ``contact_id``, ``as_of``, ``account_id``; then per type (in the given order)
-        ``count_{N}d``, ``days_since_last``, ``decayed_{H}d``, ``active_days_{N}d``; then
+        ``count_{N}d``, ``days_since_last``, ``decayed_{H}d``, ``active_days_{N}d``,
+        ``count_total``, ``days_since_first``, ``mean_gap_days`` (``lifetime_features``),
+        ``trend_{S}d_{L}d`` (``trend_features``) and, for purchase-like types,
+        ``rfm_frequency``, ``rfm_recency_days``, ``rfm_tenure_days``, ``rfm_monetary``,
+        ``value_total``; then
         ``all__count_{N}d``, ``all__days_since_last``, ``all__distinct_types_{N}d``,
         ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
         then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
@@ -611,6 +725,10 @@ def build_features(
     Counts are int64 and 0 when nothing happened; days, decayed sums, value sums and maxima
     and momentum are float64. ``days_since_last``, ``tenure_days`` and ``value__max_{N}d``
     are NULL without an event (in the window); decayed and value sums are 0.
+    ``mean_gap_days`` is NULL below two events, ``trend`` without an event in the longest
+    window, the ``rfm_*`` columns without a purchase. ``"auto"`` settings are resolved with
+    :func:`propensity.features.auto.resolve_feature_config` (small queries) unless the
+    config given is resolved already, as a trained model's is.
     ``all__distinct_types_{N}d`` counts the feature's event types (given or discovered)
     seen in the window. A row's ``account_id`` is the contacts table's, else the
     ``account_id`` of the contact's latest event before ``as_of``; account features are 0
@@ -619,12 +737,14 @@ def build_features(
     """
     if event_types is None:
         event_types = discover_event_types(events, config)
+    config, _ = resolve_feature_config(config, events, event_types)
     plan = _Plan(config, event_types)
 
     base = _spine_rows(spine)
     history = _history(base, events, contacts, plan)
     by_type = history.group_by(list(_LEVEL1_KEYS)).aggregate(**_type_aggregates(history, plan))
     raw = by_type.group_by(["contact_id", "as_of"]).aggregate(**_contact_aggregates(by_type, plan))
+    raw = _with_purchases(raw, _purchase_stats(base, events, plan))
     features = _contact_features(raw, plan)
     attributes = _attribute_columns(contacts, config)
     clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})

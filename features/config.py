@@ -7,7 +7,7 @@ YAML key fails loudly instead of silently falling back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,16 +25,24 @@ def _unique(values: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     return values
 
 
+# Families added after models were first recorded, as "off" (see FeatureConfig.of_model).
+_BEFORE_FAMILIES: dict[str, Any] = {"lifetime_features": False, "trend_features": False, "monetary_types": ()}
+
+
 class FeatureConfig(BaseModel):
     """Settings of the point-in-time feature build.
 
     Parameters
     ----------
-    windows_days : tuple of int
+    windows_days : tuple of int or "auto"
         Look-back windows in days for counts, sums, maxima and distinct types. A window of
-        N days holds events with ``as_of - N days <= ts < as_of``.
-    half_lives_days : tuple of float
-        Half-lives in days of the exponentially decayed sums (all history is used).
+        N days holds events with ``as_of - N days <= ts < as_of``. ``"auto"`` proposes them
+        from the horizon and the data's cadence (:mod:`propensity.features.auto`); the chosen
+        set is what a trained model records.
+    half_lives_days : tuple of float or "auto"
+        Half-lives in days of the exponentially decayed sums (all history is used); a short
+        one (a few days) beside the long ones catches signals that fade within the week.
+        ``"auto"`` as for ``windows_days``.
     value_weighted_types : tuple of str
         Event types whose decayed sum is weighted by the event's ``value``.
     event_types : tuple of str or None
@@ -46,6 +54,16 @@ class FeatureConfig(BaseModel):
         Windows of the ``{type}__active_days_{N}d`` features; None means ``windows_days``.
     momentum_days : int
         N of ``all__momentum_{N}d``: the last N days against the N days before them.
+    lifetime_features : bool
+        Whether to add, per type, ``count_total`` (all history), ``days_since_first`` and
+        ``mean_gap_days`` (first to last event over the gaps between them).
+    trend_features : bool
+        Whether to add, per type, ``trend_{S}d_{L}d``: the rate in the shortest window over
+        the rate in the longest (NULL without an event in the longest).
+    monetary_types : tuple of str or "auto"
+        Purchase-like types that get the repeat-purchase summaries (``rfm_frequency``,
+        ``rfm_recency_days``, ``rfm_tenure_days``, ``rfm_monetary``) and ``value_total``.
+        ``"auto"``: the feature types whose values are not all the same (one small query).
     account_features : bool
         Whether to add the ``account__*`` features.
     include_attributes : bool
@@ -54,36 +72,43 @@ class FeatureConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    windows_days: tuple[int, ...] = Field(default=(7, 30, 90), min_length=1)
-    half_lives_days: tuple[float, ...] = (7.0, 30.0)
+    windows_days: tuple[int, ...] | Literal["auto"] = (7, 30, 90)
+    half_lives_days: tuple[float, ...] | Literal["auto"] = (2.0, 7.0, 30.0)
     value_weighted_types: tuple[str, ...] = ()
     event_types: tuple[str, ...] | None = None
     max_event_types: int = Field(default=50, ge=1)
     active_days_windows: tuple[int, ...] | None = None
     momentum_days: int = Field(default=30, ge=1)
+    lifetime_features: bool = True
+    trend_features: bool = True
+    monetary_types: tuple[str, ...] | Literal["auto"] = "auto"
     account_features: bool = True
     include_attributes: bool = True
 
     @field_validator("windows_days", "active_days_windows")
     @classmethod
-    def _positive_unique_windows(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if value is None:
+    def _positive_unique_windows(cls, value: tuple[int, ...] | str | None) -> tuple[int, ...] | str | None:
+        if value is None or value == "auto":
             return value
+        if not value:
+            raise ValueError("give at least one window (or `auto`)")
         if any(n <= 0 for n in value):
             raise ValueError(f"windows must be positive numbers of days, got {list(value)}")
         return _unique(value, "windows")
 
     @field_validator("half_lives_days")
     @classmethod
-    def _positive_unique_half_lives(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+    def _positive_unique_half_lives(cls, value: tuple[float, ...] | str) -> tuple[float, ...] | str:
+        if value == "auto":
+            return value
         if any(not h > 0 for h in value):  # `not >` also rejects NaN
             raise ValueError(f"half-lives must be positive, got {list(value)}")
         return _unique(value, "half_lives_days")
 
-    @field_validator("event_types", "value_weighted_types")
+    @field_validator("event_types", "value_weighted_types", "monetary_types")
     @classmethod
-    def _non_empty_unique_types(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if value is None:
+    def _non_empty_unique_types(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        if value is None or value == "auto":
             return value
         if any(not t.strip() for t in value):
             raise ValueError("event types must be non-empty strings")
@@ -93,10 +118,34 @@ class FeatureConfig(BaseModel):
     def _weighted_types_are_listed(self) -> FeatureConfig:
         # Only checkable when the types are given; a typo here would silently drop the weight.
         if self.event_types is not None:
-            missing = sorted(set(self.value_weighted_types) - set(self.event_types))
-            if missing:
-                raise ValueError(f"value_weighted_types not in event_types: {missing}")
+            for key in ("value_weighted_types", "monetary_types"):
+                listed = getattr(self, key)
+                missing = [] if listed == "auto" else sorted(set(listed) - set(self.event_types))
+                if missing:
+                    raise ValueError(f"{key} not in event_types: {missing}")
         return self
+
+    @classmethod
+    def of_model(cls, recorded: dict[str, Any]) -> FeatureConfig:
+        """A trained model's recorded config; keys it predates mean their families were off.
+
+        A model trained before a family existed was trained without its columns: reading its
+        config with today's defaults would build them (and leave ``monetary_types`` on
+        ``auto``, which the service refuses).
+        """
+        return cls.model_validate({**_BEFORE_FAMILIES, **recorded})
+
+    @property
+    def is_resolved(self) -> bool:
+        """True when nothing is ``"auto"`` any more (see :func:`propensity.features.auto.resolve_feature_config`)."""
+        return "auto" not in (self.windows_days, self.half_lives_days, self.monetary_types)
+
+    @property
+    def trend_windows(self) -> tuple[int, int] | None:
+        """(shortest, longest) window of the trend features; None when off or one window."""
+        if not self.trend_features or len(self.windows_days) < 2:
+            return None
+        return min(self.windows_days), max(self.windows_days)
 
     @property
     def resolved_active_days_windows(self) -> tuple[int, ...]:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import ibis
 import pandas as pd
 
-from propensity.features.build import build_features, feature_columns
+from propensity.features.auto import resolve_feature_config
+from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_at, spine_from_frame
 
@@ -55,6 +56,16 @@ class FeatureRun:
     path: Path
     rows: int
     columns: list[str]
+    note: str | None = None  # what `auto` in the feature config chose, and why
+
+
+def _resolved(config: FeatureConfig, events: ibis.Table) -> tuple[FeatureConfig, list[str] | None, str | None]:
+    """Resolve `auto` up front, so the run can say what it chose (build_features would do it silently)."""
+    if config.is_resolved:
+        return config, None, None
+    types = list(config.event_types or discover_event_types(events, config))
+    resolved, note = resolve_feature_config(config, events, types)
+    return resolved, types, note
 
 
 def table_names(con: ibis.BaseBackend) -> set[str]:
@@ -136,7 +147,8 @@ def run_features(
     con = ws.ibis_connection() if tables is None else tables.con
     spine = resolve_spine(con, choice, tables=tables, ws=ws)
     events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
-    expr = build_features(events, spine, config, contacts=contacts)
+    config, types, note = _resolved(config, events)
+    expr = build_features(events, spine, config, contacts=contacts, event_types=types)
     table = con.create_table("features", expr, overwrite=True)
     path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +158,7 @@ def run_features(
     else:
         con.to_parquet(ordered, path)
     rows = int(table.count().execute())
-    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table))
+    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table), note=note)
 
 
 def run_rule_scores(
@@ -227,7 +239,7 @@ def run_model_scores(
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts = tables.events, tables.contacts
     features = build_features(
-        events, spine, FeatureConfig.model_validate(scorer.feature_config),
+        events, spine, FeatureConfig.of_model(scorer.feature_config),
         contacts=contacts, event_types=scorer.event_types,
     ).execute()
     scores = pyfunc.predict(features[scorer.feature_names])

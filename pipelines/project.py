@@ -201,11 +201,14 @@ class Project:
         from propensity.features.config import load_feature_config
         from propensity.pipelines.jobs import run_features
 
+        # the file training reads (given, the workspace's, else the shipped one), not FeatureConfig()'s defaults
+        where = self._uses(self._file("features", config, None), "feature config")
+        feature_config = load_feature_config(where.path)
         if tables is not None and tables.is_spark:
             from propensity.pipelines.spark.features import run_spark_features
 
-            return run_spark_features(self.ws, spine_choice(at), load_feature_config(config), out, tables)
-        return run_features(self.ws, spine_choice(at), load_feature_config(config), out=out, tables=tables)
+            return run_spark_features(self.ws, spine_choice(at), feature_config, out, tables)
+        return run_features(self.ws, spine_choice(at), feature_config, out=out, tables=tables)
 
     def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
         """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""

@@ -120,6 +120,8 @@ def features_cmd(
         progress.update(task, completed=1, total=1)
     where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
+    if run.note:
+        console.print(f"feature config `auto`: {run.note}")
 
 
 @app.command("generate")

@@ -190,7 +190,8 @@ def run_backtest(
     rows = labelled[labelled["as_of"] <= last].reset_index(drop=True)
     step(f"backtest: features and rule points for {len(rows):,} rows")
     spine = data.spine_table(rows, "_backtest_spine")
-    features, columns, _ = feature_frame(data, spine, load_feature_config(train_config.features))
+    features, columns, _ = feature_frame(data, spine, load_feature_config(train_config.features),
+                                         horizon_days=train_config.horizon_days)
     raw = raw_points(data, rows, rules, spine)
     scored = score_frame(raw, data.contacts_frame, rules)
     base = (rows[[*KEYS, "label", "label_end"]]

@@ -23,11 +23,8 @@ from pathlib import Path
 import ibis
 import pandas as pd
 
-from propensity.features.build import (
-    build_features,
-    discover_event_types,
-    feature_columns,
-)
+from propensity.features.auto import resolve_feature_config
+from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
 from propensity.features.store import Workspace
 from propensity.pipelines.compare.config import CompareConfig
@@ -258,7 +255,7 @@ def compare_models(
         step("score with the learned model")
         test_spine = data.spine_table(test, "_compare_test_spine")
         features = build_features(
-            data.events, test_spine, FeatureConfig.model_validate(scorer.feature_config),
+            data.events, test_spine, FeatureConfig.of_model(scorer.feature_config),
             contacts=data.contacts, event_types=scorer.event_types,
         ).execute()
         features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
@@ -275,10 +272,11 @@ def compare_models(
 
 
 def feature_frame(
-    data: EvaluationData, spine: ibis.Table, config: FeatureConfig
+    data: EvaluationData, spine: ibis.Table, config: FeatureConfig, horizon_days: float | None = None
 ) -> tuple[pd.DataFrame, list[str], tuple[str, ...]]:
-    """Features for the spine rows with the training feature config (types discovered as training does)."""
+    """Features for the spine rows with the training feature config (types and `auto` choices as training makes them)."""
     event_types = config.event_types or discover_event_types(data.events, config)
+    config, _ = resolve_feature_config(config, data.events, event_types, horizon_days=horizon_days)
     features = build_features(data.events, spine, config, contacts=data.contacts, event_types=event_types).execute()
     features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
     return features, feature_columns(features), tuple(event_types)

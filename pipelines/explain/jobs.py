@@ -66,7 +66,7 @@ def model_features(con, spine, scorer) -> pd.DataFrame:
     if contacts is not None and not int(contacts.count().execute()):
         contacts = None
     frame = build_features(
-        con.table("events"), spine, FeatureConfig.model_validate(scorer.feature_config),
+        con.table("events"), spine, FeatureConfig.of_model(scorer.feature_config),
         contacts=contacts, event_types=scorer.event_types,
     ).execute()
     return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)

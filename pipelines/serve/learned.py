@@ -87,7 +87,11 @@ class FeaturePlan:
     @classmethod
     def from_scorer(cls, scorer: Any) -> FeaturePlan:
         """The plan of a :class:`propensity.pipelines.training.scorer.LearnedScorer`."""
-        config = FeatureConfig.model_validate(scorer.feature_config)
+        config = FeatureConfig.of_model(scorer.feature_config)
+        if not config.is_resolved:
+            unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]
+            raise ValueError(f"the model's feature config leaves {unresolved} on `auto`: the service cannot know which "
+                             "columns it was trained on; retrain it (training records the resolved choices)")
         event_types = tuple(scorer.event_types)
         names: dict[str, str] = {}
         for event_type in event_types:
@@ -98,6 +102,11 @@ class FeaturePlan:
         columns = _column_names(config, names)
         generated = set(columns) | set(KEY_COLUMNS)
         attributes = tuple(c for c in scorer.feature_names if c not in generated)
+        prefixes = {*names.values(), "all", "value", "account"}
+        unknown = [c for c in attributes if c.split("__")[0] in prefixes and "__" in c]
+        if unknown:  # read as traits they would be missing on every row: NaN, silently
+            raise ValueError(f"the model uses feature families this service does not compute: {unknown[:5]}; "
+                             "serve it with the version that trained it, or retrain")
         if attributes and not config.include_attributes:
             raise ValueError(f"the model uses features the service cannot compute: {list(attributes)[:5]}")
         return cls(config, event_types, names, tuple(columns), attributes, frozenset(scorer.categories))
@@ -114,6 +123,9 @@ def _column_names(config: FeatureConfig, names: Mapping[str, str]) -> list[str]:
         out.append(f"{name}__days_since_last")
         out += [f"{name}__decayed_{_fmt(h)}d" for h in config.half_lives_days]
         out += [f"{name}__active_days_{n}d" for n in config.resolved_active_days_windows]
+        out += _lifetime_columns(config, name)
+        if name in {names[t] for t in config.monetary_types if t in names}:
+            out += [f"{name}__{part}" for part in _PURCHASE_PARTS]
     out += [f"all__count_{n}d" for n in config.windows_days]
     out.append("all__days_since_last")
     out += [f"all__distinct_types_{n}d" for n in config.windows_days]
@@ -124,6 +136,19 @@ def _column_names(config: FeatureConfig, names: Mapping[str, str]) -> list[str]:
         out += [f"account__active_contacts_{n}d" for n in config.windows_days]
         out += [f"account__count_{n}d" for n in config.windows_days]
         out.append("account__contacts")
+    return out
+
+
+_PURCHASE_PARTS = ("rfm_frequency", "rfm_recency_days", "rfm_tenure_days", "rfm_monetary", "value_total")
+
+
+def _lifetime_columns(config: FeatureConfig, name: str) -> list[str]:
+    out = []
+    if config.lifetime_features:
+        out += [f"{name}__count_total", f"{name}__days_since_first", f"{name}__mean_gap_days"]
+    if config.trend_windows is not None:
+        short, long = config.trend_windows
+        out.append(f"{name}__trend_{short}d_{long}d")
     return out
 
 
@@ -202,6 +227,7 @@ class EventMirror:
         self._other = len(plan.names)
         weighted = set(plan.config.value_weighted_types)
         self._weighted = np.array([t in weighted for t in plan.names] + [False])
+        self._monetary = {i for i, t in enumerate(plan.names) if t in plan.config.monetary_types}
         self._logs: dict[str, _Log] = {}
         self._contacts: dict[str, _Contact] = {}
         self._table_members: dict[str, set[str]] = {}  # account -> contacts-table members
@@ -311,6 +337,10 @@ class EventMirror:
         min_age = np.full(G, _NO_AGE, dtype="int64")
         np.minimum.at(min_age, g, age)
         min_age = min_age.reshape(R, K1)
+        max_age = np.full(G, -1, dtype="int64")
+        np.maximum.at(max_age, g, age)
+        max_age = max_age.reshape(R, K1)
+        total = np.bincount(g, minlength=G).reshape(R, K1)
         out: dict[str, np.ndarray] = {}
         decayed = []
         for h in cfg.half_lives_days:
@@ -333,6 +363,21 @@ class EventMirror:
                 out[f"{name}__decayed_{_fmt(h)}d"] = decayed[i][:, j]
             for n in cfg.resolved_active_days_windows:
                 out[f"{name}__active_days_{n}d"] = active[n][:, j].astype("int64")
+            if cfg.lifetime_features:
+                n_all, first, last = total[:, j], max_age[:, j], min_age[:, j]
+                out[f"{name}__count_total"] = n_all.astype("int64")
+                out[f"{name}__days_since_first"] = np.where(first < 0, np.nan, first.astype("float64") / _US_PER_DAY)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    gap = (first - last).astype("float64") / _US_PER_DAY / (n_all - 1).astype("float64")
+                out[f"{name}__mean_gap_days"] = np.where(n_all > 1, gap, np.nan)
+            if cfg.trend_windows is not None:
+                short, long = cfg.trend_windows
+                recent, within = counts[short][:, j], counts[long][:, j]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    ratio = (recent * long).astype("float64") / (within * short).astype("float64")
+                out[f"{name}__trend_{short}d_{long}d"] = np.where(within > 0, ratio, np.nan)
+            if j in self._monetary:
+                out.update(_purchase_summary(name, r_[k == j], day[k == j], v[k == j], R, T))
         for n in cfg.windows_days:
             out[f"all__count_{n}d"] = counts[n].sum(axis=1)
         out["all__days_since_last"] = _days(min_age.min(axis=1))
@@ -417,6 +462,36 @@ class EventMirror:
         out.update({f"account__count_{n}d": int((age <= n * _US_PER_DAY).sum()) for n in cfg.windows_days})
         out["account__contacts"] = len(known.union(active.tolist()))
         return out
+
+
+def _purchase_summary(name: str, rows: np.ndarray, day: np.ndarray, value: np.ndarray, R: int, T: int
+                      ) -> dict[str, np.ndarray]:
+    """The build's repeat-purchase summaries of one type: per row and UTC day first, then per row."""
+    value = np.where(np.isnan(value), 0.0, value)  # a NULL value adds nothing, as the build's fill
+    width = int(day.max()) + 1 if len(day) else 1
+    keys, where = np.unique(rows * width + day, return_inverse=True)
+    day_value = np.bincount(where, weights=value, minlength=len(keys))
+    key_row, key_day = keys // width, keys % width
+    days = np.bincount(key_row, minlength=R)
+    first = np.full(R, -1, dtype="int64")
+    np.maximum.at(first, key_row, key_day)
+    last = np.full(R, np.iinfo(np.int64).max, dtype="int64")
+    np.minimum.at(last, key_row, key_day)
+    is_first = key_day == first[key_row]
+    first_value = np.bincount(key_row[is_first], weights=day_value[is_first], minlength=R)
+    total = np.bincount(key_row, weights=day_value, minlength=R)
+    bought = days > 0
+    midnight = 1 if T % _US_PER_DAY == 0 else 0  # the observation ends the day before a midnight
+    frequency = np.where(bought, days - 1, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        monetary = np.where(days > 1, (total - first_value) / (days - 1), 0.0)
+    return {
+        f"{name}__rfm_frequency": frequency,
+        f"{name}__rfm_recency_days": np.where(bought, first - last, np.nan),
+        f"{name}__rfm_tenure_days": np.where(bought, first - midnight, np.nan),
+        f"{name}__rfm_monetary": np.where(bought, monetary, np.nan),
+        f"{name}__value_total": total,
+    }
 
 
 def _account_columns(cfg: FeatureConfig) -> list[str]:

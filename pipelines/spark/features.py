@@ -38,10 +38,11 @@ def write_spark_features(tables: EngineTables, expr: ibis.Table, path: Path) -> 
 def run_spark_features(ws, choice, config, out: Path | None, tables: EngineTables):
     """Build the features of ``choice`` on Spark and write them to a Parquet (or CSV) folder."""
     from propensity.features.build import build_features, feature_columns
-    from propensity.pipelines.jobs import FeatureRun, resolve_spine
+    from propensity.pipelines.jobs import FeatureRun, _resolved, resolve_spine
 
     spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-    expr = build_features(tables.events, spine, config, contacts=tables.contacts)
+    config, types, note = _resolved(config, tables.events)
+    expr = build_features(tables.events, spine, config, contacts=tables.contacts, event_types=types)
     path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}"
     rows = write_spark_features(tables, expr, path)
-    return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr))
+    return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note)

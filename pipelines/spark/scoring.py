@@ -86,7 +86,7 @@ def run_spark_model_scores(
     scorer = pyfunc.unwrap_python_model().scorer
     spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
     expr = build_features(
-        tables.events, spine, FeatureConfig.model_validate(scorer.feature_config),
+        tables.events, spine, FeatureConfig.of_model(scorer.feature_config),
         contacts=tables.contacts, event_types=scorer.event_types,
     )
     scored = score_frame_with_model(spark_frame(tables, expr, "_propensity_model_features"), pyfunc,

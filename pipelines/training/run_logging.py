@@ -78,6 +78,8 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         result.run_id = run.info.run_id
         mlflow.log_params(flatten(config.model_dump(mode="json")))
+        # the feature set as built (windows and half-lives chosen from the data when `auto`)
+        mlflow.log_params(flatten({"feature_config": result.summary["feature_config"]}))
         mlflow.set_tags({"data_fingerprint": result.summary["fingerprint"], "points_only": str(result.points_only),
                          "leakage_allowed": ",".join(result.leakage_allowed) or "none"})
         # one request for every metric: one log_metric call each took most of the step under load

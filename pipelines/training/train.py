@@ -136,6 +136,8 @@ def train(
         outcomes = tables.outcomes.execute()
     ts = assemble_training_set(con, config, rules, feature_config, events=events, contacts=contacts,
                                outcomes=outcomes)
+    if ts.feature_note:
+        step(f"features: {ts.feature_note}")
     frame = ts.frame
     is_train, is_valid = frame["split"] == "train", frame["split"] == "valid"
     # assemble_training_set has raised NotEnoughPositives (with what removed them) below min_positives
@@ -188,7 +190,7 @@ def train(
         scorer = LearnedScorer(
             booster=fitted.booster, feature_names=fitted.feature_names, categories=fitted.categories,
             calibrator=calibrator, mapper=mapper, best_iteration=fitted.best_iteration,
-            feature_config=feature_config.model_dump(mode="json"), event_types=ts.event_types,
+            feature_config=ts.feature_config.model_dump(mode="json"), event_types=ts.event_types,
             metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params,
                       "bands": [[b.name, b.min_score] for b in rules.bands]},
         )
@@ -201,6 +203,7 @@ def train(
     learned_path.write_text(dump_rules(learned.rules), encoding="utf-8")
     result = TrainResult(
         summary={"splits": ts.summary, "purged_rows": ts.purged, "features": len(ts.feature_columns),
+                 "feature_config": ts.feature_config.model_dump(mode="json"), "feature_choices": ts.feature_note,
                  "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
                  "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,

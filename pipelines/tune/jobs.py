@@ -123,7 +123,7 @@ def prepare_tune_data(
     """
     con = ws.ibis_connection()
     has_contacts = bool(ws.counts().get("contacts", 0))
-    feature_config = FeatureConfig.model_validate(scorer.feature_config).model_copy(
+    feature_config = FeatureConfig.of_model(scorer.feature_config).model_copy(
         update={"event_types": tuple(scorer.event_types)})
     step("assemble the training set")
     events = con.table("events")

@@ -38,6 +38,9 @@ class RefConfig:
     value_weighted: tuple[str, ...] = ()
     active_windows: tuple[int, ...] | None = None
     momentum: int = 30
+    lifetime: bool = True
+    trend: bool = True
+    monetary: tuple[str, ...] = ()
     account_features: bool = True
     include_attributes: bool = True
     names: dict[str, str] = field(default_factory=dict)
@@ -134,7 +137,42 @@ def _type_features(
     for n in config.active():
         dates = {e["ts"].date() for e in mine if _in_window(as_of, e["ts"], n)}
         out[f"{name}__active_days_{n}d"] = len(dates)
+    if config.lifetime:
+        out[f"{name}__count_total"] = len(mine)
+        out[f"{name}__days_since_first"] = max(ages) if ages else None
+        stamps = sorted(e["ts"] for e in mine)
+        gaps = [(b - a) / DAY for a, b in zip(stamps, stamps[1:])]
+        out[f"{name}__mean_gap_days"] = sum(gaps) / len(gaps) if gaps else None
+    if config.trend and len(config.windows) > 1:
+        short, long = min(config.windows), max(config.windows)
+        recent = sum(1 for e in mine if _in_window(as_of, e["ts"], short))
+        within = sum(1 for e in mine if _in_window(as_of, e["ts"], long))
+        out[f"{name}__trend_{short}d_{long}d"] = (
+            (recent / short) / (within / long) if within else None
+        )
+    if event_type in config.monetary:
+        out.update(_purchase_summary(name, mine, as_of))
     return out
+
+
+def _purchase_summary(name: str, mine: Sequence[dict], as_of: datetime) -> dict:
+    """lifetimes' summary_data_from_transaction_data, freq "D", observation end just before as_of."""
+    per_day: dict = {}
+    for e in mine:
+        per_day[e["ts"].date()] = per_day.get(e["ts"].date(), 0.0) + (e["value"] or 0.0)
+    if not per_day:
+        nothing = dict.fromkeys(("rfm_frequency", "rfm_recency_days", "rfm_tenure_days", "rfm_monetary"))
+        return {**{f"{name}__{k}": v for k, v in nothing.items()}, f"{name}__value_total": 0.0}
+    days = sorted(per_day)
+    end = (as_of - timedelta(microseconds=1)).date()
+    repeats = [per_day[d] for d in days[1:]]
+    return {
+        f"{name}__rfm_frequency": len(days) - 1,
+        f"{name}__rfm_recency_days": (days[-1] - days[0]).days,
+        f"{name}__rfm_tenure_days": (end - days[0]).days,
+        f"{name}__rfm_monetary": sum(repeats) / len(repeats) if repeats else 0.0,
+        f"{name}__value_total": sum(per_day.values()),
+    }
 
 
 def _all_features(

@@ -34,10 +34,18 @@ CONFIG = FeatureConfig(
     value_weighted_types=("trialStarted",),
     active_days_windows=(1, 7, 30, 90),
     momentum_days=30,
+    monetary_types=("trialStarted", "Demo Request"),
 )
 
 
-def _ref_config(config: FeatureConfig, types=TYPES) -> RefConfig:
+def _varying(records, types) -> tuple[str, ...]:
+    """Our own reading of monetary_types: auto (types whose values are not all equal)."""
+    values = {t: {e["value"] for e in records.events if e["event_type"] == t} - {None} for t in types}
+    return tuple(t for t in types if len(values[t]) > 1)
+
+
+def _ref_config(config: FeatureConfig, types=TYPES, records=None) -> RefConfig:
+    auto = config.monetary_types == "auto"
     return RefConfig(
         event_types=tuple(types),
         windows=config.windows_days,
@@ -45,6 +53,9 @@ def _ref_config(config: FeatureConfig, types=TYPES) -> RefConfig:
         value_weighted=config.value_weighted_types,
         active_windows=config.active_days_windows,
         momentum=config.momentum_days,
+        lifetime=config.lifetime_features,
+        trend=config.trend_features,
+        monetary=_varying(records, types) if auto else config.monetary_types,
         account_features=config.account_features,
         include_attributes=config.include_attributes,
     )
@@ -145,7 +156,7 @@ def test_without_contacts_accounts_come_from_events(world):
     spine = spine_at(events, AS_OF)
     result = _execute(build_features(events, spine, config, event_types=TYPES))
     known = reference_known(records.events, AS_OF)
-    expected = reference_features(records.events, [(c, AS_OF) for c in known], _ref_config(config))
+    expected = reference_features(records.events, [(c, AS_OF) for c in known], _ref_config(config, records=records))
     assert_matches_reference(result, expected)
     assert result["account_id"].notna().any()
 
@@ -159,9 +170,10 @@ def test_switches_drop_account_and_attribute_columns(world):
     assert not {"industry", "employees", "is_customer"} & set(result.columns)
     known = reference_known(records.events, AS_OF, records.contacts)
     expected = reference_features(
-        records.events, [(c, AS_OF) for c in known], _ref_config(config), records.contacts
+        records.events, [(c, AS_OF) for c in known], _ref_config(config, records=records), records.contacts
     )
     assert_matches_reference(result, expected)
+    assert "trial_started__rfm_monetary" in result.columns  # auto found the varying values
 
 
 def test_columns_are_named_and_typed_per_the_architecture(world):
@@ -173,6 +185,11 @@ def test_columns_are_named_and_typed_per_the_architecture(world):
         "contact_id", "as_of", "account_id",
         "demo_request__count_7d", "demo_request__days_since_last",
         "demo_request__decayed_1.5d", "demo_request__active_days_7d",
+        "demo_request__count_total", "demo_request__days_since_first",
+        "demo_request__mean_gap_days",
+        "demo_request__rfm_frequency", "demo_request__rfm_recency_days",
+        "demo_request__rfm_tenure_days", "demo_request__rfm_monetary",
+        "demo_request__value_total",
         "all__count_7d", "all__days_since_last", "all__distinct_types_7d",
         "value__sum_7d", "value__max_7d", "tenure_days", "all__momentum_14d",
         "account__active_contacts_7d", "account__count_7d", "account__contacts",
@@ -198,9 +215,15 @@ def test_build_is_lazy_and_compiles_without_a_backend():
         name="events",
     )  # fmt: skip
     spine = ibis.table({"contact_id": "string", "as_of": "timestamp(6)"}, name="spine")
-    sql = ibis.to_sql(build_features(events, spine, FeatureConfig(), event_types=["a", "b"]))
+    # monetary types given: "auto" would look at the values (one small query)
+    config = FeatureConfig(monetary_types=())
+    sql = ibis.to_sql(build_features(events, spine, config, event_types=["a", "b"]))
     assert "COUNT(DISTINCT" not in sql  # planned as extra passes over the join by DuckDB
     assert sql.count('FROM "events"') == 2  # the feature pass and the account pass
+    buying = FeatureConfig(monetary_types=("b",))
+    sql = ibis.to_sql(build_features(events, spine, buying, event_types=["a", "b"]))
+    assert "COUNT(DISTINCT" not in sql
+    assert sql.count('FROM "events"') == 3  # ... and the purchase pass
 
 
 @pytest.mark.parametrize(
@@ -339,3 +362,38 @@ def test_spine_grid_rejects_bad_steps(world):
         spine_grid(events, AS_OF, AS_OF, step_days=0)
     with pytest.raises(ValueError, match="before first"):
         spine_grid(events, AS_OF, AS_OF - timedelta(days=1), step_days=1)
+
+
+def test_midnight_cut_offs_match_reference_for_the_purchase_summaries(world):
+    # At a midnight the observation ends the day before (lifetimes' T counts whole days to
+    # the last day seen); a microsecond later it ends on as_of's own date.
+    records, con, events, contacts = world
+    midnight = AS_OF.replace(hour=0, minute=0, second=0, microsecond=0)
+    cutoffs = [midnight, midnight + timedelta(microseconds=1), midnight - timedelta(days=33)]
+    rows = [(f"c{i:02d}", t) for t in cutoffs for i in range(0, 36, 2)]
+    spine = spine_from_frame(con, pd.DataFrame(rows, columns=["contact_id", "as_of"]))
+    result = _execute(build_features(events, spine, CONFIG, contacts=contacts, event_types=TYPES))
+    expected = reference_features(records.events, rows, _ref_config(CONFIG), records.contacts)
+    assert_matches_reference(result, expected)
+    tenure = result["trial_started__rfm_tenure_days"]
+    assert tenure.notna().any() and (result["trial_started__rfm_frequency"] > 0).any()
+    at_midnight = result["as_of"] == midnight
+    after = result["as_of"] == midnight + timedelta(microseconds=1)
+    assert (tenure[after].to_numpy() - tenure[at_midnight].to_numpy() == 1).any()
+
+
+def test_auto_monetary_types_are_those_whose_values_vary():
+    con = ibis.duckdb.connect()
+    stamps = pd.Series([datetime(2024, 1, d) for d in (1, 2, 3, 4, 5, 6)], dtype="datetime64[us]")
+    events = con.create_table(
+        "events",
+        pd.DataFrame({"contact_id": ["a"] * 6, "ts": stamps,
+                      "event_type": ["click", "click", "order", "order", "flat", "flat"],
+                      "value": [1.0, 1.0, 20.0, 35.5, None, 3.0],
+                      "account_id": pd.Series([None] * 6, dtype="str")}),
+    )  # fmt: skip
+    spine = spine_at(events, "2024-02-01")
+    expr = build_features(events, spine, FeatureConfig(), event_types=["click", "flat", "order"])
+    assert [c for c in expr.columns if "rfm_frequency" in c] == ["order__rfm_frequency"]
+    with pytest.raises(ValueError, match=r"monetary_types \['refund'\] are not among"):
+        build_features(events, spine, FeatureConfig(monetary_types=("refund",)), event_types=["click"])

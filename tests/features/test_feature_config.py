@@ -21,8 +21,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_shipped_features_yaml_loads():
     config = load_feature_config(SHIPPED)
     assert isinstance(config, FeatureConfig)
-    assert config.windows_days == (7, 30, 90)
-    assert config.resolved_active_days_windows == config.windows_days
+    assert config.windows_days == config.half_lives_days == config.monetary_types == "auto"
+    assert config.active_days_windows is None and not config.is_resolved
 
 
 def test_none_gives_the_defaults():
@@ -83,3 +83,25 @@ def test_broken_yaml_and_missing_files_name_the_file(tmp_path):
         load_feature_config(_write(tmp_path, "windows_days: [7, 30\n"))
     with pytest.raises(FeatureConfigError, match=r"absent\.yaml"):
         load_feature_config(tmp_path / "absent.yaml")
+
+
+def test_auto_is_accepted_only_as_the_whole_value(tmp_path):
+    config = load_feature_config(_write(tmp_path, "windows_days: auto\nhalf_lives_days: auto\n"))
+    assert config.windows_days == "auto" and config.half_lives_days == "auto"
+    assert not config.is_resolved
+    with pytest.raises(FeatureConfigError, match="windows_days"):
+        load_feature_config(_write(tmp_path, "windows_days: automatic\n"))
+    with pytest.raises(FeatureConfigError, match="at least one window"):
+        load_feature_config(_write(tmp_path, "windows_days: []\n"))
+    with pytest.raises(FeatureConfigError, match=r"monetary_types not in event_types: \['x'\]"):
+        load_feature_config(_write(tmp_path, "event_types: [a]\nmonetary_types: [x]\n"))
+
+
+def test_a_model_recorded_before_the_new_families_reads_them_as_off():
+    recorded = {k: v for k, v in FeatureConfig(monetary_types=("buy",)).model_dump(mode="json").items()
+                if k not in ("lifetime_features", "trend_features", "monetary_types")}
+    old = FeatureConfig.of_model(recorded)
+    assert (old.lifetime_features, old.trend_features, old.monetary_types) == (False, False, ())
+    assert old.is_resolved
+    new = FeatureConfig(monetary_types=("buy",))
+    assert FeatureConfig.of_model(new.model_dump(mode="json")) == new  # a new record round-trips

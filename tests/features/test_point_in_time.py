@@ -21,7 +21,12 @@ CONFIG = FeatureConfig(
     value_weighted_types=("trialStarted",),
     active_days_windows=(1, 30),
     momentum_days=7,
+    monetary_types=("trialStarted", "Demo Request"),  # the purchase pass too
 )
+# Families added for issue 13: each must be present so the tests below cover them.
+NEW_FAMILIES = ("__count_total", "__days_since_first", "__mean_gap_days", "__trend_7d_30d",
+                "__rfm_frequency", "__rfm_recency_days", "__rfm_tenure_days", "__rfm_monetary",
+                "__value_total")
 SEEDS = (0, 1)
 
 
@@ -110,6 +115,8 @@ def test_events_at_or_after_as_of_change_nothing(base):
     everyone = spine["contact_id"].tolist()
     later = _with_events(events, _future_events(rng, everyone, AS_OF))
     _assert_same(_features(later, contacts, spine), before)
+    for family in NEW_FAMILIES:
+        assert any(c.endswith(family) for c in before.columns), family
 
 
 def test_events_before_as_of_do_change_features(base):
@@ -128,6 +135,13 @@ def test_events_before_as_of_do_change_features(base):
     assert after.loc[changed, "all__days_since_last"].tolist() == pytest.approx(
         [1 / 86_400_000_000] * 2
     )
+    demo = after["contact_id"] == "newcomer"
+    assert after.loc[demo, "demo_request__count_total"].tolist() == [1]
+    assert after.loc[demo, "demo_request__rfm_frequency"].tolist() == [0]
+    assert after.loc[demo, "demo_request__rfm_tenure_days"].tolist() == [0]
+    assert before.loc[demo, "demo_request__rfm_frequency"].isna().all()
+    c03 = after["contact_id"] == "c03"
+    assert (after.loc[c03, "page_view__count_total"] - before.loc[c03, "page_view__count_total"]).tolist() == [1]
     untouched = [c for c in after.columns if not c.startswith("account__")]
     _assert_same(after.loc[~changed, untouched], before.loc[~changed, untouched])
 
@@ -154,7 +168,8 @@ def test_each_row_sees_only_its_own_past():
 def test_future_events_leave_a_multi_as_of_spine_unchanged():
     events, contacts = make_world(4).frames()
     rng = random.Random(4)
-    cutoffs = [AS_OF - timedelta(days=30), AS_OF - timedelta(days=1, microseconds=1), AS_OF]
+    midnight = AS_OF.replace(hour=0, minute=0, second=0, microsecond=0)
+    cutoffs = [AS_OF - timedelta(days=30), AS_OF - timedelta(days=1, microseconds=1), midnight, AS_OF]
     ids = sorted(contacts["contact_id"])
     spine = _spine(ids, cutoffs)
     before = _features(events, contacts, spine)

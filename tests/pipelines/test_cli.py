@@ -44,6 +44,18 @@ def test_features_command_writes_one_row_per_known_contact(loaded, tmp_path):
     assert (frame["as_of"] == pd.Timestamp(AS_OF)).all()
 
 
+def test_features_command_says_what_auto_chose(loaded, tmp_path, capsys):
+    config = tmp_path / "features.yaml"
+    config.write_text("windows_days: auto\nhalf_lives_days: [3]\n")
+    out = tmp_path / "features.parquet"
+    assert main(["-w", str(loaded), "features", "--as-of", AS_OF, "--config", str(config), "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "feature config `auto`: windows [" in said and "30 days assumed" in said
+    assert "purchase-like types (values that vary): ['purchase']" in said
+    frame = pd.read_parquet(out)
+    assert "purchase__rfm_frequency" in frame.columns and "feature_used__decayed_3d" in frame.columns
+
+
 def test_score_command_writes_points_that_add_up(loaded, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["-w", str(loaded), "score", "--rules", str(SAAS), "--as-of", AS_OF, "--out", str(out)]) == 0

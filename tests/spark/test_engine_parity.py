@@ -25,6 +25,9 @@ FAMILIES = {
     "active_days": "__active_days_", "distinct_types": "all__distinct_types_", "value": "value__",
     "tenure": "tenure_days", "momentum": "all__momentum_", "account": "account__",
     "attributes": "industry",
+    # issue 13's families (on by default; monetary types found by `auto` on each engine)
+    "lifetime_count": "__count_total", "days_since_first": "__days_since_first",
+    "mean_gap": "__mean_gap_days", "trend": "__trend_", "rfm": "__rfm_", "value_total": "__value_total",
 }
 
 

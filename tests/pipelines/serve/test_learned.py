@@ -21,6 +21,7 @@ NAMED = ("Page View", "email_open", "purchase", "trial_started")
 CONFIG = FeatureConfig(
     windows_days=(3, 10, 40), half_lives_days=(2.0, 7.5), value_weighted_types=("purchase",),
     event_types=NAMED, active_days_windows=(5, 12), momentum_days=4,
+    monetary_types=("purchase", "Page View"),  # Page View: values all 1, so frequency without amounts
 )
 ACCOUNTS = ["a0", "a1", "a2", None]
 
@@ -88,10 +89,10 @@ def plan_for(columns: list[str]) -> FeaturePlan:
     return FeaturePlan.from_scorer(scorer)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_mirror_features_equal_build_features_on_random_events(seed):
+@pytest.mark.parametrize(("seed", "seconds"), [(1, 3_607), (2, 7_214), (4, 0)])  # 0: a midnight
+def test_mirror_features_equal_build_features_on_random_events(seed, seconds):
     events, contacts = random_world(seed)
-    as_of = START + timedelta(days=45, seconds=seed * 3_607)  # mid-history: later events are ignored
+    as_of = START + timedelta(days=45, seconds=seconds)  # mid-history: later events are ignored
     expected = batch_features(events, contacts, as_of)
     columns = feature_columns(expected)
     plan = plan_for(columns)
@@ -111,6 +112,25 @@ def test_mirror_features_equal_build_features_on_random_events(seed):
     assert expected["page_view__active_days_12d"].max() > 1
     assert expected["value__max_10d"].isna().any() and expected["value__max_10d"].notna().any()
     assert (expected["all__momentum_4d"] != 0).any()
+    for family in ("__count_total", "__days_since_first", "__mean_gap_days", "__trend_3d_40d",
+                   "__rfm_frequency", "__rfm_recency_days", "__rfm_tenure_days", "__rfm_monetary",
+                   "__value_total"):
+        values = expected[[c for c in columns if c.endswith(family)]]
+        assert values.notna().any().any() and values.isna().any().any() | (values == 0).any().any(), family
+    assert (expected["purchase__rfm_monetary"] > 0).any() and (expected["purchase__rfm_frequency"] > 0).any()
+
+
+def test_a_model_with_auto_or_unknown_features_is_refused_by_name():
+    scorer = SimpleNamespace(feature_config=CONFIG.model_copy(update={"windows_days": "auto"}).model_dump(mode="json"),
+                             event_types=NAMED, feature_names=["page_view__count_3d"], categories={})
+    with pytest.raises(ValueError, match=r"leaves \['windows_days'\] on `auto`"):
+        FeaturePlan.from_scorer(scorer)
+    # a family this service does not compute must not read as an (always missing) trait
+    scorer = SimpleNamespace(feature_config=CONFIG.model_dump(mode="json"), event_types=NAMED,
+                             feature_names=["page_view__count_3d", "page_view__entropy_7d", "industry"],
+                             categories={})
+    with pytest.raises(ValueError, match=r"page_view__entropy_7d"):
+        FeaturePlan.from_scorer(scorer)
 
 
 def test_future_events_do_not_move_the_features():

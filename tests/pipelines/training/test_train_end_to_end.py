@@ -70,6 +70,37 @@ def test_training_registers_and_promotes_only_on_a_gain_beyond_chance(trained):
     assert 0 <= test.loc["learned", "ece"] < 0.05
 
 
+def test_the_model_records_the_feature_set_it_was_built_with(trained):
+    import mlflow
+
+    config = trained.scorer.feature_config
+    assert config["monetary_types"] == ["purchase"]  # `auto` in the shipped file: resolved
+    assert any(c.startswith("purchase__rfm_") for c in trained.scorer.feature_names)
+    params = mlflow.get_run(trained.run_id).data.params
+    assert params["feature_config.monetary_types"] == str(config["monetary_types"])
+    assert params["feature_config.half_lives_days"] == str(config["half_lives_days"])
+
+
+def test_windows_on_auto_are_chosen_from_the_data_and_recorded(workspace, tmp_path):
+    from propensity.features.auto import measure_cadence, propose_windows
+    from propensity.features.config import load_feature_config
+    from propensity.pipelines.training.dataset import assemble_training_set
+
+    features = tmp_path / "features.yaml"
+    features.write_text("windows_days: auto\nhalf_lives_days: auto\nmonetary_types: []\n")
+    config = load_train_config(_config(tmp_path, features=str(features), horizon_days=21))
+    con = workspace.ibis_connection()
+    ts = assemble_training_set(con, config, load_rules(config.rules), load_feature_config(features),
+                               events=con.table("events"), contacts=con.table("contacts"),
+                               outcomes=workspace.table("outcomes"))
+    cadence = measure_cadence(con.table("events"))
+    proposal = propose_windows(21, cadence.gap_days, cadence.span_days)
+    assert ts.feature_config.windows_days == proposal.windows_days
+    assert ts.feature_config.half_lives_days == proposal.half_lives_days
+    assert "horizon 21 days" in ts.feature_note
+    assert f"page_view__count_{proposal.windows_days[0]}d" in ts.feature_columns
+
+
 def test_the_learned_rules_file_is_valid_and_scores_through_the_cli(trained, workspace, tmp_path):
     rules = load_rules(trained.learned_rules_path)
     assert rules.name.endswith("_learned")
