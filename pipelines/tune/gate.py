@@ -59,8 +59,10 @@ def decide_offer(scores: pd.DataFrame, *, n_boot: int = 1000, alpha: float = 0.0
     test = scores[scores["split"] == "test"]
     y = test["label"].to_numpy(dtype="int64")
     if not 0 < y.sum() < len(y):
-        raise ValueError(f"the test split holds a single class ({len(y)} rows, {int(y.sum())} positives): "
-                         "the proposal cannot be judged")
+        return OfferDecision(offered=False, reason=(
+            f"not offered, the test split holds a single class ({len(y)} rows, {int(y.sum())} positives): "
+            "the proposal cannot be judged"), gain=float("nan"), interval=(float("nan"), float("nan")),
+            walk_forward=walk_forward_gains(scores))
     current, proposed = test["current"].to_numpy(dtype="float64"), test["proposed"].to_numpy(dtype="float64")
     gain = float(roc_auc_score(y, proposed) - roc_auc_score(y, current))
     stats = paired_bootstrap(y, {"current": current, "proposed": proposed}, n_boot=n_boot, seed=seed)

@@ -1,13 +1,11 @@
 """Issue 13: `tune` never offers what a careful analyst would reject (pure parts, data made in code)."""
 
 import re
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from propensity.pipelines.rules.config import Activity, RuleSet
 from propensity.pipelines.tune import TuneConfig, propose_rules
 from propensity.pipelines.tune.gate import decide_offer, walk_forward_gains
 from tests.pipelines.tune.test_propose import RULES, _toy_rows
@@ -123,3 +121,10 @@ def test_walk_forward_leaves_out_cutoffs_with_one_class():
     scores.loc[first, "label"] = 0
     past = walk_forward_gains(scores)
     assert len(past) == 2 and scores.loc[first, "as_of"].iloc[0] not in set(past["as_of"])
+
+
+def test_a_test_split_with_one_class_is_not_offered():
+    scores = _scores(0.5, 0.5, cutoffs=2)
+    scores.loc[scores["split"] == "test", "label"] = 0
+    decision = decide_offer(scores, n_boot=50)
+    assert not decision.offered and "single class" in decision.reason and np.isnan(decision.gain)
