@@ -119,7 +119,7 @@ def tune_cmd(
     fit_rows: Annotated[int, typer.Option("--fit-rows", min=100, help="Train/valid rows sampled for SHAP.")] = 40_000,
     no_new_rules: Annotated[bool, typer.Option("--no-new-rules", help="Only re-weight the existing rules.")] = False,
     no_reshape: Annotated[bool, typer.Option("--no-reshape", help="Keep half-lives and caps as they are.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Write the proposal even if it does not beat the current rules.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Write the proposal even when it is not offered (gain not clear of zero, or earlier cut-offs disagree).")] = False,
     report: Annotated[Path | None, typer.Option("--report", help="Also write the figures as JSON.")] = None,
 ) -> None:
     """Propose rule points (and new rules) from the learned model's SHAP values; backtest on the test split."""
@@ -163,7 +163,8 @@ def tune_cmd(
     console.print(("[green]" if result.offered else "[yellow]") + result.reason + closed + "[/]")
     path = write_proposal(result, out, live=rules_path, force=force)
     if path is not None:
-        console.print(f"proposal: {path}  (diff: {path.with_suffix('.diff')}; "
+        console.print(("" if result.offered else "[yellow]written because of --force; NOT offered (see above)[/]\n")
+                      + f"proposal: {path}  (diff: {path.with_suffix('.diff')}; "
                       f"run it: propensity score --rules {path} --as-of DATE)")
     else:
         console.print("no file written (use --force to write it anyway)")

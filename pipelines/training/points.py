@@ -90,6 +90,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
+from propensity.pipelines.rules.rounding import human_round  # the one rounding module (re-exported)
 from propensity.pipelines.rules.score import apply_caps, fit_points, scale_points
 
 __all__ = [
@@ -323,20 +324,6 @@ def points_per_logodds(logodds: np.ndarray, hand_total: np.ndarray, quantiles: t
 
 
 # --- rounding and the rules file -------------------------------------------------------------
-
-
-def human_round(value: float, step: float | None = None) -> float:
-    """Round to a value a person would write, or to a multiple of ``step`` (``0``: unchanged).
-
-    Human steps by magnitude: 0.1 below 1, 0.5 below 10, 1 below 50, 5 below 200, 10 above.
-    """
-    if step == 0:
-        return float(value)
-    if step is None:
-        size = abs(value)
-        step = 0.1 if size < 1 else 0.5 if size < 10 else 1.0 if size < 50 else 5.0 if size < 200 else 10.0
-    rounded = round(value / step) * step
-    return float(round(rounded, 10)) + 0.0  # + 0.0: no "-0.0" in a rules file
 
 
 def _learned_activity(

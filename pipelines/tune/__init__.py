@@ -20,7 +20,7 @@ from propensity.pipelines.tune.propose import (
     fit_criteria_for,
     propose_rules,
 )
-from propensity.pipelines.tune.rounding import nice_round
+from propensity.pipelines.rules.rounding import nice_round
 
 __all__ = [
     "Candidate",

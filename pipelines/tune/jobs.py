@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,7 @@ from propensity.features.config import FeatureConfig
 from propensity.features.store import Workspace
 from propensity.pipelines.explain.explain import explain_contacts
 from propensity.pipelines.rules.config import RuleSet, dump_rules
-from propensity.pipelines.rules.score import activity_points, score_frame
+from propensity.pipelines.rules.score import activity_points, cap_values, score_frame
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
 from propensity.pipelines.tune.backtest import (
@@ -23,7 +23,8 @@ from propensity.pipelines.tune.backtest import (
     rules_diff,
 )
 from propensity.pipelines.tune.candidates import candidate_rules
-from propensity.pipelines.tune.propose import Proposal, TuneConfig, propose_rules
+from propensity.pipelines.tune.gate import decide_offer
+from propensity.pipelines.tune.propose import Proposal, TuneConfig, criterion_matches, propose_rules
 
 __all__ = [
     "TuneData",
@@ -55,12 +56,18 @@ class TuneResult:
     test_rows: int
     scores: pd.DataFrame  # keys, split, label, current, proposed, learned scores (all rows)
     backtest_valid: pd.DataFrame | None = None  # the same on valid (the learned model early-stopped there)
+    gain: float = float("nan")  # proposed - current test ROC-AUC
+    gain_interval: tuple[float, float] = (float("nan"), float("nan"))  # its paired bootstrap interval
+    walk_forward: pd.DataFrame = field(default_factory=pd.DataFrame)  # per earlier cut-off: current, proposed, gain
 
     def summary(self) -> dict:
         """JSON-ready figures."""
         table = self.backtest.set_index("model")
         return {
             "offered": self.offered, "reason": self.reason, "gap_closed": self.gap_closed,
+            "gain": self.gain, "gain_interval": list(self.gain_interval),
+            "walk_forward": self.walk_forward.assign(as_of=self.walk_forward["as_of"].astype(str)).to_dict(orient="records")
+            if len(self.walk_forward) else [],
             "fit_rows": self.fit_rows, "test_rows": self.test_rows,
             "test": {m: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for m, row in table.iterrows()},
             "valid": None if self.backtest_valid is None else {
@@ -164,7 +171,8 @@ def evaluate_proposal(
 ) -> TuneResult:
     """Propose rules from ``data`` (train/valid SHAP values) and backtest them on the test rows.
 
-    The proposal is offered only if its test ROC-AUC beats the current rules'.
+    The proposal is offered only when the paired bootstrap interval of its test ROC-AUC gain
+    lies above zero and it does not lose on most earlier cut-offs (:mod:`propensity.pipelines.tune.gate`).
     """
     ts, frame, fitted = data.training, data.training.frame, data.fitted
     fit_frame = frame.iloc[fitted].reset_index(drop=True)
@@ -196,15 +204,44 @@ def evaluate_proposal(
                             "proposed rules": test["proposed_points"].to_numpy()})
     auc = table.set_index("model")["roc_auc"]
     closed = gap_closed(auc["current rules"], auc["proposed rules"], auc["learned model"])
-    offered = bool(auc["proposed rules"] > auc["current rules"])
-    reason = (f"test ROC-AUC {auc['proposed rules']:.4f} vs current {auc['current rules']:.4f} "
-              f"(learned {auc['learned model']:.4f})")
-    reason = ("offered: " if offered else "not offered, the proposal does not beat the current rules on test: ") + reason
+    decision = decide_offer(scores, n_boot=tune_config.n_boot, alpha=tune_config.alpha, seed=tune_config.seed)
+    reason = (f"{decision.reason} (test ROC-AUC {auc['proposed rules']:.4f} vs current {auc['current rules']:.4f}, "
+              f"learned {auc['learned model']:.4f})")
+    proposal = _with_test_evidence(proposal, data, np.flatnonzero((scores["split"] == "test").to_numpy()))
     return TuneResult(
-        proposal=proposal, current_rules=rules, backtest=table, volumes=volumes, offered=offered, reason=reason,
-        gap_closed=closed, diff=rules_diff(rules, proposal.rules), fit_rows=len(fitted), test_rows=len(test),
-        scores=scores, backtest_valid=valid_table,
+        proposal=proposal, current_rules=rules, backtest=table, volumes=volumes, offered=decision.offered,
+        reason=reason, gap_closed=closed, diff=rules_diff(rules, proposal.rules), fit_rows=len(fitted),
+        test_rows=len(test), scores=scores, backtest_valid=valid_table, gain=decision.gain,
+        gain_interval=decision.interval, walk_forward=decision.walk_forward,
     )
+
+
+def _with_test_evidence(proposal: Proposal, data: TuneData, test_rows: np.ndarray) -> Proposal:
+    """Each change's note ends with the test ROC-AUC of its rule alone (its own points, as scored)."""
+    frame = data.training.frame
+    labels = frame["label"].to_numpy(dtype="int64")[test_rows]
+    if not 0 < labels.sum() < len(labels):
+        return proposal
+    raw = proposed_raw_points(data.unit_raw.iloc[test_rows].reset_index(drop=True), proposal)
+    attributes = _attributes(data.training, frame.iloc[test_rows].reset_index(drop=True))
+    alone = {}
+    for activity in proposal.rules.activities:
+        values = raw[f"points__{activity.name}"].to_numpy(dtype="float64")
+        alone[activity.name] = cap_values(values, activity.cap) if activity.cap is not None else values
+    for criterion in proposal.rules.fit:
+        column = (attributes[criterion.attribute] if attributes is not None and criterion.attribute in attributes
+                  else pd.Series([None] * len(labels)))
+        alone[criterion.name] = criterion.points * criterion_matches(criterion, column.reset_index(drop=True))
+    from sklearn.metrics import roc_auc_score
+
+    changes = proposal.changes.copy()
+    aucs = [float(roc_auc_score(labels, alone[r])) if r in alone and np.ptp(alone[r]) > 0 else float("nan")
+            for r in changes["rule"]]
+    changes["test_auc_alone"] = aucs
+    changes["note"] = [note + ("; no test row scores differently by this rule alone" if np.isnan(a)
+                               else f"; test AUC of this rule alone {a:.2f}")
+                       for note, a in zip(changes["note"], aucs)]
+    return replace(proposal, changes=changes)
 
 
 def tune_rules(

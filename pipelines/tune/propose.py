@@ -66,9 +66,9 @@ from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
 from propensity.pipelines.rules.score import cap_values
 from propensity.pipelines.training.points import edge_quantiles, points_per_logodds
 from propensity.pipelines.tune.candidates import Candidate
-from propensity.pipelines.tune.rounding import nice_round
+from propensity.pipelines.rules.rounding import nice_ceil, nice_round, points_resolution, readable_edge
 
-__all__ = ["Proposal", "TuneConfig", "fit_criteria_for", "propose_rules", "unit_capped"]
+__all__ = ["Proposal", "TuneConfig", "criterion_matches", "fit_criteria_for", "propose_rules", "unit_capped"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,19 @@ class TuneConfig:
     zero_no_signal : bool
         Give 0 points to rules flagged ``no signal`` (they stay in the file). Off by default:
         in the joint fit such a rule can still carry signal of a correlated group.
+    keep_share : float
+        A hand rule (or criterion) whose group carries at least this share of the mean |SHAP|
+        is never cut to ~0 (below ``keep_fraction`` of its current points) nor flipped against
+        the sign the model credits its own group with: it gets its own group's fit instead,
+        else keeps its points, and the joint fit is redone around it.
+    keep_fraction : float
+        Proposed points below this fraction of the current points count as "cut to ~0".
+    n_boot : int
+        Paired bootstrap resamples of the test rows for the gain's interval (offer gate).
+    alpha : float
+        The interval is the central ``1 - alpha`` percentile interval; its lower end must be above 0.
+    seed : int
+        Seed of the bootstrap resamples.
     """
 
     half_lives: tuple[float | None, ...] = (None, 7.0, 14.0, 30.0, 60.0)
@@ -121,6 +134,11 @@ class TuneConfig:
     quantiles: tuple[float, ...] | None = None
     target: str = "margin"
     zero_no_signal: bool = False
+    keep_share: float = 0.01
+    keep_fraction: float = 0.2
+    n_boot: int = 1000
+    alpha: float = 0.05
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_share < 1 or not 0 <= self.min_r2 < 1:
@@ -131,6 +149,10 @@ class TuneConfig:
             raise ValueError(f"target must be 'groups' or 'margin', not {self.target!r}")
         if any(not 0 < q < 1 for q in self.cap_quantiles):
             raise ValueError("cap_quantiles must lie strictly between 0 and 1")
+        if not 0 <= self.keep_share < 1 or not 0 <= self.keep_fraction <= 1:
+            raise ValueError("keep_share must lie in [0, 1) and keep_fraction in [0, 1]")
+        if self.n_boot < 1 or not 0 < self.alpha < 1:
+            raise ValueError("n_boot must be at least 1 and alpha in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -178,10 +200,9 @@ def _best_shape(y: np.ndarray, raw: pd.DataFrame, columns: list[str], quantiles)
     for column in columns:
         values = raw[column].to_numpy(dtype="float64")
         positive = values[values > 0]
-        caps = [None] + sorted({float(c) for c in np.quantile(positive, quantiles)} if positive.size else set())
+        # a cap below one event's worth (1 unit) would swallow the rule's points: raise it to 1
+        caps = [None] + sorted({max(float(c), 1.0) for c in np.quantile(positive, quantiles)} if positive.size else set())
         for cap in caps:
-            if cap is not None and cap <= 0:
-                continue
             r2 = _r2(y, unit_capped(values, cap))
             if r2 > best[2] + 1e-12:
                 best = (column, cap, r2)
@@ -250,10 +271,10 @@ def fit_criteria_for(
             lower = float(x[x > lo].min()) if np.isfinite(lo) else None
             bounds = {}
             if lower is not None:
-                bounds["min"] = _readable_edge(lower)
+                bounds["min"] = readable_edge(lower)
             if upper is not None:
                 above = x[x > hi]
-                bounds["max"] = _readable_edge(float(above.min())) if above.size else None
+                bounds["max"] = readable_edge(float(above.min())) if above.size else None
                 if bounds["max"] is None:
                     del bounds["max"]
             label = "_".join(f"{k}_{v:g}".replace(".", "p").replace("-", "m") for k, v in bounds.items())
@@ -266,21 +287,13 @@ def fit_criteria_for(
     return out
 
 
-def _readable_edge(value: float) -> float:
-    """A range edge as a person would write it (2 significant digits)."""
-    if value == 0:
-        return 0.0
-    digits = 1 - int(np.floor(np.log10(abs(value))))
-    return float(round(value, digits))
-
-
 def _typed(member: str, values: pd.Series):
     if pd.api.types.is_bool_dtype(values):
         return member == "True"
     return member
 
 
-def _criterion_matches(criterion: FitCriterion, values: pd.Series) -> np.ndarray:
+def criterion_matches(criterion: FitCriterion, values: pd.Series) -> np.ndarray:
     from propensity.pipelines.rules.score import (
         _criterion_mask,  # the engine's own matching, so tune agrees with scoring
     )
@@ -337,6 +350,8 @@ def propose_rules(
     lookup = {c.column: c for c in candidates}
     zeros = np.zeros(n)
 
+    notes: dict[str, list[str]] = {}  # rule -> what was clamped or kept, and why
+
     # 1. shapes: one column per activity (hand ones, then new ones)
     chosen: list[dict] = []
     for activity in rules.activities:
@@ -348,6 +363,10 @@ def propose_rules(
             raise ValueError(f"no candidate column for rule {activity.name!r}")
         unit = activity.points * activity.weight
         own_cap = activity.cap / unit if activity.cap is not None and unit > 0 else None
+        if own_cap is not None and own_cap < 1:
+            notes.setdefault(activity.name, []).append(
+                f"the hand cap {activity.cap:g} swallowed {unit:g} points per event: cap raised to one event's points")
+            own_cap = 1.0
         own_values = unit_capped(unit_raw[own.column].to_numpy(dtype="float64"), own_cap)
         column, cap, r2 = own.column, own_cap, _r2(y, own_values)
         if config.reshape and group in phi:
@@ -389,7 +408,7 @@ def propose_rules(
     for item in criteria:
         crit = item["criterion"]
         values = attributes[crit.attribute] if attributes is not None and crit.attribute in attributes else pd.Series([None] * n)
-        indicator[crit.name] = _criterion_matches(crit, values.reset_index(drop=True))
+        indicator[crit.name] = criterion_matches(crit, values.reset_index(drop=True))
 
     # 3. per-group regressions: log-odds per unit of each column
     columns: dict[str, np.ndarray] = {}
@@ -413,12 +432,14 @@ def propose_rules(
         slopes = _lstsq(y, x) if group in phi else np.zeros(len(names))
         beta.update(zip(names, slopes.tolist()))
         group_r2[group] = _r2(y, x @ slopes) if group in phi else 0.0
+    own_beta = dict(beta)  # what the model credits each rule's own group with
+    margin = group_logodds.sum(axis=1).to_numpy(dtype="float64")
+    joint = [m for m in columns if not (config.zero_no_signal and m in silent)]
     if config.target == "margin":
         # one joint fit of the whole margin: rules also carry the signal of correlated groups no
         # rule can read (all activity, account), which per-group fits would leave out
-        names = [m for m in columns if not (config.zero_no_signal and m in silent)]
-        slopes = _lstsq(group_logodds.sum(axis=1).to_numpy(dtype="float64"), np.column_stack([columns[m] for m in names]))
-        beta = {m: 0.0 for m in columns} | dict(zip(names, slopes.tolist()))
+        slopes = _lstsq(margin, np.column_stack([columns[m] for m in joint]))
+        beta = {m: 0.0 for m in columns} | dict(zip(joint, slopes.tolist()))
     elif config.zero_no_signal:
         beta.update({m: 0.0 for m in silent})
 
@@ -428,19 +449,42 @@ def propose_rules(
     quantiles = config.quantiles or edge_quantiles(hand_total, rules)
     k = points_per_logodds(np.asarray(logodds_total, dtype="float64"), hand_total, quantiles)
 
+    # 4b. a hand rule the model uses is never cut to ~0 (nor flipped against its own group)
+    resolution = points_resolution([a.points for a in rules.activities] + [f.points for f in rules.fit])
+    hand = {item["rule"]: (item["activity"].points, item["activity"].weight, item["group"])
+            for item in chosen if not item["new"]}
+    hand |= {item["criterion"].name: (item["criterion"].points, 1.0, item["group"])
+             for item in criteria if not item["new"]}
+    fixed = _kept_points(hand, beta, own_beta, share, k, resolution, config, notes)
+    if fixed:
+        offset = sum(fixed[m] * hand[m][1] / k * columns[m] for m in fixed)
+        for m in fixed:
+            beta[m] = fixed[m] * hand[m][1] / k
+        free = [m for m in joint if m not in fixed]
+        if config.target == "margin" and free:
+            # the joint fit again, around the kept rules, on the same scale k
+            slopes = _lstsq(margin - offset, np.column_stack([columns[m] for m in free]))
+            beta.update(zip(free, slopes.tolist()))
+
     # 5. the proposed file, rounded
     activities, rows, shapes = [], [], {}
     for item in chosen:
         activity: Activity = item["activity"]
         weight = activity.weight if not item["new"] else 1.0
         exact = k * beta[item["rule"]] / weight
-        points = nice_round(exact)
+        points = fixed.get(item["rule"], nice_round(exact, resolution=resolution))
         shape = lookup[item["column"]].activity
         update = {"points": points, "half_life_days": shape.half_life_days,
                   "expires_after_days": shape.expires_after_days, "cap": None}
         # the engine caps positive raws only: a negative rule keeps no cap (its fit was on the capped column)
         if item["cap"] is not None and points > 0:
-            update["cap"] = nice_round(points * weight * item["cap"]) or None
+            per_event = points * weight
+            cap = nice_round(per_event * item["cap"], resolution=resolution)
+            if cap < per_event:  # rounding put the cap under one event's points: the cap would swallow them
+                cap = nice_ceil(per_event, resolution=resolution)
+                notes.setdefault(item["rule"], []).append(
+                    f"cap raised to {cap:g} so that one event's {per_event:g} points are not swallowed")
+            update["cap"] = cap
         proposed = activity.model_copy(update=update)
         activities.append(proposed)
         shapes[proposed.name] = (item["column"], item["cap"])
@@ -451,11 +495,20 @@ def propose_rules(
     fit = []
     for item in criteria:
         crit: FitCriterion = item["criterion"]
-        proposed = crit.model_copy(update={"points": nice_round(k * beta[crit.name])})
+        proposed = crit.model_copy(update={"points": fixed.get(crit.name, nice_round(k * beta[crit.name], resolution=resolution))})
         fit.append(proposed)
         rows.append(_change_row(item | {"rule": crit.name}, "fit", crit if not item["new"] else None, proposed,
                                 share.get(item["group"], 0.0), group_r2.get(item["group"], 0.0),
                                 beta[crit.name], "", "", config))
+    # evidence: each rule's share of the proposed points (mean |points| on the fitted rows) beside
+    # its group's share of the model's mean |SHAP|
+    amounts = {a.name: np.abs(a.points * a.weight * columns[a.name]).mean() for a in activities}
+    amounts |= {c.name: np.abs(c.points * columns[c.name]).mean() for c in fit}
+    total_amount = sum(amounts.values()) or 1.0
+    for row in rows:
+        row["points_share"] = float(amounts[row["rule"]] / total_amount)
+        evidence = f"SHAP share {row['share']:.1%} of mean |SHAP| vs {row['points_share']:.1%} of the rule points"
+        row["note"] = "; ".join([*notes.get(row["rule"], []), *([row["note"]] if row["note"] else []), evidence])
     data = rules.model_dump(by_alias=True)
     data.update(
         name=f"{rules.name}_proposed",
@@ -475,11 +528,44 @@ def propose_rules(
                     k_points_per_logodds=k, shapes=shapes)
 
 
+def _kept_points(hand: dict, beta: dict, own_beta: dict, share: dict, k: float, resolution: float,
+                 config: TuneConfig, notes: dict) -> dict[str, float]:
+    """Points of the hand rules the joint fit would cut to ~0 (or flip against their own group).
+
+    ``hand``: rule -> (current points, weight, group). A rule whose group carries at least
+    ``keep_share`` of the mean |SHAP| gets its own group's fit when that keeps at least
+    ``keep_fraction`` of its points, else its current points.
+    """
+    fixed = {}
+    for name, (current, weight, group) in hand.items():
+        group_share = share.get(group, 0.0)
+        if current == 0 or group_share < config.keep_share:
+            continue
+        proposed = nice_round(k * beta[name] / weight, resolution=resolution)
+        cut = abs(proposed) < config.keep_fraction * abs(current)
+        flipped = proposed * current < 0 and own_beta.get(name, 0.0) * current > 0
+        if not (cut or flipped):
+            continue
+        own = nice_round(k * own_beta.get(name, 0.0) / weight, resolution=resolution)
+        why = "cut to ~0" if cut else "flipped against the model's credit to its event"
+        if abs(own) >= config.keep_fraction * abs(current) and own * current > 0:
+            fixed[name] = own
+            notes.setdefault(name, []).append(
+                f"the joint fit {why} ({proposed:g}) although the model uses {group} ({group_share:.1%}): "
+                f"its own group's fit gives {own:g}")
+        else:
+            fixed[name] = current
+            notes.setdefault(name, []).append(
+                f"the joint fit {why} ({proposed:g}) although the model uses {group} ({group_share:.1%}): "
+                f"current points kept")
+    return fixed
+
+
 def _change_row(item, kind, current, proposed, share, r2, beta, current_shape, proposed_shape, config) -> dict:
     if current is None:
-        status, note = "new", f"reads {item['group']} ({share:.1%} of the model's mean |SHAP|)"
+        status, note = "new", f"new rule on {item['group']}"
     elif share < config.min_share or proposed.points == 0:
-        status, note = "no signal", f"the learned model gives {item['group']} {share:.1%} of its mean |SHAP|"
+        status, note = "no signal", f"the learned model hardly uses {item['group']}"
     elif proposed.points * current.points < 0:
         status, note = "changed", "sign flipped"
     elif proposed.points != current.points or current_shape != proposed_shape:

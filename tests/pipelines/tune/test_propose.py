@@ -7,6 +7,7 @@ import pytest
 from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet, load_rules
 from propensity.pipelines.rules.score import apply_caps
 from propensity.pipelines.tune import Candidate, TuneConfig, fit_criteria_for, gap_closed, nice_round, propose_rules
+from propensity.pipelines.rules.rounding import nice_ceil, points_resolution
 from propensity.pipelines.tune.candidates import uncovered_event_groups
 
 RULES = RuleSet(
@@ -24,11 +25,29 @@ RULES = RuleSet(
 
 
 def test_nice_round_writes_values_a_person_would():
-    assert [nice_round(v) for v in (37, -18, 0.27, 6, 1.1, 130, 0.004)] == [40, -20, 0.25, 5, 1, 150, 0]
-    values = np.geomspace(0.02, 900, 200)
-    rounded = [nice_round(v) for v in values]
-    assert rounded == sorted(rounded), "rounding keeps the order"
-    assert max(abs(np.log(r / v)) for r, v in zip(rounded, values)) < np.log(1.23)
+    # a file in whole points: integers below 10, then 10, 15, 20, 25, 30, 40, 50, 75, 100, 150 ...
+    assert [nice_round(v) for v in (37, -18, 6.3, 1.1, 130, 0.6, 0.4, 0.075)] == [40, -20, 6, 1, 150, 1, 0, 0]
+    # a file in tenths (OULAD's 0.2, 0.5): 0.1 ... 0.9, then 1, 1.5, 2 ...
+    assert [nice_round(v, resolution=0.1) for v in (0.27, 0.075, 1.3, 0.04)] == [0.3, 0.1, 1.5, 0]
+    assert points_resolution([50, 10, 5, 1, -20]) == 1 and points_resolution([0.5, 0.2, 20]) == 0.1
+    assert nice_ceil(3.5) == 4 and nice_ceil(26) == 30 and nice_ceil(25) == 25
+    for resolution in (1.0, 0.1):
+        values = np.geomspace(resolution, 900, 200)
+        rounded = [nice_round(v, resolution=resolution) for v in values]
+        assert rounded == sorted(rounded), "rounding keeps the order"
+        assert max(abs(np.log(r / v)) for r, v in zip(rounded, values)) < np.log(1.42)
+        # every value is a whole multiple of the resolution and has at most 2 significant figures
+        assert all(abs(r / resolution - round(r / resolution)) < 1e-9 for r in rounded)
+        assert all(len(f"{r / resolution:.0f}".rstrip("0")) <= 2 for r in rounded)
+
+
+def test_rounding_lives_in_one_module():
+    from propensity.pipelines.rules import rounding
+    from propensity.pipelines.training import points
+    from propensity.pipelines.tune import propose
+
+    assert points.human_round is rounding.human_round and propose.nice_round is rounding.nice_round
+    assert propose.readable_edge is rounding.readable_edge
 
 
 def test_an_event_read_only_through_a_filter_counts_as_uncovered():
@@ -123,7 +142,8 @@ def test_the_margin_target_lets_rules_carry_correlated_signal_no_rule_reads():
     from dataclasses import replace
 
     separate = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, replace(config, target="groups"))
-    assert joint.changes.set_index("rule").loc["demo", "logodds_per_unit"] == pytest.approx(0.6, rel=1e-3)
+    # (rel 5e-3: the pricing rule the joint fit would cut to 0 is kept, and the fit is redone around it)
+    assert joint.changes.set_index("rule").loc["demo", "logodds_per_unit"] == pytest.approx(0.6, rel=5e-3)
     assert separate.changes.set_index("rule").loc["demo", "logodds_per_unit"] == pytest.approx(0.4, rel=1e-3)
 
 

@@ -36,6 +36,34 @@ def test_the_proposal_loads_and_keeps_the_hand_rules_structure(tuned):
     assert {r["status"] for r in report["changes"]} <= {"kept", "changed", "new", "no signal"}
 
 
+def test_the_report_says_why_it_is_offered_or_not_and_each_change_its_evidence(tuned):
+    import re
+
+    _, report = tuned
+    low, high = report["gain_interval"]
+    gain = report["test"]["proposed rules"]["roc_auc"] - report["test"]["current rules"]["roc_auc"]
+    assert low <= gain <= high and report["gain"] == pytest.approx(gain, abs=1e-9)
+    losing = sum(r["gain"] < 0 for r in report["walk_forward"])
+    assert report["walk_forward"], "the world's grid has earlier cut-offs with closed labels"
+    assert report["offered"] == (low > 0 and 2 * losing < len(report["walk_forward"]))
+    assert report["reason"].startswith("offered" if report["offered"] else "not offered")
+    for change in report["changes"]:
+        assert re.search(r"SHAP share [\d.]+% of mean \|SHAP\| vs [\d.]+% of the rule points", change["note"])
+        assert "this rule alone" in change["note"], change["note"]
+
+
+def test_force_writes_a_proposal_that_is_not_offered_and_says_so(world, tmp_path, capsys):
+
+    out, report = tmp_path / "forced.proposed.yaml", tmp_path / "forced.json"
+    assert main(["-w", str(world.ws.path), "tune", "--config", str(world.config_path), "--out", str(out),
+                 "--report", str(report), "--force", "--model", world.version]) == 0
+    printed = capsys.readouterr().out
+    if json.loads(report.read_text())["offered"]:
+        assert "NOT offered" not in printed
+    else:
+        assert out.exists() and "NOT offered" in printed
+
+
 def test_the_engine_scores_the_proposal_as_the_backtest_did(tuned, world, tmp_path):
     out, report = tuned
     test = world.result.test_scores[["contact_id", "as_of", "label"]]
