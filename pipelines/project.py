@@ -145,10 +145,6 @@ class Project:
 
     # -- models -------------------------------------------------------------------------------
 
-    def registry_config(self, given: Path | str | None = None) -> TrainConfig:
-        """The train config that says where the registry is (``mlflow.tracking_uri``) and the model's name."""
-        return self.train_config(given)[0]
-
     def find_model(self, ref: str = "champion", name: str | None = None, *, config: Path | str | None = None,
                    tracking_uri: str | None = None) -> ModelContext | None:
         """The registered model ``ref`` (alias, version or models:/ URI), or None when there is none."""
@@ -166,7 +162,7 @@ class Project:
         """
         if name is None or tracking_uri is None:
             try:
-                base = self.registry_config(config)
+                base = self.train_config(config)[0]  # says where the registry is and the model's name
             except (FileNotFoundError, ValueError):
                 base = None
             name = name or (base.mlflow.model_name if base else "propensity")

@@ -38,12 +38,16 @@ def write_context(config: TrainConfig, result, folder: Path) -> Path:
     With them `score`, `explain`, `compare` and `tune` rebuild what the model was trained on
     instead of whatever the workspace's configs say today.
     """
-    from propensity.features.config import load_feature_config
-
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config.rules, folder / CONTEXT_FILES["rules"])
-    features = load_feature_config(config.features).model_dump(mode="json")
-    (folder / CONTEXT_FILES["features"]).write_text(yaml.safe_dump(features, sort_keys=False), encoding="utf-8")
+    # the config as resolved for this training (`auto` windows and half-lives replaced by what was
+    # chosen from the data): resolving `auto` again later, on other data or without the training's
+    # horizon, would build other features than the model was trained on
+    features = yaml.safe_dump(result.summary["feature_config"], sort_keys=False)
+    choices = (result.summary.get("feature_choices") or "").replace("\n", " ")
+    header = "# The feature config this model version was trained with, `auto` resolved"
+    header += f": {choices}\n" if choices else ".\n"
+    (folder / CONTEXT_FILES["features"]).write_text(header + features, encoding="utf-8")
     shutil.copyfile(result.learned_rules_path, folder / CONTEXT_FILES["learned_rules"])
     train = config.model_dump(mode="json")
     train |= {"rules": CONTEXT_FILES["rules"], "features": CONTEXT_FILES["features"],
