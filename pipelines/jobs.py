@@ -219,17 +219,20 @@ def model_bands(scorer) -> RuleSet | None:
 
 def run_model_scores(
     ws: Workspace, choice: SpineChoice, model: str, model_name: str, tables: EngineTables | None = None,
+    pyfunc=None,
 ) -> pd.DataFrame:
     """Score the spine with a registered learned model (``champion``, a version, or a models:/ URI).
 
     The model carries the feature config and event types it was trained with, so the features
     are rebuilt exactly as in training. ``tables``: a DuckDB engine other than the workspace
     (on Spark: ``propensity.pipelines.spark.scoring.run_spark_model_scores``, which writes Parquet).
+    ``pyfunc``: the model already loaded (``Project.model``, which honours the configured tracking
+    URI); else it is loaded from the workspace's own store.
     """
     from propensity.features.config import FeatureConfig
     from propensity.pipelines.rules.score import assign_bands
 
-    pyfunc = load_model(ws, model, model_name)
+    pyfunc = pyfunc or load_model(ws, model, model_name)
     scorer = pyfunc.unwrap_python_model().scorer
     if tables is None:
         con = ws.ibis_connection()

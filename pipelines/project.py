@@ -219,8 +219,8 @@ class Project:
         """Learned scores 0-5 at ``at`` from a registered model, its features built as it was trained."""
         from propensity.pipelines.jobs import run_model_scores
 
-        name = name or self.model(model).name
-        return run_model_scores(self.ws, spine_choice(at), model, name, tables=tables)
+        learned = self.model(model, name)  # the configured registry (mlflow.tracking_uri), loaded once
+        return run_model_scores(self.ws, spine_choice(at), model, learned.name, tables=tables, pyfunc=learned.pyfunc)
 
     def train(self, config: TrainConfig | Path | str | None = None, *, track: bool = True, tables=None,
               step: Callable[[str], None] = lambda _: None):

@@ -31,7 +31,11 @@ def project(ctx: typer.Context, read_only: bool = False):
     for commands that only read it, so they can run beside another command)."""
     from propensity.pipelines.project import Project
 
-    return Project(workspace(ctx, read_only=read_only), report=report)
+    # one Project per command, so a model it loads is loaded once however often the command asks
+    key = f"propensity.project.{'read' if read_only else 'write'}"
+    if key not in ctx.meta:
+        ctx.meta[key] = Project(workspace(ctx, read_only=read_only), report=report)
+    return ctx.meta[key]
 
 
 def report(kind: str, message: str) -> None:

@@ -77,12 +77,13 @@ def score_frame_with_model(features, pyfunc, feature_names: list[str], bands=Non
 
 def run_spark_model_scores(
     ws: Workspace, choice: SpineChoice, model: str, model_name: str, tables: EngineTables, out: Path,
+    pyfunc=None,
 ) -> SparkScoreRun:
     """Build the model's features on Spark, score them with the registered pyfunc, write Parquet.
 
     ``out`` is a Parquet folder (Spark's part files); the band counts are returned for a summary.
     """
-    pyfunc = load_model(ws, model, model_name)
+    pyfunc = pyfunc or load_model(ws, model, model_name)  # given: loaded by Project.model
     scorer = pyfunc.unwrap_python_model().scorer
     spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
     expr = build_features(
