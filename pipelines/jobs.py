@@ -150,7 +150,7 @@ def run_features(
     config, types, note = _resolved(config, events)
     expr = build_features(events, spine, config, contacts=contacts, event_types=types)
     table = con.create_table("features", expr, overwrite=True)
-    path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}.parquet"
+    path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = table.order_by(["contact_id", "as_of"])
     if path.suffix.lower() == ".csv":

@@ -18,7 +18,6 @@ from propensity.features.store import Workspace
 from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.shipped import shipped_config
 from propensity.pipelines.training.config import TrainConfig, load_train_config
-from propensity.pipelines.training.context import CONTEXT_FILES
 from propensity.pipelines.training.registry import ModelContext, load_model_context
 
 __all__ = ["ModelContext", "Project", "Resolved"]
@@ -90,7 +89,7 @@ class Project:
             return Resolved(Path(given), "given")
         if model is not None and (carried := model.file(kind)) is not None:
             return Resolved(carried, model.label)
-        own = self.ws.path / "configs" / WORKSPACE_CONFIGS[kind] if kind in WORKSPACE_CONFIGS else None
+        own = self.ws.layout.configs / WORKSPACE_CONFIGS[kind] if kind in WORKSPACE_CONFIGS else None
         if own is not None and own.is_file():
             return Resolved(own, "workspace")
         return Resolved(shipped_config(SHIPPED[kind]), "shipped")
@@ -122,7 +121,7 @@ class Project:
             return Resolved(Path(given), "given")
         if model is not None and (carried := model.file("learned_rules")) is not None:
             return Resolved(carried, model.label)
-        latest = self.ws.path / "models" / CONTEXT_FILES["learned_rules"]
+        latest = self.ws.layout.learned_rules
         return Resolved(latest, "the latest `propensity train`") if latest.is_file() else None
 
     def rules(self, given: Path | str | None = None, model: ModelContext | None = None):
@@ -173,7 +172,7 @@ class Project:
             if cached is None:
                 raise WorkspaceError(f"no registered model {name}@{ref}: run `propensity train` first")
             return cached
-        if tracking_uri is None and not (self.ws.path / "mlflow.db").exists():
+        if tracking_uri is None and not self.ws.layout.mlflow_db.exists():
             import os
 
             if not os.environ.get("MLFLOW_TRACKING_URI"):

@@ -80,7 +80,7 @@ def score_cmd(
     if model is not None and tables is not None and tables.is_spark:
         from propensity.pipelines.spark.scoring import run_spark_model_scores
 
-        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}"
+        path = out or ws.layout.scores / f"learned_scores_{choice.label()}"
         with progress_bar() as progress:
             task = progress.add_task(f"score on Spark with model {model_name}@{model}", total=None)
             run = run_spark_model_scores(ws, choice, model, model_name, tables, path, pyfunc=learned.pyfunc)
@@ -97,7 +97,7 @@ def score_cmd(
             task = progress.add_task(f"score with model {model_name}@{model}", total=None)
             scored = project(ctx, read_only=True).score_with_model(choice, model, model_name, tables=tables)
             progress.update(task, completed=1, total=1)
-        path = write_frame(scored, out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet")
+        path = write_frame(scored, out or ws.layout.scores / f"learned_scores_{choice.label()}.parquet")
         summarise_scores(scored, path, f"learned scores ({model_name}@{model})", as_json, streaming,
                          {"model": {"name": model_name, "ref": model}})
         return
@@ -105,7 +105,7 @@ def score_cmd(
         task = progress.add_task("score with the rules", total=None)
         scored, rule_set = project(ctx, read_only=True).score(choice, rules=rules, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
-    path = write_frame(scored, out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet")
+    path = write_frame(scored, out or ws.layout.scores / f"rule_scores_{level}_{choice.label()}.parquet")
     summarise_scores(scored, path, f"{rule_set.name} rule scores ({level})", as_json, streaming,
                      {"rules": {"name": rule_set.name}, "level": level})
 

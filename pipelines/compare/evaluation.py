@@ -196,7 +196,7 @@ def compare_models(
     """
     model_name = model_name or train_config.mlflow.model_name
     hand = load_rules(train_config.rules)
-    learned_path = Path(learned_rules) if learned_rules else ws.path / "models" / "rules.learned.yaml"
+    learned_path = Path(learned_rules) if learned_rules else ws.layout.learned_rules
     if not learned_path.exists():
         raise FileNotFoundError(f"{learned_path}: no learned rules; run `propensity train` first or pass --learned-rules")
     points_rules = load_rules(learned_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from propensity.features.layout import LEARNED_RULES_FILE, WorkspaceLayout
 from propensity.pipelines.training.config import TrainConfig
 
 __all__ = ["CONTEXT_FILES", "context_folder", "write_context"]
@@ -22,13 +23,13 @@ CONTEXT_FILES = {
     "train": "train.yaml",
     "rules": "rules.yaml",
     "features": "features.yaml",
-    "learned_rules": "rules.learned.yaml",
+    "learned_rules": LEARNED_RULES_FILE,  # the name the workspace gives the latest learned points
 }
 
 
 def context_folder(workspace_path: Path, model_name: str, version: str) -> Path:
     """Where a workspace keeps a registered version's context files."""
-    return Path(workspace_path) / "models" / model_name / f"v{version}"
+    return WorkspaceLayout(Path(workspace_path)).model_context(model_name, version)
 
 
 def write_context(config: TrainConfig, result, folder: Path) -> Path:

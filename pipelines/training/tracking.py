@@ -24,6 +24,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from propensity.features.layout import WorkspaceLayout
 from propensity.pipelines.training.config import PromotionSection
 from propensity.pipelines.training.pyfunc import PropensityPyfunc, copy_package_code, pip_requirements
 from propensity.pipelines.training.scorer import LearnedScorer
@@ -58,11 +59,11 @@ def configure_tracking(workspace_path: Path, configured_uri: str | None, experim
     uri = configured_uri or from_env
     if not uri:
         workspace_path.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{(workspace_path / 'mlflow.db').resolve()}"
+        uri = f"sqlite:///{WorkspaceLayout(workspace_path).mlflow_db.resolve()}"
         _WORKSPACE_URIS_SET.add(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = (workspace_path / "mlartifacts" / experiment).resolve()
+        artifacts = (WorkspaceLayout(workspace_path).mlartifacts / experiment).resolve()
         mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
     mlflow.set_experiment(experiment)
     return uri

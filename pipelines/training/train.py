@@ -165,7 +165,7 @@ def train(
         models = {"learned": ("probability", "learned_score"), **models}
 
     metrics = _metrics_table(frame, models)
-    learned_path = ws.path / "models" / "rules.learned.yaml"
+    learned_path = ws.layout.learned_rules
     learned_path.parent.mkdir(parents=True, exist_ok=True)
     learned_path.write_text(dump_rules(learned.rules), encoding="utf-8")
     result = TrainResult(

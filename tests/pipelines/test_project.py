@@ -70,3 +70,15 @@ def test_score_with_a_model_reads_the_registry_the_train_config_names(world, tmp
     assert main(["-w", str(other.path), "score", "--model", world.version, "--as-of", f"{as_of:%Y-%m-%d}",
                  "--out", str(out)]) == 0
     assert len(pd.read_csv(out)) == len(expected)
+
+
+def test_everything_a_trained_workspace_holds_is_named_by_its_layout(world):
+    from propensity.features.layout import WorkspaceLayout
+
+    layout = world.ws.layout
+    named = {getattr(layout, name).name for name in dir(WorkspaceLayout)
+             if isinstance(getattr(WorkspaceLayout, name), property)}
+    held = {p.name for p in world.ws.path.iterdir() if not p.name.endswith((".wal", ".tmp"))}
+    assert held and held <= named, held - named
+    assert layout.learned_rules.is_file() and layout.mlflow_db.is_file() and layout.database.is_file()
+    assert layout.model_context(world.model_name, world.version).is_dir()
