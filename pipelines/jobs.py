@@ -19,6 +19,7 @@ from propensity.features.spine import spine_at, spine_from_frame
 from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
+from propensity.pipelines.training.as_trained import features_as_trained
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.pipelines.engines import EngineTables
@@ -229,7 +230,6 @@ def run_model_scores(
     ``pyfunc``: the model already loaded (``Project.model``, which honours the configured tracking
     URI); else it is loaded from the workspace's own store.
     """
-    from propensity.features.config import FeatureConfig
     from propensity.pipelines.rules.score import assign_bands
 
     pyfunc = pyfunc or load_model(ws, model, model_name)
@@ -241,10 +241,7 @@ def run_model_scores(
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts = tables.events, tables.contacts
-    features = build_features(
-        events, spine, FeatureConfig.of_model(scorer.feature_config),
-        contacts=contacts, event_types=scorer.event_types,
-    ).execute()
+    features = features_as_trained(events, spine, scorer, contacts).execute()
     scores = pyfunc.predict(features[scorer.feature_names])
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

@@ -44,6 +44,7 @@ from propensity.pipelines.training.fit import score_probability
 from propensity.pipelines.training.registry import load_model_context
 from propensity.pipelines.training.registry import model_uri as resolve_model_uri
 from propensity.pipelines.training.splits import assign_splits, purge_overlaps
+from propensity.pipelines.training.as_trained import features_as_trained
 
 __all__ = [
     "EvaluationData",
@@ -249,10 +250,7 @@ def compare_models(
     if scorer is not None:
         step("score with the learned model")
         test_spine = data.spine_table(test, "_compare_test_spine")
-        features = build_features(
-            data.events, test_spine, FeatureConfig.of_model(scorer.feature_config),
-            contacts=data.contacts, event_types=scorer.event_types,
-        ).execute()
+        features = features_as_trained(data.events, test_spine, scorer, data.contacts).execute()
         features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
         features = test[KEYS].merge(features, on=KEYS, how="left", validate="one_to_one")
         scored = scorer.score(features)
