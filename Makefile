@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS ?= dev,serve,spark,fast
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-lowest lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+# the suite on the oldest versions pyproject.toml allows (its lower bounds are what passed here);
+# the [fast] extra is left out: at its lowest it cannot compile trees on this stack
+LOWEST ?= .venv-lowest
+test-lowest:
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip uv
+	$(LOWEST)/bin/uv pip install --quiet --compile-bytecode --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev,serve]'
+	$(LOWEST)/bin/python -m pytest -p no:cacheprovider \
+	    --deselect tests/test_packaging.py::test_the_wheel_installed_in_a_fresh_venv_runs_its_defaults_from_an_empty_folder
+
 bench: $(STAMP)
 	$(PY) benchmarks/features_bench.py
 
 clean:
-	rm -rf $(VENV) propensity-workspace .pytest_cache
+	rm -rf $(VENV) $(LOWEST) propensity-workspace .pytest_cache

@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from propensity.features.layout import DB_FILE, WorkspaceLayout
 from propensity.features.schema import KINDS, REJECTS, ROW_NUMBER, TABLES, Kind, schema_for
 from propensity.features.sources import (
     SourceError,
@@ -55,7 +56,6 @@ __all__ = [
 ]
 
 ENV_VAR = "PROPENSITY_WORKSPACE"
-DB_FILE = "propensity.duckdb"
 _DEFAULT_PATH = "propensity-workspace"
 _NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE"}
 
@@ -179,14 +179,19 @@ class Workspace:
         )
 
     @property
+    def layout(self) -> WorkspaceLayout:
+        """Every file and folder the workspace holds."""
+        return WorkspaceLayout(self.path)
+
+    @property
     def db_path(self) -> Path:
         """The DuckDB file."""
-        return self.path / DB_FILE
+        return self.layout.database
 
     @property
     def rejects_dir(self) -> Path:
         """Folder of ``<kind>-<source stem>.csv`` reject files."""
-        return self.path / "rejects"
+        return self.layout.rejects
 
     # ------------------------------------------------------------------ connections
 

@@ -81,7 +81,7 @@ def run_demo(
     result.paths["features"] = run.path
     step("score with the rules")
     scored = run_rule_scores(ws, choice, rules)
-    result.paths["scores"] = write_frame(scored, ws.path / "scores" / f"rule_scores_{choice.label()}.parquet")
+    result.paths["scores"] = write_frame(scored, ws.layout.scores / f"rule_scores_{choice.label()}.parquet")
     # Contacts that had converted before the cut-off are left out: they are no longer leads.
     labelled = label_spine(scored, ws.table("outcomes"), horizon_days, data_end=as_of + timedelta(days=horizon_days))
     readout = scored.merge(labelled[["contact_id", "as_of", "label"]], on=["contact_id", "as_of"], how="inner")
@@ -93,7 +93,7 @@ def run_demo(
         loaded = load_train_config(train_config)
         result.training = train(ws, loaded, step=step)
         result.paths["learned rules"] = result.training.learned_rules_path
-        result.paths["MLflow store"] = ws.path / "mlflow.db"
+        result.paths["MLflow store"] = ws.layout.mlflow_db
         if compare_config is not None:
             from propensity.pipelines.compare import (
                 ModelSource,
@@ -110,5 +110,5 @@ def run_demo(
                 learned_rules=trained.learned_rules_path, step=step,
             )
             step("write the comparison report")
-            result.paths["compare report"] = write_report(result.comparison, ws.path / "reports")["html"]
+            result.paths["compare report"] = write_report(result.comparison, ws.layout.reports)["html"]
     return result

@@ -19,6 +19,7 @@ from propensity.features.spine import spine_at, spine_from_frame
 from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
+from propensity.pipelines.training.as_trained import features_as_trained
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.pipelines.engines import EngineTables
@@ -150,7 +151,7 @@ def run_features(
     config, types, note = _resolved(config, events)
     expr = build_features(events, spine, config, contacts=contacts, event_types=types)
     table = con.create_table("features", expr, overwrite=True)
-    path = Path(out) if out is not None else ws.path / "features" / f"features_{choice.label()}.parquet"
+    path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = table.order_by(["contact_id", "as_of"])
     if path.suffix.lower() == ".csv":
@@ -219,17 +220,19 @@ def model_bands(scorer) -> RuleSet | None:
 
 def run_model_scores(
     ws: Workspace, choice: SpineChoice, model: str, model_name: str, tables: EngineTables | None = None,
+    pyfunc=None,
 ) -> pd.DataFrame:
     """Score the spine with a registered learned model (``champion``, a version, or a models:/ URI).
 
     The model carries the feature config and event types it was trained with, so the features
     are rebuilt exactly as in training. ``tables``: a DuckDB engine other than the workspace
     (on Spark: ``propensity.pipelines.spark.scoring.run_spark_model_scores``, which writes Parquet).
+    ``pyfunc``: the model already loaded (``Project.model``, which honours the configured tracking
+    URI); else it is loaded from the workspace's own store.
     """
-    from propensity.features.config import FeatureConfig
     from propensity.pipelines.rules.score import assign_bands
 
-    pyfunc = load_model(ws, model, model_name)
+    pyfunc = pyfunc or load_model(ws, model, model_name)
     scorer = pyfunc.unwrap_python_model().scorer
     if tables is None:
         con = ws.ibis_connection()
@@ -238,10 +241,7 @@ def run_model_scores(
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts = tables.events, tables.contacts
-    features = build_features(
-        events, spine, FeatureConfig.of_model(scorer.feature_config),
-        contacts=contacts, event_types=scorer.event_types,
-    ).execute()
+    features = features_as_trained(events, spine, scorer, contacts).execute()
     scores = pyfunc.predict(features[scorer.feature_names])
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

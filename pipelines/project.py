@@ -18,7 +18,6 @@ from propensity.features.store import Workspace
 from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.shipped import shipped_config
 from propensity.pipelines.training.config import TrainConfig, load_train_config
-from propensity.pipelines.training.context import CONTEXT_FILES
 from propensity.pipelines.training.registry import ModelContext, load_model_context
 
 __all__ = ["ModelContext", "Project", "Resolved"]
@@ -90,7 +89,7 @@ class Project:
             return Resolved(Path(given), "given")
         if model is not None and (carried := model.file(kind)) is not None:
             return Resolved(carried, model.label)
-        own = self.ws.path / "configs" / WORKSPACE_CONFIGS[kind] if kind in WORKSPACE_CONFIGS else None
+        own = self.ws.layout.configs / WORKSPACE_CONFIGS[kind] if kind in WORKSPACE_CONFIGS else None
         if own is not None and own.is_file():
             return Resolved(own, "workspace")
         return Resolved(shipped_config(SHIPPED[kind]), "shipped")
@@ -122,7 +121,7 @@ class Project:
             return Resolved(Path(given), "given")
         if model is not None and (carried := model.file("learned_rules")) is not None:
             return Resolved(carried, model.label)
-        latest = self.ws.path / "models" / CONTEXT_FILES["learned_rules"]
+        latest = self.ws.layout.learned_rules
         return Resolved(latest, "the latest `propensity train`") if latest.is_file() else None
 
     def rules(self, given: Path | str | None = None, model: ModelContext | None = None):
@@ -145,10 +144,6 @@ class Project:
 
     # -- models -------------------------------------------------------------------------------
 
-    def registry_config(self, given: Path | str | None = None) -> TrainConfig:
-        """The train config that says where the registry is (``mlflow.tracking_uri``) and the model's name."""
-        return self.train_config(given)[0]
-
     def find_model(self, ref: str = "champion", name: str | None = None, *, config: Path | str | None = None,
                    tracking_uri: str | None = None) -> ModelContext | None:
         """The registered model ``ref`` (alias, version or models:/ URI), or None when there is none."""
@@ -166,7 +161,7 @@ class Project:
         """
         if name is None or tracking_uri is None:
             try:
-                base = self.registry_config(config)
+                base = self.train_config(config)[0]  # says where the registry is and the model's name
             except (FileNotFoundError, ValueError):
                 base = None
             name = name or (base.mlflow.model_name if base else "propensity")
@@ -177,7 +172,7 @@ class Project:
             if cached is None:
                 raise WorkspaceError(f"no registered model {name}@{ref}: run `propensity train` first")
             return cached
-        if tracking_uri is None and not (self.ws.path / "mlflow.db").exists():
+        if tracking_uri is None and not self.ws.layout.mlflow_db.exists():
             import os
 
             if not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -223,8 +218,8 @@ class Project:
         """Learned scores 0-5 at ``at`` from a registered model, its features built as it was trained."""
         from propensity.pipelines.jobs import run_model_scores
 
-        name = name or self.model(model).name
-        return run_model_scores(self.ws, spine_choice(at), model, name, tables=tables)
+        learned = self.model(model, name)  # the configured registry (mlflow.tracking_uri), loaded once
+        return run_model_scores(self.ws, spine_choice(at), model, learned.name, tables=tables, pyfunc=learned.pyfunc)
 
     def train(self, config: TrainConfig | Path | str | None = None, *, track: bool = True, tables=None,
               step: Callable[[str], None] = lambda _: None):

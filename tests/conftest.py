@@ -36,3 +36,12 @@ def postgres_url() -> Iterator[str]:
         yield started.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run(["bash", str(PG_SCRIPT), "stop", folder], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The session's one small trained world (tests/worlds.py): a workspace, its train config and a
+    registered model; shared by every test that needs a trained model but not a particular one."""
+    from tests.worlds import trained_world
+
+    return trained_world(tmp_path_factory)

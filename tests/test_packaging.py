@@ -154,3 +154,13 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_its_defaults_from_an_empty_fol
     run_notebook = ("import nbformat, nbclient, sys; nb = nbformat.read(sys.argv[1], as_version=4); "
                     "nbclient.NotebookClient(nb, timeout=600, kernel_name='python3').execute(); print('ok')")
     _run([str(python), "-c", run_notebook, str(notebook)], work, env, timeout=900)
+
+
+def test_every_pipelines_module_has_a_place_in_the_layers_contract():
+    """A new module or folder under pipelines/ must be put in a layer (pyproject's import-linter
+    contract); an unlisted one would be free to import anything."""
+    (contract,) = [c for c in PYPROJECT["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    placed = {name.strip() for layer in contract["layers"] for name in layer.split("|")}
+    present = {p.stem for p in (ROOT / "pipelines").glob("*.py") if p.stem != "__init__"}
+    present |= {p.name for p in (ROOT / "pipelines").iterdir() if (p / "__init__.py").is_file()}
+    assert present == placed

@@ -141,7 +141,7 @@ def push_cmd(
     destination = destination_from_env(to)
     engine = service_engine(ctx)
     if source is None:
-        scores_dir = workspace(ctx).path / "scores"
+        scores_dir = workspace(ctx).layout.scores
         files = sorted((p for p in scores_dir.glob("*") if p.suffix in {".parquet", ".csv", ".jsonl"}),
                        key=lambda p: p.stat().st_mtime) if scores_dir.is_dir() else []
         if not files:

@@ -31,7 +31,11 @@ def project(ctx: typer.Context, read_only: bool = False):
     for commands that only read it, so they can run beside another command)."""
     from propensity.pipelines.project import Project
 
-    return Project(workspace(ctx, read_only=read_only), report=report)
+    # one Project per command, so a model it loads is loaded once however often the command asks
+    key = f"propensity.project.{'read' if read_only else 'write'}"
+    if key not in ctx.meta:
+        ctx.meta[key] = Project(workspace(ctx, read_only=read_only), report=report)
+    return ctx.meta[key]
 
 
 def report(kind: str, message: str) -> None:
@@ -110,11 +114,41 @@ def _root(
 
 
 def progress_bar():
+    """A live progress display on a terminal; on piped stderr (CI logs, ``2> file``) one plain line
+    per finished step, since rich writes a live display's last frame padded to the full width."""
+    if not err.is_terminal:
+        return _PipedProgress()
     # imported here, not at the top: --help and --version need no progress bars
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                     console=err, transient=False)
+
+
+class _PipedProgress:
+    """The part of rich's ``Progress`` the commands use (``add_task``, ``update``), as plain lines."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, tuple[str, float]] = {}
+
+    def __enter__(self) -> _PipedProgress:
+        return self
+
+    def __exit__(self, *_) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **_) -> int:
+        import time
+
+        self._tasks[len(self._tasks)] = (description, time.perf_counter())
+        return len(self._tasks) - 1
+
+    def update(self, task: int, *, completed: float | None = None, total: float | None = None, **_) -> None:
+        import time
+
+        if completed is not None and completed == total and task in self._tasks:
+            description, started = self._tasks.pop(task)
+            err.print(f"{description} ({time.perf_counter() - started:.1f} s)", markup=False, highlight=False)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,8 @@ def score_cmd(
                                           "instead of the table.")] = False,
     model: Annotated[str | None, typer.Option("--model", help="Score with a learned model instead: an alias "
                                               "(champion), a version number or a models:/ URI.")] = None,
-    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the train "
+                                                   "config's mlflow.model_name).")] = None,
     compiled: Annotated[bool, typer.Option("--compiled", help="--model: score with compiled trees (extra [fast] "
                                            "and gcc; the same predictions, about 2x faster).")] = False,
     engine: EngineOpt = None,
@@ -72,13 +73,17 @@ def score_cmd(
     ws = workspace(ctx, read_only=True)
     choice = spine_choice(as_of, spine)
     tables = engine_tables(ws, engine, engine_config, spark_master)
+    if model is not None:
+        # the registry and model name the train config names (mlflow.tracking_uri, model_name), loaded once
+        learned = project(ctx, read_only=True).model(model, model_name)
+        model_name = learned.name
     if model is not None and tables is not None and tables.is_spark:
         from propensity.pipelines.spark.scoring import run_spark_model_scores
 
-        path = out or ws.path / "scores" / f"learned_scores_{choice.label()}"
+        path = out or ws.layout.scores / f"learned_scores_{choice.label()}"
         with progress_bar() as progress:
             task = progress.add_task(f"score on Spark with model {model_name}@{model}", total=None)
-            run = run_spark_model_scores(ws, choice, model, model_name, tables, path)
+            run = run_spark_model_scores(ws, choice, model, model_name, tables, path, pyfunc=learned.pyfunc)
             progress.update(task, completed=1, total=1)
         table = Table(title=f"learned scores ({model_name}@{model}, Spark)")
         table.add_column("band"); table.add_column("rows", justify="right")
@@ -92,7 +97,7 @@ def score_cmd(
             task = progress.add_task(f"score with model {model_name}@{model}", total=None)
             scored = project(ctx, read_only=True).score_with_model(choice, model, model_name, tables=tables)
             progress.update(task, completed=1, total=1)
-        path = write_frame(scored, out or ws.path / "scores" / f"learned_scores_{choice.label()}.parquet")
+        path = write_frame(scored, out or ws.layout.scores / f"learned_scores_{choice.label()}.parquet")
         summarise_scores(scored, path, f"learned scores ({model_name}@{model})", as_json, streaming,
                          {"model": {"name": model_name, "ref": model}})
         return
@@ -100,7 +105,7 @@ def score_cmd(
         task = progress.add_task("score with the rules", total=None)
         scored, rule_set = project(ctx, read_only=True).score(choice, rules=rules, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
-    path = write_frame(scored, out or ws.path / "scores" / f"rule_scores_{level}_{choice.label()}.parquet")
+    path = write_frame(scored, out or ws.layout.scores / f"rule_scores_{level}_{choice.label()}.parquet")
     summarise_scores(scored, path, f"{rule_set.name} rule scores ({level})", as_json, streaming,
                      {"rules": {"name": rule_set.name}, "level": level})
 

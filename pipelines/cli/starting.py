@@ -29,7 +29,7 @@ def info_cmd(
 
     ws = workspace(ctx, read_only=True)
     counts = ws.counts() if ws.db_path.exists() or ws.path.is_file() else {}  # a file: counts() says so
-    configs = sorted(str(p.relative_to(ws.path)) for p in (ws.path / "configs").glob("*.yaml"))
+    configs = sorted(str(p.relative_to(ws.path)) for p in ws.layout.configs.glob("*.yaml"))
     if as_json:
         typer.echo(json.dumps({"workspace": str(ws.path.resolve()), "tables": counts, "configs": configs}))
         return
@@ -112,7 +112,7 @@ def init_cmd(
     from propensity.pipelines.training.config import load_train_config
 
     ws = workspace(ctx)
-    target = out or ws.path / "configs"
+    target = out or ws.layout.configs
     check_writable(target, overwrite=force)
     for kind, path in (("contacts", contacts), ("events", events), ("outcomes", outcomes)):
         if path is not None:

@@ -201,7 +201,7 @@ def compare_cmd(
         comparison = proj.compare(model, model_name, config=config, settings=settings, learned_rules=learned_rules,
                                   backtest=backtest, step=step)
         step("write the report")
-        paths = write_report(comparison, out_dir or proj.path / "reports")
+        paths = write_report(comparison, out_dir or proj.ws.layout.reports)
     if as_json:
         typer.echo(paths["json"].read_text(encoding="utf-8"))
         return

@@ -5,7 +5,7 @@ Public API::
     comparison = compare_models(ws, train_config, compare_config)     # the test cut-off
     backtest = run_backtest(ws, train_config, compare_config)          # walk-forward, optional
     comparison.backtest, comparison.backtest_notes = backtest.table, backtest.notes
-    paths = write_report(comparison, ws.path / "reports")              # compare.json + compare.html
+    paths = write_report(comparison, ws.layout.reports)              # compare.json + compare.html
 
 :func:`compare_scores` is the pure middle (a scored frame in, a :class:`Comparison` out).
 """

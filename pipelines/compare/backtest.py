@@ -39,18 +39,9 @@ from propensity.pipelines.compare.evaluation import (
 )
 from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import rescale_raw_points, score_frame
-from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
 from propensity.pipelines.training.config import TrainConfig
-from propensity.pipelines.training.model import (
-    ModelConfig,
-    fit_lightgbm,
-    prepare_matrix,
-)
-from propensity.pipelines.training.points import (
-    PointsModelConfig,
-    fit_points_model,
-    rule_design_matrix,
-)
+from propensity.pipelines.training.fit import fit_learned, fit_points, score_probability
+from propensity.pipelines.training.model import ModelConfig
 
 __all__ = ["Backtest", "choose_cutoffs", "fit_and_score", "gap_stability", "rescale_raw_points", "run_backtest"]
 
@@ -129,34 +120,16 @@ def fit_and_score(
     rules' uncapped points of the same rows (same order). Returns the test rows with every model's
     probability and 0-5 score (the columns of :data:`~propensity.pipelines.compare.core.DEFAULT_MODELS`).
     """
-    is_train = (frame["split"] == "train").to_numpy()
-    is_valid = (frame["split"] == "valid").to_numpy()
-    y = frame["label"].to_numpy()
-    X_train, categories = prepare_matrix(frame[is_train], features)
-    X_all, _ = prepare_matrix(frame, features, categories)
-    model = train_config.model
-    fitted = fit_lightgbm(
-        X_train, y[is_train], X_all[is_valid], y[is_valid],
-        ModelConfig.from_section(model, tune=config.backtest.tune, n_trials=config.backtest.n_trials),
-    )
-    raw_probability = fitted.predict_raw(X_all)
-    calibrator = ProbabilityCalibrator(method=train_config.calibration.method).fit(raw_probability[is_valid], y[is_valid])
-    probability = calibrator.transform(raw_probability)
-    mapper = ScoreMapper(method=train_config.calibration.score_mapping).fit(
-        probability[is_valid], y[is_valid], frame.loc[is_valid, "rule_score"])
+    # train's own fit routine, with the backtest's search setting (a search per cut-off is optional)
+    learned = fit_learned(frame, features,
+                          ModelConfig.from_section(train_config.model, tune=config.backtest.tune,
+                                                   n_trials=config.backtest.n_trials),
+                          train_config.calibration)
+    points = fit_points(frame, raw, contacts, rules, train_config.points)
     out = frame[[*KEYS, "split", "label", "rule_score"]].copy()
-    out["probability"] = probability
-    out["learned_score"] = mapper.transform(probability)
-
-    design = rule_design_matrix(raw, contacts, rules)
-    learned = fit_points_model(design[is_train], y[is_train], rules,
-                               PointsModelConfig(prior=train_config.points.prior, l2=train_config.points.l2),
-                               design[is_valid], y[is_valid])
-    learned_raw = rescale_raw_points(raw, rules, learned.rules)
-    out["points_score"] = score_frame(learned_raw, contacts, learned.rules)["rule_score"].to_numpy()
-    for score, column in (("rule_score", "rule_probability"), ("points_score", "points_probability")):
-        iso = ProbabilityCalibrator(method="isotonic").fit(out.loc[is_valid, score] / 5.0, y[is_valid])
-        out[column] = iso.transform(out[score] / 5.0)
+    out["probability"], out["learned_score"] = learned.probability, learned.score
+    out["points_score"], out["points_probability"] = points.score, points.probability
+    out["rule_probability"] = score_probability(frame, "rule_score")
     return out[(out["split"] == "test").to_numpy()].reset_index(drop=True)
 
 

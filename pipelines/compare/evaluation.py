@@ -32,7 +32,6 @@ from propensity.pipelines.compare.core import Comparison, compare_scores
 from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import activity_points, score_frame
-from propensity.pipelines.training.calibration import ProbabilityCalibrator
 from propensity.pipelines.training.config import SplitSection, TrainConfig
 from propensity.pipelines.training.cutoffs import (
     label_rows,
@@ -41,9 +40,11 @@ from propensity.pipelines.training.cutoffs import (
     split_and_purge,
 )
 from propensity.pipelines.training.dataset import spine_frame
+from propensity.pipelines.training.fit import score_probability
 from propensity.pipelines.training.registry import load_model_context
 from propensity.pipelines.training.registry import model_uri as resolve_model_uri
 from propensity.pipelines.training.splits import assign_splits, purge_overlaps
+from propensity.pipelines.training.as_trained import features_as_trained
 
 __all__ = [
     "EvaluationData",
@@ -146,12 +147,6 @@ def rule_scores(data: EvaluationData, rows: pd.DataFrame, rules: RuleSet, spine:
     return score_frame(raw_points(data, rows, rules, spine), data.contacts_frame, rules)
 
 
-def _isotonic_on_valid(frame: pd.DataFrame, score: str) -> pd.Series:
-    valid = frame[frame["split"] == "valid"]
-    calibrator = ProbabilityCalibrator(method="isotonic").fit(valid[score] / 5.0, valid["label"])
-    return pd.Series(calibrator.transform(frame[score] / 5.0), index=frame.index)
-
-
 def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_name: str):
     """The ``LearnedScorer`` behind a registered model, and where it came from; (None, None) when
     the registry has no such model (e.g. only the points model was trained)."""
@@ -202,7 +197,7 @@ def compare_models(
     """
     model_name = model_name or train_config.mlflow.model_name
     hand = load_rules(train_config.rules)
-    learned_path = Path(learned_rules) if learned_rules else ws.path / "models" / "rules.learned.yaml"
+    learned_path = Path(learned_rules) if learned_rules else ws.layout.learned_rules
     if not learned_path.exists():
         raise FileNotFoundError(f"{learned_path}: no learned rules; run `propensity train` first or pass --learned-rules")
     points_rules = load_rules(learned_path)
@@ -247,17 +242,15 @@ def compare_models(
     frame = rows[[*KEYS, "split", "label"]].copy()
     frame["rule_score"] = rule_scores(data, rows, hand, spine)["rule_score"].to_numpy()
     frame["points_score"] = rule_scores(data, rows, points_rules, spine)["rule_score"].to_numpy()
-    frame["rule_probability"] = _isotonic_on_valid(frame, "rule_score")
-    frame["points_probability"] = _isotonic_on_valid(frame, "points_score")
+    # as train does (the one fit routine's calibration), so Brier and ECE match train's figures
+    frame["rule_probability"] = score_probability(frame, "rule_score")
+    frame["points_probability"] = score_probability(frame, "points_score")
     test = frame[frame["split"] == "test"].reset_index(drop=True)
     models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
     if scorer is not None:
         step("score with the learned model")
         test_spine = data.spine_table(test, "_compare_test_spine")
-        features = build_features(
-            data.events, test_spine, FeatureConfig.of_model(scorer.feature_config),
-            contacts=data.contacts, event_types=scorer.event_types,
-        ).execute()
+        features = features_as_trained(data.events, test_spine, scorer, data.contacts).execute()
         features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
         features = test[KEYS].merge(features, on=KEYS, how="left", validate="one_to_one")
         scored = scorer.score(features)

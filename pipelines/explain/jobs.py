@@ -8,8 +8,6 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from propensity.features.build import build_features
-from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_from_frame
 from propensity.features.store import Workspace
 from propensity.pipelines.explain.explain import (
@@ -28,6 +26,7 @@ from propensity.pipelines.jobs import (
 )
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
+from propensity.pipelines.training.as_trained import features_as_trained
 
 __all__ = [
     "BatchReport",
@@ -65,10 +64,7 @@ def model_features(con, spine, scorer) -> pd.DataFrame:
     contacts = con.table("contacts") if "contacts" in table_names(con) else None
     if contacts is not None and not int(contacts.count().execute()):
         contacts = None
-    frame = build_features(
-        con.table("events"), spine, FeatureConfig.of_model(scorer.feature_config),
-        contacts=contacts, event_types=scorer.event_types,
-    ).execute()
+    frame = features_as_trained(con.table("events"), spine, scorer, contacts).execute()
     return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
 
 

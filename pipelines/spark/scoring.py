@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from propensity.features.build import build_features
-from propensity.features.config import FeatureConfig
 from propensity.features.store import Workspace
 from propensity.pipelines.engines import EngineTables
 from propensity.pipelines.jobs import (
@@ -27,6 +25,7 @@ from propensity.pipelines.jobs import (
 )
 from propensity.pipelines.rules.score import assign_bands
 from propensity.pipelines.spark.features import spark_frame
+from propensity.pipelines.training.as_trained import features_as_trained
 
 __all__ = ["SparkScoreRun", "SCORE_SCHEMA", "run_spark_model_scores", "score_frame_with_model"]
 
@@ -77,18 +76,16 @@ def score_frame_with_model(features, pyfunc, feature_names: list[str], bands=Non
 
 def run_spark_model_scores(
     ws: Workspace, choice: SpineChoice, model: str, model_name: str, tables: EngineTables, out: Path,
+    pyfunc=None,
 ) -> SparkScoreRun:
     """Build the model's features on Spark, score them with the registered pyfunc, write Parquet.
 
     ``out`` is a Parquet folder (Spark's part files); the band counts are returned for a summary.
     """
-    pyfunc = load_model(ws, model, model_name)
+    pyfunc = pyfunc or load_model(ws, model, model_name)  # given: loaded by Project.model
     scorer = pyfunc.unwrap_python_model().scorer
     spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-    expr = build_features(
-        tables.events, spine, FeatureConfig.of_model(scorer.feature_config),
-        contacts=tables.contacts, event_types=scorer.event_types,
-    )
+    expr = features_as_trained(tables.events, spine, scorer, tables.contacts)
     scored = score_frame_with_model(spark_frame(tables, expr, "_propensity_model_features"), pyfunc,
                                     scorer.feature_names, model_bands(scorer))
     scored.write.mode("overwrite").parquet(str(out))

@@ -97,6 +97,9 @@ class PromotionSection(_Section):
 
 
 class MlflowSection(_Section):
+    # `model_name` is the word MLflow uses; pydantic < 2.10 warns about its "model_" prefix otherwise
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
     experiment: str = "propensity"
     model_name: str = "propensity"
     tracking_uri: str | None = None  # default: sqlite in the workspace, or $MLFLOW_TRACKING_URI

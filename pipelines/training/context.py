@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from propensity.features.layout import LEARNED_RULES_FILE, WorkspaceLayout
 from propensity.pipelines.training.config import TrainConfig
 
 __all__ = ["CONTEXT_FILES", "context_folder", "write_context"]
@@ -22,13 +23,13 @@ CONTEXT_FILES = {
     "train": "train.yaml",
     "rules": "rules.yaml",
     "features": "features.yaml",
-    "learned_rules": "rules.learned.yaml",
+    "learned_rules": LEARNED_RULES_FILE,  # the name the workspace gives the latest learned points
 }
 
 
 def context_folder(workspace_path: Path, model_name: str, version: str) -> Path:
     """Where a workspace keeps a registered version's context files."""
-    return Path(workspace_path) / "models" / model_name / f"v{version}"
+    return WorkspaceLayout(Path(workspace_path)).model_context(model_name, version)
 
 
 def write_context(config: TrainConfig, result, folder: Path) -> Path:
@@ -38,12 +39,16 @@ def write_context(config: TrainConfig, result, folder: Path) -> Path:
     With them `score`, `explain`, `compare` and `tune` rebuild what the model was trained on
     instead of whatever the workspace's configs say today.
     """
-    from propensity.features.config import load_feature_config
-
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(config.rules, folder / CONTEXT_FILES["rules"])
-    features = load_feature_config(config.features).model_dump(mode="json")
-    (folder / CONTEXT_FILES["features"]).write_text(yaml.safe_dump(features, sort_keys=False), encoding="utf-8")
+    # the config as resolved for this training (`auto` windows and half-lives replaced by what was
+    # chosen from the data): resolving `auto` again later, on other data or without the training's
+    # horizon, would build other features than the model was trained on
+    features = yaml.safe_dump(result.summary["feature_config"], sort_keys=False)
+    choices = (result.summary.get("feature_choices") or "").replace("\n", " ")
+    header = "# The feature config this model version was trained with, `auto` resolved"
+    header += f": {choices}\n" if choices else ".\n"
+    (folder / CONTEXT_FILES["features"]).write_text(header + features, encoding="utf-8")
     shutil.copyfile(result.learned_rules_path, folder / CONTEXT_FILES["learned_rules"])
     train = config.model_dump(mode="json")
     train |= {"rules": CONTEXT_FILES["rules"], "features": CONTEXT_FILES["features"],

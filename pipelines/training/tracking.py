@@ -24,8 +24,10 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from propensity.features.layout import WorkspaceLayout
 from propensity.pipelines.training.config import PromotionSection
-from propensity.pipelines.training.scorer import LearnedScorer, load_scorer
+from propensity.pipelines.training.pyfunc import PropensityPyfunc, copy_package_code, pip_requirements
+from propensity.pipelines.training.scorer import LearnedScorer
 
 __all__ = [
     "CHAMPION",
@@ -39,44 +41,6 @@ __all__ = [
 ]
 
 CHAMPION = "champion"
-
-# What the pyfunc imports when it loads (the scorer, its booster and calibrators). Listed here so
-# log_model does not spend ~5 s inferring requirements (STACK.md).
-RUNTIME_PACKAGES = ("propensity", "lightgbm", "scikit-learn", "pandas", "numpy", "pyyaml", "pydantic", "mlflow")
-
-
-def pip_requirements() -> list[str]:
-    """The runtime packages pinned to the versions this model was trained with, so an environment
-    rebuilt from the model (``mlflow models serve``, ``spark_udf(env_manager="virtualenv")``)
-    has what it was tested with."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pinned = []
-    for name in RUNTIME_PACKAGES:
-        try:
-            pinned.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:  # e.g. propensity run from a source tree never installed
-            pinned.append(name)
-    return pinned
-
-
-class PropensityPyfunc(mlflow.pyfunc.PythonModel):
-    """Pyfunc wrapper: input = the feature frame, output = ``probability`` and ``learned_score``.
-
-    MLflow's own LightGBM flavour returns class labels for a classifier (STACK.md), so the
-    scorer is wrapped instead.
-    """
-
-    def load_context(self, context) -> None:
-        self.scorer = load_scorer(context.artifacts["scorer"])
-        from propensity.pipelines.training.compiled import compiled_trees_requested
-
-        if compiled_trees_requested():  # a pickled copy (Spark's workers) compiles again on first use
-            self.scorer.compile_trees()
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        return self.scorer.score(model_input).reset_index(drop=True)
-
 
 # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI; without remembering which values were
 # our own workspace defaults, a second workspace in the same process would silently log into the first.
@@ -95,11 +59,11 @@ def configure_tracking(workspace_path: Path, configured_uri: str | None, experim
     uri = configured_uri or from_env
     if not uri:
         workspace_path.mkdir(parents=True, exist_ok=True)
-        uri = f"sqlite:///{(workspace_path / 'mlflow.db').resolve()}"
+        uri = f"sqlite:///{WorkspaceLayout(workspace_path).mlflow_db.resolve()}"
         _WORKSPACE_URIS_SET.add(uri)
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:") and mlflow.get_experiment_by_name(experiment) is None:
-        artifacts = (workspace_path / "mlartifacts" / experiment).resolve()
+        artifacts = (WorkspaceLayout(workspace_path).mlartifacts / experiment).resolve()
         mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
     mlflow.set_experiment(experiment)
     return uri
@@ -116,6 +80,7 @@ def log_scorer_model(scorer: LearnedScorer, example: pd.DataFrame, model_name: s
         signature = infer_signature(features, output)
     with tempfile.TemporaryDirectory() as tmp, quiet_mlflow():
         folder = scorer.save(Path(tmp) / "scorer")
+        code = copy_package_code(Path(tmp) / "code")
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=PropensityPyfunc(),
@@ -123,6 +88,7 @@ def log_scorer_model(scorer: LearnedScorer, example: pd.DataFrame, model_name: s
             signature=signature,
             input_example=features.head(3),
             pip_requirements=pip_requirements(),
+            code_paths=[str(code)],
             registered_model_name=model_name,
         )
     return info.model_uri, str(info.registered_model_version)

@@ -15,12 +15,11 @@ import pandas as pd
 from propensity.features.config import load_feature_config
 from propensity.features.store import Workspace
 from propensity.pipelines.rules.config import RuleSet, dump_rules, load_rules
-from propensity.pipelines.rules.score import rescale_raw_points, score_frame
-from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.cutoffs import CutoffReport
-from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
+from propensity.pipelines.training.dataset import assemble_training_set
 from propensity.pipelines.training.diagnosis import NotEnoughPositives
+from propensity.pipelines.training.fit import fit_learned, fit_points, score_probability
 from propensity.pipelines.training.leakage import (
     LeakageConfig,
     check_leakage,
@@ -30,13 +29,7 @@ from propensity.pipelines.training.metrics import classification_metrics
 from propensity.pipelines.training.model import (
     ModelConfig,
     feature_importance,
-    fit_lightgbm,
     prepare_matrix,
-)
-from propensity.pipelines.training.points import (
-    PointsModelConfig,
-    fit_points_model,
-    rule_design_matrix,
 )
 from propensity.pipelines.training.sampling import WEIGHT
 from propensity.pipelines.training.scorer import LearnedScorer
@@ -89,13 +82,6 @@ def _fingerprint(frame: pd.DataFrame) -> str:
     return f"{len(frame)}-{int(hashed.sum(dtype=np.uint64)):016x}"
 
 
-def _rule_probability(ts: TrainingSet) -> pd.Series:
-    """The rule score turned into a probability (isotonic on valid), so Brier/ECE compare."""
-    valid = ts.split("valid")
-    calibrator = ProbabilityCalibrator(method="isotonic").fit(valid["rule_score"] / 5.0, valid["label"])
-    return pd.Series(calibrator.transform(ts.frame["rule_score"] / 5.0), index=ts.frame.index)
-
-
 def _metrics_table(frame: pd.DataFrame, models: dict[str, tuple[str, str]]) -> pd.DataFrame:
     rows = []
     for model, (probability_col, score_col) in models.items():
@@ -139,57 +125,38 @@ def train(
     if ts.feature_note:
         step(f"features: {ts.feature_note}")
     frame = ts.frame
-    is_train, is_valid = frame["split"] == "train", frame["split"] == "valid"
+    is_train = frame["split"] == "train"
     # assemble_training_set has raised NotEnoughPositives (with what removed them) below min_positives
     positives = int(frame.loc[is_train, "label"].sum())
     points_only = positives < config.points_only_below
 
     step("check for leakage")
-    X, categories = prepare_matrix(frame[is_train], ts.feature_columns)
+    X, _ = prepare_matrix(frame[is_train], ts.feature_columns)
     report = check_leakage(X, frame.loc[is_train, "label"].to_numpy(),
                            LeakageConfig(max_single_feature_auc=config.leakage.max_single_feature_auc,
                                          allow=config.leakage.allow))
     raise_for_leakage(report)
 
     step("learn points for the rules")
-    design = rule_design_matrix(ts.raw_points, ts.contacts, rules)
-    learned = fit_points_model(
-        design[is_train.to_numpy()], frame.loc[is_train, "label"], rules,
-        PointsModelConfig(prior="hand" if points_only else config.points.prior, l2=config.points.l2),
-        design[is_valid.to_numpy()], frame.loc[is_valid, "label"],
-    )
-    # the learned file changes points per activity: rescale the raw points, not only caps and fit
-    learned_scores = score_frame(rescale_raw_points(ts.raw_points, rules, learned.rules), ts.contacts, learned.rules)
-    frame = frame.assign(
-        rule_probability=_rule_probability(ts),
-        points_score=learned_scores["rule_score"].to_numpy(),
-    )
-    points_probability = ProbabilityCalibrator(method="isotonic").fit(
-        frame.loc[is_valid, "points_score"] / 5.0, frame.loc[is_valid, "label"])
-    frame["points_probability"] = points_probability.transform(frame["points_score"] / 5.0)
+    points = fit_points(frame, ts.raw_points, ts.contacts, rules, config.points,
+                        prior="hand" if points_only else None)
+    learned = points.fit
+    frame = frame.assign(rule_probability=score_probability(frame, "rule_score"),
+                         points_score=points.score, points_probability=points.probability)
     models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
 
     scorer = importance = None
     if not points_only:
-        step("train LightGBM (Optuna search)")
-        X_all, _ = prepare_matrix(frame, ts.feature_columns, categories)
-        fitted = fit_lightgbm(
-            X_all[is_train.to_numpy()], frame.loc[is_train, "label"],
-            X_all[is_valid.to_numpy()], frame.loc[is_valid, "label"],
-            ModelConfig.from_section(config.model),
-            weight_train=frame.loc[is_train, WEIGHT].to_numpy(),  # assemble_training_set always sets it
-        )
-        step("calibrate onto the 0-5 scale")
-        raw = fitted.predict_raw(X_all)
-        calibrator = ProbabilityCalibrator(method=config.calibration.method).fit(raw[is_valid.to_numpy()], frame.loc[is_valid, "label"])
-        probability = calibrator.transform(raw)
-        mapper = ScoreMapper(method=config.calibration.score_mapping).fit(
-            probability[is_valid.to_numpy()], frame.loc[is_valid, "label"], frame.loc[is_valid, "rule_score"])
-        frame["probability"] = probability
-        frame["learned_score"] = mapper.transform(probability)
+        step("train LightGBM (Optuna search), calibrate onto the 0-5 scale")
+        # assemble_training_set always sets the weights (1 unless negatives were sampled)
+        learned_fit = fit_learned(frame, ts.feature_columns, ModelConfig.from_section(config.model),
+                                  config.calibration, weights=frame.loc[is_train, WEIGHT].to_numpy())
+        frame["probability"] = learned_fit.probability
+        frame["learned_score"] = learned_fit.score
+        fitted = learned_fit.model
         scorer = LearnedScorer(
             booster=fitted.booster, feature_names=fitted.feature_names, categories=fitted.categories,
-            calibrator=calibrator, mapper=mapper, best_iteration=fitted.best_iteration,
+            calibrator=learned_fit.calibrator, mapper=learned_fit.mapper, best_iteration=fitted.best_iteration,
             feature_config=ts.feature_config.model_dump(mode="json"), event_types=ts.event_types,
             metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params,
                       "bands": [[b.name, b.min_score] for b in rules.bands]},
@@ -198,7 +165,7 @@ def train(
         models = {"learned": ("probability", "learned_score"), **models}
 
     metrics = _metrics_table(frame, models)
-    learned_path = ws.path / "models" / "rules.learned.yaml"
+    learned_path = ws.layout.learned_rules
     learned_path.parent.mkdir(parents=True, exist_ok=True)
     learned_path.write_text(dump_rules(learned.rules), encoding="utf-8")
     result = TrainResult(

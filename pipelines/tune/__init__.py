@@ -1,6 +1,7 @@
 """Tune the hand-weighted rules from the learned model's SHAP values, and backtest the proposal.
 
-See :mod:`propensity.pipelines.tune.propose` for the method.
+See :mod:`propensity.pipelines.tune.propose` for the method; its config and result types are in
+:mod:`propensity.pipelines.tune.config`, the per-group shape fits in :mod:`propensity.pipelines.tune.shapes`.
 """
 
 from propensity.pipelines.tune.backtest import (

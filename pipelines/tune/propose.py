@@ -56,249 +56,26 @@ share, so a user sees how much of the learned model is out of reach of any rules
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 
 from propensity.features.build import safe_name
 from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
-from propensity.pipelines.rules.score import cap_values
+from propensity.pipelines.rules.rounding import nice_ceil, nice_round, points_resolution
 from propensity.pipelines.training.points import edge_quantiles, points_per_logodds
 from propensity.pipelines.tune.candidates import Candidate
-from propensity.pipelines.rules.rounding import nice_ceil, nice_round, points_resolution, readable_edge
+from propensity.pipelines.tune.config import Proposal, TuneConfig
+from propensity.pipelines.tune.shapes import (
+    _best_shape,
+    _lstsq,
+    _r2,
+    _shape_text,
+    criterion_matches,
+    fit_criteria_for,
+    unit_capped,
+)
 
 __all__ = ["Proposal", "TuneConfig", "criterion_matches", "fit_criteria_for", "propose_rules", "unit_capped"]
-
-
-@dataclass(frozen=True)
-class TuneConfig:
-    """How rules are proposed (see the module docstring).
-
-    Attributes
-    ----------
-    half_lives : tuple
-        Half-lives (days) tried for re-shaped and new rules; ``None`` is no decay.
-    new_expiries : tuple of float
-        Windows (days) of new undecayed rules (a plain count of recent events).
-    cap_quantiles : tuple of float
-        Caps tried, as quantiles of a shape's positive per-unit values (besides no cap).
-    reshape : bool
-        Try other half-lives and caps for the hand rules.
-    reshape_margin : float
-        R^2 a new shape must gain over the hand rule's own shape to replace it.
-    new_rules : bool
-        Propose rules for uncovered event types and attributes.
-    min_share : float
-        Share of the model's mean |SHAP| below which a group carries no signal.
-    min_r2 : float
-        R^2 of its group a new rule must reach.
-    max_fit_bins : int
-        Bins of the tree that turns an attribute into criteria.
-    min_bin_share : float
-        Smallest share of rows in one attribute bin.
-    quantiles : tuple of float or None
-        Quantile levels where the proposed total is matched to the hand total (None: the
-        hand file's band edges and thresholds).
-    target : {"margin", "groups"}
-        What the points are fitted to: the whole SHAP sum (the margin) in one joint fit, or
-        each group's own SHAP values separately (see the module docstring).
-    zero_no_signal : bool
-        Give 0 points to rules flagged ``no signal`` (they stay in the file). Off by default:
-        in the joint fit such a rule can still carry signal of a correlated group.
-    keep_share : float
-        A hand rule (or criterion) whose group carries at least this share of the mean |SHAP|
-        is never cut to ~0 (below ``keep_fraction`` of its current points) nor flipped against
-        the sign the model credits its own group with: it gets its own group's fit instead,
-        else keeps its points, and the joint fit is redone around it.
-    keep_fraction : float
-        Proposed points below this fraction of the current points count as "cut to ~0".
-    n_boot : int
-        Paired bootstrap resamples of the test rows for the gain's interval (offer gate).
-    alpha : float
-        The interval is the central ``1 - alpha`` percentile interval; its lower end must be above 0.
-    seed : int
-        Seed of the bootstrap resamples.
-    """
-
-    half_lives: tuple[float | None, ...] = (None, 7.0, 14.0, 30.0, 60.0)
-    new_expiries: tuple[float, ...] = (30.0, 90.0)
-    cap_quantiles: tuple[float, ...] = (0.5, 0.75, 0.9, 0.975)
-    reshape: bool = True
-    reshape_margin: float = 0.02
-    new_rules: bool = True
-    min_share: float = 0.01
-    min_r2: float = 0.05
-    max_fit_bins: int = 3
-    min_bin_share: float = 0.02
-    quantiles: tuple[float, ...] | None = None
-    target: str = "margin"
-    zero_no_signal: bool = False
-    keep_share: float = 0.01
-    keep_fraction: float = 0.2
-    n_boot: int = 1000
-    alpha: float = 0.05
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_share < 1 or not 0 <= self.min_r2 < 1:
-            raise ValueError("min_share and min_r2 must lie in [0, 1)")
-        if self.max_fit_bins < 2:
-            raise ValueError("max_fit_bins must be at least 2")
-        if self.target not in ("groups", "margin"):
-            raise ValueError(f"target must be 'groups' or 'margin', not {self.target!r}")
-        if any(not 0 < q < 1 for q in self.cap_quantiles):
-            raise ValueError("cap_quantiles must lie strictly between 0 and 1")
-        if not 0 <= self.keep_share < 1 or not 0 <= self.keep_fraction <= 1:
-            raise ValueError("keep_share must lie in [0, 1) and keep_fraction in [0, 1]")
-        if self.n_boot < 1 or not 0 < self.alpha < 1:
-            raise ValueError("n_boot must be at least 1 and alpha in (0, 1)")
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """Proposed rules and why.
-
-    Attributes
-    ----------
-    rules : RuleSet
-        The proposed file (``{name}_proposed``): the hand rules with new points (and shapes),
-        then new activities and criteria.
-    changes : pandas.DataFrame
-        One row per rule: ``rule, kind, status`` (kept / changed / new / no signal),
-        ``group, share`` (of mean |SHAP|), ``r2``, ``current_points, proposed_points``,
-        ``current_shape, proposed_shape``, ``logodds_per_unit``, ``note``.
-    out_of_reach : pandas.DataFrame
-        Groups no rule can read (``group, kind, share``).
-    k_points_per_logodds : float
-    """
-
-    rules: RuleSet
-    changes: pd.DataFrame
-    out_of_reach: pd.DataFrame
-    k_points_per_logodds: float
-    shapes: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # rule -> (candidate column, unit cap)
-
-
-def unit_capped(raw: np.ndarray, cap: float | None) -> np.ndarray:
-    """A unit rule's column with a per-unit cap: ``cap (1 - exp(-raw / cap))`` for raw >= 0."""
-    return raw if cap is None else cap_values(raw, cap)  # the scoring engine's own cap
-
-
-def _r2(y: np.ndarray, x: np.ndarray) -> float:
-    """R^2 of a least-squares fit of ``y`` on ``[1, x]``."""
-    design = np.column_stack([np.ones(len(y)), x])
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ coef
-    total = ((y - y.mean()) ** 2).sum()
-    return float(1 - (residual ** 2).sum() / total) if total > 0 else 0.0
-
-
-def _best_shape(y: np.ndarray, raw: pd.DataFrame, columns: list[str], quantiles) -> tuple[str, float | None, float]:
-    """The (column, cap, R^2) among ``columns`` x caps that best explains ``y``."""
-    best = (columns[0], None, -np.inf)
-    for column in columns:
-        values = raw[column].to_numpy(dtype="float64")
-        positive = values[values > 0]
-        # a cap below one event's worth (1 unit) would swallow the rule's points: raise it to 1
-        caps = [None] + sorted({max(float(c), 1.0) for c in np.quantile(positive, quantiles)} if positive.size else set())
-        for cap in caps:
-            r2 = _r2(y, unit_capped(values, cap))
-            if r2 > best[2] + 1e-12:
-                best = (column, cap, r2)
-    return best
-
-
-def _shape_text(activity: Activity, cap: float | None) -> str:
-    parts = [f"half-life {activity.half_life_days:g}d" if activity.half_life_days else "no decay"]
-    if activity.expires_after_days:
-        parts.append(f"expires {activity.expires_after_days:g}d")
-    if cap is not None:
-        parts.append(f"cap {cap:.3g}")
-    return ", ".join(parts)
-
-
-def _lstsq(y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Slopes of ``y ~ 1 + x`` (a tiny ridge keeps collinear columns finite)."""
-    if x.shape[1] == 0:
-        return np.zeros(0)
-    mean, sd = x.mean(axis=0), x.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    z = (x - mean) / sd
-    gram = z.T @ z + 1e-6 * len(y) * np.eye(z.shape[1])
-    return np.linalg.solve(gram, z.T @ (y - y.mean())) / sd
-
-
-def fit_criteria_for(
-    attribute: str, values: pd.Series, phi: np.ndarray, *, max_bins: int, min_share: float
-) -> list[FitCriterion]:
-    """New criteria for an attribute from a small regression tree of ``phi`` on it.
-
-    Numbers become ``[min, max)`` ranges, text becomes ``in`` lists (categories ordered by their
-    mean ``phi``, so a bin is a set of categories with similar effect). The bin holding the most
-    rows is the reference and gets no criterion; missing values earn nothing. Points are set to
-    1 here (placeholders; the caller fits them).
-    """
-    from sklearn.tree import DecisionTreeRegressor
-
-    known = values.notna().to_numpy()
-    if known.sum() < 10:
-        return []
-    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    if numeric:
-        x = values.to_numpy(dtype="float64", na_value=np.nan)[known]
-    else:
-        text = values.astype("string")[known]
-        means = pd.Series(phi[known]).groupby(text.to_numpy()).mean().sort_values()
-        rank = {c: i for i, c in enumerate(means.index)}
-        x = text.map(rank).to_numpy(dtype="float64")
-    tree = DecisionTreeRegressor(max_leaf_nodes=max_bins, min_samples_leaf=max(int(min_share * len(values)), 1),
-                                 random_state=0).fit(x[:, None], phi[known])
-    thresholds = sorted(t for t in tree.tree_.threshold if t != -2)  # -2 marks leaves
-    if not thresholds:
-        return []
-    edges = [-np.inf, *thresholds, np.inf]
-    counts = [int(((x > lo) & (x <= hi)).sum()) for lo, hi in zip(edges, edges[1:])]
-    reference = int(np.argmax(counts))
-    name = safe_name(attribute)
-    out = []
-    for b, (lo, hi) in enumerate(zip(edges, edges[1:])):
-        if b == reference:
-            continue
-        if numeric:
-            # the tree splits at midpoints, x <= t; criteria are [min, max) so nudge to the next value
-            upper = float(x[x <= hi].max()) if np.isfinite(hi) else None
-            lower = float(x[x > lo].min()) if np.isfinite(lo) else None
-            bounds = {}
-            if lower is not None:
-                bounds["min"] = readable_edge(lower)
-            if upper is not None:
-                above = x[x > hi]
-                bounds["max"] = readable_edge(float(above.min())) if above.size else None
-                if bounds["max"] is None:
-                    del bounds["max"]
-            label = "_".join(f"{k}_{v:g}".replace(".", "p").replace("-", "m") for k, v in bounds.items())
-            out.append(FitCriterion(name=f"{name}_{label}", attribute=attribute, points=1.0, **bounds))
-        else:
-            members = [c for c, i in rank.items() if lo < i <= hi]
-            label = "_".join(safe_name(str(m)) for m in members[:3]) + ("_etc" if len(members) > 3 else "")
-            typed = [_typed(m, values) for m in members]
-            out.append(FitCriterion(name=f"{name}_{label}", attribute=attribute, points=1.0, **{"in": typed}))
-    return out
-
-
-def _typed(member: str, values: pd.Series):
-    if pd.api.types.is_bool_dtype(values):
-        return member == "True"
-    return member
-
-
-def criterion_matches(criterion: FitCriterion, values: pd.Series) -> np.ndarray:
-    from propensity.pipelines.rules.score import (
-        _criterion_mask,  # the engine's own matching, so tune agrees with scoring
-    )
-
-    return _criterion_mask(criterion, values).astype("float64")
 
 
 def propose_rules(

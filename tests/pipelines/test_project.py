@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
+import yaml
 
 from propensity.pipelines.jobs import WorkspaceError
 from propensity.pipelines.project import Project
@@ -43,3 +45,40 @@ def test_rule_warnings_are_empty_without_events(tmp_path):
     project = Project(tmp_path / "ws")
     rules, _, warnings = project.rules()
     assert rules.name == "saas" and warnings == []
+
+
+@pytest.mark.slow
+def test_score_with_a_model_reads_the_registry_the_train_config_names(world, tmp_path):
+    """`mlflow.tracking_uri` in the workspace's train.yaml is where `score --model` finds the model
+    (it used to look in the workspace's own, empty store)."""
+    from propensity.pipelines.cli import main
+
+    other = Project(tmp_path / "ws")
+    for kind in ("contacts", "events", "outcomes"):
+        other.ingest(kind, world.config_path.parent / f"{kind}.parquet")
+    shared = yaml.safe_load(world.config_path.read_text())
+    shared["mlflow"]["tracking_uri"] = f"sqlite:///{world.ws.path / 'mlflow.db'}"
+    (other.path / "configs").mkdir()
+    (other.path / "configs" / "train.yaml").write_text(yaml.safe_dump(shared))
+
+    as_of = pd.Timestamp(world.result.test_scores["as_of"].iloc[0])
+    scored = other.score_with_model(as_of, world.version)
+    expected = Project(world.ws).score_with_model(as_of, world.version, world.model_name)
+    pd.testing.assert_frame_equal(scored, expected)
+    assert not (other.path / "mlflow.db").exists(), "nothing may be looked up in the workspace's own store"
+    out = tmp_path / "scores.csv"
+    assert main(["-w", str(other.path), "score", "--model", world.version, "--as-of", f"{as_of:%Y-%m-%d}",
+                 "--out", str(out)]) == 0
+    assert len(pd.read_csv(out)) == len(expected)
+
+
+def test_everything_a_trained_workspace_holds_is_named_by_its_layout(world):
+    from propensity.features.layout import WorkspaceLayout
+
+    layout = world.ws.layout
+    named = {getattr(layout, name).name for name in dir(WorkspaceLayout)
+             if isinstance(getattr(WorkspaceLayout, name), property)}
+    held = {p.name for p in world.ws.path.iterdir() if not p.name.endswith((".wal", ".tmp"))}
+    assert held and held <= named, held - named
+    assert layout.learned_rules.is_file() and layout.mlflow_db.is_file() and layout.database.is_file()
+    assert layout.model_context(world.model_name, world.version).is_dir()

@@ -22,14 +22,14 @@ PLOT_IDS = ["plot-gain", "plot-calibration", "plot-distribution", "plot-bands", 
 
 
 @pytest.fixture(scope="module")
-def cli_run(trained_workspace, tmp_path_factory):
+def cli_run(trained_workspace, world, tmp_path_factory):
     ws, config_path, result = trained_workspace
     out = tmp_path_factory.mktemp("report")
     settings = out / "compare.yaml"
     settings.write_text(yaml.safe_dump({"n_boot": 200, "examples_per_cell": 2,
                                         "backtest": {"last_n": 2, "n_boot": 50}}))
     args = ["-w", str(ws.path), "compare", "--config", str(config_path), "--compare-config", str(settings),
-            "--model-name", "propensity-compare-test", "--model", result.model_version, "--k", "5,10", "--backtest", "--out-dir", str(out)]
+            "--model-name", world.model_name, "--model", result.model_version, "--k", "5,10", "--backtest", "--out-dir", str(out)]
     assert main(args) == 0
     return out, json.loads((out / "compare.json").read_text()), result
 

@@ -44,10 +44,10 @@ def test_nice_round_writes_values_a_person_would():
 def test_rounding_lives_in_one_module():
     from propensity.pipelines.rules import rounding
     from propensity.pipelines.training import points
-    from propensity.pipelines.tune import propose
+    from propensity.pipelines.tune import propose, shapes
 
     assert points.human_round is rounding.human_round and propose.nice_round is rounding.nice_round
-    assert propose.readable_edge is rounding.readable_edge
+    assert shapes.readable_edge is rounding.readable_edge
 
 
 def test_an_event_read_only_through_a_filter_counts_as_uncovered():

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 
 from propensity.pipelines.cli import main
 from propensity.pipelines.rules import load_rules
-from tests.pipelines.explain.world import ROOT
+from tests.worlds import ROOT
 
 pytestmark = pytest.mark.slow
 

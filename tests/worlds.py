@@ -1,7 +1,8 @@
-"""One small synthetic world with a registered learned model, shared by the explain and tune tests.
+"""One small synthetic world with a registered learned model, shared by the explain, tune, compare
+and model-portability tests.
 
-Built once per test session (both folders' fixtures call :func:`trained_world` with the session's
-``tmp_path_factory``, and the result is cached), because training is the slow part.
+Built once per test session (the ``world`` fixture of tests/conftest.py calls :func:`trained_world`
+with the session's ``tmp_path_factory``, and the result is cached), because training is the slow part.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def _build(tmp_path_factory) -> TrainedWorld:
     from propensity.pipelines.training.train import train
 
     data = tmp_path_factory.mktemp("explain_world")
-    world = generate_world(WorldConfig(contacts=2500, days=120, seed=5))
+    world = generate_world(WorldConfig(contacts=2500, days=150, seed=5))
     paths = write_world(world, data, fmt="parquet")
     ws = Workspace(tmp_path_factory.mktemp("explain_ws"))
     for kind in ("contacts", "events", "outcomes"):
@@ -51,7 +52,7 @@ def _build(tmp_path_factory) -> TrainedWorld:
     config = {
         "rules": str(ROOT / "configs/rules/saas.yaml"),
         "features": str(ROOT / "configs/features.yaml"),
-        "grid": {"first": "2025-01-15", "last": "2025-03-31", "step_days": 14},
+        "grid": {"first": "2025-01-15", "last": "2025-04-25", "step_days": 10},
         "horizon_days": 21,
         "model": {"tune": False, "n_trials": 1, "timeout_seconds": 900, "seed": 0},
         "min_positives": 20,
