@@ -327,6 +327,45 @@ class Project:
                             fit_rows=fit_rows, step=step)
         return result, rules_where.path
 
+    def triggers_path(self, given: Path | str | None = None) -> Resolved:
+        """The triggers file: given, else the workspace's ``configs/triggers.yaml``, else shipped."""
+        if given is not None:
+            return Resolved(Path(given), "given")
+        own = self.ws.path / "configs" / "triggers.yaml"
+        return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("triggers.yaml"), "shipped")
+
+    def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
+             alpha: float = 0.05, window_days: float | None = None):
+        """Treated vs held-out conversion per trigger (and push) and band: a :class:`LiftReport`.
+
+        The holdout is the triggers file's ``holdout`` section (``experiment`` overrides its
+        name, e.g. to read an earlier experiment); exposures come from the service database
+        (``$DATABASE_URL``, else ``<workspace>/serve.db``), outcomes from the workspace.
+        """
+        from propensity.pipelines.activation.lift import lift_report, read_exposures
+        from propensity.pipelines.activation.tables import create_activation_tables
+        from propensity.pipelines.activation.triggers import load_triggers
+        from propensity.pipelines.outputs import parse_as_of
+        from propensity.pipelines.serve.db import database_url, make_engine
+
+        where = self._uses(self.triggers_path(triggers), "triggers")
+        holdout = load_triggers(where.path).holdout
+        if holdout is None:
+            raise ValueError(f"{where.path}: no holdout section, so nobody was held out and there is no lift "
+                             "to measure; add `holdout: {experiment: NAME, share: 0.1}` (docs/CONFIGS.md)")
+        if experiment is not None:
+            holdout = holdout.model_copy(update={"experiment": experiment})
+        engine = make_engine(database_url(self.ws.path))
+        try:
+            create_activation_tables(engine)
+            exposures = read_exposures(engine, holdout.experiment)
+        finally:
+            engine.dispose()
+        outcomes = self.ws.table("outcomes")[["contact_id", "ts", "outcome"]]
+        outcomes = outcomes.assign(ts=outcomes["ts"].astype("datetime64[us]"))
+        end = parse_as_of(data_end) if data_end is not None else None
+        return lift_report(exposures, outcomes, holdout, data_end=end, alpha=alpha, window_days=window_days)
+
 
 def spine_choice(at):
     """A :class:`SpineChoice` from a cut-off (date, datetime or ISO text) or a SpineChoice."""
