@@ -210,6 +210,10 @@ def compare_cmd(
 
 
 def print_comparison(comparison) -> None:
+    from propensity.pipelines.compare.verdict import plain_verdict
+
+    for sentence in plain_verdict(comparison):
+        console.print(f"[bold]{sentence}[/]")
     cutoffs = ", ".join(comparison.meta.get("cutoffs", []))
     first = comparison.summary.iloc[0]
     summary = Table(title=f"rule vs learned on held-out cut-off {cutoffs}: {int(first['n']):,} contacts, "
