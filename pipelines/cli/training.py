@@ -164,7 +164,8 @@ def tune_cmd(
     path = write_proposal(result, out, live=rules_path, force=force)
     if path is not None:
         console.print(("" if result.offered else "[yellow]written because of --force; NOT offered (see above)[/]\n")
-                      + f"proposal: {path}  (diff: {path.with_suffix('.diff')}; "
+                      + f"proposal: {path}  (diff: {path.with_suffix('.diff')}; the diff beside its evidence: "
+                      f"{path.with_suffix('.md')}; "
                       f"run it: propensity score --rules {path} --as-of DATE)")
     else:
         console.print("no file written (use --force to write it anyway)")
