@@ -336,5 +336,11 @@ def triggers_check_cmd(
     console.print(table)
     console.print(f"delivery: POST to ${cfg.delivery.url_env}, signed with ${cfg.delivery.secret_env}, "
                   f"{cfg.delivery.max_attempts} attempts then dead letter")
+    if cfg.holdout is not None:
+        h = cfg.holdout
+        console.print(f"holdout {h.experiment}: {h.share:.0%} of contacts held out of "
+                      + (", ".join(h.triggers) if h.triggers is not None else "every trigger")
+                      + (" and pushes" if h.push else "") + f"; `propensity lift` counts {h.outcome or 'any outcome'} "
+                      f"within {h.window_days:g} days")
 
 
