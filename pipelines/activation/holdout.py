@@ -21,16 +21,19 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field
-
-from propensity.pipelines.activation.tables import holdout_assignments, holdout_exposures, insert_ignore
+from propensity.pipelines.activation.tables import (
+    holdout_assignments,
+    holdout_exposures,
+    insert_ignore,
+)
 from propensity.pipelines.serve.db import dialect_insert
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "HoldoutConfig",
     "assign",
-    "held_out_by_hash",
     "hash_unit",
+    "held_out_by_hash",
     "record_exposure",
     "record_exposures",
 ]

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-
 from propensity.pipelines.compare.tables import top_k_table
 
 __all__ = ["SPOKEN", "calls_sentence", "horizon_words", "plain_verdict", "spoken", "verdict_k"]

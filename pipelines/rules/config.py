@@ -133,7 +133,7 @@ class Matrix(_Frozen):
     @classmethod
     def _increasing(cls, edges: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(b <= a for a, b in zip(edges, edges[1:])):
-            raise ValueError(f"edges must increase strictly (lowest grade's upper edge first): {list(edges)}")
+            raise ValueError(f"edges must increase strictly (where C, B, A or 3, 2, 1 start, in that order): {list(edges)}")
         return edges
 
 

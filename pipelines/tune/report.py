@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-
 from propensity.pipelines.compare.verdict import horizon_words, scores_verdict
 
 __all__ = ["proposal_report"]

@@ -7,11 +7,10 @@ import ibis
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
-
 from propensity.pipelines.cli import main
 from propensity.pipelines.rules.config import RuleSet, dump_rules, load_rules
 from propensity.pipelines.rules.score import assign_cells, score_contacts
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = datetime(2025, 6, 1)

@@ -8,10 +8,19 @@ import json
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-
-from propensity.pipelines.activation.holdout import HoldoutConfig, assign, hash_unit, held_out_by_hash
+from propensity.pipelines.activation.holdout import (
+    HoldoutConfig,
+    assign,
+    hash_unit,
+    held_out_by_hash,
+)
 from propensity.pipelines.activation.outbox import WebhookSender, deliver_due
-from propensity.pipelines.activation.push import PushOptions, destination_from_env, push, traits_from_scores
+from propensity.pipelines.activation.push import (
+    PushOptions,
+    destination_from_env,
+    push,
+    traits_from_scores,
+)
 from propensity.pipelines.activation.tables import (
     holdout_assignments,
     holdout_exposures,
@@ -19,7 +28,13 @@ from propensity.pipelines.activation.tables import (
     push_state,
     trigger_firings,
 )
-from propensity.pipelines.activation.triggers import ScoreChange, TriggerEngine, TriggersConfig, TriggersConfigError, load_triggers
+from propensity.pipelines.activation.triggers import (
+    ScoreChange,
+    TriggerEngine,
+    TriggersConfig,
+    TriggersConfigError,
+    load_triggers,
+)
 
 NOW = dt.datetime(2026, 3, 1, 12, 0)
 SECRET = "whsec-holdout-77"

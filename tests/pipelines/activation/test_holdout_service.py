@@ -8,14 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
-from segment.analytics.client import Client
-
 from propensity.pipelines.activation.holdout import held_out_by_hash
 from propensity.pipelines.activation.outbox import verify_signature
 from propensity.pipelines.activation.triggers import TriggersConfig
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.serve.app import ServiceSettings
 from propensity.pipelines.serve.config import ServeConfig
+from segment.analytics.client import Client
+
 from tests.pipelines.serve.support import WRITE_KEY, running_server
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)

@@ -8,10 +8,17 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from propensity.pipelines.activation.holdout import HoldoutConfig, held_out_by_hash
-from propensity.pipelines.activation.lift import label_exposures, lift_report, newcombe_interval
-from propensity.pipelines.activation.triggers import ScoreChange, TriggerEngine, TriggersConfig
+from propensity.pipelines.activation.lift import (
+    label_exposures,
+    lift_report,
+    newcombe_interval,
+)
+from propensity.pipelines.activation.triggers import (
+    ScoreChange,
+    TriggerEngine,
+    TriggersConfig,
+)
 from propensity.pipelines.cli import main
 from propensity.pipelines.serve.db import database_url, make_engine
 

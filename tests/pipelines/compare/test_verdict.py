@@ -4,12 +4,15 @@ import re
 
 import numpy as np
 import pandas as pd
-
+from compare_helpers import BANDS, scored_frame
 from propensity.pipelines.compare import CompareConfig, compare_scores
 from propensity.pipelines.compare.report import render_html
-from propensity.pipelines.compare.verdict import calls_sentence, horizon_words, plain_verdict, scores_verdict
-
-from compare_helpers import BANDS, scored_frame
+from propensity.pipelines.compare.verdict import (
+    calls_sentence,
+    horizon_words,
+    plain_verdict,
+    scores_verdict,
+)
 
 CONFIG = CompareConfig(n_boot=100, top_k_percent=(5, 10, 20))
 
