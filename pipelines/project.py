@@ -342,10 +342,58 @@ class Project:
         name, e.g. to read an earlier experiment); exposures come from the service database
         (``$DATABASE_URL``, else ``<workspace>/serve.db``), outcomes from the workspace.
         """
-        from propensity.pipelines.activation.lift import lift_report, read_exposures
+        from propensity.pipelines.activation.lift import lift_report
+
+        holdout, exposures, outcomes = self._holdout_data(triggers, experiment)
+        end = _parse_end(data_end)
+        return lift_report(exposures, outcomes, holdout, data_end=end, alpha=alpha, window_days=window_days)
+
+    def uplift(self, source: str, triggers: Path | str | None = None, *, rules: Path | str | None = None,
+               experiment: str | None = None, data_end=None, window_days: float | None = None, k: float = 0.3):
+        """An uplift model on ``source``'s closed exposures vs the rule score at exposure (extra ``uplift``).
+
+        Features are the rules' points per rule at each exposure's instant (``ts < at``), so the
+        comparison is with the ranking the same rules give; see
+        :mod:`propensity.pipelines.activation.uplift`.
+        """
+        import tempfile
+
+        from propensity.pipelines.activation.lift import label_exposures
+        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
+        from propensity.pipelines.jobs import SpineChoice, run_rule_scores
+
+        if (reason := uplift_unavailable()) is not None:
+            raise ValueError(reason)
+        holdout, exposures, outcomes = self._holdout_data(triggers, experiment)
+        end = _parse_end(data_end)
+        if end is None:
+            end = outcomes["ts"].max() if len(outcomes) else None
+        if end is None:
+            raise ValueError("no outcomes in the workspace yet: no exposure window has closed")
+        labelled = label_exposures(exposures[exposures["source"] == source], outcomes,
+                                   window_days or holdout.window_days, end, holdout.outcome)
+        closed = labelled[labelled["closed"]].reset_index(drop=True)
+        if closed.empty:
+            known = sorted(exposures["source"].unique())
+            raise ValueError(f"no closed exposures of {source!r} in experiment {holdout.experiment!r} "
+                             f"(sources with exposures: {known})")
+        rule_set, where, warnings = self.rules(rules)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        with tempfile.TemporaryDirectory() as folder:
+            spine = Path(folder) / "exposures.parquet"
+            closed[["contact_id", "at"]].rename(columns={"at": "as_of"}).drop_duplicates().to_parquet(spine)
+            scored = run_rule_scores(self.ws, SpineChoice(spine=str(spine)), rule_set)
+        scored = scored.assign(as_of=pd_datetime(scored["as_of"]))
+        frame = closed.merge(scored, left_on=["contact_id", "at"], right_on=["contact_id", "as_of"], how="left")
+        features = [c for c in scored.columns if c.startswith("points__")]
+        return compare_uplift(frame, features, "rule_score", source=source, k=k)
+
+    def _holdout_data(self, triggers, experiment):
+        """The holdout config, its recorded exposures (service database) and the workspace's outcomes."""
+        from propensity.pipelines.activation.lift import read_exposures
         from propensity.pipelines.activation.tables import create_activation_tables
         from propensity.pipelines.activation.triggers import load_triggers
-        from propensity.pipelines.outputs import parse_as_of
         from propensity.pipelines.serve.db import database_url, make_engine
 
         where = self._uses(self.triggers_path(triggers), "triggers")
@@ -362,9 +410,20 @@ class Project:
         finally:
             engine.dispose()
         outcomes = self.ws.table("outcomes")[["contact_id", "ts", "outcome"]]
-        outcomes = outcomes.assign(ts=outcomes["ts"].astype("datetime64[us]"))
-        end = parse_as_of(data_end) if data_end is not None else None
-        return lift_report(exposures, outcomes, holdout, data_end=end, alpha=alpha, window_days=window_days)
+        return holdout, exposures, outcomes.assign(ts=pd_datetime(outcomes["ts"]))
+
+
+def _parse_end(data_end):
+    from propensity.pipelines.outputs import parse_as_of
+
+    return parse_as_of(data_end) if data_end is not None else None
+
+
+def pd_datetime(values):
+    """Timestamps as the project keeps them: naive UTC, microseconds."""
+    import pandas as pd
+
+    return pd.to_datetime(values).astype("datetime64[us]")
 
 
 def spine_choice(at):

@@ -204,23 +204,35 @@ def lift_cmd(
                                                       "(default: the holdout's window_days).")] = None,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="1 - confidence of the intervals.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    uplift: Annotated[str | None, typer.Option("--uplift", help="Also fit an uplift model on this trigger's "
+                                               "exposures and compare it with the rule score's ranking on the "
+                                               "later half (extra: pip install 'propensity[uplift]').")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="--uplift: the rules whose points are the "
+                                               "features and whose score is the ranking (default: resolved as "
+                                               "for `score`).")] = None,
 ) -> None:
     """Does acting on the score help? Conversion of treated vs held-out contacts per trigger (and push)
     and band, with a confidence interval, and the incremental conversions; windows that closed only."""
     import json
     import math
 
-    report = project(ctx, read_only=True).lift(triggers, experiment=experiment, data_end=data_end, alpha=alpha,
-                                               window_days=window_days)
-    for note in report.notes:
+    proj = project(ctx, read_only=True)
+    report = proj.lift(triggers, experiment=experiment, data_end=data_end, alpha=alpha, window_days=window_days)
+    compared = None if uplift is None else proj.uplift(uplift, triggers, rules=rules, experiment=experiment,
+                                                       data_end=data_end, window_days=window_days)
+    for note in report.notes + (compared.notes if compared is not None else []):
         err.print(f"[dim]{note}[/]")
     if as_json:
         rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                 for row in report.table.to_dict("records")]
+        extra = {} if compared is None else {"uplift": {"source": compared.source, "k": compared.k,
+                                                        "fit_rows": compared.fit_rows,
+                                                        "evaluated_rows": compared.evaluated_rows,
+                                                        "rankings": compared.table.to_dict("records")}}
         console.print_json(json.dumps({"experiment": report.experiment, "window_days": report.window_days,
                                        "data_end": report.data_end.isoformat() if report.data_end else None,
                                        "alpha": report.alpha, "exposures": report.exposures,
-                                       "still_open": report.still_open, "rows": rows}))
+                                       "still_open": report.still_open, "rows": rows, **extra}))
         return
     level = f"{1 - report.alpha:.0%}"
     table = Table(title=f"lift of experiment {report.experiment}: conversion within {report.window_days:g} days "
@@ -235,6 +247,14 @@ def lift_cmd(
     console.print(table)
     if report.table.empty:
         console.print("(no exposure whose window has closed yet)")
+    if compared is not None:
+        ranks = Table(title=f"{compared.source}: uplift model vs propensity ranking on the later "
+                            f"{compared.evaluated_rows:,} exposures")
+        for column in ("ranking", "Qini coefficient", f"uplift in the top {compared.k:.0%}"):
+            ranks.add_column(column, justify="left" if column == "ranking" else "right")
+        for row in compared.table.itertuples(index=False):
+            ranks.add_row(row.ranking, f"{row.qini:.3f}", f"{100 * row.uplift_at_k:+.1f} pts")
+        console.print(ranks)
 
 
 def _arm(converted: int, n: int) -> str:
