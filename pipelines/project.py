@@ -322,6 +322,104 @@ class Project:
                             fit_rows=fit_rows, step=step)
         return result, rules_where.path
 
+    def triggers_path(self, given: Path | str | None = None) -> Resolved:
+        """The triggers file: given, else the workspace's ``configs/triggers.yaml``, else shipped."""
+        if given is not None:
+            return Resolved(Path(given), "given")
+        own = self.ws.path / "configs" / "triggers.yaml"
+        return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("triggers.yaml"), "shipped")
+
+    def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
+             alpha: float = 0.05, window_days: float | None = None):
+        """Treated vs held-out conversion per trigger (and push) and band: a :class:`LiftReport`.
+
+        The holdout is the triggers file's ``holdout`` section (``experiment`` overrides its
+        name, e.g. to read an earlier experiment); exposures come from the service database
+        (``$DATABASE_URL``, else ``<workspace>/serve.db``), outcomes from the workspace.
+        """
+        from propensity.pipelines.activation.lift import lift_report
+
+        holdout, exposures, outcomes = self._holdout_data(triggers, experiment)
+        end = _parse_end(data_end)
+        return lift_report(exposures, outcomes, holdout, data_end=end, alpha=alpha, window_days=window_days)
+
+    def uplift(self, source: str, triggers: Path | str | None = None, *, rules: Path | str | None = None,
+               experiment: str | None = None, data_end=None, window_days: float | None = None, k: float = 0.3):
+        """An uplift model on ``source``'s closed exposures vs the rule score at exposure (extra ``uplift``).
+
+        Features are the rules' points per rule at each exposure's instant (``ts < at``), so the
+        comparison is with the ranking the same rules give; see
+        :mod:`propensity.pipelines.activation.uplift`.
+        """
+        import tempfile
+
+        from propensity.pipelines.activation.lift import label_exposures
+        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
+        from propensity.pipelines.jobs import SpineChoice, run_rule_scores
+
+        if (reason := uplift_unavailable()) is not None:
+            raise ValueError(reason)
+        holdout, exposures, outcomes = self._holdout_data(triggers, experiment)
+        end = _parse_end(data_end)
+        if end is None:
+            end = outcomes["ts"].max() if len(outcomes) else None
+        if end is None:
+            raise ValueError("no outcomes in the workspace yet: no exposure window has closed")
+        labelled = label_exposures(exposures[exposures["source"] == source], outcomes,
+                                   window_days or holdout.window_days, end, holdout.outcome)
+        closed = labelled[labelled["closed"]].reset_index(drop=True)
+        if closed.empty:
+            known = sorted(exposures["source"].unique())
+            raise ValueError(f"no closed exposures of {source!r} in experiment {holdout.experiment!r} "
+                             f"(sources with exposures: {known})")
+        rule_set, where, warnings = self.rules(rules)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        with tempfile.TemporaryDirectory() as folder:
+            spine = Path(folder) / "exposures.parquet"
+            closed[["contact_id", "at"]].rename(columns={"at": "as_of"}).drop_duplicates().to_parquet(spine)
+            scored = run_rule_scores(self.ws, SpineChoice(spine=str(spine)), rule_set)
+        scored = scored.assign(as_of=pd_datetime(scored["as_of"]))
+        frame = closed.merge(scored, left_on=["contact_id", "at"], right_on=["contact_id", "as_of"], how="left")
+        features = [c for c in scored.columns if c.startswith("points__")]
+        return compare_uplift(frame, features, "rule_score", source=source, k=k)
+
+    def _holdout_data(self, triggers, experiment):
+        """The holdout config, its recorded exposures (service database) and the workspace's outcomes."""
+        from propensity.pipelines.activation.lift import read_exposures
+        from propensity.pipelines.activation.tables import create_activation_tables
+        from propensity.pipelines.activation.triggers import load_triggers
+        from propensity.pipelines.serve.db import database_url, make_engine
+
+        where = self._uses(self.triggers_path(triggers), "triggers")
+        holdout = load_triggers(where.path).holdout
+        if holdout is None:
+            raise ValueError(f"{where.path}: no holdout section, so nobody was held out and there is no lift "
+                             "to measure; add `holdout: {experiment: NAME, share: 0.1}` (docs/CONFIGS.md)")
+        if experiment is not None:
+            holdout = holdout.model_copy(update={"experiment": experiment})
+        engine = make_engine(database_url(self.ws.path))
+        try:
+            create_activation_tables(engine)
+            exposures = read_exposures(engine, holdout.experiment)
+        finally:
+            engine.dispose()
+        outcomes = self.ws.table("outcomes")[["contact_id", "ts", "outcome"]]
+        return holdout, exposures, outcomes.assign(ts=pd_datetime(outcomes["ts"]))
+
+
+def _parse_end(data_end):
+    from propensity.pipelines.outputs import parse_as_of
+
+    return parse_as_of(data_end) if data_end is not None else None
+
+
+def pd_datetime(values):
+    """Timestamps as the project keeps them: naive UTC, microseconds."""
+    import pandas as pd
+
+    return pd.to_datetime(values).astype("datetime64[us]")
+
 
 def spine_choice(at):
     """A :class:`SpineChoice` from a cut-off (date, datetime or ISO text) or a SpineChoice."""

@@ -29,6 +29,7 @@ import pandas as pd
 import sqlalchemy as sa
 import tenacity
 
+from propensity.pipelines.activation.holdout import HoldoutConfig, assign, record_exposures
 from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, sign
 from propensity.pipelines.activation.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
@@ -476,6 +477,7 @@ class PushReport:
     requests: int
     dry_run: bool
     preview: dict | None = field(default=None)
+    held_out: int = 0  # changed contacts not sent because they are in the holdout
 
 
 def summarise_preview(preview: dict, show: int = 3) -> tuple[dict, int]:
@@ -519,11 +521,13 @@ def _batches(items: Sequence[ContactTraits], size: int) -> Iterator[Sequence[Con
 
 def push(engine: sa.Engine, destination: Destination, contacts: Sequence[ContactTraits], *,
          options: PushOptions = PushOptions(), dry_run: bool = False, preview_out: str | Path | None = None,
-         sleep: Callable[[float], None] = time.sleep) -> PushReport:
+         sleep: Callable[[float], None] = time.sleep, holdout: HoldoutConfig | None = None) -> PushReport:
     """Send the contacts whose traits changed since the last push to ``destination``.
 
     With ``dry_run`` nothing is sent or recorded; the report's ``preview`` is the first batch, and
-    ``preview_out`` (a path) receives every batch's request as JSON lines.
+    ``preview_out`` (a path) receives every batch's request as JSON lines. With a ``holdout``
+    (whose ``push`` is on), held-out contacts are not sent; every changed contact's first push
+    (or, held out, the push it did not get) is recorded as an exposure for ``propensity lift``.
 
     Raises
     ------
@@ -536,12 +540,13 @@ def push(engine: sa.Engine, destination: Destination, contacts: Sequence[Contact
     create_activation_tables(engine)
     pending = pending_contacts(engine, destination.name, contacts)
     unchanged = len(contacts) - len(pending)
+    pending, held_out = _apply_holdout(engine, holdout, destination.name, pending, record=not dry_run)
     total = math.ceil(len(pending) / options.batch_size)
     if dry_run:
         preview = destination.preview(pending[:options.batch_size]) if pending else None
         if preview_out is not None:
             write_previews(destination, pending, options.batch_size, preview_out)
-        return PushReport(destination.name, len(contacts), unchanged, 0, total, 0, True, preview)
+        return PushReport(destination.name, len(contacts), unchanged, 0, total, 0, True, preview, held_out)
     http = _Http(options, destination.secrets, TokenBucket(options.rate, options.burst, sleep=sleep), sleep=sleep)
     sent = 0
     try:
@@ -558,4 +563,20 @@ def push(engine: sa.Engine, destination: Destination, contacts: Sequence[Contact
             log.info("push to %s: batch %d/%d acknowledged (%d contacts)", destination.name, number, total, len(batch))
     finally:
         http.close()
-    return PushReport(destination.name, len(contacts), unchanged, sent, total, http.requests, False)
+    return PushReport(destination.name, len(contacts), unchanged, sent, total, http.requests, False, None, held_out)
+
+
+def _apply_holdout(engine: sa.Engine, holdout: HoldoutConfig | None, destination: str,
+                   pending: list[ContactTraits], *, record: bool) -> tuple[list[ContactTraits], int]:
+    """The pending contacts that are treated, and how many were held out (exposures recorded)."""
+    if holdout is None or not holdout.push or not pending:
+        return pending, 0
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with engine.connect() as conn:
+        groups = assign(conn, holdout, [c.contact_id for c in pending], now)
+        if record:  # a dry run records nothing, not even the assignments (closed uncommitted: rolled back)
+            record_exposures(conn, holdout, f"push:{destination}", [
+                (c.contact_id, c.traits.get("intent_band"), groups[c.contact_id]) for c in pending], now)
+            conn.commit()
+    treated = [c for c in pending if not groups[c.contact_id]]
+    return treated, len(pending) - len(treated)

@@ -18,6 +18,8 @@ __all__ = [
     "trigger_firings",
     "score_history",
     "push_state",
+    "holdout_assignments",
+    "holdout_exposures",
     "create_activation_tables",
     "migrate_table",
     "insert_ignore",
@@ -109,6 +111,34 @@ push_state = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),
     sa.Column("traits", sa.Text, nullable=False),
     sa.Column("pushed_at", sa.DateTime, nullable=False),
+)
+
+# A holdout experiment's assignment of each contact it has seen: held out (never sent a trigger
+# or a push) or treated. The group comes from a hash of experiment + contact, and once recorded
+# it is what counts, so a later change of the configured share never moves a contact.
+holdout_assignments = sa.Table(
+    "activation_holdout_assignments",
+    metadata,
+    sa.Column("experiment", sa.String(128), primary_key=True),
+    sa.Column("contact_id", sa.String(256), primary_key=True),
+    sa.Column("held_out", sa.Boolean, nullable=False),
+    sa.Column("share", sa.Float, nullable=False),  # the held-out share the contact was assigned under
+    sa.Column("assigned_at", sa.DateTime, nullable=False),
+)
+
+# The first time each contact was (or, held out, would have been) acted on, per source: a
+# trigger's name or "push:<destination>"; with the band it was in then. `propensity lift` counts
+# conversions in the window after `at`.
+holdout_exposures = sa.Table(
+    "activation_holdout_exposures",
+    metadata,
+    sa.Column("experiment", sa.String(128), primary_key=True),
+    sa.Column("source", sa.String(160), primary_key=True),
+    sa.Column("contact_id", sa.String(256), primary_key=True),
+    sa.Column("band", sa.String(64), nullable=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("held_out", sa.Boolean, nullable=False),
+    sa.Index("ix_activation_exposures_at", "experiment", "at"),
 )
 
 

@@ -26,6 +26,7 @@ from typing import Annotated, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from propensity.pipelines.activation.holdout import HoldoutConfig, assign, record_exposure
 from propensity.pipelines.activation.outbox import RetryPolicy, enqueue
 from propensity.pipelines.activation.tables import (
     insert_ignore,
@@ -111,11 +112,16 @@ class Delivery(_Frozen):
 
 
 class TriggersConfig(_Frozen):
-    """Triggers plus the band order (lowest first) that ``band_entered`` compares with."""
+    """Triggers plus the band order (lowest first) that ``band_entered`` compares with.
+
+    ``holdout`` (optional): the share of contacts whose firings are recorded but never sent,
+    and who are left out of ``propensity push`` (see :mod:`propensity.pipelines.activation.holdout`).
+    """
 
     bands: tuple[str, ...] = ()
     delivery: Delivery = Delivery()
     triggers: tuple[Trigger, ...] = ()
+    holdout: HoldoutConfig | None = None
 
     @field_validator("bands")
     @classmethod
@@ -134,6 +140,9 @@ class TriggersConfig(_Frozen):
             if isinstance(trigger, BandEntered) and trigger.band not in self.bands:
                 raise ValueError(f"trigger {trigger.name!r}: band {trigger.band!r} is not one of bands "
                                  f"{list(self.bands)} (list them lowest first)")
+        unknown = sorted(set(self.holdout.triggers or ()) - set(names)) if self.holdout else []
+        if unknown:
+            raise ValueError(f"holdout.triggers names no trigger of this file: {unknown} (triggers: {names})")
         return self
 
 
@@ -171,7 +180,11 @@ class ScoreChange:
 
 @dataclass(frozen=True)
 class Firing:
-    """A trigger that fired, as queued in the outbox (``outbox_id``) with its payload."""
+    """A trigger that fired, as queued in the outbox (``outbox_id``) with its payload.
+
+    ``held_out``: the contact is in the holdout, so the firing is recorded but not queued
+    (``outbox_id`` is None).
+    """
 
     trigger: str
     kind: str
@@ -180,6 +193,7 @@ class Firing:
     idempotency_key: str
     payload: dict
     outbox_id: int | None
+    held_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,6 +323,14 @@ class TriggerEngine:
                                                       "contact_id": change.contact_id, "fired_at": change.at}):
             return None
         payload = why_now_payload(trigger, change, crossing.details, key)
+        holdout = self.config.holdout
+        held_out = False
+        if holdout is not None and holdout.covers(trigger.name):
+            held_out = assign(conn, holdout, [change.contact_id], change.at)[change.contact_id]
+            record_exposure(conn, holdout, trigger.name, change.contact_id, change.after_band, change.at, held_out)
+        if held_out:
+            return Firing(trigger=trigger.name, kind=trigger.kind, contact_id=change.contact_id, at=change.at,
+                          idempotency_key=key, payload=payload, outbox_id=None, held_out=True)
         outbox_id = enqueue(conn, idempotency_key=key, kind="trigger", payload=payload,
                             trigger=trigger.name, contact_id=change.contact_id, now=change.at)
         return Firing(trigger=trigger.name, kind=trigger.kind, contact_id=change.contact_id, at=change.at,

@@ -122,6 +122,9 @@ def push_cmd(
     rate: Annotated[float, typer.Option("--rate", min=0.01, help="Requests per second at most.")] = 20.0,
     preview_out: Annotated[Path | None, typer.Option("--preview-out", help="With --dry-run: write every request "
                                                      "it would send to this file (JSON lines).")] = None,
+    triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML whose `holdout` section "
+                                                  "leaves held-out contacts out (default: the workspace's "
+                                                  "configs/triggers.yaml if it has one; none: no holdout).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""
@@ -153,16 +156,19 @@ def push_cmd(
     else:
         frame, label = read_scores_table(engine, source), f"table {source}"
     contacts = traits_from_scores(frame, source=label)
+    holdout = _push_holdout(ctx, triggers)
     try:
         report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
-                      dry_run=dry_run, preview_out=preview_out if dry_run else None)
+                      dry_run=dry_run, preview_out=preview_out if dry_run else None, holdout=holdout)
     except PushError as exc:
         err.print(f"[red]push failed:[/] {exc}")
         raise typer.Exit(1) from None
     verb, count = ("would send", report.contacts - report.unchanged) if report.dry_run else ("sent", report.sent)
     console.print(f"push to [bold]{report.destination}[/] from {label}: {report.contacts:,} contacts, "
                   f"{report.unchanged:,} unchanged since the last push; {verb} {count:,} in {report.batches:,} "
-                  "batch(es)" + ("" if report.dry_run else f", {report.requests:,} request(s)"))
+                  "batch(es)" + ("" if report.dry_run else f", {report.requests:,} request(s)")
+                  + (f"; {report.held_out:,} changed contact(s) held out (experiment {holdout.experiment})"
+                     if holdout is not None and holdout.push else ""))
     if report.dry_run and report.preview is not None:
         shown, left_out = summarise_preview(report.preview)
         console.print("first batch (no credentials shown" + (f"; {left_out:,} more item(s) not shown, "
@@ -170,6 +176,102 @@ def push_cmd(
         console.print_json(data=shown, default=str)
         if preview_out is not None:
             console.print(f"every request written to {preview_out}")
+
+
+def _push_holdout(ctx: typer.Context, given: Path | None):
+    """The holdout a push applies: the given triggers file's, else the workspace's (if it exists)."""
+    from propensity.pipelines.activation.triggers import load_triggers
+
+    where = project(ctx).triggers_path(given)
+    if where.is_shipped:
+        return None  # the shipped file has no holdout: a push without a file of yours holds nobody out
+    holdout = load_triggers(where.path).holdout
+    if holdout is not None:
+        note_resolved(where, "holdout")
+    return holdout
+
+
+@app.command("lift")
+def lift_cmd(
+    ctx: typer.Context,
+    triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML with the `holdout` section "
+                                                  "(default: the workspace's configs/triggers.yaml).")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Another experiment name than the "
+                                                   "file's (an earlier holdout).")] = None,
+    data_end: Annotated[str | None, typer.Option("--data-end", help="Windows ending after this are still open "
+                                                 "(default: the newest outcome).")] = None,
+    window_days: Annotated[float | None, typer.Option("--window-days", min=0.001, help="Conversion window "
+                                                      "(default: the holdout's window_days).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5, help="1 - confidence of the intervals.")] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    uplift: Annotated[str | None, typer.Option("--uplift", help="Also fit an uplift model on this trigger's "
+                                               "exposures and compare it with the rule score's ranking on the "
+                                               "later half (extra: pip install 'propensity[uplift]').")] = None,
+    rules: Annotated[Path | None, typer.Option("--rules", help="--uplift: the rules whose points are the "
+                                               "features and whose score is the ranking (default: resolved as "
+                                               "for `score`).")] = None,
+) -> None:
+    """Does acting on the score help? Conversion of treated vs held-out contacts per trigger (and push)
+    and band, with a confidence interval, and the incremental conversions; windows that closed only."""
+    import json
+    import math
+
+    proj = project(ctx, read_only=True)
+    report = proj.lift(triggers, experiment=experiment, data_end=data_end, alpha=alpha, window_days=window_days)
+    compared = None if uplift is None else proj.uplift(uplift, triggers, rules=rules, experiment=experiment,
+                                                       data_end=data_end, window_days=window_days)
+    for note in report.notes + (compared.notes if compared is not None else []):
+        err.print(f"[dim]{note}[/]")
+    if as_json:
+        rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                for row in report.table.to_dict("records")]
+        extra = {} if compared is None else {"uplift": {"source": compared.source, "k": compared.k,
+                                                        "fit_rows": compared.fit_rows,
+                                                        "evaluated_rows": compared.evaluated_rows,
+                                                        "rankings": compared.table.to_dict("records")}}
+        console.print_json(json.dumps({"experiment": report.experiment, "window_days": report.window_days,
+                                       "data_end": report.data_end.isoformat() if report.data_end else None,
+                                       "alpha": report.alpha, "exposures": report.exposures,
+                                       "still_open": report.still_open, "rows": rows, **extra}))
+        return
+    level = f"{1 - report.alpha:.0%}"
+    table = Table(title=f"lift of experiment {report.experiment}: conversion within {report.window_days:g} days "
+                        f"of the firing, treated vs held out ({level} intervals)")
+    for column in ("trigger / push", "band", "treated", "held out", "difference", "incremental conversions",
+                   "effect"):
+        table.add_column(column)
+    for row in report.table.to_dict("records"):
+        table.add_row(row["source"], row["band"], _arm(row["treated_converted"], row["treated"]),
+                      _arm(row["held_out_converted"], row["held_out"]), _points(row), _incremental(row),
+                      row["effect"])
+    console.print(table)
+    if report.table.empty:
+        console.print("(no exposure whose window has closed yet)")
+    if compared is not None:
+        ranks = Table(title=f"{compared.source}: uplift model vs propensity ranking on the later "
+                            f"{compared.evaluated_rows:,} exposures")
+        for column in ("ranking", "Qini coefficient", f"uplift in the top {compared.k:.0%}"):
+            ranks.add_column(column, justify="left" if column == "ranking" else "right")
+        for row in compared.table.itertuples(index=False):
+            ranks.add_row(row.ranking, f"{row.qini:.3f}", f"{100 * row.uplift_at_k:+.1f} pts")
+        console.print(ranks)
+
+
+def _arm(converted: int, n: int) -> str:
+    return f"{converted:,} of {n:,}" + (f" ({converted / n:.1%})" if n else "")
+
+
+def _points(row: dict) -> str:
+    if row["treated"] == 0 or row["held_out"] == 0:
+        return "-"
+    return (f"{100 * row['difference']:+.1f} pts [{100 * row['difference_low']:+.1f}, "
+            f"{100 * row['difference_high']:+.1f}]")
+
+
+def _incremental(row: dict) -> str:
+    if row["treated"] == 0 or row["held_out"] == 0:
+        return "-"
+    return f"{row['incremental']:+,.0f} [{row['incremental_low']:+,.0f}, {row['incremental_high']:+,.0f}]"
 
 
 @outbox_app.command("deliver")
@@ -254,5 +356,11 @@ def triggers_check_cmd(
     console.print(table)
     console.print(f"delivery: POST to ${cfg.delivery.url_env}, signed with ${cfg.delivery.secret_env}, "
                   f"{cfg.delivery.max_attempts} attempts then dead letter")
+    if cfg.holdout is not None:
+        h = cfg.holdout
+        console.print(f"holdout {h.experiment}: {h.share:.0%} of contacts held out of "
+                      + (", ".join(h.triggers) if h.triggers is not None else "every trigger")
+                      + (" and pushes" if h.push else "") + f"; `propensity lift` counts {h.outcome or 'any outcome'} "
+                      f"within {h.window_days:g} days")
 
 

@@ -116,12 +116,16 @@ def summarise_scores(scored, path, title: str, as_json: bool, streaming: bool, e
 
     if as_json:
         bands = scored["band"].value_counts(sort=False) if "band" in scored else {}
+        cells = {"cells": {str(c): int(n) for c, n in scored["cell"].value_counts(sort=False).items()}} \
+            if "cell" in scored else {}
         typer.echo(json.dumps({"rows": len(scored), "output": str(path), **extra,
-                               "bands": {str(b): int(n) for b, n in dict(bands).items()}}))
+                               "bands": {str(b): int(n) for b, n in dict(bands).items()}, **cells}))
         return
     target = err if streaming else console
     if "band" in scored:
         print_band_table(scored, title=title, to=target)
+    if "cell" in scored:
+        print_matrix(scored, to=target)
     target.print(f"{len(scored):,} rows -> {'stdout (CSV)' if streaming else path}")
 
 
@@ -139,6 +143,18 @@ def print_band_table(scored, title: str, bands=None, to=None) -> None:
             rate = "-" if row.contacts == 0 else f"{row.conversion_rate:.1%}"
             table.add_row(str(row.band), f"{row.contacts:,}", f"{row.share:.1%}",
                           "-" if row.contacts == 0 else f"{row.mean_score:.2f}", f"{int(row.conversions):,}", rate)
+    (to or console).print(table)
+
+
+def print_matrix(scored, to=None) -> None:
+    """Contacts per fit x engagement cell: fit A (best) to D down, engagement 1 (most) to 4 across."""
+    counts = scored["cell"].value_counts(sort=False)
+    table = Table(title="fit x engagement (A1 best; edges in the rules' matrix section)")
+    table.add_column("fit / engagement")
+    for digit in "1234":
+        table.add_column(digit, justify="right")
+    for letter in "ABCD":
+        table.add_row(letter, *(f"{int(counts.get(letter + digit, 0)):,}" for digit in "1234"))
     (to or console).print(table)
 
 

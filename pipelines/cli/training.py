@@ -164,7 +164,8 @@ def tune_cmd(
     path = write_proposal(result, out, live=rules_path, force=force)
     if path is not None:
         console.print(("" if result.offered else "[yellow]written because of --force; NOT offered (see above)[/]\n")
-                      + f"proposal: {path}  (diff: {path.with_suffix('.diff')}; "
+                      + f"proposal: {path}  (diff: {path.with_suffix('.diff')}; the diff beside its evidence: "
+                      f"{path.with_suffix('.md')}; "
                       f"run it: propensity score --rules {path} --as-of DATE)")
     else:
         console.print("no file written (use --force to write it anyway)")
@@ -210,6 +211,10 @@ def compare_cmd(
 
 
 def print_comparison(comparison) -> None:
+    from propensity.pipelines.compare.verdict import plain_verdict
+
+    for sentence in plain_verdict(comparison):
+        console.print(f"[bold]{sentence}[/]")
     cutoffs = ", ".join(comparison.meta.get("cutoffs", []))
     first = comparison.summary.iloc[0]
     summary = Table(title=f"rule vs learned on held-out cut-off {cutoffs}: {int(first['n']):,} contacts, "

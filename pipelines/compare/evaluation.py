@@ -227,6 +227,7 @@ def compare_models(
                         train_config, data_end)
     rows = planned.rows[planned.rows["split"].isin(["valid", "test"])].reset_index(drop=True)
     meta["data_end"] = data_end.value.isoformat()
+    meta["horizon_days"] = train_config.horizon_days  # the verdict says whose conversions ("next month's")
     meta["data_end_rule"] = data_end.describe()
     meta["cutoff_plan"] = planned.report.to_dict()
     past_end = [f for f in planned.report.dropped if f.dropped_by == "window_past_data_end"]

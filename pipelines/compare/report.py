@@ -14,6 +14,7 @@ from pathlib import Path
 from propensity.pipelines.compare.backtest import gap_stability
 from propensity.pipelines.compare.core import Comparison
 from propensity.pipelines.compare.plots import render_plots
+from propensity.pipelines.compare.verdict import plain_verdict
 
 __all__ = ["render_html", "write_json", "write_report"]
 
@@ -52,6 +53,7 @@ def render_html(comparison: Comparison) -> str:
         }
     return template.render(
         c=comparison,
+        verdict=plain_verdict(comparison),
         meta=comparison.meta,
         summary=comparison.summary.to_dict(orient="records"),
         gaps=comparison.gaps.to_dict(orient="records"),
@@ -64,10 +66,12 @@ def render_html(comparison: Comparison) -> str:
 
 
 def write_json(comparison: Comparison, path: str | Path) -> Path:
-    """``compare.json``: the comparison as plain JSON (missing values as null)."""
+    """``compare.json``: the comparison as plain JSON (missing values as null), its plain-language
+    verdict first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(comparison.to_dict(), indent=2, allow_nan=False), encoding="utf-8")
+    data = {"verdict": plain_verdict(comparison), **comparison.to_dict()}
+    path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
     return path
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "Activity",
     "Band",
     "FitCriterion",
+    "Matrix",
     "RuleSet",
     "Rollup",
     "RulesConfigError",
@@ -62,6 +63,9 @@ class Activity(_Frozen):
     cap: float | None = Field(default=None, gt=0)
     per_value: bool = False
     description: str | None = None
+    # which axis of the fit x engagement matrix the activity's points count on: events are
+    # engagement, unless they say something about who the contact is (e.g. an enrichment event)
+    axis: Literal["engagement", "fit"] = "engagement"
 
     _name = field_validator("name")(_check_name)
 
@@ -114,6 +118,25 @@ class Rollup(_Frozen):
     count_band: str | None = None
 
 
+class Matrix(_Frozen):
+    """The fit x engagement matrix (A1 best, D4 least): where each grade starts, in raw points.
+
+    ``fit``: the fit points (fit criteria, and activities with ``axis: fit``) at which a contact
+    is C, B and A (below the first: D). ``engagement``: the engagement points (every other
+    activity) at which it is 3, 2 and 1 (below the first: 4). An edge is inclusive.
+    """
+
+    fit: tuple[float, float, float]
+    engagement: tuple[float, float, float]
+
+    @field_validator("fit", "engagement")
+    @classmethod
+    def _increasing(cls, edges: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"edges must increase strictly (where C, B, A or 3, 2, 1 start, in that order): {list(edges)}")
+        return edges
+
+
 class RuleSet(_Frozen):
     """A hand-weighted scoring model."""
 
@@ -125,6 +148,7 @@ class RuleSet(_Frozen):
     bands: tuple[Band, ...]
     thresholds: dict[str, float] = Field(default_factory=dict)
     rollup: Rollup = Rollup()
+    matrix: Matrix | None = None
 
     @field_validator("scale")
     @classmethod
@@ -177,6 +201,9 @@ def dump_rules(rules: RuleSet) -> str:
     """Serialise a rule set back to YAML that :func:`load_rules` reads unchanged."""
     data = rules.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=False)
     data["scale"] = {_plain(k): _plain(v) for k, v in rules.scale.items()}
+    for activity in data["activities"]:  # the default axis is left out, as files written before it had none
+        if activity.get("axis") == "engagement":
+            del activity["axis"]
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

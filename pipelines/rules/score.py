@@ -16,6 +16,7 @@ __all__ = [
     "activity_points",
     "apply_caps",
     "assign_bands",
+    "assign_cells",
     "cap_values",
     "fit_points",
     "rollup_accounts",
@@ -178,12 +179,28 @@ def assign_bands(score: np.ndarray | pd.Series, rules: RuleSet) -> pd.Categorica
     return pd.Categorical.from_codes(np.clip(index, 0, len(names) - 1), categories=names, ordered=True)
 
 
+def assign_cells(fit: np.ndarray | pd.Series, engagement: np.ndarray | pd.Series, rules: RuleSet) -> pd.Categorical:
+    """The A1-D4 cell of each row: the fit letter (A best) then the engagement digit (1 most).
+
+    Grades start at the matrix's edges (inclusive). Categories run A1, A2, .. D4 (best first).
+    """
+    if rules.matrix is None:
+        raise ValueError(f"rules {rules.name!r} have no matrix section: no fit x engagement cells")
+    letters = np.array(list("DCBA"))[np.searchsorted(rules.matrix.fit, np.asarray(fit, dtype="float64"),
+                                                     side="right")]
+    digits = np.array(list("4321"))[np.searchsorted(rules.matrix.engagement,
+                                                    np.asarray(engagement, dtype="float64"), side="right")]
+    order = [f"{a}{d}" for a in "ABCD" for d in "1234"]
+    return pd.Categorical(np.char.add(letters, digits), categories=order, ordered=False)
+
+
 def score_frame(raw: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSet) -> pd.DataFrame:
     """Turn raw activity points (from :func:`activity_points`) into the scored table.
 
-    Columns: ``contact_id, as_of, points, rule_score, band``, one ``above__{threshold}`` flag per
-    threshold (raw points), then ``points__{rule}`` per activity and fit criterion, which add up
-    to ``points``.
+    Columns: ``contact_id, as_of, points, rule_score, band``, ``fit_points`` and
+    ``engagement_points`` (the two axes, which add up to ``points``), ``cell`` (A1-D4, when the
+    rules have a ``matrix``), one ``above__{threshold}`` flag per threshold (raw points), then
+    ``points__{rule}`` per activity and fit criterion, which add up to ``points``.
     """
     capped = apply_caps(raw, rules)
     fit = fit_points(capped, contacts, rules)
@@ -199,6 +216,11 @@ def score_frame(raw: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSet
     )
     scored["rule_score"] = scale_points(total, rules)
     scored["band"] = assign_bands(scored["rule_score"], rules)
+    fit_axis = [f"points__{a.name}" for a in rules.activities if a.axis == "fit"] + list(fit.columns)
+    scored["fit_points"] = parts[fit_axis].sum(axis=1).to_numpy(dtype="float64") if fit_axis else 0.0
+    scored["engagement_points"] = total - scored["fit_points"].to_numpy()
+    if rules.matrix is not None:
+        scored["cell"] = assign_cells(scored["fit_points"], scored["engagement_points"], rules)
     for name, threshold in rules.thresholds.items():
         scored[f"above__{name}"] = total >= threshold
     for column in rule_columns:

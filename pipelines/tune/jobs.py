@@ -59,6 +59,7 @@ class TuneResult:
     gain: float = float("nan")  # proposed - current test ROC-AUC
     gain_interval: tuple[float, float] = (float("nan"), float("nan"))  # its paired bootstrap interval
     walk_forward: pd.DataFrame = field(default_factory=pd.DataFrame)  # per earlier cut-off: current, proposed, gain
+    horizon_days: float | None = None  # the label window judged on (the report says whose conversions)
 
     def summary(self) -> dict:
         """JSON-ready figures."""
@@ -264,7 +265,8 @@ def tune_rules(
     """
     data = prepare_tune_data(ws, config, rules, scorer, tune_config, fit_rows=fit_rows, seed=seed, step=step)
     step("propose rules and backtest on the test split")
-    return evaluate_proposal(data, rules, tune_config, top_fraction=top_fraction)
+    result = evaluate_proposal(data, rules, tune_config, top_fraction=top_fraction)
+    return replace(result, horizon_days=config.horizon_days)
 
 
 def check_proposal_path(out: Path, live: Path | None = None) -> None:
@@ -284,7 +286,8 @@ def check_proposal_path(out: Path, live: Path | None = None) -> None:
 
 
 def write_proposal(result: TuneResult, out: Path, *, live: Path | None = None, force: bool = False) -> Path | None:
-    """Write ``rules.proposed.yaml`` (and its diff, ``.diff``, next to it) when offered or forced.
+    """Write ``rules.proposed.yaml`` (and its diff, ``.diff``, and its report with the evidence,
+    ``.md``, next to it) when offered or forced.
 
     Never writes over the live rules (see :func:`check_proposal_path`).
     """
@@ -295,4 +298,7 @@ def write_proposal(result: TuneResult, out: Path, *, live: Path | None = None, f
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(dump_rules(result.proposal.rules), encoding="utf-8")
     out.with_suffix(".diff").write_text(result.diff, encoding="utf-8")
+    from propensity.pipelines.tune.report import proposal_report
+
+    out.with_suffix(".md").write_text(proposal_report(result), encoding="utf-8")
     return out

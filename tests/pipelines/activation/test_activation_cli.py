@@ -119,6 +119,13 @@ def test_triggers_check_lists_the_shipped_triggers_and_rejects_a_bad_file(tmp_pa
     bad.write_text("triggers:\n  - {name: x, kind: nope}\n")
     assert main(["triggers", "check", str(bad)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+    assert "holdout" not in out  # the shipped file holds nobody out
+    held = tmp_path / "held.yaml"
+    held.write_text("bands: [cold, hot]\ntriggers:\n  - {name: x, kind: band_entered, band: hot}\n"
+                    "holdout: {experiment: e7, share: 0.15, triggers: [x], window_days: 14, outcome: won}\n")
+    assert main(["triggers", "check", str(held)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "holdout e7: 15% of contacts held out of x and pushes; `propensity lift` counts won within 14 days" in said
 
 
 @pytest.fixture(autouse=True)
@@ -151,3 +158,25 @@ def test_a_dry_run_at_the_default_batch_size_prints_a_faithful_summary_and_can_w
     assert KEY not in out_file.read_text() + out
     assert receiver.received == []
     assert main([*ws, "push", "--to", "segment", "--from", str(path), "--preview-out", str(out_file)]) == 2
+
+
+def test_push_with_a_holdout_leaves_held_out_contacts_out_and_says_how_many(tmp_path, receiver, monkeypatch, capsys):
+    from propensity.pipelines.activation.holdout import held_out_by_hash
+
+    monkeypatch.setenv("SEGMENT_WRITE_KEY", KEY)
+    monkeypatch.setenv("SEGMENT_URL", receiver.url)
+    path = tmp_path / "scores.parquet"
+    scores(n=40).to_parquet(path)
+    triggers = tmp_path / "triggers.yaml"
+    triggers.write_text("holdout: {experiment: cli-exp, share: 0.3}\n")
+    held = {f"p{i}" for i in range(40) if held_out_by_hash("cli-exp", f"p{i}", 0.3)}
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "push", "--to", "segment", "--from", str(path), "--triggers", str(triggers)]) == 0
+    sent = {call["userId"] for r in receiver.received for call in r.json()["batch"]}
+    assert sent == {f"p{i}" for i in range(40)} - held and held
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{len(held)} changed contact(s) held out (experiment cli-exp)" in out
+    # without a triggers file of the workspace's own, nobody is held out
+    scores(n=40, bump=1.0).to_parquet(path)
+    assert main([*ws, "push", "--to", "segment", "--from", str(path)]) == 0
+    assert len({call["userId"] for r in receiver.received for call in r.json()["batch"]}) == 40

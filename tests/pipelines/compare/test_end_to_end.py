@@ -99,10 +99,15 @@ def test_the_report_opens_in_chromium_without_errors_and_with_every_plot(cli_run
             images = page.evaluate(
                 "Array.from(document.images).map(i => ({id: i.id, ok: i.complete && i.naturalWidth > 0}))")
             present = page.evaluate(f"{PLOT_IDS!r}.filter(id => document.getElementById(id) !== null)")
+            # the page opens with the plain-language verdict, the one compare.json carries
+            opening = page.evaluate("document.querySelector('h1').nextElementSibling.id")
+            said = page.evaluate("Array.from(document.querySelectorAll('#plain-verdict p')).map(p => p.innerText)")
         finally:
             browser.close()
     assert problems == []
     assert present == PLOT_IDS
+    assert opening == "plain-verdict" and said == json.loads((out / "compare.json").read_text())["verdict"]
+    assert "calls" in said[0] and "your rules" in said[0]
     broken = [image["id"] for image in images if not image["ok"]]
     assert images and broken == []
 

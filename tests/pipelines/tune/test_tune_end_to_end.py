@@ -52,6 +52,21 @@ def test_the_report_says_why_it_is_offered_or_not_and_each_change_its_evidence(t
         assert "this rule alone" in change["note"], change["note"]
 
 
+def test_the_proposal_report_puts_the_diff_beside_its_evidence_in_calls_and_conversions(tuned):
+    out, report = tuned
+    text = out.with_suffix(".md").read_text()
+    first = text.split("\n")[2]
+    assert first.startswith("Calling the top 10% by ") and " calls." in first
+    assert "your rules" in first and "the proposed rules" in first
+    assert ("**Decision:** Offered" if report["offered"] else "**Decision:** Not offered") in text
+    low, high = report["gain_interval"]
+    assert f"{report['gain']:+.3f} (paired bootstrap interval {low:+.3f} to {high:+.3f})" in text
+    # the diff is the one written beside the proposal, whole
+    diff = out.with_suffix(".diff").read_text().rstrip("\n")
+    assert "```diff\n" + diff + "\n```" in text
+    assert text.index("## Evidence on the test cut-off") < text.index("## The change to the rules file")
+
+
 def test_force_writes_a_proposal_that_is_not_offered_and_says_so(world, tmp_path, capsys):
 
     out, report = tmp_path / "forced.proposed.yaml", tmp_path / "forced.json"
