@@ -171,12 +171,24 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut-off (ISO date/
 SpineOpt = Annotated[str | None, typer.Option("--spine", help="A spine file (contact_id, as_of) or a stored spine name.")]
 
 
-def spine_choice(as_of: str | None, spine: str | None):
+def spine_choice(as_of: str | None, spine: str | None, default_from=None):
+    """The cut-off a command works at. ``default_from``: the workspace whose latest event gives the
+    default when neither option is given (the midnight after it, as `explain` uses, so every event
+    counts), said on stderr; None where no default is honest (another engine holds the events)."""
     from propensity.pipelines.jobs import SpineChoice
     from propensity.pipelines.outputs import parse_as_of
 
-    if (as_of is None) == (spine is None):
-        raise typer.BadParameter("give exactly one of --as-of DATE or --spine NAME|FILE")
+    if as_of is not None and spine is not None:
+        raise typer.BadParameter("give one of --as-of DATE or --spine NAME|FILE, not both")
+    if as_of is None and spine is None:
+        if default_from is None:
+            raise typer.BadParameter("give --as-of DATE or --spine NAME|FILE")
+        from propensity.pipelines.explain.jobs import default_as_of
+
+        when = default_as_of(default_from)
+        report("uses", f"cut-off {when:%Y-%m-%d %H:%M} (no --as-of: the midnight after the latest event, "
+                       "so every event counts)")
+        return SpineChoice(as_of=when, spine=None)
     return SpineChoice(as_of=parse_as_of(as_of) if as_of else None, spine=spine)
 
 
