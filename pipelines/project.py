@@ -153,11 +153,13 @@ class Project:
             return None
 
     def model(self, ref: str = "champion", name: str | None = None, *, config: Path | str | None = None,
-              tracking_uri: str | None = None) -> ModelContext:
+              tracking_uri: str | None = None, trusted_only: bool = False) -> ModelContext:
         """Load a registered model once, with its context files (downloaded into the workspace).
 
         ``name`` and ``tracking_uri`` default to the train config's (``config``, else the
         workspace's, else the shipped one). Raises :class:`WorkspaceError` (saying what to run) when the registry has no such model.
+        ``trusted_only``: refuse (:class:`ModelLocationError`) a model whose artifacts are outside
+        this workspace's ``mlartifacts`` (the service, which unpickles it into a long-lived process).
         """
         if name is None or tracking_uri is None:
             try:
@@ -166,7 +168,7 @@ class Project:
                 base = None
             name = name or (base.mlflow.model_name if base else "propensity")
             tracking_uri = tracking_uri or (base.mlflow.tracking_uri if base else None)
-        key = (name, ref)
+        key = (name, ref, trusted_only)
         if key in self._models:
             cached = self._models[key]
             if cached is None:
@@ -178,7 +180,7 @@ class Project:
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 self._models[key] = None  # nothing was ever trained here; MLflow's import is not paid
                 raise WorkspaceError(f"no registered model {name}@{ref} in {self.ws.path}: run `propensity train` first")
-        context = load_model_context(self.ws, ref, name, tracking_uri)
+        context = load_model_context(self.ws, ref, name, tracking_uri, trusted_only=trusted_only)
         self._models[key] = context
         return context
 

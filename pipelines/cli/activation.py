@@ -54,7 +54,8 @@ def serve_cmd(
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
     model: Annotated[str, typer.Option("--model", help="Learned model served beside the rules: an alias or a "
                                        "version; none registered: rule scores only. 'none': never.")] = "champion",
-    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the "
+                                                   "train config's mlflow.model_name).")] = None,
 ) -> None:
     """Run the real-time scoring service (Segment-shaped ingest on /v1/track|identify|batch; needs the
     `serve` extra). Write keys come from $PROPENSITY_WRITE_KEYS; the store is <workspace>/serve.db,
@@ -62,6 +63,7 @@ def serve_cmd(
     import sqlalchemy as sa
     import uvicorn
 
+    from propensity.pipelines.errors import WorkspaceError
     from propensity.pipelines.serve.app import ServiceSettings, create_app
     from propensity.pipelines.serve.config import (
         load_serve_config,
@@ -85,10 +87,16 @@ def serve_cmd(
     keys = write_keys(serve_config)  # before the model: a missing key fails at once
     registered = None
     if model != "none":
-        from propensity.pipelines.serve.learned import load_registered_scorer
-
-        registered = load_registered_scorer(ws.path, model, model_name,
-                                            allow_external=serve_config.allow_external_model)
+        # the one resolver (the train config's registry and model name), refusing a model whose
+        # pickled code lies outside this workspace unless the serve config trusts it
+        try:
+            learned = proj.model(model, model_name, trusted_only=not serve_config.allow_external_model)
+        except WorkspaceError as exc:
+            if model != "champion":
+                raise  # asked for by name: not there is an error, not a quiet fallback to rules
+            err.print(f"[dim]no learned model served: {exc}[/]")
+        else:
+            registered = (learned.scorer, f"{learned.name}@{model} v{learned.version}")
     settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,

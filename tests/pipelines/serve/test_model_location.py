@@ -6,8 +6,12 @@ import shutil
 
 import pytest
 
+from propensity.pipelines.project import Project
 from propensity.pipelines.serve.config import ServeConfig
-from propensity.pipelines.serve.learned import ModelLocationError, check_model_location, load_registered_scorer
+from propensity.pipelines.training.registry import (
+    ModelLocationError,
+    check_model_location,
+)
 from tests.pipelines.serve.test_learned import _register_champion, random_world
 
 
@@ -32,16 +36,16 @@ def test_a_registry_pointing_at_another_workspace_is_refused_unless_allowed(tmp_
     trained = tmp_path / "trained"
     events, contacts = random_world(3, n_events=300, n_contacts=20)
     _register_champion(trained, events, contacts)
-    assert load_registered_scorer(trained) is not None  # its own store: served
+    assert Project(trained).model("champion", "propensity", trusted_only=True).scorer  # its own store: served
     # a workspace whose registry (a copied mlflow.db) names artifacts in the other workspace
     copied = tmp_path / "copied"
     copied.mkdir()
     shutil.copy(trained / "mlflow.db", copied / "mlflow.db")
     with pytest.raises(ModelLocationError) as refused:
-        load_registered_scorer(copied)
+        Project(copied).model("champion", "propensity", trusted_only=True)
     assert str(trained / "mlartifacts") in str(refused.value) and "propensity@champion v1" in str(refused.value)
-    scorer, label = load_registered_scorer(copied, allow_external=True)
-    assert label == "propensity@champion v1" and scorer.feature_names
+    allowed = Project(copied).model("champion", "propensity")  # allow_external_model: true
+    assert allowed.version == "1" and allowed.scorer.feature_names
     # the CLI: a clear message and rc 2, before the service starts
     monkeypatch.setenv("PROPENSITY_WRITE_KEYS", "k1")
     assert main(["--workspace", str(copied), "serve", "--port", "1"]) == 2
