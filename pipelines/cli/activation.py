@@ -104,9 +104,35 @@ def serve_cmd(
     shown = sa.make_url(url).render_as_string(hide_password=True)
     console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
                   + (f"  triggers {triggers}" if triggers else "")
-                  + (f"  model {settings.model_label}" if registered else "  model: none registered (rule scores only)"))
+                  + (f"  model {settings.model_label}" if registered else "  model: none (rule scores only)"))
+    note = _history_note(url, ws)
+    if note:
+        err.print(f"[yellow]note:[/] {note}")
     # one process: the writer and the score cache live in it (more workers would need a shared cache)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _history_note(url: str, ws) -> str | None:
+    """Say when the workspace holds events the service store does not: the service scores only the
+    events it has received, so a user starting it on a batch workspace would otherwise read scores
+    of 0 as if they came from the history."""
+    import sqlalchemy as sa
+
+    batch = ws.counts().get("events", 0) if ws.db_path.exists() else 0
+    if not batch:
+        return None
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            served = connection.execute(sa.text("SELECT COUNT(*) FROM events")).scalar_one()
+    except sa.exc.SQLAlchemyError:  # a new store: its tables are created at start
+        served = 0
+    finally:
+        engine.dispose()
+    if served >= batch:
+        return None
+    return (f"the service store holds {served:,} events, the workspace {batch:,}: scores count only the events "
+            "the service has received (send the history through /v1/batch to start from it)")
 
 
 def service_engine(ctx: typer.Context):
