@@ -75,10 +75,14 @@ class SalesforcePull(_Frozen):
 
 class SalesforceConfig(_Frozen):
     objects: tuple[str, ...] = ("Contact", "Lead")
+    # a contacts table column naming each contact's object (Contact or Lead; `ingest contacts --from
+    # salesforce` writes it); a contact without one goes to the first of `objects`
+    object_column: str = "salesforce_object"
     field_prefix: str = "Propensity_"
     accounts: bool = True
     api_version: str = "60.0"
     bulk_threshold: int = Field(2000, ge=0)
+    bulk_poll_seconds: int = Field(5, ge=0)  # first wait for a Bulk API 2.0 job, then simple-salesforce backs off
     composite_batch_size: int = Field(200, ge=1, le=200)  # sObject Collections take 200 records at most
     daily_api_requests_reserve: int = Field(1000, ge=0)
     pull: SalesforcePull = SalesforcePull()

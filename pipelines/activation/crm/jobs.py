@@ -29,6 +29,7 @@ from propensity.pipelines.activation.push import (
     Destination,
     PushOptions,
     PushReport,
+    pending_contacts,
     push,
 )
 
@@ -146,10 +147,12 @@ def push_crm(to: str, engine: sa.Engine, crm_config, scored: Sequence[ContactTra
     import time
 
     from propensity.pipelines.activation.crm.limits import crm_unavailable
+    from propensity.pipelines.activation.tables import create_activation_tables
 
     if (reason := crm_unavailable()) is not None:
         raise ValueError(reason)
     sleep = sleep or time.sleep
+    create_activation_tables(engine)
     if to == "hubspot":
         from propensity.pipelines.activation.crm.hubspot import hubspot_from_env
 
@@ -158,4 +161,56 @@ def push_crm(to: str, engine: sa.Engine, crm_config, scored: Sequence[ContactTra
         return push_hubspot(engine, api, crm_config.hubspot, crm_config.project, scored, contacts_table,
                             dry_run=dry_run, preview_out=preview_out, holdout=holdout,
                             create_properties=create_properties, source=source)
+    if to == "salesforce":
+        from propensity.pipelines.activation.crm.salesforce import salesforce_from_env
+
+        api = salesforce_from_env(crm_config.salesforce, environ=environ, sleep=sleep)
+        return push_salesforce(engine, api, crm_config.salesforce, crm_config.project, scored, contacts_table,
+                               dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                               create_properties=create_properties, source=source)
     raise ValueError(f"push --to {to!r}: expected one of {', '.join(CRMS)}")
+
+
+def push_salesforce(engine: sa.Engine, api, config, project: str, scored: Sequence[ContactTraits],
+                    contacts_table: pd.DataFrame, *, dry_run: bool = False, preview_out: Path | None = None,
+                    holdout: HoldoutConfig | None = None, create_properties: bool = False,
+                    source: str = "scores") -> CRMPushReport:
+    """Contacts / Leads (per the contacts table's object column), then Account roll-ups, changed ones only.
+
+    Per object, more pending records than ``bulk_threshold`` go as Bulk API 2.0 jobs (10,000 a
+    job), fewer as sObject Collections requests (200 a request).
+    """
+    from propensity.pipelines.activation.crm.salesforce import (
+        SalesforceObjects,
+        ensure_fields,
+        sf_name,
+        sf_value,
+    )
+
+    properties = ensure_fields(api, config, project, dry_run=dry_run) if create_properties else []
+    held_out = held_out_contacts(engine, holdout, [c.contact_id for c in scored], record=not dry_run)
+    name = sf_name(config)
+    records, _, skipped, accounts = contact_and_account_records(
+        scored, contacts_table, match_column=None, account_keys=config.accounts, held_out=held_out, name=name,
+        value=sf_value, source=source)
+    owner = {}
+    if config.object_column in contacts_table.columns:
+        table = contacts_table.drop_duplicates("contact_id", keep="last")
+        owner = {str(k): str(v) for k, v in zip(table["contact_id"], table[config.object_column], strict=True)
+                 if str(v) in config.objects}
+    reports = []
+    groups = [(sobject, [r for r in records if owner.get(r.contact_id, config.objects[0]) == sobject], True,
+               name("contact_id")) for sobject in config.objects]
+    if config.accounts:
+        groups.append(("Account", accounts, False, name("account_id")))
+    for number, (sobject, part, applies, external_id) in enumerate(groups):
+        if not part:
+            continue
+        pending = len(pending_contacts(engine, f"salesforce:{sobject}", part))
+        bulk = pending > config.bulk_threshold
+        where = preview_out if number == 0 else sibling_preview(preview_out, sobject)
+        size = 10_000 if bulk else config.composite_batch_size
+        reports.append(push(engine, SalesforceObjects(api, sobject, external_id, bulk=bulk), part,
+                            options=PushOptions(batch_size=size), dry_run=dry_run,
+                            preview_out=where if dry_run else None, holdout=holdout if applies else None))
+    return CRMPushReport("salesforce", reports, skipped, properties, api.requests, api.retries)

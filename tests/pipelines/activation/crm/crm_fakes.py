@@ -271,3 +271,237 @@ def _holds(value, f: dict) -> bool:
     if op in ("GT", "GTE"):
         return value is not None and (value > f["value"] if op == "GT" else value >= f["value"])
     raise ValueError(f"operator {op} not in the fake")
+
+
+# -- Salesforce -----------------------------------------------------------------------------------
+
+
+def self_signed_certificate(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (simple-salesforce builds https:// URLs only)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = f"{folder}/sf-cert.pem", f"{folder}/sf-key.pem"
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+REQUIRED = {"Contact": ("LastName",), "Lead": ("LastName", "Company"), "Account": ("Name",)}
+
+
+@dataclass
+class SalesforceState:
+    token: str
+    version: str = "60.0"
+    fields: dict = field(default_factory=lambda: {
+        "Contact": {"Id", "LastName", "Email", "AccountId", "LeadSource", "Title", "MailingCountry",
+                    "LastModifiedDate"},
+        "Lead": {"Id", "LastName", "Company", "Email", "LeadSource", "Title", "Country", "LastModifiedDate"},
+        "Account": {"Id", "Name"},
+        "Opportunity": {"Id", "Name", "StageName", "CloseDate", "Amount", "AccountId", "LastModifiedDate"},
+        "OpportunityContactRole": {"Id", "OpportunityId", "ContactId"}})
+    records: dict = field(default_factory=lambda: {k: {} for k in ("Contact", "Lead", "Account", "Opportunity",
+                                                                    "OpportunityContactRole")})
+    jobs: dict = field(default_factory=dict)
+    created_fields: list = field(default_factory=list)
+    upserted: list = field(default_factory=list)  # (object, external id value) of every accepted record
+    api_used: int = 0
+    api_max: int = 15000
+    next_id: int = 1
+    page_size: int = 2
+
+    def new_id(self, prefix: str) -> str:
+        self.next_id += 1
+        return f"{prefix}{self.next_id:015d}"
+
+    def upsert(self, sobject: str, external_field: str, record: dict) -> dict:
+        unknown = sorted(set(record) - self.fields[sobject] - {"attributes"})
+        if unknown:
+            raise KeyError(f"No such column '{unknown[0]}' on sobject of type {sobject}")
+        key = record[external_field]
+        store = self.records[sobject]
+        found = next((r for r in store.values() if r.get(external_field) == key), None)
+        if found is None:
+            missing = [f for f in REQUIRED[sobject] if not record.get(f)]
+            if missing:
+                return {"success": False, "errors": [{"statusCode": "REQUIRED_FIELD_MISSING",
+                                                      "message": f"Required fields are missing: {missing}",
+                                                      "fields": missing}]}
+            found = {"Id": self.new_id("003")}
+            store[found["Id"]] = found
+        found.update({k: v for k, v in record.items() if k != "attributes"})
+        self.upserted.append((sobject, key))
+        return {"id": found["Id"], "success": True, "errors": [], "created": False}
+
+
+def salesforce_server(token: str, cert: tuple[str, str]) -> tuple[FakeServer, SalesforceState]:
+    import csv
+    import io
+    import ssl
+
+    server, state = FakeServer(), SalesforceState(token)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*cert)
+    server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+    server.url = server.url.replace("http://", "https://")
+    base = rf"/services/data/v{re.escape(state.version)}"
+
+    def guarded(fn):
+        def wrapper(request, *args):
+            if request.headers.get("authorization") != f"Bearer {state.token}":
+                return reply(401, [{"message": f"Session expired or invalid: {request.headers.get('authorization')}",
+                                    "errorCode": "INVALID_SESSION_ID"}])
+            state.api_used += 1
+            status, headers, body = fn(request, *args)
+            return status, {**headers, "Sforce-Limit-Info": f"api-usage={state.api_used}/{state.api_max}"}, body
+        return wrapper
+
+    @server.route("GET", base + r"/limits/?")
+    @guarded
+    def limits(request):
+        return reply(200, {"DailyApiRequests": {"Max": state.api_max, "Remaining": state.api_max - state.api_used}})
+
+    @server.route("GET", base + r"/sobjects/(\w+)/describe/?")
+    @guarded
+    def describe(request, sobject):
+        return reply(200, {"name": sobject, "fields": [{"name": f, "type": "string"} for f in sorted(state.fields[sobject])]})
+
+    @server.route("POST", base + r"/tooling/sobjects/CustomField/?")
+    @guarded
+    def create_field(request):
+        body = request.json()
+        sobject, name = body["FullName"].split(".")
+        state.fields[sobject].add(name)
+        state.created_fields.append((sobject, name, body["Metadata"]))
+        return reply(201, {"id": state.new_id("00N"), "success": True, "errors": []})
+
+    @server.route("PATCH", base + r"/composite/sobjects/(\w+)/(\w+)")
+    @guarded
+    def collections(request, sobject, external_field):
+        body = request.json()
+        if len(body["records"]) > 200:
+            return reply(400, [{"message": "too many records", "errorCode": "EXCEEDED_MAX_SIZE_REQUEST"}])
+        try:
+            results = [state.upsert(sobject, external_field, r) for r in body["records"]]
+        except KeyError as exc:
+            return reply(400, [{"message": str(exc.args[0]), "errorCode": "INVALID_FIELD"}])
+        return reply(200, results)
+
+    @server.route("POST", base + r"/jobs/ingest/?")
+    @guarded
+    def create_job(request):
+        body = request.json()
+        job = {"id": f"750{len(state.jobs):015d}", "state": "Open", "object": body["object"],
+               "operation": body["operation"], "externalIdFieldName": body.get("externalIdFieldName"),
+               "contentType": "CSV", "numberRecordsProcessed": 0, "numberRecordsFailed": 0, "data": "",
+               "failed": []}
+        state.jobs[job["id"]] = job
+        return reply(200, {k: v for k, v in job.items() if k not in ("data", "failed")})
+
+    @server.route("PUT", base + r"/jobs/ingest/(\w+)/batches")
+    @guarded
+    def upload(request, job_id):
+        state.jobs[job_id]["data"] += request.body.decode()
+        return 201, {}, b""
+
+    @server.route("PATCH", base + r"/jobs/ingest/(\w+)/?")
+    @guarded
+    def close(request, job_id):
+        job = state.jobs[job_id]
+        if request.json()["state"] == "UploadComplete":
+            rows = list(csv.DictReader(io.StringIO(job["data"])))
+            for row in rows:
+                record = {k: v for k, v in row.items() if v != ""}
+                try:
+                    result = state.upsert(job["object"], job["externalIdFieldName"], record)
+                except KeyError as exc:
+                    result = {"success": False, "errors": [{"statusCode": "INVALID_FIELD", "message": exc.args[0]}]}
+                if not result["success"]:
+                    job["failed"].append((row, result["errors"][0]))
+            job.update(state="JobComplete", numberRecordsProcessed=len(rows), numberRecordsFailed=len(job["failed"]))
+        else:
+            job["state"] = request.json()["state"]
+        return reply(200, {k: v for k, v in job.items() if k not in ("data", "failed")})
+
+    @server.route("GET", base + r"/jobs/ingest/(\w+)/?")
+    @guarded
+    def get_job(request, job_id):
+        return reply(200, {k: v for k, v in state.jobs[job_id].items() if k not in ("data", "failed")})
+
+    @server.route("GET", base + r"/jobs/ingest/(\w+)/failedResults/?")
+    @guarded
+    def failed_results(request, job_id):
+        failed = state.jobs[job_id]["failed"]
+        out = io.StringIO()
+        if failed:
+            columns = ["sf__Id", "sf__Error", *failed[0][0].keys()]
+            writer = csv.DictWriter(out, columns, lineterminator="\n")
+            writer.writeheader()
+            for row, error in failed:
+                writer.writerow({"sf__Id": "", "sf__Error": f"{error['statusCode']}:{error['message']}", **row})
+        return 200, {"Content-Type": "text/csv"}, out.getvalue().encode()
+
+    @server.route("GET", base + r"/query/?")
+    @guarded
+    def query(request):
+        return reply(200, soql(state, request.query["q"][0], 0))
+
+    @server.route("GET", base + r"/query/(\d+)-(.+)")
+    @guarded
+    def query_more(request, start, soql_text):
+        from urllib.parse import unquote
+
+        return reply(200, soql(state, unquote(soql_text), int(start)))
+
+    return server, state
+
+
+def soql(state: SalesforceState, text: str, start: int) -> dict:
+    """The SOQL the pull sends: SELECT fields FROM object [WHERE a AND b ...] ORDER BY LastModifiedDate, Id.
+
+    Conditions understood: ``F IN ('a','b')``, ``F > value``, ``F >= value``, ``F = 'x'``; one page
+    is ``page_size`` records, the rest behind ``nextRecordsUrl``.
+    """
+    match = re.match(r"SELECT (.+?) FROM (\w+)(?: WHERE (.+?))?(?: ORDER BY .+)?$", text.strip(), re.DOTALL)
+    assert match, text
+    fields = [f.strip() for f in match.group(1).split(",")]
+    rows = list(state.records[match.group(2)].values())
+    for condition in re.split(r"\s+AND\s+", match.group(3) or ""):
+        if not condition:
+            continue
+        name, op, value = re.match(r"(\w+)\s*(IN|>=|>|=)\s*(.+)", condition.strip()).groups()
+        if op == "IN":
+            values = [v.strip().strip("'") for v in value.strip("() ").split(",")]
+            rows = [r for r in rows if str(r.get(name)) in values]
+        else:
+            value = value.strip().strip("'")
+            rows = [r for r in rows if r.get(name) is not None and (
+                (op == ">" and r[name] > value) or (op == ">=" and r[name] >= value) or (op == "=" and r[name] == value))]
+    rows.sort(key=lambda r: (r.get("LastModifiedDate") or "", r["Id"]))
+    page = rows[start:start + state.page_size]
+    out = {"totalSize": len(rows), "done": start + state.page_size >= len(rows),
+           "records": [{"attributes": {"type": match.group(2)}, **{f: r.get(f) for f in fields}} for r in page]}
+    if not out["done"]:
+        from urllib.parse import quote
+
+        out["nextRecordsUrl"] = f"/services/data/v{state.version}/query/{start + state.page_size}-{quote(text, safe='')}"
+    return out
