@@ -329,6 +329,32 @@ class Project:
         own = self.ws.path / "configs" / "triggers.yaml"
         return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("triggers.yaml"), "shipped")
 
+    # -- CRM (pipelines/activation/crm; extra `crm`) ---------------------------------------------
+
+    def crm_config(self, given: Path | str | None = None):
+        """configs/crm.yaml: given, else the workspace's, else shipped; validated, and where it came from."""
+        from propensity.pipelines.activation.crm.config import load_crm_config
+
+        own = self.ws.layout.configs / "crm.yaml"
+        where = (Resolved(Path(given), "given") if given is not None else
+                 Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("crm.yaml"), "shipped"))
+        return load_crm_config(where.path), self._uses(where, "CRM config")
+
+    def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,
+                 preview_out: Path | None = None, holdout=None, create_properties: bool = False,
+                 environ=None, source: str = "scores", sleep=None):
+        """Scores (:class:`ContactTraits` from ``traits_from_scores``) to HubSpot or Salesforce: a CRMPushReport."""
+        from propensity.pipelines.activation.crm.jobs import push_crm
+
+        crm_config, _ = self.crm_config(config)
+        if engine is None:
+            from propensity.pipelines.serve.db import database_url, make_engine
+
+            engine = make_engine(database_url(self.ws.path))
+        return push_crm(to, engine, crm_config, scored, self.ws.table("contacts"), layout=self.ws.layout,
+                        dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                        create_properties=create_properties, environ=environ, source=source, sleep=sleep)
+
     def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
              alpha: float = 0.05, window_days: float | None = None):
         """Treated vs held-out conversion per trigger (and push) and band: a :class:`LiftReport`.
@@ -354,7 +380,10 @@ class Project:
         import tempfile
 
         from propensity.pipelines.activation.lift import label_exposures
-        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
+        from propensity.pipelines.activation.uplift import (
+            compare_uplift,
+            uplift_unavailable,
+        )
         from propensity.pipelines.jobs import SpineChoice, run_rule_scores
 
         if (reason := uplift_unavailable()) is not None:
