@@ -118,7 +118,8 @@ def features_cmd(
         tables = engine_tables(ws, engine, engine_config, spark_master)
         run = project(ctx).features(spine_choice(as_of, spine), config=config, out=out, tables=tables)
         progress.update(task, completed=1, total=1)
-    where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
+    where = (f"DuckDB table `{run.table}`" if run.table else
+             "written by Spark" if tables.is_spark else f"computed on {tables.engine}")
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
     if run.note:
         console.print(f"feature config `auto`: {run.note}")
