@@ -205,6 +205,14 @@ class Project:
             return run_spark_features(self.ws, spine_choice(at), feature_config, out, tables)
         return run_features(self.ws, spine_choice(at), feature_config, out=out, tables=tables)
 
+    def load_engine(self, config=None, *, replace: bool = False):
+        """Copy the workspace's events, contacts and outcomes into a warehouse engine (``propensity
+        engine load``); ``config``: an :class:`~propensity.pipelines.engines.EngineConfig` or a YAML path."""
+        from propensity.pipelines.engines import EngineConfig, load_engine_config, load_into_engine
+
+        engine_config = config if isinstance(config, EngineConfig) else load_engine_config(config)
+        return load_into_engine(self.ws, engine_config, replace=replace)
+
     def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
         """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""
         from propensity.pipelines.jobs import run_rule_scores
