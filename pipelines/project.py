@@ -82,6 +82,23 @@ class Project:
     def path(self) -> Path:
         return self.ws.path
 
+    def info(self) -> dict:
+        """What the workspace holds: table counts, the events' span and types, its own configs and
+        the registered models (versions and aliases) of its MLflow store, for `propensity info`."""
+        counts = self.ws.counts() if self.ws.db_path.exists() or self.ws.path.is_file() else {}
+        configs = sorted(str(p.relative_to(self.ws.path)) for p in self.ws.layout.configs.glob("*.yaml"))
+        facts: dict = {"workspace": str(self.ws.path.resolve()), "tables": counts, "configs": configs}
+        if counts.get("events"):
+            con = self.ws.connect(read_only=True)
+            first, last, types = con.execute(
+                "SELECT min(ts), max(ts), count(DISTINCT event_type) FROM events").fetchone()
+            facts["events"] = {"first": first.isoformat(), "last": last.isoformat(), "event_types": types}
+        if self.ws.layout.mlflow_db.exists():
+            from propensity.pipelines.training.registry import registered_models
+
+            facts["models"] = registered_models(self.ws)
+        return facts
+
     # -- files --------------------------------------------------------------------------------
 
     def _file(self, kind: str, given: Path | str | None, model: ModelContext | None) -> Resolved:

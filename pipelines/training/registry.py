@@ -16,7 +16,7 @@ from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.training.context import CONTEXT_FILES, context_folder
 
 __all__ = ["ModelContext", "ModelLocationError", "check_model_location", "load_model_context", "model_uri",
-           "registered_versions"]
+           "registered_models", "registered_versions"]
 
 
 def model_uri(model: str, model_name: str) -> str:
@@ -160,6 +160,27 @@ def registered_versions(ws: Workspace, name: str, tracking_uri: str | None) -> l
         return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{name}'"))
     except mlflow.exceptions.MlflowException:
         return []
+
+
+def registered_models(ws: Workspace) -> dict[str, dict]:
+    """Every model registered in the workspace's own MLflow store: its versions and aliases,
+    e.g. ``{"propensity": {"versions": [1, 2], "aliases": {"champion": 2}}}``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from propensity.pipelines.training.tracking import configure_tracking
+
+    configure_tracking(ws.path, None, "propensity")
+    client = MlflowClient()
+    out: dict[str, dict] = {}
+    try:
+        for model in client.search_registered_models():
+            versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{model.name}'"))
+            out[model.name] = {"versions": versions,
+                               "aliases": {alias: int(v) for alias, v in sorted(model.aliases.items())}}
+    except mlflow.exceptions.MlflowException:
+        return {}
+    return out
 
 
 def _context_files(ws: Workspace, name: str, version: str, run_id: str) -> Path | None:
