@@ -89,9 +89,12 @@ class Project:
         configs = sorted(str(p.relative_to(self.ws.path)) for p in self.ws.layout.configs.glob("*.yaml"))
         facts: dict = {"workspace": str(self.ws.path.resolve()), "tables": counts, "configs": configs}
         if counts.get("events"):
-            con = self.ws.connect(read_only=True)
-            first, last, types = con.execute(
-                "SELECT min(ts), max(ts), count(DISTINCT event_type) FROM events").fetchone()
+            con = self.ws.connect()
+            try:
+                first, last, types = con.execute(
+                    "SELECT min(ts), max(ts), count(DISTINCT event_type) FROM events").fetchone()
+            finally:
+                con.close()
             facts["events"] = {"first": first.isoformat(), "last": last.isoformat(), "event_types": types}
         if self.ws.layout.mlflow_db.exists():
             from propensity.pipelines.training.registry import registered_models
@@ -227,7 +230,11 @@ class Project:
     def load_engine(self, config=None, *, replace: bool = False):
         """Copy the workspace's events, contacts and outcomes into a warehouse engine (``propensity
         engine load``); ``config``: an :class:`~propensity.pipelines.engines.EngineConfig` or a YAML path."""
-        from propensity.pipelines.engines import EngineConfig, load_engine_config, load_into_engine
+        from propensity.pipelines.engines import (
+            EngineConfig,
+            load_engine_config,
+            load_into_engine,
+        )
 
         engine_config = config if isinstance(config, EngineConfig) else load_engine_config(config)
         return load_into_engine(self.ws, engine_config, replace=replace)
@@ -401,6 +408,24 @@ class Project:
         result = tune_rules(self.ws, train_config, rule_set, learned.scorer, tune_config or TuneConfig(),
                             fit_rows=fit_rows, step=step)
         return result, rules_where.path
+
+    def backfill(self, url: str, write_key: str, *, batch_size: int = 500, attempts: int = 6, progress=lambda _: None):
+        """Replay the workspace's contacts and events (oldest first) into a running service through
+        ``/v1/batch``, so its scores start from the history; a rerun stores nothing twice."""
+        from propensity.pipelines.activation.backfill import backfill
+
+        if not self.ws.db_path.exists() or not self.ws.counts().get("events"):
+            raise WorkspaceError(f"{self.ws.path} has no events to send: run `propensity ingest events FILE` first")
+        has_contacts = bool(self.ws.counts().get("contacts"))
+        con = self.ws.connect()
+        try:
+            contacts = con.execute("SELECT * FROM contacts ORDER BY contact_id").df() if has_contacts else None
+            reader = con.sql("SELECT * FROM events ORDER BY ts, event_id").to_arrow_reader(50_000)
+            chunks = (batch.to_pandas() for batch in reader)  # streamed: the history need not fit in memory
+            return backfill(contacts, chunks, url, write_key, batch_size=batch_size, attempts=attempts,
+                            progress=progress)
+        finally:
+            con.close()
 
     def triggers_path(self, given: Path | str | None = None) -> Resolved:
         """The triggers file: given, else the workspace's ``configs/triggers.yaml``, else shipped."""

@@ -16,6 +16,7 @@ from propensity.pipelines.cli.common import (
     err,
     note_resolved,
     outbox_app,
+    progress_bar,
     project,
     triggers_app,
     warn,
@@ -72,7 +73,9 @@ def serve_cmd(
     )
     from propensity.pipelines.serve.db import database_url
 
-    ws = workspace(ctx)
+    # read-only: the service's own store is serve.db (or $DATABASE_URL); the workspace's DuckDB
+    # file stays free for ingest, score and backfill while it runs
+    ws = workspace(ctx, read_only=True)
     serve_config = load_serve_config(config)
     trigger_config = None
     if triggers is not None:
@@ -80,7 +83,7 @@ def serve_cmd(
 
         trigger_config = load_triggers(triggers)
     url = database_url(ws.path)
-    proj = project(ctx)
+    proj = project(ctx, read_only=True)
     rule_set, where, warnings = proj.rules(rules)
     note_resolved(where, "rules")
     warn(warnings)
@@ -133,6 +136,36 @@ def _history_note(url: str, ws) -> str | None:
         return None
     return (f"the service store holds {served:,} events, the workspace {batch:,}: scores count only the events "
             "the service has received (send the history through /v1/batch to start from it)")
+
+
+@app.command("backfill")
+def backfill_cmd(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="The running service, e.g. http://127.0.0.1:8080.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=5000, help="Calls per /v1/batch request "
+                                            "(also kept under 400 KB).")] = 500,
+) -> None:
+    """Send the workspace's contacts and events to a running service (oldest first, through /v1/batch), so its
+    scores start from the history; a rerun stores nothing twice. The write key is the first of
+    $PROPENSITY_WRITE_KEYS."""
+    import os
+
+    keys = [k.strip() for k in os.environ.get("PROPENSITY_WRITE_KEYS", "").split(",") if k.strip()]
+    if not keys:
+        raise typer.BadParameter("set PROPENSITY_WRITE_KEYS (the service's write key) first", param_hint="--url")
+    with progress_bar() as progress:
+        task = progress.add_task("send the history", total=None)
+
+        def shown(report) -> None:
+            progress.update(task, description=f"sent {report.contacts:,} contacts, {report.events:,} events")
+
+        try:
+            report = project(ctx, read_only=True).backfill(url, keys[0], batch_size=batch_size, progress=shown)
+        except RuntimeError as exc:
+            err.print(f"[red]backfill failed:[/] {exc}")
+            raise typer.Exit(1) from None
+        progress.update(task, completed=1, total=1)
+    console.print(report.summary())
 
 
 def service_engine(ctx: typer.Context):
