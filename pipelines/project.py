@@ -355,6 +355,17 @@ class Project:
                         dry_run=dry_run, preview_out=preview_out, holdout=holdout,
                         create_properties=create_properties, environ=environ, source=source, sleep=sleep)
 
+    def pull_crm(self, crm: str, kind: str, *, config: Path | str | None = None, environ=None, full: bool = False,
+                 sleep=None):
+        """Outcomes (won deals / opportunities) or contacts from HubSpot or Salesforce, since the last pull,
+        through file ingest's validation, rejects and dedupe: a PullReport (its ``ingest`` an IngestReport)."""
+        from propensity.pipelines.activation.crm.jobs import crm_api
+        from propensity.pipelines.activation.crm.pull import pull
+
+        crm_config, _ = self.crm_config(config)
+        api = crm_api(crm, crm_config, environ=environ, layout=self.ws.layout, sleep=sleep)
+        return pull(self.ws, crm, kind, api, getattr(crm_config, crm), full=full)
+
     def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
              alpha: float = 0.05, window_days: float | None = None):
         """Treated vs held-out conversion per trigger (and push) and band: a :class:`LiftReport`.

@@ -49,3 +49,20 @@ def push_to_crm(ctx: typer.Context, to: str, contacts, label: str, engine, *, dr
         err.print(f"[yellow]{len(report.skipped):,} scored contact(s) not sent to {to}[/], e.g. {first[0]}: {first[1]}")
     if not dry_run:
         console.print(f"{to}: {report.requests:,} request(s), {report.retries:,} retried")
+
+
+def pull_from_crm(ctx: typer.Context, kind: str, crm: str, config, full: bool) -> None:
+    from propensity.pipelines.activation.retrying import DeliveryFailure
+    from propensity.pipelines.cli.data import print_ingest
+
+    if crm not in ("hubspot", "salesforce"):
+        raise typer.BadParameter(f"--from {crm!r}: expected hubspot or salesforce")
+    try:
+        report = project(ctx).pull_crm(crm, kind, config=config, full=full)
+    except DeliveryFailure as exc:
+        err.print(f"[red]pull from {crm} failed:[/] {exc} (nothing was loaded; the next pull starts from the same point)")
+        raise typer.Exit(1) from None
+    what = {"outcomes": "won deals" if crm == "hubspot" else "won opportunities", "contacts": "people"}[kind]
+    console.print(f"{crm}: {report.fetched:,} {what} modified " + (f"since {report.since}" if report.since else
+                  "(everything: first pull)") + f"; next pull from {report.newest or 'the start'}")
+    print_ingest(kind, report.ingest)

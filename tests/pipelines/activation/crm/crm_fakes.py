@@ -6,6 +6,7 @@ pagination, 429 + Retry-After and partial batch errors injectable. The real clie
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import threading
@@ -262,8 +263,17 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
     return server, state
 
 
+def _ms(value):
+    """HubSpot compares datetimes as milliseconds since the epoch (ISO text is converted)."""
+    if value is None or str(value).isdigit():
+        return None if value is None else int(value)
+    return int(dt.datetime.fromisoformat(str(value)).timestamp() * 1000)  # Python 3.11 reads a trailing Z
+
+
 def _holds(value, f: dict) -> bool:
     op = f["operator"]
+    if f["propertyName"] == "hs_lastmodifieddate":
+        value, f = _ms(value), {**f, "value": _ms(f.get("value"))}
     if op == "IN":
         return value in f["values"]
     if op == "EQ":
@@ -494,8 +504,12 @@ def soql(state: SalesforceState, text: str, start: int) -> dict:
             rows = [r for r in rows if str(r.get(name)) in values]
         else:
             value = value.strip().strip("'")
+            def key(v, name=name):  # SOQL compares datetimes as instants, whatever their text
+                return dt.datetime.fromisoformat(v.replace("Z", "+00:00").replace("+0000", "+00:00")) \
+                    if name == "LastModifiedDate" else v
             rows = [r for r in rows if r.get(name) is not None and (
-                (op == ">" and r[name] > value) or (op == ">=" and r[name] >= value) or (op == "=" and r[name] == value))]
+                (op == ">" and key(r[name]) > key(value)) or (op == ">=" and key(r[name]) >= key(value))
+                or (op == "=" and r[name] == value))]
     rows.sort(key=lambda r: (r.get("LastModifiedDate") or "", r["Id"]))
     page = rows[start:start + state.page_size]
     out = {"totalSize": len(rows), "done": start + state.page_size >= len(rows),
