@@ -9,6 +9,7 @@ status retries are ours, so they are counted and bounded the same way as every o
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -138,18 +139,21 @@ class HubSpotObjects(Destination):
         api = getattr(self.api.client.crm, self.object_type).batch_api
         before = self.api.requests
         try:
+            # the raw answer (_preload_content=False, the client's own option): turning 100 results into
+            # models parses 200 timestamps with dateutil, ~40% of a push's time, for fields never read
             answer = self.api.call(f"{self.object_type} batch upsert", api.upsert,
-                                   models.BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs))
+                                   models.BatchInputSimplePublicObjectBatchInputUpsert(inputs=inputs),
+                                   _preload_content=False)
         finally:
             self._requests += self.api.requests - before
-        errors = getattr(answer, "errors", None) or []
+        errors = json.loads(answer.data or b"{}").get("errors") or []
         if not errors:
             return None
         ours = {self.keys[c.contact_id].lower(): c.contact_id for c in batch}
         refused: dict[str, str] = {}
         for error in errors:
-            message = self.api.redact(f"{error.category}: {error.message}")
-            ids = [str(i) for i in ((error.context or {}).get("ids") or [])]
+            message = self.api.redact(f"{error.get('category')}: {error.get('message')}")
+            ids = [str(i) for i in ((error.get("context") or {}).get("ids") or [])]
             named = [ours[i.lower()] for i in ids if i.lower() in ours]
             for contact_id in named or list(ours.values()):
                 refused.setdefault(contact_id, message)

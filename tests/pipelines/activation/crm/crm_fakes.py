@@ -139,6 +139,7 @@ class HubSpotState:
     next_id: int = 1000
     upserted: list = field(default_factory=list)  # (object type, id value) of every accepted upsert input
     page_size: int = 2  # small, so that pagination is exercised
+    index: dict = field(default_factory=dict)  # (object type, id property) -> {value: object id}, a cache
 
 
 def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
@@ -207,11 +208,15 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
                                "context": {"ids": [key]}, "links": {}, "errors": []})
                 continue
             store = state.objects[object_type]
-            found = next((o for o in store.values() if o["properties"].get(id_property) == key), None)
+            index = state.index.setdefault((object_type, id_property), {})
+            found = store.get(index.get(key, ""))
+            if found is None or found["properties"].get(id_property) != key:
+                found = next((o for o in store.values() if o["properties"].get(id_property) == key), None)
             if found is None:
                 state.next_id += 1
                 found = {"id": str(state.next_id), "properties": {id_property: key}}
                 store[found["id"]] = found
+            index[key] = found["id"]
             found["properties"].update(item["properties"])
             state.upserted.append((object_type, key))
             results.append({"id": found["id"], "properties": found["properties"], "createdAt": NOW,
@@ -336,6 +341,7 @@ class SalesforceState:
     upserted: list = field(default_factory=list)  # (object, external id value) of every accepted record
     api_used: int = 0
     api_max: int = 15000
+    index: dict = field(default_factory=dict)  # (object, external id field) -> {value: record Id}, a cache
     next_id: int = 1
     page_size: int = 2
 
@@ -349,7 +355,10 @@ class SalesforceState:
             raise KeyError(f"No such column '{unknown[0]}' on sobject of type {sobject}")
         key = record[external_field]
         store = self.records[sobject]
-        found = next((r for r in store.values() if r.get(external_field) == key), None)
+        index = self.index.setdefault((sobject, external_field), {})
+        found = store.get(index.get(key, ""))
+        if found is None or found.get(external_field) != key:
+            found = next((r for r in store.values() if r.get(external_field) == key), None)
         if found is None:
             missing = [f for f in REQUIRED[sobject] if not record.get(f)]
             if missing:
@@ -359,6 +368,7 @@ class SalesforceState:
             found = {"Id": self.new_id("003")}
             store[found["Id"]] = found
         found.update({k: v for k, v in record.items() if k != "attributes"})
+        index[key] = found["Id"]
         self.upserted.append((sobject, key))
         return {"id": found["Id"], "success": True, "errors": [], "created": False}
 

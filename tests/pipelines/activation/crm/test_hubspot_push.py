@@ -189,3 +189,18 @@ def test_the_token_appears_in_no_output_even_when_the_server_echoes_it(tmp_path,
     assert "HTTP 401" in captured.err and "Authentication credentials not found" in captured.err
     everything = captured.out + captured.err + caplog.text
     assert TOKEN not in everything and "would create" in captured.out and "sent 5" in " ".join(captured.out.split())
+
+
+def test_the_daily_limit_counts_requests_of_earlier_runs_and_stops_the_push_resumably(project, hubspot):
+    server, _ = hubspot
+    push(project, server, scores(), create_properties=True)  # 4 reads/creates per object type + 2 upserts
+    used = len(server.requests)
+    project.ws.layout.configs.mkdir(parents=True, exist_ok=True)
+    # the day's budget is what was used so far plus one: the contacts go, the companies must wait
+    (project.ws.layout.configs / "crm.yaml").write_text(f"hubspot:\n  daily_limit: {used + 1}\n")
+    with pytest.raises(PushError, match=r"daily limit of .* requests is spent .*hubspot-requests\.sqlite"):
+        push(project, server, scores(bump=0.3))
+    assert len(server.requests) == used + 1  # the request log in the workspace counted the first run's
+    (project.ws.layout.configs / "crm.yaml").write_text("hubspot:\n  daily_limit: 250000\n")
+    report = push(project, server, scores(bump=0.3))
+    assert [r.sent for r in report.reports] == [0, 2]  # the contacts were recorded: only the companies are left
