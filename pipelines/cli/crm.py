@@ -13,12 +13,13 @@ from propensity.pipelines.cli.common import console, err, project
 def push_to_crm(ctx: typer.Context, to: str, contacts, label: str, engine, *, dry_run: bool, preview_out,
                 holdout, create_properties: bool, config) -> None:
     from propensity.pipelines.activation.push import PushError, summarise_preview
+    from propensity.pipelines.activation.retrying import DeliveryFailure
 
     try:
         report = project(ctx).push_crm(to, contacts, config=config, engine=engine, dry_run=dry_run,
                                        preview_out=preview_out, holdout=holdout,
                                        create_properties=create_properties, source=label)
-    except PushError as exc:
+    except (PushError, DeliveryFailure) as exc:  # DeliveryFailure: --create-properties, before any record
         err.print(f"[red]push failed:[/] {exc}")
         raise typer.Exit(1) from None
     if report.properties:

@@ -20,7 +20,7 @@ from propensity.pipelines.activation.crm.config import HubSpotConfig
 from propensity.pipelines.activation.crm.limits import RequestLimits
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
 from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
-from propensity.pipelines.activation.redaction import redact
+from propensity.pipelines.activation.redaction import guard_http_log, redact
 from propensity.pipelines.activation.retrying import DeliveryFailure, retrying
 
 __all__ = ["HUBSPOT_TOKEN_ENV", "HubSpotAPI", "HubSpotObjects", "PropertyPlan", "ensure_properties",
@@ -29,6 +29,7 @@ __all__ = ["HUBSPOT_TOKEN_ENV", "HubSpotAPI", "HubSpotObjects", "PropertyPlan", 
 HUBSPOT_TOKEN_ENV = "HUBSPOT_ACCESS_TOKEN"  # a private app's access token
 HUBSPOT_URL_ENV = "HUBSPOT_API_URL"  # default https://api.hubapi.com (tests point it at a local server)
 DEFAULT_URL = "https://api.hubapi.com"
+CLIENT_PACKAGES = ("contacts", "companies", "deals", "properties", "associations.v4")
 
 
 def hubspot_value(value: object) -> object:
@@ -51,6 +52,8 @@ class HubSpotAPI:
         self.host = host.rstrip("/")
         self.client = hubspot.Client.create(access_token=token, host=self.host)
         self.secrets = (token,)
+        # each generated sub-package logs response bodies at DEBUG (with its `debug` on) from its own `rest` logger
+        guard_http_log(self.secrets, [f"hubspot.crm.{part}.rest" for part in CLIENT_PACKAGES])
         self.options = options or PushOptions()
         self.limits = RequestLimits("hubspot", per_window=config.requests_per_10_seconds, window_seconds=10,
                                     per_day=config.daily_limit, log_path=request_log)

@@ -185,6 +185,8 @@ def test_the_token_appears_in_no_output_even_when_the_server_echoes_it(tmp_path,
     state.token = "another-token"  # the fake now answers 401 and echoes the Authorization header it got
     scores(bump=0.4).to_parquet(path)
     assert main([*ws, "push", "--to", "hubspot", "--from", str(path)]) == 1
+    # refused before any record: reading the properties (an answer the client turns into models)
+    assert main([*ws, "push", "--to", "hubspot", "--from", str(path), "--create-properties"]) == 1
     captured = capsys.readouterr()
     assert "HTTP 401" in captured.err and "Authentication credentials not found" in captured.err
     everything = captured.out + captured.err + caplog.text
