@@ -206,3 +206,20 @@ def test_the_daily_limit_counts_requests_of_earlier_runs_and_stops_the_push_resu
     (project.ws.layout.configs / "crm.yaml").write_text("hubspot:\n  daily_limit: 250000\n")
     report = push(project, server, scores(bump=0.3))
     assert [r.sent for r in report.reports] == [0, 2]  # the contacts were recorded: only the companies are left
+
+
+def test_a_dry_run_writes_every_request_per_object_and_sends_and_records_nothing(tmp_path, project, hubspot):
+    import json
+
+    server, state = hubspot
+    out = tmp_path / "preview.jsonl"
+    report = push(project, server, scores(), dry_run=True, preview_out=out)
+    contacts = [json.loads(line) for line in out.read_text().splitlines()]
+    companies = [json.loads(line) for line in (tmp_path / "preview.companies.jsonl").read_text().splitlines()]
+    assert contacts[0]["url"].endswith("/crm/v3/objects/contacts/batch/upsert")
+    assert [i["id"] for i in contacts[0]["json"]["inputs"]] == [f"c{i}@example.com" for i in range(5)]
+    assert {i["id"] for i in companies[0]["json"]["inputs"]} == {"a0", "a1"}
+    assert server.requests == [] and [r.sent for r in report.reports] == [0, 0]
+    assert TOKEN not in out.read_text()
+    again = push(project, server, scores(), dry_run=True)
+    assert again.reports[0].unchanged == 0  # nothing was recorded by the dry run
