@@ -211,7 +211,7 @@ def test_the_daily_limit_counts_requests_of_earlier_runs_and_stops_the_push_resu
 def test_a_dry_run_writes_every_request_per_object_and_sends_and_records_nothing(tmp_path, project, hubspot):
     import json
 
-    server, state = hubspot
+    server, _ = hubspot
     out = tmp_path / "preview.jsonl"
     report = push(project, server, scores(), dry_run=True, preview_out=out)
     contacts = [json.loads(line) for line in out.read_text().splitlines()]
