@@ -68,21 +68,40 @@ def resolve(own_id: object, email: object, emails: Mapping[str, str]) -> str | N
 # -- HubSpot ------------------------------------------------------------------------------------
 
 
-def _hubspot_search(api, object_type: str, filters: list, properties: Sequence[str]) -> Iterable:
+SEARCH_CAP = 10_000  # HubSpot's search pages through 10,000 results of one query at most (then HTTP 400)
+
+
+def _hubspot_search(api, object_type: str, filters: list, properties: Sequence[str], *,
+                    cap: int | None = None) -> Iterable:
+    """Every result, oldest modification first. Past ``cap`` results the query starts again from the
+    newest modification time seen (``GTE``, the ids already given skipped), so no result is lost."""
     import importlib
 
     models = importlib.import_module(f"hubspot.crm.{object_type}.models")
     search = getattr(api.client.crm, object_type).search_api
-    after = None
+    cap = cap or SEARCH_CAP
+    after, window, seen, newest, fresh_in_window = None, list(filters), set(), None, 0
     while True:
         request = models.PublicObjectSearchRequest(
-            filter_groups=[models.FilterGroup(filters=[models.Filter(**f) for f in filters])] if filters else [],
+            filter_groups=[models.FilterGroup(filters=[models.Filter(**f) for f in window])] if window else [],
             sorts=[{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
-            properties=list(properties), limit=100, after=after)
+            properties=list({*properties, "hs_lastmodifieddate"}), limit=100, after=after)
         page = api.call(f"{object_type} search", search.do_search, public_object_search_request=request)
-        yield from page.results
+        fresh = [r for r in page.results if r.id not in seen]
+        fresh_in_window += len(fresh)
+        for result in fresh:
+            seen.add(result.id)
+            newest = result.properties.get("hs_lastmodifieddate") or newest
+            yield result
         after = page.paging.next.after if page.paging and page.paging.next else None
-        if not after:
+        if after and int(after) + 100 > cap:  # the next page would pass the cap: a new window
+            if not fresh_in_window or newest is None:
+                raise ValueError(f"HubSpot {object_type} search: more than {cap:,} results modified at the same "
+                                 "instant; pull them in smaller pieces (e.g. one pipeline at a time)")
+            window = [f for f in filters if f["property_name"] != "hs_lastmodifieddate"] + [
+                {"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(newest)}]
+            after, fresh_in_window = None, 0
+        elif not after:
             return
 
 

@@ -140,6 +140,7 @@ class HubSpotState:
     upserted: list = field(default_factory=list)  # (object type, id value) of every accepted upsert input
     page_size: int = 2  # small, so that pagination is exercised
     index: dict = field(default_factory=dict)  # (object type, id property) -> {value: object id}, a cache
+    search_cap: int = 10_000
 
 
 def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
@@ -237,6 +238,9 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
         rows.sort(key=lambda r: (r["properties"].get("hs_lastmodifieddate") or "", int(r["id"])))
         start = int(body.get("after") or 0)
         limit = min(int(body.get("limit") or 10), state.page_size)
+        if start + limit > state.search_cap:  # as HubSpot: 10,000 results of one query at most
+            return reply(400, {"status": "error", "category": "VALIDATION_ERROR",
+                               "message": f"paging past {state.search_cap} results is not allowed"})
         page = rows[start:start + limit]
         wanted = body.get("properties") or []
         out = {"total": len(rows), "results": [

@@ -158,3 +158,20 @@ def test_salesforce_won_opportunities_and_people_are_pulled_incrementally(tmp_pa
         assert len(server.calls("GET", r".*/query/\d+-.*")) >= 1  # nextRecordsUrl pages were followed
     finally:
         server.stop()
+
+
+def test_a_search_past_hubspots_result_cap_goes_on_from_the_newest_modification_seen(tmp_path, hubspot, monkeypatch):
+    import propensity.pipelines.activation.crm.pull as pull_module
+
+    server, state = hubspot
+    seed_hubspot(state)
+    for i in range(6):  # more won deals, each with its own modification time
+        state.objects["deals"][f"40{i}"] = {"id": f"40{i}", "properties": {
+            "dealname": "more", "dealstage": "closedwon", "amount": "10", "pipeline": "default",
+            "closedate": "2026-10-20T00:00:00Z", "hs_lastmodifieddate": f"2026-11-2{i}T09:00:00Z"}}
+        state.associations[f"40{i}"] = ["201"]
+    state.search_cap = 4  # the fake refuses to page past 4 results of one query, as HubSpot past 10,000
+    monkeypatch.setattr(pull_module, "SEARCH_CAP", 4)
+    proj = workspace(tmp_path)
+    report = proj.pull_crm("hubspot", "outcomes", environ={"HUBSPOT_ACCESS_TOKEN": TOKEN, "HUBSPOT_API_URL": server.url})
+    assert report.fetched == 9 and report.ingest.loaded == 8  # 3 + 6 won deals; 304 and a stranger rejected
