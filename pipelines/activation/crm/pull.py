@@ -57,6 +57,14 @@ def email_index(contacts: pd.DataFrame, column: str) -> dict[str, str]:
     return dict(zip(unique["key"], unique["contact_id"].astype(str), strict=True))
 
 
+def account_index(contacts: pd.DataFrame) -> dict[str, list[str]]:
+    """``account_id -> [contact_id, ...]`` of the workspace's contacts."""
+    if "account_id" not in contacts.columns or contacts.empty:
+        return {}
+    table = contacts[["contact_id", "account_id"]].dropna()
+    return {str(a): sorted(map(str, group["contact_id"])) for a, group in table.groupby("account_id")}
+
+
 def resolve(own_id: object, email: object, emails: Mapping[str, str]) -> str | None:
     if own_id is not None and str(own_id).strip():
         return str(own_id).strip()
@@ -109,23 +117,28 @@ def _ms(iso: str) -> str:
     return str(int(pd.Timestamp(iso).timestamp() * 1000))
 
 
-def _hubspot_people(api, ids: Sequence[str], properties: Sequence[str]) -> dict[str, dict]:
-    from hubspot.crm.contacts import (
-        BatchReadInputSimplePublicObjectId,
-        SimplePublicObjectId,
-    )
+def _hubspot_records(api, object_type: str, ids: Sequence[str], properties: Sequence[str]) -> dict[str, dict]:
+    """``id -> properties`` of contacts or companies, 100 a batch read."""
+    import importlib
 
+    models = importlib.import_module(f"hubspot.crm.{object_type}.models")
+    batch = getattr(api.client.crm, object_type).batch_api
     out = {}
     for start in range(0, len(ids), 100):
         chunk = ids[start:start + 100]
-        answer = api.call("contacts batch read", api.client.crm.contacts.batch_api.read,
-                          BatchReadInputSimplePublicObjectId(inputs=[SimplePublicObjectId(id=i) for i in chunk],
-                                                             properties=list(properties), properties_with_history=[]))
+        answer = api.call(f"{object_type} batch read", batch.read, models.BatchReadInputSimplePublicObjectId(
+            inputs=[models.SimplePublicObjectId(id=i) for i in chunk], properties=list(properties),
+            properties_with_history=[]))
         out.update({r.id: r.properties for r in answer.results})
     return out
 
 
-def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, str]) -> tuple[pd.DataFrame, int, str | None]:
+def _hubspot_people(api, ids: Sequence[str], properties: Sequence[str]) -> dict[str, dict]:
+    return _hubspot_records(api, "contacts", ids, properties)
+
+
+def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, str],
+                         account_contacts: Mapping[str, list[str]] | None = None) -> tuple[pd.DataFrame, int, str | None]:
     """Won deals modified since ``since`` -> one outcome row per (deal, associated contact)."""
     from hubspot.crm.associations.v4 import (
         BatchInputPublicFetchAssociationsBatchRequest,
@@ -140,19 +153,36 @@ def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, st
         filters.append({"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)})
     deals = list(_hubspot_search(api, "deals", filters, ["dealname", "amount", "closedate", "dealstage", "pipeline",
                                                          "hs_lastmodifieddate"]))
-    linked: dict[str, list[str]] = {}
-    for start in range(0, len(deals), 100):
-        chunk = deals[start:start + 100]
-        answer = api.call("deal -> contact associations", api.client.crm.associations.v4.batch_api.get_page,
-                          "deals", "contacts", BatchInputPublicFetchAssociationsBatchRequest(
-                              inputs=[PublicFetchAssociationsBatchRequest(id=d.id) for d in chunk]))
-        for result in answer.results:
-            linked[str(result._from.id)] = [str(t.to_object_id) for t in result.to]
+    def associated(deal_ids: Sequence[str], to: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for start in range(0, len(deal_ids), 100):
+            answer = api.call(f"deal -> {to} associations", api.client.crm.associations.v4.batch_api.get_page,
+                              "deals", to, BatchInputPublicFetchAssociationsBatchRequest(
+                                  inputs=[PublicFetchAssociationsBatchRequest(id=i) for i in deal_ids[start:start + 100]]))
+            for result in answer.results:
+                out[str(result._from.id)] = [str(t.to_object_id) for t in result.to]
+        return out
+
+    linked = associated([d.id for d in deals], "contacts")
     people = _hubspot_people(api, sorted({c for cs in linked.values() for c in cs}),
                              ["email", config.contact_id_property])
+    members: dict[str, list[str]] = {}  # deal id -> workspace contacts of its account (account_deals: contacts)
+    orphans = [d.id for d in deals if not linked.get(d.id)]
+    if pull.account_deals == "contacts" and orphans:
+        companies = associated(orphans, "companies")
+        ours = _hubspot_records(api, "companies", sorted({c for cs in companies.values() for c in cs}),
+                                [config.account_id_property])
+        for deal_id, ids in companies.items():
+            accounts = {ours.get(i, {}).get(config.account_id_property) for i in ids} - {None}
+            members[deal_id] = sorted({c for a in accounts for c in (account_contacts or {}).get(a, [])})
     rows = []
     for deal in deals:
         p = deal.properties
+        if members.get(deal.id):
+            rows += [{"outcome_id": f"hubspot:deal:{deal.id}:account:{c}", "contact_id": c, "ts": p.get("closedate"),
+                      "outcome": pull.outcome, "value": p.get("amount"), "hubspot_deal_id": deal.id,
+                      "hubspot_contact_id": None, "email": None} for c in members[deal.id]]
+            continue
         contacts = linked.get(deal.id) or [None]
         for person in contacts:
             props = people.get(person, {}) if person else {}
@@ -166,7 +196,8 @@ def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, st
                                        "hubspot_contact_id", "email"]), len(deals), newest
 
 
-def hubspot_contact_rows(api, config, since: str | None, emails: Mapping[str, str]) -> tuple[pd.DataFrame, int, str | None]:
+def hubspot_contact_rows(api, config, since: str | None, emails: Mapping[str, str],
+                         account_contacts=None) -> tuple[pd.DataFrame, int, str | None]:
     """Contacts modified since ``since`` -> contact rows with the chosen properties as attributes."""
     chosen = list(dict.fromkeys(config.pull.contact_properties))
     filters = [{"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)}] if since else []
@@ -196,7 +227,8 @@ def _query(api, soql: str) -> list[dict]:
     return list(api.call("query", api.sf.query_all, soql)["records"])
 
 
-def salesforce_outcome_rows(api, config, since: str | None, emails: Mapping[str, str]) -> tuple[pd.DataFrame, int, str | None]:
+def salesforce_outcome_rows(api, config, since: str | None, emails: Mapping[str, str],
+                            account_contacts: Mapping[str, list[str]] | None = None) -> tuple[pd.DataFrame, int, str | None]:
     """Won opportunities modified since ``since`` -> one outcome row per (opportunity, contact role)."""
     pull = config.pull
     where = [f"StageName IN ({_quote(pull.won_stages)})"]
@@ -216,8 +248,25 @@ def salesforce_outcome_rows(api, config, since: str | None, emails: Mapping[str,
         for person in _query(api, f"SELECT Id, Email, {config.contact_id_field} FROM Contact "
                                   f"WHERE Id IN ({_quote(people_ids[start:start + 200])})"):
             people[person["Id"]] = person
+    members: dict[str, list[str]] = {}  # opportunity -> workspace contacts of its Account (account_deals: contacts)
+    orphans = sorted({o["AccountId"] for o in opportunities if not roles.get(o["Id"]) and o.get("AccountId")})
+    if pull.account_deals == "contacts" and orphans:
+        ours = {}
+        for start in range(0, len(orphans), 200):
+            for account in _query(api, f"SELECT Id, {config.account_id_field} FROM Account "
+                                       f"WHERE Id IN ({_quote(orphans[start:start + 200])})"):
+                ours[account["Id"]] = account.get(config.account_id_field)
+        for opp in opportunities:
+            if not roles.get(opp["Id"]) and ours.get(opp.get("AccountId")):
+                members[opp["Id"]] = sorted((account_contacts or {}).get(ours[opp["AccountId"]], []))
     rows = []
     for opp in opportunities:
+        if members.get(opp["Id"]):
+            rows += [{"outcome_id": f"salesforce:opportunity:{opp['Id']}:account:{c}", "contact_id": c,
+                      "ts": opp.get("CloseDate"), "outcome": pull.outcome, "value": opp.get("Amount"),
+                      "salesforce_opportunity_id": opp["Id"], "salesforce_account_id": opp.get("AccountId"),
+                      "salesforce_contact_id": None, "email": None} for c in members[opp["Id"]]]
+            continue
         for person in roles.get(opp["Id"]) or [None]:
             p = people.get(person, {}) if person else {}
             rows.append({"outcome_id": f"salesforce:opportunity:{opp['Id']}" + (f":{person}" if person else ""),
@@ -231,7 +280,8 @@ def salesforce_outcome_rows(api, config, since: str | None, emails: Mapping[str,
     return pd.DataFrame(rows, columns=columns), len(opportunities), newest
 
 
-def salesforce_contact_rows(api, config, since: str | None, emails: Mapping[str, str]) -> tuple[pd.DataFrame, int, str | None]:
+def salesforce_contact_rows(api, config, since: str | None, emails: Mapping[str, str],
+                            account_contacts=None) -> tuple[pd.DataFrame, int, str | None]:
     """Contacts and Leads modified since ``since`` -> contact rows (``salesforce_object`` says which)."""
     chosen = list(dict.fromkeys(config.pull.contact_fields))
     rows, fetched, newest = [], 0, since
@@ -265,7 +315,8 @@ def pull(ws, crm: str, kind: str, api, config, *, full: bool = False) -> PullRep
     since = None if full else state.get(key)
     email_column = config.email_column if crm == "hubspot" else "email"
     known = ws.table("contacts") if ws.db_path.exists() else pd.DataFrame(columns=["contact_id"])
-    frame, fetched, newest = FETCHERS[(crm, kind)](api, config, since, email_index(known, email_column))
+    frame, fetched, newest = FETCHERS[(crm, kind)](api, config, since, email_index(known, email_column),
+                                                   account_index(known))
     source = f"{crm}-{'deals' if crm == 'hubspot' else 'opportunities'}" if kind == "outcomes" else f"{crm}-contacts"
     if kind == "outcomes":
         # the CRM ids ride along for the reject file (a row without a contact is found again by them); the

@@ -135,6 +135,7 @@ class HubSpotState:
                                                   "companies": {"companyinformation"}})
     objects: dict = field(default_factory=lambda: {"contacts": {}, "companies": {}, "deals": {}})
     associations: dict = field(default_factory=dict)  # deal id -> [contact ids]
+    company_associations: dict = field(default_factory=dict)  # deal id -> [company ids]
     refuse: set = field(default_factory=set)  # upsert ids answered as errors in a 207
     next_id: int = 1000
     upserted: list = field(default_factory=list)  # (object type, id value) of every accepted upsert input
@@ -250,23 +251,24 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
             out["paging"] = {"next": {"after": str(start + limit)}}
         return reply(200, out)
 
-    @server.route("POST", r"/crm/v4/associations/deals/contacts/batch/read")
+    @server.route("POST", r"/crm/v4/associations/deals/(contacts|companies)/batch/read")
     @guarded
-    def associations(request):
+    def associations(request, to):
+        links = state.associations if to == "contacts" else state.company_associations
         results = [{"from": {"id": i["id"]}, "to": [
-            {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 3,
-                                                         "label": None}]} for c in state.associations.get(i["id"], [])]}
+            {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 3 if to == "contacts"
+                                                         else 5, "label": None}]} for c in links.get(i["id"], [])]}
             for i in request.json()["inputs"]]
         return reply(200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW})
 
-    @server.route("POST", r"/crm/v3/objects/contacts/batch/read")
+    @server.route("POST", r"/crm/v3/objects/(contacts|companies)/batch/read")
     @guarded
-    def read_contacts(request):
+    def read_records(request, object_type):
         body = request.json()
-        results = [{"id": i["id"], "properties": {k: state.objects["contacts"][i["id"]]["properties"].get(k)
-                                                  for k in body["properties"]},
+        store = state.objects[object_type]
+        results = [{"id": i["id"], "properties": {k: store[i["id"]]["properties"].get(k) for k in body["properties"]},
                     "createdAt": NOW, "updatedAt": NOW, "archived": False}
-                   for i in body["inputs"] if i["id"] in state.objects["contacts"]]
+                   for i in body["inputs"] if i["id"] in store]
         return reply(200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW})
 
     return server, state

@@ -175,3 +175,49 @@ def test_a_search_past_hubspots_result_cap_goes_on_from_the_newest_modification_
     proj = workspace(tmp_path)
     report = proj.pull_crm("hubspot", "outcomes", environ={"HUBSPOT_ACCESS_TOKEN": TOKEN, "HUBSPOT_API_URL": server.url})
     assert report.fetched == 9 and report.ingest.loaded == 8  # 3 + 6 won deals; 304 and a stranger rejected
+
+
+def test_account_deals_are_rejected_by_default_or_given_to_every_contact_of_the_account(tmp_path, hubspot):
+    server, state = hubspot
+    seed_hubspot(state)  # deal 304 is won, with no contact
+    state.objects["companies"]["501"] = {"id": "501", "properties": {"name": "Acme", "propensity_account_id": "acme"}}
+    state.company_associations["304"] = ["501"]
+    proj = Project(tmp_path / "ws")
+    path = tmp_path / "contacts.csv"
+    pd.DataFrame({"contact_id": ["c0", "c1", "c2"], "email": ["c0@example.com", "c1@example.com", None],
+                  "account_id": ["acme", "other", "acme"]}).to_csv(path, index=False)
+    proj.ingest("contacts", path)
+    env = {"HUBSPOT_ACCESS_TOKEN": TOKEN, "HUBSPOT_API_URL": server.url}
+    default = proj.pull_crm("hubspot", "outcomes", environ=env)
+    assert default.ingest.rejected == 2 and not server.calls("POST", r"/crm/v4/associations/deals/companies/.*")
+    proj.ws.layout.configs.mkdir(parents=True, exist_ok=True)
+    (proj.ws.layout.configs / "crm.yaml").write_text("hubspot:\n  pull:\n    account_deals: contacts\n")
+    spread = proj.pull_crm("hubspot", "outcomes", environ=env, full=True)
+    assert spread.ingest.loaded == 2  # deal 304 -> acme's c0 and c2
+    ids = set(proj.ws.table("outcomes")["outcome_id"])
+    assert {"hubspot:deal:304:account:c0", "hubspot:deal:304:account:c2"} <= ids
+
+
+def test_a_salesforce_account_opportunity_goes_to_the_accounts_contacts_when_asked(tmp_path, tmp_path_factory,
+                                                                                    monkeypatch):
+    cert = self_signed_certificate(tmp_path_factory.mktemp("tls"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert[0])
+    server, state = salesforce_server(SF_TOKEN, cert)
+    server.start()
+    try:
+        state.fields["Account"].add("Propensity_Account_Id__c")
+        state.records["Account"]["0011"] = {"Id": "0011", "Name": "Acme", "Propensity_Account_Id__c": "acme"}
+        state.records["Opportunity"]["0064"] = {"Id": "0064", "Name": "renewal", "StageName": "Closed Won",
+                                                "Amount": 500.0, "CloseDate": "2026-10-05", "AccountId": "0011",
+                                                "LastModifiedDate": "2026-11-05T08:00:00.000+0000"}
+        proj = Project(tmp_path / "ws")
+        path = tmp_path / "contacts.csv"
+        pd.DataFrame({"contact_id": ["c0", "c1"], "account_id": ["acme", "acme"]}).to_csv(path, index=False)
+        proj.ingest("contacts", path)
+        proj.ws.layout.configs.mkdir(parents=True, exist_ok=True)
+        (proj.ws.layout.configs / "crm.yaml").write_text("salesforce:\n  pull:\n    account_deals: contacts\n")
+        env = {"SALESFORCE_INSTANCE_URL": server.url, "SALESFORCE_ACCESS_TOKEN": SF_TOKEN}
+        report = proj.pull_crm("salesforce", "outcomes", environ=env)
+        assert report.ingest.loaded == 2 and set(proj.ws.table("outcomes")["contact_id"]) == {"c0", "c1"}
+    finally:
+        server.stop()
