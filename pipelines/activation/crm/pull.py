@@ -133,6 +133,36 @@ def _hubspot_records(api, object_type: str, ids: Sequence[str], properties: Sequ
     return out
 
 
+def _hubspot_associated(api, from_type: str, ids: Sequence[str], to: str) -> dict[str, list[str]]:
+    """``id -> [associated ids]`` (v4 associations batch read, 100 ids a request)."""
+    from hubspot.crm.associations.v4 import (
+        BatchInputPublicFetchAssociationsBatchRequest,
+        PublicFetchAssociationsBatchRequest,
+    )
+
+    out: dict[str, list[str]] = {}
+    for start in range(0, len(ids), 100):
+        answer = api.call(f"{from_type} -> {to} associations", api.client.crm.associations.v4.batch_api.get_page,
+                          from_type, to, BatchInputPublicFetchAssociationsBatchRequest(
+                              inputs=[PublicFetchAssociationsBatchRequest(id=i) for i in ids[start:start + 100]]))
+        for result in answer.results:
+            out[str(result._from.id)] = [str(t.to_object_id) for t in result.to]
+    return out
+
+
+def _hubspot_account_ids(api, config, contact_ids: Sequence[str]) -> dict[str, str]:
+    """HubSpot contact id -> our account_id, from its first company that carries one."""
+    companies = _hubspot_associated(api, "contacts", contact_ids, "companies")
+    ours = _hubspot_records(api, "companies", sorted({c for cs in companies.values() for c in cs}),
+                            [config.account_id_property])
+    out = {}
+    for contact, ids in companies.items():
+        found = [ours.get(i, {}).get(config.account_id_property) for i in ids]
+        if any(found):
+            out[contact] = next(f for f in found if f)
+    return out
+
+
 def _hubspot_people(api, ids: Sequence[str], properties: Sequence[str]) -> dict[str, dict]:
     return _hubspot_records(api, "contacts", ids, properties)
 
@@ -140,10 +170,6 @@ def _hubspot_people(api, ids: Sequence[str], properties: Sequence[str]) -> dict[
 def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, str],
                          account_contacts: Mapping[str, list[str]] | None = None) -> tuple[pd.DataFrame, int, str | None]:
     """Won deals modified since ``since`` -> one outcome row per (deal, associated contact)."""
-    from hubspot.crm.associations.v4 import (
-        BatchInputPublicFetchAssociationsBatchRequest,
-        PublicFetchAssociationsBatchRequest,
-    )
 
     pull = config.pull
     filters = [{"property_name": "dealstage", "operator": "IN", "values": list(pull.won_stages)}]
@@ -153,23 +179,13 @@ def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, st
         filters.append({"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)})
     deals = list(_hubspot_search(api, "deals", filters, ["dealname", "amount", "closedate", "dealstage", "pipeline",
                                                          "hs_lastmodifieddate"]))
-    def associated(deal_ids: Sequence[str], to: str) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for start in range(0, len(deal_ids), 100):
-            answer = api.call(f"deal -> {to} associations", api.client.crm.associations.v4.batch_api.get_page,
-                              "deals", to, BatchInputPublicFetchAssociationsBatchRequest(
-                                  inputs=[PublicFetchAssociationsBatchRequest(id=i) for i in deal_ids[start:start + 100]]))
-            for result in answer.results:
-                out[str(result._from.id)] = [str(t.to_object_id) for t in result.to]
-        return out
-
-    linked = associated([d.id for d in deals], "contacts")
+    linked = _hubspot_associated(api, "deals", [d.id for d in deals], "contacts")
     people = _hubspot_people(api, sorted({c for cs in linked.values() for c in cs}),
                              ["email", config.contact_id_property])
     members: dict[str, list[str]] = {}  # deal id -> workspace contacts of its account (account_deals: contacts)
     orphans = [d.id for d in deals if not linked.get(d.id)]
     if pull.account_deals == "contacts" and orphans:
-        companies = associated(orphans, "companies")
+        companies = _hubspot_associated(api, "deals", orphans, "companies")
         ours = _hubspot_records(api, "companies", sorted({c for cs in companies.values() for c in cs}),
                                 [config.account_id_property])
         for deal_id, ids in companies.items():
@@ -203,12 +219,13 @@ def hubspot_contact_rows(api, config, since: str | None, emails: Mapping[str, st
     filters = [{"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)}] if since else []
     people = list(_hubspot_search(api, "contacts", filters, ["email", config.contact_id_property,
                                                              "hs_lastmodifieddate", *chosen]))
+    accounts = _hubspot_account_ids(api, config, [p.id for p in people]) if people else {}
     rows = [{"contact_id": resolve(p.properties.get(config.contact_id_property), p.properties.get("email"), emails),
-             "email": p.properties.get("email"), "hubspot_id": p.id, **{c: p.properties.get(c) for c in chosen}}
-            for p in people]
+             "account_id": accounts.get(p.id), "email": p.properties.get("email"), "hubspot_id": p.id,
+             **{c: p.properties.get(c) for c in chosen}} for p in people]
     newest = max((p.properties.get("hs_lastmodifieddate") for p in people
                   if p.properties.get("hs_lastmodifieddate")), default=since)
-    return pd.DataFrame(rows, columns=["contact_id", "email", "hubspot_id", *chosen]), len(people), newest
+    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", "hubspot_id", *chosen]), len(people), newest
 
 
 # -- Salesforce ---------------------------------------------------------------------------------
@@ -251,11 +268,7 @@ def salesforce_outcome_rows(api, config, since: str | None, emails: Mapping[str,
     members: dict[str, list[str]] = {}  # opportunity -> workspace contacts of its Account (account_deals: contacts)
     orphans = sorted({o["AccountId"] for o in opportunities if not roles.get(o["Id"]) and o.get("AccountId")})
     if pull.account_deals == "contacts" and orphans:
-        ours = {}
-        for start in range(0, len(orphans), 200):
-            for account in _query(api, f"SELECT Id, {config.account_id_field} FROM Account "
-                                       f"WHERE Id IN ({_quote(orphans[start:start + 200])})"):
-                ours[account["Id"]] = account.get(config.account_id_field)
+        ours = _salesforce_account_ids(api, config, orphans)
         for opp in opportunities:
             if not roles.get(opp["Id"]) and ours.get(opp.get("AccountId")):
                 members[opp["Id"]] = sorted((account_contacts or {}).get(ours[opp["AccountId"]], []))
@@ -286,17 +299,31 @@ def salesforce_contact_rows(api, config, since: str | None, emails: Mapping[str,
     chosen = list(dict.fromkeys(config.pull.contact_fields))
     rows, fetched, newest = [], 0, since
     for sobject in config.objects:
-        fields = ", ".join(dict.fromkeys(["Id", "Email", config.contact_id_field, "LastModifiedDate", *chosen]))
+        account = ["AccountId"] if sobject == "Contact" else []  # a Lead has no Account until converted
+        fields = ", ".join(dict.fromkeys(["Id", "Email", config.contact_id_field, "LastModifiedDate", *account,
+                                          *chosen]))
         where = f" WHERE LastModifiedDate >= {_soql_time(since)}" if since else ""
         people = _query(api, f"SELECT {fields} FROM {sobject}{where} ORDER BY LastModifiedDate, Id")
         fetched += len(people)
-        rows += [{"contact_id": resolve(p.get(config.contact_id_field), p.get("Email"), emails), "email": p.get("Email"),
-                  "salesforce_id": p["Id"], config.object_column: sobject, **{c: p.get(c) for c in chosen}}
-                 for p in people]
+        ours = _salesforce_account_ids(api, config, sorted({p["AccountId"] for p in people if p.get("AccountId")}))
+        rows += [{"contact_id": resolve(p.get(config.contact_id_field), p.get("Email"), emails),
+                  "account_id": ours.get(p.get("AccountId")), "email": p.get("Email"), "salesforce_id": p["Id"],
+                  config.object_column: sobject, **{c: p.get(c) for c in chosen}} for p in people]
         newest = max([newest, *(p["LastModifiedDate"] for p in people if p.get("LastModifiedDate"))],
                      key=lambda t: pd.Timestamp(t) if t else pd.Timestamp.min.tz_localize("UTC"))
-    return pd.DataFrame(rows, columns=["contact_id", "email", "salesforce_id", config.object_column, *chosen]), \
-        fetched, newest
+    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", "salesforce_id", config.object_column,
+                                       *chosen]), fetched, newest
+
+
+def _salesforce_account_ids(api, config, account_ids: Sequence[str]) -> dict[str, str]:
+    """Salesforce Account Id -> our account_id (``Propensity_Account_Id__c``), for those that carry one."""
+    out = {}
+    for start in range(0, len(account_ids), 200):
+        for account in _query(api, f"SELECT Id, {config.account_id_field} FROM Account "
+                                   f"WHERE Id IN ({_quote(account_ids[start:start + 200])})"):
+            if account.get(config.account_id_field):
+                out[account["Id"]] = account[config.account_id_field]
+    return out
 
 
 # -- the pull -----------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class HubSpotState:
     objects: dict = field(default_factory=lambda: {"contacts": {}, "companies": {}, "deals": {}})
     associations: dict = field(default_factory=dict)  # deal id -> [contact ids]
     company_associations: dict = field(default_factory=dict)  # deal id -> [company ids]
+    contact_companies: dict = field(default_factory=dict)  # contact id -> [company ids]
     refuse: set = field(default_factory=set)  # upsert ids answered as errors in a 207
     next_id: int = 1000
     upserted: list = field(default_factory=list)  # (object type, id value) of every accepted upsert input
@@ -251,10 +252,11 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
             out["paging"] = {"next": {"after": str(start + limit)}}
         return reply(200, out)
 
-    @server.route("POST", r"/crm/v4/associations/deals/(contacts|companies)/batch/read")
+    @server.route("POST", r"/crm/v4/associations/(deals|contacts)/(contacts|companies)/batch/read")
     @guarded
-    def associations(request, to):
-        links = state.associations if to == "contacts" else state.company_associations
+    def associations(request, source, to):
+        links = {("deals", "contacts"): state.associations, ("deals", "companies"): state.company_associations,
+                 ("contacts", "companies"): state.contact_companies}[(source, to)]
         results = [{"from": {"id": i["id"]}, "to": [
             {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 3 if to == "contacts"
                                                          else 5, "label": None}]} for c in links.get(i["id"], [])]}

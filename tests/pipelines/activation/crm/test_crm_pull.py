@@ -101,6 +101,9 @@ def test_won_deals_become_outcomes_with_file_ingests_rejects_and_counts_and_a_re
 def test_contacts_pull_brings_the_chosen_properties_as_attributes(tmp_path, hubspot, monkeypatch, capsys):
     server, state = hubspot
     seed_hubspot(state)
+    state.objects["companies"]["501"] = {"id": "501", "properties": {"name": "Acme", "propensity_account_id": "acme"}}
+    state.objects["companies"]["502"] = {"id": "502", "properties": {"name": "Not pushed yet"}}
+    state.contact_companies = {"201": ["502", "501"], "202": ["502"]}  # c0: acme; c1: a company without our id
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
     monkeypatch.setenv("HUBSPOT_API_URL", server.url)
     proj = workspace(tmp_path)
@@ -112,6 +115,7 @@ def test_contacts_pull_brings_the_chosen_properties_as_attributes(tmp_path, hubs
     contacts = proj.ws.table("contacts").set_index("contact_id")
     assert contacts.loc["c0", "industry"] == "SaaS" and contacts.loc["c1", "lifecyclestage"] == "customer"
     assert contacts.loc["c1", "hubspot_id"] == 202
+    assert contacts.loc["c0", "account_id"] == "acme" and pd.isna(contacts.loc["c1", "account_id"])
     assert main([*ws, "ingest", "contacts", "--from", "hubspot"]) == 0
     assert "1 people modified since 2026-11-03T10:00:00Z" in " ".join(capsys.readouterr().out.split())
     assert main([*ws, "ingest", "outcomes"]) != 0  # neither a file nor --from
@@ -127,8 +131,11 @@ def test_salesforce_won_opportunities_and_people_are_pulled_incrementally(tmp_pa
         state.page_size = 1  # every query result in pages behind nextRecordsUrl
         state.fields["Contact"].add(ext)
         state.fields["Lead"].add(ext)
+        state.fields["Account"].add("Propensity_Account_Id__c")
+        state.records["Account"]["0011"] = {"Id": "0011", "Name": "Acme", "Propensity_Account_Id__c": "acme"}
         state.records["Contact"] = {
             "0031": {"Id": "0031", "Email": "x@example.com", ext: "c0", "LeadSource": "Web", "Title": "CTO",
+                     "AccountId": "0011",
                      "LastModifiedDate": "2026-11-01T10:00:00.000+0000"},
             "0032": {"Id": "0032", "Email": "c2@example.com", ext: None, "LeadSource": "Event", "Title": "VP",
                      "LastModifiedDate": "2026-11-02T10:00:00.000+0000"}}
@@ -155,6 +162,7 @@ def test_salesforce_won_opportunities_and_people_are_pulled_incrementally(tmp_pa
         assert people.fetched == 3 and people.ingest.updated == 3
         contacts = proj.ws.table("contacts").set_index("contact_id")
         assert contacts.loc["c1", "salesforce_object"] == "Lead" and contacts.loc["c2", "Title"] == "VP"
+        assert contacts.loc["c0", "account_id"] == "acme" and pd.isna(contacts.loc["c1", "account_id"])
         assert len(server.calls("GET", r".*/query/\d+-.*")) >= 1  # nextRecordsUrl pages were followed
     finally:
         server.stop()
