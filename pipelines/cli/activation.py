@@ -150,6 +150,9 @@ def push_cmd(
     crm = to in ("hubspot", "salesforce")
     if (create_properties or crm_config is not None) and not crm:
         raise typer.BadParameter("--create-properties and --crm-config are for --to hubspot or salesforce")
+    if crm and (batch_size != 100 or rate != 20.0):  # not silently ignored: the CRMs' own limits apply
+        raise typer.BadParameter(f"--to {to}: batches and request rates are set in crm.yaml ({to}.batch_size, "
+                                 "requests_per_10_seconds, ...; docs/CRM.md), not with --batch-size / --rate")
     destination = None if crm else destination_from_env(to)
     engine = service_engine(ctx)
     if source is None:
