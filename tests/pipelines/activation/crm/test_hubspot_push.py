@@ -223,3 +223,22 @@ def test_a_dry_run_writes_every_request_per_object_and_sends_and_records_nothing
     assert TOKEN not in out.read_text()
     again = push(project, server, scores(), dry_run=True)
     assert again.reports[0].unchanged == 0  # nothing was recorded by the dry run
+
+
+def test_held_out_contacts_reach_neither_their_record_nor_their_accounts_roll_up(tmp_path, hubspot):
+    from propensity.pipelines.activation.holdout import HoldoutConfig, held_out_by_hash
+
+    server, state = hubspot
+    holdout = HoldoutConfig(experiment="crm-test", share=0.5)
+    proj = Project(tmp_path / "ws")
+    proj.ingest("contacts", contacts_csv(tmp_path, n=12))
+    frame = scores(n=12)
+    held = {f"c{i}" for i in range(12) if held_out_by_hash("crm-test", f"c{i}", 0.5)}
+    assert 0 < len(held) < 12  # the hash splits these ids (else the test would prove nothing)
+    report = push(proj, server, frame, create_properties=True, holdout=holdout)
+    sent = {k.split("@")[0] for t, k in state.upserted if t == "contacts"}
+    assert sent == {f"c{i}" for i in range(12)} - held and report.reports[0].held_out == len(held)
+    companies = {o["properties"]["propensity_account_id"]: o["properties"] for o in state.objects["companies"].values()}
+    for account in ("a0", "a1"):
+        members = {f"c{i}" for i in range(12) if i % 2 == int(account[1])} - held
+        assert companies[account]["propensity_contacts_scored"] == str(len(members))
