@@ -338,6 +338,10 @@ class Project:
         own = self.ws.layout.configs / "crm.yaml"
         where = (Resolved(Path(given), "given") if given is not None else
                  Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("crm.yaml"), "shipped"))
+        if where.is_shipped:  # `init` does not write this one: say how to get an editable copy
+            self.report("uses", f"CRM config: {where.path} (shipped with the package; `propensity configs copy DIR` "
+                                f"gives an editable crm.yaml, used from {own} or with --crm-config)")
+            return load_crm_config(where.path), where
         return load_crm_config(where.path), self._uses(where, "CRM config")
 
     def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,

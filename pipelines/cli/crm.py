@@ -28,7 +28,8 @@ def push_to_crm(ctx: typer.Context, to: str, contacts, label: str, engine, *, dr
             table.add_column(column)
         for p in report.properties:
             state = "exists" if p.exists else ("would create" if dry_run else "created")
-            table.add_row(p.object_type, p.name, p.label, f"{p.type}/{p.field_type}" + (" unique" if p.unique else ""),
+            sep = "/" if to == "hubspot" else ""  # HubSpot: type/fieldType; Salesforce: Text(80), Number(3, 2)
+            table.add_row(p.object_type, p.name, p.label, f"{p.type}{sep}{p.field_type}" + (" unique" if p.unique else ""),
                           state)
         console.print(table)
     for r in report.reports:

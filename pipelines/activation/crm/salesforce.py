@@ -250,8 +250,9 @@ def field_definitions(config: SalesforceConfig, project: str, *, objects: Sequen
     out = []
     for sobject in objects:
         for key, kind, meta in (accounts if sobject == "Account" else people):
+            size = (f"({meta['precision']}, {meta['scale']})" if "precision" in meta else f"({meta['length']})")
             out.append(FieldPlan(sobject, name(key), meta["label"], kind, meta, unique=bool(meta.get("externalId")),
-                                 field_type=kind))
+                                 field_type=size + (" External ID" if meta.get("externalId") else "")))
     return out
 
 
