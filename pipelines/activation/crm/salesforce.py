@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ class SalesforceAPI:
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
         headers = self._last.headers if self._last is not None else {}
         retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
-        limit = "REQUEST_LIMIT_EXCEEDED" in text  # the org's daily allocation: waiting minutes does not help
+        # the org's daily allocation is spent: waiting minutes does not help (the code alone, not a longer one)
+        limit = re.search(r"\bREQUEST_LIMIT_EXCEEDED(?![A-Z_])", text) is not None
         return DeliveryFailure(self.redact(f"Salesforce {what}: HTTP {status}: {text}"),
                                retryable=not limit and (status in (408, 429) or (status or 0) >= 500),
                                retry_after=retry_after)
