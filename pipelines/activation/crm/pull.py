@@ -141,12 +141,17 @@ def _hubspot_associated(api, from_type: str, ids: Sequence[str], to: str) -> dic
     )
 
     out: dict[str, list[str]] = {}
-    for start in range(0, len(ids), 100):
+    pending = [(str(i), None) for i in ids]
+    while pending:  # a record with many associations pages them: ask again with its `after`, as HubSpot says
+        chunk, pending = pending[:100], pending[100:]
         answer = api.call(f"{from_type} -> {to} associations", api.client.crm.associations.v4.batch_api.get_page,
                           from_type, to, BatchInputPublicFetchAssociationsBatchRequest(
-                              inputs=[PublicFetchAssociationsBatchRequest(id=i) for i in ids[start:start + 100]]))
+                              inputs=[PublicFetchAssociationsBatchRequest(id=i, after=a) for i, a in chunk]))
         for result in answer.results:
-            out[str(result._from.id)] = [str(t.to_object_id) for t in result.to]
+            source = str(result._from.id)
+            out.setdefault(source, []).extend(str(t.to_object_id) for t in result.to)
+            if result.paging is not None and result.paging.next is not None and result.paging.next.after:
+                pending.append((source, result.paging.next.after))
     return out
 
 

@@ -257,10 +257,17 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
     def associations(request, source, to):
         links = {("deals", "contacts"): state.associations, ("deals", "companies"): state.company_associations,
                  ("contacts", "companies"): state.contact_companies}[(source, to)]
-        results = [{"from": {"id": i["id"]}, "to": [
-            {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 3 if to == "contacts"
-                                                         else 5, "label": None}]} for c in links.get(i["id"], [])]}
-            for i in request.json()["inputs"]]
+        results = []
+        for i in request.json()["inputs"]:  # `page_size` associations per record, then paging.next.after
+            start = int(i.get("after") or 0)
+            linked = links.get(i["id"], [])
+            result = {"from": {"id": i["id"]}, "to": [
+                {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "label": None,
+                                                             "typeId": 3 if to == "contacts" else 5}]}
+                for c in linked[start:start + state.page_size]]}
+            if start + state.page_size < len(linked):
+                result["paging"] = {"next": {"after": str(start + state.page_size)}}
+            results.append(result)
         return reply(200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW})
 
     @server.route("POST", r"/crm/v3/objects/(contacts|companies)/batch/read")

@@ -46,7 +46,7 @@ def seed_hubspot(state):
         state.objects["contacts"][pid] = {"id": pid, "properties": {
             **props, "lifecyclestage": "customer", "industry": "EdTech" if i else "SaaS",
             "hs_lastmodifieddate": f"2026-11-0{i + 1}T10:00:00Z"}}
-    deals = {"301": ("closedwon", "1200", ["201"]), "302": ("closedwon", "300.5", ["202", "203"]),
+    deals = {"301": ("closedwon", "1200", ["201"]), "302": ("closedwon", "300.5", ["202", "203", "201"]),
              "303": ("closedlost", "999", ["201"]), "304": ("closedwon", "50", [])}
     for i, (did, (stage, amount, contacts)) in enumerate(deals.items()):
         state.objects["deals"][did] = {"id": did, "properties": {
@@ -63,10 +63,12 @@ def test_won_deals_become_outcomes_with_file_ingests_rejects_and_counts_and_a_re
     first = proj.pull_crm("hubspot", "outcomes", environ=env)
     assert first.fetched == 3 and len(server.calls("POST", r"/crm/v3/objects/deals/search")) == 2  # 2 pages
     r = first.ingest
-    assert (r.read, r.loaded, r.rejected) == (4, 2, 2)  # 301:c0, 302:c1 in; 302:stranger and 304 (no contact) out
+    # 301:c0, 302:c1, 302:c0 (302's third contact, on the second page of its associations) in;
+    # 302:stranger and 304 (no contact) out
+    assert (r.read, r.loaded, r.rejected) == (5, 3, 2)
     outcomes = proj.ws.table("outcomes").sort_values("outcome_id")
-    assert list(outcomes["outcome_id"]) == ["hubspot:deal:301:201", "hubspot:deal:302:202"]
-    assert list(outcomes["contact_id"]) == ["c0", "c1"] and list(outcomes["value"]) == [1200.0, 300.5]
+    assert list(outcomes["outcome_id"]) == ["hubspot:deal:301:201", "hubspot:deal:302:201", "hubspot:deal:302:202"]
+    assert list(outcomes["contact_id"]) == ["c0", "c0", "c1"] and list(outcomes["value"]) == [1200.0, 300.5, 300.5]
     assert str(outcomes["ts"].iloc[0]) == "2026-10-10 00:00:00" and set(outcomes["outcome"]) == {"closed_won"}
     rejects = proj.ws.table("rejects")
     assert set(rejects["source"]) == {"hubspot-deals"} and set(rejects["field"]) == {"contact_id"}
@@ -85,7 +87,7 @@ def test_won_deals_become_outcomes_with_file_ingests_rejects_and_counts_and_a_re
     other = workspace(tmp_path, "ws-file")
     frame.to_parquet(tmp_path / "hubspot-deals.parquet")
     from_file = ingest_file(other.ws, "outcomes", tmp_path / "hubspot-deals.parquet")
-    assert (from_file.read, from_file.loaded, from_file.rejected, from_file.duplicates) == (4, 2, 2, 0)
+    assert (from_file.read, from_file.loaded, from_file.rejected, from_file.duplicates) == (5, 3, 2, 0)
     pd.testing.assert_frame_equal(other.ws.table("outcomes").sort_values("outcome_id").reset_index(drop=True),
                                   outcomes.reset_index(drop=True))
 
@@ -95,7 +97,7 @@ def test_won_deals_become_outcomes_with_file_ingests_rejects_and_counts_and_a_re
     third = proj.pull_crm("hubspot", "outcomes", environ=env)
     assert third.fetched == 2 and third.ingest.loaded == 1  # 303 is won now (304 is the boundary, again)
     full = proj.pull_crm("hubspot", "outcomes", environ=env, full=True)
-    assert full.ingest.loaded == 0 and full.ingest.duplicates == 3 and len(proj.ws.table("outcomes")) == 3
+    assert full.ingest.loaded == 0 and full.ingest.duplicates == 4 and len(proj.ws.table("outcomes")) == 4
 
 
 def test_contacts_pull_brings_the_chosen_properties_as_attributes(tmp_path, hubspot, monkeypatch, capsys):
@@ -182,7 +184,7 @@ def test_a_search_past_hubspots_result_cap_goes_on_from_the_newest_modification_
     monkeypatch.setattr(pull_module, "SEARCH_CAP", 4)
     proj = workspace(tmp_path)
     report = proj.pull_crm("hubspot", "outcomes", environ={"HUBSPOT_ACCESS_TOKEN": TOKEN, "HUBSPOT_API_URL": server.url})
-    assert report.fetched == 9 and report.ingest.loaded == 8  # 3 + 6 won deals; 304 and a stranger rejected
+    assert report.fetched == 9 and report.ingest.loaded == 9  # 3 + 6 won deals; 304 and a stranger rejected
 
 
 def test_account_deals_are_rejected_by_default_or_given_to_every_contact_of_the_account(tmp_path, hubspot):
@@ -201,7 +203,7 @@ def test_account_deals_are_rejected_by_default_or_given_to_every_contact_of_the_
     proj.ws.layout.configs.mkdir(parents=True, exist_ok=True)
     (proj.ws.layout.configs / "crm.yaml").write_text("hubspot:\n  pull:\n    account_deals: contacts\n")
     spread = proj.pull_crm("hubspot", "outcomes", environ=env, full=True)
-    assert spread.ingest.loaded == 2  # deal 304 -> acme's c0 and c2
+    assert spread.ingest.loaded == 2  # deal 304 -> acme's c0 and c2 (the rest were loaded by the first pull)
     ids = set(proj.ws.table("outcomes")["outcome_id"])
     assert {"hubspot:deal:304:account:c0", "hubspot:deal:304:account:c2"} <= ids
 
