@@ -231,3 +231,30 @@ def test_a_salesforce_account_opportunity_goes_to_the_accounts_contacts_when_ask
         assert report.ingest.loaded == 2 and set(proj.ws.table("outcomes")["contact_id"]) == {"c0", "c1"}
     finally:
         server.stop()
+
+
+def test_a_pull_that_fails_midway_loads_nothing_and_the_next_one_starts_from_the_same_point(tmp_path, hubspot):
+    from crm_fakes import reply
+
+    from propensity.pipelines.activation.retrying import DeliveryFailure
+
+    server, state = hubspot
+    seed_hubspot(state)
+    proj = workspace(tmp_path)
+    env = {"HUBSPOT_ACCESS_TOKEN": TOKEN, "HUBSPOT_API_URL": server.url}
+
+    def second_page_down(request, index):
+        body = request.json() if request.path.endswith("/search") else None
+        if body and body.get("after"):
+            return reply(502, {"message": "bad gateway"})
+        return None
+
+    server.inject = second_page_down
+    slept = []
+    with pytest.raises(DeliveryFailure, match="HTTP 502"):
+        proj.pull_crm("hubspot", "outcomes", environ=env, sleep=slept.append)
+    assert len(slept) == 4  # retried with backoff (5 attempts) before giving up
+    assert len(proj.ws.table("outcomes")) == 0 and not proj.ws.layout.crm_pull_state.exists()
+    server.inject = None
+    report = proj.pull_crm("hubspot", "outcomes", environ=env)
+    assert report.since is None and report.ingest.loaded == 3
