@@ -395,10 +395,7 @@ class Project:
         import tempfile
 
         from propensity.pipelines.activation.lift import label_exposures
-        from propensity.pipelines.activation.uplift import (
-            compare_uplift,
-            uplift_unavailable,
-        )
+        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
         from propensity.pipelines.jobs import SpineChoice, run_rule_scores
 
         if (reason := uplift_unavailable()) is not None:
