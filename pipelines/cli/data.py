@@ -73,8 +73,12 @@ def ingest_file_or_crm(ctx, kind, path, crm, fmt, maps, encoding, crm_config, fu
     if (path is None) == (crm is None):
         raise typer.BadParameter(f"ingest {kind}: give a file or --from hubspot|salesforce (one of them)")
     if path is not None:
+        if crm_config is not None or full:
+            raise typer.BadParameter("--crm-config and --full are for --from hubspot|salesforce")
         ingest_kind(ctx, kind, path, fmt, maps, encoding)
         return
+    if fmt is not None or maps or encoding != "utf-8":  # a CRM pull has its own mapping (configs/crm.yaml)
+        raise typer.BadParameter("--format, --map and --encoding are for files, not --from a CRM")
     from propensity.pipelines.cli.crm import pull_from_crm
 
     pull_from_crm(ctx, kind, crm, crm_config, full)
