@@ -205,6 +205,14 @@ class Project:
             return run_spark_features(self.ws, spine_choice(at), feature_config, out, tables)
         return run_features(self.ws, spine_choice(at), feature_config, out=out, tables=tables)
 
+    def load_engine(self, config=None, *, replace: bool = False):
+        """Copy the workspace's events, contacts and outcomes into a warehouse engine (``propensity
+        engine load``); ``config``: an :class:`~propensity.pipelines.engines.EngineConfig` or a YAML path."""
+        from propensity.pipelines.engines import EngineConfig, load_engine_config, load_into_engine
+
+        engine_config = config if isinstance(config, EngineConfig) else load_engine_config(config)
+        return load_into_engine(self.ws, engine_config, replace=replace)
+
     def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
         """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""
         from propensity.pipelines.jobs import run_rule_scores
@@ -288,6 +296,59 @@ class Project:
         self._warn(warnings)
         when = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
         return explain_one(self.ws, contact_id, when, learned.scorer, rule_set), learned, where
+
+    def explain_change(self, contact_id: str | None, since, *, as_of=None, model: str | None = "champion",
+                       name: str | None = None, model_before: str | None = None, rules: Path | str | None = None,
+                       rules_before: Path | str | None = None, contacts_before: Path | str | None = None):
+        """Why the scores changed between ``since`` and ``as_of`` (default: after the latest event),
+        split into new events, decay and expiry, attributes and the rules/model change; one contact,
+        or (``contact_id`` None) every contact whose band changed. See :mod:`propensity.pipelines.explain.change`.
+
+        ``model`` None, or no such model registered: the rule score only (said in the notes).
+        """
+        from propensity.pipelines.explain.change_jobs import (
+            explain_change,
+            explain_changed_bands,
+            read_contacts_snapshot,
+        )
+        from propensity.pipelines.explain.jobs import check_contact, default_as_of
+        from propensity.pipelines.jobs import load_contacts
+        from propensity.pipelines.outputs import parse_as_of
+        from propensity.pipelines.rules.config import load_rules
+
+        if contact_id is not None:
+            check_contact(self.ws, contact_id)
+        learned = self.find_model(model, name) if model is not None else None
+        notes = []
+        if learned is None:
+            notes.append("learned score: not explained (no registered model" + (f" {model}" if model else "") + ")")
+        rule_set, where, warnings = self.rules(rules, model=learned)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        before_rules = None
+        if rules_before is not None:
+            before_rules = load_rules(self._uses(Resolved(Path(rules_before), "given"), "rules at --since").path)
+        earlier = None
+        if model_before is not None and learned is not None:
+            earlier = self.model(model_before, name)
+        snapshot = None
+        if contacts_before is not None:
+            snapshot = read_contacts_snapshot(contacts_before, load_contacts(self.ws.ibis_connection()))
+        since_at = parse_as_of(since)
+        until = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
+        label = f"v{earlier.version} -> v{learned.version}" if earlier is not None else None
+        options = {"rules": rule_set, "rules_before": before_rules, "scorer": learned.scorer if learned else None,
+                   "scorer_before": earlier.scorer if earlier is not None else None, "model_label": label,
+                   "contacts_before": snapshot}
+        if contact_id is None:
+            report = explain_changed_bands(self.ws, since_at, until, **options)
+        else:
+            report = explain_change(self.ws, [contact_id], since_at, until, **options)
+        if notes:
+            from dataclasses import replace
+
+            report = replace(report, notes=(*report.notes, *notes))
+        return report
 
     def explain_all(self, at, *, model: str = "champion", name: str | None = None, reasons: int = 3,
                     positive_only: bool = False):
