@@ -1,5 +1,6 @@
 """Scores to push, read from where ``propensity score`` and the service leave them: a scores file
-(.parquet, .csv, .jsonl) or a table of the service database (``score_state``)."""
+(.parquet, .csv, .jsonl) or a table of the service database (``score_state``); and, from
+``propensity explain --since`` output, the reason for each contact's last change."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-__all__ = ["read_scores", "read_scores_table"]
+__all__ = ["change_reasons", "read_scores", "read_scores_table", "with_change_reasons"]
 
 
 def read_scores(path: str | Path) -> pd.DataFrame:
@@ -46,3 +47,36 @@ def read_scores_table(engine: sa.Engine, name: str) -> pd.DataFrame:
     if "as_of" not in frame and "scored_at" in frame:
         frame = frame.rename(columns={"scored_at": "as_of"})
     return frame
+
+
+def change_reasons(changes: pd.DataFrame, score: str, *, source: str = "changes") -> dict[str, str]:
+    """``contact_id -> "+0.80 since 2026-11-01: <reason_1>"`` from ``propensity explain --since`` output.
+
+    ``score`` ("rule" or "learned") picks the rows of the score being pushed; a contact whose score
+    did not move (no ``reason_1``) gets none.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source`` and the missing column.
+    """
+    missing = [c for c in ("contact_id", "score", "since", "change", "reason_1") if c not in changes.columns]
+    if missing:
+        raise ValueError(f"{source}: not `propensity explain --since` output: no column(s) {', '.join(missing)}")
+    rows = changes[(changes["score"] == score) & changes["reason_1"].notna()]
+    since = pd.to_datetime(rows["since"])
+    return {str(c): f"{float(d):+.2f} since {t:%Y-%m-%d}: {r}"
+            for c, d, t, r in zip(rows["contact_id"], rows["change"], since, rows["reason_1"], strict=True)}
+
+
+def with_change_reasons(contacts: list, reasons: dict[str, str]) -> list:
+    """The contacts (:class:`..push.ContactTraits`) with ``change_reason`` among their traits where known."""
+    from propensity.pipelines.activation.push import ContactTraits, fingerprint
+
+    out = []
+    for c in contacts:
+        if c.contact_id in reasons:
+            traits = {**c.traits, "change_reason": reasons[c.contact_id]}
+            c = ContactTraits(c.contact_id, traits, fingerprint(traits))
+        out.append(c)
+    return out

@@ -194,6 +194,7 @@ def property_definitions(config: HubSpotConfig, project: str) -> list[PropertyPl
         PropertyPlan("contacts", p("band"), f"{title} band", "string", "text"),
         PropertyPlan("contacts", p("probability"), f"{title} probability", "number", "number"),
         PropertyPlan("contacts", p("top_reasons"), f"{title} top reasons", "string", "textarea"),
+        PropertyPlan("contacts", p("change_reason"), f"{title} last change", "string", "textarea"),
         PropertyPlan("contacts", p("contact_id"), f"{title} contact id", "string", "text", unique=True),
     ]
     companies = [

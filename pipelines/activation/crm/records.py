@@ -18,7 +18,7 @@ from propensity.pipelines.activation.push import ContactTraits, fingerprint
 __all__ = ["AccountScore", "CRMRecords", "account_scores", "crm_records", "match_keys"]
 
 # the CRM fields, by what they hold (the names get the configured prefix)
-CONTACT_FIELDS = ("score", "band", "probability", "top_reasons", "contact_id")
+CONTACT_FIELDS = ("score", "band", "probability", "top_reasons", "change_reason", "contact_id")
 ACCOUNT_FIELDS = ("score", "band", "contacts_scored", "top_contact_id", "account_id")
 
 
@@ -56,6 +56,7 @@ def crm_records(contacts: Sequence[ContactTraits], name: Callable[[str], str],
             name("score"): t["intent_score"], name("band"): t.get("intent_band"),
             name("probability"): t.get("propensity"),
             name("top_reasons"): reasons_separator.join(reasons) if reasons else None,
+            name("change_reason"): t.get("change_reason"),  # `push --changes`: why the score last moved
             name("contact_id"): c.contact_id}, value))
     return out
 

@@ -244,6 +244,7 @@ def field_definitions(config: SalesforceConfig, project: str, *, objects: Sequen
               ("probability", *number(f"{title} probability", 5, 4)),
               ("top_reasons", "LongTextArea", {"type": "LongTextArea", "label": f"{title} top reasons",
                                                "length": 2000, "visibleLines": 3}),
+              ("change_reason", *text(f"{title} last change", 255)),
               ("contact_id", *text(f"{title} contact id", 80, external=True))]
     accounts = [("score", *number(f"{title} account score (0-5)", 3, 2)), ("band", *text(f"{title} account band", 40)),
                 ("contacts_scored", *number(f"{title} contacts scored", 9, 0)),

@@ -64,7 +64,7 @@ def test_create_properties_dry_run_creates_nothing_then_creates_group_and_typed_
     report = push(project, server, scores(), dry_run=True, create_properties=True)
     assert [p.name for p in report.properties if not p.exists] == [
         "propensity_score", "propensity_band", "propensity_probability", "propensity_top_reasons",
-        "propensity_contact_id", "propensity_score", "propensity_band", "propensity_contacts_scored",
+        "propensity_change_reason", "propensity_contact_id", "propensity_score", "propensity_band", "propensity_contacts_scored",
         "propensity_top_contact_id", "propensity_account_id"]
     assert server.calls("POST", r"/crm/v3/properties/.*") == [] and state.upserted == []
 
@@ -242,3 +242,23 @@ def test_held_out_contacts_reach_neither_their_record_nor_their_accounts_roll_up
     for account in ("a0", "a1"):
         members = {f"c{i}" for i in range(12) if i % 2 == int(account[1])} - held
         assert companies[account]["propensity_contacts_scored"] == str(len(members))
+
+
+def test_the_reason_for_the_last_change_is_pushed_from_explain_since_output(tmp_path, hubspot, monkeypatch):
+    server, state = hubspot
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("HUBSPOT_API_URL", server.url)
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "ingest", "contacts", str(contacts_csv(tmp_path))]) == 0
+    scores().to_parquet(tmp_path / "scores.parquet")
+    # the columns `propensity explain --since ... --out` writes (pipelines/explain/change.py summary)
+    pd.DataFrame({"contact_id": ["c1", "c2", "c1"], "score": ["rule", "rule", "learned"],
+                  "since": "2026-10-01", "until": "2026-11-01", "before": [0.1, 1.8, 0.0],
+                  "after": [0.9, 1.8, 0.5], "change": [0.8, 0.0, 0.5],
+                  "reason_1": ["new events: demo request (+0.8)", None, "model"]}).to_csv(tmp_path / "ch.csv",
+                                                                                         index=False)
+    assert main([*ws, "push", "--to", "hubspot", "--from", str(tmp_path / "scores.parquet"), "--changes",
+                 str(tmp_path / "ch.csv"), "--create-properties"]) == 0
+    contacts = {o["properties"]["email"]: o["properties"] for o in state.objects["contacts"].values()}
+    assert contacts["c1@example.com"]["propensity_change_reason"] == "+0.80 since 2026-10-01: new events: demo request (+0.8)"
+    assert "propensity_change_reason" not in contacts["c2@example.com"]  # its score did not move

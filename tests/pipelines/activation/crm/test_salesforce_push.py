@@ -70,7 +70,7 @@ def push(project, server, frame, **kwargs):
 def test_create_properties_makes_typed_custom_fields_through_the_tooling_api(project, salesforce):
     server, state = salesforce
     dry = push(project, server, scores(), dry_run=True, create_properties=True)
-    assert state.created_fields == [] and sum(not p.exists for p in dry.properties) == 15
+    assert state.created_fields == [] and sum(not p.exists for p in dry.properties) == 17
     seed(state)
     push(project, server, scores(), create_properties=True)
     made = {(o, n): m for o, n, m in state.created_fields}
