@@ -219,18 +219,22 @@ def hubspot_outcome_rows(api, config, since: str | None, emails: Mapping[str, st
 
 def hubspot_contact_rows(api, config, since: str | None, emails: Mapping[str, str],
                          account_contacts=None) -> tuple[pd.DataFrame, int, str | None]:
-    """Contacts modified since ``since`` -> contact rows with the chosen properties as attributes."""
+    """Contacts modified since ``since`` -> contact rows with the chosen properties as attributes.
+
+    No CRM record id among them: every contacts column becomes a model feature (features/build.py
+    joins all attributes), and an id is noise there; a reject keeps the email to find the record.
+    """
     chosen = list(dict.fromkeys(config.pull.contact_properties))
     filters = [{"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)}] if since else []
     people = list(_hubspot_search(api, "contacts", filters, ["email", config.contact_id_property,
                                                              "hs_lastmodifieddate", *chosen]))
     accounts = _hubspot_account_ids(api, config, [p.id for p in people]) if people else {}
     rows = [{"contact_id": resolve(p.properties.get(config.contact_id_property), p.properties.get("email"), emails),
-             "account_id": accounts.get(p.id), "email": p.properties.get("email"), "hubspot_id": p.id,
+             "account_id": accounts.get(p.id), "email": p.properties.get("email"),
              **{c: p.properties.get(c) for c in chosen}} for p in people]
     newest = max((p.properties.get("hs_lastmodifieddate") for p in people
                   if p.properties.get("hs_lastmodifieddate")), default=since)
-    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", "hubspot_id", *chosen]), len(people), newest
+    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", *chosen]), len(people), newest
 
 
 # -- Salesforce ---------------------------------------------------------------------------------
@@ -312,11 +316,11 @@ def salesforce_contact_rows(api, config, since: str | None, emails: Mapping[str,
         fetched += len(people)
         ours = _salesforce_account_ids(api, config, sorted({p["AccountId"] for p in people if p.get("AccountId")}))
         rows += [{"contact_id": resolve(p.get(config.contact_id_field), p.get("Email"), emails),
-                  "account_id": ours.get(p.get("AccountId")), "email": p.get("Email"), "salesforce_id": p["Id"],
+                  "account_id": ours.get(p.get("AccountId")), "email": p.get("Email"),
                   config.object_column: sobject, **{c: p.get(c) for c in chosen}} for p in people]
         newest = max([newest, *(p["LastModifiedDate"] for p in people if p.get("LastModifiedDate"))],
                      key=lambda t: pd.Timestamp(t) if t else pd.Timestamp.min.tz_localize("UTC"))
-    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", "salesforce_id", config.object_column,
+    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", config.object_column,
                                        *chosen]), fetched, newest
 
 
