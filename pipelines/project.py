@@ -443,6 +443,10 @@ class Project:
         own = self.ws.layout.configs / "crm.yaml"
         where = (Resolved(Path(given), "given") if given is not None else
                  Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("crm.yaml"), "shipped"))
+        if where.is_shipped:  # `init` does not write this one: say how to get an editable copy
+            self.report("uses", f"CRM config: {where.path} (shipped with the package; `propensity configs copy DIR` "
+                                f"gives an editable crm.yaml, used from {own} or with --crm-config)")
+            return load_crm_config(where.path), where
         return load_crm_config(where.path), self._uses(where, "CRM config")
 
     def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,
@@ -459,6 +463,17 @@ class Project:
         return push_crm(to, engine, crm_config, scored, self.ws.table("contacts"), layout=self.ws.layout,
                         dry_run=dry_run, preview_out=preview_out, holdout=holdout,
                         create_properties=create_properties, environ=environ, source=source, sleep=sleep)
+
+    def pull_crm(self, crm: str, kind: str, *, config: Path | str | None = None, environ=None, full: bool = False,
+                 sleep=None):
+        """Outcomes (won deals / opportunities) or contacts from HubSpot or Salesforce, since the last pull,
+        through file ingest's validation, rejects and dedupe: a PullReport (its ``ingest`` an IngestReport)."""
+        from propensity.pipelines.activation.crm.jobs import crm_api
+        from propensity.pipelines.activation.crm.pull import pull
+
+        crm_config, _ = self.crm_config(config)
+        api = crm_api(crm, crm_config, environ=environ, layout=self.ws.layout, sleep=sleep)
+        return pull(self.ws, crm, kind, api, getattr(crm_config, crm), full=full)
 
     def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
              alpha: float = 0.05, window_days: float | None = None):
@@ -485,10 +500,7 @@ class Project:
         import tempfile
 
         from propensity.pipelines.activation.lift import label_exposures
-        from propensity.pipelines.activation.uplift import (
-            compare_uplift,
-            uplift_unavailable,
-        )
+        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
         from propensity.pipelines.jobs import SpineChoice, run_rule_scores
 
         if (reason := uplift_unavailable()) is not None:

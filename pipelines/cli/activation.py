@@ -198,6 +198,9 @@ def push_cmd(
                                                     "list them).")] = False,
     crm_config: Annotated[Path | None, typer.Option("--crm-config", help="hubspot/salesforce: CRM YAML (default: "
                                                     "the workspace's configs/crm.yaml, else the shipped one).")] = None,
+    changes: Annotated[Path | None, typer.Option("--changes", help="`propensity explain --since ... --out` output: "
+                                                 "push each contact's reason for its last change too "
+                                                 "(trait change_reason).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""
@@ -217,6 +220,9 @@ def push_cmd(
     crm = to in ("hubspot", "salesforce")
     if (create_properties or crm_config is not None) and not crm:
         raise typer.BadParameter("--create-properties and --crm-config are for --to hubspot or salesforce")
+    if crm and (batch_size != 100 or rate != 20.0):  # not silently ignored: the CRMs' own limits apply
+        raise typer.BadParameter(f"--to {to}: batches and request rates are set in crm.yaml ({to}.batch_size, "
+                                 "requests_per_10_seconds, ...; docs/CRM.md), not with --batch-size / --rate")
     destination = None if crm else destination_from_env(to)
     engine = service_engine(ctx)
     if source is None:
@@ -232,6 +238,11 @@ def push_cmd(
     else:
         frame, label = read_scores_table(engine, source), f"table {source}"
     contacts = traits_from_scores(frame, source=label)
+    if changes is not None:
+        from propensity.pipelines.activation.score_files import change_reasons, with_change_reasons
+
+        kind = "learned" if "learned_score" in frame else "rule"  # the score traits_from_scores pushes
+        contacts = with_change_reasons(contacts, change_reasons(read_scores(changes), kind, source=str(changes)))
     holdout = _push_holdout(ctx, triggers)
     if crm:
         from propensity.pipelines.cli.crm import push_to_crm
