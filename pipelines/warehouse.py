@@ -90,19 +90,22 @@ def _backend_module(engine: str):
     """``ibis.<engine>``, or an error naming the extra that installs its driver."""
     try:
         return getattr(ibis, engine)
-    except (ImportError, AttributeError) as exc:  # the driver (psycopg, snowflake-connector...) is missing
-        extra = _PROJECT_EXTRAS.get(engine, f"ibis-framework[{engine}]")
-        raise WarehouseError(
-            f"the {engine} engine needs its Ibis backend and driver: pip install '{extra}' ({exc})"
-        ) from None
+    except (ImportError, AttributeError) as exc:  # the backend module imports its driver (psycopg)
+        raise _missing_driver(engine, exc) from None
+
+
+def _missing_driver(engine: str, exc: Exception) -> WarehouseError:
+    extra = _PROJECT_EXTRAS.get(engine, f"ibis-framework[{engine}]")
+    return WarehouseError(f"the {engine} engine needs its Ibis backend and driver: pip install '{extra}' ({exc})")
 
 
 def connect_warehouse(engine: str, url_env: str | None = None,
                       environ: Mapping[str, str] | None = None) -> ibis.BaseBackend:
     """Connect Ibis' ``engine`` backend with the URL in ``$url_env`` (default ``$PROPENSITY_ENGINE_URL``).
 
-    The session time zone is set to UTC where the backend has one (PostgreSQL), so that
-    ``timestamptz`` columns read as naive UTC like the workspace's timestamps.
+    Timestamps must read as naive UTC, like the workspace's: Ibis' PostgreSQL backend sets the
+    session time zone to UTC itself (tests/spark/test_engine_parity.py checks it against a
+    database whose default zone is another).
     """
     environ = os.environ if environ is None else environ
     variable = url_env or DEFAULT_URL_ENV
@@ -124,12 +127,13 @@ def connect_warehouse(engine: str, url_env: str | None = None,
     plain = engine + url[url.index("://"):]
     try:
         con = ibis.connect(plain)
+    except ImportError as exc:  # most backends import their driver only when connecting
+        raise _missing_driver(engine, exc) from None
     except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds; the redacted message is what matters
         message = redact(f"{type(exc).__name__}: {exc}", [*url_redactions(url), url, plain])
         raise WarehouseError(f"cannot connect the {engine} engine (${variable} = {redacted_url(url)}): "
                              f"{message}") from None
     if engine == "postgres":
-        con.raw_sql("SET TIME ZONE 'UTC'").close()
         con.compiler = _postgres_compiler()
     return con
 
