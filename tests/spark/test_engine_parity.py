@@ -164,3 +164,30 @@ def test_the_users_own_postgres_tables_are_read_through_the_shipped_config_mappi
         assert len(tables.outcomes.execute()) == ws.counts()["outcomes"]
     finally:
         tables.con.disconnect()
+
+
+def test_learned_scores_computed_on_postgres_equal_duckdbs(world, postgres_url, monkeypatch, tmp_path):
+    """`propensity score --model VERSION --engine postgres`: the model's features built in PostgreSQL
+    as it was trained, the model applied here; the session's trained world (tests/worlds.py), a
+    spine file of 400 of its contacts (the plumbing is under test, not the scale)."""
+    from propensity.pipelines.engines import EngineConfig, load_into_engine
+    from propensity.pipelines.project import Project
+    from tests.pipelines.serve.support import fresh_postgres_database
+
+    project = Project(world.ws)
+    contacts = sorted(world.ws.table("contacts")["contact_id"])[::6][:400]
+    spine = tmp_path / "spine.csv"
+    pd.DataFrame({"contact_id": contacts, "as_of": "2025-05-01"}).to_csv(spine, index=False)
+    choice = SpineChoice(spine=str(spine))
+    expected = project.score_with_model(choice, world.version, world.model_name)
+    with fresh_postgres_database(postgres_url) as url:
+        monkeypatch.setenv("PROPENSITY_ENGINE_URL", url)
+        load_into_engine(world.ws, EngineConfig(engine="postgres"))
+        tables = open_tables(EngineConfig(engine="postgres"))
+        try:
+            actual = project.score_with_model(choice, world.version, world.model_name, tables=tables)
+        finally:
+            tables.con.disconnect()
+    assert expected["probability"].nunique() > 10, "a constant model would prove nothing"
+    assert_same_table(expected.assign(band=expected["band"].astype("string")),
+                      actual.assign(band=actual["band"].astype("string")))
