@@ -117,7 +117,10 @@ def test_cli_loads_the_workspace_into_postgres_and_computes_features_there(world
     config.write_text("windows_days: [7, 30]\nhalf_lives_days: [7]\naccount_features: false\n"
                       "event_types: [email_open, page_view, pricing_view]\n")
     with fresh_postgres_database(postgres_url) as url:
-        monkeypatch.setenv("PROPENSITY_ENGINE_URL", url.replace("postgres@", f"postgres:{secret}@", 1))
+        import sqlalchemy as sa
+
+        monkeypatch.setenv("PROPENSITY_ENGINE_URL",
+                           sa.make_url(url).set(password=secret).render_as_string(hide_password=False))
         assert main(["-w", str(ws.path), "engine", "load", "--engine", "postgres"]) == 0
         assert main(["-w", str(ws.path), "engine", "load", "--engine", "postgres"]) == 2  # nothing appended
         args = ["-w", str(ws.path), "features", "--as-of", "2025-04-20", "--config", str(config)]
