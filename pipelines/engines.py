@@ -101,6 +101,9 @@ class EngineConfig(ConfigSection):
     @model_validator(mode="after")
     def _known_engine(self) -> EngineConfig:
         check_engine_name(self.engine)
+        if self.url_env is not None and not self.is_warehouse:
+            raise ValueError(f"url_env is for warehouse engines (an Ibis backend such as postgres); "
+                             f"{self.engine} does not read a URL")
         if self.is_warehouse and self.sources is not None:
             parquet = [k for k in KINDS if (getattr(self.sources, k) or TableSource(table=k)).parquet]
             if parquet:

@@ -79,6 +79,8 @@ def test_an_engine_must_be_duckdb_spark_or_an_ibis_backend():
     assert EngineConfig(engine="postgres").is_warehouse and not EngineConfig(engine="spark").is_warehouse
     with pytest.raises(ValueError, match=r"engine must be duckdb, spark or an Ibis backend \(athena, .*postgres.*\), not 'postgress'"):
         EngineConfig(engine="postgress")
+    with pytest.raises(ValueError, match="url_env is for warehouse engines"):
+        EngineConfig(engine="duckdb", url_env="MY_URL")
     with pytest.raises(ValueError, match="reads tables, not Parquet"):
         EngineConfig.model_validate({"engine": "postgres", "sources": {"events": {"parquet": "e.parquet"}}})
 

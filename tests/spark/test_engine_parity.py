@@ -123,17 +123,19 @@ def test_cli_loads_the_workspace_into_postgres_and_computes_features_there(world
                            sa.make_url(url).set(password=secret).render_as_string(hide_password=False))
         assert main(["-w", str(ws.path), "engine", "load", "--engine", "postgres"]) == 0
         assert main(["-w", str(ws.path), "engine", "load", "--engine", "postgres"]) == 2  # nothing appended
+        assert main(["-w", str(ws.path), "engine", "load", "--engine", "postgres", "--replace"]) == 0
         args = ["-w", str(ws.path), "features", "--as-of", "2025-04-20", "--config", str(config)]
         assert main([*args, "--engine", "postgres", "--out", str(tmp_path / "pg.parquet")]) == 0
         assert main([*args, "--out", str(tmp_path / "duck.parquet")]) == 0
     printed = capsys.readouterr()
     text = printed.out + printed.err
-    assert f"events -> events: {ws.counts()['events']:,} rows" in text
+    assert text.count(f"events -> events: {ws.counts()['events']:,} rows") == 2  # loaded, then replaced
     assert "table events exists already in the postgres engine: pass --replace" in text
     assert "computed on postgres" in text and "postgresql+psycopg://***@" in text
     assert secret not in text
     expected = pd.read_parquet(tmp_path / "duck.parquet")
     assert len(expected) > 100
+    # after --replace: events appended instead of replaced would double every count here
     assert_same_table(expected, pd.read_parquet(tmp_path / "pg.parquet"))
 
 
