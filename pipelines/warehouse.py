@@ -59,6 +59,7 @@ __all__ = [
     "open_warehouse",
     "redacted_url",
     "split_table_name",
+    "unsupported_by_engine",
     "url_redactions",
 ]
 
@@ -162,6 +163,16 @@ def split_table_name(name: str) -> tuple[str, str | tuple[str, str] | None]:
     if len(parts) == 2:
         return parts[1], parts[0]
     return parts[2], (parts[0], parts[1])
+
+
+def unsupported_by_engine(exc: BaseException) -> str | None:
+    """The message for an operation the engine's Ibis backend cannot compile, else None."""
+    from ibis.common.exceptions import OperationNotDefinedError, UnsupportedOperationError
+
+    if not isinstance(exc, OperationNotDefinedError | UnsupportedOperationError):
+        return None
+    return (f"the engine cannot run an operation the features or rules use: {exc}. Backends other than "
+            "DuckDB, Spark and PostgreSQL are untested (docs/WAREHOUSES.md)")
 
 
 # ----------------------------------------------------------------------------- tables

@@ -150,3 +150,30 @@ def test_sources_map_the_users_column_names_onto_the_canonical_ones(tmp_path):
         features({"parquet": str(tmp_path / "mine.parquet"), "columns": {"contact_id": "user", "ts": "when"}})
     with pytest.raises(EngineConfigError, match=r"maps unknown canonical column\(s\) \['user_id'\]"):
         features({"parquet": str(tmp_path / "mine.parquet"), "columns": {"user_id": "user"}})
+
+
+def test_engine_load_copies_into_another_ibis_backend_and_an_operation_it_lacks_is_named(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """SQLite (Ibis' sqlite backend, no server): the load path other backends take (Ibis' insert, not
+    PostgreSQL's COPY) copies every row; the feature build then stops at the first operation SQLite's
+    compiler lacks, with a message instead of a traceback."""
+    import ibis
+
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.cli import main
+    from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
+
+    paths = write_world(generate_world(WorldConfig(contacts=60, days=30, seed=2)), tmp_path / "data")
+    ws = Workspace(tmp_path / "ws")
+    for kind in ("contacts", "events", "outcomes"):
+        ingest_file(ws, kind, paths[kind])
+    monkeypatch.setenv("PROPENSITY_ENGINE_URL", f"sqlite:///{tmp_path / 'copy.sqlite'}")
+    assert main(["-w", str(ws.path), "engine", "load", "--engine", "sqlite"]) == 0
+    copy = ibis.sqlite.connect(tmp_path / "copy.sqlite")
+    for kind in ("events", "contacts", "outcomes"):
+        mine = ws.table(kind).sort_values(ws.table(kind).columns[0], kind="stable").reset_index(drop=True)
+        theirs = copy.table(kind).execute().sort_values(mine.columns[0], kind="stable").reset_index(drop=True)
+        assert len(theirs) == len(mine) > 0
+        pd.testing.assert_frame_equal(theirs, mine, check_dtype=False)
+    assert main(["-w", str(ws.path), "features", "--engine", "sqlite", "--as-of", "2025-01-20"]) == 2
+    assert "the engine cannot run an operation the features or rules use" in capsys.readouterr().err
