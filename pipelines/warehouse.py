@@ -167,7 +167,10 @@ def split_table_name(name: str) -> tuple[str, str | tuple[str, str] | None]:
 
 def unsupported_by_engine(exc: BaseException) -> str | None:
     """The message for an operation the engine's Ibis backend cannot compile, else None."""
-    from ibis.common.exceptions import OperationNotDefinedError, UnsupportedOperationError
+    from ibis.common.exceptions import (
+        OperationNotDefinedError,
+        UnsupportedOperationError,
+    )
 
     if not isinstance(exc, OperationNotDefinedError | UnsupportedOperationError):
         return None
