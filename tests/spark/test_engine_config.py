@@ -105,7 +105,7 @@ def test_a_missing_url_variable_is_named_and_a_missing_driver_names_its_extra(mo
         open_tables(EngineConfig(engine="snowflake", url_env="MY_WAREHOUSE_URL"))
 
 
-def test_a_connection_failure_never_shows_the_password(monkeypatch, capsys):
+def test_a_connection_failure_never_shows_the_password(monkeypatch, capsys, tmp_path):
     pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip install 'propensity[postgres]')")
     import socket
 
@@ -116,8 +116,9 @@ def test_a_connection_failure_never_shows_the_password(monkeypatch, capsys):
         port = s.getsockname()[1]
     secret = "hunter2-Very-Secret"
     monkeypatch.setenv("PROPENSITY_ENGINE_URL", f"postgresql://scorer:{secret}@127.0.0.1:{port}/db?password={secret}")
-    assert main(["-w", "/nonexistent-ws", "engine", "load", "--engine", "postgres"]) == 2
-    assert main(["-w", "/nonexistent-ws", "features", "--engine", "postgres", "--as-of", "2025-01-01"]) == 2
+    ws = str(tmp_path / "ws")
+    assert main(["-w", ws, "engine", "load", "--engine", "postgres"]) == 2  # no events: refused before connecting
+    assert main(["-w", ws, "features", "--engine", "postgres", "--as-of", "2025-01-01"]) == 2
     out = capsys.readouterr()
     text = out.out + out.err
     assert "cannot connect the postgres engine" in text and "***" in text
