@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from propensity.features.store import damaged_store_error
+        from propensity.pipelines.warehouse import unsupported_by_engine
 
-        if (damaged := damaged_store_error(exc)) is None:
+        if (damaged := damaged_store_error(exc) or unsupported_by_engine(exc)) is None:
             raise
         err.print(f"[red]error:[/] {damaged}")
         return 2
