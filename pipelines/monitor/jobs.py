@@ -77,6 +77,7 @@ class MonitorResult:
     reused: list[str]  # cut-offs read from the history
     notes: list[str] = field(default_factory=list)
     history_path: Path | None = None
+    config: MonitorConfig | None = None  # the thresholds the alerts were derived with
 
     @property
     def cutoffs(self) -> list[dict]:
@@ -216,7 +217,7 @@ def run_monitor(ws: Workspace, inputs: MonitorInputs, config: MonitorConfig | No
     alerts = [a for k in sorted(series["cutoffs"]) for a in cutoff_alerts(series["reference"], series["cutoffs"][k],
                                                                            config)]
     return MonitorResult(series=series, alerts=alerts, computed=[_iso(c) for c in todo], reused=reused, notes=notes,
-                         history_path=history_path)
+                         history_path=history_path, config=config)
 
 
 def _measure(data: EvaluationData, inputs: MonitorInputs, config: MonitorConfig, planned, reference_cut, todo,

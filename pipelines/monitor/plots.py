@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from propensity.pipelines.compare.verdict import spoken
+from propensity.pipelines.monitor.config import MonitorConfig
 
 __all__ = ["PLOT_IDS", "render_plots"]
 
@@ -35,6 +36,14 @@ def _dates(cutoffs) -> list[pd.Timestamp]:
     return [pd.Timestamp(c["as_of"]) for c in cutoffs]
 
 
+def _time_axis(ax, x) -> None:
+    """One tick per cut-off (at most 12 labelled), so labels never collide."""
+    if not x:
+        return
+    every = max(1, -(-len(x) // 12))
+    ax.set_xticks(x[::every], [f"{d:%Y-%m-%d}" for d in x[::every]], rotation=45, ha="right")
+
+
 def _interval_figure(series: Mapping, metric: str, label: str):
     models, cutoffs, reference = series["meta"]["models"], series["cutoffs"], series["reference"] or {}
     fig, axes = _figure(len(models))
@@ -54,7 +63,7 @@ def _interval_figure(series: Mapping, metric: str, label: str):
         ax.plot(x, [v if v is not None else float("nan") for v in value], marker="o", color=color, label=spoken(model))
         ax.set_title(spoken(model))
         ax.set_xlabel("cut-off")
-        ax.tick_params(axis="x", labelrotation=45)
+        _time_axis(ax, x)
     axes[0].set_ylabel(label)
     axes[0].legend(loc="lower left", fontsize="small")
     return fig
@@ -71,7 +80,7 @@ def _calibration_figure(series: Mapping):
         ax.plot(x, [r.get("predicted", float("nan")) for r in rows], marker="x", linestyle="--", color="grey",
                 label="predicted (sum of probabilities)")
         ax.set_title(spoken(model))
-        ax.tick_params(axis="x", labelrotation=45)
+        _time_axis(ax, x)
     axes[0].set_ylabel("conversions per cut-off")
     axes[0].legend(loc="upper left", fontsize="small")
     return fig
@@ -90,28 +99,30 @@ def _band_figure(series: Mapping, measure: str, label: str):
                 values.append(float("nan") if row is None or row.get(measure) is None else row[measure])
             ax.plot(x, values, marker="o", color=f"C{i}", label=band)
         ax.set_title(spoken(model))
-        ax.tick_params(axis="x", labelrotation=45)
+        _time_axis(ax, x)
     axes[0].set_ylabel(label)
     axes[0].legend(loc="upper left", fontsize="small")
     return fig
 
 
-def _drift_figure(series: Mapping, top: int = 5):
+def _drift_figure(series: Mapping, config: MonitorConfig):
     from matplotlib.figure import Figure
 
     cutoffs = [c for c in series["cutoffs"] if c.get("drift")]
-    fig = Figure(figsize=(8.4, 3.4), dpi=_DPI, layout="constrained")
+    fig = Figure(figsize=(8.4, 3.6), dpi=_DPI, layout="constrained")
     ax = fig.subplots()
     if cutoffs:
-        frame = pd.DataFrame([{"as_of": pd.Timestamp(c["as_of"]), **{f["feature"]: f["psi"] for f in c["drift"]["features"]}}
+        frame = pd.DataFrame([{"as_of": pd.Timestamp(c["as_of"]), **{f["feature"]: f["psi"] for f in c["drift"]["features"]
+                                                                    if not config.drift.ignored(f["feature"])}}
                               for c in cutoffs]).set_index("as_of")
-        leaders = frame.iloc[-1].sort_values(ascending=False).index[:top]
+        leaders = frame.iloc[-1].sort_values(ascending=False).index[:config.drift.top_movers]
         for i, feature in enumerate(leaders):
             ax.plot(frame.index, frame[feature], marker="o", color=f"C{i}", label=feature)
+        ax.axhline(config.drift.psi_threshold, color="#b42318", linestyle="--", linewidth=1, label="alert threshold")
         ax.legend(loc="upper left", fontsize="small")
+        _time_axis(ax, list(frame.index))
     ax.set_ylabel("PSI against the training rows")
-    ax.set_title("the features that moved most by the latest cut-off")
-    ax.tick_params(axis="x", labelrotation=45)
+    ax.set_title("the features that moved most by the latest cut-off (ignored ages left out)")
     return fig
 
 
@@ -128,20 +139,21 @@ def _rule_figure(series: Mapping):
                           float("nan")) for c in cutoffs]
             ax.plot(_dates(cutoffs), share, marker=".", color=f"C{i % 10}", label=rule)
         ax.legend(loc="upper left", fontsize="x-small", ncols=2)
+        _time_axis(ax, _dates(cutoffs))
     ax.set_ylabel("share of contacts with its points")
     ax.set_title("your rules: how many contacts each rule gives points to")
-    ax.tick_params(axis="x", labelrotation=45)
     return fig
 
 
-def render_plots(series: Mapping) -> dict[str, str]:
-    """Plot id -> base64 PNG."""
+def render_plots(series: Mapping, config: MonitorConfig | None = None) -> dict[str, str]:
+    """Plot id -> base64 PNG (``config``: the drift threshold and ignored features)."""
+    config = config or MonitorConfig()
     return {
         "ranking": _png(_interval_figure(series, "roc_auc", "ROC-AUC (band: 95% interval)")),
         "precision": _png(_interval_figure(series, "pr_auc", "PR-AUC (band: 95% interval)")),
         "calibration": _png(_calibration_figure(series)),
         "band_share": _png(_band_figure(series, "share", "share of contacts per band")),
         "band_conversion": _png(_band_figure(series, "conversion_rate", "conversion rate per band")),
-        "drift": _png(_drift_figure(series)),
+        "drift": _png(_drift_figure(series, config)),
         "rule_coverage": _png(_rule_figure(series)),
     }

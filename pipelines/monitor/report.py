@@ -25,7 +25,7 @@ def render_html(result) -> str:
     text = (files("propensity.pipelines.monitor") / "templates" / "monitor.html.j2").read_text(encoding="utf-8")
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     series = {"meta": result.series["meta"], "reference": result.series["reference"], "cutoffs": result.cutoffs}
-    return env.from_string(text).render(d=data, plots=render_plots(series) if result.cutoffs else {})
+    return env.from_string(text).render(d=data, plots=render_plots(series, result.config) if result.cutoffs else {})
 
 
 def write_report(result, out_dir: str | Path) -> dict[str, Path]:

@@ -15,6 +15,8 @@ from propensity.pipelines.monitor.alerts import ACTIONS
 
 __all__ = ["monitor_verdict"]
 
+_PRIORITY = {"rule": 0, "performance": 1, "drift": 2, "calibration": 3, "band": 4}
+
 
 def _day(stamp: str) -> str:
     return stamp[:10]
@@ -49,6 +51,8 @@ def monitor_verdict(result: Mapping) -> list[str]:
     if not alerts:
         sentences.append("No alert on the latest cut-off: nothing to do.")
         return sentences
+    # the most telling first: a rule named, then ranking, drift, calibration, band volumes
+    alerts = sorted(alerts, key=lambda a: _PRIORITY.get(a["kind"], len(_PRIORITY)))
     actions = list(dict.fromkeys(a["action"] for a in alerts))
     sentences.append(f"{len(alerts)} alert(s) on the latest cut-off. First: {alerts[0]['reason']}")
     sentences.append("What to do: " + "; ".join(ACTIONS[a] for a in actions) + ".")
