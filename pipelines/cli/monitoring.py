@@ -79,6 +79,10 @@ def print_monitor(data: dict) -> None:
         table.add_row(label, f"{row['n']:,}", f"{row['positives']:,}",
                       *[_auc(row["models"].get(m)) for m in models],
                       "-" if drift is None else f"{drift:.2f}", str(counts.get(row["as_of"], 0)) if label != "reference" else "")
+    if (opened := data.get("open_cutoff")) is not None:
+        drift = (opened.get("drift") or {}).get("psi_max")
+        table.add_row(f"{opened['as_of'][:10]} (open)", f"{opened['n']:,}", "-", *["volumes only" for _ in models],
+                      "-" if drift is None else f"{drift:.2f}", str(counts.get(opened["as_of"], 0)))
     console.print(table)
     if data["latest_alerts"]:
         alerts = Table(title="alerts on the latest cut-off")

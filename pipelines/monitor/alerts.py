@@ -155,9 +155,23 @@ def _calibration(ref: Mapping, cur: Mapping, as_of: str, config: MonitorConfig) 
     return out
 
 
+def _share_moved(x0: float, n0: float, x1: float, n1: float, config: MonitorConfig) -> float | None:
+    """The z of a share that moved enough to alert (beyond ``band_z``, by ``band_min_change`` points
+    and by ``band_min_relative`` of itself), else None."""
+    if n0 <= 0 or n1 <= 0:
+        return None
+    share0, share1 = x0 / n0, x1 / n1
+    z = _two_proportion_z(x0, n0, x1, n1)
+    relative = abs(share1 - share0) / share0 if share0 > 0 else math.inf
+    if (abs(z) > config.alerts.band_z and abs(share1 - share0) >= config.alerts.band_min_change
+            and relative >= config.alerts.band_min_relative):
+        return z
+    return None
+
+
 def _bands(ref: Mapping, cur: Mapping, as_of: str, config: MonitorConfig) -> list[Alert]:
     out = []
-    limit, change = config.alerts.band_z, config.alerts.band_min_change
+    limit = config.alerts.band_z
     for model, rows in cur["bands"].items():
         before = {b["band"]: b for b in ref["bands"].get(model, [])}
         n0, n1 = ref["n"], cur["n"]
@@ -165,17 +179,19 @@ def _bands(ref: Mapping, cur: Mapping, as_of: str, config: MonitorConfig) -> lis
             then = before.get(band["band"])
             if then is None:
                 continue
-            z = _two_proportion_z(then["contacts"], n0, band["contacts"], n1)
-            if abs(z) > limit and abs(band["share"] - then["share"]) >= change:
+            z = _share_moved(then["contacts"], n0, band["contacts"], n1, config)
+            if z is not None:
                 out.append(Alert(
                     "band", f"{model}/{band['band']}", as_of,
                     f"The {band['band']} band of {spoken(model)} holds {_pct(band['share'])} of contacts, "
                     f"{_pct(then['share'])} at the reference (z {z:+.1f}).",
                     _model_action(model), {"measure": "share", "value": band["share"], "reference": then["share"]}))
-            if then["contacts"] and band["contacts"]:
+            if "conversions" in band and then["contacts"] and band["contacts"]:
                 z = _two_proportion_z(then["conversions"], then["contacts"], band["conversions"], band["contacts"])
                 rate0, rate1 = then["conversions"] / then["contacts"], band["conversions"] / band["contacts"]
-                if abs(z) > limit and abs(rate1 - rate0) >= change:
+                # a rate is judged relative to itself only: 2 points is a lot at a 1% base rate
+                moved = abs(rate1 - rate0) / rate0 if rate0 > 0 else math.inf
+                if abs(z) > limit and moved >= config.alerts.band_min_relative:
                     out.append(Alert(
                         "band", f"{model}/{band['band']}:conversion", as_of,
                         f"Contacts in the {band['band']} band of {spoken(model)} convert at {_pct(rate1)}, "
@@ -192,16 +208,17 @@ def _rules(ref: Mapping, cur: Mapping, as_of: str, config: MonitorConfig) -> lis
         if then is None:
             continue
         n0, n1 = then["holders"] + then["others"], row["holders"] + row["others"]
-        z = _two_proportion_z(then["holders"], n0, row["holders"], n1)
+        z = _share_moved(then["holders"], n0, row["holders"], n1, config)
         share0, share1 = then["holders"] / max(n0, 1), row["holders"] / max(n1, 1)
-        if abs(z) > config.alerts.band_z and abs(share1 - share0) >= config.alerts.band_min_change:
+        if z is not None:
             out.append(Alert(
                 "rule", f"{row['rule']}:coverage", as_of,
                 f"The rule {row['rule']!r} gives points to {_pct(share1)} of contacts, {_pct(share0)} at the "
                 f"reference (z {z:+.1f}): the events it counts changed in volume, so its points may no longer "
                 "mean what they did.",
                 "rules review", {"measure": "coverage", "value": share1, "reference": share0, "z": z}))
-        if then["holder_conversions"] < config.alerts.rule_min_conversions or not row["holders"]:
+        if ("holder_conversions" not in row or then["holder_conversions"] < config.alerts.rule_min_conversions
+                or not row["holders"]):
             continue
         lor0, se0 = _log_odds_ratio(then)
         lor1, se1 = _log_odds_ratio(row)
@@ -263,13 +280,19 @@ def drift_alerts(drift: Mapping, as_of: str, config: MonitorConfig, reference: M
 
 
 def cutoff_alerts(reference: Mapping, current: Mapping, config: MonitorConfig) -> list[Alert]:
-    """Every alert of ``current`` (one cut-off's record, with its ``drift`` when measured)."""
+    """Every alert of ``current`` (one cut-off's record, with its ``drift`` when measured).
+
+    An open cut-off (label window not closed yet: ``open`` true) has no labels, so only what needs
+    none is judged: band volumes, rule coverage and drift, a horizon earlier than the rest.
+    """
     as_of = current["as_of"]
     alerts: list[Alert] = []
     if current.get("models"):
         alerts += _performance(reference, current, as_of, config)
         alerts += _calibration(reference, current, as_of, config)
+    if current.get("bands"):
         alerts += _bands(reference, current, as_of, config)
+    if current.get("rules"):
         alerts += _rules(reference, current, as_of, config)
     if current.get("drift"):
         alerts += drift_alerts(current["drift"], as_of, config, reference.get("drift"))

@@ -50,6 +50,9 @@ class AlertsSection(_Section):
     calibration_min_gap: float = Field(default=0.25, ge=0)  # ... and off by at least this share of the prediction
     band_z: float = Field(default=4.0, gt=0)  # a band's share of contacts or its conversion rate moved
     band_min_change: float = Field(default=0.05, ge=0)  # ... by at least this much (absolute)
+    # ... and by this share of itself (a cold band going from 25% to 20% of contacts is a trend of
+    # an ageing population; a hot band going from 8% to 15% changes what a sales team can call)
+    band_min_relative: float = Field(default=0.25, ge=0)
     rule_z: float = Field(default=4.0, gt=0)  # a rule's odds ratio of conversion fell from its reference
     rule_min_conversions: int = Field(default=5, ge=1)  # rules with fewer converters (reference) are not judged
     webhook: bool = False  # also queue each new alert as a signed webhook in the outbox (or --notify)

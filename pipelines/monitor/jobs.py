@@ -38,7 +38,7 @@ from propensity.pipelines.monitor.history import (
     series_key,
     write_history,
 )
-from propensity.pipelines.monitor.measure import measure_cutoff
+from propensity.pipelines.monitor.measure import measure_cutoff, measure_volumes
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.training.as_trained import features_as_trained
 from propensity.pipelines.training.config import TrainConfig
@@ -51,7 +51,7 @@ from propensity.pipelines.training.cutoffs import (
 from propensity.pipelines.training.dataset import spine_frame
 from propensity.pipelines.training.fit import score_probability
 
-__all__ = ["MonitorInputs", "MonitorResult", "run_monitor", "schedule"]
+__all__ = ["MonitorInputs", "MonitorResult", "latest_open", "run_monitor", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class MonitorResult:
     notes: list[str] = field(default_factory=list)
     history_path: Path | None = None
     config: MonitorConfig | None = None  # the thresholds the alerts were derived with
+    open_cutoff: dict | None = None  # the latest cut-off whose labels are not in yet (volumes, drift)
 
     @property
     def cutoffs(self) -> list[dict]:
@@ -90,14 +91,16 @@ class MonitorResult:
 
     @property
     def latest_alerts(self) -> list[Alert]:
-        """The alerts of the latest closed cut-off: what the exit code and webhooks report."""
-        latest = self.latest
-        return [] if latest is None else [a for a in self.alerts if a.as_of == latest["as_of"]]
+        """The alerts of the latest closed cut-off and of the open one after it (volumes and drift
+        only): what the exit code and webhooks report."""
+        latest = [c["as_of"] for c in (self.latest, self.open_cutoff) if c is not None]
+        return [a for a in self.alerts if a.as_of in latest]
 
     def to_dict(self) -> dict:
         return {"meta": self.series["meta"], "reference": self.series["reference"], "cutoffs": self.cutoffs,
                 "alerts": [a.to_dict() for a in self.alerts],
                 "latest_alerts": [a.to_dict() for a in self.latest_alerts],
+                "open_cutoff": self.open_cutoff,
                 "computed": self.computed, "reused": self.reused, "notes": self.notes}
 
 
@@ -113,6 +116,17 @@ def schedule(first: dt.datetime, step_days: int, horizon_days: float, data_end: 
         out.append(at)
         at += pd.Timedelta(days=step_days)
     return out
+
+
+def latest_open(first: dt.datetime, step_days: int, horizon_days: float, data_end: dt.datetime) -> pd.Timestamp | None:
+    """The last cut-off of the schedule at or before ``data_end`` when its label window is still
+    open (its drift and volumes can be measured already), else None (pure)."""
+    at, last = pd.Timestamp(first), None
+    while at <= pd.Timestamp(data_end):
+        last, at = at, at + pd.Timedelta(days=step_days)
+    if last is None or last + pd.Timedelta(days=horizon_days) <= pd.Timestamp(data_end):
+        return None
+    return last
 
 
 def _models(inputs: MonitorInputs) -> dict[str, tuple[str, str]]:
@@ -216,8 +230,52 @@ def run_monitor(ws: Workspace, inputs: MonitorInputs, config: MonitorConfig | No
     write_history(history_path, history)
     alerts = [a for k in sorted(series["cutoffs"]) for a in cutoff_alerts(series["reference"], series["cutoffs"][k],
                                                                            config)]
+    opened = None
+    if (at := latest_open(first, config.schedule.step_days, train_config.horizon_days, data_end.value)) is not None:
+        step(f"drift and volumes of the open cut-off {at:%Y-%m-%d}")
+        opened = _measure_open(data, inputs, config, series, at)
+        if opened is not None:
+            alerts += cutoff_alerts(series["reference"], opened, config)
     return MonitorResult(series=series, alerts=alerts, computed=[_iso(c) for c in todo], reused=reused, notes=notes,
-                         history_path=history_path, config=config)
+                         history_path=history_path, config=config, open_cutoff=opened)
+
+
+def _measure_open(data: EvaluationData, inputs: MonitorInputs, config: MonitorConfig, series: dict,
+                  as_of: pd.Timestamp) -> dict | None:
+    """The latest cut-off whose labels are not in yet: band volumes, rule coverage and drift (not
+    stored: measured again on every run until its window closes and it joins the history)."""
+    train_config = inputs.train_config
+    spine = spine_grid(data.events, as_of.to_pydatetime(), as_of.to_pydatetime(), config.schedule.step_days,
+                       data.contacts).select("contact_id", "as_of").execute()
+    spine["as_of"] = pd.to_datetime(spine["as_of"]).astype("datetime64[us]")
+    spine = spine.drop_duplicates().sort_values(KEYS).reset_index(drop=True)
+    try:
+        # the rows training would keep (contacts converted before the cut-off left out when
+        # recurring is false); the labels of a window still open are not used
+        rows = label_rows(spine, data.outcomes, train_config,
+                          _data_end_of(as_of + pd.Timedelta(days=train_config.horizon_days)), explain=False)[KEYS]
+    except ValueError:
+        return None
+    if rows.empty:
+        return None
+    rows = rows.reset_index(drop=True)
+    spine_table = data.spine_table(rows, "_monitor_open_spine")
+    scored = rule_scores(data, rows, inputs.rules, spine_table)
+    frame = rows.assign(rule_score=scored["rule_score"].to_numpy())
+    scores = {"rules": "rule_score"}
+    if inputs.scorer is not None:
+        features = _features(data, rows, inputs.scorer, "_monitor_open_model_spine")
+        frame["learned_score"] = inputs.scorer.score(features)["learned_score"].to_numpy()
+        scores["learned"] = "learned_score"
+    if inputs.points is not None:
+        frame["points_score"] = rule_scores(data, rows, inputs.points, spine_table)["rule_score"].to_numpy()
+        scores["learned_points"] = "points_score"
+    points = scored[[c for c in scored.columns if c.startswith("points__")]].reset_index(drop=True)
+    record = {"as_of": _iso(as_of), "label_end": _iso(as_of + pd.Timedelta(days=train_config.horizon_days)),
+              "open": True, **measure_volumes(frame, inputs.rules.bands, scores, points)}
+    if inputs.scorer is not None and series.get("profile") is not None:
+        record["drift"] = _drift(data, series["profile"], features, as_of, config)
+    return record
 
 
 def _measure(data: EvaluationData, inputs: MonitorInputs, config: MonitorConfig, planned, reference_cut, todo,

@@ -20,7 +20,7 @@ from propensity.pipelines.compare.core import compare_scores
 from propensity.pipelines.compare.tables import band_table
 from propensity.pipelines.rules.config import Band
 
-__all__ = ["measure_cutoff", "rule_counts"]
+__all__ = ["measure_cutoff", "measure_volumes", "rule_counts"]
 
 _SUMMARY = ("n", "positives", "base_rate", "roc_auc", "roc_auc_low", "roc_auc_high", "pr_auc", "pr_auc_low",
             "pr_auc_high", "brier", "ece")
@@ -43,6 +43,22 @@ def rule_counts(points: pd.DataFrame, labels: np.ndarray) -> list[dict]:
                     "holder_conversions": int(labels[holds].sum()), "others": int((~holds).sum()),
                     "other_conversions": int(labels[~holds].sum())})
     return out
+
+
+def measure_volumes(frame: pd.DataFrame, bands: Sequence[Band], scores: Mapping[str, str],
+                    rule_points: pd.DataFrame | None = None) -> dict:
+    """What an open cut-off (no labels yet) can say: contacts and share per band of each model's
+    0-5 score (``scores``: model -> score column), and per rule how many contacts it gives points to."""
+    n = len(frame)
+    record: dict = {"n": int(n), "bands": {}, "rules": []}
+    for model, column in scores.items():
+        counts = np.bincount(_bands_of(frame[column].to_numpy(dtype="float64"), bands), minlength=len(bands))
+        record["bands"][model] = [{"band": b.name, "min_score": b.min_score, "contacts": int(c),
+                                   "share": float(c / n) if n else None} for b, c in zip(bands, counts, strict=True)]
+    if rule_points is not None:
+        record["rules"] = [{"rule": c.removeprefix("points__"), "holders": int((rule_points[c] != 0).sum()),
+                            "others": int((rule_points[c] == 0).sum())} for c in rule_points.columns]
+    return record
 
 
 def measure_cutoff(frame: pd.DataFrame, bands: Sequence[Band], models: Mapping[str, tuple[str, str]], *,

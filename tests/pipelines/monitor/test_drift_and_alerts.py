@@ -116,3 +116,21 @@ def test_the_shipped_monitor_config_loads_and_a_typo_names_the_key(tmp_path):
     with pytest.raises(ValueError, match=r"monitor.yaml.*alerts\.band_zz"):
         load_monitor_config(bad)
     assert math.isfinite(MonitorConfig().drift.psi_threshold)
+
+
+def test_the_schedule_keeps_closed_windows_and_the_latest_open_cutoff_is_the_last_one_before_the_data_end():
+    from propensity.pipelines.monitor.jobs import latest_open, schedule
+
+    first, end = pd.Timestamp("2025-05-01"), pd.Timestamp("2025-06-01")
+    assert schedule(first, 7, 14, end) == [pd.Timestamp(d) for d in ("2025-05-01", "2025-05-08", "2025-05-15")]
+    assert latest_open(first, 7, 14, end) == pd.Timestamp("2025-05-29")
+    assert latest_open(first, 7, 3, pd.Timestamp("2025-06-01")) is None  # 05-29 + 3 days closed by 06-01
+
+
+def test_an_open_cutoff_is_judged_on_volumes_coverage_and_drift_only():
+    current = _record("c", holders=600, auc=(0.5, 0.4, 0.6))
+    opened = {"as_of": "c", "open": True, "n": current["n"], "bands": {"rules": [
+        {k: v for k, v in b.items() if k in ("band", "min_score", "contacts", "share")} for b in current["bands"]["rules"]]},
+        "rules": [{"rule": "demo", "holders": 600, "others": 1400}]}
+    kinds = {(a.kind, a.subject) for a in cutoff_alerts(_record("r"), opened, MonitorConfig())}
+    assert kinds == {("rule", "demo:coverage")}

@@ -83,6 +83,16 @@ def test_three_quiet_cutoffs_before_the_change_raise_no_alert(monitored):
     assert [a.to_dict() for a in result.alerts if a.as_of in quiet] == []
 
 
+def test_the_open_cutoff_at_the_change_sees_no_change_yet_and_later_the_open_one_does(monitored):
+    _, first, second = monitored
+    # the first run's data end at the change: its latest cut-off is open (labels due) and its
+    # features hold no event of the new truth (ts < as_of)
+    assert first.open_cutoff["as_of"] == CHANGE.strftime("%Y-%m-%dT%H:%M:%S")
+    assert [a.to_dict() for a in first.alerts if a.as_of == first.open_cutoff["as_of"]] == []
+    later = [a for a in second.latest_alerts if a.as_of == second.open_cutoff["as_of"]]
+    assert any(a.subject == "teammate_invited:coverage" for a in later)
+
+
 def test_within_two_cutoffs_of_the_change_it_names_the_rule_the_drifting_features_and_the_new_event(monitored):
     _, _, result = monitored
     after = [c["as_of"] for c in result.cutoffs if pd.Timestamp(c["as_of"]) >= CHANGE][:2]
