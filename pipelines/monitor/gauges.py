@@ -72,10 +72,12 @@ class MonitorCollector(Collector):
         if drift.get("psi_max") is not None:
             psi.add_metric([], float(drift["psi_max"]))
         yield psi
-        alerts = GaugeMetricFamily("propensity_monitor_alerts", "Alerts on the latest cut-off by kind and action.",
+        alerts = GaugeMetricFamily("propensity_monitor_alerts",
+                                   "Alerts on the latest closed cut-off and the open one after it, by kind and action.",
                                    labels=["kind", "action"])
         counts: dict[tuple[str, str], int] = {}
-        for alert in cutoff_alerts(reference, latest, self.config) if reference else []:
+        judged = [latest] + ([series["open"]] if series.get("open") else [])
+        for alert in [a for record in judged for a in cutoff_alerts(reference, record, self.config)] if reference else []:
             counts[(alert.kind, alert.action)] = counts.get((alert.kind, alert.action), 0) + 1
         for (kind, action), count in sorted(counts.items()):
             alerts.add_metric([kind, action], float(count))

@@ -226,8 +226,6 @@ def run_monitor(ws: Workspace, inputs: MonitorInputs, config: MonitorConfig | No
     series["meta"]["data_end"] = _iso(data_end.value)
     series["meta"]["updated_at"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
     series["updated_at"] = series["meta"]["updated_at"]
-    history["series"][key] = series
-    write_history(history_path, history)
     alerts = [a for k in sorted(series["cutoffs"]) for a in cutoff_alerts(series["reference"], series["cutoffs"][k],
                                                                            config)]
     opened = None
@@ -236,6 +234,10 @@ def run_monitor(ws: Workspace, inputs: MonitorInputs, config: MonitorConfig | No
         opened = _measure_open(data, inputs, config, series, at)
         if opened is not None:
             alerts += cutoff_alerts(series["reference"], opened, config)
+    # kept for the service's gauges; replaced on every run, joins the cut-offs once it has closed
+    series["open"] = opened
+    history["series"][key] = series
+    write_history(history_path, history)
     return MonitorResult(series=series, alerts=alerts, computed=[_iso(c) for c in todo], reused=reused, notes=notes,
                          history_path=history_path, config=config, open_cutoff=opened)
 
