@@ -198,7 +198,8 @@ def run_monitor(ws: Workspace, inputs: MonitorInputs, config: MonitorConfig | No
                      f"window by {data_end.describe()}: nothing to measure yet")
     models = _models(inputs)
     if inputs.scorer is None:
-        notes.append("no registered champion: the rules and the learned points are measured, no model input drift")
+        notes.append("no registered champion: the rules (and the learned points, when there are any) are measured, "
+                     "and no model input drift")
 
     identity = {
         "model": inputs.model_label, "rules": digest(inputs.rules_path),

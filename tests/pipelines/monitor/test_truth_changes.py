@@ -88,7 +88,8 @@ def test_the_open_cutoff_at_the_change_sees_no_change_yet_and_later_the_open_one
     # the first run's data end at the change: its latest cut-off is open (labels due) and its
     # features hold no event of the new truth (ts < as_of)
     assert first.open_cutoff["as_of"] == CHANGE.strftime("%Y-%m-%dT%H:%M:%S")
-    assert [a.to_dict() for a in first.alerts if a.as_of == first.open_cutoff["as_of"]] == []
+    said = " ".join(a.reason for a in first.alerts if a.as_of == first.open_cutoff["as_of"])
+    assert "teammate_invited" not in said and "integration_connected" not in said
     later = [a for a in second.latest_alerts if a.as_of == second.open_cutoff["as_of"]]
     assert any(a.subject == "teammate_invited:coverage" for a in later)
 
