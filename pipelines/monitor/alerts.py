@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from propensity.pipelines.compare.verdict import spoken
 from propensity.pipelines.monitor.config import MonitorConfig
 
-__all__ = ["ACTIONS", "Alert", "cutoff_alerts"]
+__all__ = ["ACTIONS", "Alert", "cutoff_alerts", "drift_alerts", "log_odds_ratio"]
 
 ACTIONS = {
     "train": "run `propensity train` (the model no longer matches the data)",
@@ -73,7 +73,8 @@ def _two_proportion_z(x0: float, n0: float, x1: float, n1: float) -> float:
     return 0.0 if var <= 0 else (x1 / n1 - x0 / n0) / math.sqrt(var)
 
 
-def _log_odds_ratio(row: Mapping) -> tuple[float, float]:
+def log_odds_ratio(row: Mapping) -> tuple[float, float]:
+    """Woolf's log odds ratio of a rule's 2x2 counts (Haldane +0.5) and its standard error."""
     a = row["holder_conversions"] + 0.5
     b = row["holders"] - row["holder_conversions"] + 0.5
     c = row["other_conversions"] + 0.5
@@ -220,8 +221,8 @@ def _rules(ref: Mapping, cur: Mapping, as_of: str, config: MonitorConfig) -> lis
         if ("holder_conversions" not in row or then["holder_conversions"] < config.alerts.rule_min_conversions
                 or not row["holders"]):
             continue
-        lor0, se0 = _log_odds_ratio(then)
-        lor1, se1 = _log_odds_ratio(row)
+        lor0, se0 = log_odds_ratio(then)
+        lor1, se1 = log_odds_ratio(row)
         z = (lor0 - lor1) / math.sqrt(se0**2 + se1**2)
         if z > config.alerts.rule_z:
             out.append(Alert(

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Mapping
 
 import pandas as pd
 
 from propensity.pipelines.compare.verdict import spoken
+from propensity.pipelines.monitor.alerts import log_odds_ratio
 from propensity.pipelines.monitor.config import MonitorConfig
 
 __all__ = ["PLOT_IDS", "render_plots"]
 
-PLOT_IDS = ("ranking", "precision", "calibration", "band_share", "band_conversion", "drift", "rule_coverage")
+PLOT_IDS = ("ranking", "precision", "calibration", "band_share", "band_conversion", "drift", "rule_coverage", "rule_odds")
 _COLORS = {"rules": "#4c72b0", "learned": "#dd8452", "learned_points": "#55a868"}
 _DPI = 90
 
@@ -137,11 +139,37 @@ def _rule_figure(series: Mapping):
         for i, rule in enumerate(rules):
             share = [next((r["holders"] / max(r["holders"] + r["others"], 1) for r in c["rules"] if r["rule"] == rule),
                           float("nan")) for c in cutoffs]
-            ax.plot(_dates(cutoffs), share, marker=".", color=f"C{i % 10}", label=rule)
+            ax.plot(_dates(cutoffs), share, marker=".", color=f"C{i % 10}", linestyle="-" if i < 10 else "--", label=rule)
         ax.legend(loc="upper left", fontsize="x-small", ncols=2)
         _time_axis(ax, _dates(cutoffs))
     ax.set_ylabel("share of contacts with its points")
     ax.set_title("your rules: how many contacts each rule gives points to")
+    return fig
+
+
+def _rule_odds_figure(series: Mapping, min_conversions: int):
+    """Each rule's odds ratio of conversion (its contacts vs the others), log scale: a rule whose
+    event stops signalling intent falls towards 1."""
+    from matplotlib.figure import Figure
+
+    cutoffs = [c for c in series["cutoffs"] if c.get("rules") and "holder_conversions" in c["rules"][0]]
+    reference = {r["rule"]: r for r in (series.get("reference") or {}).get("rules", [])}
+    fig = Figure(figsize=(8.4, 3.6), dpi=_DPI, layout="constrained")
+    ax = fig.subplots()
+    judged = [rule for rule, row in reference.items() if row["holder_conversions"] >= min_conversions]
+    for i, rule in enumerate(judged):
+        ratios = []
+        for c in cutoffs:
+            row = next((r for r in c["rules"] if r["rule"] == rule), None)
+            ratios.append(float("nan") if row is None or not row["holders"] else math.exp(log_odds_ratio(row)[0]))
+        ax.plot(_dates(cutoffs), ratios, marker=".", color=f"C{i % 10}", linestyle="-" if i < 10 else "--", label=rule)
+    ax.axhline(1.0, color="grey", linestyle=":")
+    ax.set_yscale("log")
+    if judged:
+        ax.legend(loc="upper left", fontsize="x-small", ncols=2)
+    _time_axis(ax, _dates(cutoffs))
+    ax.set_ylabel("odds ratio of conversion")
+    ax.set_title("your rules: how much more their contacts convert than the others (1 = no signal)")
     return fig
 
 
@@ -156,4 +184,5 @@ def render_plots(series: Mapping, config: MonitorConfig | None = None) -> dict[s
         "band_conversion": _png(_band_figure(series, "conversion_rate", "conversion rate per band")),
         "drift": _png(_drift_figure(series, config)),
         "rule_coverage": _png(_rule_figure(series)),
+        "rule_odds": _png(_rule_odds_figure(series, config.alerts.rule_min_conversions)),
     }
