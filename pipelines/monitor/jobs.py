@@ -197,6 +197,12 @@ def run_monitor(ws: Workspace, inputs: MonitorInputs, config: MonitorConfig | No
         notes.append(f"no cut-off from {first:%Y-%m-%d} on has a closed {train_config.horizon_days:g}-day label "
                      f"window by {data_end.describe()}: nothing to measure yet")
     models = _models(inputs)
+    if train_config.grid is None:
+        # never silently a different question: a stored spine (a cohort, e.g. every enrolment on
+        # its day 60) is not "every contact known at a weekly cut-off"
+        notes.append(f"the champion was trained on the stored spine {train_config.spine!r}; the monitor's weekly "
+                     "cut-offs take every contact known at each cut-off, a different population (the reference "
+                     "is still the champion's own test cut-off)")
     if inputs.scorer is None:
         notes.append("no registered champion: the rules (and the learned points, when there are any) are measured, "
                      "and no model input drift")
