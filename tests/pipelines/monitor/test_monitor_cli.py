@@ -141,3 +141,29 @@ def test_alerts_go_out_once_as_signed_webhooks_through_the_outbox(tmp_path):
     assert {b["alert"]["action"] for b in bodies} == {"rules review", "train"}
     for request in receiver.received:
         assert verify_signature("s3cret", request.headers["x-propensity-signature"], request.body)
+
+
+def test_notify_queues_the_latest_alerts_in_the_service_database_once(monitor_run, world, tmp_path, monkeypatch):
+    out = tmp_path / "page"
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    # a team that wants every small drift reported: thresholds apply to the stored numbers at once
+    # (the same series, nothing measured again), and this world is sure to alert
+    settings = tmp_path / "monitor.yaml"
+    settings.write_text("drift: {psi_threshold: 0.0001, ignore: []}\n")
+    args = ["-w", str(world.ws.path), "monitor", "--config", str(world.config_path), "--model-name", world.model_name,
+            "--model", world.version, "--out-dir", str(out), "--monitor-config", str(settings), "--notify"]
+    assert main(args) == 1
+    data = json.loads((out / "monitor.json").read_text())
+    assert data["computed"] == [] and data["latest_alerts"]
+    assert main(args) == 1
+    engine = make_engine(url)
+    try:
+        from propensity.pipelines.activation.outbox import list_messages
+
+        rows = list_messages(engine, limit=1000)
+    finally:
+        engine.dispose()
+    assert len(rows) == len(data["latest_alerts"])
+    assert all(row["kind"] == KIND for row in rows)
+    assert {json.loads(row["payload"])["alert"]["key"] for row in rows} == {a["key"] for a in data["latest_alerts"]}
