@@ -110,7 +110,7 @@ def _band_figure(series: Mapping, measure: str, label: str):
 def _drift_figure(series: Mapping, config: MonitorConfig):
     from matplotlib.figure import Figure
 
-    cutoffs = [c for c in series["cutoffs"] if c.get("drift")]
+    cutoffs = [c for c in [*series["cutoffs"], series.get("open") or {}] if c.get("drift")]
     fig = Figure(figsize=(8.4, 3.6), dpi=_DPI, layout="constrained")
     ax = fig.subplots()
     if cutoffs:
@@ -121,6 +121,9 @@ def _drift_figure(series: Mapping, config: MonitorConfig):
         for i, feature in enumerate(leaders):
             ax.plot(frame.index, frame[feature], marker="o", color=f"C{i}", label=feature)
         ax.axhline(config.drift.psi_threshold, color="#b42318", linestyle="--", linewidth=1, label="alert threshold")
+        if (series.get("open") or {}).get("drift"):
+            ax.axvline(pd.Timestamp(series["open"]["as_of"]), color="grey", linestyle=":", linewidth=1,
+                       label="open cut-off (labels not in yet)")
         ax.legend(loc="upper left", fontsize="small")
         _time_axis(ax, list(frame.index))
     ax.set_ylabel("PSI against the training rows")

@@ -24,7 +24,8 @@ def render_html(result) -> str:
     data = to_json(result)
     text = (files("propensity.pipelines.monitor") / "templates" / "monitor.html.j2").read_text(encoding="utf-8")
     env = Environment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    series = {"meta": result.series["meta"], "reference": result.series["reference"], "cutoffs": result.cutoffs}
+    series = {"meta": result.series["meta"], "reference": result.series["reference"], "cutoffs": result.cutoffs,
+              "open": result.open_cutoff}
     return env.from_string(text).render(d=data, plots=render_plots(series, result.config) if result.cutoffs else {})
 
 
