@@ -38,7 +38,11 @@ from propensity.pipelines.monitor.history import (
     series_key,
     write_history,
 )
-from propensity.pipelines.monitor.measure import measure_cutoff, measure_volumes
+from propensity.pipelines.monitor.measure import (
+    expected_roc_auc,
+    measure_cutoff,
+    measure_volumes,
+)
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.training.as_trained import features_as_trained
 from propensity.pipelines.training.config import TrainConfig
@@ -272,16 +276,25 @@ def _measure_open(data: EvaluationData, inputs: MonitorInputs, config: MonitorCo
     scored = rule_scores(data, rows, inputs.rules, spine_table)
     frame = rows.assign(rule_score=scored["rule_score"].to_numpy())
     scores = {"rules": "rule_score"}
+    estimate = None
     if inputs.scorer is not None:
         features = _features(data, rows, inputs.scorer, "_monitor_open_model_spine")
-        frame["learned_score"] = inputs.scorer.score(features)["learned_score"].to_numpy()
+        learned = inputs.scorer.score(features)
+        frame["learned_score"] = learned["learned_score"].to_numpy()
         scores["learned"] = "learned_score"
+        estimate = {"learned": {"estimated_roc_auc": expected_roc_auc(learned["probability"].to_numpy(),
+                                                                      frame["learned_score"].to_numpy()),
+                                "predicted": float(learned["probability"].sum())}}
     if inputs.points is not None:
         frame["points_score"] = rule_scores(data, rows, inputs.points, spine_table)["rule_score"].to_numpy()
         scores["learned_points"] = "points_score"
     points = scored[[c for c in scored.columns if c.startswith("points__")]].reset_index(drop=True)
     record = {"as_of": _iso(as_of), "label_end": _iso(as_of + pd.Timedelta(days=train_config.horizon_days)),
               "open": True, **measure_volumes(frame, inputs.rules.bands, scores, points)}
+    if estimate is not None:
+        # no labels yet: what the champion's own probabilities say its ranking will be (and how
+        # many conversions to expect), if it is still calibrated
+        record["estimated"] = estimate
     if inputs.scorer is not None and series.get("profile") is not None:
         record["drift"] = _drift(data, series["profile"], features, as_of, config)
     return record
@@ -341,6 +354,10 @@ def _measure(data: EvaluationData, inputs: MonitorInputs, config: MonitorConfig,
         out |= measure_cutoff(sub.reset_index(drop=True), inputs.rules.bands, models,
                               top_k_percent=config.top_k_percent, n_boot=config.n_boot, alpha=config.alpha,
                               seed=config.seed, rule_points=points[mask.to_numpy()].reset_index(drop=True))
+        if "learned" in out["models"]:
+            # the label-free estimate beside the realised ROC-AUC: how far to trust it on the open cut-off
+            out["models"]["learned"]["estimated_roc_auc"] = expected_roc_auc(sub["probability"].to_numpy(),
+                                                                             sub["learned_score"].to_numpy())
         if features is not None and series.get("profile") is not None:
             out["drift"] = _drift(data, series["profile"], features.loc[sub.index], pd.Timestamp(as_of), config)
         return out

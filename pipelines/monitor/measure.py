@@ -20,7 +20,7 @@ from propensity.pipelines.compare.core import compare_scores
 from propensity.pipelines.compare.tables import band_table
 from propensity.pipelines.rules.config import Band
 
-__all__ = ["measure_cutoff", "measure_volumes", "rule_counts"]
+__all__ = ["expected_roc_auc", "measure_cutoff", "measure_volumes", "rule_counts"]
 
 _SUMMARY = ("n", "positives", "base_rate", "roc_auc", "roc_auc_low", "roc_auc_high", "pr_auc", "pr_auc_low",
             "pr_auc_high", "brier", "ece")
@@ -43,6 +43,25 @@ def rule_counts(points: pd.DataFrame, labels: np.ndarray) -> list[dict]:
                     "holder_conversions": int(labels[holds].sum()), "others": int((~holds).sum()),
                     "other_conversions": int(labels[~holds].sum())})
     return out
+
+
+def expected_roc_auc(probability: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC to expect from ``score`` if ``probability`` were each row's true chance (no labels).
+
+    The idea of NannyML's confidence-based performance estimation (CBPE), written out because it
+    is one sort: with independent labels ``y_i ~ Bernoulli(p_i)``, the expected number of ranked
+    pairs (a converter above a non-converter, ties counting half) over the expected number of
+    converter / non-converter pairs, ``i != j``. Only as good as the calibration it assumes.
+    """
+    p = np.asarray(probability, dtype="float64")
+    values, group = np.unique(np.asarray(score, dtype="float64"), return_inverse=True)
+    pos = np.bincount(group, weights=p, minlength=values.size)
+    neg = np.bincount(group, weights=1 - p, minlength=values.size)
+    self_pairs = np.bincount(group, weights=p * (1 - p), minlength=values.size)
+    below = np.cumsum(neg) - neg
+    ranked = (pos * below).sum() + 0.5 * (pos * neg - self_pairs).sum()
+    pairs = p.sum() * (1 - p).sum() - self_pairs.sum()
+    return float(ranked / pairs) if pairs > 0 else float("nan")
 
 
 def measure_volumes(frame: pd.DataFrame, bands: Sequence[Band], scores: Mapping[str, str],

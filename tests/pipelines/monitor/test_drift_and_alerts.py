@@ -134,3 +134,17 @@ def test_an_open_cutoff_is_judged_on_volumes_coverage_and_drift_only():
         "rules": [{"rule": "demo", "holders": 600, "others": 1400}]}
     kinds = {(a.kind, a.subject) for a in cutoff_alerts(_record("r"), opened, MonitorConfig())}
     assert kinds == {("rule", "demo:coverage")}
+
+
+def test_the_label_free_roc_auc_is_the_mean_of_the_auc_over_labels_drawn_from_the_probabilities():
+    from sklearn.metrics import roc_auc_score
+
+    from propensity.pipelines.monitor.measure import expected_roc_auc
+
+    rng = np.random.default_rng(3)
+    p = rng.beta(0.6, 6.0, 400)
+    score = np.round(5 * p ** 0.5, 1)  # a 0-5 score with ties, monotone in p
+    draws = [roc_auc_score(y, score) for y in (rng.random((4000, p.size)) < p) if 0 < y.sum() < y.size]
+    # a ratio of expectations, not the expectation of the ratio: equal to within the draws' noise
+    assert expected_roc_auc(p, score) == pytest.approx(float(np.mean(draws)), abs=0.005)
+    assert expected_roc_auc(p, -score) == pytest.approx(1 - expected_roc_auc(p, score), abs=1e-12)
