@@ -427,6 +427,60 @@ class Project:
         finally:
             con.close()
 
+    def monitor_config_path(self, given: Path | str | None = None) -> Resolved:
+        """The monitor settings: given, else the workspace's ``configs/monitor.yaml``, else shipped."""
+        if given is not None:
+            return Resolved(Path(given), "given")
+        own = self.ws.layout.configs / "monitor.yaml"
+        return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("monitor.yaml"), "shipped")
+
+    def monitor(self, model: str = "champion", name: str | None = None, *, config: Path | str | None = None,
+                monitor_config=None, learned_rules: Path | str | None = None, recompute: bool = False,
+                step: Callable[[str], None] = lambda _: None):
+        """Rules, champion and learned points measured on every closed cut-off since the champion's
+        test cut-off, drift and alerts: a :class:`~propensity.pipelines.monitor.jobs.MonitorResult`.
+
+        Cut-offs already in the workspace's history (``layout.monitor_history``) are read, not
+        measured again (``recompute`` measures them all). ``monitor_config``: a
+        :class:`MonitorConfig`, a YAML path, or None for the resolved file.
+        """
+        from propensity.pipelines.monitor.config import (
+            MonitorConfig,
+            load_monitor_config,
+        )
+        from propensity.pipelines.monitor.jobs import MonitorInputs, run_monitor
+        from propensity.pipelines.rules.config import load_rules
+
+        if not isinstance(monitor_config, MonitorConfig):
+            monitor_config = load_monitor_config(self._uses(self.monitor_config_path(monitor_config),
+                                                            "monitor config").path)
+        learned = self.find_model(model, name, config=config)
+        if learned is None:
+            self.report("warning", f"no registered model {model!r}: monitoring the rules and the learned points only")
+        train_config, where = self.train_config(config, model=learned)
+        self._uses(where, "train config")
+        points = self.learned_rules_path(learned_rules, model=learned)
+        if points is not None:
+            self._uses(points, "learned points")
+        inputs = MonitorInputs(train_config=train_config, rules=load_rules(train_config.rules),
+                               rules_path=Path(train_config.rules),
+                               points=None if points is None else load_rules(points.path),
+                               points_path=None if points is None else points.path,
+                               scorer=None if learned is None else learned.scorer,
+                               model_label=None if learned is None else learned.label)
+        return run_monitor(self.ws, inputs, monitor_config, recompute=recompute, step=step)
+
+    def notify_alerts(self, alerts, meta) -> int:
+        """Queue ``alerts`` as signed webhooks in the service database's outbox; returns how many were new."""
+        from propensity.pipelines.monitor.notify import queue_alerts
+        from propensity.pipelines.serve.db import database_url, make_engine
+
+        engine = make_engine(database_url(self.ws.path))
+        try:
+            return queue_alerts(engine, alerts, meta)
+        finally:
+            engine.dispose()
+
     def triggers_path(self, given: Path | str | None = None) -> Resolved:
         """The triggers file: given, else the workspace's ``configs/triggers.yaml``, else shipped."""
         if given is not None:

@@ -61,6 +61,8 @@ class ServiceSettings:
     # the registered model (a propensity.pipelines.training.scorer.LearnedScorer) and what it is; None: rules only
     model: Any = None
     model_label: str = ""
+    # `propensity monitor`'s history file: its latest cut-off as gauges on /metrics (None: none)
+    monitor_history: Any = None
 
     def __post_init__(self) -> None:
         # a band the triggers do not know would fail every commit at the first crossing
@@ -358,6 +360,11 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         return JSONResponse(body)
 
     if settings.config.metrics != "off":
+        if settings.monitor_history is not None:
+            from propensity.pipelines.monitor.gauges import MonitorCollector
+
+            metrics.registry.register(MonitorCollector(settings.monitor_history))
+
         @app.get("/metrics", include_in_schema=False)
         def prometheus(request: Request) -> Response:
             """Prometheus text exposition; with ``metrics: keyed``, a read key as the HTTP Basic user."""
