@@ -163,8 +163,9 @@ def learned_states(con, ids: list[str], since: datetime, until: datetime, scorer
         build(events, at_since, scorer_before, before_tbl),
         build(old, at_until, scorer_before, before_tbl),
         build(events, at_until, scorer_before, before_tbl),
-        build(events, at_until, scorer_before, after_tbl),
     ]
+    # the same attributes at both dates: s3 is s2 (one feature build fewer)
+    states.append(states[2] if before_tbl is after_tbl else build(events, at_until, scorer_before, after_tbl))
     after = None if scorer_after is None else build(events, at_until, scorer_after, after_tbl)
     return states, after
 
@@ -240,7 +241,6 @@ def explain_change(
     scorer_before=None,
     model_label: str | None = None,
     contacts_before: pd.DataFrame | None = None,
-    method: str = "pred_contrib",
 ) -> ChangeReport:
     """Split the change of both scores between ``since`` and ``until`` for ``contact_ids``.
 
@@ -268,8 +268,7 @@ def explain_change(
         other = None if scorer_before is None or scorer_before is scorer else scorer
         states, after = learned_states(con, ids, since, until, before_model, other, contacts_before, contacts_after)
         learned = split_learned_change(before_model, states, other, after, since=since, until=until,
-                                       definition=model_label if other is not None else None, notes=notes,
-                                       method=method)
+                                       definition=model_label if other is not None else None, notes=notes)
     return ChangeReport(since=since, until=until, rule=rule, learned=learned, notes=tuple(notes))
 
 
