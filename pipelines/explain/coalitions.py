@@ -45,7 +45,7 @@ def _subsets(k: int) -> np.ndarray:
 def _exact(values: np.ndarray, k: int) -> np.ndarray:
     """Shapley values from the values of all ``2**k`` coalitions (indexed by their bit code)."""
     codes = np.arange(2 ** k)
-    sizes = np.array([bin(c).count("1") for c in codes])
+    sizes = np.array([int(c).bit_count() for c in codes])
     weights = np.array([math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k) for s in range(k)])
     out = np.empty(k)
     for g in range(k):

@@ -109,6 +109,9 @@ def test_only_time_passing_lands_in_decay_expiry(scorer, contacts):
     assert components["new_events"] == 0 and components["fit"] == 0 and components["model"] == 0
     assert components["decay_expiry"] == pytest.approx(report.learned.change[i], abs=1e-12)
     assert abs(report.learned.change[i]) > 0.05
+    seen = {"page_view", "email_open", "feature_used", "demo_requested", "trial_started"}
+    aged = {g for g, v in steps["decay_expiry"].items() if v != 0}
+    assert aged and aged - seen <= {"all_activity", "tenure"}, aged
     assert report.rule.components().iloc[0]["decay_expiry"] <= 0  # the rules only decay (here from the top of the scale)
 
 
