@@ -71,6 +71,7 @@ __all__ = [
     "describe_part",
     "split_learned_change",
     "split_rule_change",
+    "split_rule_views",
     "split_step",
 ]
 
@@ -257,18 +258,63 @@ def _rule_group(rule) -> str:
     return rule.event if isinstance(rule, Activity) else rule.attribute
 
 
-def _rule_step(a: pd.DataFrame, b: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
-    """One data step of the rule score, per group (event type or attribute) the rules read."""
+def _rule_groups(rules: RuleSet) -> tuple[list[str], np.ndarray]:
+    """The groups the rules read (event types, attributes) and the group of each rule, in rule order."""
     items = [*rules.activities, *rules.fit]
-    columns = [f"points__{r.name}" for r in items]
-    delta = b[columns].to_numpy(dtype="float64") - a[columns].to_numpy(dtype="float64")
     groups = list(dict.fromkeys(_rule_group(r) for r in items))
     index = {g: i for i, g in enumerate(groups)}
-    by_group = np.zeros((len(a), len(groups)))
-    for j, rule in enumerate(items):
-        by_group[:, index[_rule_group(rule)]] += delta[:, j]
+    return groups, np.array([index[_rule_group(r)] for r in items], dtype=int)
+
+
+def _rule_step_of(delta_points: np.ndarray, delta_score: np.ndarray, rules: RuleSet) -> tuple[list[str], np.ndarray]:
+    """One data step of the rule score: rows x rules (rule order) points moved -> groups, rows x groups."""
+    groups, group_of_rule = _rule_groups(rules)
+    by_group = np.zeros((len(delta_points), len(groups)))
+    np.add.at(by_group.T, group_of_rule, delta_points.T)
+    return groups, split_step(by_group, delta_score)
+
+
+def _rule_step(a: pd.DataFrame, b: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
+    """One data step of the rule score, per group (event type or attribute) the rules read."""
+    columns = [f"points__{r.name}" for r in (*rules.activities, *rules.fit)]
+    delta = b[columns].to_numpy(dtype="float64") - a[columns].to_numpy(dtype="float64")
     delta_score = b["rule_score"].to_numpy(dtype="float64") - a["rule_score"].to_numpy(dtype="float64")
-    return pd.DataFrame(split_step(by_group, delta_score), columns=groups)
+    groups, parts = _rule_step_of(delta, delta_score, rules)
+    return pd.DataFrame(parts, columns=groups)
+
+
+def split_rule_views(rules: RuleSet, earlier, aged, after, score_of_points) -> dict:
+    """One contact's rule score change from three score views of the service, as JSON-ready data.
+
+    ``earlier``: the stored state at its own (earlier) time; ``aged``: the same state moved to now
+    (events that were waiting for their timestamp are then counted: time alone did that);
+    ``after``: with the new events and attributes. Activity points depend only on events and
+    fit points only on attributes, so the state "new events, earlier attributes" is ``after``'s
+    activity points with ``aged``'s fit points, scored by ``score_of_points`` (the scale). The
+    rules part is 0 (the service scores with one rules file). Plain numpy, no frames: the service
+    calls it for every contact whose score a commit changed.
+
+    Returns the shape of :func:`propensity.pipelines.explain.change_jobs.split_json`.
+    """
+    activities = [a.name for a in rules.activities]
+    names = activities + [f.name for f in rules.fit]
+    mixed = [after.parts[n] for n in activities] + [aged.parts[f.name] for f in rules.fit]
+    points = np.array([[earlier.parts[n] for n in names], [aged.parts[n] for n in names], mixed,
+                       [after.parts[n] for n in names]])
+    scores = np.array([earlier.rule_score, aged.rule_score, score_of_points(sum(mixed)), after.rule_score])
+    components, parts = {}, []
+    for k, name in enumerate(DATA_STEPS):
+        groups, shares = _rule_step_of(points[k + 1:k + 2] - points[k:k + 1], scores[k + 1:k + 2] - scores[k:k + 1],
+                                       rules)
+        components[name] = float(shares[0].sum())
+        parts += [{"component": name, "group": g, "points": float(v), "reason": describe_part(name, g)}
+                  for g, v in zip(groups, shares[0]) if v != 0]
+    components["rules"] = 0.0
+    parts.sort(key=lambda p: -abs(p["points"]))
+    return {"since": earlier.as_of.isoformat(), "until": after.as_of.isoformat(),
+            "before": float(scores[0]), "after": float(scores[3]), "change": float(scores[3] - scores[0]),
+            "band_before": earlier.band, "band_after": after.band, "components": components,
+            "definition": "unchanged", "parts": parts, "top_reason": parts[0] if parts else None, "notes": []}
 
 
 def _check_aligned(states: Sequence[pd.DataFrame]) -> np.ndarray:

@@ -42,6 +42,7 @@ import cachetools
 import sqlalchemy as sa
 
 from propensity.pipelines.activation.triggers import ScoreChange
+from propensity.pipelines.explain.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
@@ -77,6 +78,8 @@ class ContactEntry:
     band: str | None = None
     changed_at: datetime | None = None
     previous_score: float | None = None
+    # why the last change happened: propensity.pipelines.explain.change.split_rule_views
+    last_split: dict | None = None
 
 
 class ContactCache(cachetools.LRUCache):
@@ -367,9 +370,10 @@ class Writer:
                     if not fresh and not updates:
                         continue  # only duplicates: nothing moved
                     entry = entries[contact]
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
-                    before = None
-                    if entry.score is not None and self.triggers is not None:
+                    before = seen = None
+                    if entry.score is not None:
                         # a known contact: its score now, before this batch (triggers compare)
                         seen = self.scorer.view(contact, entry.state)
                         before = (seen.rule_score, seen.band, seen.points)
@@ -379,8 +383,10 @@ class Writer:
                         self.scorer.apply(entry.state, event.ts, event.event_type, event.value, event.props)
                     after = self.scorer.view(contact, entry.state)
                     views[contact] = after
+                    if earlier is not None and after.rule_score != entry.score:
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, seen, after, self.scorer.scale)
                     if self.triggers is not None:
-                        changes.append(_change(contact, now, before, after, fresh))
+                        changes.append(_change(contact, now, before, after, fresh, entry.last_split))
             if self.triggers is not None:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
@@ -441,6 +447,7 @@ class Writer:
             "changed_at": entry.changed_at,
             "previous_score": entry.previous_score,
             "next_due": self._next_due(conn, entry.state, view),
+            "last_split": json.dumps(entry.last_split) if entry.last_split is not None else None,
         }
 
     def _next_due(self, conn: sa.Connection, state: ContactState, view: ScoreView) -> datetime | None:
@@ -480,6 +487,7 @@ class Writer:
                     ContactState.from_json(json.loads(row.state), n),
                     score=row.rule_score, points=row.points, band=row.band,
                     changed_at=row.changed_at, previous_score=row.previous_score,
+                    last_split=json.loads(row.last_split) if row.last_split else None,
                 )
         return out
 
@@ -507,12 +515,13 @@ class Writer:
             if row is None:
                 return None
             state = ContactState.from_json(json.loads(row.state), len(self.scorer.rules.activities))
-            entry = ContactEntry(state, row.rule_score, row.points, row.band, row.changed_at, row.previous_score)
+            entry = ContactEntry(state, row.rule_score, row.points, row.band, row.changed_at, row.previous_score,
+                                 json.loads(row.last_split) if row.last_split else None)
         with self.lock:
             when = at or max(self.clock(), from_micros(entry.state.at_us))
             view = self.scorer.peek(contact_id, entry.state, when)
             snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
-                                    entry.changed_at, entry.previous_score)
+                                    entry.changed_at, entry.previous_score, entry.last_split)
         return view, snapshot
 
     # ---------------------------------------------------------------- the sweep
@@ -579,13 +588,17 @@ class Writer:
             for contact in ids:
                 entry = entries[contact]
                 with self.lock if cached.get(contact) else contextlib.nullcontext():
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
                     views[contact] = self.scorer.view(contact, entry.state)
+                    if earlier is not None and views[contact].rule_score != entry.score:  # time alone
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, views[contact],
+                                                            views[contact], self.scorer.scale)
             changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
                                               and views[k].points == entries[k].points)]
             if self.triggers is not None and changed:
-                changes = [_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [])
-                           for k in changed]
+                changes = [_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [],
+                                   entries[k].last_split) for k in changed]
                 for firing in self.triggers.sweep(conn, changes):
                     self.metrics.triggers.labels(firing.trigger, "sweep").inc()
             rows = []
@@ -639,6 +652,7 @@ def _change(
     before: tuple[float, str, float] | None,
     after: ScoreView,
     events: list[EventRow],
+    split: dict | None = None,
 ) -> ScoreChange:
     """The trigger engine's view of one score change; ``before`` is (score, band, points) or None."""
     score, band, points = before if before is not None else (None, None, None)
@@ -652,4 +666,5 @@ def _change(
         points_before=points,
         points_after=after.points,
         events=[{"event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "value": e.value} for e in events],
+        split=split,
     )
