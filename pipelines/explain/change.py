@@ -283,6 +283,23 @@ def _rule_step(a: pd.DataFrame, b: pd.DataFrame, rules: RuleSet) -> pd.DataFrame
     return pd.DataFrame(parts, columns=groups)
 
 
+_ONE_HOT: dict[int, tuple[RuleSet, list[str], np.ndarray, list[str], list[str]]] = {}
+
+
+def _rule_one_hot(rules: RuleSet):
+    """Per rule set, once: its groups, the rules x groups indicator, and its activity and fit names."""
+    cached = _ONE_HOT.get(id(rules))
+    if cached is None or cached[0] is not rules:
+        groups, group_of_rule = _rule_groups(rules)
+        one_hot = np.zeros((len(group_of_rule), len(groups)))
+        one_hot[np.arange(len(group_of_rule)), group_of_rule] = 1.0
+        cached = (rules, groups, one_hot, [a.name for a in rules.activities], [f.name for f in rules.fit])
+        if len(_ONE_HOT) > 64:  # a long-lived process that loads many rule sets
+            _ONE_HOT.clear()
+        _ONE_HOT[id(rules)] = cached
+    return cached[1:]
+
+
 def split_rule_views(rules: RuleSet, earlier, aged, after, score_of_points) -> dict:
     """One contact's rule score change from three score views of the service, as JSON-ready data.
 
@@ -291,25 +308,23 @@ def split_rule_views(rules: RuleSet, earlier, aged, after, score_of_points) -> d
     ``after``: with the new events and attributes. Activity points depend only on events and
     fit points only on attributes, so the state "new events, earlier attributes" is ``after``'s
     activity points with ``aged``'s fit points, scored by ``score_of_points`` (the scale). The
-    rules part is 0 (the service scores with one rules file). Plain numpy, no frames: the service
-    calls it for every contact whose score a commit changed.
+    rules part is 0 (the service scores with one rules file). The three steps go through
+    :func:`split_step` as three rows of one call: the service calls this for every contact whose
+    score a commit changed.
 
     Returns the shape of :func:`propensity.pipelines.explain.change_jobs.split_json`.
     """
-    activities = [a.name for a in rules.activities]
-    names = activities + [f.name for f in rules.fit]
-    mixed = [after.parts[n] for n in activities] + [aged.parts[f.name] for f in rules.fit]
+    groups, one_hot, activities, fit = _rule_one_hot(rules)
+    mixed = [after.parts[n] for n in activities] + [aged.parts[n] for n in fit]
+    names = activities + fit
     points = np.array([[earlier.parts[n] for n in names], [aged.parts[n] for n in names], mixed,
                        [after.parts[n] for n in names]])
     scores = np.array([earlier.rule_score, aged.rule_score, score_of_points(sum(mixed)), after.rule_score])
-    components, parts = {}, []
-    for k, name in enumerate(DATA_STEPS):
-        groups, shares = _rule_step_of(points[k + 1:k + 2] - points[k:k + 1], scores[k + 1:k + 2] - scores[k:k + 1],
-                                       rules)
-        components[name] = float(shares[0].sum())
-        parts += [{"component": name, "group": g, "points": float(v), "reason": describe_part(name, g)}
-                  for g, v in zip(groups, shares[0]) if v != 0]
+    shares = split_step(np.diff(points, axis=0) @ one_hot, np.diff(scores))
+    components = {name: float(row.sum()) for name, row in zip(DATA_STEPS, shares)}
     components["rules"] = 0.0
+    parts = [{"component": name, "group": g, "points": float(v), "reason": describe_part(name, g)}
+             for name, row in zip(DATA_STEPS, shares) for g, v in zip(groups, row) if v != 0]
     parts.sort(key=lambda p: -abs(p["points"]))
     return {"since": earlier.as_of.isoformat(), "until": after.as_of.isoformat(),
             "before": float(scores[0]), "after": float(scores[3]), "change": float(scores[3] - scores[0]),
