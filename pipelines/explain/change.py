@@ -221,8 +221,8 @@ class ChangeSplit:
                 else:
                     text.append(None)
                     points.append(np.nan)
-            table[f"reason_{k + 1}"] = text
-            table[f"reason_{k + 1}_points"] = points
+            table[f"change_reason_{k + 1}"] = text
+            table[f"change_reason_{k + 1}_points"] = points
         return table
 
     def top_reason(self, row: int = 0) -> dict | None:

@@ -215,7 +215,7 @@ def test_the_batch_form_explains_the_contacts_whose_band_changed():
     assert (summary["band_before"] != summary["band_after"]).all()
     np.testing.assert_allclose(summary[["decay_expiry", "new_events", "fit", "rules", "model"]].sum(axis=1),
                                summary["change"], atol=1e-9)
-    assert summary["reason_1"].notna().all()
+    assert summary["change_reason_1"].notna().all()
 
 
 def test_split_step_shares_a_step_by_the_secant_and_keeps_zero_for_cancelling_groups():

@@ -99,3 +99,36 @@ def test_a_store_from_before_last_split_gets_the_column_empty(tmp_path):
         row = conn.execute(sa.select(db.score_state)).one()
     engine.dispose()
     assert row.last_split is None and row.next_due == NOW and row.points == 3.0
+
+
+def test_push_sends_the_top_reason_of_the_last_change_as_a_trait(tmp_path):
+    from propensity.pipelines.activation.push import read_scores_table, traits_from_scores
+
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    settings = ServiceSettings(database_url=url, rules=RULES, write_keys=frozenset({WRITE_KEY}))
+    clock = {"now": NOW}
+    with running_server(settings, clock=lambda: clock["now"]) as (base, _app):
+        client = Client(write_key=WRITE_KEY, host=base, max_retries=0, sync_mode=True)
+        client.track(user_id="u1", event="webinar_attended", timestamp=NOW - timedelta(days=1), message_id="m1")
+        client.track(user_id="u2", event="email_open", timestamp=NOW - timedelta(days=1), message_id="m2")
+        clock["now"] = LATER
+        client.track(user_id="u1", event="demo_requested", timestamp=LATER - timedelta(hours=1), message_id="m3")
+        split = httpx.get(f"{base}/v1/contacts/u1/score", auth=AUTH).json()["last_change"]["split"]
+    engine = sa.create_engine(url)
+    traits = {c.contact_id: c.traits for c in traits_from_scores(read_scores_table(engine, "score_state"))}
+    engine.dispose()
+    top = split["top_reason"]
+    assert top["reason"] == "new demo_requested events"
+    assert traits["u1"]["score_change_reason"] == f"new demo_requested events ({top['points']:+.2f})"
+    assert "score_change_reason" not in traits["u2"]  # scored once: no change to explain yet
+
+
+def test_push_reads_the_change_reason_column_of_a_changes_file():
+    from propensity.pipelines.activation.push import traits_from_scores
+
+    frame = pd.DataFrame({"contact_id": ["a", "b"], "rule_score": [3.2, 1.0],
+                          "change_reason_1": ["new trial_started events", None],
+                          "change_reason_1_points": [1.5, float("nan")]})
+    traits = {c.contact_id: c.traits for c in traits_from_scores(frame)}
+    assert traits["a"]["score_change_reason"] == "new trial_started events (+1.50)"
+    assert "score_change_reason" not in traits["b"]
