@@ -102,7 +102,10 @@ def test_a_store_from_before_last_split_gets_the_column_empty(tmp_path):
 
 
 def test_push_sends_the_top_reason_of_the_last_change_as_a_trait(tmp_path):
-    from propensity.pipelines.activation.push import read_scores_table, traits_from_scores
+    from propensity.pipelines.activation.push import (
+        read_scores_table,
+        traits_from_scores,
+    )
 
     url = f"sqlite:///{tmp_path / 'serve.db'}"
     settings = ServiceSettings(database_url=url, rules=RULES, write_keys=frozenset({WRITE_KEY}))
