@@ -89,9 +89,16 @@ def _components(report, contact):
     return report.learned.components().iloc[i], {k: v.iloc[i] for k, v in report.learned.steps.items()}, i
 
 
-def test_only_new_events_land_in_new_events_on_the_types_that_happened(scorer, contacts):
-    con = _con(_events(_history("h0", SINCE + timedelta(days=15))), contacts)  # nothing before SINCE
-    report = explain_change(con, ["h0"], SINCE, UNTIL, rules=RULES, scorer=scorer)
+@pytest.fixture(scope="module")
+def pair(scorer, contacts):
+    """h0: events only between the dates; h1: events only before SINCE; and the split of both."""
+    events = _events(_history("h0", SINCE + timedelta(days=15)) + _history("h1", SINCE - timedelta(days=12)))
+    con = _con(events, contacts)
+    return events, con, explain_change(con, ["h0", "h1"], SINCE, UNTIL, rules=RULES, scorer=scorer)
+
+
+def test_only_new_events_land_in_new_events_on_the_types_that_happened(pair):
+    report = pair[2]
     components, steps, i = _components(report, "h0")
     assert components["decay_expiry"] == 0 and components["fit"] == 0 and components["model"] == 0
     assert components["new_events"] == pytest.approx(report.learned.change[i], abs=1e-12)
@@ -102,9 +109,8 @@ def test_only_new_events_land_in_new_events_on_the_types_that_happened(scorer, c
     assert moved & happened
 
 
-def test_only_time_passing_lands_in_decay_expiry(scorer, contacts):
-    con = _con(_events(_history("h1", SINCE - timedelta(days=12))), contacts)  # nothing after SINCE
-    report = explain_change(con, ["h1"], SINCE, UNTIL, rules=RULES, scorer=scorer)
+def test_only_time_passing_lands_in_decay_expiry(pair):
+    report = pair[2]
     components, steps, i = _components(report, "h1")
     assert components["new_events"] == 0 and components["fit"] == 0 and components["model"] == 0
     assert components["decay_expiry"] == pytest.approx(report.learned.change[i], abs=1e-12)
@@ -112,7 +118,7 @@ def test_only_time_passing_lands_in_decay_expiry(scorer, contacts):
     seen = {"page_view", "email_open", "feature_used", "demo_requested", "trial_started"}
     aged = {g for g, v in steps["decay_expiry"].items() if v != 0}
     assert aged and aged - seen <= {"all_activity", "tenure"}, aged
-    assert report.rule.components().iloc[0]["decay_expiry"] <= 0  # the rules only decay (here from the top of the scale)
+    assert report.rule.components().iloc[i]["decay_expiry"] <= 0  # the rules only decay (here from the top of the scale)
 
 
 def test_only_attribute_changes_land_in_fit_on_the_attribute(scorer, contacts):
@@ -136,16 +142,8 @@ def test_only_attribute_changes_land_in_fit_on_the_attribute(scorer, contacts):
     assert {g for g, v in steps["fit"].items() if v != 0} == {"company_size"}
 
 
-@pytest.fixture(scope="module")
-def mixed(scorer, contacts):
-    """Two contacts, one with history before SINCE, one with events between the dates; and its split."""
-    events = _events(_history("h0", SINCE - timedelta(days=5)) + _history("h1", SINCE + timedelta(days=10)))
-    con = _con(events, contacts)
-    return events, con, explain_change(con, ["h0", "h1"], SINCE, UNTIL, rules=RULES, scorer=scorer)
-
-
-def test_another_model_version_lands_in_the_model_part(scorer, mixed):
-    _, con, same = mixed
+def test_another_model_version_lands_in_the_model_part(scorer, pair):
+    _, con, same = pair
     smaller = dataclasses.replace(scorer, best_iteration=max(1, scorer.best_iteration // 3))
     other = explain_change(con, ["h0", "h1"], SINCE, UNTIL, rules=RULES, scorer=smaller, scorer_before=scorer,
                            model_label="v1 -> v2")
@@ -161,8 +159,8 @@ def test_another_model_version_lands_in_the_model_part(scorer, mixed):
     assert "model changed (v1 -> v2)" in set(other.learned.parts()["reason"])
 
 
-def test_events_after_the_later_date_move_nothing(scorer, contacts, mixed):
-    events, _, base = mixed
+def test_events_after_the_later_date_move_nothing(scorer, contacts, pair):
+    events, _, base = pair
     late = _events(_history("h0", UNTIL) + _history("h1", UNTIL + timedelta(days=2)))
     late = late.assign(event_id=[f"late{i}" for i in range(len(late))])
     with_future = explain_change(_con(pd.concat([events, late], ignore_index=True), contacts), ["h0", "h1"],
