@@ -293,7 +293,9 @@ def explain_changed_bands(ws: Workspace | ibis.BaseBackend, since: datetime, unt
     changed = band0.astype(str).to_numpy() != band1.astype(str).to_numpy()
     if scorer is not None:
         before_model = scorer_before if scorer_before is not None else scorer
-        changed |= _learned_bands(con, everyone, at_since, before_model) != _learned_bands(con, everyone, at_until, scorer)
+        before_contacts = _contacts_table(con, contacts_before) if contacts_before is not None else contacts
+        changed |= (_learned_bands(con, everyone, at_since, before_model, before_contacts)
+                    != _learned_bands(con, everyone, at_until, scorer, contacts))
     ids = [c for c, moved in zip(everyone, changed) if moved]
     return explain_change(ws, ids, since, until, rules=rules, rules_before=rules_before, scorer=scorer,
                           scorer_before=scorer_before, model_label=model_label, contacts_before=contacts_before)
@@ -304,11 +306,10 @@ def _connection(source):
     return source.ibis_connection() if isinstance(source, Workspace) else source
 
 
-def _learned_bands(con, ids: list[str], spine, scorer) -> np.ndarray:
+def _learned_bands(con, ids: list[str], spine, scorer, contacts) -> np.ndarray:
     from propensity.pipelines.jobs import model_bands
     from propensity.pipelines.rules.score import assign_bands
 
-    contacts = con.table("contacts") if "contacts" in table_names(con) else None
     features = _aligned(features_as_trained(con.table("events"), spine, scorer, contacts).execute(), ids)
     scores = scorer.score(features)["learned_score"].to_numpy()
     bands = model_bands(scorer)

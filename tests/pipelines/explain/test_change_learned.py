@@ -167,3 +167,17 @@ def test_events_after_the_later_date_move_nothing(scorer, contacts, pair):
                                  SINCE, UNTIL, rules=RULES, scorer=scorer)
     pd.testing.assert_frame_equal(base.summary(), with_future.summary())
     assert base.learned.residual() < 1e-9
+
+
+def test_the_batch_form_takes_the_contacts_whose_learned_or_rule_band_changed(scorer, pair):
+    from propensity.pipelines.explain.change_jobs import explain_changed_bands
+
+    _, con, single = pair
+    report = explain_changed_bands(con, SINCE, UNTIL, rules=RULES, scorer=scorer)
+    summary = single.summary()
+    moved = sorted(set(summary.loc[summary["band_before"] != summary["band_after"], "contact_id"]))
+    assert moved, "one of the two contacts should change band"
+    assert list(report.learned.contact_ids) == moved == list(report.rule.contact_ids)
+    both = report.summary()
+    np.testing.assert_allclose(both[["decay_expiry", "new_events", "fit", "rules", "model"]].sum(axis=1),
+                               both["change"], atol=1e-9)
