@@ -260,3 +260,19 @@ def test_the_cli_explains_one_change_as_json_and_every_changed_band_as_csv(tmp_p
     assert rule["change"] == pytest.approx(summary["change"].iloc[0], abs=1e-9)
     assert sum(rule["components"].values()) == pytest.approx(rule["change"], abs=1e-9)
     assert "learned_score" not in payload and any("learned score" in n for n in payload["notes"])
+
+
+def test_a_since_after_the_later_date_or_a_batch_without_since_fails_clearly(tmp_path, capfd):
+    from propensity.pipelines.cli import main
+
+    events, contacts = _random_events(9, n=50), _contacts()
+    events.to_parquet(tmp_path / "events.parquet")
+    ws = str(tmp_path / "ws")
+    assert main(["-w", ws, "ingest", "events", str(tmp_path / "events.parquet")]) == 0
+    with pytest.raises(ValueError, match="must be before"):
+        explain_change(_con(events, contacts), ["c1"], UNTIL, SINCE, rules=RULES)
+    assert main(["-w", ws, "explain", "c1", "--since", "2025-07-01", "--as-of", "2025-06-01"]) == 2
+    assert "must be before the later date" in capfd.readouterr().err
+    assert main(["-w", ws, "explain", "--changed-band"]) == 2
+    assert "--since" in capfd.readouterr().err
+    assert main(["-w", ws, "explain", "c1", "--since", "2025-05-01", "--changed-band"]) == 2
