@@ -276,3 +276,6 @@ def test_a_since_after_the_later_date_or_a_batch_without_since_fails_clearly(tmp
     assert main(["-w", ws, "explain", "--changed-band"]) == 2
     assert "--since" in capfd.readouterr().err
     assert main(["-w", ws, "explain", "c1", "--since", "2025-05-01", "--changed-band"]) == 2
+    # a model named on the command line must exist (only the champion is optional)
+    assert main(["-w", ws, "explain", "c1", "--since", "2025-05-01", "--as-of", "2025-06-01", "--model", "7"]) == 2
+    assert "7" in capfd.readouterr().err
