@@ -205,6 +205,14 @@ class Project:
             return run_spark_features(self.ws, spine_choice(at), feature_config, out, tables)
         return run_features(self.ws, spine_choice(at), feature_config, out=out, tables=tables)
 
+    def load_engine(self, config=None, *, replace: bool = False):
+        """Copy the workspace's events, contacts and outcomes into a warehouse engine (``propensity
+        engine load``); ``config``: an :class:`~propensity.pipelines.engines.EngineConfig` or a YAML path."""
+        from propensity.pipelines.engines import EngineConfig, load_engine_config, load_into_engine
+
+        engine_config = config if isinstance(config, EngineConfig) else load_engine_config(config)
+        return load_into_engine(self.ws, engine_config, replace=replace)
+
     def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
         """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""
         from propensity.pipelines.jobs import run_rule_scores
@@ -387,6 +395,32 @@ class Project:
         own = self.ws.path / "configs" / "triggers.yaml"
         return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("triggers.yaml"), "shipped")
 
+    # -- CRM (pipelines/activation/crm; extra `crm`) ---------------------------------------------
+
+    def crm_config(self, given: Path | str | None = None):
+        """configs/crm.yaml: given, else the workspace's, else shipped; validated, and where it came from."""
+        from propensity.pipelines.activation.crm.config import load_crm_config
+
+        own = self.ws.layout.configs / "crm.yaml"
+        where = (Resolved(Path(given), "given") if given is not None else
+                 Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("crm.yaml"), "shipped"))
+        return load_crm_config(where.path), self._uses(where, "CRM config")
+
+    def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,
+                 preview_out: Path | None = None, holdout=None, create_properties: bool = False,
+                 environ=None, source: str = "scores", sleep=None):
+        """Scores (:class:`ContactTraits` from ``traits_from_scores``) to HubSpot or Salesforce: a CRMPushReport."""
+        from propensity.pipelines.activation.crm.jobs import push_crm
+
+        crm_config, _ = self.crm_config(config)
+        if engine is None:
+            from propensity.pipelines.serve.db import database_url, make_engine
+
+            engine = make_engine(database_url(self.ws.path))
+        return push_crm(to, engine, crm_config, scored, self.ws.table("contacts"), layout=self.ws.layout,
+                        dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                        create_properties=create_properties, environ=environ, source=source, sleep=sleep)
+
     def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
              alpha: float = 0.05, window_days: float | None = None):
         """Treated vs held-out conversion per trigger (and push) and band: a :class:`LiftReport`.
@@ -412,7 +446,10 @@ class Project:
         import tempfile
 
         from propensity.pipelines.activation.lift import label_exposures
-        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
+        from propensity.pipelines.activation.uplift import (
+            compare_uplift,
+            uplift_unavailable,
+        )
         from propensity.pipelines.jobs import SpineChoice, run_rule_scores
 
         if (reason := uplift_unavailable()) is not None:

@@ -71,8 +71,8 @@ def score_cmd(
             raise typer.BadParameter(reason, param_hint="--compiled")
         os.environ[ENV_VAR] = "1"  # read when the pyfunc loads
     ws = workspace(ctx, read_only=True)
-    choice = spine_choice(as_of, spine)
     tables = engine_tables(ws, engine, engine_config, spark_master)
+    choice = spine_choice(as_of, spine, default_from=ws if tables is None else None)
     if model is not None:
         # the registry and model name the train config names (mlflow.tracking_uri, model_name), loaded once
         learned = project(ctx, read_only=True).model(model, model_name)
@@ -204,7 +204,7 @@ def explain_cmd(
     if all_:
         if contact_id is not None:
             raise typer.BadParameter("give a CONTACT_ID or --all, not both")
-        choice = spine_choice(as_of, spine)
+        choice = spine_choice(as_of, spine, default_from=proj.ws)
         with progress_bar() as progress:
             task = progress.add_task("explain every contact (pred_contrib)", total=None)
             report = proj.explain_all(choice, model=model, name=model_name, reasons=reasons,
@@ -215,7 +215,7 @@ def explain_cmd(
                       f"({report.rows_per_second:,.0f} rows/s) -> {path}")
         return
     if contact_id is None:
-        raise typer.BadParameter("give a CONTACT_ID, or --all with --as-of DATE")
+        raise typer.BadParameter("give a CONTACT_ID, or --all")
     result, learned, where = proj.explain(contact_id, as_of=as_of, model=model, name=model_name, rules=rules)
     if as_json:
         payload = result.to_dict()

@@ -96,6 +96,13 @@ def print_training(result) -> None:
         metrics.add_row(row.model, f"{row.roc_auc:.3f}", f"{row.pr_auc:.3f}", f"{row.brier:.4f}", f"{row.ece:.4f}",
                         f"{getattr(row, 'lift_top10'):.2f}")
     console.print(metrics)
+    search = result.summary.get("search")
+    if search is not None:
+        console.print(f"search: {search['trials_completed']} of {search['n_trials']} trials on "
+                      f"{search['search_rows']:,} train rows" + (", refitted on all" if search["refitted"] else "")
+                      + f", {search['fit_seconds']:g} s")
+        if search["cut_by_time_budget"]:
+            console.print(f"[yellow]{search['note']}[/]")
     if result.points_only:
         console.print("[yellow]few positives: trained only the points model (hand weights as prior)[/]")
     if result.leakage_allowed:
