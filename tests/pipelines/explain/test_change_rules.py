@@ -279,3 +279,49 @@ def test_a_since_after_the_later_date_or_a_batch_without_since_fails_clearly(tmp
     # a model named on the command line must exist (only the champion is optional)
     assert main(["-w", ws, "explain", "c1", "--since", "2025-05-01", "--as-of", "2025-06-01", "--model", "7"]) == 2
     assert "7" in capfd.readouterr().err
+
+
+def test_group_shapley_matches_the_definition_and_sums_exactly_when_sampled():
+    import itertools
+    import math
+
+    from propensity.pipelines.explain.coalitions import EXACT_UP_TO, group_shapley
+
+    rng = np.random.default_rng(11)
+
+    def f(m):  # non-additive, with interactions between columns of different groups
+        return np.tanh(m[:, 0] * m[:, 3]) + m[:, 1] ** 2 - np.maximum(m[:, 2], m[:, 4]) + 0.3 * m[:, 5] * m[:, 0]
+
+    groups = np.array([0, 0, 1, 2, 3, 4])
+    before = rng.normal(size=(4, 6))
+    after = before.copy()
+    after[:, [0, 2, 3, 5]] += rng.normal(size=(4, 4))  # group 3 (column 4) and column 1 do not change
+    parts = group_shapley(f, before, after, groups, 5)
+    for r in range(4):
+        players = [0, 1, 2, 4]
+        expected = np.zeros(5)
+
+        def value(coalition, row=r):
+            hybrid = before[row].copy()
+            for g in coalition:
+                hybrid[groups == g] = after[row, groups == g]
+            return f(hybrid[None, :])[0]
+
+        k = len(players)
+        for g in players:
+            others = [p for p in players if p != g]
+            for size in range(k):
+                for s in itertools.combinations(others, size):
+                    weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+                    expected[g] += weight * (value((*s, g)) - value(s))
+        np.testing.assert_allclose(parts[r], expected, atol=1e-12)
+        assert parts[r, 3] == 0  # unchanged group: not a player
+    # many changed groups: sampled orders, still an exact sum
+    n = EXACT_UP_TO + 3
+    wide_before, wide_after = rng.normal(size=(2, n)), rng.normal(size=(2, n))
+
+    def g(m):
+        return np.sin(m).sum(axis=1) + m[:, 0] * m[:, 1] * m[:, 2]
+
+    sampled = group_shapley(g, wide_before, wide_after, np.arange(n), n)
+    np.testing.assert_allclose(sampled.sum(axis=1), g(wide_after) - g(wide_before), atol=1e-12)
