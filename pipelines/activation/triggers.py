@@ -176,7 +176,7 @@ class ScoreChange:
     points_before: float | None
     points_after: float
     events: list[dict] = dataclasses.field(default_factory=list)
-    # the split of the score's last change (propensity.pipelines.explain.change.split_rule_views)
+    # the split of the score's last change (propensity.pipelines.rules.change.split_rule_views)
     split: dict | None = None
 
 

@@ -31,7 +31,7 @@ class ContactEntry:
     band: str | None = None
     changed_at: datetime | None = None
     previous_score: float | None = None
-    # why the last change happened: propensity.pipelines.explain.change.split_rule_views
+    # why the last change happened: propensity.pipelines.rules.change.split_rule_views
     last_split: dict | None = None
 
 

@@ -82,7 +82,7 @@ score_state = sa.Table(
     # when the sweep must look at this contact again (a band or trigger level may be reached, an
     # event counts or expires, or the stored score is due for a refresh); NULL: never by time alone
     sa.Column("next_due", sa.DateTime, nullable=True),
-    # JSON: the split of the last change (propensity.pipelines.explain.change.split_rule_views)
+    # JSON: the split of the last change (propensity.pipelines.rules.change.split_rule_views)
     sa.Column("last_split", sa.Text, nullable=True),
     sa.Index("ix_score_state_score", "rule_score"),
     sa.Index("ix_score_state_next_due", "next_due"),

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from propensity.pipelines.activation.triggers import ScoreChange
-from propensity.pipelines.explain.change import split_rule_views
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import load_entries
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow

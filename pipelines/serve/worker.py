@@ -35,7 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from propensity.pipelines.explain.change import split_rule_views
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import (
     ContactCache,
