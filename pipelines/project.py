@@ -344,7 +344,12 @@ class Project:
 
         if contact_id is not None:
             check_contact(self.ws, contact_id)
-        learned = self.find_model(model, name) if model is not None else None
+        # the champion is optional (rules only without one, said below); a model named otherwise must exist
+        learned = None if model is None else (self.find_model(model, name) if model == "champion"
+                                              else self.model(model, name))
+        if model_before is not None and learned is None:
+            raise WorkspaceError(f"--model-before {model_before}: there is no later model to compare it with "
+                                 f"(no registered model {model})")
         notes = []
         if learned is None:
             notes.append("learned score: not explained (no registered model" + (f" {model}" if model else "") + ")")

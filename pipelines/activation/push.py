@@ -1,7 +1,8 @@
 """``propensity push``: scores as traits to Customer.io, Segment-spec endpoints or a signed webhook.
 
 Each contact's traits are ``intent_score``, ``intent_band``, ``propensity`` (when the scores are a
-learned model's) and ``top_reasons``. Only contacts whose traits differ from what the destination
+learned model's), ``top_reasons`` and, when the scores say why they last changed,
+``score_change_reason``. Only contacts whose traits differ from what the destination
 last acknowledged are sent (``activation_push_state``, keyed by destination + contact). Requests
 are batched, rate-limited by a token bucket, retried with backoff (a 429's ``Retry-After`` is
 honoured), and the state is written after every acknowledged batch, so a run that fails part-way
@@ -114,6 +115,8 @@ def traits_from_scores(frame: pd.DataFrame, *, source: str = "scores", top_n: in
         reasons = _reasons(row, points, top_n)
         if reasons is not None:
             traits["top_reasons"] = reasons
+        if (change := _change_reason(row)) is not None:
+            traits["score_change_reason"] = change
         out.append(ContactTraits(str(row["contact_id"]), traits, fingerprint(traits)))
     return out
 
@@ -147,6 +150,20 @@ def _reasons(row: dict, points: list[str], top_n: int) -> list[str] | None:
     ranked = sorted(((float(row[c]), c) for c in points if _present(row[c]) and float(row[c]) > 0),
                     key=lambda item: (-item[0], item[1]))
     return [name.removeprefix("points__") for _, name in ranked[:top_n]]
+
+
+def _change_reason(row: dict) -> str | None:
+    """The top reason for the score's last change: the service's ``last_split`` (JSON), else a
+    ``change_reason`` / ``change_reason_1`` column (`propensity explain --since --changed-band`)."""
+    split = row.get("last_split")
+    if isinstance(split, str) and split:
+        top = json.loads(split).get("top_reason")
+        return None if top is None else f"{top['reason']} ({top['points']:+.2f})"
+    for column in ("change_reason", "change_reason_1"):
+        if column in row and _present(row[column]) and str(row[column]).strip():
+            points = row.get(f"{column}_points")
+            return str(row[column]) + (f" ({float(points):+.2f})" if _present(points) else "")
+    return None
 
 
 def fingerprint(traits: dict) -> str:

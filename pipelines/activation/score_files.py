@@ -39,7 +39,7 @@ def read_scores_table(engine: sa.Engine, name: str) -> pd.DataFrame:
         raise ValueError(f"--from {name}: no such file, and no table {name!r} in {shown}") from None
     wanted = [c for c in table.columns
               if c.name in {"contact_id", "as_of", "scored_at", "rule_score", "learned_score", "band",
-                            "probability", "top_reasons"}
+                            "probability", "top_reasons", "last_split"}
               or c.name.startswith(("points__", "reason_"))]
     with engine.connect() as conn:
         rows = conn.execute(sa.select(*wanted)).mappings().all()

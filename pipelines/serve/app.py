@@ -329,6 +329,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             "at": entry.changed_at.isoformat() if entry.changed_at else None,
             "before": entry.previous_score,
             "after": entry.score,
+            # new events per type, decay and expiry, attributes (None before a contact's second score)
+            "split": entry.last_split,
         }
         learned = runtime["writer"].learned
         # at the rule view's own instant, so both scores describe the same as_of
