@@ -116,7 +116,7 @@ def explain_contacts(
     if missing:
         raise ValueError(f"the feature frame lacks key columns {missing}")
     frame = features.reset_index(drop=True)
-    groups = group_features(scorer.feature_names, scorer.event_types)
+    groups = group_features(scorer.feature_names, scorer.event_types, getattr(scorer, "input_rules", None))
     contributions, base = feature_contributions(scorer, frame, method=method, chunk_size=chunk_size)
     logodds = group_sum(contributions, groups.of_feature, groups.order)
     points, score, baseline = carry_to_points(scorer, logodds, base)
