@@ -39,6 +39,7 @@ from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import (
     ContactCache,
     ContactEntry,
+    dump_state,
     load_entries,
     read_entry,
 )
@@ -400,7 +401,7 @@ class Writer(Sweeping):
         entry.score, entry.points, entry.band = view.rule_score, view.points, view.band
         return {
             "contact_id": view.contact_id,
-            "state": json.dumps(entry.state.to_json()),
+            "state": dump_state(entry.state),
             "scored_at": now,
             "points": view.points,
             "rule_score": view.rule_score,
