@@ -42,6 +42,7 @@ from propensity.pipelines.serve.ingest import (
 )
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
+from propensity.pipelines.serve.mirror import MirrorHorizonError
 from propensity.pipelines.serve.state import RuleScorer, ScoreView
 from propensity.pipelines.serve.worker import Writer, is_permanent, utcnow
 
@@ -232,7 +233,7 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         if settings.model is not None:
             learned = LearnedScores(settings.model, settings.model_label)
             # every stored event, once: later commits append to this mirror (propensity.pipelines.serve.learned)
-            loaded = await asyncio.to_thread(learned.load, engine)
+            loaded = await asyncio.to_thread(learned.load, engine, clock())
             log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
         writer = Writer(engine, scorer, metrics, triggers=trigger_engine,
                         max_batch_events=settings.config.max_batch_events,
@@ -355,7 +356,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         }
         learned = runtime["writer"].learned
         # at the rule view's own instant, so both scores describe the same as_of
-        found_learned = learned.score([contact_id], view.as_of).get(contact_id) if learned is not None else None
+        try:
+            found_learned = learned.score([contact_id], view.as_of).get(contact_id) if learned is not None else None
+        except MirrorHorizonError as exc:  # an as_of older than the model's longest window, with a model
+            return _error(400, "invalid_request", f"query, field 'as_of': {exc}")
         body.update(_learned_json(found_learned))
         body["model"] = learned.label if learned is not None else None
         body["learned_reasons"] = None

@@ -389,7 +389,8 @@ class Writer(Sweeping):
         if self.learned is None or not contacts:
             return {}
         try:
-            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us])
+            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us],
+                                now)
             return self.learned.score(contacts, now)
         except Exception:  # the events are committed: answer them, with rule scores only
             log.exception("learned scoring of %d contacts failed", len(contacts))
