@@ -240,7 +240,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                         commit_delay=settings.config.commit_delay_ms / 1000, clock=clock, learned=learned,
                         cache_contacts=settings.config.cache_contacts,
                         refresh_seconds=settings.config.score_refresh_hours * 3600,
-                        sweep_chunk=settings.config.sweep_chunk, sweep_duty=settings.config.sweep_duty)
+                        sweep_chunk=settings.config.sweep_chunk, sweep_duty=settings.config.sweep_duty,
+                        sweep_slice_seconds=settings.config.sweep_slice_ms / 1000)
         writer.start()
         runtime.update(engine=engine, writer=writer)
         tasks = [asyncio.create_task(_sweep_loop(writer, settings.config.sweep_seconds))]

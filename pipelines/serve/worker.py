@@ -110,6 +110,9 @@ class Writer(Sweeping):
         The longest a decaying stored score waits for the sweep to bring it up to date.
     sweep_chunk : int
         Contacts one sweep transaction looks at; event commits run between chunks.
+    sweep_slice_seconds : float
+        About the longest one sweep chunk may take: its size follows the last chunk's pace
+        (at most ``sweep_chunk``).
     sweep_duty : float
         The share of the writer's time a sweep with many contacts due may take (0-1].
     """
@@ -129,6 +132,7 @@ class Writer(Sweeping):
         refresh_seconds: float = 86_400.0,
         sweep_chunk: int = 200,
         sweep_duty: float = 0.25,
+        sweep_slice_seconds: float = 0.010,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -144,6 +148,8 @@ class Writer(Sweeping):
         metrics.cache_capacity.set(cache_contacts)
         self.refresh = timedelta(seconds=refresh_seconds)
         self.sweep_chunk = sweep_chunk
+        self.sweep_slice_seconds = sweep_slice_seconds
+        self._sweep_size = min(sweep_chunk, 20)  # the first chunk's; then time-sliced (sweep.py)
         # the point totals at which something stored or fired moves by a step, for every contact
         self._levels = sorted({*scorer.levels(), *trigger_levels(triggers, scorer)})
         self._drops = bool(triggers is not None and triggers.drop_triggers)
