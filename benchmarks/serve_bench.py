@@ -299,6 +299,68 @@ def run_floor(shape: str, args: argparse.Namespace) -> dict[str, Any]:
             "errors": result["requests"] - result["ok"] + result["connect"] + result["read"] + result["timeout"]}
 
 
+def _mirror_child(events: int, contacts: int, days: int, fold: bool) -> dict[str, Any]:
+    """In a fresh process: RSS of the learned score's event mirror holding ``events``."""
+    import gc
+    from types import SimpleNamespace
+
+    from propensity.features.config import FeatureConfig
+    from propensity.pipelines.serve.feature_plan import FeaturePlan
+    from propensity.pipelines.serve.mirror import EventMirror
+
+    types = sorted({t for t, _ in TYPES})
+    # the default windows (7/30/90 days -> horizon 91), no monetary type (the load has no amounts)
+    config = FeatureConfig(event_types=tuple(types), monetary_types=())
+    plan = FeaturePlan.from_scorer(SimpleNamespace(feature_config=config.model_dump(mode="json"),
+                                                   event_types=tuple(types), feature_names=[], categories={}))
+    rng = random.Random(3)
+    now = datetime(2026, 6, 1)
+    gc.collect()
+    before = _rss_mb(os.getpid())
+    mirror = EventMirror(plan)
+    if fold:
+        mirror.fold(now)  # as the service loads: events older than the horizon fold as they arrive
+    started = time.perf_counter()
+    for i in range(events):
+        mirror.add_event(f"c{i % contacts}", now - timedelta(seconds=rng.uniform(1, days * 86_400)),
+                         rng.choice(types), 1.0, None)
+    load_s = time.perf_counter() - started
+    gc.collect()
+    after = _rss_mb(os.getpid())
+    ids = [f"c{rng.randrange(contacts)}" for _ in range(20)]
+    started = time.perf_counter()
+    for _ in range(20):
+        mirror.feature_arrays(ids, now)
+    live = sum(len(log.ts) for log in mirror._logs.values())
+    return {"fold": fold, "events": events, "contacts": contacts, "days_spanned": days,
+            "horizon_days": mirror._horizon // 86_400_000_000, "events_kept_one_by_one": live,
+            "rss_mb": round(after - before, 1), "rss_mb_per_million_events": round((after - before) / events * 1e6, 1),
+            "load_s": round(load_s, 1), "ms_per_feature_pass_of_20": round((time.perf_counter() - started) / 20 * 1000, 2),
+            "load": [round(x, 2) for x in os.getloadavg()]}
+
+
+def run_mirror_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The learned score's event mirror, unbounded (every event) vs folded past the model's horizon."""
+    rows = []
+    # the same contacts and events per day, over one year and over three: what the mirror holds
+    # grows with the span when it keeps every event, and stays put when it folds past the horizon
+    for events, days in ((args.mirror_events, 365), (3 * args.mirror_events, 3 * 365)):
+        for fold in (False, True):
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mirror-child", "1" if fold else "0",
+                                   "--mirror-events", str(events), "--mirror-days", str(days),
+                                   "--mirror-contacts", str(max(args.mirror_events // 20, 1))],
+                                  cwd=ROOT, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-2000:])
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"mirror {'folded' if fold else 'every event'}: {r['events']:,} events over {r['days_spanned']} days "
+                  f"({r['contacts']:,} contacts), {r['events_kept_one_by_one']:,} kept one by one: RSS {r['rss_mb']} MB "
+                  f"= {r['rss_mb_per_million_events']} MB per million events; feature pass of 20 contacts "
+                  f"{r['ms_per_feature_pass_of_20']} ms (load {'/'.join(str(x) for x in r['load'])})")
+    return rows
+
+
 def run_load(backend: Backend, shape: str, args: argparse.Namespace, model: str = "none",
              floor: dict[str, Any] | None = None) -> dict[str, Any]:
     workspace, url = backend.fresh(args.workdir)
@@ -468,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-after", type=float, default=6)
     parser.add_argument("--no-crash", action="store_true")
     parser.add_argument("--runs", default="load,crash,poison,memory,sweep",
-                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep")
+                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep, mirror")
     parser.add_argument("--poison-seconds", type=float, default=20)
     parser.add_argument("--bad-every", type=int, default=5, help="poison: every Nth request of a connection is bad")
     parser.add_argument("--memory-contacts", type=int, default=1_000_000,
@@ -486,7 +548,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="none", help="none,champion: loads without / with a registered model")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--mirror-events", type=int, default=1_000_000,
+                        help="mirror: events in the learned score's event mirror (run: --runs mirror)")
+    parser.add_argument("--mirror-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mirror-days", type=int, default=365, help=argparse.SUPPRESS)
+    parser.add_argument("--mirror-contacts", type=int, default=50_000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.mirror_child is not None:
+        print(json.dumps(_mirror_child(args.mirror_events, args.mirror_contacts, args.mirror_days,
+                                       args.mirror_child == "1")))
+        return 0
     args.server_args = ["--config", str(args.serve_config)] if args.serve_config else []
     args.workdir.mkdir(parents=True, exist_ok=True)
     backends = [b.strip() for b in args.only.split(",") if b.strip()]
@@ -498,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     poison, memory, sweeps = [], [], []
     floors: dict[str, dict[str, Any]] = {}
     micro = run_learned_micro(args) if "champion" in args.models and "load" in runs else []
+    mirror = run_mirror_memory(args) if "mirror" in runs else []
     try:
         for name in backends:
             if name == "sqlite":
@@ -541,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_generator": subprocess.run([wrk_load.wrk_path(), "-v"], capture_output=True, text=True,
                                          ).stdout.strip().splitlines()[0] if "load" in runs or "crash" in runs else None,
         "floor": floors, "load": loads, "crash": crashes, "learned_per_commit": micro,
-        "poison": poison, "memory": memory, "sweep": sweeps,
+        "poison": poison, "memory": memory, "sweep": sweeps, "mirror": mirror,
     }, indent=2))
     print(f"\n-> {args.results}")
     return 0
