@@ -12,17 +12,25 @@ shipped SaaS rules; the store is a fresh ``serve.db`` (SQLite, WAL, synchronous=
 database on a PostgreSQL server (``--database-url``, else ``$PROPENSITY_TEST_DATABASE_URL``, else
 a throwaway cluster started by ``.ci/postgres.sh``; fsync on, default settings).
 
-Load: a separate client process (httpx, asyncio, ``--connections`` keep-alive connections, closed
-loop: each connection sends its next request when the previous one is answered) posts Segment
-calls for ``--contacts`` contacts for ``--seconds`` after ``--warmup`` seconds. A 200 comes back
-only once the request's events are committed and the contacts rescored, and the body carries
-the new score, so a request's latency IS the latency from request to updated score. Two shapes:
-``track`` (one event per request, as a server-side integration would send) and ``batch`` (the
-Segment SDKs' default, here ``--batch-size`` events per request).
+Load: wrk (``apt-get install wrk``) in its own process, ``--threads`` threads and
+``--connections`` keep-alive connections, closed loop (each connection sends its next request
+when the previous one is answered), posts Segment calls with fresh ``messageId``s for
+``--contacts`` contacts for ``--seconds`` after a ``--warmup`` run (``benchmarks/wrk_load.py``).
+A 200 comes back only once the request's events are committed and the contacts rescored, and
+the body carries the new score, so a request's latency IS the latency from request to updated
+score. Two shapes: ``track`` (one event per request, as a server-side integration would send)
+and ``batch`` (the Segment SDKs' default, here ``--batch-size`` events per request). The floor:
+the same wrk load on a bare endpoint under the same uvicorn (``benchmarks/serve_floor.py``:
+parse the body, answer ``{"success": true}``); ``x floor`` is the service's requests/s over it.
 
-Crash: the same load, SIGKILL of the server after ``--crash-after`` seconds, a restart, every
-client batch resent (as SDKs retry), then: acknowledged events missing (lost) and any event
-stored more than once (doubled), which must both be zero.
+Crash: SIGKILL of the server after ``--crash-after`` seconds of wrk load (``track`` and
+``batch`` connections at once, each wrk thread recording what it sent and which message ids came
+back 200), a restart, every request resent (as SDKs retry), then: acknowledged events missing
+(lost) and any event stored more than once (doubled), which must both be zero.
+
+``--runs mirror``: the learned score's event mirror in process, every event kept vs folded past
+the model's horizon, for ``--mirror-events`` events over a year and three times that over three
+years (the same contacts): RSS per million events.
 
 ``--runs`` adds the runs of issue 15 (``benchmarks/serve_resilience.py``): ``poison`` (bad
 requests mixed into the load: every good one acknowledged, every bad one 4xx, 0 lost),
