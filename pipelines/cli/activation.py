@@ -104,7 +104,7 @@ def serve_cmd(
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
                                model_label=registered[1] if registered else "",
-                               monitor_history=ws.layout.monitor_history)
+                               monitor_history=ws.layout.monitor_history, tune_gc=True)
     shown = sa.make_url(url).render_as_string(hide_password=True)
     console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
                   + (f"  triggers {triggers}" if triggers else "")

@@ -62,13 +62,19 @@ class LearnedScores:
         self._band_names = [str(name) for name, _ in bands]
         self._band_edges = np.array([float(edge) for _, edge in bands])
 
-    def load(self, engine: sa.Engine) -> int:
+    def load(self, engine: sa.Engine, now: datetime | None = None) -> int:
+        """Mirror the stored events (with ``now``: those older than the horizon folded as read)."""
         with engine.connect() as conn, self._lock:
-            return self.mirror.load(conn)
+            return self.mirror.load(conn, now)
 
-    def record(self, events: Iterable[EventRow], updates: Iterable[ContactUpdate]) -> None:
+    def record(self, events: Iterable[EventRow], updates: Iterable[ContactUpdate], now: datetime | None = None,
+               fold_contacts: int = 200) -> None:
+        """Committed rows; with ``now``, then up to ``fold_contacts`` contacts' old events folded
+        (the horizon moves a day at a time, so its work is spread over the commits)."""
         with self._lock:
             self.mirror.record(events, updates)
+            if now is not None:
+                self.mirror.fold(now, limit=fold_contacts)
 
     def features(self, contacts: Sequence[str], as_of: datetime) -> pd.DataFrame:
         with self._lock:
