@@ -99,7 +99,19 @@ def serve_cmd(
                 raise  # asked for by name: not there is an error, not a quiet fallback to rules
             err.print(f"[dim]no learned model served: {exc}[/]")
         else:
-            registered = (learned.scorer, f"{learned.name}@{model} v{learned.version}")
+            from propensity.pipelines.serve.feature_plan import FeaturePlan
+
+            label = f"{learned.name}@{model} v{learned.version}"
+            try:
+                FeaturePlan.from_scorer(learned.scorer)  # the features the service must compute live
+            except ValueError as exc:
+                if model != "champion":
+                    raise  # asked for by name: the user should know it cannot be served
+                # the default: the service still runs, with rule scores, and says why in yellow
+                err.print(f"[yellow]warning:[/] {label} is not scored live: {exc}; serving rule scores only "
+                          "(`propensity score --model` scores it in batch)")
+            else:
+                registered = (learned.scorer, label)
     settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
