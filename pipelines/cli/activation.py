@@ -64,7 +64,6 @@ def serve_cmd(
     import sqlalchemy as sa
     import uvicorn
 
-    from propensity.pipelines.errors import WorkspaceError
     from propensity.pipelines.serve.app import ServiceSettings, create_app
     from propensity.pipelines.serve.config import (
         load_serve_config,
@@ -88,18 +87,7 @@ def serve_cmd(
     note_resolved(where, "rules")
     warn(warnings)
     keys = write_keys(serve_config)  # before the model: a missing key fails at once
-    registered = None
-    if model != "none":
-        # the one resolver (the train config's registry and model name), refusing a model whose
-        # pickled code lies outside this workspace unless the serve config trusts it
-        try:
-            learned = proj.model(model, model_name, trusted_only=not serve_config.allow_external_model)
-        except WorkspaceError as exc:
-            if model != "champion":
-                raise  # asked for by name: not there is an error, not a quiet fallback to rules
-            err.print(f"[dim]no learned model served: {exc}[/]")
-        else:
-            registered = (learned.scorer, f"{learned.name}@{model} v{learned.version}")
+    registered = _served_model(proj, model, model_name, serve_config.allow_external_model)
     settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
@@ -114,6 +102,38 @@ def serve_cmd(
         err.print(f"[yellow]note:[/] {note}")
     # one process: the writer and the score cache live in it (more workers would need a shared cache)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _served_model(proj, model: str, model_name: str | None, allow_external: bool):
+    """``(scorer, label)`` of the learned model the service scores live, or None (rule scores only).
+
+    Through the one resolver (the train config's registry and model name), refusing a model whose
+    pickled code lies outside this workspace unless the serve config trusts it. A model asked for
+    by name that is missing or cannot be scored live is an error; the default (``champion``) falls
+    back to rule scores and says why.
+    """
+    from propensity.pipelines.errors import WorkspaceError
+    from propensity.pipelines.serve.feature_plan import FeaturePlan
+
+    if model == "none":
+        return None
+    try:
+        learned = proj.model(model, model_name, trusted_only=not allow_external)
+    except WorkspaceError as exc:
+        if model != "champion":
+            raise
+        err.print(f"[dim]no learned model served: {exc}[/]")
+        return None
+    label = f"{learned.name}@{model} v{learned.version}"
+    try:
+        FeaturePlan.from_scorer(learned.scorer)  # the features the service must compute live
+    except ValueError as exc:
+        if model != "champion":
+            raise
+        err.print(f"[yellow]warning:[/] {label} is not scored live: {exc}; serving rule scores only "
+                  "(`propensity score --model` scores it in batch)")
+        return None
+    return learned.scorer, label
 
 
 def _history_note(url: str, ws) -> str | None:
