@@ -508,6 +508,77 @@ class Project:
             return load_crm_config(where.path), where
         return load_crm_config(where.path), self._uses(where, "CRM config")
 
+    # -- push (pipelines/activation/push.py; the CRMs below) ---------------------------------------
+
+    def service_engine(self):
+        """The service database (``<ws>/serve.db`` or ``$DATABASE_URL``) with the activation tables."""
+        from propensity.pipelines.activation.tables import create_activation_tables
+        from propensity.pipelines.serve.db import database_url, make_engine
+
+        engine = make_engine(database_url(self.ws.path))
+        create_activation_tables(engine)
+        return engine
+
+    def scores_to_push(self, source: str | None, engine, *, changes: Path | str | None = None):
+        """``(contacts as ContactTraits, where they came from)``: a scores file, a table of the service
+        database, or (``source`` None) the newest file in ``<ws>/scores``; ``changes``: the file of
+        `explain --since --changed-band` whose top reason for each change goes with them."""
+        from propensity.pipelines.activation.push import (
+            read_scores,
+            read_scores_table,
+            traits_from_scores,
+        )
+
+        if source is None:
+            scores_dir = self.ws.layout.scores
+            files = sorted((p for p in scores_dir.glob("*") if p.suffix in {".parquet", ".csv", ".jsonl"}),
+                           key=lambda p: p.stat().st_mtime) if scores_dir.is_dir() else []
+            if not files:
+                raise FileNotFoundError(f"no scores in {scores_dir}: run `propensity score` or give --from")
+            source = str(files[-1])
+            self.report("uses", f"scores: {source} (the newest in {scores_dir})")
+        path = Path(source)
+        if path.exists() or path.suffix:
+            frame, label = read_scores(path), str(path)
+        else:
+            frame, label = read_scores_table(engine, source), f"table {source}"
+        contacts = traits_from_scores(frame, source=label)
+        if changes is not None:
+            from propensity.pipelines.activation.score_files import (
+                change_reasons,
+                with_change_reasons,
+            )
+
+            kind = "learned" if "learned_score" in frame else "rule"  # the score traits_from_scores pushes
+            contacts = with_change_reasons(contacts, change_reasons(read_scores(changes), kind, source=str(changes)))
+        return contacts, label
+
+    def push_holdout(self, triggers: Path | str | None = None):
+        """The holdout a push applies: the given triggers file's, else the workspace's (if it has one);
+        the shipped file has none, so a push without a file of yours holds nobody out."""
+        from propensity.pipelines.activation.triggers import load_triggers
+
+        where = self.triggers_path(triggers)
+        if where.is_shipped:
+            return None
+        holdout = load_triggers(where.path).holdout
+        if holdout is not None:
+            self._uses(where, "holdout")
+        return holdout
+
+    def push(self, to: str, contacts, engine, *, batch_size: int = 100, rate: float = 20.0, dry_run: bool = False,
+             preview_out: Path | None = None, holdout=None):
+        """Contacts (ContactTraits) to Customer.io, a Segment-spec endpoint or a webhook (credentials from the
+        environment), only those whose traits changed since the last push there: a PushReport."""
+        from propensity.pipelines.activation.push import (
+            PushOptions,
+            destination_from_env,
+            push,
+        )
+
+        return push(engine, destination_from_env(to), contacts, options=PushOptions(batch_size=batch_size, rate=rate),
+                    dry_run=dry_run, preview_out=preview_out if dry_run else None, holdout=holdout)
+
     def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,
                  preview_out: Path | None = None, holdout=None, create_properties: bool = False,
                  environ=None, source: str = "scores", sleep=None):
@@ -559,7 +630,10 @@ class Project:
         import tempfile
 
         from propensity.pipelines.activation.lift import label_exposures
-        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
+        from propensity.pipelines.activation.uplift import (
+            compare_uplift,
+            uplift_unavailable,
+        )
         from propensity.pipelines.jobs import SpineChoice, run_rule_scores
 
         if (reason := uplift_unavailable()) is not None:

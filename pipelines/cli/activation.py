@@ -190,12 +190,7 @@ def backfill_cmd(
 
 
 def service_engine(ctx: typer.Context):
-    from propensity.pipelines.activation.tables import create_activation_tables
-    from propensity.pipelines.serve.db import database_url, make_engine
-
-    engine = make_engine(database_url(workspace(ctx).path))
-    create_activation_tables(engine)
-    return engine
+    return project(ctx).service_engine()
 
 
 @app.command("push")
@@ -227,13 +222,8 @@ def push_cmd(
     whose traits changed since the last push there. Credentials come from the environment only."""
     from propensity.pipelines.activation.push import (
         PushError,
-        PushOptions,
         destination_from_env,
-        push,
-        read_scores,
-        read_scores_table,
         summarise_preview,
-        traits_from_scores,
     )
 
     if preview_out is not None and not dry_run:
@@ -244,27 +234,15 @@ def push_cmd(
     if crm and (batch_size != 100 or rate != 20.0):  # not silently ignored: the CRMs' own limits apply
         raise typer.BadParameter(f"--to {to}: batches and request rates are set in crm.yaml ({to}.batch_size, "
                                  "requests_per_10_seconds, ...; docs/CRM.md), not with --batch-size / --rate")
-    destination = None if crm else destination_from_env(to)
-    engine = service_engine(ctx)
-    if source is None:
-        scores_dir = workspace(ctx).layout.scores
-        files = sorted((p for p in scores_dir.glob("*") if p.suffix in {".parquet", ".csv", ".jsonl"}),
-                       key=lambda p: p.stat().st_mtime) if scores_dir.is_dir() else []
-        if not files:
-            raise typer.BadParameter(f"no scores in {scores_dir}: run `propensity score` or give --from")
-        source = str(files[-1])
-    path = Path(source)
-    if path.exists() or path.suffix:
-        frame, label = read_scores(path), str(path)
-    else:
-        frame, label = read_scores_table(engine, source), f"table {source}"
-    contacts = traits_from_scores(frame, source=label)
-    if changes is not None:
-        from propensity.pipelines.activation.score_files import change_reasons, with_change_reasons
-
-        kind = "learned" if "learned_score" in frame else "rule"  # the score traits_from_scores pushes
-        contacts = with_change_reasons(contacts, change_reasons(read_scores(changes), kind, source=str(changes)))
-    holdout = _push_holdout(ctx, triggers)
+    if not crm:
+        destination_from_env(to)  # an unknown tool or missing credentials fail before any work
+    proj = project(ctx)
+    engine = proj.service_engine()
+    try:
+        contacts, label = proj.scores_to_push(source, engine, changes=changes)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--from") from None
+    holdout = proj.push_holdout(triggers)
     if crm:
         from propensity.pipelines.cli.crm import push_to_crm
 
@@ -272,8 +250,8 @@ def push_cmd(
                     create_properties=create_properties, config=crm_config)
         return
     try:
-        report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
-                      dry_run=dry_run, preview_out=preview_out if dry_run else None, holdout=holdout)
+        report = proj.push(to, contacts, engine, batch_size=batch_size, rate=rate, dry_run=dry_run,
+                           preview_out=preview_out, holdout=holdout)
     except PushError as exc:
         err.print(f"[red]push failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -290,19 +268,6 @@ def push_cmd(
         console.print_json(data=shown, default=str)
         if preview_out is not None:
             console.print(f"every request written to {preview_out}")
-
-
-def _push_holdout(ctx: typer.Context, given: Path | None):
-    """The holdout a push applies: the given triggers file's, else the workspace's (if it exists)."""
-    from propensity.pipelines.activation.triggers import load_triggers
-
-    where = project(ctx).triggers_path(given)
-    if where.is_shipped:
-        return None  # the shipped file has no holdout: a push without a file of yours holds nobody out
-    holdout = load_triggers(where.path).holdout
-    if holdout is not None:
-        note_resolved(where, "holdout")
-    return holdout
 
 
 @app.command("lift")
