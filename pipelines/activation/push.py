@@ -48,6 +48,7 @@ __all__ = [
     "SignedWebhook",
     "TokenBucket",
     "acknowledge",
+    "change_reason_text",
     "destination_from_env",
     "pending_contacts",
     "push",
@@ -115,7 +116,7 @@ def traits_from_scores(frame: pd.DataFrame, *, source: str = "scores", top_n: in
         reasons = _reasons(row, points, top_n)
         if reasons is not None:
             traits["top_reasons"] = reasons
-        if (change := _change_reason(row)) is not None:
+        if (change := change_reason_text(row)) is not None:
             traits["score_change_reason"] = change
         out.append(ContactTraits(str(row["contact_id"]), traits, fingerprint(traits)))
     return out
@@ -152,7 +153,7 @@ def _reasons(row: dict, points: list[str], top_n: int) -> list[str] | None:
     return [name.removeprefix("points__") for _, name in ranked[:top_n]]
 
 
-def _change_reason(row: dict) -> str | None:
+def change_reason_text(row: dict) -> str | None:
     """The top reason for the score's last change: the service's ``last_split`` (JSON), else a
     ``change_reason`` / ``change_reason_1`` column (`propensity explain --since --changed-band`)."""
     split = row.get("last_split")

@@ -50,33 +50,39 @@ def read_scores_table(engine: sa.Engine, name: str) -> pd.DataFrame:
 
 
 def change_reasons(changes: pd.DataFrame, score: str, *, source: str = "changes") -> dict[str, str]:
-    """``contact_id -> "+0.80 since 2026-11-01: <reason_1>"`` from ``propensity explain --since`` output.
+    """``contact_id -> "<change_reason_1> (+0.80)"`` from ``propensity explain --since`` output, in the
+    words :func:`..push.change_reason_text` gives a scores file's own ``change_reason`` columns.
 
     ``score`` ("rule" or "learned") picks the rows of the score being pushed; a contact whose score
-    did not move (no ``reason_1``) gets none.
+    did not move (no ``change_reason_1``) gets none.
 
     Raises
     ------
     ValueError
         Naming ``source`` and the missing column.
     """
-    missing = [c for c in ("contact_id", "score", "since", "change", "reason_1") if c not in changes.columns]
+    from propensity.pipelines.activation.push import change_reason_text
+
+    missing = [c for c in ("contact_id", "score", "change_reason_1") if c not in changes.columns]
     if missing:
         raise ValueError(f"{source}: not `propensity explain --since` output: no column(s) {', '.join(missing)}")
-    rows = changes[(changes["score"] == score) & changes["reason_1"].notna()]
-    since = pd.to_datetime(rows["since"])
-    return {str(c): f"{float(d):+.2f} since {t:%Y-%m-%d}: {r}"
-            for c, d, t, r in zip(rows["contact_id"], rows["change"], since, rows["reason_1"], strict=True)}
+    rows = changes[changes["score"] == score].drop(columns=["last_split"], errors="ignore")
+    out = {}
+    for row in rows.to_dict("records"):
+        if (text := change_reason_text(row)) is not None:
+            out[str(row["contact_id"])] = text
+    return out
 
 
 def with_change_reasons(contacts: list, reasons: dict[str, str]) -> list:
-    """The contacts (:class:`..push.ContactTraits`) with ``change_reason`` among their traits where known."""
+    """The contacts (:class:`..push.ContactTraits`) with ``score_change_reason`` (the trait a scores
+    file's own change columns give) where ``reasons`` has one."""
     from propensity.pipelines.activation.push import ContactTraits, fingerprint
 
     out = []
     for c in contacts:
         if c.contact_id in reasons:
-            traits = {**c.traits, "change_reason": reasons[c.contact_id]}
+            traits = {**c.traits, "score_change_reason": reasons[c.contact_id]}
             c = ContactTraits(c.contact_id, traits, fingerprint(traits))
         out.append(c)
     return out

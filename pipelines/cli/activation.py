@@ -216,7 +216,7 @@ def push_cmd(
                                                     "the workspace's configs/crm.yaml, else the shipped one).")] = None,
     changes: Annotated[Path | None, typer.Option("--changes", help="`propensity explain --since ... --out` output: "
                                                  "push each contact's reason for its last change too "
-                                                 "(trait change_reason).")] = None,
+                                                 "(trait score_change_reason).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""

@@ -56,7 +56,7 @@ def crm_records(contacts: Sequence[ContactTraits], name: Callable[[str], str],
             name("score"): t["intent_score"], name("band"): t.get("intent_band"),
             name("probability"): t.get("propensity"),
             name("top_reasons"): reasons_separator.join(reasons) if reasons else None,
-            name("change_reason"): t.get("change_reason"),  # `push --changes`: why the score last moved
+            name("change_reason"): t.get("score_change_reason"),  # why the score last moved
             name("contact_id"): c.contact_id}, value))
     return out
 

@@ -251,14 +251,14 @@ def test_the_reason_for_the_last_change_is_pushed_from_explain_since_output(tmp_
     ws = ["--workspace", str(tmp_path / "ws")]
     assert main([*ws, "ingest", "contacts", str(contacts_csv(tmp_path))]) == 0
     scores().to_parquet(tmp_path / "scores.parquet")
-    # the columns `propensity explain --since ... --out` writes (pipelines/explain/change.py summary)
+    # the columns `propensity explain --since ... --changed-band --out` writes (explain/change.py summary)
     pd.DataFrame({"contact_id": ["c1", "c2", "c1"], "score": ["rule", "rule", "learned"],
                   "since": "2026-10-01", "until": "2026-11-01", "before": [0.1, 1.8, 0.0],
                   "after": [0.9, 1.8, 0.5], "change": [0.8, 0.0, 0.5],
-                  "reason_1": ["new events: demo request (+0.8)", None, "model"]}).to_csv(tmp_path / "ch.csv",
-                                                                                         index=False)
+                  "change_reason_1": ["new demo_request events", None, "model"],
+                  "change_reason_1_points": [0.8, None, 0.5]}).to_csv(tmp_path / "ch.csv", index=False)
     assert main([*ws, "push", "--to", "hubspot", "--from", str(tmp_path / "scores.parquet"), "--changes",
                  str(tmp_path / "ch.csv"), "--create-properties"]) == 0
     contacts = {o["properties"]["email"]: o["properties"] for o in state.objects["contacts"].values()}
-    assert contacts["c1@example.com"]["propensity_change_reason"] == "+0.80 since 2026-10-01: new events: demo request (+0.8)"
+    assert contacts["c1@example.com"]["propensity_change_reason"] == "new demo_request events (+0.80)"
     assert "propensity_change_reason" not in contacts["c2@example.com"]  # its score did not move
