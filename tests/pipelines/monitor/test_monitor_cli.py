@@ -24,6 +24,7 @@ from propensity.pipelines.serve.db import database_url, make_engine
 from tests.pipelines.activation.conftest import Receiver
 from tests.pipelines.serve.support import ROOT, WRITE_KEY, running_server
 
+pytestmark = pytest.mark.slow  # end to end with a browser and a live service, like compare's
 CHROMIUM = Path("/usr/bin/chromium")
 
 
