@@ -13,12 +13,23 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import cachetools
+import orjson
 import sqlalchemy as sa
 
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.state import ContactState, RuleScorer
 
-__all__ = ["ContactCache", "ContactEntry", "load_entries", "read_entry"]
+__all__ = ["ContactCache", "ContactEntry", "dump_state", "load_entries", "read_entry"]
+
+
+def dump_state(state: ContactState) -> str:
+    """A state as stored: JSON, by orjson (the stdlib's encoder was ~6% of a batch commit), or by
+    the stdlib for what orjson refuses (a trait integer over 64 bits)."""
+    content = state.to_json()
+    try:
+        return orjson.dumps(content).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(content)
 
 
 @dataclass

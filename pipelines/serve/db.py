@@ -22,7 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from propensity.features.schema import EVENTS
-from propensity.pipelines.sqldb import add_column, create_missing_indexes, dialect_insert
+from propensity.pipelines.sqldb import (
+    add_column,
+    create_missing_indexes,
+    dialect_insert,
+)
 
 __all__ = [
     "DATABASE_ENV",

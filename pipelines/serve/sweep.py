@@ -81,14 +81,21 @@ class Sweeping:
             job.future.set_result(job.swept)
 
     def _sweep_chunk(self, job: Job) -> bool:
-        started = time.perf_counter()
+        started, self._sweeping = time.perf_counter(), []
         try:
             return self._sweep_chunk_now(job)
         finally:
             self._chunk_seconds = time.perf_counter() - started
+            if self._sweeping:
+                # time-sliced: the next chunk is as many contacts as this one's pace fits in
+                # sweep_slice_seconds, so a chunk never holds event commits (and the GIL) for
+                # longer than about that, however slow a contact is on this machine or store
+                per_contact = self._chunk_seconds / len(self._sweeping)
+                fits = int(self.sweep_slice_seconds / per_contact) if per_contact > 0 else self.sweep_chunk
+                self._sweep_size = max(1, min(self.sweep_chunk, fits))
 
     def _sweep_chunk_now(self, job: Job) -> bool:
-        """Bring up to ``sweep_chunk`` due contacts to now; report decay-only changes to triggers.
+        """Bring up to ``_sweep_size`` due contacts to now; report decay-only changes to triggers.
 
         A contact is due when its ``next_due`` is at or before the instant the sweep started:
         contacts it schedules again get a later ``next_due``, so each is seen once per sweep.
@@ -97,12 +104,13 @@ class Sweeping:
         now = self._now()
         if job.sweep_at is None:
             job.sweep_at = now
+        size = self._sweep_size
         c = db.score_state.c
         conn = self._connection()
         with conn.begin():
             ids = list(conn.execute(
                 sa.select(c.contact_id).where(c.next_due <= job.sweep_at)
-                .order_by(c.next_due).limit(self.sweep_chunk)
+                .order_by(c.next_due).limit(size)
             ).scalars())
             if not ids:
                 return False
@@ -139,7 +147,7 @@ class Sweeping:
             db.upsert(conn, db.score_state, rows, "contact_id")
         job.swept += len(changed)
         self.metrics.swept.inc(len(ids))
-        return len(ids) == self.sweep_chunk
+        return len(ids) == size
 
 
     def _next_due(self, conn: sa.Connection, state: ContactState, view: ScoreView) -> datetime | None:

@@ -40,6 +40,7 @@ from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import (
     ContactCache,
     ContactEntry,
+    dump_state,
     load_entries,
     read_entry,
 )
@@ -110,6 +111,9 @@ class Writer(Sweeping):
         The longest a decaying stored score waits for the sweep to bring it up to date.
     sweep_chunk : int
         Contacts one sweep transaction looks at; event commits run between chunks.
+    sweep_slice_seconds : float
+        About the longest one sweep chunk may take: its size follows the last chunk's pace
+        (at most ``sweep_chunk``).
     sweep_duty : float
         The share of the writer's time a sweep with many contacts due may take (0-1].
     """
@@ -129,6 +133,7 @@ class Writer(Sweeping):
         refresh_seconds: float = 86_400.0,
         sweep_chunk: int = 200,
         sweep_duty: float = 0.25,
+        sweep_slice_seconds: float = 0.010,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -144,6 +149,8 @@ class Writer(Sweeping):
         metrics.cache_capacity.set(cache_contacts)
         self.refresh = timedelta(seconds=refresh_seconds)
         self.sweep_chunk = sweep_chunk
+        self.sweep_slice_seconds = sweep_slice_seconds
+        self._sweep_size = min(sweep_chunk, 20)  # the first chunk's; then time-sliced (sweep.py)
         # the point totals at which something stored or fired moves by a step, for every contact
         self._levels = sorted({*scorer.levels(), *trigger_levels(triggers, scorer)})
         self._drops = bool(triggers is not None and triggers.drop_triggers)
@@ -392,7 +399,8 @@ class Writer(Sweeping):
         if self.learned is None or not contacts:
             return {}
         try:
-            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us])
+            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us],
+                                now)
             return self.learned.score(contacts, now)
         except Exception:  # the events are committed: answer them, with rule scores only
             log.exception("learned scoring of %d contacts failed", len(contacts))
@@ -404,7 +412,7 @@ class Writer(Sweeping):
         entry.score, entry.points, entry.band = view.rule_score, view.points, view.band
         return {
             "contact_id": view.contact_id,
-            "state": json.dumps(entry.state.to_json()),
+            "state": dump_state(entry.state),
             "scored_at": now,
             "points": view.points,
             "rule_score": view.rule_score,

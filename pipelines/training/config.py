@@ -129,6 +129,9 @@ class TrainConfig(_Section):
     points_only_below: int = Field(default=500, ge=1)
     # Share of training-split negatives kept (1 = all); kept ones weigh 1/rate (training/sampling.py)
     negative_sample_rate: float = Field(default=1.0, gt=0, le=1)
+    # the hand rules' activity points (and the attributes their fit criteria read) as model inputs,
+    # and the rule score blended in when that ranks validation better (training/rule_inputs.py)
+    rule_inputs: bool = True
     model: ModelSection = ModelSection()
     points: PointsSection = PointsSection()
     calibration: CalibrationSection = CalibrationSection()

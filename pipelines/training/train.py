@@ -165,7 +165,8 @@ def train(
         step("train LightGBM (Optuna search), calibrate onto the 0-5 scale")
         # assemble_training_set always sets the weights (1 unless negatives were sampled)
         learned_fit = fit_learned(frame, ts.feature_columns, ModelConfig.from_section(config.model),
-                                  config.calibration, weights=frame.loc[is_train, WEIGHT].to_numpy())
+                                  config.calibration, weights=frame.loc[is_train, WEIGHT].to_numpy(),
+                                  rules=rules if config.rule_inputs else None)
         frame["probability"] = learned_fit.probability
         frame["learned_score"] = learned_fit.score
         fitted = learned_fit.model
@@ -175,6 +176,8 @@ def train(
             feature_config=ts.feature_config.model_dump(mode="json"), event_types=ts.event_types,
             metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params,
                       "bands": [[b.name, b.min_score] for b in rules.bands]},
+            rule_inputs=dump_rules(rules) if config.rule_inputs else None,
+            blend=None if learned_fit.blend is None else learned_fit.blend.to_dict(),
         )
         importance = feature_importance(fitted)
         models = {"learned": ("probability", "learned_score"), **models}
@@ -188,7 +191,8 @@ def train(
         summary={"splits": ts.summary, "purged_rows": ts.purged, "features": len(ts.feature_columns),
                  "feature_config": ts.feature_config.model_dump(mode="json"), "feature_choices": ts.feature_note,
                  "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
-                 "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search},
+                 "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
+                 "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],

@@ -113,8 +113,15 @@ def test_the_learned_rules_file_is_valid_and_scores_through_the_cli(trained, wor
 
 def test_the_champion_loads_in_a_fresh_process_and_outputs_probability_and_score(trained, workspace, tmp_path):
     features = trained.test_scores  # keys of the test rows
+    from propensity.features.spine import spine_at
+    from propensity.pipelines.training.as_trained import features_as_trained
+
+    # the pyfunc's input: the features as the model was trained (with the rules' columns, rule__*)
     feature_frame = tmp_path / "features.parquet"
-    main(["-w", str(workspace.path), "features", "--as-of", "2025-05-01", "--out", str(feature_frame)])
+    con = workspace.ibis_connection()
+    spine = spine_at(con.table("events"), pd.Timestamp("2025-05-01"), con.table("contacts"))
+    features_as_trained(con.table("events"), spine, trained.scorer, con.table("contacts")).execute().to_parquet(feature_frame)
+    assert any(c.startswith("rule__") for c in trained.scorer.feature_names)
     script = textwrap.dedent(f"""
         import mlflow, pandas as pd
         mlflow.set_tracking_uri("sqlite:///{(workspace.path / 'mlflow.db').resolve()}")
