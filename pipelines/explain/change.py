@@ -307,23 +307,29 @@ def split_learned_change(
     """
     if len(states) != 4:
         raise ValueError(f"a learned change split needs the 4 feature states s0..s3, got {len(states)}")
-    from propensity.pipelines.training.model import model_array
-
     ids = _check_aligned(states)
-    names, categories = scorer_before.feature_names, scorer_before.categories
-    matrices = [model_array(s.reset_index(drop=True), names, categories) for s in states]
+    names = list(scorer_before.feature_names)
+    frames = [s.reset_index(drop=True)[names] for s in states]
+    dtypes = frames[0].dtypes.to_dict()
+    arrays = [f.to_numpy(dtype=object) for f in frames]
 
     def score_of(matrix: np.ndarray) -> np.ndarray:
-        # the chain LearnedScorer.score applies: booster, calibration, the map onto 0-5
-        return scorer_before.calibrated(scorer_before.raw_probability_of(matrix))[1]
+        # the model's own score of (hybrid) rows: LearnedScorer.score, with its rule blend if any
+        frame = pd.DataFrame(matrix, columns=names).astype(dtypes)
+        return scorer_before.score(frame)["learned_score"].to_numpy(dtype="float64")
 
-    scores = [score_of(m) for m in matrices]
-    groups = group_features(names, scorer_before.event_types)
+    def equal(a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+        a, b = a.astype(object), b.astype(object)
+        return (a.eq(b) | (a.isna() & b.isna())).to_numpy(dtype=bool)
+
+    scores = [score_of(m) for m in arrays]
+    groups = group_features(names, scorer_before.event_types, getattr(scorer_before, "input_rules", None))
     group_index = {g: i for i, g in enumerate(groups.order)}
     group_of_column = np.array([group_index[groups.of_feature[f]] for f in names])
     steps = {}
     for k, name in enumerate(DATA_STEPS):
-        parts = group_shapley(score_of, matrices[k], matrices[k + 1], group_of_column, len(groups.order))
+        parts = group_shapley(score_of, arrays[k], arrays[k + 1], group_of_column, len(groups.order),
+                              same=equal(frames[k], frames[k + 1]))
         # the ends of each step are the states' own scores: any float residual goes on the largest part
         residual = (scores[k + 1] - scores[k]) - parts.sum(axis=1)
         rows = np.arange(len(parts))

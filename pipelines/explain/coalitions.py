@@ -66,7 +66,7 @@ def _orders(k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def group_shapley(score_of: Callable[[np.ndarray], np.ndarray], before: np.ndarray, after: np.ndarray,
-                  group_of_column: np.ndarray, n_groups: int) -> np.ndarray:
+                  group_of_column: np.ndarray, n_groups: int, same: np.ndarray | None = None) -> np.ndarray:
     """Each group's Shapley part of the move from ``before`` to ``after``, row by row.
 
     Parameters
@@ -78,6 +78,9 @@ def group_shapley(score_of: Callable[[np.ndarray], np.ndarray], before: np.ndarr
     group_of_column : numpy.ndarray of int
         The group of each column (0 .. n_groups - 1).
     n_groups : int
+    same : numpy.ndarray of bool, optional
+        Rows x columns: where the two states are equal (default: equal values, or both NaN);
+        give it for object arrays (categories, missing values of several kinds).
 
     Returns
     -------
@@ -85,9 +88,9 @@ def group_shapley(score_of: Callable[[np.ndarray], np.ndarray], before: np.ndarr
         Rows x groups; row ``r`` sums to ``score_of(after[r]) - score_of(before[r])`` (to float
         rounding) and is 0 on every group whose columns are equal in both states.
     """
-    before = np.asarray(before, dtype="float64")
-    after = np.asarray(after, dtype="float64")
-    same = (before == after) | (np.isnan(before) & np.isnan(after))
+    before, after = np.asarray(before), np.asarray(after)
+    if same is None:
+        same = (before == after) | (np.isnan(before) & np.isnan(after))
     out = np.zeros((len(before), n_groups))
     rng = np.random.default_rng(_SEED)
     plans, hybrids = [], []
