@@ -10,7 +10,14 @@ backend). This module only chooses the backend and binds the ``events``, ``conta
 - ``spark`` with ``sources``: Parquet folders (local, ``s3://``, ``abfss://``, ...) or Spark
   tables (``db.events``, Unity Catalog ``catalog.db.events``);
 - ``spark`` without ``sources``: the workspace's tables, exported to Parquet for Spark to read
-  (the small-data convenience; at scale point ``sources`` at the lake).
+  (the small-data convenience; at scale point ``sources`` at the lake);
+- any other Ibis backend (``postgres``, ``snowflake``, ``bigquery``, ...): a warehouse, connected
+  with the URL in ``$PROPENSITY_ENGINE_URL`` (or the variable ``url_env`` names), reading tables
+  named in ``sources`` (default: ``events``, ``contacts``, ``outcomes``; ``propensity engine
+  load`` copies the workspace's there). See ``propensity.pipelines.warehouse``.
+
+Every ``sources`` entry may map the canonical columns to the source's own (``columns:
+{contact_id: user_id, ts: occurred_at}``), as ``propensity ingest --map`` does for files.
 
 Sources are trusted to hold the canonical columns (docs/ARCHITECTURE.md) and are checked for
 them, not validated row by row: ``propensity ingest`` is the validating path.
@@ -28,13 +35,22 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import ibis
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from propensity.features.validate import quote_literal
 from propensity.pipelines.config_files import load_yaml_config
+from propensity.pipelines.warehouse import (
+    DEFAULT_URL_ENV,
+    LoadedTable,
+    connect_warehouse,
+    ibis_backends,
+    load_tables,
+    redacted_url,
+    split_table_name,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -46,11 +62,14 @@ __all__ = [
     "ENGINES",
     "EngineConfig",
     "EngineConfigError",
+    "EngineLoad",
     "EngineTables",
     "SourcesConfig",
     "SparkSection",
     "TableSource",
+    "check_engine_name",
     "load_engine_config",
+    "load_into_engine",
     "open_tables",
     "spark_backend",
     "spark_conf_summary",
@@ -58,7 +77,7 @@ __all__ = [
     "spark_session",
 ]
 
-ENGINES = ("duckdb", "spark")
+ENGINES = ("duckdb", "spark")  # built in; any other Ibis backend name is a warehouse engine
 DEFAULT_SPARK_MASTER = "local[2]"
 SPARK_MASTER_ENV = "SPARK_MASTER"
 KINDS = ("events", "contacts", "outcomes")
@@ -84,10 +103,12 @@ class _Section(BaseModel):
 
 
 class TableSource(_Section):
-    """One table: a Parquet file/folder, or a table the engine already knows (Spark catalog)."""
+    """One table: a Parquet file/folder, or a table the engine already knows (Spark catalog,
+    a warehouse's ``schema.table``); ``columns`` maps canonical names to the source's."""
 
     parquet: str | None = None
     table: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_kind(self) -> TableSource:
@@ -97,6 +118,11 @@ class TableSource(_Section):
 
     def describe(self) -> str:
         return f"parquet {self.parquet}" if self.parquet is not None else f"table {self.table}"
+
+    @classmethod
+    def canonical(cls, kind: str) -> TableSource:
+        """The table a warehouse holds by default: the kind's name, canonical columns."""
+        return cls(table=kind)
 
 
 class SourcesConfig(_Section):
@@ -116,9 +142,40 @@ class SparkSection(_Section):
 class EngineConfig(_Section):
     """Which engine runs the queries and which tables it reads (``configs/engines/*.yaml``)."""
 
-    engine: Literal["duckdb", "spark"] = "duckdb"
+    engine: str = "duckdb"
+    # the environment variable holding a warehouse engine's connection URL (never the URL itself)
+    url_env: str | None = None
     sources: SourcesConfig | None = None
     spark: SparkSection = SparkSection()
+
+    @model_validator(mode="after")
+    def _known_engine(self) -> EngineConfig:
+        check_engine_name(self.engine)
+        if self.is_warehouse and self.sources is not None:
+            parquet = [k for k in KINDS if (getattr(self.sources, k) or TableSource(table=k)).parquet]
+            if parquet:
+                raise ValueError(f"the {self.engine} engine reads tables, not Parquet ({', '.join(parquet)}): "
+                                 "name its tables (`table: schema.name`), or load the files with "
+                                 "`propensity ingest` and copy them with `propensity engine load`")
+        return self
+
+    @property
+    def is_warehouse(self) -> bool:
+        return self.engine not in ENGINES
+
+    @property
+    def url_variable(self) -> str:
+        return self.url_env or DEFAULT_URL_ENV
+
+
+def check_engine_name(engine: str) -> str:
+    """``engine`` when it is ``duckdb``, ``spark`` or an Ibis backend, else a ValueError listing them."""
+    if engine in ENGINES or engine in ibis_backends():
+        if engine == "pyspark":
+            raise ValueError("use the engine name `spark` (Ibis' PySpark backend with the project's settings)")
+        return engine
+    raise ValueError(f"engine must be duckdb, spark or an Ibis backend ({', '.join(ibis_backends())}), "
+                     f"not {engine!r}")
 
 
 def load_engine_config(path: str | Path | None) -> EngineConfig:
@@ -188,6 +245,11 @@ class EngineTables:
         return self.engine == "spark"
 
     @property
+    def is_warehouse(self) -> bool:
+        """Another Ibis backend: queries run there, nothing is written there but temporary tables."""
+        return self.engine not in ENGINES
+
+    @property
     def session(self) -> SparkSession:
         """The Spark session (Spark engine only)."""
         if not self.is_spark:
@@ -214,11 +276,11 @@ def open_tables(
     Returns
     -------
     EngineTables
-        The tables are also registered under their canonical names (``con.table("events")``),
-        which is what the training-set build reads.
+        On DuckDB and Spark the tables are also registered under their canonical names
+        (``con.table("events")``); a warehouse is not written to (its tables are read as named).
     """
-    if config.engine not in ENGINES:  # pragma: no cover - pydantic already refuses
-        raise EngineConfigError(f"engine must be one of {ENGINES}, not {config.engine!r}")
+    if config.is_warehouse:
+        return _open_warehouse(config)
     if config.sources is None and ws is None:
         raise EngineConfigError("give the engine `sources` or a workspace to read from")
     if config.engine == "duckdb":
@@ -246,6 +308,78 @@ def _open_duckdb(config: EngineConfig, ws: Workspace | None) -> EngineTables:
     con.raw_sql("SET TimeZone = 'UTC'")
     tables = {kind: _bind(con, kind, getattr(config.sources, kind)) for kind in KINDS}
     return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
+
+
+# ----------------------------------------------------------------------------- warehouses
+
+
+def _open_warehouse(config: EngineConfig) -> EngineTables:
+    """A warehouse's tables, named in ``sources`` or by default ``events``, ``contacts``, ``outcomes``.
+
+    Without ``sources``, contacts and outcomes are optional (absent tables are None); a named
+    source must exist.
+    """
+    con = connect_warehouse(config.engine, config.url_env)
+    tables: dict[str, ibis.Table | None] = {}
+    for kind in KINDS:
+        source = getattr(config.sources, kind) if config.sources is not None else TableSource.canonical(kind)
+        if source is None:
+            tables[kind] = None
+            continue
+        name, database = split_table_name(source.table)
+        if config.sources is None and kind != "events" and name not in con.list_tables(database=database):
+            tables[kind] = None
+            continue
+        try:
+            table = con.table(name, database=database)
+        except Exception as exc:  # TableNotFound, permission errors, ...: the message is what matters
+            raise EngineConfigError(
+                f"{kind} source ({source.describe()}) cannot be read on {config.engine}: {exc}"
+                + (" (copy the workspace's tables there with `propensity engine load`)" if config.sources is None else "")
+            ) from exc
+        tables[kind] = _canonical(table, kind, source)
+    if not len(tables["events"].head(1).execute()):  # one row read, not a count of them all
+        raise EngineConfigError(f"events source on {config.engine} is empty: nothing to compute from")
+    return EngineTables(config.engine, con, tables["events"], tables["contacts"], tables["outcomes"])
+
+
+def load_into_engine(ws: Workspace, config: EngineConfig, *, replace: bool = False) -> EngineLoad:
+    """Copy the workspace's non-empty events, contacts and outcomes into a warehouse engine.
+
+    Into the tables ``sources`` names (default ``events``, ``contacts``, ``outcomes``), with the
+    canonical columns: a source with a ``columns`` mapping is refused (it describes the user's
+    own table, not one this copy writes).
+    """
+    if not config.is_warehouse:
+        raise EngineConfigError(f"`engine load` copies into a warehouse engine (an Ibis backend such as "
+                                f"postgres), not {config.engine}")
+    counts = ws.counts()
+    if not counts.get("events"):
+        from propensity.pipelines.errors import WorkspaceError
+
+        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+    names = {}
+    for kind in KINDS:
+        source = getattr(config.sources, kind) if config.sources is not None else None
+        source = source or TableSource.canonical(kind)
+        if source.columns:
+            raise EngineConfigError(f"{kind} source ({source.describe()}) maps columns; `engine load` writes "
+                                    "the canonical columns: drop `columns` or name another table")
+        if counts.get(kind):
+            names[kind] = source.table
+    con = connect_warehouse(config.engine, config.url_env)
+    try:
+        loaded = load_tables(ws, con, names, replace=replace)
+    finally:
+        con.disconnect()
+    return EngineLoad(engine=config.engine, url=redacted_url(os.environ[config.url_variable]), tables=loaded)
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    engine: str
+    url: str  # redacted
+    tables: list[LoadedTable]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -278,6 +412,7 @@ def _duckdb_parquet_path(path: str) -> str:
 
 
 def _canonical(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
+    table = _mapped(table, kind, source)
     missing = [c for c in _REQUIRED[kind] if c not in table.columns]
     if missing:
         raise EngineConfigError(
@@ -293,6 +428,28 @@ def _canonical(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
         name: ibis.null(dtype) for name, dtype in _OPTIONAL[kind].items() if name not in table.columns
     }
     return table.mutate(**added) if added else table
+
+
+def _mapped(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
+    """The source's columns renamed to the canonical ones ``source.columns`` maps them to."""
+    if not source.columns:
+        return table
+    canonical = {*_REQUIRED[kind], *_OPTIONAL[kind]}
+    where = f"{kind} source ({source.describe()})"
+    if kind != "contacts":  # contacts' other columns are attributes, any name goes
+        unknown = sorted(set(source.columns) - canonical)
+        if unknown:
+            raise EngineConfigError(f"{where}: `columns` maps unknown canonical column(s) {unknown}; "
+                                    f"the {kind} columns are {sorted(canonical)}")
+    absent = sorted(c for c in source.columns.values() if c not in table.columns)
+    if absent:
+        raise EngineConfigError(f"{where}: `columns` names column(s) {absent} it lacks; it has {list(table.columns)}")
+    clash = sorted(c for c, own in source.columns.items() if c in table.columns and c != own
+                   and c not in source.columns.values())
+    if clash:
+        raise EngineConfigError(f"{where}: it has column(s) {clash} already besides the ones mapped to them; "
+                                "map or rename one of them")
+    return table.rename({canonical_name: own for canonical_name, own in source.columns.items()})
 
 
 def _export_workspace(ws: Workspace) -> SourcesConfig:

@@ -205,6 +205,14 @@ class Project:
             return run_spark_features(self.ws, spine_choice(at), feature_config, out, tables)
         return run_features(self.ws, spine_choice(at), feature_config, out=out, tables=tables)
 
+    def load_engine(self, config=None, *, replace: bool = False):
+        """Copy the workspace's events, contacts and outcomes into a warehouse engine (``propensity
+        engine load``); ``config``: an :class:`~propensity.pipelines.engines.EngineConfig` or a YAML path."""
+        from propensity.pipelines.engines import EngineConfig, load_engine_config, load_into_engine
+
+        engine_config = config if isinstance(config, EngineConfig) else load_engine_config(config)
+        return load_into_engine(self.ws, engine_config, replace=replace)
+
     def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
         """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""
         from propensity.pipelines.jobs import run_rule_scores
@@ -289,6 +297,59 @@ class Project:
         when = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
         return explain_one(self.ws, contact_id, when, learned.scorer, rule_set), learned, where
 
+    def explain_change(self, contact_id: str | None, since, *, as_of=None, model: str | None = "champion",
+                       name: str | None = None, model_before: str | None = None, rules: Path | str | None = None,
+                       rules_before: Path | str | None = None, contacts_before: Path | str | None = None):
+        """Why the scores changed between ``since`` and ``as_of`` (default: after the latest event),
+        split into new events, decay and expiry, attributes and the rules/model change; one contact,
+        or (``contact_id`` None) every contact whose band changed. See :mod:`propensity.pipelines.explain.change`.
+
+        ``model`` None, or no such model registered: the rule score only (said in the notes).
+        """
+        from propensity.pipelines.explain.change_jobs import (
+            explain_change,
+            explain_changed_bands,
+            read_contacts_snapshot,
+        )
+        from propensity.pipelines.explain.jobs import check_contact, default_as_of
+        from propensity.pipelines.jobs import load_contacts
+        from propensity.pipelines.outputs import parse_as_of
+        from propensity.pipelines.rules.config import load_rules
+
+        if contact_id is not None:
+            check_contact(self.ws, contact_id)
+        learned = self.find_model(model, name) if model is not None else None
+        notes = []
+        if learned is None:
+            notes.append("learned score: not explained (no registered model" + (f" {model}" if model else "") + ")")
+        rule_set, where, warnings = self.rules(rules, model=learned)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        before_rules = None
+        if rules_before is not None:
+            before_rules = load_rules(self._uses(Resolved(Path(rules_before), "given"), "rules at --since").path)
+        earlier = None
+        if model_before is not None and learned is not None:
+            earlier = self.model(model_before, name)
+        snapshot = None
+        if contacts_before is not None:
+            snapshot = read_contacts_snapshot(contacts_before, load_contacts(self.ws.ibis_connection()))
+        since_at = parse_as_of(since)
+        until = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
+        label = f"v{earlier.version} -> v{learned.version}" if earlier is not None else None
+        options = {"rules": rule_set, "rules_before": before_rules, "scorer": learned.scorer if learned else None,
+                   "scorer_before": earlier.scorer if earlier is not None else None, "model_label": label,
+                   "contacts_before": snapshot}
+        if contact_id is None:
+            report = explain_changed_bands(self.ws, since_at, until, **options)
+        else:
+            report = explain_change(self.ws, [contact_id], since_at, until, **options)
+        if notes:
+            from dataclasses import replace
+
+            report = replace(report, notes=(*report.notes, *notes))
+        return report
+
     def explain_all(self, at, *, model: str = "champion", name: str | None = None, reasons: int = 3,
                     positive_only: bool = False):
         """Top reasons for every contact at ``at`` (LightGBM ``pred_contrib``)."""
@@ -329,6 +390,32 @@ class Project:
         own = self.ws.path / "configs" / "triggers.yaml"
         return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("triggers.yaml"), "shipped")
 
+    # -- CRM (pipelines/activation/crm; extra `crm`) ---------------------------------------------
+
+    def crm_config(self, given: Path | str | None = None):
+        """configs/crm.yaml: given, else the workspace's, else shipped; validated, and where it came from."""
+        from propensity.pipelines.activation.crm.config import load_crm_config
+
+        own = self.ws.layout.configs / "crm.yaml"
+        where = (Resolved(Path(given), "given") if given is not None else
+                 Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("crm.yaml"), "shipped"))
+        return load_crm_config(where.path), self._uses(where, "CRM config")
+
+    def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,
+                 preview_out: Path | None = None, holdout=None, create_properties: bool = False,
+                 environ=None, source: str = "scores", sleep=None):
+        """Scores (:class:`ContactTraits` from ``traits_from_scores``) to HubSpot or Salesforce: a CRMPushReport."""
+        from propensity.pipelines.activation.crm.jobs import push_crm
+
+        crm_config, _ = self.crm_config(config)
+        if engine is None:
+            from propensity.pipelines.serve.db import database_url, make_engine
+
+            engine = make_engine(database_url(self.ws.path))
+        return push_crm(to, engine, crm_config, scored, self.ws.table("contacts"), layout=self.ws.layout,
+                        dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                        create_properties=create_properties, environ=environ, source=source, sleep=sleep)
+
     def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
              alpha: float = 0.05, window_days: float | None = None):
         """Treated vs held-out conversion per trigger (and push) and band: a :class:`LiftReport`.
@@ -354,7 +441,10 @@ class Project:
         import tempfile
 
         from propensity.pipelines.activation.lift import label_exposures
-        from propensity.pipelines.activation.uplift import compare_uplift, uplift_unavailable
+        from propensity.pipelines.activation.uplift import (
+            compare_uplift,
+            uplift_unavailable,
+        )
         from propensity.pipelines.jobs import SpineChoice, run_rule_scores
 
         if (reason := uplift_unavailable()) is not None:

@@ -27,12 +27,33 @@ from urllib.parse import quote
 import httpx
 import pandas as pd
 import sqlalchemy as sa
-import tenacity
 
-from propensity.pipelines.activation.holdout import HoldoutConfig, assign, record_exposures
-from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, sign
-from propensity.pipelines.activation.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
-from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
+from propensity.pipelines.activation.holdout import (
+    HoldoutConfig,
+    assign,
+    record_exposures,
+)
+from propensity.pipelines.activation.outbox import (
+    ERROR_CHARS,
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    parse_retry_after,
+    sign,
+)
+from propensity.pipelines.activation.redaction import (
+    basic_secrets,
+    guard_http_log,
+    redact,
+    release_http_log,
+    url_secrets,
+)
+from propensity.pipelines.activation.retrying import DeliveryFailure as _HTTPFailure
+from propensity.pipelines.activation.retrying import retrying
+from propensity.pipelines.activation.tables import (
+    create_activation_tables,
+    push_state,
+    upsert,
+)
 
 __all__ = [
     "ContactTraits",
@@ -44,14 +65,15 @@ __all__ = [
     "SegmentBatch",
     "SignedWebhook",
     "TokenBucket",
+    "acknowledge",
     "destination_from_env",
     "pending_contacts",
     "push",
     "read_scores",
-    "summarise_preview",
-    "write_previews",
     "read_scores_table",
+    "summarise_preview",
     "traits_from_scores",
+    "write_previews",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,7 +170,7 @@ def traits_from_scores(frame: pd.DataFrame, *, source: str = "scores", top_n: in
         reasons = _reasons(row, points, top_n)
         if reasons is not None:
             traits["top_reasons"] = reasons
-        out.append(ContactTraits(str(row["contact_id"]), traits, _fingerprint(traits)))
+        out.append(ContactTraits(str(row["contact_id"]), traits, fingerprint(traits)))
     return out
 
 
@@ -183,7 +205,7 @@ def _reasons(row: dict, points: list[str], top_n: int) -> list[str] | None:
     return [name.removeprefix("points__") for _, name in ranked[:top_n]]
 
 
-def _fingerprint(traits: dict) -> str:
+def fingerprint(traits: dict) -> str:
     return hashlib.sha256(json.dumps(traits, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
@@ -203,7 +225,7 @@ def pending_contacts(engine: sa.Engine, destination: str, contacts: Sequence[Con
     return [c for c in contacts if known.get(c.contact_id) != c.fingerprint]
 
 
-def _acknowledge(engine: sa.Engine, destination: str, batch: Sequence[ContactTraits]) -> None:
+def acknowledge(engine: sa.Engine, destination: str, batch: Sequence[ContactTraits]) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with engine.begin() as conn:
         upsert(conn, push_state, [
@@ -245,13 +267,6 @@ class TokenBucket:
         return wait
 
 
-class _HTTPFailure(Exception):
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class PushOptions:
     """Batching, rate and retry settings of one push."""
@@ -281,21 +296,9 @@ class _Http:
 
     def send(self, method: str, url: str, **kwargs) -> None:
         options = self.options
-        # initial * 2**(n-1) plus up to `initial` of random jitter, capped
-        backoff = tenacity.wait_exponential_jitter(multiplier=options.initial_backoff_seconds,
-                                                   jitter=options.initial_backoff_seconds,
-                                                   max=options.max_backoff_seconds)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _HTTPFailure) and exc.retry_after is not None:
-                return exc.retry_after
-            return backoff(state)
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(options.max_attempts), wait=wait, sleep=self._sleep, reraise=True,
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, _HTTPFailure) and e.retryable))
-        for attempt in retrying:
+        for attempt in retrying(max_attempts=options.max_attempts, sleep=self._sleep,
+                                initial_backoff_seconds=options.initial_backoff_seconds,
+                                max_backoff_seconds=options.max_backoff_seconds):
             with attempt:
                 self._once(method, url, **kwargs)
 
@@ -336,8 +339,14 @@ class Destination:
     name: str = ""
     secrets: tuple[str, ...] = ()
 
-    def send(self, http: _Http, batch: Sequence[ContactTraits]) -> None:
+    def send(self, http: _Http, batch: Sequence[ContactTraits]) -> Mapping[str, str] | None:
+        """Send ``batch``; return ``{contact_id: reason}`` for contacts the receiver refused while
+        taking the rest (a partial batch error), or None when it took them all."""
         raise NotImplementedError
+
+    def requests_made(self, http: _Http) -> int:
+        """Requests this destination sent (a CRM destination sends through its own client)."""
+        return http.requests
 
     def preview(self, batch: Sequence[ContactTraits]) -> dict:
         """What :meth:`send` would send for ``batch`` (no credentials), for ``--dry-run``."""
@@ -478,6 +487,7 @@ class PushReport:
     dry_run: bool
     preview: dict | None = field(default=None)
     held_out: int = 0  # changed contacts not sent because they are in the holdout
+    refused: dict = field(default_factory=dict)  # contact_id -> why the receiver refused it (not recorded)
 
 
 def summarise_preview(preview: dict, show: int = 3) -> tuple[dict, int]:
@@ -548,22 +558,25 @@ def push(engine: sa.Engine, destination: Destination, contacts: Sequence[Contact
             write_previews(destination, pending, options.batch_size, preview_out)
         return PushReport(destination.name, len(contacts), unchanged, 0, total, 0, True, preview, held_out)
     http = _Http(options, destination.secrets, TokenBucket(options.rate, options.burst, sleep=sleep), sleep=sleep)
-    sent = 0
+    sent, refused = 0, {}
     try:
         for number, batch in enumerate(_batches(pending, options.batch_size), start=1):
             try:
-                destination.send(http, batch)
+                refused_here = destination.send(http, batch) or {}
             except _HTTPFailure as exc:
                 raise PushError(
                     f"push to {destination.name}: batch {number}/{total} failed: {exc}. {sent:,} contacts were "
                     f"acknowledged before it and are recorded; run the push again to send the other "
                     f"{len(pending) - sent:,}") from None
-            _acknowledge(engine, destination.name, batch)
-            sent += len(batch)
+            # a refused contact is not recorded: the next push tries it again
+            refused.update(refused_here)
+            acknowledge(engine, destination.name, [c for c in batch if c.contact_id not in refused_here])
+            sent += len(batch) - len(refused_here)
             log.info("push to %s: batch %d/%d acknowledged (%d contacts)", destination.name, number, total, len(batch))
     finally:
         http.close()
-    return PushReport(destination.name, len(contacts), unchanged, sent, total, http.requests, False, None, held_out)
+    return PushReport(destination.name, len(contacts), unchanged, sent, total, destination.requests_made(http), False,
+                      None, held_out, refused)
 
 
 def _apply_holdout(engine: sa.Engine, holdout: HoldoutConfig | None, destination: str,

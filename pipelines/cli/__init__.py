@@ -15,7 +15,7 @@ from propensity.pipelines.cli.common import app, err
 
 # Importing a command module registers its commands on `app`; `--help` lists them in this order:
 # the first steps, the data, scores, training, and scores out to other tools.
-for _module in ("starting", "data", "scoring", "training", "activation"):
+for _module in ("starting", "data", "engine", "scoring", "training", "activation"):
     import_module(f"propensity.pipelines.cli.{_module}")
 
 __all__ = ["app", "main"]

@@ -113,7 +113,8 @@ def service_engine(ctx: typer.Context):
 @app.command("push")
 def push_cmd(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", help="customerio, segment or webhook.")],
+    to: Annotated[str, typer.Option("--to", help="customerio, segment, webhook, hubspot or salesforce "
+                                    "(the CRMs need the `crm` extra; docs/CRM.md).")],
     source: Annotated[str | None, typer.Option("--from", help="Scores file from `propensity score --out` "
                                                "(.parquet/.csv/.jsonl) or a table of the service database "
                                                "(score_state). Default: the newest file in <workspace>/scores.")] = None,
@@ -125,6 +126,11 @@ def push_cmd(
     triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML whose `holdout` section "
                                                   "leaves held-out contacts out (default: the workspace's "
                                                   "configs/triggers.yaml if it has one; none: no holdout).")] = None,
+    create_properties: Annotated[bool, typer.Option("--create-properties", help="hubspot/salesforce: create "
+                                                    "the missing custom properties / fields first (with --dry-run: "
+                                                    "list them).")] = False,
+    crm_config: Annotated[Path | None, typer.Option("--crm-config", help="hubspot/salesforce: CRM YAML (default: "
+                                                    "the workspace's configs/crm.yaml, else the shipped one).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""
@@ -141,7 +147,10 @@ def push_cmd(
 
     if preview_out is not None and not dry_run:
         raise typer.BadParameter("--preview-out writes what a --dry-run would send: add --dry-run")
-    destination = destination_from_env(to)
+    crm = to in ("hubspot", "salesforce")
+    if (create_properties or crm_config is not None) and not crm:
+        raise typer.BadParameter("--create-properties and --crm-config are for --to hubspot or salesforce")
+    destination = None if crm else destination_from_env(to)
     engine = service_engine(ctx)
     if source is None:
         scores_dir = workspace(ctx).layout.scores
@@ -157,6 +166,12 @@ def push_cmd(
         frame, label = read_scores_table(engine, source), f"table {source}"
     contacts = traits_from_scores(frame, source=label)
     holdout = _push_holdout(ctx, triggers)
+    if crm:
+        from propensity.pipelines.cli.crm import push_to_crm
+
+        push_to_crm(ctx, to, contacts, label, engine, dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                    create_properties=create_properties, config=crm_config)
+        return
     try:
         report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
                       dry_run=dry_run, preview_out=preview_out if dry_run else None, holdout=holdout)

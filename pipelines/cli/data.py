@@ -116,9 +116,11 @@ def features_cmd(
     with progress_bar() as progress:
         task = progress.add_task("build features", total=None)
         tables = engine_tables(ws, engine, engine_config, spark_master)
-        run = project(ctx).features(spine_choice(as_of, spine), config=config, out=out, tables=tables)
+        choice = spine_choice(as_of, spine, default_from=ws if tables is None else None)
+        run = project(ctx).features(choice, config=config, out=out, tables=tables)
         progress.update(task, completed=1, total=1)
-    where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
+    where = (f"DuckDB table `{run.table}`" if run.table else
+             "written by Spark" if tables.is_spark else f"computed on {tables.engine}")
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
     if run.note:
         console.print(f"feature config `auto`: {run.note}")

@@ -96,7 +96,7 @@ def explain_contacts(
     Parameters
     ----------
     scorer : LearnedScorer
-        The learned model (e.g. ``load_registered_scorer(...)`` or ``train(...).scorer``).
+        The learned model (e.g. ``Project(ws).model(...).scorer`` or ``train(...).scorer``).
     features : pandas.DataFrame
         ``contact_id, as_of`` and the model's features (as built by ``build_features`` with the
         model's feature config and event types).

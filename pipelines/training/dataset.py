@@ -93,7 +93,7 @@ def assemble_training_set(
     events, contacts : ibis tables
     outcomes : DataFrame with ``contact_id, ts`` (+ ``outcome``)
     """
-    data_end = resolve_data_end(con, config.data_end)
+    data_end = resolve_data_end(con, config.data_end, events=events, outcomes=outcomes)
     planned = plan_rows(spine_frame(con, config, events, contacts), outcomes, config, data_end,
                         min_positives=config.min_positives)
     labelled = planned.rows

@@ -15,7 +15,7 @@ from propensity.features.store import Workspace
 from propensity.pipelines.errors import WorkspaceError
 from propensity.pipelines.training.context import CONTEXT_FILES, context_folder
 
-__all__ = ["ModelContext", "load_model_context", "model_uri"]
+__all__ = ["ModelContext", "load_model_context", "model_uri", "registered_versions"]
 
 
 def model_uri(model: str, model_name: str) -> str:
@@ -78,8 +78,8 @@ def load_model_context(ws: Workspace, ref: str, name: str, tracking_uri: str | N
             uri = f"models:/{model_name}/{version}"  # pinned: an alias may move while we work
         pyfunc = mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
-        raise WorkspaceError(f"cannot load model {model_uri(ref, name)}: {exc.message.splitlines()[0]}; "
-                             "run `propensity train` first") from None
+        raise WorkspaceError(f"cannot load model {model_uri(ref, name)}: {exc.message.splitlines()[0].rstrip('.')}; "
+                             + _what_to_run(client, name, ref)) from None
     run_id = run_id or getattr(pyfunc.metadata, "run_id", None)
     params: dict = {}
     if run_id:
@@ -90,6 +90,40 @@ def load_model_context(ws: Workspace, ref: str, name: str, tracking_uri: str | N
     folder = _context_files(ws, name, version, run_id) if version and run_id else None
     return ModelContext(name=name, ref=ref, uri=uri, version=version, run_id=run_id, pyfunc=pyfunc,
                         folder=folder, params=params)
+
+
+def _what_to_run(client, name: str, ref: str) -> str:
+    """The next step for a reference that does not resolve: train, or name a version that exists.
+
+    A model that `train` registered but did not promote has no ``champion`` alias; "run train
+    first" would send the user round in a circle.
+    """
+    import mlflow
+
+    try:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    except mlflow.exceptions.MlflowException:
+        versions = []
+    if not versions:
+        return "run `propensity train` first"
+    listed = ", ".join(str(v) for v in versions[-5:])
+    return (f"{name} has version{'s' if len(versions) > 1 else ''} {listed} registered, not as {ref!r} (`train` "
+            f"registers a model that does not beat the rules without promoting it): pass --model {versions[-1]} "
+            "to use the newest anyway")
+
+
+def registered_versions(ws: Workspace, name: str, tracking_uri: str | None) -> list[int]:
+    """The version numbers registered under ``name`` (empty when none, or no registry yet)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from propensity.pipelines.training.tracking import configure_tracking
+
+    configure_tracking(ws.path, tracking_uri, "propensity")
+    try:
+        return sorted(int(v.version) for v in MlflowClient().search_model_versions(f"name = '{name}'"))
+    except mlflow.exceptions.MlflowException:
+        return []
 
 
 def _context_files(ws: Workspace, name: str, version: str, run_id: str) -> Path | None:

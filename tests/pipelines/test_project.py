@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -82,3 +84,24 @@ def test_everything_a_trained_workspace_holds_is_named_by_its_layout(world):
     assert held and held <= named, held - named
     assert layout.learned_rules.is_file() and layout.mlflow_db.is_file() and layout.database.is_file()
     assert layout.model_context(world.model_name, world.version).is_dir()
+
+
+@pytest.mark.slow
+def test_an_alias_nobody_set_names_the_versions_that_exist_instead_of_sending_back_to_train(world):
+    # `train` registers a model that does not beat the rules without an alias: "run train first"
+    # would send the user round in a circle, so the message names the versions to pass instead
+    project = Project(world.ws)
+    with pytest.raises(WorkspaceError) as raised:
+        project.model("challenger", world.model_name)
+    message = str(raised.value)
+    assert re.search(rf"versions? [0-9, ]*\b{world.version}\b[0-9, ]* registered", message), message
+    assert f"--model {world.version}" in message and "run `propensity train` first" not in message
+
+
+@pytest.mark.slow
+def test_compare_without_the_alias_names_the_version_it_could_compare(world):
+    from propensity.pipelines.compare.evaluation import _other_versions
+
+    hint = _other_versions(world.ws, world.config, "challenger", world.model_name)
+    assert f"`propensity compare --model {world.version}`" in hint
+    assert _other_versions(world.ws, world.config, world.version, world.model_name) == ""

@@ -13,7 +13,8 @@ import pytest
 
 from propensity.features.build import build_features, feature_columns
 from propensity.features.config import FeatureConfig
-from propensity.pipelines.serve.learned import EventMirror, FeaturePlan
+from propensity.pipelines.serve.feature_plan import FeaturePlan
+from propensity.pipelines.serve.mirror import EventMirror
 
 START = datetime(2025, 3, 1)
 TYPES = ["Page View", "trial_started", "purchase", "email_open", "noise"]  # "noise": not a feature type
