@@ -77,6 +77,17 @@ class WorkspaceLayout:
         return self.root / "reports"
 
     @property
+    def monitor(self) -> Path:
+        """`propensity monitor`'s history and page (monitor.html, monitor.json)."""
+        return self.root / "monitor"
+
+    @property
+    def monitor_history(self) -> Path:
+        """Every closed cut-off `propensity monitor` measured, per champion and rules (JSON); a
+        weekly run appends the new cut-offs to it instead of measuring the closed ones again."""
+        return self.monitor / "history.json"
+
+    @property
     def serve_db(self) -> Path:
         """The service's SQLite store (unless ``$DATABASE_URL`` names another database)."""
         return self.root / "serve.db"

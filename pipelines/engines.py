@@ -33,24 +33,25 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ibis
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from propensity.features.validate import quote_literal
 from propensity.pipelines.config_files import load_yaml_config
-from propensity.pipelines.warehouse import (
-    DEFAULT_URL_ENV,
-    LoadedTable,
-    connect_warehouse,
-    ibis_backends,
-    load_tables,
-    redacted_url,
-    split_table_name,
+from propensity.pipelines.engine_sources import (
+    BUILTIN_ENGINES,
+    KINDS,
+    ConfigSection,
+    EngineConfigError,
+    EngineTables,
+    SourcesConfig,
+    TableSource,
+    canonical_table,
 )
+from propensity.pipelines.warehouse import DEFAULT_URL_ENV, EngineLoad, ibis_backends, load_workspace, open_warehouse
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -77,61 +78,10 @@ __all__ = [
     "spark_session",
 ]
 
-ENGINES = ("duckdb", "spark")  # built in; any other Ibis backend name is a warehouse engine
+ENGINES = BUILTIN_ENGINES  # any other Ibis backend name is a warehouse engine
 DEFAULT_SPARK_MASTER = "local[2]"
 SPARK_MASTER_ENV = "SPARK_MASTER"
-KINDS = ("events", "contacts", "outcomes")
-# Columns a source must have; the optional ones are added as NULL when absent.
-_REQUIRED = {
-    "events": ("contact_id", "event_type", "ts"),
-    "contacts": ("contact_id",),
-    "outcomes": ("contact_id", "ts"),
-}
-_OPTIONAL = {
-    "events": {"value": "float64", "account_id": "string", "properties": "string", "event_id": "string"},
-    "contacts": {"account_id": "string", "created_at": "timestamp"},
-    "outcomes": {"outcome_id": "string", "outcome": "string", "value": "float64"},
-}
-
-
-class EngineConfigError(ValueError):
-    """An engine config or source that cannot be used; the message names the file or source."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TableSource(_Section):
-    """One table: a Parquet file/folder, or a table the engine already knows (Spark catalog,
-    a warehouse's ``schema.table``); ``columns`` maps canonical names to the source's."""
-
-    parquet: str | None = None
-    table: str | None = None
-    columns: dict[str, str] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> TableSource:
-        if (self.parquet is None) == (self.table is None):
-            raise ValueError("give exactly one of `parquet` (a file or folder) or `table` (a catalog name)")
-        return self
-
-    def describe(self) -> str:
-        return f"parquet {self.parquet}" if self.parquet is not None else f"table {self.table}"
-
-    @classmethod
-    def canonical(cls, kind: str) -> TableSource:
-        """The table a warehouse holds by default: the kind's name, canonical columns."""
-        return cls(table=kind)
-
-
-class SourcesConfig(_Section):
-    events: TableSource
-    contacts: TableSource | None = None
-    outcomes: TableSource | None = None
-
-
-class SparkSection(_Section):
+class SparkSection(ConfigSection):
     """The Spark session: master (else ``$SPARK_MASTER``, else ``local[2]``) and extra conf."""
 
     master: str | None = None
@@ -139,7 +89,7 @@ class SparkSection(_Section):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class EngineConfig(_Section):
+class EngineConfig(ConfigSection):
     """Which engine runs the queries and which tables it reads (``configs/engines/*.yaml``)."""
 
     engine: str = "duckdb"
@@ -151,6 +101,9 @@ class EngineConfig(_Section):
     @model_validator(mode="after")
     def _known_engine(self) -> EngineConfig:
         check_engine_name(self.engine)
+        if self.url_env is not None and not self.is_warehouse:
+            raise ValueError(f"url_env is for warehouse engines (an Ibis backend such as postgres); "
+                             f"{self.engine} does not read a URL")
         if self.is_warehouse and self.sources is not None:
             parquet = [k for k in KINDS if (getattr(self.sources, k) or TableSource(table=k)).parquet]
             if parquet:
@@ -230,33 +183,6 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
     return _spark_backend_class()().connect(session)
 
 
-@dataclass(frozen=True)
-class EngineTables:
-    """A connection and the canonical tables bound to it."""
-
-    engine: str
-    con: ibis.BaseBackend
-    events: ibis.Table
-    contacts: ibis.Table | None
-    outcomes: ibis.Table | None
-
-    @property
-    def is_spark(self) -> bool:
-        return self.engine == "spark"
-
-    @property
-    def is_warehouse(self) -> bool:
-        """Another Ibis backend: queries run there, nothing is written there but temporary tables."""
-        return self.engine not in ENGINES
-
-    @property
-    def session(self) -> SparkSession:
-        """The Spark session (Spark engine only)."""
-        if not self.is_spark:
-            raise AttributeError("only the spark engine has a Spark session")
-        return self.con._session
-
-
 def open_tables(
     config: EngineConfig,
     ws: Workspace | None = None,
@@ -280,7 +206,7 @@ def open_tables(
         (``con.table("events")``); a warehouse is not written to (its tables are read as named).
     """
     if config.is_warehouse:
-        return _open_warehouse(config)
+        return open_warehouse(config.engine, config.url_env, config.sources)
     if config.sources is None and ws is None:
         raise EngineConfigError("give the engine `sources` or a workspace to read from")
     if config.engine == "duckdb":
@@ -310,76 +236,13 @@ def _open_duckdb(config: EngineConfig, ws: Workspace | None) -> EngineTables:
     return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
 
 
-# ----------------------------------------------------------------------------- warehouses
-
-
-def _open_warehouse(config: EngineConfig) -> EngineTables:
-    """A warehouse's tables, named in ``sources`` or by default ``events``, ``contacts``, ``outcomes``.
-
-    Without ``sources``, contacts and outcomes are optional (absent tables are None); a named
-    source must exist.
-    """
-    con = connect_warehouse(config.engine, config.url_env)
-    tables: dict[str, ibis.Table | None] = {}
-    for kind in KINDS:
-        source = getattr(config.sources, kind) if config.sources is not None else TableSource.canonical(kind)
-        if source is None:
-            tables[kind] = None
-            continue
-        name, database = split_table_name(source.table)
-        if config.sources is None and kind != "events" and name not in con.list_tables(database=database):
-            tables[kind] = None
-            continue
-        try:
-            table = con.table(name, database=database)
-        except Exception as exc:  # TableNotFound, permission errors, ...: the message is what matters
-            raise EngineConfigError(
-                f"{kind} source ({source.describe()}) cannot be read on {config.engine}: {exc}"
-                + (" (copy the workspace's tables there with `propensity engine load`)" if config.sources is None else "")
-            ) from exc
-        tables[kind] = _canonical(table, kind, source)
-    if not len(tables["events"].head(1).execute()):  # one row read, not a count of them all
-        raise EngineConfigError(f"events source on {config.engine} is empty: nothing to compute from")
-    return EngineTables(config.engine, con, tables["events"], tables["contacts"], tables["outcomes"])
-
-
 def load_into_engine(ws: Workspace, config: EngineConfig, *, replace: bool = False) -> EngineLoad:
-    """Copy the workspace's non-empty events, contacts and outcomes into a warehouse engine.
-
-    Into the tables ``sources`` names (default ``events``, ``contacts``, ``outcomes``), with the
-    canonical columns: a source with a ``columns`` mapping is refused (it describes the user's
-    own table, not one this copy writes).
-    """
+    """Copy the workspace's tables into a warehouse engine (``propensity engine load``;
+    :func:`propensity.pipelines.warehouse.load_workspace`)."""
     if not config.is_warehouse:
         raise EngineConfigError(f"`engine load` copies into a warehouse engine (an Ibis backend such as "
                                 f"postgres), not {config.engine}")
-    counts = ws.counts()
-    if not counts.get("events"):
-        from propensity.pipelines.errors import WorkspaceError
-
-        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
-    names = {}
-    for kind in KINDS:
-        source = getattr(config.sources, kind) if config.sources is not None else None
-        source = source or TableSource.canonical(kind)
-        if source.columns:
-            raise EngineConfigError(f"{kind} source ({source.describe()}) maps columns; `engine load` writes "
-                                    "the canonical columns: drop `columns` or name another table")
-        if counts.get(kind):
-            names[kind] = source.table
-    con = connect_warehouse(config.engine, config.url_env)
-    try:
-        loaded = load_tables(ws, con, names, replace=replace)
-    finally:
-        con.disconnect()
-    return EngineLoad(engine=config.engine, url=redacted_url(os.environ[config.url_variable]), tables=loaded)
-
-
-@dataclass(frozen=True)
-class EngineLoad:
-    engine: str
-    url: str  # redacted
-    tables: list[LoadedTable]
+    return load_workspace(ws, config.engine, config.url_env, config.sources, replace=replace)
 
 
 # ----------------------------------------------------------------------------- sources
@@ -399,7 +262,7 @@ def _bind(con: ibis.BaseBackend, kind: str, source: TableSource | None) -> ibis.
         raise EngineConfigError(f"{kind} source ({source.describe()}) cannot be read: {exc}") from exc
     # A view under the canonical name, so ``con.table("events")`` works on every engine
     # (Spark: a temporary view; DuckDB: a view in the in-memory database).
-    return con.create_view(kind, _canonical(table, kind, source), overwrite=True)
+    return con.create_view(kind, canonical_table(table, kind, source), overwrite=True)
 
 
 def _duckdb_parquet_path(path: str) -> str:
@@ -409,47 +272,6 @@ def _duckdb_parquet_path(path: str) -> str:
     if "://" not in path and local.is_dir():
         return str(local / "**" / "*.parquet")
     return path
-
-
-def _canonical(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
-    table = _mapped(table, kind, source)
-    missing = [c for c in _REQUIRED[kind] if c not in table.columns]
-    if missing:
-        raise EngineConfigError(
-            f"{kind} source ({source.describe()}) lacks column(s) {missing}; it has {list(table.columns)}"
-        )
-    for column in ("ts", "created_at"):
-        if column in table.columns and not table[column].type().is_timestamp():
-            raise EngineConfigError(
-                f"{kind} source ({source.describe()}): column {column!r} is {table[column].type()}, "
-                "not a timestamp (naive UTC); convert it or load the file with `propensity ingest`"
-            )
-    added = {
-        name: ibis.null(dtype) for name, dtype in _OPTIONAL[kind].items() if name not in table.columns
-    }
-    return table.mutate(**added) if added else table
-
-
-def _mapped(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
-    """The source's columns renamed to the canonical ones ``source.columns`` maps them to."""
-    if not source.columns:
-        return table
-    canonical = {*_REQUIRED[kind], *_OPTIONAL[kind]}
-    where = f"{kind} source ({source.describe()})"
-    if kind != "contacts":  # contacts' other columns are attributes, any name goes
-        unknown = sorted(set(source.columns) - canonical)
-        if unknown:
-            raise EngineConfigError(f"{where}: `columns` maps unknown canonical column(s) {unknown}; "
-                                    f"the {kind} columns are {sorted(canonical)}")
-    absent = sorted(c for c in source.columns.values() if c not in table.columns)
-    if absent:
-        raise EngineConfigError(f"{where}: `columns` names column(s) {absent} it lacks; it has {list(table.columns)}")
-    clash = sorted(c for c, own in source.columns.items() if c in table.columns and c != own
-                   and c not in source.columns.values())
-    if clash:
-        raise EngineConfigError(f"{where}: it has column(s) {clash} already besides the ones mapped to them; "
-                                "map or rename one of them")
-    return table.rename({canonical_name: own for canonical_name, own in source.columns.items()})
 
 
 def _export_workspace(ws: Workspace) -> SourcesConfig:
@@ -567,6 +389,18 @@ def _spark_backend_class():
             if not overwrite and self._session.catalog.tableExists(name):
                 raise ValueError(f"temporary view {name!r} exists already")
             frame.createOrReplaceTempView(name)
+            return self.table(name)
+
+        def create_view(self, name, /, obj, *, database=None, overwrite=False):
+            # Ibis writes `CREATE TEMPORARY VIEW ... AS <sql>`: Spark keeps the text and parses
+            # and analyses it again at every reference (the feature query names `events`
+            # about ten times: ~10 s of analysis). A view of a DataFrame keeps its analysed plan.
+            if database is not None:
+                return super().create_view(name, obj, database=database, overwrite=overwrite)
+            self._run_pre_execute_hooks(obj)
+            if not overwrite and self._session.catalog.tableExists(name):
+                raise ValueError(f"temporary view {name!r} exists already")
+            self._session.sql(self.compile(obj)).createOrReplaceTempView(name)
             return self.table(name)
 
     _BACKEND_CLASS = SparkBackend

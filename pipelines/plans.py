@@ -23,6 +23,7 @@ import ibis
 __all__ = ["PlanScans", "duckdb_plan_scans", "spark_plan_scans"]
 
 # `FileScan parquet [cols] ... Location: InMemoryFileIndex(1 paths)[file:/.../events.parquet]`
+_METADATA_LENGTH = "spark.sql.maxMetadataStringLength"
 _SPARK_SCAN = re.compile(r"(?:FileScan|Scan) parquet [^\n]*?Location: [^\[\n]*\[([^\],\n]*)")
 
 
@@ -61,11 +62,19 @@ def spark_plan_scans(con: ibis.BaseBackend, expr: ibis.Table) -> PlanScans:
     # A view registers the expression's in-memory tables (spines) with Spark first.
     name = f"_propensity_plan_{uuid.uuid4().hex[:8]}"
     view = con.create_view(name, expr, overwrite=True)
+    conf = con._session.conf
+    # Spark cuts the file locations in a plan's text to 100 characters by default.
+    cut = conf.get(_METADATA_LENGTH, None)
+    conf.set(_METADATA_LENGTH, "100000")
     try:
         frame = con._session.table(view.get_name())
         plan = frame._jdf.queryExecution().executedPlan().toString()
     finally:
         con.drop_view(name, force=True)
+        if cut is None:
+            conf.unset(_METADATA_LENGTH)
+        else:
+            conf.set(_METADATA_LENGTH, cut)
     sources = Counter(_source_name(m) for m in _SPARK_SCAN.findall(plan))
     return PlanScans(
         engine="spark",

@@ -4,11 +4,13 @@ The feature, spine, rule and training-set expressions are Ibis expressions; on a
 compile to its SQL and run there, and only their results come back. This module does what is
 specific to a warehouse connection, below ``propensity.pipelines.engines`` (which binds tables):
 
+- :func:`open_warehouse`: the engine's tables, as named in the engine config's ``sources``
+  (default ``events``, ``contacts``, ``outcomes``), mapped onto the canonical columns.
 - :func:`connect_warehouse`: the URL from an environment variable (``$PROPENSITY_ENGINE_URL``,
   or the engine config's ``url_env``), never from a file or the command line, and never shown
   unredacted; errors name the missing variable or the missing driver extra.
-- :func:`load_tables`: copy the workspace's events, contacts and outcomes into the warehouse
-  (``propensity engine load``), PostgreSQL through ``COPY``, other backends through Ibis' insert.
+- :func:`load_workspace` / :func:`load_tables`: copy the workspace's events, contacts and
+  outcomes into the warehouse (``propensity engine load``), PostgreSQL through ``COPY``, other backends through Ibis' insert.
 - PostgreSQL shims (:class:`_PostgresCompiler`, set on our connections only): ``bit_count`` of a
   BIGINT (PostgreSQL 14+ counts bits of ``bit(n)``, not of integers) and Ibis 12's JSON text
   lookup, which sqlglot 30.17 renders as ``x ->> VARIADIC ARRAY[]`` (a syntax error).
@@ -33,19 +35,31 @@ import ibis
 # Redaction lives with activation, its first user; it is a leaf module (standard library only),
 # so this one import is allowed past the layers (pyproject's import-linter contract says so).
 from propensity.pipelines.activation.redaction import redact, url_secrets
+from propensity.pipelines.engine_sources import (
+    KINDS,
+    EngineConfigError,
+    EngineTables,
+    SourcesConfig,
+    TableSource,
+    canonical_table,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.features.store import Workspace
 
 __all__ = [
     "DEFAULT_URL_ENV",
+    "EngineLoad",
     "LoadedTable",
     "WarehouseError",
     "connect_warehouse",
     "ibis_backends",
     "load_tables",
+    "load_workspace",
+    "open_warehouse",
     "redacted_url",
     "split_table_name",
+    "unsupported_by_engine",
     "url_redactions",
 ]
 
@@ -57,7 +71,7 @@ _COPY_BATCH_ROWS = 100_000
 _WORKSPACE_TABLES = {"events": "events", "contacts": "contacts", "outcomes": "outcomes"}
 
 
-class WarehouseError(ValueError):
+class WarehouseError(EngineConfigError):
     """A warehouse connection or load that cannot proceed; the message names what to fix."""
 
 
@@ -90,19 +104,22 @@ def _backend_module(engine: str):
     """``ibis.<engine>``, or an error naming the extra that installs its driver."""
     try:
         return getattr(ibis, engine)
-    except (ImportError, AttributeError) as exc:  # the driver (psycopg, snowflake-connector...) is missing
-        extra = _PROJECT_EXTRAS.get(engine, f"ibis-framework[{engine}]")
-        raise WarehouseError(
-            f"the {engine} engine needs its Ibis backend and driver: pip install '{extra}' ({exc})"
-        ) from None
+    except (ImportError, AttributeError) as exc:  # the backend module imports its driver (psycopg)
+        raise _missing_driver(engine, exc) from None
+
+
+def _missing_driver(engine: str, exc: Exception) -> WarehouseError:
+    extra = _PROJECT_EXTRAS.get(engine, f"ibis-framework[{engine}]")
+    return WarehouseError(f"the {engine} engine needs its Ibis backend and driver: pip install '{extra}' ({exc})")
 
 
 def connect_warehouse(engine: str, url_env: str | None = None,
                       environ: Mapping[str, str] | None = None) -> ibis.BaseBackend:
     """Connect Ibis' ``engine`` backend with the URL in ``$url_env`` (default ``$PROPENSITY_ENGINE_URL``).
 
-    The session time zone is set to UTC where the backend has one (PostgreSQL), so that
-    ``timestamptz`` columns read as naive UTC like the workspace's timestamps.
+    Timestamps must read as naive UTC, like the workspace's: Ibis' PostgreSQL backend sets the
+    session time zone to UTC itself (tests/spark/test_engine_parity.py checks it against a
+    database whose default zone is another).
     """
     environ = os.environ if environ is None else environ
     variable = url_env or DEFAULT_URL_ENV
@@ -124,12 +141,13 @@ def connect_warehouse(engine: str, url_env: str | None = None,
     plain = engine + url[url.index("://"):]
     try:
         con = ibis.connect(plain)
+    except ImportError as exc:  # most backends import their driver only when connecting
+        raise _missing_driver(engine, exc) from None
     except Exception as exc:  # noqa: BLE001 - drivers raise their own kinds; the redacted message is what matters
         message = redact(f"{type(exc).__name__}: {exc}", [*url_redactions(url), url, plain])
         raise WarehouseError(f"cannot connect the {engine} engine (${variable} = {redacted_url(url)}): "
                              f"{message}") from None
     if engine == "postgres":
-        con.raw_sql("SET TIME ZONE 'UTC'").close()
         con.compiler = _postgres_compiler()
     return con
 
@@ -145,6 +163,89 @@ def split_table_name(name: str) -> tuple[str, str | tuple[str, str] | None]:
     if len(parts) == 2:
         return parts[1], parts[0]
     return parts[2], (parts[0], parts[1])
+
+
+def unsupported_by_engine(exc: BaseException) -> str | None:
+    """The message for an operation the engine's Ibis backend cannot compile, else None."""
+    from ibis.common.exceptions import (
+        OperationNotDefinedError,
+        UnsupportedOperationError,
+    )
+
+    if not isinstance(exc, OperationNotDefinedError | UnsupportedOperationError):
+        return None
+    return (f"the engine cannot run an operation the features or rules use: {exc}. Backends other than "
+            "DuckDB, Spark and PostgreSQL are untested (docs/WAREHOUSES.md)")
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def open_warehouse(engine: str, url_env: str | None, sources: SourcesConfig | None) -> EngineTables:
+    """A warehouse's tables, named in ``sources`` or by default ``events``, ``contacts``, ``outcomes``.
+
+    Without ``sources``, contacts and outcomes are optional (absent tables are None); a named
+    source must exist. Nothing is created in the warehouse (no views under canonical names).
+    """
+    con = connect_warehouse(engine, url_env)
+    tables: dict[str, ibis.Table | None] = {}
+    for kind in KINDS:
+        source = getattr(sources, kind) if sources is not None else TableSource.canonical(kind)
+        if source is None:
+            tables[kind] = None
+            continue
+        name, database = split_table_name(source.table)
+        if sources is None and kind != "events" and name not in con.list_tables(database=database):
+            tables[kind] = None
+            continue
+        try:
+            table = con.table(name, database=database)
+        except Exception as exc:  # TableNotFound, permissions, ...: the message is what matters
+            hint = " (copy the workspace's tables there with `propensity engine load`)" if sources is None else ""
+            raise EngineConfigError(f"{kind} source ({source.describe()}) cannot be read on {engine}: "
+                                    f"{exc}{hint}") from exc
+        tables[kind] = canonical_table(table, kind, source)
+    if not len(tables["events"].head(1).execute()):  # one row read, not a count of them all
+        raise EngineConfigError(f"events source on {engine} is empty: nothing to compute from")
+    return EngineTables(engine, con, tables["events"], tables["contacts"], tables["outcomes"])
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """What ``propensity engine load`` copied, and where (the URL redacted)."""
+
+    engine: str
+    url: str
+    tables: list[LoadedTable]
+
+
+def load_workspace(ws: Workspace, engine: str, url_env: str | None, sources: SourcesConfig | None, *,
+                   replace: bool = False) -> EngineLoad:
+    """Copy the workspace's non-empty events, contacts and outcomes into a warehouse engine.
+
+    Into the tables ``sources`` names (default ``events``, ``contacts``, ``outcomes``), with the
+    canonical columns: a source with a ``columns`` mapping is refused (it describes the user's
+    own table, not one this copy writes).
+    """
+    counts = ws.counts()
+    if not counts.get("events"):
+        from propensity.features.store import WorkspaceError
+
+        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+    names = {}
+    for kind in KINDS:
+        source = (getattr(sources, kind) if sources is not None else None) or TableSource.canonical(kind)
+        if source.columns:
+            raise EngineConfigError(f"{kind} source ({source.describe()}) maps columns; `engine load` writes "
+                                    "the canonical columns: drop `columns` or name another table")
+        if counts.get(kind):
+            names[kind] = source.table
+    con = connect_warehouse(engine, url_env)
+    try:
+        loaded = load_tables(ws, con, names, replace=replace)
+    finally:
+        con.disconnect()
+    return EngineLoad(engine=engine, url=redacted_url(os.environ[url_env or DEFAULT_URL_ENV]), tables=loaded)
 
 
 # ----------------------------------------------------------------------------- load

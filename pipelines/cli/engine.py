@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from propensity.pipelines.cli.common import EngineConfigOpt, EngineOpt, app, console, progress_bar, project
+from propensity.pipelines.cli.common import (
+    EngineConfigOpt,
+    EngineOpt,
+    app,
+    console,
+    progress_bar,
+    project,
+)
 
 engine_app = typer.Typer(help="Warehouse engines (any Ibis backend, e.g. postgres): copy the workspace's "
                               "tables there.", no_args_is_help=True)

@@ -33,20 +33,23 @@ of the four steps) would cost six times as many states for a split that is harde
 
 Within a step
 -------------
-A step's score difference is shared over groups (event types, attributes) in proportion to
-their change of an additive inner quantity, the secant rule of
-:mod:`propensity.pipelines.explain.attribution`:
+A step's score difference is shared over groups, so that each part names an event type or an
+attribute, and the parts of a step add up to its difference exactly:
 
-* rule score: the capped points of each rule (``points__{rule}``, which add up to the total
-  the 0-5 scale maps), grouped by the event type an activity reads or the attribute a fit
-  criterion reads; caps apply per rule, so each rule's change is exact before the scale;
-* learned score: the SHAP values (log-odds) of each feature group
-  (:func:`propensity.pipelines.explain.groups.group_features`), whose sum is the margin.
-
-``part_g = delta_g * (delta score / sum delta)``: the parts sum to the step's score difference
-exactly (the float residual goes to the group that moved most), a group that moved the inner
-quantity up never pulls the score down (the scale and the model's chain are non-decreasing), and
-when the groups cancel (``sum delta`` is 0) the score did not move and every part is 0.
+* rule score: each rule's capped points (``points__{rule}``) add up to the total that the 0-5
+  scale maps, and a rule's points depend only on its own events (caps apply per rule), so a
+  step's change of each rule's points is exact; they are grouped by the event type an activity
+  reads or the attribute a fit criterion reads, and the step's score difference is shared in
+  proportion to them (``part_g = delta_g * delta score / sum delta``, the secant rule of
+  :mod:`propensity.pipelines.explain.attribution`): a group that added points never lowers the
+  score (the scale is non-decreasing), and when the groups cancel the score did not move and
+  every part is 0;
+* learned score: the groups of :func:`propensity.pipelines.explain.groups.group_features` (one per
+  event type, ``all_activity``, ``tenure``, ``account``, one per attribute) that changed in the
+  step share it by their Shapley values, the value of a set of groups being the model's score of
+  the state that takes those groups from the later state
+  (:mod:`propensity.pipelines.explain.coalitions`, which says why a difference of TreeSHAP values
+  would not do: it credits unchanged groups with interactions). A group that did not change gets 0.
 """
 
 from __future__ import annotations
@@ -58,9 +61,16 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from propensity.pipelines.explain.attribution import feature_contributions, group_sum
+from propensity.pipelines.explain.coalitions import group_shapley
 from propensity.pipelines.explain.groups import group_features
-from propensity.pipelines.rules.config import Activity, RuleSet
+from propensity.pipelines.rules.change import (
+    DATA_STEPS,
+    describe_part,
+    rule_step,
+    split_rule_views,
+    split_step,
+)
+from propensity.pipelines.rules.config import RuleSet
 
 __all__ = [
     "DATA_STEPS",
@@ -68,47 +78,11 @@ __all__ = [
     "describe_part",
     "split_learned_change",
     "split_rule_change",
+    "split_rule_views",
     "split_step",
 ]
 
 # the data steps, in path order; the fourth step is "rules" (rule score) or "model" (learned)
-DATA_STEPS = ("decay_expiry", "new_events", "fit")
-_TINY = 1e-12
-
-
-def split_step(delta_inner: np.ndarray, delta_score: np.ndarray) -> np.ndarray:
-    """Share each row's ``delta_score`` over groups in proportion to ``delta_inner`` (secant rule).
-
-    Parameters
-    ----------
-    delta_inner : numpy.ndarray
-        Rows x groups: each group's change of the additive quantity the score is a function of.
-    delta_score : numpy.ndarray
-        The score change of each row.
-
-    Returns
-    -------
-    numpy.ndarray
-        Rows x groups; each row sums to its ``delta_score`` (the float residual is put on the
-        group with the largest ``|delta_inner|``).
-    """
-    delta_inner = np.asarray(delta_inner, dtype="float64")
-    delta_score = np.asarray(delta_score, dtype="float64")
-    if delta_inner.shape[1] == 0:
-        if np.any(delta_score != 0):
-            raise ValueError("a step moved the score but has no groups to share it over")
-        return delta_inner.copy()
-    total = delta_inner.sum(axis=1)
-    moved = np.abs(total) > _TINY
-    slope = np.zeros_like(total)
-    slope[moved] = delta_score[moved] / total[moved]
-    parts = delta_inner * slope[:, None]
-    residual = delta_score - parts.sum(axis=1)
-    largest = np.argmax(np.abs(delta_inner), axis=1)
-    parts[np.arange(len(parts)), largest] += residual
-    return parts
-
-
 @dataclass(frozen=True)
 class ChangeSplit:
     """The change of one score (rule or learned) between two dates, split into its parts.
@@ -217,8 +191,8 @@ class ChangeSplit:
                 else:
                     text.append(None)
                     points.append(np.nan)
-            table[f"reason_{k + 1}"] = text
-            table[f"reason_{k + 1}_points"] = points
+            table[f"change_reason_{k + 1}"] = text
+            table[f"change_reason_{k + 1}_points"] = points
         return table
 
     def top_reason(self, row: int = 0) -> dict | None:
@@ -231,41 +205,16 @@ class ChangeSplit:
                 "reason": first["reason"]}
 
 
-def describe_part(component: str, group: str, definition: str = "") -> str:
-    """A part in words: ``new demo_requested events``, ``older email_open events decayed or expired``."""
-    if component == "new_events":
-        return {"all_activity": "new events (all activity)", "account": "new activity in the account",
-                "tenure": "new events (tenure)"}.get(group, f"new {group} events")
-    if component == "decay_expiry":
-        return {"all_activity": "older activity decayed or expired",
-                "account": "older account activity decayed or expired",
-                "tenure": "time since the first event"}.get(group, f"older {group} events decayed or expired")
-    if component == "fit":
-        return f"{group} changed"
-    if component in ("rules", "model"):
-        return f"{component} changed ({definition})" if definition else f"{component} changed"
-    return f"{component}: {group}"
-
-
 # --------------------------------------------------------------------------- the rule score
-
-
-def _rule_group(rule) -> str:
-    return rule.event if isinstance(rule, Activity) else rule.attribute
 
 
 def _rule_step(a: pd.DataFrame, b: pd.DataFrame, rules: RuleSet) -> pd.DataFrame:
     """One data step of the rule score, per group (event type or attribute) the rules read."""
-    items = [*rules.activities, *rules.fit]
-    columns = [f"points__{r.name}" for r in items]
+    columns = [f"points__{r.name}" for r in (*rules.activities, *rules.fit)]
     delta = b[columns].to_numpy(dtype="float64") - a[columns].to_numpy(dtype="float64")
-    groups = list(dict.fromkeys(_rule_group(r) for r in items))
-    index = {g: i for i, g in enumerate(groups)}
-    by_group = np.zeros((len(a), len(groups)))
-    for j, rule in enumerate(items):
-        by_group[:, index[_rule_group(rule)]] += delta[:, j]
     delta_score = b["rule_score"].to_numpy(dtype="float64") - a["rule_score"].to_numpy(dtype="float64")
-    return pd.DataFrame(split_step(by_group, delta_score), columns=groups)
+    groups, parts = rule_step(delta, delta_score, rules)
+    return pd.DataFrame(parts, columns=groups)
 
 
 def _check_aligned(states: Sequence[pd.DataFrame]) -> np.ndarray:
@@ -336,7 +285,6 @@ def split_learned_change(
     until: datetime,
     definition: str | None = None,
     notes: Sequence[str] = (),
-    method: str = "pred_contrib",
 ) -> ChangeSplit:
     """Split the learned score's change along the path ``s0 .. s4`` (see the module docstring).
 
@@ -352,27 +300,34 @@ def split_learned_change(
     state_after : pandas.DataFrame, optional
         ``s3``'s features as ``scorer_after`` was trained (its feature config may differ);
         default ``states[3]``.
-    method : {"pred_contrib", "shap"}
-        How the SHAP values that share each step over groups are computed.
 
-    Each state's score is the model's own ``learned_score``; SHAP only decides the shares
-    within a step, so the endpoints are the scores ``propensity score --model`` gives.
+    Each state's score is the model's own ``learned_score``, so the ends are the scores
+    ``propensity score --model`` gives; within a step the groups share the difference by their
+    Shapley values (:mod:`propensity.pipelines.explain.coalitions`).
     """
     if len(states) != 4:
         raise ValueError(f"a learned change split needs the 4 feature states s0..s3, got {len(states)}")
+    from propensity.pipelines.training.model import model_array
+
     ids = _check_aligned(states)
-    n = len(ids)
-    stacked = pd.concat([s.reset_index(drop=True) for s in states], ignore_index=True)
-    scores = scorer_before.score(stacked)["learned_score"].to_numpy(dtype="float64").reshape(4, n)
-    groups = group_features(scorer_before.feature_names, scorer_before.event_types)
-    if n:
-        contributions, _ = feature_contributions(scorer_before, stacked, method=method)
-        logodds = group_sum(contributions, groups.of_feature, groups.order).to_numpy().reshape(4, n, -1)
-    else:
-        logodds = np.zeros((4, 0, len(groups.order)))
+    names, categories = scorer_before.feature_names, scorer_before.categories
+    matrices = [model_array(s.reset_index(drop=True), names, categories) for s in states]
+
+    def score_of(matrix: np.ndarray) -> np.ndarray:
+        # the chain LearnedScorer.score applies: booster, calibration, the map onto 0-5
+        return scorer_before.calibrated(scorer_before.raw_probability_of(matrix))[1]
+
+    scores = [score_of(m) for m in matrices]
+    groups = group_features(names, scorer_before.event_types)
+    group_index = {g: i for i, g in enumerate(groups.order)}
+    group_of_column = np.array([group_index[groups.of_feature[f]] for f in names])
     steps = {}
     for k, name in enumerate(DATA_STEPS):
-        parts = split_step(logodds[k + 1] - logodds[k], scores[k + 1] - scores[k])
+        parts = group_shapley(score_of, matrices[k], matrices[k + 1], group_of_column, len(groups.order))
+        # the ends of each step are the states' own scores: any float residual goes on the largest part
+        residual = (scores[k + 1] - scores[k]) - parts.sum(axis=1)
+        rows = np.arange(len(parts))
+        parts[rows, np.argmax(np.abs(parts), axis=1)] += residual
         steps[name] = pd.DataFrame(parts, columns=list(groups.order))
     final_scorer = scorer_after if scorer_after is not None else scorer_before
     if scorer_after is not None:
@@ -382,10 +337,11 @@ def split_learned_change(
         after = scorer_after.score(last.reset_index(drop=True))["learned_score"].to_numpy(dtype="float64")
     else:
         after = scores[3]
+    before = scores[0]
     steps["model"] = pd.DataFrame({"model": after - scores[3]})
     return ChangeSplit(
-        score="learned", contact_ids=ids, since=since, until=until, before=scores[0], after=after,
-        band_before=_bands_of(scorer_before, scores[0]), band_after=_bands_of(final_scorer, after),
+        score="learned", contact_ids=ids, since=since, until=until, before=before, after=after,
+        band_before=_bands_of(scorer_before, before), band_after=_bands_of(final_scorer, after),
         steps=steps, definition=definition or ("unchanged" if scorer_after is None else "another model"),
         notes=tuple(notes),
     )

@@ -163,8 +163,9 @@ def learned_states(con, ids: list[str], since: datetime, until: datetime, scorer
         build(events, at_since, scorer_before, before_tbl),
         build(old, at_until, scorer_before, before_tbl),
         build(events, at_until, scorer_before, before_tbl),
-        build(events, at_until, scorer_before, after_tbl),
     ]
+    # the same attributes at both dates: s3 is s2 (one feature build fewer)
+    states.append(states[2] if before_tbl is after_tbl else build(events, at_until, scorer_before, after_tbl))
     after = None if scorer_after is None else build(events, at_until, scorer_after, after_tbl)
     return states, after
 
@@ -240,7 +241,6 @@ def explain_change(
     scorer_before=None,
     model_label: str | None = None,
     contacts_before: pd.DataFrame | None = None,
-    method: str = "pred_contrib",
 ) -> ChangeReport:
     """Split the change of both scores between ``since`` and ``until`` for ``contact_ids``.
 
@@ -268,8 +268,7 @@ def explain_change(
         other = None if scorer_before is None or scorer_before is scorer else scorer
         states, after = learned_states(con, ids, since, until, before_model, other, contacts_before, contacts_after)
         learned = split_learned_change(before_model, states, other, after, since=since, until=until,
-                                       definition=model_label if other is not None else None, notes=notes,
-                                       method=method)
+                                       definition=model_label if other is not None else None, notes=notes)
     return ChangeReport(since=since, until=until, rule=rule, learned=learned, notes=tuple(notes))
 
 
@@ -294,7 +293,9 @@ def explain_changed_bands(ws: Workspace | ibis.BaseBackend, since: datetime, unt
     changed = band0.astype(str).to_numpy() != band1.astype(str).to_numpy()
     if scorer is not None:
         before_model = scorer_before if scorer_before is not None else scorer
-        changed |= _learned_bands(con, everyone, at_since, before_model) != _learned_bands(con, everyone, at_until, scorer)
+        before_contacts = _contacts_table(con, contacts_before) if contacts_before is not None else contacts
+        changed |= (_learned_bands(con, everyone, at_since, before_model, before_contacts)
+                    != _learned_bands(con, everyone, at_until, scorer, contacts))
     ids = [c for c, moved in zip(everyone, changed) if moved]
     return explain_change(ws, ids, since, until, rules=rules, rules_before=rules_before, scorer=scorer,
                           scorer_before=scorer_before, model_label=model_label, contacts_before=contacts_before)
@@ -305,11 +306,10 @@ def _connection(source):
     return source.ibis_connection() if isinstance(source, Workspace) else source
 
 
-def _learned_bands(con, ids: list[str], spine, scorer) -> np.ndarray:
+def _learned_bands(con, ids: list[str], spine, scorer, contacts) -> np.ndarray:
     from propensity.pipelines.jobs import model_bands
     from propensity.pipelines.rules.score import assign_bands
 
-    contacts = con.table("contacts") if "contacts" in table_names(con) else None
     features = _aligned(features_as_trained(con.table("events"), spine, scorer, contacts).execute(), ids)
     scores = scorer.score(features)["learned_score"].to_numpy()
     bands = model_bands(scorer)

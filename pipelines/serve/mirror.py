@@ -13,6 +13,7 @@ For the contacts a commit touched, :meth:`EventMirror.feature_frame` computes th
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,17 +36,23 @@ from propensity.pipelines.serve.feature_plan import (
     purchase_summary,
     trait_number,
 )
+from propensity.pipelines.serve.folded import Folded, horizon_days
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
-from propensity.pipelines.serve.state import to_micros
+from propensity.pipelines.serve.state import from_micros, to_micros
 
-__all__ = ["EventMirror"]
+__all__ = ["EventMirror", "MirrorHorizonError"]
+
+
+class MirrorHorizonError(ValueError):
+    """Features asked at an instant before the mirror's horizon (its old events are folded)."""
 
 class _Log:
     """One contact's events, appended in any order; arrays rebuilt lazily after an append."""
 
-    __slots__ = ("_arrays", "account", "code", "ts", "value")
+    __slots__ = ("_arrays", "account", "code", "oldest", "ts", "value")
 
     def __init__(self) -> None:
+        self.oldest = NO_AGE  # the earliest ts held (the fold's heap is keyed on it)
         self.ts: list[int] = []
         self.code: list[int] = []
         self.value: list[float] = []
@@ -53,6 +60,7 @@ class _Log:
         self._arrays: tuple[np.ndarray, ...] | None = None
 
     def add(self, ts_us: int, code: int, value: float | None, account: str | None) -> None:
+        self.oldest = min(self.oldest, ts_us)
         self.ts.append(ts_us)
         self.code.append(code)
         self.value.append(math.nan if value is None else float(value))
@@ -120,6 +128,13 @@ class EventMirror:
         self._account_events: dict[str, _AccountLog] = {}
         self._numbers: dict[str, int] = {}  # contact -> its number in _has_table_account
         self._has_table_account = np.zeros(1024, dtype=bool)
+        # events before _cut are folded (propensity.pipelines.serve.folded); None: none are
+        self._horizon = horizon_days(plan.config) * US_PER_DAY
+        self._cut: int | None = None
+        self._folded: dict[str, Folded] = {}
+        self._folded_accounts: dict[str, set[int]] = {}  # account -> contacts with folded events carrying it
+        self._due: list[tuple[int, str]] = []  # heap of (oldest live ts, contact)
+        self._half_lives = tuple(plan.config.half_lives_days)
 
     def _number(self, contact: str) -> int:
         number = self._numbers.get(contact)
@@ -134,10 +149,16 @@ class EventMirror:
 
     def add_event(self, contact: str, ts: datetime, event_type: str, value: float | None,
                   account: str | None) -> None:
+        ts_us, code = to_micros(ts), self._codes.get(event_type, self._other)
+        if self._cut is not None and ts_us < self._cut:  # older than the horizon already
+            self._fold(contact, ts_us, code, math.nan if value is None else float(value), account)
+            return
         log_ = self._logs.get(contact)
         if log_ is None:
             log_ = self._logs[contact] = _Log()
-        log_.add(to_micros(ts), self._codes.get(event_type, self._other), value, account)
+        if ts_us < log_.oldest:
+            heapq.heappush(self._due, (ts_us, contact))
+        log_.add(ts_us, code, value, account)
         if account is not None:
             if account not in self._account_events:
                 self._account_events[account] = _AccountLog()
@@ -159,6 +180,68 @@ class EventMirror:
             info.created_us = to_micros(created_at)
         info.traits.update(traits)
 
+    # ---------------------------------------------------------------- the horizon
+
+    def _fold(self, contact: str, ts_us: int, code: int, value: float, account: str | None) -> None:
+        folded = self._folded.get(contact)
+        if folded is None:
+            folded = self._folded[contact] = Folded(self._other + 1, len(self._half_lives), self._cut)
+        folded.add(ts_us, code, value, account, half_lives=self._half_lives, weighted=bool(self._weighted[code]),
+                   monetary=code in self._monetary, ref=self._cut)
+        if account is not None:
+            self._folded_accounts.setdefault(account, set()).add(self._number(contact))
+
+    def fold(self, now: datetime, limit: int | None = None) -> bool:
+        """Fold the events older than the horizon at ``now`` (at most ``limit`` contacts' worth).
+
+        The cut is a UTC midnight at least the horizon before ``now``, and it never moves back.
+        True when contacts with events to fold remain (call again).
+        """
+        cut = (to_micros(now) - self._horizon) // US_PER_DAY * US_PER_DAY
+        if self._cut is None or cut > self._cut:
+            self._cut = cut
+        done, dirty = 0, set()
+        while self._due and self._due[0][0] < self._cut and (limit is None or done < limit):
+            oldest, contact = heapq.heappop(self._due)
+            log_ = self._logs.get(contact)
+            if log_ is None or log_.oldest != oldest:
+                continue  # a stale entry: the log was folded or got an older event since
+            done += 1
+            keep = _Log()
+            for ts_us, code, value, account in zip(log_.ts, log_.code, log_.value, log_.account):
+                if ts_us < self._cut:
+                    self._fold(contact, ts_us, code, value, account)
+                    if account is not None:
+                        dirty.add(account)
+                else:
+                    keep.add(ts_us, code, value, account)
+            if keep.ts:
+                self._logs[contact] = keep
+                heapq.heappush(self._due, (keep.oldest, contact))
+            else:
+                del self._logs[contact]
+        for account in dirty:  # the account's event log keeps only what is inside the horizon
+            carried = self._account_events[account]
+            kept = _AccountLog()
+            for number, ts_us in zip(carried.number, carried.ts):
+                if ts_us >= self._cut:
+                    kept.add(number, ts_us)
+            self._account_events[account] = kept
+        return bool(self._due) and self._due[0][0] < self._cut
+
+    @property
+    def earliest_as_of(self) -> datetime | None:
+        """The earliest instant features can be computed at (None: nothing was folded yet)."""
+        return None if self._cut is None else from_micros(self._cut + self._horizon)
+
+    def _check(self, T: int) -> None:
+        if self._cut is not None and T < self._cut + self._horizon:
+            raise MirrorHorizonError(
+                f"as_of {from_micros(T).isoformat()} is before {from_micros(self._cut + self._horizon).isoformat()}: "
+                f"the learned features at that time read events the service no longer keeps one by one "
+                f"(it keeps the model's longest window plus a day, {self._horizon // US_PER_DAY} days); "
+                "score that instant with `propensity score --as-of`")
+
     def record(self, events: Iterable[EventRow], updates: Iterable[ContactUpdate]) -> None:
         """Committed rows (only events stored for the first time)."""
         for update in updates:
@@ -166,8 +249,13 @@ class EventMirror:
         for event in events:
             self.add_event(event.contact_id, event.ts, event.event_type, event.value, event.account_id)
 
-    def load(self, conn: sa.Connection) -> int:
-        """Fill the mirror from the service database; returns the number of events read."""
+    def load(self, conn: sa.Connection, now: datetime | None = None) -> int:
+        """Fill the mirror from the service database; returns the number of events read.
+
+        With ``now``, events older than the horizon at ``now`` are folded as they are read.
+        """
+        if now is not None:
+            self.fold(now)
         for row in conn.execute(sa.select(db.contacts.c.contact_id, db.contacts.c.account_id,
                                           db.contacts.c.created_at, db.contacts.c.traits)):
             self.update_contact(row.contact_id, row.account_id, row.created_at, json.loads(row.traits or "{}"))
@@ -198,6 +286,7 @@ class EventMirror:
         """:meth:`feature_frame`'s columns as arrays (no DataFrame), and the rows' accounts."""
         plan, cfg = self.plan, self.plan.config
         T = to_micros(as_of)
+        self._check(T)
         R, K1 = len(contacts), self._other + 1
         rows, ages, codes, values, days = [], [], [], [], []
         for r, contact in enumerate(contacts):
@@ -233,6 +322,16 @@ class EventMirror:
             factor = np.where(self._weighted[k], factor * v, factor)
             factor = np.where(np.isnan(factor), 0.0, factor)  # a NULL value adds nothing to SUM
             decayed.append(np.bincount(g, weights=factor, minlength=G).reshape(R, K1))
+        folded = [(r, self._folded[c]) for r, c in enumerate(contacts) if c in self._folded]
+        oldest = np.full(R, -1, dtype="int64")  # the folded events' largest age, per row
+        for r, f in folded:  # lifetime aggregates and decayed sums take the folded events in
+            has = f.count > 0
+            total[r] += f.count.astype("int64")
+            min_age[r, has] = np.minimum(min_age[r, has], T - f.last[has].astype("int64"))
+            max_age[r, has] = np.maximum(max_age[r, has], T - f.first[has].astype("int64"))
+            oldest[r] = int(max_age[r, has].max()) if has.any() else -1
+            for i, part in enumerate(f.decayed(T, self._half_lives).T):
+                decayed[i][r] += part
         active = {}
         span = max(cfg.resolved_active_days_windows) + 2
         for n in cfg.resolved_active_days_windows:
@@ -262,7 +361,15 @@ class EventMirror:
                     ratio = (recent * long).astype("float64") / (within * short).astype("float64")
                 out[f"{name}__trend_{short}d_{long}d"] = np.where(within > 0, ratio, np.nan)
             if j in self._monetary:
-                out.update(purchase_summary(name, r_[k == j], day[k == j], v[k == j], R, T))
+                rows_j, day_j, v_j = r_[k == j], day[k == j], v[k == j]
+                old = [(r, T // US_PER_DAY - d, total_) for r, f in folded
+                       for d, total_ in ((f.days or {}).get(j) or {}).items()]
+                if old:  # a folded day is one purchase day of that value (the summary sums per day)
+                    extra = np.array(old, dtype="float64").reshape(-1, 3)
+                    rows_j = np.concatenate([rows_j, extra[:, 0].astype("int64")])
+                    day_j = np.concatenate([day_j, extra[:, 1].astype("int64")])
+                    v_j = np.concatenate([v_j, extra[:, 2]])
+                out.update(purchase_summary(name, rows_j, day_j, v_j, R, T))
         for n in cfg.windows_days:
             out[f"all__count_{n}d"] = counts[n].sum(axis=1)
         out["all__days_since_last"] = days_or_nan(min_age.min(axis=1))
@@ -278,7 +385,7 @@ class EventMirror:
             top = np.full(R, -np.inf)
             np.maximum.at(top, r_[sel], v[sel])
             out[f"value__max_{n}d"] = np.where(np.bincount(r_[sel], minlength=R) > 0, top, np.nan)
-        max_age = np.full(R, -1, dtype="int64")
+        max_age = oldest
         np.maximum.at(max_age, r_, age)
         out["tenure_days"] = np.where(max_age < 0, np.nan, max_age.astype("float64") / US_PER_DAY)
         m = cfg.momentum_days
@@ -305,11 +412,14 @@ class EventMirror:
         if info is not None and info.account is not None:
             return info.account
         log_ = self._logs.get(contact)
+        folded = self._folded.get(contact)
         if log_ is None:
-            return None
+            return None if folded is None else folded.account
         ts, _, _, account = log_.arrays()
         sel = np.flatnonzero((ts < T) & (account != None))
-        return None if not len(sel) else account[sel[np.argmax(ts[sel])]]
+        if not len(sel):
+            return None if folded is None else folded.account
+        return account[sel[np.argmax(ts[sel])]]
 
     def _account_stats(self, account: str, T: int) -> dict[str, int]:
         """``account__*`` at ``T``: members by the contacts table (known at T) or by their events.
@@ -320,11 +430,15 @@ class EventMirror:
         cfg = self.plan.config
         who, when = [], []
         known = set()
+        # contacts with folded events here: active before T (their events are older than the horizon)
+        earlier = {n for n in self._folded_accounts.get(account, ()) if not self._has_table_account[n]}
         for contact in self._table_members.get(account, ()):  # all their events count here
             number = self._number(contact)
             info = self._contacts[contact]
             if info.created_us is None or info.created_us < T:
                 known.add(number)
+            if contact in self._folded:
+                earlier.add(number)
             log_ = self._logs.get(contact)
             if log_ is not None:
                 ts = log_.arrays()[0]
@@ -345,6 +459,6 @@ class EventMirror:
         np.minimum.at(recent, np.searchsorted(active, who_), age)
         out = {f"account__active_contacts_{n}d": int((recent <= n * US_PER_DAY).sum()) for n in cfg.windows_days}
         out.update({f"account__count_{n}d": int((age <= n * US_PER_DAY).sum()) for n in cfg.windows_days})
-        out["account__contacts"] = len(known.union(active.tolist()))
+        out["account__contacts"] = len(known.union(active.tolist(), earlier))
         return out
 

@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from propensity.pipelines.activation.triggers import ScoreChange
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import load_entries
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
@@ -80,14 +81,21 @@ class Sweeping:
             job.future.set_result(job.swept)
 
     def _sweep_chunk(self, job: Job) -> bool:
-        started = time.perf_counter()
+        started, self._sweeping = time.perf_counter(), []
         try:
             return self._sweep_chunk_now(job)
         finally:
             self._chunk_seconds = time.perf_counter() - started
+            if self._sweeping:
+                # time-sliced: the next chunk is as many contacts as this one's pace fits in
+                # sweep_slice_seconds, so a chunk never holds event commits (and the GIL) for
+                # longer than about that, however slow a contact is on this machine or store
+                per_contact = self._chunk_seconds / len(self._sweeping)
+                fits = int(self.sweep_slice_seconds / per_contact) if per_contact > 0 else self.sweep_chunk
+                self._sweep_size = max(1, min(self.sweep_chunk, fits))
 
     def _sweep_chunk_now(self, job: Job) -> bool:
-        """Bring up to ``sweep_chunk`` due contacts to now; report decay-only changes to triggers.
+        """Bring up to ``_sweep_size`` due contacts to now; report decay-only changes to triggers.
 
         A contact is due when its ``next_due`` is at or before the instant the sweep started:
         contacts it schedules again get a later ``next_due``, so each is seen once per sweep.
@@ -96,12 +104,13 @@ class Sweeping:
         now = self._now()
         if job.sweep_at is None:
             job.sweep_at = now
+        size = self._sweep_size
         c = db.score_state.c
         conn = self._connection()
         with conn.begin():
             ids = list(conn.execute(
                 sa.select(c.contact_id).where(c.next_due <= job.sweep_at)
-                .order_by(c.next_due).limit(self.sweep_chunk)
+                .order_by(c.next_due).limit(size)
             ).scalars())
             if not ids:
                 return False
@@ -118,13 +127,17 @@ class Sweeping:
             for contact in ids:
                 entry = entries[contact]
                 with self.lock if cached.get(contact) else contextlib.nullcontext():
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
                     views[contact] = self.scorer.view(contact, entry.state)
+                    if earlier is not None and views[contact].rule_score != entry.score:  # time alone
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, views[contact],
+                                                            views[contact], self.scorer.scale)
             changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
                                               and views[k].points == entries[k].points)]
             if self.triggers is not None and changed:
-                changes = [score_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [])
-                           for k in changed]
+                changes = [score_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [],
+                                        entries[k].last_split) for k in changed]
                 for firing in self.triggers.sweep(conn, changes):
                     self.metrics.triggers.labels(firing.trigger, "sweep").inc()
             rows = []
@@ -134,7 +147,7 @@ class Sweeping:
             db.upsert(conn, db.score_state, rows, "contact_id")
         job.swept += len(changed)
         self.metrics.swept.inc(len(ids))
-        return len(ids) == self.sweep_chunk
+        return len(ids) == size
 
 
     def _next_due(self, conn: sa.Connection, state: ContactState, view: ScoreView) -> datetime | None:
@@ -170,6 +183,7 @@ def score_change(
     before: tuple[float, str, float] | None,
     after: ScoreView,
     events: list[EventRow],
+    split: dict | None = None,
 ) -> ScoreChange:
     """The trigger engine's view of one score change; ``before`` is (score, band, points) or None."""
     score, band, points = before if before is not None else (None, None, None)
@@ -183,4 +197,5 @@ def score_change(
         points_before=points,
         points_after=after.points,
         events=[{"event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "value": e.value} for e in events],
+        split=split,
     )

@@ -35,10 +35,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import (
     ContactCache,
     ContactEntry,
+    dump_state,
     load_entries,
     read_entry,
 )
@@ -109,6 +111,9 @@ class Writer(Sweeping):
         The longest a decaying stored score waits for the sweep to bring it up to date.
     sweep_chunk : int
         Contacts one sweep transaction looks at; event commits run between chunks.
+    sweep_slice_seconds : float
+        About the longest one sweep chunk may take: its size follows the last chunk's pace
+        (at most ``sweep_chunk``).
     sweep_duty : float
         The share of the writer's time a sweep with many contacts due may take (0-1].
     """
@@ -128,6 +133,7 @@ class Writer(Sweeping):
         refresh_seconds: float = 86_400.0,
         sweep_chunk: int = 200,
         sweep_duty: float = 0.25,
+        sweep_slice_seconds: float = 0.010,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -143,6 +149,8 @@ class Writer(Sweeping):
         metrics.cache_capacity.set(cache_contacts)
         self.refresh = timedelta(seconds=refresh_seconds)
         self.sweep_chunk = sweep_chunk
+        self.sweep_slice_seconds = sweep_slice_seconds
+        self._sweep_size = min(sweep_chunk, 20)  # the first chunk's; then time-sliced (sweep.py)
         # the point totals at which something stored or fired moves by a step, for every contact
         self._levels = sorted({*scorer.levels(), *trigger_levels(triggers, scorer)})
         self._drops = bool(triggers is not None and triggers.drop_triggers)
@@ -334,9 +342,10 @@ class Writer(Sweeping):
                     if not fresh and not updates:
                         continue  # only duplicates: nothing moved
                     entry = entries[contact]
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
-                    before = None
-                    if entry.score is not None and self.triggers is not None:
+                    before = seen = None
+                    if entry.score is not None:
                         # a known contact: its score now, before this batch (triggers compare)
                         seen = self.scorer.view(contact, entry.state)
                         before = (seen.rule_score, seen.band, seen.points)
@@ -346,8 +355,10 @@ class Writer(Sweeping):
                         self.scorer.apply(entry.state, event.ts, event.event_type, event.value, event.props)
                     after = self.scorer.view(contact, entry.state)
                     views[contact] = after
+                    if earlier is not None and after.rule_score != entry.score:
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, seen, after, self.scorer.scale)
                     if self.triggers is not None:
-                        changes.append(score_change(contact, now, before, after, fresh))
+                        changes.append(score_change(contact, now, before, after, fresh, entry.last_split))
             if self.triggers is not None:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
@@ -388,7 +399,8 @@ class Writer(Sweeping):
         if self.learned is None or not contacts:
             return {}
         try:
-            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us])
+            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us],
+                                now)
             return self.learned.score(contacts, now)
         except Exception:  # the events are committed: answer them, with rule scores only
             log.exception("learned scoring of %d contacts failed", len(contacts))
@@ -400,7 +412,7 @@ class Writer(Sweeping):
         entry.score, entry.points, entry.band = view.rule_score, view.points, view.band
         return {
             "contact_id": view.contact_id,
-            "state": json.dumps(entry.state.to_json()),
+            "state": dump_state(entry.state),
             "scored_at": now,
             "points": view.points,
             "rule_score": view.rule_score,
@@ -408,6 +420,7 @@ class Writer(Sweeping):
             "changed_at": entry.changed_at,
             "previous_score": entry.previous_score,
             "next_due": self._next_due(conn, entry.state, view),
+            "last_split": json.dumps(entry.last_split) if entry.last_split is not None else None,
         }
 
     @property
@@ -435,7 +448,7 @@ class Writer(Sweeping):
             when = at or max(self.clock(), from_micros(entry.state.at_us))
             view = self.scorer.peek(contact_id, entry.state, when)
             snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
-                                    entry.changed_at, entry.previous_score)
+                                    entry.changed_at, entry.previous_score, entry.last_split)
         return view, snapshot
 
 

@@ -167,3 +167,29 @@ def test_bad_score_options_fail_before_any_work(tmp_path, capsys, args, message)
     assert main(["-w", str(tmp_path / "empty"), "score", "--as-of", AS_OF, *args]) == 2
     assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert not (tmp_path / "empty").exists()
+
+
+def test_serve_says_when_its_store_lacks_the_workspace_history(loaded, tmp_path):
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from propensity.features.store import Workspace
+    from propensity.pipelines.cli.activation import _history_note
+    from propensity.pipelines.serve.db import create_tables
+    from propensity.pipelines.serve.db import events as events_table
+
+    ws = Workspace(loaded)
+    batch = ws.counts()["events"]
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    assert f"holds 0 events, the workspace {batch:,}" in _history_note(url, ws)  # no store yet
+    engine = sa.create_engine(url)
+    create_tables(engine)
+    events = ws.ibis_connection().table("events").execute()
+    columns = [c.name for c in events_table.columns if c.name in events.columns]
+    rows = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
+    with engine.begin() as connection:  # the history sent through the service: nothing to say
+        connection.execute(events_table.insert(), [{**row, "received_at": datetime.now()} for row in rows])
+    engine.dispose()
+    assert _history_note(url, ws) is None
+    assert _history_note(url, Workspace(tmp_path / "empty")) is None

@@ -105,3 +105,20 @@ def test_compare_without_the_alias_names_the_version_it_could_compare(world):
     hint = _other_versions(world.ws, world.config, "challenger", world.model_name)
     assert f"`propensity compare --model {world.version}`" in hint
     assert _other_versions(world.ws, world.config, world.version, world.model_name) == ""
+
+
+@pytest.mark.slow
+def test_info_names_the_events_span_and_the_registered_versions_and_aliases(world):
+    facts = Project(world.ws).info()
+    events = world.ws.ibis_connection().table("events").execute()
+    assert facts["tables"]["events"] == len(events)
+    assert facts["events"]["event_types"] == events["event_type"].nunique()
+    assert pd.Timestamp(facts["events"]["last"]) == events["ts"].max()
+    model = facts["models"][world.model_name]
+    assert int(world.version) in model["versions"]
+    assert set(model["aliases"].values()) <= set(model["versions"])
+
+
+def test_info_of_an_empty_workspace_has_no_events_or_models(tmp_path):
+    facts = Project(tmp_path / "ws").info()
+    assert facts["tables"] == {} and "events" not in facts and "models" not in facts

@@ -1,7 +1,9 @@
-"""One Spark session (local[2]) and one small synthetic workspace for every Spark test.
+"""One Spark session (local[2]), one PostgreSQL database and one small synthetic workspace for
+every engine test.
 
 A session takes 5-6 s to start on an idle machine, so it is shared by the whole test session.
-Without pyspark or Java the tests are skipped with the reason.
+Without pyspark or Java the Spark tests are skipped with the reason; without a PostgreSQL server
+(or the postgres extra) the PostgreSQL ones.
 """
 
 import shutil
@@ -57,6 +59,7 @@ def postgres_engine_url(postgres_url, world_ws):
     its URL is in ``$PROPENSITY_TEST_PARITY_ENGINE_URL`` for the session."""
     import os
 
+    pytest.importorskip("psycopg", reason="the postgres extra is not installed (pip install 'propensity[postgres]')")
     from propensity.pipelines.engines import EngineConfig, load_into_engine
     from tests.pipelines.serve.support import fresh_postgres_database
 

@@ -30,6 +30,9 @@ class _Frozen(BaseModel):
 
 
 class HubSpotPull(_Frozen):
+    # a won deal with no contact but an account: "reject" it (a reject naming the deal), or "contacts":
+    # one outcome for each workspace contact of that account (the account's id in the CRM -> ours)
+    account_deals: Literal["reject", "contacts"] = "reject"
     pipeline: str | None = None
     won_stages: tuple[str, ...] = ("closedwon",)
     outcome: str = "closed_won"
@@ -68,6 +71,9 @@ class HubSpotConfig(_Frozen):
 
 
 class SalesforcePull(_Frozen):
+    # a won deal with no contact but an account: "reject" it (a reject naming the deal), or "contacts":
+    # one outcome for each workspace contact of that account (the account's id in the CRM -> ours)
+    account_deals: Literal["reject", "contacts"] = "reject"
     won_stages: tuple[str, ...] = ("Closed Won",)
     outcome: str = "closed_won"
     contact_fields: tuple[str, ...] = ()

@@ -140,31 +140,40 @@ def push_hubspot(engine: sa.Engine, api, config, project: str, scored: Sequence[
 CRMS = ("hubspot", "salesforce")
 
 
-def push_crm(to: str, engine: sa.Engine, crm_config, scored: Sequence[ContactTraits], contacts_table: pd.DataFrame,
-             *, layout, dry_run: bool = False, preview_out: Path | None = None, holdout: HoldoutConfig | None = None,
-             create_properties: bool = False, environ=None, source: str = "scores", sleep=None) -> CRMPushReport:
-    """``push --to hubspot|salesforce``: credentials from the environment, request log in the workspace."""
+def crm_api(crm: str, crm_config, *, environ=None, layout=None, sleep=None):
+    """The CRM's API object with its credentials from the environment (HubSpotAPI or SalesforceAPI)."""
     import time
 
     from propensity.pipelines.activation.crm.limits import crm_unavailable
-    from propensity.pipelines.activation.tables import create_activation_tables
 
     if (reason := crm_unavailable()) is not None:
         raise ValueError(reason)
     sleep = sleep or time.sleep
-    create_activation_tables(engine)
-    if to == "hubspot":
+    if crm == "hubspot":
         from propensity.pipelines.activation.crm.hubspot import hubspot_from_env
 
-        api = hubspot_from_env(crm_config.hubspot, environ=environ, request_log=layout.crm_request_log("hubspot"),
-                               sleep=sleep)
+        log = layout.crm_request_log("hubspot") if layout is not None else None
+        return hubspot_from_env(crm_config.hubspot, environ=environ, request_log=log, sleep=sleep)
+    if crm == "salesforce":
+        from propensity.pipelines.activation.crm.salesforce import salesforce_from_env
+
+        return salesforce_from_env(crm_config.salesforce, environ=environ, sleep=sleep)
+    raise ValueError(f"{crm!r}: expected one of {', '.join(CRMS)}")
+
+
+def push_crm(to: str, engine: sa.Engine, crm_config, scored: Sequence[ContactTraits], contacts_table: pd.DataFrame,
+             *, layout, dry_run: bool = False, preview_out: Path | None = None, holdout: HoldoutConfig | None = None,
+             create_properties: bool = False, environ=None, source: str = "scores", sleep=None) -> CRMPushReport:
+    """``push --to hubspot|salesforce``: credentials from the environment, request log in the workspace."""
+    from propensity.pipelines.activation.tables import create_activation_tables
+
+    create_activation_tables(engine)
+    api = crm_api(to, crm_config, environ=environ, layout=layout, sleep=sleep)
+    if to == "hubspot":
         return push_hubspot(engine, api, crm_config.hubspot, crm_config.project, scored, contacts_table,
                             dry_run=dry_run, preview_out=preview_out, holdout=holdout,
                             create_properties=create_properties, source=source)
     if to == "salesforce":
-        from propensity.pipelines.activation.crm.salesforce import salesforce_from_env
-
-        api = salesforce_from_env(crm_config.salesforce, environ=environ, sleep=sleep)
         return push_salesforce(engine, api, crm_config.salesforce, crm_config.project, scored, contacts_table,
                                dry_run=dry_run, preview_out=preview_out, holdout=holdout,
                                create_properties=create_properties, source=source)

@@ -18,7 +18,7 @@ from propensity.pipelines.activation.push import ContactTraits, fingerprint
 __all__ = ["AccountScore", "CRMRecords", "account_scores", "crm_records", "match_keys"]
 
 # the CRM fields, by what they hold (the names get the configured prefix)
-CONTACT_FIELDS = ("score", "band", "probability", "top_reasons", "contact_id")
+CONTACT_FIELDS = ("score", "band", "probability", "top_reasons", "change_reason", "contact_id")
 ACCOUNT_FIELDS = ("score", "band", "contacts_scored", "top_contact_id", "account_id")
 
 
@@ -39,9 +39,10 @@ class AccountScore:
     top_contact_id: str
 
 
-def _record(key: str, fields: Mapping[str, object]) -> ContactTraits:
-    fields = {k: v for k, v in fields.items() if v is not None}
-    return ContactTraits(key, dict(fields), fingerprint(fields))
+def _record(key: str, fields: Mapping[str, object], value: Callable[[object], object]) -> ContactTraits:
+    """An empty field is left out (not sent as empty: that would erase what the CRM holds)."""
+    fields = {k: value(v) for k, v in fields.items() if v is not None}
+    return ContactTraits(key, fields, fingerprint(fields))
 
 
 def crm_records(contacts: Sequence[ContactTraits], name: Callable[[str], str],
@@ -52,11 +53,11 @@ def crm_records(contacts: Sequence[ContactTraits], name: Callable[[str], str],
         t = c.traits
         reasons = t.get("top_reasons")
         out.append(_record(c.contact_id, {
-            name("score"): value(t["intent_score"]),
-            name("band"): value(t.get("intent_band")),
-            name("probability"): value(t.get("propensity")),
-            name("top_reasons"): value(reasons_separator.join(reasons) if reasons else None),
-            name("contact_id"): value(c.contact_id)}))
+            name("score"): t["intent_score"], name("band"): t.get("intent_band"),
+            name("probability"): t.get("propensity"),
+            name("top_reasons"): reasons_separator.join(reasons) if reasons else None,
+            name("change_reason"): t.get("change_reason"),  # `push --changes`: why the score last moved
+            name("contact_id"): c.contact_id}, value))
     return out
 
 
@@ -66,30 +67,23 @@ def account_scores(contacts: Sequence[ContactTraits], accounts: Mapping[str, str
     ``accounts`` is ``contact_id -> account_id``; contacts without one are left out. The best
     contact is the highest score (ties: the smaller contact_id), as ``rules.rollup`` "max" does.
     """
-    best: dict[str, tuple[float, str, str | None]] = {}
+    ranked = sorted((c for c in contacts if accounts.get(c.contact_id)),
+                    key=lambda c: (-float(c.traits["intent_score"]), c.contact_id))
+    best: dict[str, ContactTraits] = {}
     counts: dict[str, int] = {}
-    for c in contacts:
-        account = accounts.get(c.contact_id)
-        if not account:
-            continue
+    for c in ranked:
+        account = accounts[c.contact_id]
+        best.setdefault(account, c)
         counts[account] = counts.get(account, 0) + 1
-        candidate = (float(c.traits["intent_score"]), c.contact_id, c.traits.get("intent_band"))
-        held = best.get(account)
-        if held is None or (candidate[0], _neg(candidate[1])) > (held[0], _neg(held[1])):
-            best[account] = candidate
-    return [AccountScore(a, best[a][0], best[a][2], counts[a], best[a][1]) for a in sorted(best)]
-
-
-def _neg(text: str) -> tuple:
-    return tuple(-ord(ch) for ch in text)  # sorts strings descending, so the smaller id wins a tie
+    return [AccountScore(a, float(best[a].traits["intent_score"]), best[a].traits.get("intent_band"), counts[a],
+                         best[a].contact_id) for a in sorted(best)]
 
 
 def account_records(scores: Sequence[AccountScore], name: Callable[[str], str],
                     value: Callable[[object], object]) -> list[ContactTraits]:
     return [_record(a.account_id, {
-        name("score"): value(round(a.score, 2)), name("band"): value(a.band),
-        name("contacts_scored"): value(a.contacts_scored), name("top_contact_id"): value(a.top_contact_id),
-        name("account_id"): value(a.account_id)}) for a in scores]
+        name("score"): round(a.score, 2), name("band"): a.band, name("contacts_scored"): a.contacts_scored,
+        name("top_contact_id"): a.top_contact_id, name("account_id"): a.account_id}, value) for a in scores]
 
 
 def match_keys(contacts_table: pd.DataFrame, column: str, scored: Sequence[str], source: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ class SalesforceAPI:
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
         headers = self._last.headers if self._last is not None else {}
         retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
-        limit = "REQUEST_LIMIT_EXCEEDED" in text  # the org's daily allocation: waiting minutes does not help
+        # the org's daily allocation is spent: waiting minutes does not help (the code alone, not a longer one)
+        limit = re.search(r"\bREQUEST_LIMIT_EXCEEDED(?![A-Z_])", text) is not None
         return DeliveryFailure(self.redact(f"Salesforce {what}: HTTP {status}: {text}"),
                                retryable=not limit and (status in (408, 429) or (status or 0) >= 500),
                                retry_after=retry_after)
@@ -242,6 +244,7 @@ def field_definitions(config: SalesforceConfig, project: str, *, objects: Sequen
               ("probability", *number(f"{title} probability", 5, 4)),
               ("top_reasons", "LongTextArea", {"type": "LongTextArea", "label": f"{title} top reasons",
                                                "length": 2000, "visibleLines": 3}),
+              ("change_reason", *text(f"{title} last change", 255)),
               ("contact_id", *text(f"{title} contact id", 80, external=True))]
     accounts = [("score", *number(f"{title} account score (0-5)", 3, 2)), ("band", *text(f"{title} account band", 40)),
                 ("contacts_scored", *number(f"{title} contacts scored", 9, 0)),
@@ -250,8 +253,9 @@ def field_definitions(config: SalesforceConfig, project: str, *, objects: Sequen
     out = []
     for sobject in objects:
         for key, kind, meta in (accounts if sobject == "Account" else people):
+            size = (f"({meta['precision']}, {meta['scale']})" if "precision" in meta else f"({meta['length']})")
             out.append(FieldPlan(sobject, name(key), meta["label"], kind, meta, unique=bool(meta.get("externalId")),
-                                 field_type=kind))
+                                 field_type=size + (" External ID" if meta.get("externalId") else "")))
     return out
 
 

@@ -215,7 +215,7 @@ def test_the_batch_form_explains_the_contacts_whose_band_changed():
     assert (summary["band_before"] != summary["band_after"]).all()
     np.testing.assert_allclose(summary[["decay_expiry", "new_events", "fit", "rules", "model"]].sum(axis=1),
                                summary["change"], atol=1e-9)
-    assert summary["reason_1"].notna().all()
+    assert summary["change_reason_1"].notna().all()
 
 
 def test_split_step_shares_a_step_by_the_secant_and_keeps_zero_for_cancelling_groups():
@@ -260,3 +260,68 @@ def test_the_cli_explains_one_change_as_json_and_every_changed_band_as_csv(tmp_p
     assert rule["change"] == pytest.approx(summary["change"].iloc[0], abs=1e-9)
     assert sum(rule["components"].values()) == pytest.approx(rule["change"], abs=1e-9)
     assert "learned_score" not in payload and any("learned score" in n for n in payload["notes"])
+
+
+def test_a_since_after_the_later_date_or_a_batch_without_since_fails_clearly(tmp_path, capfd):
+    from propensity.pipelines.cli import main
+
+    events, contacts = _random_events(9, n=50), _contacts()
+    events.to_parquet(tmp_path / "events.parquet")
+    ws = str(tmp_path / "ws")
+    assert main(["-w", ws, "ingest", "events", str(tmp_path / "events.parquet")]) == 0
+    with pytest.raises(ValueError, match="must be before"):
+        explain_change(_con(events, contacts), ["c1"], UNTIL, SINCE, rules=RULES)
+    assert main(["-w", ws, "explain", "c1", "--since", "2025-07-01", "--as-of", "2025-06-01"]) == 2
+    assert "must be before the later date" in capfd.readouterr().err
+    assert main(["-w", ws, "explain", "--changed-band"]) == 2
+    assert "--since" in capfd.readouterr().err
+    assert main(["-w", ws, "explain", "c1", "--since", "2025-05-01", "--changed-band"]) == 2
+    # a model named on the command line must exist (only the champion is optional)
+    assert main(["-w", ws, "explain", "c1", "--since", "2025-05-01", "--as-of", "2025-06-01", "--model", "7"]) == 2
+    assert "7" in capfd.readouterr().err
+
+
+def test_group_shapley_matches_the_definition_and_sums_exactly_when_sampled():
+    import itertools
+    import math
+
+    from propensity.pipelines.explain.coalitions import EXACT_UP_TO, group_shapley
+
+    rng = np.random.default_rng(11)
+
+    def f(m):  # non-additive, with interactions between columns of different groups
+        return np.tanh(m[:, 0] * m[:, 3]) + m[:, 1] ** 2 - np.maximum(m[:, 2], m[:, 4]) + 0.3 * m[:, 5] * m[:, 0]
+
+    groups = np.array([0, 0, 1, 2, 3, 4])
+    before = rng.normal(size=(4, 6))
+    after = before.copy()
+    after[:, [0, 2, 3, 5]] += rng.normal(size=(4, 4))  # group 3 (column 4) and column 1 do not change
+    parts = group_shapley(f, before, after, groups, 5)
+    for r in range(4):
+        players = [0, 1, 2, 4]
+        expected = np.zeros(5)
+
+        def value(coalition, row=r):
+            hybrid = before[row].copy()
+            for g in coalition:
+                hybrid[groups == g] = after[row, groups == g]
+            return f(hybrid[None, :])[0]
+
+        k = len(players)
+        for g in players:
+            others = [p for p in players if p != g]
+            for size in range(k):
+                for s in itertools.combinations(others, size):
+                    weight = math.factorial(size) * math.factorial(k - size - 1) / math.factorial(k)
+                    expected[g] += weight * (value((*s, g)) - value(s))
+        np.testing.assert_allclose(parts[r], expected, atol=1e-12)
+        assert parts[r, 3] == 0  # unchanged group: not a player
+    # many changed groups: sampled orders, still an exact sum
+    n = EXACT_UP_TO + 3
+    wide_before, wide_after = rng.normal(size=(2, n)), rng.normal(size=(2, n))
+
+    def g(m):
+        return np.sin(m).sum(axis=1) + m[:, 0] * m[:, 1] * m[:, 2]
+
+    sampled = group_shapley(g, wide_before, wide_after, np.arange(n), n)
+    np.testing.assert_allclose(sampled.sum(axis=1), g(wide_after) - g(wide_before), atol=1e-12)

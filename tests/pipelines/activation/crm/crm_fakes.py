@@ -6,6 +6,7 @@ pagination, 429 + Retry-After and partial batch errors injectable. The real clie
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import threading
@@ -134,10 +135,14 @@ class HubSpotState:
                                                   "companies": {"companyinformation"}})
     objects: dict = field(default_factory=lambda: {"contacts": {}, "companies": {}, "deals": {}})
     associations: dict = field(default_factory=dict)  # deal id -> [contact ids]
+    company_associations: dict = field(default_factory=dict)  # deal id -> [company ids]
+    contact_companies: dict = field(default_factory=dict)  # contact id -> [company ids]
     refuse: set = field(default_factory=set)  # upsert ids answered as errors in a 207
     next_id: int = 1000
     upserted: list = field(default_factory=list)  # (object type, id value) of every accepted upsert input
     page_size: int = 2  # small, so that pagination is exercised
+    index: dict = field(default_factory=dict)  # (object type, id property) -> {value: object id}, a cache
+    search_cap: int = 10_000
 
 
 def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
@@ -206,11 +211,15 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
                                "context": {"ids": [key]}, "links": {}, "errors": []})
                 continue
             store = state.objects[object_type]
-            found = next((o for o in store.values() if o["properties"].get(id_property) == key), None)
+            index = state.index.setdefault((object_type, id_property), {})
+            found = store.get(index.get(key, ""))
+            if found is None or found["properties"].get(id_property) != key:
+                found = next((o for o in store.values() if o["properties"].get(id_property) == key), None)
             if found is None:
                 state.next_id += 1
                 found = {"id": str(state.next_id), "properties": {id_property: key}}
                 store[found["id"]] = found
+            index[key] = found["id"]
             found["properties"].update(item["properties"])
             state.upserted.append((object_type, key))
             results.append({"id": found["id"], "properties": found["properties"], "createdAt": NOW,
@@ -231,6 +240,9 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
         rows.sort(key=lambda r: (r["properties"].get("hs_lastmodifieddate") or "", int(r["id"])))
         start = int(body.get("after") or 0)
         limit = min(int(body.get("limit") or 10), state.page_size)
+        if start + limit > state.search_cap:  # as HubSpot: 10,000 results of one query at most
+            return reply(400, {"status": "error", "category": "VALIDATION_ERROR",
+                               "message": f"paging past {state.search_cap} results is not allowed"})
         page = rows[start:start + limit]
         wanted = body.get("properties") or []
         out = {"total": len(rows), "results": [
@@ -240,30 +252,48 @@ def hubspot_server(token: str) -> tuple[FakeServer, HubSpotState]:
             out["paging"] = {"next": {"after": str(start + limit)}}
         return reply(200, out)
 
-    @server.route("POST", r"/crm/v4/associations/deals/contacts/batch/read")
+    @server.route("POST", r"/crm/v4/associations/(deals|contacts)/(contacts|companies)/batch/read")
     @guarded
-    def associations(request):
-        results = [{"from": {"id": i["id"]}, "to": [
-            {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 3,
-                                                         "label": None}]} for c in state.associations.get(i["id"], [])]}
-            for i in request.json()["inputs"]]
+    def associations(request, source, to):
+        links = {("deals", "contacts"): state.associations, ("deals", "companies"): state.company_associations,
+                 ("contacts", "companies"): state.contact_companies}[(source, to)]
+        results = []
+        for i in request.json()["inputs"]:  # `page_size` associations per record, then paging.next.after
+            start = int(i.get("after") or 0)
+            linked = links.get(i["id"], [])
+            result = {"from": {"id": i["id"]}, "to": [
+                {"toObjectId": int(c), "associationTypes": [{"category": "HUBSPOT_DEFINED", "label": None,
+                                                             "typeId": 3 if to == "contacts" else 5}]}
+                for c in linked[start:start + state.page_size]]}
+            if start + state.page_size < len(linked):
+                result["paging"] = {"next": {"after": str(start + state.page_size)}}
+            results.append(result)
         return reply(200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW})
 
-    @server.route("POST", r"/crm/v3/objects/contacts/batch/read")
+    @server.route("POST", r"/crm/v3/objects/(contacts|companies)/batch/read")
     @guarded
-    def read_contacts(request):
+    def read_records(request, object_type):
         body = request.json()
-        results = [{"id": i["id"], "properties": {k: state.objects["contacts"][i["id"]]["properties"].get(k)
-                                                  for k in body["properties"]},
+        store = state.objects[object_type]
+        results = [{"id": i["id"], "properties": {k: store[i["id"]]["properties"].get(k) for k in body["properties"]},
                     "createdAt": NOW, "updatedAt": NOW, "archived": False}
-                   for i in body["inputs"] if i["id"] in state.objects["contacts"]]
+                   for i in body["inputs"] if i["id"] in store]
         return reply(200, {"status": "COMPLETE", "results": results, "startedAt": NOW, "completedAt": NOW})
 
     return server, state
 
 
+def _ms(value):
+    """HubSpot compares datetimes as milliseconds since the epoch (ISO text is converted)."""
+    if value is None or str(value).isdigit():
+        return None if value is None else int(value)
+    return int(dt.datetime.fromisoformat(str(value)).timestamp() * 1000)  # Python 3.11 reads a trailing Z
+
+
 def _holds(value, f: dict) -> bool:
     op = f["operator"]
+    if f["propertyName"] == "hs_lastmodifieddate":
+        value, f = _ms(value), {**f, "value": _ms(f.get("value"))}
     if op == "IN":
         return value in f["values"]
     if op == "EQ":
@@ -326,6 +356,7 @@ class SalesforceState:
     upserted: list = field(default_factory=list)  # (object, external id value) of every accepted record
     api_used: int = 0
     api_max: int = 15000
+    index: dict = field(default_factory=dict)  # (object, external id field) -> {value: record Id}, a cache
     next_id: int = 1
     page_size: int = 2
 
@@ -339,7 +370,10 @@ class SalesforceState:
             raise KeyError(f"No such column '{unknown[0]}' on sobject of type {sobject}")
         key = record[external_field]
         store = self.records[sobject]
-        found = next((r for r in store.values() if r.get(external_field) == key), None)
+        index = self.index.setdefault((sobject, external_field), {})
+        found = store.get(index.get(key, ""))
+        if found is None or found.get(external_field) != key:
+            found = next((r for r in store.values() if r.get(external_field) == key), None)
         if found is None:
             missing = [f for f in REQUIRED[sobject] if not record.get(f)]
             if missing:
@@ -349,6 +383,7 @@ class SalesforceState:
             found = {"Id": self.new_id("003")}
             store[found["Id"]] = found
         found.update({k: v for k, v in record.items() if k != "attributes"})
+        index[key] = found["Id"]
         self.upserted.append((sobject, key))
         return {"id": found["Id"], "success": True, "errors": [], "created": False}
 
@@ -494,8 +529,12 @@ def soql(state: SalesforceState, text: str, start: int) -> dict:
             rows = [r for r in rows if str(r.get(name)) in values]
         else:
             value = value.strip().strip("'")
+            def key(v, name=name):  # SOQL compares datetimes as instants, whatever their text
+                return dt.datetime.fromisoformat(v.replace("Z", "+00:00").replace("+0000", "+00:00")) \
+                    if name == "LastModifiedDate" else v
             rows = [r for r in rows if r.get(name) is not None and (
-                (op == ">" and r[name] > value) or (op == ">=" and r[name] >= value) or (op == "=" and r[name] == value))]
+                (op == ">" and key(r[name]) > key(value)) or (op == ">=" and key(r[name]) >= key(value))
+                or (op == "=" and r[name] == value))]
     rows.sort(key=lambda r: (r.get("LastModifiedDate") or "", r["Id"]))
     page = rows[start:start + state.page_size]
     out = {"totalSize": len(rows), "done": start + state.page_size >= len(rows),

@@ -64,7 +64,7 @@ def test_create_properties_dry_run_creates_nothing_then_creates_group_and_typed_
     report = push(project, server, scores(), dry_run=True, create_properties=True)
     assert [p.name for p in report.properties if not p.exists] == [
         "propensity_score", "propensity_band", "propensity_probability", "propensity_top_reasons",
-        "propensity_contact_id", "propensity_score", "propensity_band", "propensity_contacts_scored",
+        "propensity_change_reason", "propensity_contact_id", "propensity_score", "propensity_band", "propensity_contacts_scored",
         "propensity_top_contact_id", "propensity_account_id"]
     assert server.calls("POST", r"/crm/v3/properties/.*") == [] and state.upserted == []
 
@@ -185,7 +185,80 @@ def test_the_token_appears_in_no_output_even_when_the_server_echoes_it(tmp_path,
     state.token = "another-token"  # the fake now answers 401 and echoes the Authorization header it got
     scores(bump=0.4).to_parquet(path)
     assert main([*ws, "push", "--to", "hubspot", "--from", str(path)]) == 1
+    # refused before any record: reading the properties (an answer the client turns into models)
+    assert main([*ws, "push", "--to", "hubspot", "--from", str(path), "--create-properties"]) == 1
     captured = capsys.readouterr()
     assert "HTTP 401" in captured.err and "Authentication credentials not found" in captured.err
     everything = captured.out + captured.err + caplog.text
     assert TOKEN not in everything and "would create" in captured.out and "sent 5" in " ".join(captured.out.split())
+
+
+def test_the_daily_limit_counts_requests_of_earlier_runs_and_stops_the_push_resumably(project, hubspot):
+    server, _ = hubspot
+    push(project, server, scores(), create_properties=True)  # 4 reads/creates per object type + 2 upserts
+    used = len(server.requests)
+    project.ws.layout.configs.mkdir(parents=True, exist_ok=True)
+    # the day's budget is what was used so far plus one: the contacts go, the companies must wait
+    (project.ws.layout.configs / "crm.yaml").write_text(f"hubspot:\n  daily_limit: {used + 1}\n")
+    with pytest.raises(PushError, match=r"daily limit of .* requests is spent .*hubspot-requests\.sqlite"):
+        push(project, server, scores(bump=0.3))
+    assert len(server.requests) == used + 1  # the request log in the workspace counted the first run's
+    (project.ws.layout.configs / "crm.yaml").write_text("hubspot:\n  daily_limit: 250000\n")
+    report = push(project, server, scores(bump=0.3))
+    assert [r.sent for r in report.reports] == [0, 2]  # the contacts were recorded: only the companies are left
+
+
+def test_a_dry_run_writes_every_request_per_object_and_sends_and_records_nothing(tmp_path, project, hubspot):
+    import json
+
+    server, _ = hubspot
+    out = tmp_path / "preview.jsonl"
+    report = push(project, server, scores(), dry_run=True, preview_out=out)
+    contacts = [json.loads(line) for line in out.read_text().splitlines()]
+    companies = [json.loads(line) for line in (tmp_path / "preview.companies.jsonl").read_text().splitlines()]
+    assert contacts[0]["url"].endswith("/crm/v3/objects/contacts/batch/upsert")
+    assert [i["id"] for i in contacts[0]["json"]["inputs"]] == [f"c{i}@example.com" for i in range(5)]
+    assert {i["id"] for i in companies[0]["json"]["inputs"]} == {"a0", "a1"}
+    assert server.requests == [] and [r.sent for r in report.reports] == [0, 0]
+    assert TOKEN not in out.read_text()
+    again = push(project, server, scores(), dry_run=True)
+    assert again.reports[0].unchanged == 0  # nothing was recorded by the dry run
+
+
+def test_held_out_contacts_reach_neither_their_record_nor_their_accounts_roll_up(tmp_path, hubspot):
+    from propensity.pipelines.activation.holdout import HoldoutConfig, held_out_by_hash
+
+    server, state = hubspot
+    holdout = HoldoutConfig(experiment="crm-test", share=0.5)
+    proj = Project(tmp_path / "ws")
+    proj.ingest("contacts", contacts_csv(tmp_path, n=12))
+    frame = scores(n=12)
+    held = {f"c{i}" for i in range(12) if held_out_by_hash("crm-test", f"c{i}", 0.5)}
+    assert 0 < len(held) < 12  # the hash splits these ids (else the test would prove nothing)
+    report = push(proj, server, frame, create_properties=True, holdout=holdout)
+    sent = {k.split("@")[0] for t, k in state.upserted if t == "contacts"}
+    assert sent == {f"c{i}" for i in range(12)} - held and report.reports[0].held_out == len(held)
+    companies = {o["properties"]["propensity_account_id"]: o["properties"] for o in state.objects["companies"].values()}
+    for account in ("a0", "a1"):
+        members = {f"c{i}" for i in range(12) if i % 2 == int(account[1])} - held
+        assert companies[account]["propensity_contacts_scored"] == str(len(members))
+
+
+def test_the_reason_for_the_last_change_is_pushed_from_explain_since_output(tmp_path, hubspot, monkeypatch):
+    server, state = hubspot
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("HUBSPOT_API_URL", server.url)
+    ws = ["--workspace", str(tmp_path / "ws")]
+    assert main([*ws, "ingest", "contacts", str(contacts_csv(tmp_path))]) == 0
+    scores().to_parquet(tmp_path / "scores.parquet")
+    # the columns `propensity explain --since ... --out` writes (pipelines/explain/change.py summary)
+    pd.DataFrame({"contact_id": ["c1", "c2", "c1"], "score": ["rule", "rule", "learned"],
+                  "since": "2026-10-01", "until": "2026-11-01", "before": [0.1, 1.8, 0.0],
+                  "after": [0.9, 1.8, 0.5], "change": [0.8, 0.0, 0.5],
+                  "reason_1": ["new events: demo request (+0.8)", None, "model"]}).to_csv(tmp_path / "ch.csv",
+                                                                                         index=False)
+    assert main([*ws, "push", "--to", "hubspot", "--from", str(tmp_path / "scores.parquet"), "--changes",
+                 str(tmp_path / "ch.csv"), "--create-properties"]) == 0
+    contacts = {o["properties"]["email"]: o["properties"] for o in state.objects["contacts"].values()}
+    assert contacts["c1@example.com"]["propensity_change_reason"] == "+0.80 since 2026-10-01: new events: demo request (+0.8)"
+    assert "propensity_change_reason" not in contacts["c2@example.com"]  # its score did not move

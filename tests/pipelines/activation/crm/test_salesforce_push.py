@@ -70,7 +70,7 @@ def push(project, server, frame, **kwargs):
 def test_create_properties_makes_typed_custom_fields_through_the_tooling_api(project, salesforce):
     server, state = salesforce
     dry = push(project, server, scores(), dry_run=True, create_properties=True)
-    assert state.created_fields == [] and sum(not p.exists for p in dry.properties) == 15
+    assert state.created_fields == [] and sum(not p.exists for p in dry.properties) == 17
     seed(state)
     push(project, server, scores(), create_properties=True)
     made = {(o, n): m for o, n, m in state.created_fields}
@@ -169,3 +169,27 @@ def test_the_access_token_appears_in_no_output(tmp_path, salesforce, monkeypatch
     captured = capsys.readouterr()
     assert "HTTP 401" in captured.err and "INVALID_SESSION_ID" in captured.err
     assert TOKEN not in captured.out + captured.err + caplog.text
+
+
+def test_a_429_with_retry_after_from_salesforce_is_waited_for_and_retried(project, salesforce):
+    server, state = salesforce
+    seed(state)
+    push(project, server, scores(), create_properties=True)
+    slept, first = [], {"done": False}
+
+    def throttle(request, index):
+        if "/composite/sobjects/" in request.path and not first["done"]:
+            first["done"] = True
+            return reply(429, [{"message": "too many requests", "errorCode": "TOO_MANY_REQUESTS"}],
+                         {"Retry-After": "3"})
+        return None
+
+    server.inject = throttle
+    report = push(project, server, scores(bump=0.2), sleep=slept.append)
+    assert slept == [3.0] and report.retries == 1 and [r.sent for r in report.reports] == [4, 1, 2]
+    state.api_used = 0
+    server.inject = lambda request, index: reply(403, [{"message": "TotalRequests Limit exceeded.",
+                                                        "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    with pytest.raises(PushError, match="REQUEST_LIMIT_EXCEEDED"):
+        push(project, server, scores(bump=0.4), sleep=slept.append)
+    assert slept == [3.0]  # the daily limit is not retried
