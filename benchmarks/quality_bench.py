@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = config.model_copy(update={"rules": REPO / "benchmarks" / "worlds" / "signals_rules.yaml"})
     if args.features is not None:
         config = config.model_copy(update={"features": args.features.resolve()})
+    if args.no_rule_inputs:
+        config = config.model_copy(update={"rule_inputs": False})
     if args.trials is not None:
         config = config.model_copy(update={"model": config.model.model_copy(update={"n_trials": args.trials})})
     started = time.perf_counter()
@@ -225,24 +227,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "world": args.world, "features": str(config.features), "feature_config": result.summary.get("feature_config"),
         "feature_choices": result.summary.get("feature_choices"), "n_features": result.summary.get("features"),
         "diagnostics": diagnostics, "points": points,
+        # issue 13: the search ran its trials (not the clock), and what the rules as an input chose on valid
+        "search": result.summary.get("search"), "rule_inputs": result.summary.get("rule_inputs"),
+        "calibration_shift": result.summary.get("calibration_shift"),
         "figure": None if figure is None else str(figure.relative_to(REPO)) if figure.is_relative_to(REPO) else str(figure),
         "seconds": {"world_and_ingest": world_seconds, "train": train_seconds, "truth": truth_seconds},
     }
 
 
 def _test_features(ws, config, result, rows):
-    """The test rows' features, built as scoring builds them (for the uncalibrated AUC)."""
-    from propensity.features.build import build_features
-
+    """The test rows' features, built as scoring builds them (for the uncalibrated AUC): the one
+    as-trained path, so the rules' columns (rule__*) are there when the model reads them."""
+    from propensity.pipelines.training.as_trained import features_as_trained
     from propensity.pipelines.training.dataset import KEYS
 
     con = ws.ibis_connection()
     spine = con.create_table("_quality_spine", rows[KEYS], temp=True, overwrite=True)
-    from propensity.features.config import FeatureConfig
-
-    feature_config = FeatureConfig.of_model(result.scorer.feature_config)
-    built = build_features(con.table("events"), spine, feature_config, contacts=con.table("contacts"),
-                           event_types=result.scorer.event_types).execute()
+    built = features_as_trained(con.table("events"), spine, result.scorer, con.table("contacts")).execute()
     built["as_of"] = built["as_of"].astype("datetime64[us]")
     return rows[KEYS].merge(built, on=KEYS, how="left", validate="one_to_one")
 
@@ -267,6 +268,14 @@ def print_table(r: dict[str, Any]) -> None:
     p = r["points"]
     if p is not None:
         print(f"  {'Spearman rho learned points vs hidden':<{width}} {p['spearman_learned']:.2f}     (hand points {p['spearman_hand']:.2f})")
+    search, blend = r.get("search"), r.get("rule_inputs")
+    if search:
+        print(f"  search: {search['trials_completed']} of {search['n_trials']} trials"
+              + (" (CUT by the time limit: load-dependent)" if search["cut_by_time_budget"] else ", not cut")
+              + f", {search['search_rows']:,} rows per trial, {search['fit_seconds']:g} s")
+    if blend:
+        print(f"  rules as input: valid model {blend['valid_auc_model']:.4f}, rules {blend['valid_auc_rules']:.4f}, "
+              f"blend alpha {blend['alpha']:g} -> {blend['valid_auc_blend']:.4f}")
     for k, v in r["diagnostics"].items():
         print(f"  {'[diagnostic] ' + k:<{width}} {v:.4f}")
     s = r["seconds"]
@@ -281,6 +290,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "train.yaml")
     ap.add_argument("--trials", type=int, default=None, help="override model.n_trials of the config")
+    ap.add_argument("--no-rule-inputs", action="store_true", help="train with rule_inputs: false (the model alone)")
     ap.add_argument("--world", choices=("saas", "signals"), default="saas",
                     help="saas: propensity.pipelines.synthetic; signals: propensity.pipelines.synthetic_signals")
     ap.add_argument("--features", type=Path, default=None, help="feature config replacing the train config's")

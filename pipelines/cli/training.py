@@ -103,6 +103,12 @@ def print_training(result) -> None:
                       + f", {search['fit_seconds']:g} s")
         if search["cut_by_time_budget"]:
             console.print(f"[yellow]{search['note']}[/]")
+    shift = result.summary.get("calibration_shift")
+    if shift and "test" in shift and "valid" in shift:  # the calibration on the next period, per test cut-off
+        console.print(f"calibration on test: rate {shift['test']['rate']:.3f} vs mean probability "
+                      f"{shift['test']['mean_probability']:.3f}, ECE {shift['test']['ece']:.4f} (valid {shift['valid']['ece']:.4f})"
+                      + "".join(f"; {c['as_of']} rate {c['rate']:.3f} vs {c['mean_probability']:.3f}"
+                                for c in shift["test_by_cutoff"][:4]))
     blend = result.summary.get("rule_inputs")
     if blend is not None:  # the rules as an input: what validation chose, in one line
         console.print(f"rules as input: valid ROC-AUC model {blend['valid_auc_model']:.4f}, rules "

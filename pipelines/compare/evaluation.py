@@ -271,10 +271,36 @@ def compare_models(
         test["learned_score"] = scored["learned_score"].to_numpy()
         models = {"rules": models["rules"], "learned": ("probability", "learned_score"),
                   "learned_points": models["learned_points"]}
+        if train_config.recurring:  # repeat purchases: a probabilistic baseline beside them
+            models |= _repeat_purchase_baseline(test, features, scorer, train_config, warnings)
     step("compute the metrics")
     comparison = compare_scores(test, hand.bands, config, models, meta=meta)
     comparison.warnings[:0] = warnings
     return comparison
+
+
+def _repeat_purchase_baseline(test: pd.DataFrame, features: pd.DataFrame, scorer, train_config: TrainConfig,
+                              warnings: list[str]) -> dict[str, tuple[str, str]]:
+    """BG/NBD on the test rows' purchase history (compare/repeat_purchase.py): ``{"bgnbd": columns}``,
+    or nothing with a warning saying why (no purchase-like type, the extra missing, too few buyers)."""
+    from propensity.pipelines.compare.repeat_purchase import bgnbd_scores, rfm_of
+
+    monetary = list((scorer.feature_config or {}).get("monetary_types") or [])
+    if not monetary:
+        warnings.append("no BG/NBD baseline: the model's features have no purchase-like type (monetary_types)")
+        return {}
+    from propensity.features.build import safe_name
+
+    try:
+        probability, score, params = bgnbd_scores(rfm_of(features, safe_name(monetary[0])), train_config.horizon_days,
+                                                  test["rule_score"].to_numpy())
+    except (ImportError, ValueError) as exc:
+        warnings.append(f"no BG/NBD baseline: {exc}")
+        return {}
+    test["bgnbd_probability"], test["bgnbd_score"] = probability, score
+    warnings.append(f"bgnbd: BG/NBD (lifetimes) on the purchase history of {monetary[0]!r} before each cut-off, "
+                    f"fitted on these rows (no labels), params {', '.join(f'{k}={v:.3g}' for k, v in params.items())}")
+    return {"bgnbd": ("bgnbd_probability", "bgnbd_score")}
 
 
 def feature_frame(

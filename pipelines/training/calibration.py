@@ -141,6 +141,7 @@ class ProbabilityCalibrator(TransformerMixin, BaseEstimator):
         if method == "isotonic":
             estimator = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
             estimator.fit(raw, labels)
+            self.knots_ = _centred_knots(estimator.X_thresholds_, estimator.y_thresholds_)
         else:
             estimator = LogisticRegression().fit(_logit(raw), labels)
         self.method_ = method
@@ -162,11 +163,31 @@ class ProbabilityCalibrator(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         raw = _in_range(raw_probability, "raw_probability", 0.0, 1.0)
-        if self.method_ == "isotonic":
+        if self.method_ == "isotonic" and getattr(self, "knots_", None) is not None:
+            calibrated = np.interp(raw, *self.knots_)
+        elif self.method_ == "isotonic":  # a calibrator pickled before the centred knots
             calibrated = self.estimator_.predict(raw)
         else:
             calibrated = self.estimator_.predict_proba(_logit(raw))[:, 1]
         return np.clip(calibrated, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+
+
+def _centred_knots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centred isotonic regression (Oron & Flournoy 2017): one knot per flat step of the isotonic
+    fit, at the middle of its x range, interpolated linearly in between.
+
+    Why: the pool-adjacent-violators steps tie every raw probability inside a step, and ties cost
+    ranking (0.0026 ROC-AUC on the 20k synthetic world's test split, 0.8466 raw vs 0.8440). The
+    centred fit keeps the steps' levels (the calibration) but is strictly increasing between
+    them, so distinct raw values stay distinct. scikit-learn has no centred variant, hence here.
+    """
+    x, y = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+    if x.size < 2:
+        return x, y
+    step = np.concatenate([[0], np.cumsum(np.diff(y) != 0)])
+    first = np.r_[0, np.flatnonzero(np.diff(step)) + 1]
+    last = np.r_[first[1:] - 1, x.size - 1]
+    return 0.5 * (x[first] + x[last]), y[first]
 
 
 def _collapse_ties(x: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

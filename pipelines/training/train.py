@@ -15,6 +15,7 @@ import pandas as pd
 from propensity.features.config import load_feature_config
 from propensity.features.store import Workspace
 from propensity.pipelines.rules.config import RuleSet, dump_rules, load_rules
+from propensity.pipelines.training.calibration_shift import calibration_shift
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.cutoffs import CutoffReport
 from propensity.pipelines.training.dataset import assemble_training_set
@@ -160,7 +161,7 @@ def train(
                          points_score=points.score, points_probability=points.probability)
     models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
 
-    scorer = importance = search = None
+    scorer = importance = search = shift = None
     if not points_only:
         step("train LightGBM (Optuna search), calibrate onto the 0-5 scale")
         # assemble_training_set always sets the weights (1 unless negatives were sampled)
@@ -182,6 +183,7 @@ def train(
         importance = feature_importance(fitted)
         models = {"learned": ("probability", "learned_score"), **models}
         search = search_summary(fitted, config)  # the CLI and the MLflow run say when the time limit cut it
+        shift = calibration_shift(frame)  # does the calibration fitted on valid hold on test?
 
     metrics = _metrics_table(frame, models)
     learned_path = ws.layout.learned_rules
@@ -192,7 +194,8 @@ def train(
                  "feature_config": ts.feature_config.model_dump(mode="json"), "feature_choices": ts.feature_note,
                  "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
                  "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
-                 "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend},
+                 "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend,
+                 "calibration_shift": shift},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],

@@ -67,6 +67,21 @@ def test_platt_keeps_the_raw_order_and_isotonic_loses_at_most_a_little_auc_to_ti
     assert roc_auc_score(y_test, isotonic) > roc_auc_score(y_test, raw_test) - 0.01
 
 
+def test_centred_isotonic_keeps_distinct_raw_values_apart_between_its_first_and_last_step():
+    from sklearn.isotonic import IsotonicRegression
+
+    _, y_valid, raw_valid = _overconfident(5000, seed=0)
+    _, y_test, raw_test = _overconfident(5000, seed=1)
+    calibrator = ProbabilityCalibrator(method="isotonic").fit(raw_valid, y_valid)
+    low, high = calibrator.knots_[0][[0, -1]]
+    inside = np.sort(np.unique(raw_test[(raw_test > low) & (raw_test < high)]))
+    assert (np.diff(calibrator.transform(inside)) > 0).all()  # no ties: the ranking survives
+    steps = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw_valid, y_valid).predict(raw_test)
+    centred = calibrator.transform(raw_test)
+    assert roc_auc_score(y_test, centred) >= roc_auc_score(y_test, steps)
+    assert expected_calibration_error(y_test, centred) < 0.02
+
+
 def test_auto_picks_platt_for_few_positives_and_isotonic_for_many():
     _, y, raw = _overconfident(20000, seed=2)
     few = ProbabilityCalibrator().fit(raw[:500], y[:500])

@@ -70,7 +70,7 @@ def test_a_frame_without_the_rule_columns_is_refused_by_name(world):
 
 
 def test_the_service_refuses_a_model_that_reads_the_rules_by_name(world):
-    from propensity.pipelines.serve.learned import FeaturePlan
+    from propensity.pipelines.serve.feature_plan import FeaturePlan
 
     with pytest.raises(ValueError, match=r"rule__\*.*rule_inputs: false"):
         FeaturePlan.from_scorer(world.result.scorer)

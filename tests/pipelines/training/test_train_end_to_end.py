@@ -164,6 +164,17 @@ def test_the_same_data_config_and_seed_train_to_the_same_model_and_figures(works
     assert again.model_version == "2" and not again.registry.promoted  # an identical model moves no alias
 
 
+def test_the_run_states_how_the_calibration_holds_on_the_test_period(trained):
+    shift = trained.summary["calibration_shift"]
+    metrics = trained.metrics.set_index(["model", "split"])
+    assert shift["test"]["ece"] == pytest.approx(metrics.loc[("learned", "test"), "ece"], abs=1e-12)
+    assert shift["valid"]["ece"] == pytest.approx(metrics.loc[("learned", "valid"), "ece"], abs=1e-12)
+    assert shift["shift"] == pytest.approx(shift["test"]["ece"] - shift["valid"]["ece"])
+    (cutoff,) = shift["test_by_cutoff"]  # one test cut-off here
+    assert cutoff["rows"] == shift["test"]["rows"] == int(metrics.loc[("learned", "test"), "n"])
+    assert cutoff["rate"] == pytest.approx(trained.test_scores["label"].mean())
+
+
 def test_too_few_positives_stops_with_a_message_that_says_what_to_do(workspace, tmp_path):
     config = load_train_config(_config(tmp_path, min_positives=100_000))
     with pytest.raises(NotEnoughPositives, match=r"only \d+ positive.*Add cut-offs"):
