@@ -78,14 +78,22 @@ def load() -> float:
 
 
 def timed(command: list[str], repeats: int, env: dict) -> dict:
-    """Median wall time of ``repeats`` fresh processes after one warm-up run."""
+    """Median wall and CPU time (user + system of the child) of ``repeats`` fresh processes after
+    one warm-up run. On a shared machine the CPU time is the steadier figure: it is what the
+    command costs, the wall time what it cost while others ran too."""
+    import resource
+
     subprocess.run(command, check=True, capture_output=True, env=env)
-    runs = []
+    runs, cpus = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, env=env)
         runs.append(time.perf_counter() - started)
-    return {"median_s": statistics.median(runs), "best_s": min(runs), "runs": runs, "load": load()}
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return {"median_s": statistics.median(runs), "best_s": min(runs), "cpu_s": statistics.median(cpus),
+            "runs": runs, "cpu_runs": cpus, "load": load()}
 
 
 def demo_workspace(contacts: int) -> Path:
@@ -156,14 +164,14 @@ def main() -> None:
 
     print(f"\n{args.contacts:,}-contact demo workspace, contact {contact}, {args.repeats} repeats; "
           f"load average {load():.2f} (2 cores)")
-    print(f"{'command':<26} {'median s':>9} {'best s':>7} {'floor':<28} {'floor s':>8} {'ratio':>7} "
+    print(f"{'command':<26} {'median s':>9} {'best s':>7} {'CPU s':>6} {'floor':<28} {'floor s':>8} {'ratio':>7} "
           f"{'target s':>8} {'load':>5}")
     rows = []
     for name, result in results.items():
         _, floor_name, target = cases[name]
         floor = floors.get(floor_name) if floor_name else None
         ratio = result["median_s"] / floor["median_s"] if floor and floor["median_s"] > 0 else None
-        print(f"{name:<26} {result['median_s']:>9.2f} {result['best_s']:>7.2f} {floor_name or '-':<28} "
+        print(f"{name:<26} {result['median_s']:>9.2f} {result['best_s']:>7.2f} {result['cpu_s']:>6.2f} {floor_name or '-':<28} "
               f"{floor['median_s'] if floor else float('nan'):>8.3f} {ratio or float('nan'):>7.1f} "
               f"{target or float('nan'):>8.2f} {result['load']:>5.2f}")
         rows.append({"command": name, **result, "floor": floor_name, "floor_s": floor["median_s"] if floor else None,

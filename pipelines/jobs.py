@@ -232,20 +232,24 @@ def model_bands(scorer) -> RuleSet | None:
 
 def run_model_scores(
     ws: Workspace, choice: SpineChoice, model: str, model_name: str, tables: EngineTables | None = None,
-    pyfunc=None,
+    pyfunc=None, scorer=None,
 ) -> pd.DataFrame:
     """Score the spine with a registered learned model (``champion``, a version, or a models:/ URI).
 
     The model carries the feature config and event types it was trained with, so the features
     are rebuilt exactly as in training. ``tables``: a DuckDB engine other than the workspace
     (on Spark: ``propensity.pipelines.spark.scoring.run_spark_model_scores``, which writes Parquet).
-    ``pyfunc``: the model already loaded (``Project.model``, which honours the configured tracking
-    URI); else it is loaded from the workspace's own store.
+    ``scorer`` (or ``pyfunc``): the model already loaded (``Project.model``, which honours the
+    configured tracking URI); else it is loaded from the workspace's own store. The rows are
+    scored by the scorer itself, which is what the pyfunc's ``predict`` calls (without MLflow's
+    per-call input checks: the features are built from the model's own recorded config).
     """
     from propensity.pipelines.rules.score import assign_bands
+    from propensity.pipelines.training.registry import load_model_context
 
-    pyfunc = pyfunc or load_model(ws, model, model_name)
-    scorer = pyfunc.unwrap_python_model().scorer
+    if scorer is None:
+        scorer = pyfunc.unwrap_python_model().scorer if pyfunc is not None else \
+            load_model_context(ws, model, model_name, None).scorer
     if tables is None:
         con = ws.ibis_connection()
         spine = resolve_spine(con, choice)
@@ -254,7 +258,7 @@ def run_model_scores(
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts = tables.events, tables.contacts
     features = features_as_trained(events, spine, scorer, contacts).execute()
-    scores = pyfunc.predict(features[scorer.feature_names])
+    scores = scorer.score(features[scorer.feature_names]).reset_index(drop=True)
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)
     if bands is not None:

@@ -253,7 +253,7 @@ class Project:
         from propensity.pipelines.jobs import run_model_scores
 
         learned = self.model(model, name)  # the configured registry (mlflow.tracking_uri), loaded once
-        return run_model_scores(self.ws, spine_choice(at), model, learned.name, tables=tables, pyfunc=learned.pyfunc)
+        return run_model_scores(self.ws, spine_choice(at), model, learned.name, tables=tables, scorer=learned.scorer)
 
     def train(self, config: TrainConfig | Path | str | None = None, *, track: bool = True, tables=None,
               step: Callable[[str], None] = lambda _: None):

@@ -107,7 +107,7 @@ class ContactReport:
 
 
 def explain_one(
-    ws: Workspace, contact_id: str, as_of: datetime, scorer, rules: RuleSet, *, method: str = "shap"
+    ws: Workspace, contact_id: str, as_of: datetime, scorer, rules: RuleSet, *, method: str = "pred_contrib"
 ) -> ContactReport:
     """Explain one contact's learned score at ``as_of`` and put its rule breakdown beside it."""
     check_contact(ws, contact_id)

@@ -3,13 +3,27 @@
 One resolver for every entry point (``propensity.Project.model``, compare, explain): the alias
 is pinned to its version at load time (it may move while a command runs), and the version's
 context files (:mod:`propensity.pipelines.training.context`) are fetched into the workspace.
+
+The workspace's own registry (``<ws>/mlflow.db``, artifacts in ``<ws>/mlartifacts``) is read
+without MLflow when nothing points elsewhere (no configured ``tracking_uri``, no other
+``$MLFLOW_TRACKING_URI``): the alias or version is looked up in the SQLite file read-only and the
+scorer is loaded from the version's artifacts folder, as ``PropensityPyfunc.load_context`` does.
+Importing MLflow and opening its store (SQLAlchemy, the schema check) took ~6 s of a cold
+`propensity explain` on a loaded 2-core machine, loading the scorer itself ~0.1 s. Anything
+unexpected in that file (another schema, a remote artifact location, a model that is not ours)
+falls back to MLflow, which then answers as before. The MLflow pyfunc is still there, loaded on
+first use of :attr:`ModelContext.pyfunc` (Spark scoring ships it to its workers).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from propensity.features.store import Workspace
 from propensity.pipelines.errors import WorkspaceError
@@ -37,13 +51,26 @@ class ModelContext:
     uri: str
     version: str | None
     run_id: str | None
-    pyfunc: object
     folder: Path | None  # the context files; None for a model registered before models carried them
     params: dict = field(default_factory=dict)
+    loaded_pyfunc: object = None  # the MLflow pyfunc, once loaded
+    loaded_scorer: object = None  # the LearnedScorer, once loaded
+    artifacts: Path | None = None  # the version's local artifacts folder (the pyfunc loads from it)
+
+    @property
+    def pyfunc(self):
+        """The MLflow pyfunc (loaded on first use when the scorer was read without MLflow)."""
+        if self.loaded_pyfunc is None:
+            import mlflow
+
+            self.loaded_pyfunc = mlflow.pyfunc.load_model(str(self.artifacts) if self.artifacts else self.uri)
+        return self.loaded_pyfunc
 
     @property
     def scorer(self):
-        return self.pyfunc.unwrap_python_model().scorer
+        if self.loaded_scorer is None:
+            self.loaded_scorer = self.pyfunc.unwrap_python_model().scorer
+        return self.loaded_scorer
 
     @property
     def label(self) -> str:
@@ -87,6 +114,9 @@ def load_model_context(ws: Workspace, ref: str, name: str, tracking_uri: str | N
     whose artifacts lie in this workspace's own ``mlartifacts``; the location checked is the one
     loaded (not the registry name again, which could be re-pointed in between).
     """
+    local = None if tracking_uri else _from_workspace_registry(ws, ref, name, trusted_only=trusted_only)
+    if local is not None:
+        return local
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -124,8 +154,107 @@ def load_model_context(ws: Workspace, ref: str, name: str, tracking_uri: str | N
         except mlflow.exceptions.MlflowException:
             params = {}
     folder = _context_files(ws, name, version, run_id) if version and run_id else None
-    return ModelContext(name=name, ref=ref, uri=uri, version=version, run_id=run_id, pyfunc=pyfunc,
+    return ModelContext(name=name, ref=ref, uri=uri, version=version, run_id=run_id, loaded_pyfunc=pyfunc,
                         folder=folder, params=params)
+
+
+def _from_workspace_registry(ws: Workspace, ref: str, name: str, *, trusted_only: bool = False) -> ModelContext | None:
+    """The version read from the workspace's SQLite registry without MLflow, or None to ask MLflow
+    (another store configured, no such file, or anything in it not as expected)."""
+    db = ws.layout.mlflow_db.resolve()
+    from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    # set by the user (or by an earlier call of configure_tracking for this or another workspace)
+    if from_env and from_env != f"sqlite:///{db}":
+        return None
+    uri = model_uri(ref, name)
+    if not uri.startswith("models:/") or not db.is_file():
+        return None
+    path = uri.removeprefix("models:/")
+    try:
+        with _read_only(db) as con:
+            if "@" in path:
+                model_name, alias = path.split("@", 1)
+                rows = con.execute(
+                    "select v.version, v.run_id, v.storage_location, v.status from registered_model_aliases a "
+                    "join model_versions v on v.name = a.name and v.version = a.version "
+                    "where a.name = ? and a.alias = ?", (model_name, alias)).fetchall()
+            else:
+                model_name, number = path.rsplit("/", 1)
+                rows = con.execute("select version, run_id, storage_location, status from model_versions "
+                                   "where name = ? and version = ?", (model_name, int(number))).fetchall()
+            if len(rows) != 1:  # none (MLflow says why), or several (registry workspaces): MLflow decides
+                return None
+            version, run_id, location, status = rows[0]
+            params = dict(con.execute("select key, value from params where run_uuid = ?", (run_id,)).fetchall())
+    except (sqlite3.Error, ValueError):
+        return None
+    if status != "READY" or not run_id:
+        return None
+    if trusted_only:  # as MLflow's path checks it: the location loaded, before its code runs
+        check_model_location(location, ws.path, f"{model_name}@{ref} v{version}")
+    artifacts = _local_folder(location)
+    if artifacts is None:
+        return None
+    scorer = _load_scorer_artifact(artifacts)
+    if scorer is None:
+        return None
+    version = str(version)
+    folder = context_folder(ws.path, model_name, version)
+    if not (folder / CONTEXT_FILES["train"]).is_file():
+        return None  # not copied into the workspace yet: MLflow downloads it from the run
+    return ModelContext(name=model_name, ref=ref, uri=f"models:/{model_name}/{version}", version=version,
+                        run_id=run_id, folder=folder, params=params, loaded_scorer=scorer, artifacts=artifacts)
+
+
+class _read_only:
+    """A read-only SQLite connection, closed on exit (sqlite3's own context manager only commits)."""
+
+    def __init__(self, db: Path) -> None:
+        self.con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.con
+
+    def __exit__(self, *_) -> None:
+        self.con.close()
+
+
+def _local_folder(location: str | None) -> Path | None:
+    if not location:
+        return None
+    parsed = urlparse(location)
+    if parsed.scheme not in ("file", "") or parsed.netloc not in ("", "localhost"):
+        return None
+    folder = Path(unquote(parsed.path))
+    return folder if folder.is_dir() else None
+
+
+def _load_scorer_artifact(artifacts: Path):
+    """The scorer of a model logged by :func:`~propensity.pipelines.training.tracking.log_scorer_model`
+    (a ``PropensityPyfunc`` with a ``scorer`` artifact), loaded as its ``load_context`` does; None
+    for any other model."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((artifacts / "MLmodel").read_text(encoding="utf-8"))
+        flavor = meta["flavors"]["python_function"]
+        relative = flavor["artifacts"]["scorer"]["path"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    scorer_folder = artifacts / relative
+    if flavor.get("loader_module") != "mlflow.pyfunc.model" or not (scorer_folder / "scorer.json").is_file():
+        return None
+    try:
+        json.loads((scorer_folder / "scorer.json").read_text(encoding="utf-8"))["feature_names"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    from propensity.pipelines.training.compiled import compiled_trees_requested
+    from propensity.pipelines.training.scorer import load_scorer
+
+    scorer = load_scorer(scorer_folder)
+    if compiled_trees_requested():
+        scorer.compile_trees()
+    return scorer
 
 
 def _what_to_run(client, name: str, ref: str) -> str:
