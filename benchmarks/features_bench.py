@@ -107,22 +107,24 @@ def step_write_parquet(p: dict[str, Any]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from propensity.pipelines import synthetic as syn
+    from propensity.pipelines.synthetic import WorldConfig
+    from propensity.pipelines.synthetic import simulate as sim
+    from propensity.pipelines.synthetic import tables as tab
 
-    config = syn.WorldConfig(contacts=p["contacts"], days=p["days"], seed=p["seed"])
+    config = WorldConfig(contacts=p["contacts"], days=p["days"], seed=p["seed"])
     out = Path(p["out"])
     out.mkdir(parents=True, exist_ok=True)
     writers: dict[str, pq.ParquetWriter] = {}
     rows = {"events": 0, "contacts": 0}
     per_group = p.get("blocks_per_row_group", 8)
     with _Span() as span:
-        accounts = syn._draw_accounts(config)
+        accounts = sim._draw_accounts(config)
         pending: dict[str, list[pa.Table]] = {"events": [], "contacts": []}
-        n_blocks = syn._n_blocks(config)
+        n_blocks = tab._n_blocks(config)
         for b in range(n_blocks):
-            block = syn._simulate_block(config, accounts, b)
-            pending["events"].append(syn._events_table(config, block))
-            pending["contacts"].append(syn._contacts_table(config, accounts, block))
+            block = sim._simulate_block(config, accounts, b)
+            pending["events"].append(tab._events_table(config, block))
+            pending["contacts"].append(tab._contacts_table(config, accounts, block))
             if len(pending["events"]) == per_group or b == n_blocks - 1:
                 for name, parts in pending.items():
                     table = pa.concat_tables(parts)

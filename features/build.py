@@ -51,6 +51,13 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pandas as pd
 
+from propensity.features.accounts import (
+    ACCOUNT_ROW_COLUMNS,
+    account_names,
+    account_picks,
+    feature_rows,
+    with_account_windows,
+)
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import TIMESTAMP_US
@@ -171,7 +178,8 @@ def _when(condition: ir.BooleanValue, value: ir.Value) -> ir.Value:
 
 
 def _one_bit(position: ir.IntegerValue) -> ir.IntegerValue:
-    return ibis.literal(1).cast("int64") << position
+    # The shift count as INTEGER: PostgreSQL has ``bigint << integer`` only (no bigint count).
+    return ibis.literal(1).cast("int64") << position.cast("int32")
 
 
 def _fmt(half_life: float) -> str:
@@ -219,16 +227,6 @@ def _spine_rows(spine: ibis.Table) -> ibis.Table:
     ).distinct()
 
 
-def _contact_accounts(contacts: ibis.Table | None) -> ibis.Table | None:
-    """``(_c_contact, _c_account)`` of the contacts table, None without accounts there."""
-    if contacts is None or "account_id" not in contacts.columns:
-        return None
-    return contacts.select(
-        _c_contact=contacts.contact_id.cast("string"),
-        _c_account=contacts.account_id.cast("string"),
-    )
-
-
 def _event_columns(events: ibis.Table) -> ibis.Table:
     account = (
         events.account_id.cast("string") if "account_id" in events.columns else ibis.null("string")
@@ -242,21 +240,13 @@ def _event_columns(events: ibis.Table) -> ibis.Table:
     )
 
 
-def _history(
-    rows: ibis.Table, events: ibis.Table, contacts: ibis.Table | None, plan: _Plan
-) -> ibis.Table:
-    """Spine rows x their contact's events before ``as_of`` (one NULL row when none).
+def _history(rows: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
+    """Feature rows (:func:`propensity.features.accounts.feature_rows`) x their contact's
+    events before ``as_of`` (one NULL row when none).
 
     Per-row helpers are computed here once instead of inside every aggregate. ``_m_account``
-    is the account an event counts for in account features (see :func:`_account_features`).
+    is the account an event counts for in account features (see ``features/accounts.py``).
     """
-    known = _contact_accounts(contacts)
-    if known is None:
-        rows = rows.mutate(_c_account=ibis.null("string"))
-    else:
-        # On the spine's rows rather than the events': 100k rows instead of 10M.
-        linked = rows.left_join(known, rows.contact_id == known._c_contact)
-        rows = linked.select("contact_id", "as_of", "_c_account")
     ev = _event_columns(events)
     joined = rows.left_join(ev, [rows.contact_id == ev._contact, ev._ts < rows.as_of])
     # DATE_DIFF at microsecond unit is exactly epoch_us(as_of) - epoch_us(ts); ibis'
@@ -289,10 +279,13 @@ def _history(
                 flag = ibis.literal(1 << (plan.edge_bit(k) - low)).cast("int64")
                 word = word + ibis.ifelse(on_edge, flag, 0)
         helpers[f"_word{j}"] = word
-    return joined.select("contact_id", "as_of", "_type", "_ts", "_value", "_account", **helpers)
+    return joined.select(
+        "contact_id", "as_of", "_type", "_ts", "_value", "_account", *ACCOUNT_ROW_COLUMNS[1:], **helpers
+    )
 
 
-_LEVEL1_KEYS = ("contact_id", "as_of", "_type", "_m_account")
+# `_c_member` and `_spine` depend on (contact_id, as_of) only: keys, so they need no aggregate.
+_LEVEL1_KEYS = ("contact_id", "as_of", "_type", "_m_account", "_c_member", "_spine")
 
 
 def _type_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
@@ -507,152 +500,6 @@ def _with_purchases(raw: ibis.Table, purchases: ibis.Table | None) -> ibis.Table
     return joined.select(*raw.columns, *[c for c in purchases.columns if c not in ("_p_contact", "_p_as_of")])
 
 
-def _member_stats(by_type: ibis.Table, plan: _Plan) -> ibis.Table:
-    """Per ``(account, as_of, contact)`` from level 1: the spine rows' own member events."""
-    t = by_type.filter(by_type._type.notnull() & by_type._m_account.notnull())
-    return t.group_by(_k_account=t._m_account, _k_as_of=t.as_of, _k_contact=t.contact_id).aggregate(
-        _recent=t._age_min.min(), **{f"_n{n}": t[f"_n{n}"].sum() for n in plan.windows}
-    )
-
-
-def _uncovered_member_stats(
-    keys: ibis.Table,
-    base: ibis.Table,
-    events: ibis.Table,
-    contacts: ibis.Table | None,
-    plan: _Plan,
-) -> ibis.Table | None:
-    """Per ``(account, as_of, contact)`` for members whose ``(contact, as_of)`` is no spine row.
-
-    Level 1 only saw the spine's rows; a member outside the spine at that ``as_of`` (a
-    spine of a few contacts, or of a contact created later) is read from the events here.
-    With a spine of everyone known at ``as_of`` both joins come out empty.
-    """
-    # Not _event_columns(events): an expression shared with the history becomes a CTE that
-    # DuckDB materialises (10M rows); a different projection is scanned again instead.
-    account = (
-        events.account_id.cast("string") if "account_id" in events.columns else ibis.null("string")
-    )
-    ev = events.select(
-        _contact=events.contact_id.cast("string"),
-        _ts=events.ts.cast(TIMESTAMP_US),
-        _account=account,
-    )
-    known = _contact_accounts(contacts)
-    parts: list[ibis.Table] = []
-    if known is not None:
-        # Members by the contacts table: all their events count for the account.
-        pairs = keys.join(known, keys._k_account == known._c_account)
-        pairs = pairs.select("_k_account", "_k_as_of", _k_contact="_c_contact")
-        pairs = _outside(pairs, "_k_contact", base)
-        mine = ev.select("_contact", "_ts")  # not `ev` again: that too would be a CTE
-        linked = pairs.join(mine, [pairs._k_contact == mine._contact, mine._ts < pairs._k_as_of])
-        parts.append(linked.select("_k_account", "_k_as_of", "_k_contact", "_ts"))
-        ev = ev.anti_join(
-            known.filter(known._c_account.notnull()), ev._contact == known._c_contact
-        )
-    if "account_id" in events.columns:
-        # Members by their events' own account_id (contacts without a contacts-table one).
-        linked = keys.join(ev, [keys._k_account == ev._account, ev._ts < keys._k_as_of])
-        linked = linked.select("_k_account", "_k_as_of", _k_contact="_contact", _ts="_ts")
-        parts.append(_outside(linked, "_k_contact", base))
-    if not parts:
-        return None
-    rows = parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
-    age = rows._k_as_of.delta(rows._ts, unit="microsecond")
-    return rows.group_by(["_k_account", "_k_as_of", "_k_contact"]).aggregate(
-        _recent=age.min(),
-        **{f"_n{n}": _count_if(age <= n * _US_PER_DAY) for n in plan.windows},
-    )
-
-
-def _outside(pairs: ibis.Table, contact: str, base: ibis.Table) -> ibis.Table:
-    """The rows of ``pairs`` whose ``(contact, _k_as_of)`` is not a spine row.
-
-    A LEFT JOIN and a NULL test rather than an anti-join: DuckDB moved the anti-join above
-    the join with the events (10M rows joined, then all dropped); it keeps a LEFT JOIN put.
-    """
-    spine = base.select(_s_contact=base.contact_id, _s_as_of=base.as_of, _s_in=ibis.literal(True))
-    joined = pairs.left_join(
-        spine, [pairs[contact] == spine._s_contact, pairs._k_as_of == spine._s_as_of]
-    )
-    return joined.filter(joined._s_in.isnull()).select(*pairs.columns)
-
-
-def _contact_members(
-    keys: ibis.Table, contacts: ibis.Table | None, plan: _Plan
-) -> ibis.Table | None:
-    """Contacts-table members known at ``as_of`` (``created_at`` NULL or before), no events."""
-    if contacts is None or "account_id" not in contacts.columns:
-        return None
-    created = (
-        contacts.created_at.cast(TIMESTAMP_US)
-        if "created_at" in contacts.columns
-        else ibis.null(TIMESTAMP_US)
-    )
-    rows = contacts.select(
-        _c_contact=contacts.contact_id.cast("string"),
-        _c_account=contacts.account_id.cast("string"),
-        _c_created=created,
-    )
-    joined = keys.join(
-        rows,
-        [
-            keys._k_account == rows._c_account,
-            rows._c_created.isnull() | (rows._c_created < keys._k_as_of),
-        ],
-    )
-    return joined.select(
-        "_k_account",
-        "_k_as_of",
-        _k_contact="_c_contact",
-        _recent=ibis.null("int64"),
-        **{f"_n{n}": ibis.literal(0, "int64") for n in plan.windows},
-    )
-
-
-def _account_features(
-    rows: ibis.Table,
-    by_type: ibis.Table,
-    base: ibis.Table,
-    events: ibis.Table,
-    contacts: ibis.Table | None,
-    plan: _Plan,
-) -> ibis.Table:
-    """Account aggregates at each ``(account_id, as_of)`` of ``rows``, point in time.
-
-    An event counts for its contact's account in the contacts table, else for its own
-    ``account_id``; a contacts-table row makes a member from ``created_at`` (NULL: always).
-    Members' event statistics come from level 1 where the member is a spine row at that
-    ``as_of`` (every member, for a spine of all contacts known then), else from the events.
-    """
-    keys = rows.filter(rows.account_id.notnull())
-    keys = keys.select(_k_account=keys.account_id, _k_as_of=keys.as_of).distinct()
-    parts = [_member_stats(by_type, plan)]
-    for part in (
-        _uncovered_member_stats(keys, base, events, contacts, plan),
-        _contact_members(keys, contacts, plan),
-    ):
-        if part is not None:
-            parts.append(part)
-    members = parts[0].union(*parts[1:], distinct=False)
-    # Per member first, so "distinct contacts" is a plain count at the account level. The
-    # parts do not overlap in events, so max picks a member's one count (0 from its row).
-    per_contact = members.group_by(["_k_account", "_k_as_of", "_k_contact"]).aggregate(
-        _recent=members._recent.min(),
-        **{f"_n{n}": members[f"_n{n}"].max() for n in plan.windows},
-    )
-    aggs: dict[str, ir.Scalar] = {}
-    for n in plan.windows:
-        aggs[f"account__active_contacts_{n}d"] = _count_if(
-            per_contact._recent <= n * _US_PER_DAY
-        )
-    for n in plan.windows:
-        aggs[f"account__count_{n}d"] = _sum_count(per_contact[f"_n{n}"])
-    aggs["account__contacts"] = per_contact.count()
-    return per_contact.group_by(["_k_account", "_k_as_of"]).aggregate(**aggs)
-
-
 def _attribute_columns(contacts: ibis.Table | None, config: FeatureConfig) -> list[str]:
     if contacts is None or not config.include_attributes:
         return []
@@ -741,35 +588,28 @@ def build_features(
     plan = _Plan(config, event_types)
 
     base = _spine_rows(spine)
-    history = _history(base, events, contacts, plan)
+    rows = feature_rows(base, events, contacts, accounts=config.account_features)
+    history = _history(rows, events, plan)
     by_type = history.group_by(list(_LEVEL1_KEYS)).aggregate(**_type_aggregates(history, plan))
-    raw = by_type.group_by(["contact_id", "as_of"]).aggregate(**_contact_aggregates(by_type, plan))
+    if config.account_features:
+        by_type = with_account_windows(by_type, plan.windows)
+    # The members that only feed the account windows leave here.
+    mine = by_type.filter(by_type._spine)
+    aggregates = _contact_aggregates(mine, plan)
+    if config.account_features:
+        aggregates.update(account_picks(mine, plan.windows))
+    raw = mine.group_by(["contact_id", "as_of"]).aggregate(**aggregates)
     raw = _with_purchases(raw, _purchase_stats(base, events, plan))
     features = _contact_features(raw, plan)
+    if config.account_features:
+        # 0 rather than NULL without an account (or without members yet): counts stay int64
+        # and "no colleagues" reads the same either way.
+        for name in account_names(plan.windows):
+            features[name] = raw[f"_{name}"].fill_null(0)
     attributes = _attribute_columns(contacts, config)
     clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})
     if clash:
         raise ValueError(f"contact attribute columns clash with feature names: {clash}")
     feats = raw.select("contact_id", "as_of", "_event_account", **features)
-    rows = _with_contacts(feats, contacts, attributes)
-    if not config.account_features:
-        return rows.select(*KEY_COLUMNS, *features, *attributes)
-
-    accounts = _account_features(rows, by_type, base, events, contacts, plan)
-    # `accounts` derives from `rows`: a view keeps Ibis from resolving the left side's
-    # columns into the right side, and lets `rows` compile to one shared CTE.
-    left = rows.view()
-    joined = left.left_join(
-        accounts, [left.account_id == accounts._k_account, left.as_of == accounts._k_as_of]
-    )
-    # 0 rather than NULL without an account (or without members yet): counts stay int64 and
-    # "no colleagues" reads the same either way.
-    account_features = {
-        c: joined[c].fill_null(0) for c in accounts.columns if not c.startswith("_k_")
-    }
-    return joined.select(
-        *KEY_COLUMNS,
-        *features,
-        *[value.name(name) for name, value in account_features.items()],
-        *attributes,
-    )
+    table = _with_contacts(feats, contacts, attributes)
+    return table.select(*KEY_COLUMNS, *features, *attributes)

@@ -64,6 +64,8 @@ class ServiceSettings:
     # the registered model (a propensity.pipelines.training.scorer.LearnedScorer) and what it is; None: rules only
     model: Any = None
     model_label: str = ""
+    # `propensity monitor`'s history file: its latest cut-off as gauges on /metrics (None: none)
+    monitor_history: Any = None
     # own the process's garbage collector (config gc_collect_seconds); the CLI sets it, a test
     # that builds the app inside pytest does not
     tune_gc: bool = False
@@ -354,6 +356,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             "at": entry.changed_at.isoformat() if entry.changed_at else None,
             "before": entry.previous_score,
             "after": entry.score,
+            # new events per type, decay and expiry, attributes (None before a contact's second score)
+            "split": entry.last_split,
         }
         learned = runtime["writer"].learned
         # at the rule view's own instant, so both scores describe the same as_of
@@ -388,6 +392,11 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         return JSONResponse(body)
 
     if settings.config.metrics != "off":
+        if settings.monitor_history is not None:
+            from propensity.pipelines.monitor.gauges import MonitorCollector
+
+            metrics.registry.register(MonitorCollector(settings.monitor_history))
+
         @app.get("/metrics", include_in_schema=False)
         def prometheus(request: Request) -> Response:
             """Prometheus text exposition; with ``metrics: keyed``, a read key as the HTTP Basic user."""

@@ -42,6 +42,8 @@ class ContactEntry:
     band: str | None = None
     changed_at: datetime | None = None
     previous_score: float | None = None
+    # why the last change happened: propensity.pipelines.rules.change.split_rule_views
+    last_split: dict | None = None
 
 
 class ContactCache(cachetools.LRUCache):
@@ -66,6 +68,7 @@ def _entry(row: sa.Row, scorer: RuleScorer) -> ContactEntry:
         ContactState.from_json(json.loads(row.state), len(scorer.rules.activities)),
         score=row.rule_score, points=row.points, band=row.band,
         changed_at=row.changed_at, previous_score=row.previous_score,
+        last_split=json.loads(row.last_split) if row.last_split else None,
     )
 
 

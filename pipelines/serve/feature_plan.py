@@ -62,6 +62,12 @@ class FeaturePlan:
     @classmethod
     def from_scorer(cls, scorer: Any) -> FeaturePlan:
         """The plan of a :class:`propensity.pipelines.training.scorer.LearnedScorer`."""
+        if getattr(scorer, "rule_inputs", None) is not None:
+            # the rule__* columns (and a blended rule score) are not kept up by the mirror: refuse
+            # the model rather than read them as missing traits (NaN)
+            raise ValueError("the model reads the hand rules' columns (rule__*, `rule_inputs: true` in its training "
+                             "config), which the service does not compute yet; score it in batch, or retrain it "
+                             "with `rule_inputs: false` to serve it live")
         config = FeatureConfig.of_model(scorer.feature_config)
         if not config.is_resolved:
             unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]
@@ -77,7 +83,7 @@ class FeaturePlan:
         columns = _column_names(config, names)
         generated = set(columns) | set(KEY_COLUMNS)
         attributes = tuple(c for c in scorer.feature_names if c not in generated)
-        prefixes = {*names.values(), "all", "value", "account"}
+        prefixes = {*names.values(), "all", "value", "account", "rule"}
         unknown = [c for c in attributes if c.split("__")[0] in prefixes and "__" in c]
         if unknown:  # read as traits they would be missing on every row: NaN, silently
             raise ValueError(f"the model uses feature families this service does not compute: {unknown[:5]}; "

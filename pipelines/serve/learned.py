@@ -11,12 +11,10 @@ their accounts' members when the model uses account features) array work and one
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,9 +28,6 @@ from propensity.pipelines.serve.mirror import EventMirror
 __all__ = [
     "LearnedScores",
     "LearnedView",
-    "ModelLocationError",
-    "check_model_location",
-    "load_registered_scorer",
 ]
 
 
@@ -142,65 +137,3 @@ class LearnedScores:
         index = np.searchsorted(self._band_edges, scores, side="right") - 1  # as assign_bands
         return [self._band_names[i] for i in np.clip(index, 0, len(self._band_names) - 1)]
 
-
-class ModelLocationError(ValueError):
-    """A registered model whose artifacts are not in this workspace's MLflow store."""
-
-
-def load_registered_scorer(workspace: str | Path, model: str = "champion", model_name: str = "propensity",
-                           *, allow_external: bool = False):
-    """The registered model's scorer from the workspace's MLflow store, or None when none is registered.
-
-    Returns ``(scorer, label)``. Loading a model runs its pickled code (MLflow pyfunc models are
-    cloudpickled), so the artifacts must lie inside the workspace's own artifact folder
-    (``<workspace>/mlartifacts``): a registry entry pointing elsewhere (another workspace, a
-    shared or remote store) is refused with :class:`ModelLocationError` unless
-    ``allow_external`` (serve config ``allow_external_model: true``).
-    """
-    workspace = Path(workspace)
-    if not (workspace / "mlflow.db").exists() and not _tracking_env():
-        return None  # nothing was ever trained here (and MLflow's import is not paid)
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from propensity.pipelines.training.tracking import configure_tracking
-
-    configure_tracking(workspace, None, "propensity")
-    client = MlflowClient()
-    try:
-        if model.isdigit():
-            version = client.get_model_version(model_name, model)
-        else:
-            version = client.get_model_version_by_alias(model_name, model)
-    except mlflow.exceptions.MlflowException:
-        return None
-    location = client.get_model_version_download_uri(model_name, version.version)
-    label = f"{model_name}@{model} v{version.version}"
-    if not allow_external:
-        check_model_location(location, workspace, label)
-    # the location checked is the one loaded (not the registry name again)
-    pyfunc = mlflow.pyfunc.load_model(location)
-    return pyfunc.unwrap_python_model().scorer, label
-
-
-def check_model_location(location: str, workspace: Path, label: str = "the model") -> None:
-    """Raise :class:`ModelLocationError` unless ``location`` (a URI) is a folder inside
-    ``<workspace>/mlartifacts``, symlinks resolved."""
-    from urllib.parse import unquote, urlsplit
-
-    root = (workspace / "mlartifacts").resolve()
-    parts = urlsplit(location)
-    inside = False
-    if parts.scheme in ("", "file") and parts.netloc in ("", "localhost"):
-        inside = Path(unquote(parts.path)).resolve().is_relative_to(root)
-    if not inside:
-        raise ModelLocationError(
-            f"{label}: its artifacts are at {location}, outside this workspace's MLflow store ({root}). "
-            "Serving a model runs its pickled code, so only models trained into this workspace are "
-            "loaded; to serve this one anyway, trust its source and set allow_external_model: true "
-            "in the serve config (--config), or serve rules only with --model none"
-        )
-
-
-def _tracking_env() -> bool:
-    return bool(os.environ.get("MLFLOW_TRACKING_URI"))

@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from propensity.pipelines.activation.triggers import ScoreChange
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import load_entries
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
@@ -136,13 +137,17 @@ class Sweeping:
             for contact in ids:
                 entry = entries[contact]
                 with self.lock if cached.get(contact) else contextlib.nullcontext():
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
                     views[contact] = self.scorer.view(contact, entry.state)
+                    if earlier is not None and views[contact].rule_score != entry.score:  # time alone
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, views[contact],
+                                                            views[contact], self.scorer.scale)
             changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
                                               and views[k].points == entries[k].points)]
             if self.triggers is not None and changed:
-                changes = [score_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [])
-                           for k in changed]
+                changes = [score_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [],
+                                        entries[k].last_split) for k in changed]
                 for firing in self.triggers.sweep(conn, changes):
                     self.metrics.triggers.labels(firing.trigger, "sweep").inc()
             rows = []
@@ -188,6 +193,7 @@ def score_change(
     before: tuple[float, str, float] | None,
     after: ScoreView,
     events: list[EventRow],
+    split: dict | None = None,
 ) -> ScoreChange:
     """The trigger engine's view of one score change; ``before`` is (score, band, points) or None."""
     score, band, points = before if before is not None else (None, None, None)
@@ -201,4 +207,5 @@ def score_change(
         points_before=points,
         points_after=after.points,
         events=[{"event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "value": e.value} for e in events],
+        split=split,
     )

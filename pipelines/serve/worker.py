@@ -35,6 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.cache import (
     ContactCache,
@@ -341,9 +342,10 @@ class Writer(Sweeping):
                     if not fresh and not updates:
                         continue  # only duplicates: nothing moved
                     entry = entries[contact]
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
-                    before = None
-                    if entry.score is not None and self.triggers is not None:
+                    before = seen = None
+                    if entry.score is not None:
                         # a known contact: its score now, before this batch (triggers compare)
                         seen = self.scorer.view(contact, entry.state)
                         before = (seen.rule_score, seen.band, seen.points)
@@ -353,8 +355,10 @@ class Writer(Sweeping):
                         self.scorer.apply(entry.state, event.ts, event.event_type, event.value, event.props)
                     after = self.scorer.view(contact, entry.state)
                     views[contact] = after
+                    if earlier is not None and after.rule_score != entry.score:
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, seen, after, self.scorer.scale)
                     if self.triggers is not None:
-                        changes.append(score_change(contact, now, before, after, fresh))
+                        changes.append(score_change(contact, now, before, after, fresh, entry.last_split))
             if self.triggers is not None:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
@@ -416,6 +420,7 @@ class Writer(Sweeping):
             "changed_at": entry.changed_at,
             "previous_score": entry.previous_score,
             "next_due": self._next_due(conn, entry.state, view),
+            "last_split": json.dumps(entry.last_split) if entry.last_split is not None else None,
         }
 
     @property
@@ -443,7 +448,7 @@ class Writer(Sweeping):
             when = at or max(self.clock(), from_micros(entry.state.at_us))
             view = self.scorer.peek(contact_id, entry.state, when)
             snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
-                                    entry.changed_at, entry.previous_score)
+                                    entry.changed_at, entry.previous_score, entry.last_split)
         return view, snapshot
 
 

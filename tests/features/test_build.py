@@ -219,11 +219,12 @@ def test_build_is_lazy_and_compiles_without_a_backend():
     config = FeatureConfig(monetary_types=())
     sql = ibis.to_sql(build_features(events, spine, config, event_types=["a", "b"]))
     assert "COUNT(DISTINCT" not in sql  # planned as extra passes over the join by DuckDB
-    assert sql.count('FROM "events"') == 2  # the feature pass and the account pass
+    # the feature pass, and for accounts: the spine rows' accounts and the members they name
+    assert sql.count('FROM "events"') == 3
     buying = FeatureConfig(monetary_types=("b",))
     sql = ibis.to_sql(build_features(events, spine, buying, event_types=["a", "b"]))
     assert "COUNT(DISTINCT" not in sql
-    assert sql.count('FROM "events"') == 3  # ... and the purchase pass
+    assert sql.count('FROM "events"') == 4  # ... and the purchase pass
 
 
 @pytest.mark.parametrize(

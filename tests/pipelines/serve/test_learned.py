@@ -280,14 +280,14 @@ def test_served_learned_score_equals_propensity_score_with_the_champion(tmp_path
     from propensity.pipelines.jobs import SpineChoice, run_model_scores
     from propensity.pipelines.rules import load_rules
     from propensity.pipelines.serve.app import ServiceSettings
-    from propensity.pipelines.serve.learned import load_registered_scorer
+    from propensity.pipelines.project import Project
     from tests.pipelines.serve.support import ROOT, WRITE_KEY, running_server
 
     workspace = tmp_path / "ws"
     events, contacts = random_world(7, n_events=700, n_contacts=30)
     _register_champion(workspace, events, contacts)
-    scorer, label = load_registered_scorer(workspace)
-    assert label.startswith("propensity@champion v")
+    learned = Project(workspace).model("champion", "propensity", trusted_only=True)  # as `serve` loads it
+    scorer, label = learned.scorer, f"propensity@champion v{learned.version}"
     clock = START + timedelta(days=46)
     as_of = clock + timedelta(hours=5, microseconds=17)
     url = f"sqlite:///{tmp_path / 'serve.db'}"
@@ -302,7 +302,8 @@ def test_served_learned_score_equals_propensity_score_with_the_champion(tmp_path
         served = {c: http.get(f"{base}/v1/contacts/{c}/score", params={"as_of": as_of.isoformat()}).json()
                   for c in answer["scores"]}
     _copy_store_to_workspace(url, workspace)
-    batch = run_model_scores(Workspace(workspace), SpineChoice(as_of=as_of), "champion", "propensity")
+    batch = run_model_scores(Workspace(workspace), SpineChoice(as_of=as_of), "champion", "propensity",
+                             pyfunc=learned.pyfunc)
     batch = batch.set_index("contact_id")
     assert set(served) <= set(batch.index) and len(served) >= 25
     for contact, body in served.items():
