@@ -455,7 +455,8 @@ def run_crash(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
         acked_at_kill = sum(len(_read_lines(record, "acked")) for record, _ in clients)
         server.send_signal(signal.SIGKILL)
         server.wait(30)
-        for _, client in clients:
+        for _, client in clients:  # at once: against a dead server wrk would spin on refused connects
+            client.kill()
             client.communicate(timeout=120)
         server = _start_server(workspace, port, url, extra=args.server_args)
         _wait_healthy(base, server)

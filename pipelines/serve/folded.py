@@ -33,7 +33,7 @@ def horizon_days(config) -> int:
     """Days back past which an event counts in no window of ``config`` (a FeatureConfig)."""
     longest = max([*config.windows_days, 2 * config.momentum_days, *config.resolved_active_days_windows,
                    *(config.trend_windows or ())])
-    return int(math.ceil(longest)) + 1
+    return math.ceil(longest) + 1
 
 
 class Folded:

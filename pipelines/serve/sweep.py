@@ -52,6 +52,8 @@ class Job:
     # a sweep in progress: the instant it looks at (contacts due by then) and what it did so far
     sweep_at: datetime | None = None
     swept: int = 0
+    due: list[str] = field(default_factory=list)  # contacts read as due, not looked at yet
+    more_due: bool = False  # the last read of due contacts was cut at its limit
 
 
 class Sweeping:
@@ -108,10 +110,18 @@ class Sweeping:
         c = db.score_state.c
         conn = self._connection()
         with conn.begin():
-            ids = list(conn.execute(
-                sa.select(c.contact_id).where(c.next_due <= job.sweep_at)
-                .order_by(c.next_due).limit(size)
-            ).scalars())
+            if not job.due:
+                # due contacts are read many chunks at a time: on a large store the read itself
+                # took longer than a time slice (a fresh PostgreSQL table without statistics
+                # scanned it all), so one per chunk made the sweep hold event commits again. A
+                # contact rescheduled by an event meanwhile is brought to now all the same
+                # (harmless: the same state, a new next_due)
+                limit = max(20 * self.sweep_chunk, 2_000)
+                job.due = list(conn.execute(
+                    sa.select(c.contact_id).where(c.next_due <= job.sweep_at).order_by(c.next_due).limit(limit)
+                ).scalars())
+                job.more_due = len(job.due) == limit
+            ids, job.due = job.due[:size], job.due[size:]
             if not ids:
                 return False
             self._sweeping = ids
@@ -147,7 +157,7 @@ class Sweeping:
             db.upsert(conn, db.score_state, rows, "contact_id")
         job.swept += len(changed)
         self.metrics.swept.inc(len(ids))
-        return len(ids) == size
+        return bool(job.due) or job.more_due
 
 
     def _next_due(self, conn: sa.Connection, state: ContactState, view: ScoreView) -> datetime | None:
