@@ -212,7 +212,8 @@ def with_account_windows(by_type: ibis.Table, windows: Sequence[int]) -> ibis.Ta
     is_member = by_type._type.notnull() | by_type._c_member
     t = by_type.mutate(
         _w_first=ibis.row_number().over(ordered) == 0,
-        _w_member=is_member.cast("int8").max().over(member) == 1,
+        # int32, not int8: PostgreSQL casts boolean to integer but not to smallint
+        _w_member=is_member.cast("int32").max().over(member) == 1,
         _w_recent=by_type._age_min.min().over(member),
     )
     account = ibis.window(group_by=["_m_account", "as_of"])

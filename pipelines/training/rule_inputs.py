@@ -52,7 +52,11 @@ def rule_inputs_expr(events: ibis.Table, spine: ibis.Table, rules: RuleSet,
     if missing:
         raise ValueError(f"rules {rules.name!r} read contact attributes the contacts table lacks: {missing}")
     known = contacts.select(_r_contact=contacts.contact_id.cast("string"),
-                            **{f"{_ATTRIBUTE}{name}": contacts[name] for name in attributes}).distinct(on="_r_contact")
+                            **{f"{_ATTRIBUTE}{name}": contacts[name] for name in attributes})
+    # one row per contact, as distinct(on=...) picks it, but portable: that compiles to a FIRST
+    # aggregate PostgreSQL lacks; a row number needs an order on Spark (the key itself: any row)
+    ranked = known.mutate(_r_n=ibis.row_number().over(group_by="_r_contact", order_by="_r_contact"))
+    known = ranked.filter(ranked._r_n == 0).drop("_r_n")
     joined = out.left_join(known, out.contact_id.cast("string") == known._r_contact)
     return joined.select("contact_id", "as_of", *[c for c in rule_input_columns(rules)])
 
