@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS ?= dev,serve,spark,fast,uplift
+EXTRAS ?= dev,serve,spark,fast,uplift,crm,postgres
 
 .PHONY: setup demo test test-fast test-lowest lint bench clean
 

@@ -12,17 +12,25 @@ shipped SaaS rules; the store is a fresh ``serve.db`` (SQLite, WAL, synchronous=
 database on a PostgreSQL server (``--database-url``, else ``$PROPENSITY_TEST_DATABASE_URL``, else
 a throwaway cluster started by ``.ci/postgres.sh``; fsync on, default settings).
 
-Load: a separate client process (httpx, asyncio, ``--connections`` keep-alive connections, closed
-loop: each connection sends its next request when the previous one is answered) posts Segment
-calls for ``--contacts`` contacts for ``--seconds`` after ``--warmup`` seconds. A 200 comes back
-only once the request's events are committed and the contacts rescored, and the body carries
-the new score, so a request's latency IS the latency from request to updated score. Two shapes:
-``track`` (one event per request, as a server-side integration would send) and ``batch`` (the
-Segment SDKs' default, here ``--batch-size`` events per request).
+Load: wrk (``apt-get install wrk``) in its own process, ``--threads`` threads and
+``--connections`` keep-alive connections, closed loop (each connection sends its next request
+when the previous one is answered), posts Segment calls with fresh ``messageId``s for
+``--contacts`` contacts for ``--seconds`` after a ``--warmup`` run (``benchmarks/wrk_load.py``).
+A 200 comes back only once the request's events are committed and the contacts rescored, and
+the body carries the new score, so a request's latency IS the latency from request to updated
+score. Two shapes: ``track`` (one event per request, as a server-side integration would send)
+and ``batch`` (the Segment SDKs' default, here ``--batch-size`` events per request). The floor:
+the same wrk load on a bare endpoint under the same uvicorn (``benchmarks/serve_floor.py``:
+parse the body, answer ``{"success": true}``); ``x floor`` is the service's requests/s over it.
 
-Crash: the same load, SIGKILL of the server after ``--crash-after`` seconds, a restart, every
-client batch resent (as SDKs retry), then: acknowledged events missing (lost) and any event
-stored more than once (doubled), which must both be zero.
+Crash: SIGKILL of the server after ``--crash-after`` seconds of wrk load (``track`` and
+``batch`` connections at once, each wrk thread recording what it sent and which message ids came
+back 200), a restart, every request resent (as SDKs retry), then: acknowledged events missing
+(lost) and any event stored more than once (doubled), which must both be zero.
+
+``--runs mirror``: the learned score's event mirror in process, every event kept vs folded past
+the model's horizon, for ``--mirror-events`` events over a year and three times that over three
+years (the same contacts): RSS per million events.
 
 ``--runs`` adds the runs of issue 15 (``benchmarks/serve_resilience.py``): ``poison`` (bad
 requests mixed into the load: every good one acknowledged, every bad one 4xx, 0 lost),
@@ -46,7 +54,7 @@ load averages are recorded next to every figure. Results: a table on stdout and
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
 import json
 import os
 import random
@@ -61,95 +69,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import wrk_load  # beside this file (benchmarks/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_bench.json"
 KEY = "bench-key"
 TYPES = [("page_view", {"path": "/pricing"}), ("page_view", {"path": "/docs"}), ("feature_used", None),
          ("email_open", None), ("email_click", None), ("trial_started", None), ("demo_requested", None),
          ("webinar_attended", None)]
-
-
-# --------------------------------------------------------------------------- the load client
-
-
-def _call(rng: random.Random, contacts: int, now: datetime) -> dict[str, Any]:
-    event, props = rng.choice(TYPES)
-    call = {"type": "track", "userId": f"c{rng.randrange(contacts)}", "event": event,
-            "messageId": uuid.uuid4().hex,
-            "timestamp": (now - timedelta(seconds=rng.uniform(1, 30 * 86_400))).isoformat() + "Z"}
-    if props:
-        call["properties"] = props
-    return call
-
-
-async def _load(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
-    rng = random.Random(args.seed)
-    now = datetime.now(UTC).replace(tzinfo=None)
-    latencies: list[float] = []
-    counts = {"requests": 0, "events": 0, "errors": 0}
-    acked: list[str] = []
-    sent: list[list[dict]] = []
-    start = time.perf_counter()
-    measure_from = start + args.warmup
-    stop_at = measure_from + args.seconds
-
-    # Open loop (--rate > 0): each connection sends on a fixed schedule, and latency counts from
-    # the scheduled send time, so a server that falls behind is charged for the queue it causes
-    # (no "coordinated omission"). Closed loop (--rate 0): each connection sends as fast as the
-    # server answers; that measures capacity, and its latency is just concurrency / throughput.
-    interval = args.connections * args.batch_size / args.rate if args.rate > 0 else 0.0
-
-    async def worker(client: httpx.AsyncClient, index: int) -> None:
-        scheduled = start + index * interval / max(args.connections, 1)
-        while time.perf_counter() < stop_at:
-            if interval:
-                scheduled += interval
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            calls = [_call(rng, args.contacts, now) for _ in range(args.batch_size)]
-            if args.shape == "track":
-                url, body = f"{args.url}/v1/track", calls[0]
-            else:
-                url, body = f"{args.url}/v1/batch", {"batch": calls}
-            if args.record:
-                sent.append(calls)
-            t0 = scheduled if interval else time.perf_counter()
-            try:
-                response = await client.post(url, json=body)
-                ok = response.status_code == 200 and response.json()["scores"]
-            except (httpx.HTTPError, ValueError):
-                ok = False
-                if args.record:  # the server is gone (crash run): stop this connection
-                    return
-            t1 = time.perf_counter()
-            if ok and args.record:
-                acked.extend(c["messageId"] for c in calls)
-            if t0 >= measure_from and t1 <= stop_at:
-                if ok:
-                    latencies.append(t1 - t0)
-                    counts["requests"] += 1
-                    counts["events"] += len(calls)
-                else:
-                    counts["errors"] += 1
-
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
-    async with httpx.AsyncClient(auth=(KEY, ""), timeout=30, limits=limits) as client:
-        await asyncio.gather(*(worker(client, i) for i in range(args.connections)))
-    out: dict[str, Any] = {**counts, "seconds": args.seconds, "latencies": latencies}
-    if args.record:
-        out.update(acked=acked, sent=sent)
-    return out
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
-    return ordered[rank]
 
 
 # --------------------------------------------------------------------------- the server
@@ -175,13 +102,13 @@ def _start_server(workspace: Path, port: int, database_url: str | None,
     )
 
 
-def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_healthy(url: str, server: subprocess.Popen, timeout: float = 180, workspace: Path | None = None) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            log = Path(server.args[4]) / "server.log"  # the -w workspace
+            log = (workspace or Path(server.args[4])) / ("floor.log" if workspace else "server.log")
             raise RuntimeError(f"server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
@@ -202,32 +129,12 @@ def _commit_stats(url: str) -> float | None:
     import httpx
 
     values = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    for line in httpx.get(f"{url}/metrics", auth=(KEY, ""), timeout=10).text.splitlines():
         if line.startswith(("propensity_commit_events_sum", "propensity_commit_events_count")):
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     count = values.get("propensity_commit_events_count")
     return round(values["propensity_commit_events_sum"] / count, 1) if count else None
-
-
-def _client(url: str, shape: str, args: argparse.Namespace, *, record: bool = False,
-            seconds: float | None = None) -> subprocess.Popen:
-    batch = 1 if shape == "track" else args.batch_size
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_load", "--url", url, "--shape", shape,
-           "--batch-size", str(batch), "--connections", str(args.connections),
-           "--seconds", str(seconds or args.seconds), "--warmup", str(0 if record else args.warmup),
-           "--contacts", str(args.contacts), "--seed", str(args.seed),
-           "--rate", str(0 if record else args.rate)]
-    if record:
-        cmd.append("--record")
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _read_client(process: subprocess.Popen) -> dict[str, Any]:
-    out, err = process.communicate(timeout=600)
-    if process.returncode != 0:
-        raise RuntimeError(f"load client failed: {err.decode()[-2000:]}")
-    return json.loads(out)
 
 
 # --------------------------------------------------------------------------- one backend
@@ -273,7 +180,10 @@ def _train_scorer(seed: int = 0):
 
     from propensity.features.build import build_features, feature_columns
     from propensity.features.config import FeatureConfig
-    from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
+    from propensity.pipelines.training.calibration import (
+        ProbabilityCalibrator,
+        ScoreMapper,
+    )
     from propensity.pipelines.training.model import prepare_matrix
     from propensity.pipelines.training.scorer import LearnedScorer
 
@@ -317,7 +227,10 @@ def _register_model(workspace: Path, seed: int = 0) -> str:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from propensity.pipelines.training.tracking import configure_tracking, log_scorer_model
+    from propensity.pipelines.training.tracking import (
+        configure_tracking,
+        log_scorer_model,
+    )
 
     scorer, frame = _train_scorer(seed)
     configure_tracking(workspace, None, "propensity")
@@ -357,74 +270,215 @@ def run_learned_micro(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def run_load(backend: Backend, shape: str, args: argparse.Namespace, model: str = "none") -> dict[str, Any]:
+def _auth() -> str:
+    return base64.b64encode(f"{KEY}:".encode()).decode()
+
+
+def _path(shape: str) -> str:
+    return "/v1/track" if shape == "track" else "/v1/batch"
+
+
+def _wrk(base: str, shape: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """A warm-up run, then the measured one; wrk's summary of the measured run."""
+    script = wrk_load.write_script(folder, path=_path(shape), batch=0 if shape == "track" else args.batch_size,
+                                   contacts=args.contacts, auth_b64=_auth(), seed=args.seed)
+    if args.warmup > 0:
+        wrk_load.run_wrk(base + _path(shape), script, connections=args.connections, threads=args.threads,
+                         seconds=args.warmup)
+    return wrk_load.run_wrk(base + _path(shape), script, connections=args.connections, threads=args.threads,
+                            seconds=args.seconds)
+
+
+def run_floor(shape: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The same wrk load on a bare endpoint of the same server stack (benchmarks/serve_floor.py)."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    folder = Path(tempfile.mkdtemp(dir=args.workdir))
+    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "serve_floor.py"), "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(folder / "floor.log").open("ab"))
+    try:
+        _wait_healthy(base, server, workspace=folder)
+        result = _wrk(base, shape, args, folder)
+    finally:
+        server.terminate()
+        server.wait(30)
+    seconds = result["duration_us"] / 1e6
+    return {"requests_per_s": round(result["ok"] / seconds, 1), "p99_ms": round(result["p99_us"] / 1000, 2),
+            "errors": result["requests"] - result["ok"] + result["connect"] + result["read"] + result["timeout"]}
+
+
+def _mirror_child(events: int, contacts: int, days: int, fold: bool) -> dict[str, Any]:
+    """In a fresh process: RSS of the learned score's event mirror holding ``events``."""
+    import gc
+    from types import SimpleNamespace
+
+    from propensity.features.config import FeatureConfig
+    from propensity.pipelines.serve.feature_plan import FeaturePlan
+    from propensity.pipelines.serve.mirror import EventMirror
+
+    types = sorted({t for t, _ in TYPES})
+    # the default windows (7/30/90 days -> horizon 91), no monetary type (the load has no amounts)
+    config = FeatureConfig(event_types=tuple(types), monetary_types=())
+    plan = FeaturePlan.from_scorer(SimpleNamespace(feature_config=config.model_dump(mode="json"),
+                                                   event_types=tuple(types), feature_names=[], categories={}))
+    rng = random.Random(3)
+    now = datetime(2026, 6, 1)
+    gc.collect()
+    before = _rss_mb(os.getpid())
+    mirror = EventMirror(plan)
+    if fold:
+        mirror.fold(now)  # as the service loads: events older than the horizon fold as they arrive
+    started = time.perf_counter()
+    for i in range(events):
+        mirror.add_event(f"c{i % contacts}", now - timedelta(seconds=rng.uniform(1, days * 86_400)),
+                         rng.choice(types), 1.0, None)
+    load_s = time.perf_counter() - started
+    gc.collect()
+    after = _rss_mb(os.getpid())
+    ids = [f"c{rng.randrange(contacts)}" for _ in range(20)]
+    started = time.perf_counter()
+    for _ in range(20):
+        mirror.feature_arrays(ids, now)
+    live = sum(len(log.ts) for log in mirror._logs.values())
+    return {"fold": fold, "events": events, "contacts": contacts, "days_spanned": days,
+            "horizon_days": mirror._horizon // 86_400_000_000, "events_kept_one_by_one": live,
+            "rss_mb": round(after - before, 1), "rss_mb_per_million_events": round((after - before) / events * 1e6, 1),
+            "load_s": round(load_s, 1), "ms_per_feature_pass_of_20": round((time.perf_counter() - started) / 20 * 1000, 2),
+            "load": [round(x, 2) for x in os.getloadavg()]}
+
+
+def run_mirror_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The learned score's event mirror, unbounded (every event) vs folded past the model's horizon."""
+    rows = []
+    # the same contacts and events per day, over one year and over three: what the mirror holds
+    # grows with the span when it keeps every event, and stays put when it folds past the horizon
+    for events, days in ((args.mirror_events, 365), (3 * args.mirror_events, 3 * 365)):
+        for fold in (False, True):
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--mirror-child", "1" if fold else "0",
+                                   "--mirror-events", str(events), "--mirror-days", str(days),
+                                   "--mirror-contacts", str(max(args.mirror_events // 20, 1))],
+                                  cwd=ROOT, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-2000:])
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"mirror {'folded' if fold else 'every event'}: {r['events']:,} events over {r['days_spanned']} days "
+                  f"({r['contacts']:,} contacts), {r['events_kept_one_by_one']:,} kept one by one: RSS {r['rss_mb']} MB "
+                  f"= {r['rss_mb_per_million_events']} MB per million events; feature pass of 20 contacts "
+                  f"{r['ms_per_feature_pass_of_20']} ms (load {'/'.join(str(x) for x in r['load'])})")
+    return rows
+
+
+def run_load(backend: Backend, shape: str, args: argparse.Namespace, model: str = "none",
+             floor: dict[str, Any] | None = None) -> dict[str, Any]:
     workspace, url = backend.fresh(args.workdir)
     described = _register_model(workspace) if model != "none" else None
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _start_server(workspace, port, url)
+    server = _start_server(workspace, port, url, extra=args.server_args)
     try:
         _wait_healthy(base, server)
         load_before = os.getloadavg()
-        cpu_before = _cpu_seconds(server.pid)
-        result = _read_client(_client(base, shape, args))
-        cpu_after = _cpu_seconds(server.pid)
+        cpu_before, started = _cpu_seconds(server.pid), time.perf_counter()
+        result = _wrk(base, shape, args, workspace)
+        cpu_after, elapsed = _cpu_seconds(server.pid), time.perf_counter() - started
         load_after = os.getloadavg()
         commits = _commit_stats(base)
+        rss = _rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(30)
-    lat = result.pop("latencies")
-    events_per_s = result["events"] / result["seconds"]
-    cpu_s_per_s = (cpu_after - cpu_before) / (args.seconds + args.warmup)
-    p50, p99 = _percentile(lat, 50) * 1000, _percentile(lat, 99) * 1000
+    per_request = 1 if shape == "track" else args.batch_size
+    seconds = result["duration_us"] / 1e6
+    requests_per_s = result["ok"] / seconds
+    events_per_s = requests_per_s * per_request
+    cpu_s_per_s = (cpu_after - cpu_before) / elapsed
+    p50, p99 = result["p50_us"] / 1000, result["p99_us"] / 1000
+    target = 2000 if shape == "track" else 10_000  # issue 14: requests/s for track, events/s for batch
+    measure = requests_per_s if shape == "track" else events_per_s
     return {
         "backend": backend.name, "shape": shape, "model": model, "model_detail": described,
-        "events_per_request": 1 if shape == "track" else args.batch_size,
-        "connections": args.connections, "seconds": args.seconds,
-        "offered_events_per_s": args.rate or None,
-        "events_per_s": round(events_per_s, 1), "requests_per_s": round(result["requests"] / result["seconds"], 1),
-        "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "max_ms": round(max(lat) * 1000, 2) if lat else None,
-        "errors": result["errors"],
+        "events_per_request": per_request, "connections": args.connections, "wrk_threads": args.threads,
+        "seconds": round(seconds, 1),
+        "events_per_s": round(events_per_s, 1), "requests_per_s": round(requests_per_s, 1),
+        "p50_ms": round(p50, 2), "p90_ms": round(result["p90_us"] / 1000, 2), "p99_ms": round(p99, 2),
+        "max_ms": round(result["max_us"] / 1000, 2),
+        "errors": result["requests"] - result["ok"] + result["connect"] + result["read"] + result["timeout"],
         "server_cpu_s_per_s": round(cpu_s_per_s, 2),
         # what one fully available core would sustain at the measured CPU cost per event
         "events_per_server_cpu_s": round(events_per_s / cpu_s_per_s) if cpu_s_per_s else None,
-        "events_per_commit": commits,
-        "meets_target": events_per_s >= 2000 and p99 < 50,
+        "events_per_commit": commits, "server_rss_mb": rss,
+        "floor_requests_per_s": floor["requests_per_s"] if floor else None,
+        "ratio_to_floor": round(requests_per_s / floor["requests_per_s"], 3) if floor else None,
+        "target": f">= {target:,} {'requests' if shape == 'track' else 'events'}/s, p99 < 50 ms",
+        "meets_target": measure >= target and p99 < 50,
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
+        "server_args": args.server_args,
     }
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def _read_lines(folder: Path, prefix: str) -> list[str]:
+    return [line for f in sorted(folder.glob(f"{prefix}-*")) for line in f.read_text().splitlines() if line]
+
+
 def run_crash(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
+    """SIGKILL under wrk load (``batch`` and ``track`` connections at once), restart, resend everything.
+
+    Each wrk thread has one connection and records what it sent and which message ids came back
+    200 (benchmarks/wrk_load.py), so "lost" is exact: an acknowledged id missing from the store.
+    """
     import httpx
 
     workspace, url = backend.fresh(args.workdir)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _start_server(workspace, port, url)
+    server = _start_server(workspace, port, url, extra=args.server_args)
     load_before = os.getloadavg()
+    clients = []
     try:
         _wait_healthy(base, server)
-        client = _client(base, "batch", args, record=True, seconds=args.crash_after + 30)
+        for shape, connections in (("batch", max(1, args.connections // 4)), ("track", args.connections)):
+            record = workspace / f"record-{shape}"
+            record.mkdir()
+            script = wrk_load.write_script(workspace, path=_path(shape), batch=0 if shape == "track" else args.batch_size,
+                                           contacts=args.contacts, auth_b64=_auth(), seed=args.seed, record_dir=record)
+            clients.append((record, wrk_load.popen_wrk(base + _path(shape), script, connections=connections,
+                                                       threads=connections, seconds=args.crash_after + 4)))
         time.sleep(args.crash_after)
+        acked_at_kill = sum(len(_read_lines(record, "acked")) for record, _ in clients)
         server.send_signal(signal.SIGKILL)
         server.wait(30)
-        sent = _read_client(client)
-        server = _start_server(workspace, port, url)
+        for _, client in clients:
+            client.communicate(timeout=120)
+        server = _start_server(workspace, port, url, extra=args.server_args)
         _wait_healthy(base, server)
+        sent_bodies = [(record.name, body) for record, _ in clients for body in _read_lines(record, "sent")]
         with httpx.Client(auth=(KEY, ""), timeout=60) as http:
-            for calls in sent["sent"]:
-                response = http.post(f"{base}/v1/batch", json={"batch": calls})
+            for name, body in sent_bodies:  # every request is retried, as SDKs do
+                response = http.post(base + _path(name.removeprefix("record-")), content=body,
+                                     headers={"Content-Type": "application/json"})
                 response.raise_for_status()
     finally:
         server.kill()
         server.wait(30)
     stored = backend.stored(workspace, url)
-    acked = sent["acked"]
-    attempted = {c["messageId"] for calls in sent["sent"] for c in calls}
+    acked = [i for record, _ in clients for i in _read_lines(record, "acked")]
+    attempted = set()
+    for _, body in sent_bodies:
+        parsed = json.loads(body)
+        attempted.update(c["messageId"] for c in parsed.get("batch", [parsed]))
     return {
         "backend": backend.name, "killed_after_s": args.crash_after,
-        "acknowledged_before_kill": len(acked), "sent_before_kill": len(attempted),
+        "acknowledged_before_kill": len(acked), "acknowledged_at_kill_check": acked_at_kill,
+        "acknowledged_per_s_before_kill": round(len(acked) / args.crash_after),
+        "sent_before_kill": len(attempted),
         "lost": sum(1 for m in acked if m not in stored),
         "doubled": sum(1 for n in stored.values() if n > 1),
         "missing_after_resend": len(attempted - stored.keys()),
@@ -450,37 +504,41 @@ def _postgres(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _print(loads: list[dict], crashes: list[dict]) -> None:
-    print(f"\n{'backend':<11}{'shape':<7}{'model':<10}{'ev/req':>7}{'conns':>6}{'offered':>9}{'events/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'errors':>7}{'srv cpu':>8}{'ev/cpu-s':>9}{'ev/commit':>10}  target  load (1/5/15 after)")
+    print(f"\n{'backend':<11}{'shape':<7}{'model':<10}{'ev/req':>7}{'conns':>6}{'req/s':>8}{'events/s':>10}{'p50 ms':>8}"
+          f"{'p99 ms':>8}{'errors':>7}{'srv cpu':>8}{'ev/commit':>10}{'floor req/s':>12}{'x floor':>8}  target   "
+          "load (1/5/15 after)")
     for r in loads:
-        print(f"{r['backend']:<11}{r['shape']:<7}{r.get('model', 'none'):<10}{r['events_per_request']:>7}{r['connections']:>6}"
-              f"{r.get('offered_events_per_s') or 'max':>9}{r['events_per_s']:>10,.0f}{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['errors']:>7}"
-              f"{r['server_cpu_s_per_s']:>8.2f}{r['events_per_server_cpu_s'] or 0:>9,}{r['events_per_commit'] or 0:>10}"
-              f"  {'met' if r['meets_target'] else 'NOT met':<7} "
+        ratio = f"{r['ratio_to_floor']:.2f}" if r["ratio_to_floor"] is not None else "-"
+        print(f"{r['backend']:<11}{r['shape']:<7}{r.get('model', 'none'):<10}{r['events_per_request']:>7}"
+              f"{r['connections']:>6}{r['requests_per_s']:>8,.0f}{r['events_per_s']:>10,.0f}{r['p50_ms']:>8.1f}"
+              f"{r['p99_ms']:>8.1f}{r['errors']:>7}{r['server_cpu_s_per_s']:>8.2f}{r['events_per_commit'] or 0:>10}"
+              f"{r['floor_requests_per_s'] or 0:>12,.0f}{ratio:>8}  {'met' if r['meets_target'] else 'NOT met':<8} "
               f"{'/'.join(str(x) for x in r['load_after'])}")
     if crashes:
-        print(f"\n{'backend':<11}{'acked before kill':>18}{'sent':>8}{'lost':>6}{'doubled':>8}{'missing after resend':>22}")
+        print(f"\n{'backend':<11}{'acked before kill':>18}{'acked/s':>9}{'sent':>8}{'lost':>6}{'doubled':>8}"
+              f"{'missing after resend':>22}  load (after)")
         for r in crashes:
-            print(f"{r['backend']:<11}{r['acknowledged_before_kill']:>18,}{r['sent_before_kill']:>8,}{r['lost']:>6}"
-                  f"{r['doubled']:>8}{r['missing_after_resend']:>22}")
+            print(f"{r['backend']:<11}{r['acknowledged_before_kill']:>18,}{r['acknowledged_per_s_before_kill']:>9,}"
+                  f"{r['sent_before_kill']:>8,}{r['lost']:>6}{r['doubled']:>8}{r['missing_after_resend']:>22}  "
+                  f"{'/'.join(str(x) for x in r['load_after'])}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "_load"])
     parser.add_argument("--only", default="sqlite,postgresql", help="backends: sqlite,postgresql")
     parser.add_argument("--shapes", default="track,batch")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=20)
-    parser.add_argument("--rate", type=float, default=0,
-                        help="offered events/s (open loop, latency from the scheduled send); 0 = as fast as answered")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (the load runs)")
+    parser.add_argument("--serve-config", type=Path, default=None, help="serve YAML passed to the server (--config)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the bare-endpoint floor runs")
     parser.add_argument("--contacts", type=int, default=5_000)
     parser.add_argument("--crash-after", type=float, default=6)
     parser.add_argument("--no-crash", action="store_true")
     parser.add_argument("--runs", default="load,crash,poison,memory,sweep",
-                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep")
+                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep, mirror")
     parser.add_argument("--poison-seconds", type=float, default=20)
     parser.add_argument("--bad-every", type=int, default=5, help="poison: every Nth request of a connection is bad")
     parser.add_argument("--memory-contacts", type=int, default=1_000_000,
@@ -498,15 +556,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="none", help="none,champion: loads without / with a registered model")
     parser.add_argument("--results", type=Path, default=RESULTS)
-    # load-client options
-    parser.add_argument("--url")
-    parser.add_argument("--shape", default="batch")
-    parser.add_argument("--record", action="store_true")
+    parser.add_argument("--mirror-events", type=int, default=1_000_000,
+                        help="mirror: events in the learned score's event mirror (run: --runs mirror)")
+    parser.add_argument("--mirror-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mirror-days", type=int, default=365, help=argparse.SUPPRESS)
+    parser.add_argument("--mirror-contacts", type=int, default=50_000, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.mode == "_load":
-        args.seed = args.seed * 1000 + os.getpid()  # unique message ids across runs anyway (uuid4)
-        print(json.dumps(asyncio.run(_load(args))))
+    if args.mirror_child is not None:
+        print(json.dumps(_mirror_child(args.mirror_events, args.mirror_contacts, args.mirror_days,
+                                       args.mirror_child == "1")))
         return 0
+    args.server_args = ["--config", str(args.serve_config)] if args.serve_config else []
     args.workdir.mkdir(parents=True, exist_ok=True)
     backends = [b.strip() for b in args.only.split(",") if b.strip()]
     import serve_resilience  # beside this file (benchmarks/ is on sys.path when run as a script)
@@ -515,7 +575,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = {r.strip() for r in args.runs.split(",") if r.strip()}
     loads, crashes, stop_folder = [], [], None
     poison, memory, sweeps = [], [], []
+    floors: dict[str, dict[str, Any]] = {}
     micro = run_learned_micro(args) if "champion" in args.models and "load" in runs else []
+    mirror = run_mirror_memory(args) if "mirror" in runs else []
     try:
         for name in backends:
             if name == "sqlite":
@@ -527,8 +589,10 @@ def main(argv: list[str] | None = None) -> int:
                 backend = Backend("postgresql", server_url)
             if "load" in runs:
                 for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
+                    if shape not in floors and not args.no_floor:
+                        floors[shape] = run_floor(shape, args)
                     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-                        loads.append(run_load(backend, shape, args, model))
+                        loads.append(run_load(backend, shape, args, model, floors.get(shape)))
                         _print(loads[-1:], [])
             if "crash" in runs and not args.no_crash:
                 crashes.append(run_crash(backend, args))
@@ -553,9 +617,11 @@ def main(argv: list[str] | None = None) -> int:
         "run_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-        "settings": {k: str(v) for k, v in vars(args).items() if k not in ("url", "shape", "record", "mode")},
-        "load": loads, "crash": crashes, "learned_per_commit": micro,
-        "poison": poison, "memory": memory, "sweep": sweeps,
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "load_generator": subprocess.run([wrk_load.wrk_path(), "-v"], capture_output=True, text=True,
+                                         ).stdout.strip().splitlines()[0] if "load" in runs or "crash" in runs else None,
+        "floor": floors, "load": loads, "crash": crashes, "learned_per_commit": micro,
+        "poison": poison, "memory": memory, "sweep": sweeps, "mirror": mirror,
     }, indent=2))
     print(f"\n-> {args.results}")
     return 0

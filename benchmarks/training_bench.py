@@ -300,9 +300,9 @@ def step_fit(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_train(p: dict[str, Any]) -> dict[str, Any]:
-    """The whole ``train()`` job on the data step's workspace, MLflow store inside it."""
+    """The whole ``train`` operation (``Project.train``) on the data step's workspace, MLflow store inside it."""
+    from propensity import Project
     from propensity.features.store import Workspace
-    from propensity.pipelines.training.train import train
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     ws = Workspace(p["ws"])
@@ -319,7 +319,7 @@ def step_train(p: dict[str, Any]) -> dict[str, Any]:
         stages.append([label, time.perf_counter()])
 
     with _Span() as span:
-        result = train(ws, config, step=step)
+        result = Project(ws).train(config, step=step)
     end = span.t0 + span.seconds
     timed = [[label, round((stages[i + 1][1] if i + 1 < len(stages) else end) - t, 3)]
              for i, (label, t) in enumerate(stages)]

@@ -10,7 +10,7 @@ the proposal is distilled from the learned model's SHAP values on train/valid ro
   beat the current ones on the 2014 presentations.
 
 Each section builds a workspace in ``--workdir`` (generate/ingest, ``train`` with MLflow
-tracking, then ``tune_rules``), unless it already holds a champion (``--reuse``, the default),
+tracking, then ``tune``, both through ``propensity.Project``), unless it already holds a champion (``--reuse``, the default),
 prints a table and writes ``benchmarks/results/tune_bench.json``.
 
     python benchmarks/tune_bench.py                       # both (OULAD needs ../shared/data/oulad)
@@ -61,40 +61,29 @@ def _own_store() -> None:
 
 
 def _has_champion(ws, model_name: str) -> bool:
-    from propensity.pipelines.explain.jobs import load_registered_scorer
-    from propensity.pipelines.jobs import WorkspaceError
+    from propensity import Project
 
     if not ws.db_path.exists():
         return False
     _own_store()
-    try:
-        load_registered_scorer(ws, "champion", model_name)
-    except WorkspaceError:
-        return False
-    return True
+    return Project(ws).find_model("champion", model_name) is not None
 
 
 def _train(ws, config_path: Path, log) -> dict:
-    from propensity.pipelines.training.config import load_train_config
-    from propensity.pipelines.training.train import train
+    from propensity import Project
 
     started = time.perf_counter()
     _own_store()
-    result = train(ws, load_train_config(config_path), step=lambda s: log(f"  train: {s}"))
+    result = Project(ws).train(config_path, step=lambda s: log(f"  train: {s}"))
     test = result.metrics[result.metrics["split"] == "test"].set_index("model")["roc_auc"].to_dict()
     return {"seconds": round(time.perf_counter() - started, 1), "test_roc_auc": test,
             "promoted": bool(result.registry.promoted) if result.registry else None}
 
 
 def _tune(ws, config_path: Path, fit_rows: int, log) -> tuple[dict, object]:
-    from propensity.pipelines.explain.jobs import load_registered_scorer
-    from propensity.pipelines.rules import load_rules
-    from propensity.pipelines.training.config import load_train_config
-    from propensity.pipelines.tune.jobs import tune_rules
+    from propensity import Project
 
-    config = load_train_config(config_path)
     _own_store()
-    scorer = load_registered_scorer(ws, "champion", config.mlflow.model_name)
     started = time.perf_counter()
     marks: dict[str, float] = {}
 
@@ -102,7 +91,8 @@ def _tune(ws, config_path: Path, fit_rows: int, log) -> tuple[dict, object]:
         marks[label] = round(time.perf_counter() - started, 1)
         log(f"  tune: {label} (at {marks[label]:.0f} s)")
 
-    result = tune_rules(ws, config, load_rules(config.rules), scorer, fit_rows=fit_rows, step=step)
+    # the rules the config names, tuned against its champion: what `propensity tune --config` does
+    result, _ = Project(ws).tune("champion", config=config_path, fit_rows=fit_rows, step=step)
     summary = result.summary()
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["step_started_at_seconds"] = marks
@@ -110,7 +100,8 @@ def _tune(ws, config_path: Path, fit_rows: int, log) -> tuple[dict, object]:
 
 
 def synthetic_section(workdir: Path, contacts: int, n_trials: int, fit_rows: int, reuse: bool, log) -> dict:
-    from propensity.features.store import Workspace, ingest_file
+    from propensity import Project
+    from propensity.features.store import Workspace
     from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
     folder = workdir / f"synthetic_{contacts}"
@@ -127,7 +118,7 @@ def synthetic_section(workdir: Path, contacts: int, n_trials: int, fit_rows: int
         world = generate_world(WorldConfig(contacts=contacts, days=180, seed=0))
         paths = write_world(world, folder / "data", fmt="parquet")
         for kind in ("contacts", "events", "outcomes"):
-            ingest_file(ws, kind, paths[kind])
+            Project(ws).ingest(kind, paths[kind])
         out["train"] = _train(ws, config_path, log)
     summary, _ = _tune(ws, config_path, fit_rows, log)
     out["tune"] = summary

@@ -113,7 +113,9 @@ def measure_cadence(events: ibis.Table) -> Cadence:
     per = days.group_by("contact_id").aggregate(first=days.day.min(), last=days.day.max(), n=days.count())
     per = per.filter(per.n > 1)
     gap = (per["last"].delta(per["first"], unit="day").cast("float64") / (per.n - 1).cast("float64"))
-    stats = per.aggregate(gap=gap.approx_median()).execute()
+    # exact: approximate medians differ by engine (DuckDB's t-digest, Spark's, PostgreSQL has
+    # none), and the proposal must not; one row per contact, so exact is cheap
+    stats = per.aggregate(gap=gap.median()).execute()
     span = events.aggregate(lo=events.ts.min(), hi=events.ts.max()).execute()
     value = stats["gap"].iloc[0] if len(stats) else None
     lo, hi = span["lo"].iloc[0], span["hi"].iloc[0]

@@ -178,7 +178,8 @@ def _when(condition: ir.BooleanValue, value: ir.Value) -> ir.Value:
 
 
 def _one_bit(position: ir.IntegerValue) -> ir.IntegerValue:
-    return ibis.literal(1).cast("int64") << position
+    # The shift count as INTEGER: PostgreSQL has ``bigint << integer`` only (no bigint count).
+    return ibis.literal(1).cast("int64") << position.cast("int32")
 
 
 def _fmt(half_life: float) -> str:

@@ -77,6 +77,32 @@ class WorkspaceLayout:
         return self.root / "reports"
 
     @property
+    def monitor(self) -> Path:
+        """`propensity monitor`'s history and page (monitor.html, monitor.json)."""
+        return self.root / "monitor"
+
+    @property
+    def monitor_history(self) -> Path:
+        """Every closed cut-off `propensity monitor` measured, per champion and rules (JSON); a
+        weekly run appends the new cut-offs to it instead of measuring the closed ones again."""
+        return self.monitor / "history.json"
+
+    @property
     def serve_db(self) -> Path:
         """The service's SQLite store (unless ``$DATABASE_URL`` names another database)."""
         return self.root / "serve.db"
+
+    @property
+    def crm(self) -> Path:
+        """CRM push and pull state: what was pulled up to when, and the requests spent per day."""
+        return self.root / "crm"
+
+    @property
+    def crm_pull_state(self) -> Path:
+        """``ingest ... --from hubspot|salesforce``: per CRM and kind, the newest modification pulled."""
+        return self.crm / "pull-state.json"
+
+    def crm_request_log(self, crm: str) -> Path:
+        """The requests sent to ``crm`` in the last day (pyrate-limiter's SQLite bucket): the daily limit
+        counts across runs."""
+        return self.crm / f"{crm}-requests.sqlite"

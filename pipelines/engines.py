@@ -10,7 +10,14 @@ backend). This module only chooses the backend and binds the ``events``, ``conta
 - ``spark`` with ``sources``: Parquet folders (local, ``s3://``, ``abfss://``, ...) or Spark
   tables (``db.events``, Unity Catalog ``catalog.db.events``);
 - ``spark`` without ``sources``: the workspace's tables, exported to Parquet for Spark to read
-  (the small-data convenience; at scale point ``sources`` at the lake).
+  (the small-data convenience; at scale point ``sources`` at the lake);
+- any other Ibis backend (``postgres``, ``snowflake``, ``bigquery``, ...): a warehouse, connected
+  with the URL in ``$PROPENSITY_ENGINE_URL`` (or the variable ``url_env`` names), reading tables
+  named in ``sources`` (default: ``events``, ``contacts``, ``outcomes``; ``propensity engine
+  load`` copies the workspace's there). See ``propensity.pipelines.warehouse``.
+
+Every ``sources`` entry may map the canonical columns to the source's own (``columns:
+{contact_id: user_id, ts: occurred_at}``), as ``propensity ingest --map`` does for files.
 
 Sources are trusted to hold the canonical columns (docs/ARCHITECTURE.md) and are checked for
 them, not validated row by row: ``propensity ingest`` is the validating path.
@@ -26,15 +33,25 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import ibis
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from propensity.features.validate import quote_literal
 from propensity.pipelines.config_files import load_yaml_config
+from propensity.pipelines.engine_sources import (
+    BUILTIN_ENGINES,
+    KINDS,
+    ConfigSection,
+    EngineConfigError,
+    EngineTables,
+    SourcesConfig,
+    TableSource,
+    canonical_table,
+)
+from propensity.pipelines.warehouse import DEFAULT_URL_ENV, EngineLoad, ibis_backends, load_workspace, open_warehouse
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import SparkSession
@@ -46,11 +63,14 @@ __all__ = [
     "ENGINES",
     "EngineConfig",
     "EngineConfigError",
+    "EngineLoad",
     "EngineTables",
     "SourcesConfig",
     "SparkSection",
     "TableSource",
+    "check_engine_name",
     "load_engine_config",
+    "load_into_engine",
     "open_tables",
     "spark_backend",
     "spark_conf_summary",
@@ -58,54 +78,10 @@ __all__ = [
     "spark_session",
 ]
 
-ENGINES = ("duckdb", "spark")
+ENGINES = BUILTIN_ENGINES  # any other Ibis backend name is a warehouse engine
 DEFAULT_SPARK_MASTER = "local[2]"
 SPARK_MASTER_ENV = "SPARK_MASTER"
-KINDS = ("events", "contacts", "outcomes")
-# Columns a source must have; the optional ones are added as NULL when absent.
-_REQUIRED = {
-    "events": ("contact_id", "event_type", "ts"),
-    "contacts": ("contact_id",),
-    "outcomes": ("contact_id", "ts"),
-}
-_OPTIONAL = {
-    "events": {"value": "float64", "account_id": "string", "properties": "string", "event_id": "string"},
-    "contacts": {"account_id": "string", "created_at": "timestamp"},
-    "outcomes": {"outcome_id": "string", "outcome": "string", "value": "float64"},
-}
-
-
-class EngineConfigError(ValueError):
-    """An engine config or source that cannot be used; the message names the file or source."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TableSource(_Section):
-    """One table: a Parquet file/folder, or a table the engine already knows (Spark catalog)."""
-
-    parquet: str | None = None
-    table: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> TableSource:
-        if (self.parquet is None) == (self.table is None):
-            raise ValueError("give exactly one of `parquet` (a file or folder) or `table` (a catalog name)")
-        return self
-
-    def describe(self) -> str:
-        return f"parquet {self.parquet}" if self.parquet is not None else f"table {self.table}"
-
-
-class SourcesConfig(_Section):
-    events: TableSource
-    contacts: TableSource | None = None
-    outcomes: TableSource | None = None
-
-
-class SparkSection(_Section):
+class SparkSection(ConfigSection):
     """The Spark session: master (else ``$SPARK_MASTER``, else ``local[2]``) and extra conf."""
 
     master: str | None = None
@@ -113,12 +89,46 @@ class SparkSection(_Section):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
-class EngineConfig(_Section):
+class EngineConfig(ConfigSection):
     """Which engine runs the queries and which tables it reads (``configs/engines/*.yaml``)."""
 
-    engine: Literal["duckdb", "spark"] = "duckdb"
+    engine: str = "duckdb"
+    # the environment variable holding a warehouse engine's connection URL (never the URL itself)
+    url_env: str | None = None
     sources: SourcesConfig | None = None
     spark: SparkSection = SparkSection()
+
+    @model_validator(mode="after")
+    def _known_engine(self) -> EngineConfig:
+        check_engine_name(self.engine)
+        if self.url_env is not None and not self.is_warehouse:
+            raise ValueError(f"url_env is for warehouse engines (an Ibis backend such as postgres); "
+                             f"{self.engine} does not read a URL")
+        if self.is_warehouse and self.sources is not None:
+            parquet = [k for k in KINDS if (getattr(self.sources, k) or TableSource(table=k)).parquet]
+            if parquet:
+                raise ValueError(f"the {self.engine} engine reads tables, not Parquet ({', '.join(parquet)}): "
+                                 "name its tables (`table: schema.name`), or load the files with "
+                                 "`propensity ingest` and copy them with `propensity engine load`")
+        return self
+
+    @property
+    def is_warehouse(self) -> bool:
+        return self.engine not in ENGINES
+
+    @property
+    def url_variable(self) -> str:
+        return self.url_env or DEFAULT_URL_ENV
+
+
+def check_engine_name(engine: str) -> str:
+    """``engine`` when it is ``duckdb``, ``spark`` or an Ibis backend, else a ValueError listing them."""
+    if engine in ENGINES or engine in ibis_backends():
+        if engine == "pyspark":
+            raise ValueError("use the engine name `spark` (Ibis' PySpark backend with the project's settings)")
+        return engine
+    raise ValueError(f"engine must be duckdb, spark or an Ibis backend ({', '.join(ibis_backends())}), "
+                     f"not {engine!r}")
 
 
 def load_engine_config(path: str | Path | None) -> EngineConfig:
@@ -173,28 +183,6 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
     return _spark_backend_class()().connect(session)
 
 
-@dataclass(frozen=True)
-class EngineTables:
-    """A connection and the canonical tables bound to it."""
-
-    engine: str
-    con: ibis.BaseBackend
-    events: ibis.Table
-    contacts: ibis.Table | None
-    outcomes: ibis.Table | None
-
-    @property
-    def is_spark(self) -> bool:
-        return self.engine == "spark"
-
-    @property
-    def session(self) -> SparkSession:
-        """The Spark session (Spark engine only)."""
-        if not self.is_spark:
-            raise AttributeError("only the spark engine has a Spark session")
-        return self.con._session
-
-
 def open_tables(
     config: EngineConfig,
     ws: Workspace | None = None,
@@ -214,11 +202,11 @@ def open_tables(
     Returns
     -------
     EngineTables
-        The tables are also registered under their canonical names (``con.table("events")``),
-        which is what the training-set build reads.
+        On DuckDB and Spark the tables are also registered under their canonical names
+        (``con.table("events")``); a warehouse is not written to (its tables are read as named).
     """
-    if config.engine not in ENGINES:  # pragma: no cover - pydantic already refuses
-        raise EngineConfigError(f"engine must be one of {ENGINES}, not {config.engine!r}")
+    if config.is_warehouse:
+        return open_warehouse(config.engine, config.url_env, config.sources)
     if config.sources is None and ws is None:
         raise EngineConfigError("give the engine `sources` or a workspace to read from")
     if config.engine == "duckdb":
@@ -248,6 +236,15 @@ def _open_duckdb(config: EngineConfig, ws: Workspace | None) -> EngineTables:
     return EngineTables("duckdb", con, tables["events"], tables["contacts"], tables["outcomes"])
 
 
+def load_into_engine(ws: Workspace, config: EngineConfig, *, replace: bool = False) -> EngineLoad:
+    """Copy the workspace's tables into a warehouse engine (``propensity engine load``;
+    :func:`propensity.pipelines.warehouse.load_workspace`)."""
+    if not config.is_warehouse:
+        raise EngineConfigError(f"`engine load` copies into a warehouse engine (an Ibis backend such as "
+                                f"postgres), not {config.engine}")
+    return load_workspace(ws, config.engine, config.url_env, config.sources, replace=replace)
+
+
 # ----------------------------------------------------------------------------- sources
 
 
@@ -265,7 +262,7 @@ def _bind(con: ibis.BaseBackend, kind: str, source: TableSource | None) -> ibis.
         raise EngineConfigError(f"{kind} source ({source.describe()}) cannot be read: {exc}") from exc
     # A view under the canonical name, so ``con.table("events")`` works on every engine
     # (Spark: a temporary view; DuckDB: a view in the in-memory database).
-    return con.create_view(kind, _canonical(table, kind, source), overwrite=True)
+    return con.create_view(kind, canonical_table(table, kind, source), overwrite=True)
 
 
 def _duckdb_parquet_path(path: str) -> str:
@@ -275,24 +272,6 @@ def _duckdb_parquet_path(path: str) -> str:
     if "://" not in path and local.is_dir():
         return str(local / "**" / "*.parquet")
     return path
-
-
-def _canonical(table: ibis.Table, kind: str, source: TableSource) -> ibis.Table:
-    missing = [c for c in _REQUIRED[kind] if c not in table.columns]
-    if missing:
-        raise EngineConfigError(
-            f"{kind} source ({source.describe()}) lacks column(s) {missing}; it has {list(table.columns)}"
-        )
-    for column in ("ts", "created_at"):
-        if column in table.columns and not table[column].type().is_timestamp():
-            raise EngineConfigError(
-                f"{kind} source ({source.describe()}): column {column!r} is {table[column].type()}, "
-                "not a timestamp (naive UTC); convert it or load the file with `propensity ingest`"
-            )
-    added = {
-        name: ibis.null(dtype) for name, dtype in _OPTIONAL[kind].items() if name not in table.columns
-    }
-    return table.mutate(**added) if added else table
 
 
 def _export_workspace(ws: Workspace) -> SourcesConfig:

@@ -53,7 +53,7 @@ class SpineChoice:
 
 @dataclass(frozen=True)
 class FeatureRun:
-    table: str | None  # the DuckDB table; None on Spark (the Parquet folder is the output)
+    table: str | None  # the DuckDB table; None on Spark and warehouses (the file or folder is the output)
     path: Path
     rows: int
     columns: list[str]
@@ -150,16 +150,28 @@ def run_features(
     events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
     config, types, note = _resolved(config, events)
     expr = build_features(events, spine, config, contacts=contacts, event_types=types)
-    table = con.create_table("features", expr, overwrite=True)
     path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
+    if tables is not None and tables.is_warehouse:
+        # computed in the warehouse, streamed into the file: no table is written to the user's database
+        rows = _write_ordered(con, expr, path)
+        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note)
+    table = con.create_table("features", expr, overwrite=True)
+    _write_ordered(con, table, path)
+    rows = int(table.count().execute())
+    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table), note=note)
+
+
+def _write_ordered(con: ibis.BaseBackend, table: ibis.Table, path: Path) -> int:
+    """``table`` sorted by its keys into ``path`` (.csv, else Parquet); the number of rows written."""
+    import pyarrow.parquet as pq
+
     ordered = table.order_by(["contact_id", "as_of"])
     if path.suffix.lower() == ".csv":
         con.to_csv(ordered, path)
-    else:
-        con.to_parquet(ordered, path)
-    rows = int(table.count().execute())
-    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table), note=note)
+        return sum(1 for _ in path.open("rb")) - 1  # one header line
+    con.to_parquet(ordered, path)
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def run_rule_scores(

@@ -82,6 +82,26 @@ class Project:
     def path(self) -> Path:
         return self.ws.path
 
+    def info(self) -> dict:
+        """What the workspace holds: table counts, the events' span and types, its own configs and
+        the registered models (versions and aliases) of its MLflow store, for `propensity info`."""
+        counts = self.ws.counts() if self.ws.db_path.exists() or self.ws.path.is_file() else {}
+        configs = sorted(str(p.relative_to(self.ws.path)) for p in self.ws.layout.configs.glob("*.yaml"))
+        facts: dict = {"workspace": str(self.ws.path.resolve()), "tables": counts, "configs": configs}
+        if counts.get("events"):
+            con = self.ws.connect()
+            try:
+                first, last, types = con.execute(
+                    "SELECT min(ts), max(ts), count(DISTINCT event_type) FROM events").fetchone()
+            finally:
+                con.close()
+            facts["events"] = {"first": first.isoformat(), "last": last.isoformat(), "event_types": types}
+        if self.ws.layout.mlflow_db.exists():
+            from propensity.pipelines.training.registry import registered_models
+
+            facts["models"] = registered_models(self.ws)
+        return facts
+
     # -- files --------------------------------------------------------------------------------
 
     def _file(self, kind: str, given: Path | str | None, model: ModelContext | None) -> Resolved:
@@ -153,11 +173,13 @@ class Project:
             return None
 
     def model(self, ref: str = "champion", name: str | None = None, *, config: Path | str | None = None,
-              tracking_uri: str | None = None) -> ModelContext:
+              tracking_uri: str | None = None, trusted_only: bool = False) -> ModelContext:
         """Load a registered model once, with its context files (downloaded into the workspace).
 
         ``name`` and ``tracking_uri`` default to the train config's (``config``, else the
         workspace's, else the shipped one). Raises :class:`WorkspaceError` (saying what to run) when the registry has no such model.
+        ``trusted_only``: refuse (:class:`ModelLocationError`) a model whose artifacts are outside
+        this workspace's ``mlartifacts`` (the service, which unpickles it into a long-lived process).
         """
         if name is None or tracking_uri is None:
             try:
@@ -166,7 +188,7 @@ class Project:
                 base = None
             name = name or (base.mlflow.model_name if base else "propensity")
             tracking_uri = tracking_uri or (base.mlflow.tracking_uri if base else None)
-        key = (name, ref)
+        key = (name, ref, trusted_only)
         if key in self._models:
             cached = self._models[key]
             if cached is None:
@@ -178,7 +200,7 @@ class Project:
             if not os.environ.get("MLFLOW_TRACKING_URI"):
                 self._models[key] = None  # nothing was ever trained here; MLflow's import is not paid
                 raise WorkspaceError(f"no registered model {name}@{ref} in {self.ws.path}: run `propensity train` first")
-        context = load_model_context(self.ws, ref, name, tracking_uri)
+        context = load_model_context(self.ws, ref, name, tracking_uri, trusted_only=trusted_only)
         self._models[key] = context
         return context
 
@@ -204,6 +226,18 @@ class Project:
 
             return run_spark_features(self.ws, spine_choice(at), feature_config, out, tables)
         return run_features(self.ws, spine_choice(at), feature_config, out=out, tables=tables)
+
+    def load_engine(self, config=None, *, replace: bool = False):
+        """Copy the workspace's events, contacts and outcomes into a warehouse engine (``propensity
+        engine load``); ``config``: an :class:`~propensity.pipelines.engines.EngineConfig` or a YAML path."""
+        from propensity.pipelines.engines import (
+            EngineConfig,
+            load_engine_config,
+            load_into_engine,
+        )
+
+        engine_config = config if isinstance(config, EngineConfig) else load_engine_config(config)
+        return load_into_engine(self.ws, engine_config, replace=replace)
 
     def score(self, at, *, rules: Path | str | None = None, level: str = "contact", tables=None):
         """Rule scores 0-5 at ``at`` with the resolved rules: ``(frame, RuleSet)``."""
@@ -289,6 +323,64 @@ class Project:
         when = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
         return explain_one(self.ws, contact_id, when, learned.scorer, rule_set), learned, where
 
+    def explain_change(self, contact_id: str | None, since, *, as_of=None, model: str | None = "champion",
+                       name: str | None = None, model_before: str | None = None, rules: Path | str | None = None,
+                       rules_before: Path | str | None = None, contacts_before: Path | str | None = None):
+        """Why the scores changed between ``since`` and ``as_of`` (default: after the latest event),
+        split into new events, decay and expiry, attributes and the rules/model change; one contact,
+        or (``contact_id`` None) every contact whose band changed. See :mod:`propensity.pipelines.explain.change`.
+
+        ``model`` None, or no such model registered: the rule score only (said in the notes).
+        """
+        from propensity.pipelines.explain.change_jobs import (
+            explain_change,
+            explain_changed_bands,
+            read_contacts_snapshot,
+        )
+        from propensity.pipelines.explain.jobs import check_contact, default_as_of
+        from propensity.pipelines.jobs import load_contacts
+        from propensity.pipelines.outputs import parse_as_of
+        from propensity.pipelines.rules.config import load_rules
+
+        if contact_id is not None:
+            check_contact(self.ws, contact_id)
+        # the champion is optional (rules only without one, said below); a model named otherwise must exist
+        learned = None if model is None else (self.find_model(model, name) if model == "champion"
+                                              else self.model(model, name))
+        if model_before is not None and learned is None:
+            raise WorkspaceError(f"--model-before {model_before}: there is no later model to compare it with "
+                                 f"(no registered model {model})")
+        notes = []
+        if learned is None:
+            notes.append("learned score: not explained (no registered model" + (f" {model}" if model else "") + ")")
+        rule_set, where, warnings = self.rules(rules, model=learned)
+        self._uses(where, "rules")
+        self._warn(warnings)
+        before_rules = None
+        if rules_before is not None:
+            before_rules = load_rules(self._uses(Resolved(Path(rules_before), "given"), "rules at --since").path)
+        earlier = None
+        if model_before is not None and learned is not None:
+            earlier = self.model(model_before, name)
+        snapshot = None
+        if contacts_before is not None:
+            snapshot = read_contacts_snapshot(contacts_before, load_contacts(self.ws.ibis_connection()))
+        since_at = parse_as_of(since)
+        until = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
+        label = f"v{earlier.version} -> v{learned.version}" if earlier is not None else None
+        options = {"rules": rule_set, "rules_before": before_rules, "scorer": learned.scorer if learned else None,
+                   "scorer_before": earlier.scorer if earlier is not None else None, "model_label": label,
+                   "contacts_before": snapshot}
+        if contact_id is None:
+            report = explain_changed_bands(self.ws, since_at, until, **options)
+        else:
+            report = explain_change(self.ws, [contact_id], since_at, until, **options)
+        if notes:
+            from dataclasses import replace
+
+            report = replace(report, notes=(*report.notes, *notes))
+        return report
+
     def explain_all(self, at, *, model: str = "champion", name: str | None = None, reasons: int = 3,
                     positive_only: bool = False):
         """Top reasons for every contact at ``at`` (LightGBM ``pred_contrib``)."""
@@ -322,12 +414,125 @@ class Project:
                             fit_rows=fit_rows, step=step)
         return result, rules_where.path
 
+    def backfill(self, url: str, write_key: str, *, batch_size: int = 500, attempts: int = 6, progress=lambda _: None):
+        """Replay the workspace's contacts and events (oldest first) into a running service through
+        ``/v1/batch``, so its scores start from the history; a rerun stores nothing twice."""
+        from propensity.pipelines.activation.backfill import backfill
+
+        if not self.ws.db_path.exists() or not self.ws.counts().get("events"):
+            raise WorkspaceError(f"{self.ws.path} has no events to send: run `propensity ingest events FILE` first")
+        has_contacts = bool(self.ws.counts().get("contacts"))
+        con = self.ws.connect()
+        try:
+            contacts = con.execute("SELECT * FROM contacts ORDER BY contact_id").df() if has_contacts else None
+            reader = con.sql("SELECT * FROM events ORDER BY ts, event_id").to_arrow_reader(50_000)
+            chunks = (batch.to_pandas() for batch in reader)  # streamed: the history need not fit in memory
+            return backfill(contacts, chunks, url, write_key, batch_size=batch_size, attempts=attempts,
+                            progress=progress)
+        finally:
+            con.close()
+
+    def monitor_config_path(self, given: Path | str | None = None) -> Resolved:
+        """The monitor settings: given, else the workspace's ``configs/monitor.yaml``, else shipped."""
+        if given is not None:
+            return Resolved(Path(given), "given")
+        own = self.ws.layout.configs / "monitor.yaml"
+        return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("monitor.yaml"), "shipped")
+
+    def monitor(self, model: str = "champion", name: str | None = None, *, config: Path | str | None = None,
+                monitor_config=None, learned_rules: Path | str | None = None, recompute: bool = False,
+                step: Callable[[str], None] = lambda _: None):
+        """Rules, champion and learned points measured on every closed cut-off since the champion's
+        test cut-off, drift and alerts: a :class:`~propensity.pipelines.monitor.jobs.MonitorResult`.
+
+        Cut-offs already in the workspace's history (``layout.monitor_history``) are read, not
+        measured again (``recompute`` measures them all). ``monitor_config``: a
+        :class:`MonitorConfig`, a YAML path, or None for the resolved file.
+        """
+        from propensity.pipelines.monitor.config import (
+            MonitorConfig,
+            load_monitor_config,
+        )
+        from propensity.pipelines.monitor.jobs import MonitorInputs, run_monitor
+        from propensity.pipelines.rules.config import load_rules
+
+        if not isinstance(monitor_config, MonitorConfig):
+            monitor_config = load_monitor_config(self._uses(self.monitor_config_path(monitor_config),
+                                                            "monitor config").path)
+        learned = self.find_model(model, name, config=config)
+        if learned is None:
+            self.report("warning", f"no registered model {model!r}: monitoring the rules and the learned points only")
+        train_config, where = self.train_config(config, model=learned)
+        self._uses(where, "train config")
+        points = self.learned_rules_path(learned_rules, model=learned)
+        if points is not None:
+            self._uses(points, "learned points")
+        inputs = MonitorInputs(train_config=train_config, rules=load_rules(train_config.rules),
+                               rules_path=Path(train_config.rules),
+                               points=None if points is None else load_rules(points.path),
+                               points_path=None if points is None else points.path,
+                               scorer=None if learned is None else learned.scorer,
+                               model_label=None if learned is None else learned.label)
+        return run_monitor(self.ws, inputs, monitor_config, recompute=recompute, step=step)
+
+    def notify_alerts(self, alerts, meta) -> int:
+        """Queue ``alerts`` as signed webhooks in the service database's outbox; returns how many were new."""
+        from propensity.pipelines.monitor.notify import queue_alerts
+        from propensity.pipelines.serve.db import database_url, make_engine
+
+        engine = make_engine(database_url(self.ws.path))
+        try:
+            return queue_alerts(engine, alerts, meta)
+        finally:
+            engine.dispose()
+
     def triggers_path(self, given: Path | str | None = None) -> Resolved:
         """The triggers file: given, else the workspace's ``configs/triggers.yaml``, else shipped."""
         if given is not None:
             return Resolved(Path(given), "given")
         own = self.ws.path / "configs" / "triggers.yaml"
         return Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("triggers.yaml"), "shipped")
+
+    # -- CRM (pipelines/activation/crm; extra `crm`) ---------------------------------------------
+
+    def crm_config(self, given: Path | str | None = None):
+        """configs/crm.yaml: given, else the workspace's, else shipped; validated, and where it came from."""
+        from propensity.pipelines.activation.crm.config import load_crm_config
+
+        own = self.ws.layout.configs / "crm.yaml"
+        where = (Resolved(Path(given), "given") if given is not None else
+                 Resolved(own, "workspace") if own.is_file() else Resolved(shipped_config("crm.yaml"), "shipped"))
+        if where.is_shipped:  # `init` does not write this one: say how to get an editable copy
+            self.report("uses", f"CRM config: {where.path} (shipped with the package; `propensity configs copy DIR` "
+                                f"gives an editable crm.yaml, used from {own} or with --crm-config)")
+            return load_crm_config(where.path), where
+        return load_crm_config(where.path), self._uses(where, "CRM config")
+
+    def push_crm(self, to: str, scored, *, config: Path | str | None = None, engine=None, dry_run: bool = False,
+                 preview_out: Path | None = None, holdout=None, create_properties: bool = False,
+                 environ=None, source: str = "scores", sleep=None):
+        """Scores (:class:`ContactTraits` from ``traits_from_scores``) to HubSpot or Salesforce: a CRMPushReport."""
+        from propensity.pipelines.activation.crm.jobs import push_crm
+
+        crm_config, _ = self.crm_config(config)
+        if engine is None:
+            from propensity.pipelines.serve.db import database_url, make_engine
+
+            engine = make_engine(database_url(self.ws.path))
+        return push_crm(to, engine, crm_config, scored, self.ws.table("contacts"), layout=self.ws.layout,
+                        dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                        create_properties=create_properties, environ=environ, source=source, sleep=sleep)
+
+    def pull_crm(self, crm: str, kind: str, *, config: Path | str | None = None, environ=None, full: bool = False,
+                 sleep=None):
+        """Outcomes (won deals / opportunities) or contacts from HubSpot or Salesforce, since the last pull,
+        through file ingest's validation, rejects and dedupe: a PullReport (its ``ingest`` an IngestReport)."""
+        from propensity.pipelines.activation.crm.jobs import crm_api
+        from propensity.pipelines.activation.crm.pull import pull
+
+        crm_config, _ = self.crm_config(config)
+        api = crm_api(crm, crm_config, environ=environ, layout=self.ws.layout, sleep=sleep)
+        return pull(self.ws, crm, kind, api, getattr(crm_config, crm), full=full)
 
     def lift(self, triggers: Path | str | None = None, *, experiment: str | None = None, data_end=None,
              alpha: float = 0.05, window_days: float | None = None):

@@ -355,7 +355,7 @@ def _train_yaml(plan: StarterPlan) -> str:
         lines += [f"# outcome types found: {found}. All of them count; list the ones that qualify to narrow it:",
                   f"# qualifying_outcomes: [{', '.join(_yaml_str(o.outcome) for o in outcome_types)}]"]
     lines += [
-        "model: {tune: true, n_trials: 20, timeout_seconds: 600, seed: 0}",
+        "model: {tune: true, n_trials: 20, timeout_seconds: 3600, seed: 0}",
         "calibration: {method: auto, score_mapping: rate_matching}",
         "mlflow: {experiment: propensity, model_name: propensity}",
     ]

@@ -1,7 +1,8 @@
 """``propensity push``: scores as traits to Customer.io, Segment-spec endpoints or a signed webhook.
 
 Each contact's traits are ``intent_score``, ``intent_band``, ``propensity`` (when the scores are a
-learned model's) and ``top_reasons``. Only contacts whose traits differ from what the destination
+learned model's), ``top_reasons`` and, when the scores say why they last changed,
+``score_change_reason``. Only contacts whose traits differ from what the destination
 last acknowledged are sent (``activation_push_state``, keyed by destination + contact). Requests
 are batched, rate-limited by a token bucket, retried with backoff (a 429's ``Retry-After`` is
 honoured), and the state is written after every acknowledged batch, so a run that fails part-way
@@ -17,7 +18,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,11 +27,14 @@ from urllib.parse import quote
 import httpx
 import pandas as pd
 import sqlalchemy as sa
-import tenacity
 
 from propensity.pipelines.activation.holdout import HoldoutConfig, assign, record_exposures
 from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, sign
+from propensity.pipelines.activation.pacing import TokenBucket
 from propensity.pipelines.activation.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
+from propensity.pipelines.activation.retrying import DeliveryFailure as _HTTPFailure
+from propensity.pipelines.activation.retrying import retrying
+from propensity.pipelines.activation.score_files import read_scores, read_scores_table
 from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
 
 __all__ = [
@@ -44,14 +47,15 @@ __all__ = [
     "SegmentBatch",
     "SignedWebhook",
     "TokenBucket",
+    "acknowledge",
     "destination_from_env",
     "pending_contacts",
     "push",
     "read_scores",
-    "summarise_preview",
-    "write_previews",
     "read_scores_table",
+    "summarise_preview",
     "traits_from_scores",
+    "write_previews",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,43 +77,6 @@ class ContactTraits:
     contact_id: str
     traits: dict
     fingerprint: str
-
-
-def read_scores(path: str | Path) -> pd.DataFrame:
-    """Read a scores file written by ``propensity score --out`` (.parquet, .csv or .jsonl)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: scores file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix == ".csv":
-        return pd.read_csv(path, dtype={"contact_id": str})
-    if suffix in {".jsonl", ".ndjson"}:
-        return pd.read_json(path, lines=True, dtype={"contact_id": str})
-    raise ValueError(f"{path}: scores must be .parquet, .csv or .jsonl, not {suffix or 'no extension'}")
-
-
-def read_scores_table(engine: sa.Engine, name: str) -> pd.DataFrame:
-    """Read scores from a table of the service database (e.g. the service's ``score_state``).
-
-    Only the columns :func:`traits_from_scores` uses are read; ``scored_at`` counts as ``as_of``.
-    """
-    try:
-        table = sa.Table(name, sa.MetaData(), autoload_with=engine)
-    except sa.exc.NoSuchTableError:
-        shown = engine.url.render_as_string(hide_password=True)
-        raise ValueError(f"--from {name}: no such file, and no table {name!r} in {shown}") from None
-    wanted = [c for c in table.columns
-              if c.name in {"contact_id", "as_of", "scored_at", "rule_score", "learned_score", "band",
-                            "probability", "top_reasons"}
-              or c.name.startswith(("points__", "reason_"))]
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(*wanted)).mappings().all()
-    frame = pd.DataFrame(rows, columns=[c.name for c in wanted])
-    if "as_of" not in frame and "scored_at" in frame:
-        frame = frame.rename(columns={"scored_at": "as_of"})
-    return frame
 
 
 def traits_from_scores(frame: pd.DataFrame, *, source: str = "scores", top_n: int = 3) -> list[ContactTraits]:
@@ -148,7 +115,9 @@ def traits_from_scores(frame: pd.DataFrame, *, source: str = "scores", top_n: in
         reasons = _reasons(row, points, top_n)
         if reasons is not None:
             traits["top_reasons"] = reasons
-        out.append(ContactTraits(str(row["contact_id"]), traits, _fingerprint(traits)))
+        if (change := _change_reason(row)) is not None:
+            traits["score_change_reason"] = change
+        out.append(ContactTraits(str(row["contact_id"]), traits, fingerprint(traits)))
     return out
 
 
@@ -183,7 +152,21 @@ def _reasons(row: dict, points: list[str], top_n: int) -> list[str] | None:
     return [name.removeprefix("points__") for _, name in ranked[:top_n]]
 
 
-def _fingerprint(traits: dict) -> str:
+def _change_reason(row: dict) -> str | None:
+    """The top reason for the score's last change: the service's ``last_split`` (JSON), else a
+    ``change_reason`` / ``change_reason_1`` column (`propensity explain --since --changed-band`)."""
+    split = row.get("last_split")
+    if isinstance(split, str) and split:
+        top = json.loads(split).get("top_reason")
+        return None if top is None else f"{top['reason']} ({top['points']:+.2f})"
+    for column in ("change_reason", "change_reason_1"):
+        if column in row and _present(row[column]) and str(row[column]).strip():
+            points = row.get(f"{column}_points")
+            return str(row[column]) + (f" ({float(points):+.2f})" if _present(points) else "")
+    return None
+
+
+def fingerprint(traits: dict) -> str:
     return hashlib.sha256(json.dumps(traits, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
@@ -203,7 +186,7 @@ def pending_contacts(engine: sa.Engine, destination: str, contacts: Sequence[Con
     return [c for c in contacts if known.get(c.contact_id) != c.fingerprint]
 
 
-def _acknowledge(engine: sa.Engine, destination: str, batch: Sequence[ContactTraits]) -> None:
+def acknowledge(engine: sa.Engine, destination: str, batch: Sequence[ContactTraits]) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with engine.begin() as conn:
         upsert(conn, push_state, [
@@ -212,44 +195,6 @@ def _acknowledge(engine: sa.Engine, destination: str, batch: Sequence[ContactTra
 
 
 # -- rate limit and HTTP ------------------------------------------------------------------------
-
-
-class TokenBucket:
-    """At most ``rate`` requests per second on average, bursts up to ``burst``.
-
-    ``clock`` and ``sleep`` are the monotonic clock and the sleep to use (injectable so a test can
-    check the schedule without waiting).
-    """
-
-    def __init__(self, rate: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive (requests per second)")
-        self.rate = rate
-        self.burst = max(1.0, burst if burst is not None else rate)
-        self._clock, self._sleep = clock, sleep
-        self._tokens = self.burst
-        self._updated = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one token, sleeping until one is there; returns the seconds slept."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            wait = 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.rate
-            self._tokens -= 1  # may go negative: the wait above pays it back
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-
-class _HTTPFailure(Exception):
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -281,21 +226,9 @@ class _Http:
 
     def send(self, method: str, url: str, **kwargs) -> None:
         options = self.options
-        # initial * 2**(n-1) plus up to `initial` of random jitter, capped
-        backoff = tenacity.wait_exponential_jitter(multiplier=options.initial_backoff_seconds,
-                                                   jitter=options.initial_backoff_seconds,
-                                                   max=options.max_backoff_seconds)
-
-        def wait(state: tenacity.RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            if isinstance(exc, _HTTPFailure) and exc.retry_after is not None:
-                return exc.retry_after
-            return backoff(state)
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(options.max_attempts), wait=wait, sleep=self._sleep, reraise=True,
-            retry=tenacity.retry_if_exception(lambda e: isinstance(e, _HTTPFailure) and e.retryable))
-        for attempt in retrying:
+        for attempt in retrying(max_attempts=options.max_attempts, sleep=self._sleep,
+                                initial_backoff_seconds=options.initial_backoff_seconds,
+                                max_backoff_seconds=options.max_backoff_seconds):
             with attempt:
                 self._once(method, url, **kwargs)
 
@@ -336,8 +269,14 @@ class Destination:
     name: str = ""
     secrets: tuple[str, ...] = ()
 
-    def send(self, http: _Http, batch: Sequence[ContactTraits]) -> None:
+    def send(self, http: _Http, batch: Sequence[ContactTraits]) -> Mapping[str, str] | None:
+        """Send ``batch``; return ``{contact_id: reason}`` for contacts the receiver refused while
+        taking the rest (a partial batch error), or None when it took them all."""
         raise NotImplementedError
+
+    def requests_made(self, http: _Http) -> int:
+        """Requests this destination sent (a CRM destination sends through its own client)."""
+        return http.requests
 
     def preview(self, batch: Sequence[ContactTraits]) -> dict:
         """What :meth:`send` would send for ``batch`` (no credentials), for ``--dry-run``."""
@@ -478,6 +417,7 @@ class PushReport:
     dry_run: bool
     preview: dict | None = field(default=None)
     held_out: int = 0  # changed contacts not sent because they are in the holdout
+    refused: dict = field(default_factory=dict)  # contact_id -> why the receiver refused it (not recorded)
 
 
 def summarise_preview(preview: dict, show: int = 3) -> tuple[dict, int]:
@@ -548,22 +488,25 @@ def push(engine: sa.Engine, destination: Destination, contacts: Sequence[Contact
             write_previews(destination, pending, options.batch_size, preview_out)
         return PushReport(destination.name, len(contacts), unchanged, 0, total, 0, True, preview, held_out)
     http = _Http(options, destination.secrets, TokenBucket(options.rate, options.burst, sleep=sleep), sleep=sleep)
-    sent = 0
+    sent, refused = 0, {}
     try:
         for number, batch in enumerate(_batches(pending, options.batch_size), start=1):
             try:
-                destination.send(http, batch)
+                refused_here = destination.send(http, batch) or {}
             except _HTTPFailure as exc:
                 raise PushError(
                     f"push to {destination.name}: batch {number}/{total} failed: {exc}. {sent:,} contacts were "
                     f"acknowledged before it and are recorded; run the push again to send the other "
                     f"{len(pending) - sent:,}") from None
-            _acknowledge(engine, destination.name, batch)
-            sent += len(batch)
+            # a refused contact is not recorded: the next push tries it again
+            refused.update(refused_here)
+            acknowledge(engine, destination.name, [c for c in batch if c.contact_id not in refused_here])
+            sent += len(batch) - len(refused_here)
             log.info("push to %s: batch %d/%d acknowledged (%d contacts)", destination.name, number, total, len(batch))
     finally:
         http.close()
-    return PushReport(destination.name, len(contacts), unchanged, sent, total, http.requests, False, None, held_out)
+    return PushReport(destination.name, len(contacts), unchanged, sent, total, destination.requests_made(http), False,
+                      None, held_out, refused)
 
 
 def _apply_holdout(engine: sa.Engine, holdout: HoldoutConfig | None, destination: str,

@@ -99,14 +99,16 @@ class _HttpxLogRedaction(logging.Filter):
 _HTTPX_LOG = _HttpxLogRedaction()
 
 
-def guard_http_log(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Mask ``secrets`` in httpx's log from now on; returns them for :func:`release_http_log`."""
+def guard_http_log(secrets: Iterable[str], loggers: Iterable[str] = ("httpx",)) -> tuple[str, ...]:
+    """Mask ``secrets`` in httpx's log (and in ``loggers``: a logger's filter sees only its own
+    records, not its children's) from now on; returns them for :func:`release_http_log`."""
     secrets = tuple(s for s in secrets if s)
     with _HTTPX_LOG.lock:
         _HTTPX_LOG.secrets.update(secrets)
-    logger = logging.getLogger("httpx")
-    if _HTTPX_LOG not in logger.filters:
-        logger.addFilter(_HTTPX_LOG)
+    for name in {"httpx", *loggers}:
+        logger = logging.getLogger(name)
+        if _HTTPX_LOG not in logger.filters:
+            logger.addFilter(_HTTPX_LOG)
     return secrets
 
 

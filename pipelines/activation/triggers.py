@@ -176,6 +176,8 @@ class ScoreChange:
     points_before: float | None
     points_after: float
     events: list[dict] = dataclasses.field(default_factory=list)
+    # the split of the score's last change (propensity.pipelines.rules.change.split_rule_views)
+    split: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,9 @@ def why_now_payload(trigger: _Trigger, change: ScoreChange, details: dict, key: 
             "points_after": change.points_after,
             **details,
             "events": [_jsonable(e) for e in change.events],
+            # why the score moved since its previous stored value (split["before"]): new events per
+            # type, decay and expiry, attributes; parts sum to split["change"]
+            "change_split": change.split,
         },
     }
 

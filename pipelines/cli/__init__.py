@@ -15,7 +15,7 @@ from propensity.pipelines.cli.common import app, err
 
 # Importing a command module registers its commands on `app`; `--help` lists them in this order:
 # the first steps, the data, scores, training, and scores out to other tools.
-for _module in ("starting", "data", "scoring", "training", "activation"):
+for _module in ("starting", "data", "engine", "scoring", "training", "monitoring", "activation"):
     import_module(f"propensity.pipelines.cli.{_module}")
 
 __all__ = ["app", "main"]
@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from propensity.features.store import damaged_store_error
+        from propensity.pipelines.warehouse import unsupported_by_engine
 
-        if (damaged := damaged_store_error(exc)) is None:
+        if (damaged := damaged_store_error(exc) or unsupported_by_engine(exc)) is None:
             raise
         err.print(f"[red]error:[/] {damaged}")
         return 2

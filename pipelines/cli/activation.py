@@ -16,6 +16,7 @@ from propensity.pipelines.cli.common import (
     err,
     note_resolved,
     outbox_app,
+    progress_bar,
     project,
     triggers_app,
     warn,
@@ -54,7 +55,8 @@ def serve_cmd(
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
     model: Annotated[str, typer.Option("--model", help="Learned model served beside the rules: an alias or a "
                                        "version; none registered: rule scores only. 'none': never.")] = "champion",
-    model_name: Annotated[str, typer.Option("--model-name", help="Registered model name.")] = "propensity",
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Registered model name (default: the "
+                                                   "train config's mlflow.model_name).")] = None,
 ) -> None:
     """Run the real-time scoring service (Segment-shaped ingest on /v1/track|identify|batch; needs the
     `serve` extra). Write keys come from $PROPENSITY_WRITE_KEYS; the store is <workspace>/serve.db,
@@ -70,7 +72,9 @@ def serve_cmd(
     )
     from propensity.pipelines.serve.db import database_url
 
-    ws = workspace(ctx)
+    # read-only: the service's own store is serve.db (or $DATABASE_URL); the workspace's DuckDB
+    # file stays free for ingest, score and backfill while it runs
+    ws = workspace(ctx, read_only=True)
     serve_config = load_serve_config(config)
     trigger_config = None
     if triggers is not None:
@@ -78,27 +82,111 @@ def serve_cmd(
 
         trigger_config = load_triggers(triggers)
     url = database_url(ws.path)
-    proj = project(ctx)
+    proj = project(ctx, read_only=True)
     rule_set, where, warnings = proj.rules(rules)
     note_resolved(where, "rules")
     warn(warnings)
     keys = write_keys(serve_config)  # before the model: a missing key fails at once
-    registered = None
-    if model != "none":
-        from propensity.pipelines.serve.learned import load_registered_scorer
-
-        registered = load_registered_scorer(ws.path, model, model_name,
-                                            allow_external=serve_config.allow_external_model)
+    registered = _served_model(proj, model, model_name, serve_config.allow_external_model)
     settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
-                               model_label=registered[1] if registered else "")
+                               model_label=registered[1] if registered else "",
+                               monitor_history=ws.layout.monitor_history, tune_gc=True)
     shown = sa.make_url(url).render_as_string(hide_password=True)
     console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
                   + (f"  triggers {triggers}" if triggers else "")
-                  + (f"  model {settings.model_label}" if registered else "  model: none registered (rule scores only)"))
+                  + (f"  model {settings.model_label}" if registered else "  model: none (rule scores only)"))
+    note = _history_note(url, ws)
+    if note:
+        err.print(f"[yellow]note:[/] {note}")
     # one process: the writer and the score cache live in it (more workers would need a shared cache)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _served_model(proj, model: str, model_name: str | None, allow_external: bool):
+    """``(scorer, label)`` of the learned model the service scores live, or None (rule scores only).
+
+    Through the one resolver (the train config's registry and model name), refusing a model whose
+    pickled code lies outside this workspace unless the serve config trusts it. A model asked for
+    by name that is missing or cannot be scored live is an error; the default (``champion``) falls
+    back to rule scores and says why.
+    """
+    from propensity.pipelines.errors import WorkspaceError
+    from propensity.pipelines.serve.feature_plan import FeaturePlan
+
+    if model == "none":
+        return None
+    try:
+        learned = proj.model(model, model_name, trusted_only=not allow_external)
+    except WorkspaceError as exc:
+        if model != "champion":
+            raise
+        err.print(f"[dim]no learned model served: {exc}[/]")
+        return None
+    label = f"{learned.name}@{model} v{learned.version}"
+    try:
+        FeaturePlan.from_scorer(learned.scorer)  # the features the service must compute live
+    except ValueError as exc:
+        if model != "champion":
+            raise
+        err.print(f"[yellow]warning:[/] {label} is not scored live: {exc}; serving rule scores only "
+                  "(`propensity score --model` scores it in batch)")
+        return None
+    return learned.scorer, label
+
+
+def _history_note(url: str, ws) -> str | None:
+    """Say when the workspace holds events the service store does not: the service scores only the
+    events it has received, so a user starting it on a batch workspace would otherwise read scores
+    of 0 as if they came from the history."""
+    import sqlalchemy as sa
+
+    batch = ws.counts().get("events", 0) if ws.db_path.exists() else 0
+    if not batch:
+        return None
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            served = connection.execute(sa.text("SELECT COUNT(*) FROM events")).scalar_one()
+    except sa.exc.SQLAlchemyError:  # a new store: its tables are created at start
+        served = 0
+    finally:
+        engine.dispose()
+    if served >= batch:
+        return None
+    return (f"the service store holds {served:,} events, the workspace {batch:,}: scores count only the events "
+            "the service has received (send the history through /v1/batch to start from it)")
+
+
+@app.command("backfill")
+def backfill_cmd(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="The running service, e.g. http://127.0.0.1:8080.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=5000, help="Calls per /v1/batch request "
+                                            "(also kept under 400 KB).")] = 500,
+) -> None:
+    """Send the workspace's contacts and events to a running service (oldest first, through /v1/batch), so its
+    scores start from the history; a rerun stores nothing twice. The write key is the first of
+    $PROPENSITY_WRITE_KEYS."""
+    import os
+
+    keys = [k.strip() for k in os.environ.get("PROPENSITY_WRITE_KEYS", "").split(",") if k.strip()]
+    if not keys:
+        raise typer.BadParameter("set PROPENSITY_WRITE_KEYS (the service's write key) first", param_hint="--url")
+    with progress_bar() as progress:
+        task = progress.add_task("send the history", total=None)
+
+        def shown(report) -> None:
+            progress.update(task, description=f"sent {report.contacts:,} contacts, {report.events:,} events")
+
+        try:
+            report = project(ctx, read_only=True).backfill(url, keys[0], batch_size=batch_size, progress=shown)
+        except RuntimeError as exc:
+            err.print(f"[red]backfill failed:[/] {exc}")
+            raise typer.Exit(1) from None
+        progress.update(task, completed=1, total=1)
+    console.print(report.summary())
 
 
 def service_engine(ctx: typer.Context):
@@ -113,7 +201,8 @@ def service_engine(ctx: typer.Context):
 @app.command("push")
 def push_cmd(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", help="customerio, segment or webhook.")],
+    to: Annotated[str, typer.Option("--to", help="customerio, segment, webhook, hubspot or salesforce "
+                                    "(the CRMs need the `crm` extra; docs/CRM.md).")],
     source: Annotated[str | None, typer.Option("--from", help="Scores file from `propensity score --out` "
                                                "(.parquet/.csv/.jsonl) or a table of the service database "
                                                "(score_state). Default: the newest file in <workspace>/scores.")] = None,
@@ -125,6 +214,14 @@ def push_cmd(
     triggers: Annotated[Path | None, typer.Option("--triggers", help="Triggers YAML whose `holdout` section "
                                                   "leaves held-out contacts out (default: the workspace's "
                                                   "configs/triggers.yaml if it has one; none: no holdout).")] = None,
+    create_properties: Annotated[bool, typer.Option("--create-properties", help="hubspot/salesforce: create "
+                                                    "the missing custom properties / fields first (with --dry-run: "
+                                                    "list them).")] = False,
+    crm_config: Annotated[Path | None, typer.Option("--crm-config", help="hubspot/salesforce: CRM YAML (default: "
+                                                    "the workspace's configs/crm.yaml, else the shipped one).")] = None,
+    changes: Annotated[Path | None, typer.Option("--changes", help="`propensity explain --since ... --out` output: "
+                                                 "push each contact's reason for its last change too "
+                                                 "(trait change_reason).")] = None,
 ) -> None:
     """Send scores as traits (intent_score, intent_band, propensity, top_reasons) to a tool; only contacts
     whose traits changed since the last push there. Credentials come from the environment only."""
@@ -141,7 +238,13 @@ def push_cmd(
 
     if preview_out is not None and not dry_run:
         raise typer.BadParameter("--preview-out writes what a --dry-run would send: add --dry-run")
-    destination = destination_from_env(to)
+    crm = to in ("hubspot", "salesforce")
+    if (create_properties or crm_config is not None) and not crm:
+        raise typer.BadParameter("--create-properties and --crm-config are for --to hubspot or salesforce")
+    if crm and (batch_size != 100 or rate != 20.0):  # not silently ignored: the CRMs' own limits apply
+        raise typer.BadParameter(f"--to {to}: batches and request rates are set in crm.yaml ({to}.batch_size, "
+                                 "requests_per_10_seconds, ...; docs/CRM.md), not with --batch-size / --rate")
+    destination = None if crm else destination_from_env(to)
     engine = service_engine(ctx)
     if source is None:
         scores_dir = workspace(ctx).layout.scores
@@ -156,7 +259,18 @@ def push_cmd(
     else:
         frame, label = read_scores_table(engine, source), f"table {source}"
     contacts = traits_from_scores(frame, source=label)
+    if changes is not None:
+        from propensity.pipelines.activation.score_files import change_reasons, with_change_reasons
+
+        kind = "learned" if "learned_score" in frame else "rule"  # the score traits_from_scores pushes
+        contacts = with_change_reasons(contacts, change_reasons(read_scores(changes), kind, source=str(changes)))
     holdout = _push_holdout(ctx, triggers)
+    if crm:
+        from propensity.pipelines.cli.crm import push_to_crm
+
+        push_to_crm(ctx, to, contacts, label, engine, dry_run=dry_run, preview_out=preview_out, holdout=holdout,
+                    create_properties=create_properties, config=crm_config)
+        return
     try:
         report = push(engine, destination, contacts, options=PushOptions(batch_size=batch_size, rate=rate),
                       dry_run=dry_run, preview_out=preview_out if dry_run else None, holdout=holdout)

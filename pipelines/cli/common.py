@@ -171,19 +171,33 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="Cut-off (ISO date/
 SpineOpt = Annotated[str | None, typer.Option("--spine", help="A spine file (contact_id, as_of) or a stored spine name.")]
 
 
-def spine_choice(as_of: str | None, spine: str | None):
+def spine_choice(as_of: str | None, spine: str | None, default_from=None):
+    """The cut-off a command works at. ``default_from``: the workspace whose latest event gives the
+    default when neither option is given (the midnight after it, as `explain` uses, so every event
+    counts), said on stderr; None where no default is honest (another engine holds the events)."""
     from propensity.pipelines.jobs import SpineChoice
     from propensity.pipelines.outputs import parse_as_of
 
-    if (as_of is None) == (spine is None):
-        raise typer.BadParameter("give exactly one of --as-of DATE or --spine NAME|FILE")
+    if as_of is not None and spine is not None:
+        raise typer.BadParameter("give one of --as-of DATE or --spine NAME|FILE, not both")
+    if as_of is None and spine is None:
+        if default_from is None:
+            raise typer.BadParameter("give --as-of DATE or --spine NAME|FILE")
+        from propensity.pipelines.explain.jobs import default_as_of
+
+        when = default_as_of(default_from)
+        report("uses", f"cut-off {when:%Y-%m-%d %H:%M} (no --as-of: the midnight after the latest event, "
+                       "so every event counts)")
+        return SpineChoice(as_of=when, spine=None)
     return SpineChoice(as_of=parse_as_of(as_of) if as_of else None, spine=spine)
 
 
-EngineOpt = Annotated[str | None, typer.Option("--engine", help="duckdb or spark (default: the engine config's, "
-                                                 "else duckdb).")]
+EngineOpt = Annotated[str | None, typer.Option("--engine", help="duckdb, spark, or an Ibis backend such as postgres "
+                                                 "(URL from $PROPENSITY_ENGINE_URL; docs/WAREHOUSES.md). "
+                                                 "Default: the engine config's, else duckdb.")]
 EngineConfigOpt = Annotated[Path | None, typer.Option("--engine-config", help="Engine YAML (configs/engines/*.yaml): "
-                                                      "engine, sources (Parquet or Spark tables), Spark settings.")]
+                                                      "engine, url_env, sources (Parquet or tables, column "
+                                                      "mapping), Spark settings.")]
 # no envvar here: $SPARK_MASTER comes after the engine config's spark.master (engines.spark_master)
 SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spark master URL (default: the engine "
                                                     "config's, else $SPARK_MASTER, else local[2]).")]
@@ -191,15 +205,19 @@ SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spar
 
 def engine_tables(ws, engine: str | None, engine_config: Path | None, spark_master: str | None):
     """None for the default (DuckDB on the workspace), else the configured engine's tables."""
-    from propensity.pipelines.engines import ENGINES, load_engine_config, open_tables
+    from propensity.pipelines.engines import EngineConfig, check_engine_name, load_engine_config, open_tables
 
-    if engine is not None and engine not in ENGINES:
-        raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine is not None:
+        try:
+            check_engine_name(engine)
+        except ValueError as exc:
+            raise ValueError(f"--engine: {exc}") from None
     config = load_engine_config(engine_config)
     updates = {"engine": engine} if engine else {}
     if spark_master:
         updates["spark"] = config.spark.model_copy(update={"master": spark_master})
-    config = config.model_copy(update=updates)
+    # validated again: --engine may make the config's sources wrong for it (Parquet on a warehouse)
+    config = EngineConfig.model_validate({**dict(config), **updates})
     if config.engine == "duckdb" and config.sources is None:
         return None
     return open_tables(config, ws)

@@ -59,18 +59,45 @@ def ingest_events(ctx: typer.Context, path: PathArg, fmt: FmtOpt = None, map: Ma
     ingest_kind(ctx, "events", path, fmt, map, encoding)
 
 
+OptPathArg = Annotated[Path | None, typer.Argument(exists=True, dir_okay=True, help="CSV, Parquet, JSON Lines or "
+                                                   "Segment JSONL file (or --from a CRM).")]
+FromOpt = Annotated[str | None, typer.Option("--from", help="hubspot or salesforce instead of a file: what changed "
+                                             "since the last pull (configs/crm.yaml; extra `crm`; docs/CRM.md).")]
+CrmConfigOpt = Annotated[Path | None, typer.Option("--crm-config", help="With --from: CRM YAML (default: the "
+                                                   "workspace's configs/crm.yaml, else the shipped one).")]
+FullOpt = Annotated[bool, typer.Option("--full", help="With --from: pull everything, not only what changed since "
+                                       "the last pull (re-pulled rows are duplicates, not added twice).")]
+
+
+def ingest_file_or_crm(ctx, kind, path, crm, fmt, maps, encoding, crm_config, full) -> None:
+    if (path is None) == (crm is None):
+        raise typer.BadParameter(f"ingest {kind}: give a file or --from hubspot|salesforce (one of them)")
+    if path is not None:
+        if crm_config is not None or full:
+            raise typer.BadParameter("--crm-config and --full are for --from hubspot|salesforce")
+        ingest_kind(ctx, kind, path, fmt, maps, encoding)
+        return
+    if fmt is not None or maps or encoding != "utf-8":  # a CRM pull has its own mapping (configs/crm.yaml)
+        raise typer.BadParameter("--format, --map and --encoding are for files, not --from a CRM")
+    from propensity.pipelines.cli.crm import pull_from_crm
+
+    pull_from_crm(ctx, kind, crm, crm_config, full)
+
+
 @ingest_app.command("contacts")
-def ingest_contacts(ctx: typer.Context, path: PathArg, fmt: FmtOpt = None, map: MapOpt = None,
-                    encoding: EncOpt = "utf-8") -> None:
-    """Load contacts (contact_id [, account_id, created_at, attribute columns])."""
-    ingest_kind(ctx, "contacts", path, fmt, map, encoding)
+def ingest_contacts(ctx: typer.Context, path: OptPathArg = None, fmt: FmtOpt = None, map: MapOpt = None,
+                    encoding: EncOpt = "utf-8", crm: FromOpt = None, crm_config: CrmConfigOpt = None,
+                    full: FullOpt = False) -> None:
+    """Load contacts (contact_id [, account_id, created_at, attribute columns]) from a file or a CRM."""
+    ingest_file_or_crm(ctx, "contacts", path, crm, fmt, map, encoding, crm_config, full)
 
 
 @ingest_app.command("outcomes")
-def ingest_outcomes(ctx: typer.Context, path: PathArg, fmt: FmtOpt = None, map: MapOpt = None,
-                    encoding: EncOpt = "utf-8") -> None:
-    """Load outcomes (contact_id, ts [, outcome_id, outcome, value])."""
-    ingest_kind(ctx, "outcomes", path, fmt, map, encoding)
+def ingest_outcomes(ctx: typer.Context, path: OptPathArg = None, fmt: FmtOpt = None, map: MapOpt = None,
+                    encoding: EncOpt = "utf-8", crm: FromOpt = None, crm_config: CrmConfigOpt = None,
+                    full: FullOpt = False) -> None:
+    """Load outcomes (contact_id, ts [, outcome_id, outcome, value]) from a file, or won deals from a CRM."""
+    ingest_file_or_crm(ctx, "outcomes", path, crm, fmt, map, encoding, crm_config, full)
 
 
 @ingest_app.command("dataset")
@@ -116,9 +143,11 @@ def features_cmd(
     with progress_bar() as progress:
         task = progress.add_task("build features", total=None)
         tables = engine_tables(ws, engine, engine_config, spark_master)
-        run = project(ctx).features(spine_choice(as_of, spine), config=config, out=out, tables=tables)
+        choice = spine_choice(as_of, spine, default_from=ws if tables is None else None)
+        run = project(ctx).features(choice, config=config, out=out, tables=tables)
         progress.update(task, completed=1, total=1)
-    where = f"DuckDB table `{run.table}`" if run.table else "written by Spark"
+    where = (f"DuckDB table `{run.table}`" if run.table else
+             "written by Spark" if tables.is_spark else f"computed on {tables.engine}")
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
     if run.note:
         console.print(f"feature config `auto`: {run.note}")

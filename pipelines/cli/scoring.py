@@ -71,8 +71,8 @@ def score_cmd(
             raise typer.BadParameter(reason, param_hint="--compiled")
         os.environ[ENV_VAR] = "1"  # read when the pyfunc loads
     ws = workspace(ctx, read_only=True)
-    choice = spine_choice(as_of, spine)
     tables = engine_tables(ws, engine, engine_config, spark_master)
+    choice = spine_choice(as_of, spine, default_from=ws if tables is None else None)
     if model is not None:
         # the registry and model name the train config names (mlflow.tracking_uri, model_name), loaded once
         learned = project(ctx, read_only=True).model(model, model_name)
@@ -174,6 +174,19 @@ def explain_cmd(
                                                "(default: the rules the model was trained against).")] = None,
     reasons: Annotated[int, typer.Option("--reasons", min=1, help="--all: reasons per contact.")] = 3,
     positive_only: Annotated[bool, typer.Option("--positive-only", help="--all: only reasons that raise the score.")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="Why the scores changed since this date (until --as-of, "
+                                              "default after the latest event): new events, decay/expiry, "
+                                              "attributes, rules/model.")] = None,
+    changed_band: Annotated[bool, typer.Option("--changed-band", help="--since: every contact whose band changed "
+                                               "(rule or learned); writes --out (.csv, .jsonl, .parquet).")] = False,
+    rules_before: Annotated[Path | None, typer.Option("--rules-before", help="--since: the rules file that scored "
+                                                      "the earlier date (default: the same rules).")] = None,
+    model_before: Annotated[str | None, typer.Option("--model-before", help="--since: the model version that scored "
+                                                     "the earlier date (default: the same model).")] = None,
+    contacts_before: Annotated[Path | None, typer.Option("--contacts-before", help="--since: the contacts as they "
+                                                         "were at the earlier date (default: attributes unchanged).")] = None,
+    detail: Annotated[Path | None, typer.Option("--detail", help="--since --changed-band: also write every part "
+                                                "(contact, score, component, group, points).")] = None,
 ) -> None:
     """Why a contact has its learned score: SHAP per activity and attribute in 0-5 points, beside the rule breakdown."""
     import json
@@ -181,10 +194,17 @@ def explain_cmd(
     from propensity.pipelines.outputs import write_frame
 
     proj = project(ctx, read_only=True)
+    if since is not None or changed_band:
+        from propensity.pipelines.cli.changes import explain_change_cmd
+
+        explain_change_cmd(proj, contact_id, since, as_of=as_of, changed_band=changed_band, out=out, detail=detail,
+                           as_json=as_json, model=model, model_name=model_name, model_before=model_before,
+                           rules=rules, rules_before=rules_before, contacts_before=contacts_before, reasons=reasons)
+        return
     if all_:
         if contact_id is not None:
             raise typer.BadParameter("give a CONTACT_ID or --all, not both")
-        choice = spine_choice(as_of, spine)
+        choice = spine_choice(as_of, spine, default_from=proj.ws)
         with progress_bar() as progress:
             task = progress.add_task("explain every contact (pred_contrib)", total=None)
             report = proj.explain_all(choice, model=model, name=model_name, reasons=reasons,
@@ -195,7 +215,7 @@ def explain_cmd(
                       f"({report.rows_per_second:,.0f} rows/s) -> {path}")
         return
     if contact_id is None:
-        raise typer.BadParameter("give a CONTACT_ID, or --all with --as-of DATE")
+        raise typer.BadParameter("give a CONTACT_ID, or --all")
     result, learned, where = proj.explain(contact_id, as_of=as_of, model=model, name=model_name, rules=rules)
     if as_json:
         payload = result.to_dict()

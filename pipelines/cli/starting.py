@@ -27,19 +27,26 @@ def info_cmd(
     """Show the workspace: where it is, how many rows each table holds, its own configs."""
     import json
 
-    ws = workspace(ctx, read_only=True)
-    counts = ws.counts() if ws.db_path.exists() or ws.path.is_file() else {}  # a file: counts() says so
-    configs = sorted(str(p.relative_to(ws.path)) for p in ws.layout.configs.glob("*.yaml"))
+    from propensity.pipelines.cli.common import project
+
+    facts = project(ctx, read_only=True).info()
     if as_json:
-        typer.echo(json.dumps({"workspace": str(ws.path.resolve()), "tables": counts, "configs": configs}))
+        typer.echo(json.dumps(facts))
         return
-    console.print(f"workspace: {ws.path.resolve()}")
-    if not counts:
+    console.print(f"workspace: {facts['workspace']}")
+    if not facts["tables"]:
         console.print("(empty: nothing ingested yet)")
-    for name, count in counts.items():
+    for name, count in facts["tables"].items():
         console.print(f"  {name}: {count:,}")
-    if configs:
-        console.print(f"configs (used when a command is given none): {', '.join(configs)}")
+    if "events" in facts:
+        span = facts["events"]
+        first, last = (span[end][:16].replace("T", " ") for end in ("first", "last"))
+        console.print(f"events: {span['event_types']} types, {first} .. {last}")
+    if facts["configs"]:
+        console.print(f"configs (used when a command is given none): {', '.join(facts['configs'])}")
+    for name, model in facts.get("models", {}).items():
+        aliases = ", ".join(f"{alias} = v{v}" for alias, v in model["aliases"].items()) or "no alias (none promoted)"
+        console.print(f"model {name}: versions {', '.join(map(str, model['versions']))}; {aliases}")
 
 
 @app.command("demo")

@@ -94,8 +94,20 @@ def print_training(result) -> None:
     test = result.metrics[result.metrics["split"] == "test"]
     for row in test.itertuples(index=False):
         metrics.add_row(row.model, f"{row.roc_auc:.3f}", f"{row.pr_auc:.3f}", f"{row.brier:.4f}", f"{row.ece:.4f}",
-                        f"{getattr(row, 'lift_top10'):.2f}")
+                        f"{row.lift_top10:.2f}")
     console.print(metrics)
+    search = result.summary.get("search")
+    if search is not None:
+        console.print(f"search: {search['trials_completed']} of {search['n_trials']} trials on "
+                      f"{search['search_rows']:,} train rows" + (", refitted on all" if search["refitted"] else "")
+                      + f", {search['fit_seconds']:g} s")
+        if search["cut_by_time_budget"]:
+            console.print(f"[yellow]{search['note']}[/]")
+    blend = result.summary.get("rule_inputs")
+    if blend is not None:  # the rules as an input: what validation chose, in one line
+        console.print(f"rules as input: valid ROC-AUC model {blend['valid_auc_model']:.4f}, rules "
+                      f"{blend['valid_auc_rules']:.4f}, kept {blend['valid_auc_blend']:.4f} "
+                      + ("(the model alone)" if blend["alpha"] == 0 else f"(rule score blended in at {blend['alpha']:g})"))
     if result.points_only:
         console.print("[yellow]few positives: trained only the points model (hand weights as prior)[/]")
     if result.leakage_allowed:

@@ -42,6 +42,7 @@ from propensity.pipelines.rules.score import rescale_raw_points, score_frame
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.fit import fit_learned, fit_points, score_probability
 from propensity.pipelines.training.model import ModelConfig
+from propensity.pipelines.training.rule_inputs import add_rule_inputs
 
 __all__ = ["Backtest", "choose_cutoffs", "fit_and_score", "gap_stability", "rescale_raw_points", "run_backtest"]
 
@@ -124,7 +125,7 @@ def fit_and_score(
     learned = fit_learned(frame, features,
                           ModelConfig.from_section(train_config.model, tune=config.backtest.tune,
                                                    n_trials=config.backtest.n_trials),
-                          train_config.calibration)
+                          train_config.calibration, rules=rules if train_config.rule_inputs else None)
     points = fit_points(frame, raw, contacts, rules, train_config.points)
     out = frame[[*KEYS, "split", "label", "rule_score"]].copy()
     out["probability"], out["learned_score"] = learned.probability, learned.score
@@ -165,6 +166,9 @@ def run_backtest(
     spine = data.spine_table(rows, "_backtest_spine")
     features, columns, _ = feature_frame(data, spine, load_feature_config(train_config.features),
                                          horizon_days=train_config.horizon_days)
+    if train_config.rule_inputs:  # as train builds its frame: the rules as an input
+        features, added = add_rule_inputs(features, data.events, spine, rules, data.contacts)
+        columns = [*columns, *added]
     raw = raw_points(data, rows, rules, spine)
     scored = score_frame(raw, data.contacts_frame, rules)
     base = (rows[[*KEYS, "label", "label_end"]]

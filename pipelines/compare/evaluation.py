@@ -157,6 +157,18 @@ def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_na
     return found.scorer, ModelSource(uri=found.uri, version=found.version, run_id=found.run_id, params=found.params)
 
 
+def _other_versions(ws: Workspace, config: TrainConfig, model: str, model_name: str) -> str:
+    """Versions that exist when the one asked for does not (``train`` registers without promoting
+    a model that does not beat the rules), so the user can compare one of them on purpose."""
+    from propensity.pipelines.training.registry import registered_versions
+
+    versions = registered_versions(ws, model_name, config.mlflow.tracking_uri)
+    if not versions or model in {str(v) for v in versions}:
+        return ""
+    return (f" (version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions[-5:]))} registered but not "
+            f"{model!r}: `propensity compare --model {versions[-1]}` compares the newest)")
+
+
 def _split_mismatch(config: TrainConfig, params: dict) -> list[str]:
     from propensity.pipelines.training.run_logging import flatten
 
@@ -208,7 +220,7 @@ def compare_models(
         scorer, source = load_learned_scorer(ws, train_config, model, model_name)
         if scorer is None:
             warnings.append(f"no registered model {resolve_model_uri(model, model_name)}: comparing the rules and "
-                            "the learned points only")
+                            "the learned points only" + _other_versions(ws, train_config, model, model_name))
         else:
             meta["learned_model"] = {"uri": source.uri, "version": source.version, "run_id": source.run_id}
             mismatch = _split_mismatch(train_config, source.params)

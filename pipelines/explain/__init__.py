@@ -8,6 +8,13 @@ from propensity.pipelines.explain.attribution import (
     feature_contributions,
     score_from_margin,
 )
+from propensity.pipelines.explain.change import (
+    ChangeSplit,
+    split_learned_change,
+    split_rule_change,
+    split_rule_views,
+)
+from propensity.pipelines.explain.coalitions import group_shapley
 from propensity.pipelines.explain.explain import (
     ScoreExplanation,
     contact_table,
@@ -25,6 +32,7 @@ from propensity.pipelines.explain.plot import plot_dependence, plot_importance
 from propensity.pipelines.explain.rules import compare_with_rules, rule_breakdown
 
 __all__ = [
+    "ChangeSplit",
     "FeatureGroups",
     "ScoreExplanation",
     "carry_to_points",
@@ -36,9 +44,13 @@ __all__ = [
     "feature_contributions",
     "global_importance",
     "group_features",
+    "group_shapley",
     "plot_dependence",
     "plot_importance",
     "rule_breakdown",
     "score_from_margin",
+    "split_learned_change",
+    "split_rule_change",
+    "split_rule_views",
     "top_reasons",
 ]

@@ -129,7 +129,21 @@ def feature_contributions(
         parts.append(values)
         base = chunk_base if base is None else base
     frame = pd.DataFrame(np.vstack(parts), columns=scorer.feature_names, index=features.index)
+    if getattr(scorer, "blends_rules", False):
+        return _with_blend(scorer, features, frame, float(base))
     return frame, float(base)
+
+
+def _with_blend(scorer, features: pd.DataFrame, booster: pd.DataFrame, base: float) -> tuple[pd.DataFrame, float]:
+    """Contributions to the blended margin ``(1 - alpha) * booster + rule term`` (training/rule_blend.py):
+    the booster's scaled by ``1 - alpha``, the rule term's shared over the rule columns."""
+    from propensity.pipelines.training.rule_blend import Blend, blend_contributions
+
+    blend = Blend(**scorer.blend)
+    rule, constant = blend_contributions(features, scorer.input_rules, blend)
+    out = booster * (1.0 - blend.alpha)
+    out[rule.columns] = out[rule.columns].to_numpy() + rule.to_numpy()
+    return out, (1.0 - blend.alpha) * base + constant
 
 
 def group_sum(contributions: pd.DataFrame, of_feature: dict[str, str], order: Sequence[str]) -> pd.DataFrame:

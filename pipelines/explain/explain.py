@@ -14,13 +14,13 @@ import pandas as pd
 from propensity.pipelines.explain.attribution import (
     carry_to_points,
     feature_contributions,
-    group_sum,
 )
 from propensity.pipelines.explain.groups import (
     FeatureGroups,
     describe_group,
     group_features,
 )
+from propensity.pipelines.explain.spread import spread_over_event_types
 
 __all__ = [
     "ScoreExplanation",
@@ -96,7 +96,7 @@ def explain_contacts(
     Parameters
     ----------
     scorer : LearnedScorer
-        The learned model (e.g. ``load_registered_scorer(...)`` or ``train(...).scorer``).
+        The learned model (e.g. ``Project(ws).model(...).scorer`` or ``train(...).scorer``).
     features : pandas.DataFrame
         ``contact_id, as_of`` and the model's features (as built by ``build_features`` with the
         model's feature config and event types).
@@ -116,9 +116,10 @@ def explain_contacts(
     if missing:
         raise ValueError(f"the feature frame lacks key columns {missing}")
     frame = features.reset_index(drop=True)
-    groups = group_features(scorer.feature_names, scorer.event_types)
+    groups = group_features(scorer.feature_names, scorer.event_types, getattr(scorer, "input_rules", None))
     contributions, base = feature_contributions(scorer, frame, method=method, chunk_size=chunk_size)
-    logodds = group_sum(contributions, groups.of_feature, groups.order)
+    # all__*/value__* shared over the event types they are made of (explain/spread.py)
+    logodds, groups = spread_over_event_types(contributions, frame, groups)
     points, score, baseline = carry_to_points(scorer, logodds, base)
     if with_facts:
         facts = pd.DataFrame(

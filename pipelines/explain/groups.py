@@ -8,6 +8,8 @@ grouped by the name the feature build gives them (docs/ARCHITECTURE.md, "Feature
 * ``account__*``: one group ``account`` (kind ``account``);
 * ``all__*`` and ``value__*``: one group ``all_activity`` (kind ``activity``);
 * ``tenure_days``: one group ``tenure`` (kind ``activity``);
+* ``rule__{activity}`` (the hand rules as an input, training/rule_inputs.py): the group of the
+  event type the activity reads; ``rule__attribute__{name}``: the attribute's group;
 * anything else is a contact attribute: one group per attribute (kind ``fit``).
 """
 
@@ -22,7 +24,7 @@ import pandas as pd
 
 from propensity.features.build import safe_name
 
-__all__ = ["FeatureGroups", "describe_group", "group_features"]
+__all__ = ["FeatureGroups", "describe_group", "group_features", "rule_column_groups"]
 
 ACCOUNT, ACTIVITY, TENURE = "account", "all_activity", "tenure"
 _WINDOW = re.compile(r"__count_(\d+)d$")
@@ -51,7 +53,17 @@ class FeatureGroups:
         return [f for f, g in self.of_feature.items() if g == group]
 
 
-def group_features(feature_names: Sequence[str], event_types: Sequence[str]) -> FeatureGroups:
+def rule_column_groups(rules) -> dict[str, tuple[str, str]]:
+    """``rule__*`` column -> (group, kind): an activity's column joins its event type's group, a fit
+    criterion's attribute column the attribute's group (so the rules' share is not a bucket of its own)."""
+    if rules is None:
+        return {}
+    out = {f"rule__{a.name}": (safe_name(a.event), "event") for a in rules.activities}
+    out |= {f"rule__attribute__{c.attribute}": (c.attribute, "fit") for c in rules.fit}
+    return out
+
+
+def group_features(feature_names: Sequence[str], event_types: Sequence[str], rules=None) -> FeatureGroups:
     """Group a model's features (see the module docstring).
 
     Parameters
@@ -61,13 +73,18 @@ def group_features(feature_names: Sequence[str], event_types: Sequence[str]) -> 
     event_types : sequence of str
         The event types the features were built for (raw names; their safe names prefix the
         per-type features).
+    rules : RuleSet, optional
+        The rules whose columns the model reads (``LearnedScorer.input_rules``).
     """
     events = {safe_name(e) for e in event_types}
+    rule_columns = rule_column_groups(rules)
     of_feature: dict[str, str] = {}
     kinds: dict[str, str] = {}
     for name in feature_names:
         prefix, sep, _ = name.partition("__")
-        if sep and prefix in events:
+        if name in rule_columns:
+            group, kind = rule_columns[name]
+        elif sep and prefix in events:
             group, kind = prefix, "event"
         elif sep and prefix == "account":
             group, kind = ACCOUNT, "account"

@@ -35,16 +35,8 @@ __all__ = [
     "default_as_of",
     "explain_all",
     "explain_one",
-    "load_registered_scorer",
     "model_features",
 ]
-
-def load_registered_scorer(ws: Workspace, model: str = "champion", model_name: str | None = None):
-    """The :class:`LearnedScorer` of a registered model: an alias, a version or a models:/ URI."""
-    from propensity.pipelines.training.registry import load_model_context
-
-    return load_model_context(ws, model, model_name or "propensity", None).scorer
-
 
 def default_as_of(ws: Workspace) -> datetime:
     """Midnight after the latest event, so every event counts (features use ts < as_of)."""

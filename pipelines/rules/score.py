@@ -6,11 +6,15 @@ everything after it works on one row per spine row and is plain, vectorised pand
 
 from __future__ import annotations
 
-import ibis
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from propensity.pipelines.rules.config import Activity, FitCriterion, RuleSet
+
+if TYPE_CHECKING:  # imported where an expression is built: a model's pyfunc scores with score_frame, without ibis
+    import ibis
 
 __all__ = [
     "activity_points",
@@ -68,6 +72,8 @@ def activity_points(events: ibis.Table, spine: ibis.Table, rules: RuleSet) -> ib
         ``contact_id, as_of`` and one ``points__{activity}`` float column per activity; rows of
         the spine with no events get 0.
     """
+    import ibis
+
     spine = spine.select("contact_id", "as_of")
     keys = spine.select(k_contact=spine.contact_id, k_as_of=spine.as_of).distinct()
     joined = keys.join(

@@ -46,12 +46,22 @@ class ServeConfig(BaseModel):
     # the sweep looks only at contacts that may have reached a band or trigger level (or whose
     # event counts or expires); a decaying stored score is also brought up to date at least this often
     score_refresh_hours: float = Field(default=24.0, gt=0)
-    # contacts per sweep transaction; event commits run between two
+    # contacts per sweep transaction at most; event commits run between two
     sweep_chunk: int = Field(default=200, ge=1)
+    # about the longest one sweep transaction takes: the next one holds as many contacts as the
+    # last one's pace fits in this (a 200-contact chunk took up to ~0.7 s on a loaded machine,
+    # and event commits waited behind it)
+    sweep_slice_ms: float = Field(default=10.0, gt=0, le=1000)
     # the share of the writer's time a sweep with a backlog may take: after each chunk it pauses
     # three times as long as the chunk took (0.25), so requests are served while it runs
     sweep_duty: float = Field(default=0.25, gt=0, le=1)
     top_reasons: int = Field(default=3, ge=1)
+    # `propensity serve` only (not an app built in a test): the heap at start is frozen out of
+    # Python's garbage collector, automatic full collections are off, and every this many
+    # seconds one full collection of what is new since then runs, then that is frozen too.
+    # Full collections over the whole heap (the score cache, the event mirror) took 120-400 ms
+    # each, about once a second under load: the service's p99 (docs/SERVICE.md).
+    gc_collect_seconds: float = Field(default=10.0, gt=0)
     # deepest JSON nesting a request body may have (a Segment call needs 3 or 4 levels)
     max_json_depth: int = Field(default=32, ge=4, le=256)
     # /metrics: "keyed" (a read key, or a write key without read keys, as the HTTP Basic user;

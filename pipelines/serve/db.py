@@ -22,7 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from propensity.features.schema import EVENTS
-from propensity.pipelines.sqldb import add_column, create_missing_indexes, dialect_insert
+from propensity.pipelines.sqldb import (
+    add_column,
+    create_missing_indexes,
+    dialect_insert,
+)
 
 __all__ = [
     "DATABASE_ENV",
@@ -82,6 +86,8 @@ score_state = sa.Table(
     # when the sweep must look at this contact again (a band or trigger level may be reached, an
     # event counts or expires, or the stored score is due for a refresh); NULL: never by time alone
     sa.Column("next_due", sa.DateTime, nullable=True),
+    # JSON: the split of the last change (propensity.pipelines.rules.change.split_rule_views)
+    sa.Column("last_split", sa.Text, nullable=True),
     sa.Index("ix_score_state_score", "rule_score"),
     sa.Index("ix_score_state_next_due", "next_due"),
 )
@@ -125,16 +131,19 @@ def create_tables(engine: sa.Engine) -> None:
     call repeatedly).
 
     A ``score_state`` written before ``next_due`` existed gets the column, with every scored
-    contact due at once (the first sweep looks at each one and schedules it).
+    contact due at once (the first sweep looks at each one and schedules it); one written before
+    ``last_split`` gets that column empty.
     """
     inspector = sa.inspect(engine)
-    old_state = inspector.has_table("score_state") and "next_due" not in {
-        c["name"] for c in inspector.get_columns("score_state")}
-    if old_state:
+    columns = {c["name"] for c in inspector.get_columns("score_state")} if inspector.has_table("score_state") else None
+    if columns is not None and "next_due" not in columns:
         with engine.begin() as conn:
             add_column(conn, score_state, "next_due")
             conn.execute(sa.update(score_state).where(score_state.c.points != 0)
                          .values(next_due=score_state.c.scored_at))
+    if columns is not None and "last_split" not in columns:  # NULL: no split until the next change
+        with engine.begin() as conn:
+            add_column(conn, score_state, "last_split")
     metadata.create_all(engine, checkfirst=True)
     create_missing_indexes(engine, metadata)
 

@@ -26,7 +26,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +75,8 @@ class EventRow:
     account_id: str | None
     properties: str | None
     props: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # the id is the row's hash (the call had no messageId): identical copies in one batch are numbered
+    hashed: bool = field(default=False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -273,8 +275,11 @@ def _track(call: Mapping[str, Any], where: str, received_at: datetime, now: date
     properties = json.dumps(props) if props is not None else None
     group_field = "context.groupId" if _first(call.get("context"), "groupId") is not None else "groupId"
     group = _id(where, group_field, _first(call.get("context"), "groupId") or _first(call, "groupId"))
-    event_id = _id(where, "messageId", call.get("messageId")) or _event_hash(contact, event_type, ts, value, properties)
-    return EventRow(event_id, contact, event_type, ts, value, group, properties, props)
+    event_id = _id(where, "messageId", call.get("messageId"))
+    if event_id is not None:
+        return EventRow(event_id, contact, event_type, ts, value, group, properties, props)
+    return EventRow(_event_hash(contact, event_type, ts, value, properties), contact, event_type, ts, value,
+                    group, properties, props, hashed=True)
 
 
 def _identify(call: Mapping[str, Any], where: str, now: datetime) -> ContactUpdate:
@@ -347,6 +352,28 @@ def parse_payload(
         parsed = [
             parse_call(c, where=f"batch[{i}]", received_at=received_at, now=now) for i, c in enumerate(calls)
         ]
+        parsed = number_identical_calls(parsed)
     else:
         parsed = [parse_call(body, where=kind, received_at=received_at, now=now, kind=kind)]
     return [p for p in parsed if p is not None]
+
+
+def number_identical_calls(rows: list[EventRow | ContactUpdate | None]) -> list[EventRow | ContactUpdate | None]:
+    """The n-th identical call without ``messageId`` in one batch (n >= 2) gets ``md5(hash|n)``.
+
+    Batch ingest's rule for identical rows of one source (:mod:`propensity.features.validate`),
+    with a batch request as the source: two identical calls in one request cannot be a retry of
+    each other (a client retries the whole request), so they are two events (two same-second
+    purchases of one item); resending the same batch numbers its copies the same way, so the
+    retry adds nothing. Identical calls in two requests without ``messageId`` stay one event:
+    the service cannot tell the second from a retry of the first.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        if isinstance(row, EventRow) and row.hashed:
+            n = seen[row.event_id] = seen.get(row.event_id, 0) + 1
+            if n > 1:
+                row = replace(row, event_id=hashlib.md5(f"{row.event_id}|{n}".encode()).hexdigest())
+        out.append(row)
+    return out

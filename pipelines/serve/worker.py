@@ -11,17 +11,12 @@ then added to the in-memory event mirror and the touched contacts get their lear
 the commit's time: one feature pass and one LightGBM predict per commit, not per event.
 
 Scores are kept in memory (a cache of :class:`ContactState`, loaded from ``score_state`` on
-first use) and written back with every commit. The cache is a least-recently-used map of at most
-``cache_contacts`` contacts: the database holds the truth, so an evicted contact is read back on
-its next event, with the same state and score (anyone who can send events, which a public write
-key allows, could otherwise grow the memory with new ``userId``s). If a commit fails, the
+first use) and written back with every commit, in a least-recently-used map of at most
+``cache_contacts`` contacts (:mod:`propensity.pipelines.serve.cache`). If a commit fails, the
 contacts it touched are dropped from the cache, so they are reloaded from what the database holds.
 
-The sweep (decay-only changes, for drop triggers and the stored score) is incremental: each
-stored score carries ``next_due``, a time at or before which its band, a trigger's level or an
-expiry may be reached (:meth:`RuleScorer.next_due_us`), capped by ``refresh_seconds``; a sweep
-reads only the contacts that are due, in chunks, and puts itself back on the queue after each
-chunk, so event commits are not held behind it.
+The sweep (decay-only changes, for drop triggers and the stored score) runs in this thread
+between commits, incrementally: :mod:`propensity.pipelines.serve.sweep`.
 """
 
 from __future__ import annotations
@@ -38,15 +33,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import cachetools
 import sqlalchemy as sa
 
-from propensity.pipelines.activation.triggers import ScoreChange
+from propensity.pipelines.rules.change import split_rule_views
 from propensity.pipelines.serve import db
+from propensity.pipelines.serve.cache import (
+    ContactCache,
+    ContactEntry,
+    dump_state,
+    load_entries,
+    read_entry,
+)
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.metrics import ServiceMetrics
-from propensity.pipelines.serve.state import ContactState, RuleScorer, ScoreView, from_micros, to_micros
+from propensity.pipelines.serve.state import (
+    ContactState,
+    RuleScorer,
+    ScoreView,
+    from_micros,
+)
+from propensity.pipelines.serve.sweep import Job, Sweeping, score_change, trigger_levels
 
 __all__ = ["CommitResult", "ContactCache", "ContactEntry", "Writer", "is_permanent", "utcnow"]
 
@@ -67,34 +74,6 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError | ValueError | TypeError | OverflowError)
 
 
-@dataclass
-class ContactEntry:
-    """A cached contact: its score state and the last stored score."""
-
-    state: ContactState
-    score: float | None = None
-    points: float | None = None
-    band: str | None = None
-    changed_at: datetime | None = None
-    previous_score: float | None = None
-
-
-class ContactCache(cachetools.LRUCache):
-    """The writer's contacts, least recently used evicted first; counts its evictions."""
-
-    def __init__(self, maxsize: int, on_evict: Callable[[], None] | None = None) -> None:
-        super().__init__(maxsize)
-        self.evictions = 0
-        self._on_evict = on_evict
-
-    def popitem(self):  # cachetools calls this to make room (its documented extension point)
-        item = super().popitem()
-        self.evictions += 1
-        if self._on_evict is not None:
-            self._on_evict()
-        return item
-
-
 @dataclass(frozen=True)
 class CommitResult:
     """What one request's rows did once committed."""
@@ -105,20 +84,10 @@ class CommitResult:
     learned: dict[str, LearnedView] = field(default_factory=dict)
 
 
-@dataclass
-class _Job:
-    rows: Sequence[EventRow | ContactUpdate] = ()
-    future: Future = field(default_factory=Future)
-    sweep: bool = False
-    # a sweep in progress: the instant it looks at (contacts due by then) and what it did so far
-    sweep_at: datetime | None = None
-    swept: int = 0
-
-
 _STOP = object()
 
 
-class Writer:
+class Writer(Sweeping):
     """Owns every write to the service database.
 
     Parameters
@@ -142,6 +111,9 @@ class Writer:
         The longest a decaying stored score waits for the sweep to bring it up to date.
     sweep_chunk : int
         Contacts one sweep transaction looks at; event commits run between chunks.
+    sweep_slice_seconds : float
+        About the longest one sweep chunk may take: its size follows the last chunk's pace
+        (at most ``sweep_chunk``).
     sweep_duty : float
         The share of the writer's time a sweep with many contacts due may take (0-1].
     """
@@ -161,6 +133,7 @@ class Writer:
         refresh_seconds: float = 86_400.0,
         sweep_chunk: int = 200,
         sweep_duty: float = 0.25,
+        sweep_slice_seconds: float = 0.010,
     ) -> None:
         self.engine = engine
         self.scorer = scorer
@@ -176,8 +149,10 @@ class Writer:
         metrics.cache_capacity.set(cache_contacts)
         self.refresh = timedelta(seconds=refresh_seconds)
         self.sweep_chunk = sweep_chunk
+        self.sweep_slice_seconds = sweep_slice_seconds
+        self._sweep_size = min(sweep_chunk, 20)  # the first chunk's; then time-sliced (sweep.py)
         # the point totals at which something stored or fired moves by a step, for every contact
-        self._levels = sorted({*scorer.levels(), *_trigger_levels(triggers, scorer)})
+        self._levels = sorted({*scorer.levels(), *trigger_levels(triggers, scorer)})
         self._drops = bool(triggers is not None and triggers.drop_triggers)
         self._sweeping: list[str] = []
         self._chunk_seconds = 0.0
@@ -204,7 +179,7 @@ class Writer:
 
     def submit(self, rows: Sequence[EventRow | ContactUpdate]) -> Future:
         """Queue rows for the next commit; the future gets a :class:`CommitResult`."""
-        job = _Job(rows=rows)
+        job = Job(rows=rows)
         # not self.lock: the request handlers' event loop must never wait for the writer's work
         with self._count_lock:
             self._queued_events += len(rows)
@@ -214,7 +189,7 @@ class Writer:
 
     def request_sweep(self) -> Future:
         """Queue a sweep (decay-only score changes -> drop triggers); the future gets a count."""
-        job = _Job(sweep=True)
+        job = Job(sweep=True)
         self._queue.put(job)
         return job.future
 
@@ -288,7 +263,7 @@ class Writer:
         # a state stored by a process whose clock ran ahead stays at its own time
         self.scorer.advance(state, max(now, from_micros(state.at_us)))
 
-    def _do_commit(self, jobs: list[_Job], size: int) -> None:
+    def _do_commit(self, jobs: list[Job], size: int) -> None:
         try:
             failure = self._try_commit(jobs)
             if failure is not None and len(jobs) > 1 and is_permanent(failure):
@@ -307,7 +282,7 @@ class Writer:
                 self._queued_events -= size
                 self.metrics.queue_depth.set(self._queued_events)
 
-    def _try_commit(self, jobs: list[_Job]) -> Exception | None:
+    def _try_commit(self, jobs: list[Job]) -> Exception | None:
         """Commit ``jobs`` in one transaction and answer them; the exception if it failed (unanswered)."""
         try:
             results, _ = self._commit(jobs)
@@ -323,12 +298,12 @@ class Writer:
         return None
 
     @staticmethod
-    def _contacts_of(jobs: Iterable[_Job]) -> list[str]:
+    def _contacts_of(jobs: Iterable[Job]) -> list[str]:
         return list(dict.fromkeys(r.contact_id for j in jobs for r in j.rows))
 
     # ---------------------------------------------------------------- one commit
 
-    def _commit(self, jobs: list[_Job]) -> tuple[list[CommitResult], list[str]]:
+    def _commit(self, jobs: list[Job]) -> tuple[list[CommitResult], list[str]]:
         now = self._now()
         unique: dict[str, EventRow] = {}
         for job in jobs:
@@ -348,7 +323,7 @@ class Writer:
             # is evicted before its state is written
             with self.lock:
                 entries = {c: self._cache.get(c) for c in touched}
-            entries.update(self._load(conn, [c for c, e in entries.items() if e is None], now))
+            entries.update(load_entries(conn, self.scorer, [c for c, e in entries.items() if e is None], now))
             fresh_by_contact: dict[str, list[EventRow]] = {}
             for event in unique.values():
                 if event.event_id in stored:
@@ -367,9 +342,10 @@ class Writer:
                     if not fresh and not updates:
                         continue  # only duplicates: nothing moved
                     entry = entries[contact]
+                    earlier = self.scorer.view(contact, entry.state) if entry.score is not None else None
                     self._advance(entry.state, now)
-                    before = None
-                    if entry.score is not None and self.triggers is not None:
+                    before = seen = None
+                    if entry.score is not None:
                         # a known contact: its score now, before this batch (triggers compare)
                         seen = self.scorer.view(contact, entry.state)
                         before = (seen.rule_score, seen.band, seen.points)
@@ -379,8 +355,10 @@ class Writer:
                         self.scorer.apply(entry.state, event.ts, event.event_type, event.value, event.props)
                     after = self.scorer.view(contact, entry.state)
                     views[contact] = after
+                    if earlier is not None and after.rule_score != entry.score:
+                        entry.last_split = split_rule_views(self.scorer.rules, earlier, seen, after, self.scorer.scale)
                     if self.triggers is not None:
-                        changes.append(_change(contact, now, before, after, fresh))
+                        changes.append(score_change(contact, now, before, after, fresh, entry.last_split))
             if self.triggers is not None:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
@@ -421,7 +399,8 @@ class Writer:
         if self.learned is None or not contacts:
             return {}
         try:
-            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us])
+            self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us],
+                                now)
             return self.learned.score(contacts, now)
         except Exception:  # the events are committed: answer them, with rule scores only
             log.exception("learned scoring of %d contacts failed", len(contacts))
@@ -433,7 +412,7 @@ class Writer:
         entry.score, entry.points, entry.band = view.rule_score, view.points, view.band
         return {
             "contact_id": view.contact_id,
-            "state": json.dumps(entry.state.to_json()),
+            "state": dump_state(entry.state),
             "scored_at": now,
             "points": view.points,
             "rule_score": view.rule_score,
@@ -441,47 +420,8 @@ class Writer:
             "changed_at": entry.changed_at,
             "previous_score": entry.previous_score,
             "next_due": self._next_due(conn, entry.state, view),
+            "last_split": json.dumps(entry.last_split) if entry.last_split is not None else None,
         }
-
-    def _next_due(self, conn: sa.Connection, state: ContactState, view: ScoreView) -> datetime | None:
-        """When the sweep must look at this contact again (None: time alone changes nothing)."""
-        levels = self._levels
-        if self._drops:  # a drop fires at (peak in its window) - by: a level of this contact's own
-            drop = [self.scorer.points_for_score(s)
-                    for s in self.triggers.drop_levels(conn, view.contact_id, view.as_of, view.rule_score)]
-            levels = [*levels, *drop]
-        due, decays = self.scorer.next_due_us(state, view.points, levels)
-        if decays:  # the stored score itself is brought up to date now and then
-            refresh = to_micros(view.as_of + self.refresh)
-            due = refresh if due is None else min(due, refresh)
-        if due is None:
-            return None
-        return from_micros(max(due, state.at_us + 1))  # strictly later: a sweep never sees it twice
-
-    def _load(self, conn: sa.Connection, contacts: list[str], now: datetime) -> dict[str, ContactEntry]:
-        """The stored state of ``contacts`` (an empty one for a contact never stored); the cache is
-        not touched."""
-        if not contacts:
-            return {}
-        found = {}
-        for chunk_start in range(0, len(contacts), 500):
-            chunk = contacts[chunk_start : chunk_start + 500]
-            rows = conn.execute(sa.select(db.score_state).where(db.score_state.c.contact_id.in_(chunk)))
-            for row in rows:
-                found[row.contact_id] = row
-        n = len(self.scorer.rules.activities)
-        out = {}
-        for contact in contacts:
-            row = found.get(contact)
-            if row is None:
-                out[contact] = ContactEntry(self.scorer.new_state(now))
-            else:
-                out[contact] = ContactEntry(
-                    ContactState.from_json(json.loads(row.state), n),
-                    score=row.rule_score, points=row.points, band=row.band,
-                    changed_at=row.changed_at, previous_score=row.previous_score,
-                )
-        return out
 
     @property
     def cached_contacts(self) -> int:
@@ -501,111 +441,15 @@ class Writer:
             entry = self._cache.get(contact_id)
         if entry is None:
             with self.engine.connect() as conn:
-                row = conn.execute(
-                    sa.select(db.score_state).where(db.score_state.c.contact_id == contact_id)
-                ).first()
-            if row is None:
+                entry = read_entry(conn, self.scorer, contact_id)
+            if entry is None:
                 return None
-            state = ContactState.from_json(json.loads(row.state), len(self.scorer.rules.activities))
-            entry = ContactEntry(state, row.rule_score, row.points, row.band, row.changed_at, row.previous_score)
         with self.lock:
             when = at or max(self.clock(), from_micros(entry.state.at_us))
             view = self.scorer.peek(contact_id, entry.state, when)
             snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
-                                    entry.changed_at, entry.previous_score)
+                                    entry.changed_at, entry.previous_score, entry.last_split)
         return view, snapshot
-
-    # ---------------------------------------------------------------- the sweep
-
-    def _do_sweep(self, job: _Job) -> None:
-        try:
-            more = self._sweep_chunk(job)
-        except Exception as exc:
-            log.exception("score sweep failed")
-            self._drop_connection()
-            with self.lock:  # cached states it moved may be ahead of the database
-                for contact in self._sweeping:
-                    self._cache.pop(contact, None)
-            job.future.set_exception(exc)
-            return
-        if more:
-            # the rest after a pause (three times the chunk's time at sweep_duty 0.25): the request
-            # handlers share the GIL with this thread, and a writer busy without a break starves
-            # them (each of their I/O waits costs a GIL switch interval); event commits queued
-            # meanwhile run at once
-            pause = self._chunk_seconds * (1 - self.sweep_duty) / self.sweep_duty
-            timer = threading.Timer(pause, self._queue.put, (job,))
-            timer.daemon = True
-            timer.start()
-        else:
-            job.future.set_result(job.swept)
-
-    def _sweep_chunk(self, job: _Job) -> bool:
-        started = time.perf_counter()
-        try:
-            return self._sweep_chunk_now(job)
-        finally:
-            self._chunk_seconds = time.perf_counter() - started
-
-    def _sweep_chunk_now(self, job: _Job) -> bool:
-        """Bring up to ``sweep_chunk`` due contacts to now; report decay-only changes to triggers.
-
-        A contact is due when its ``next_due`` is at or before the instant the sweep started:
-        contacts it schedules again get a later ``next_due``, so each is seen once per sweep.
-        ``job.swept`` counts the contacts whose stored score changed. True when more may be due.
-        """
-        now = self._now()
-        if job.sweep_at is None:
-            job.sweep_at = now
-        c = db.score_state.c
-        conn = self._connection()
-        with conn.begin():
-            ids = list(conn.execute(
-                sa.select(c.contact_id).where(c.next_due <= job.sweep_at)
-                .order_by(c.next_due).limit(self.sweep_chunk)
-            ).scalars())
-            if not ids:
-                return False
-            self._sweeping = ids
-            with self.lock:
-                entries = {contact: self._cache.get(contact) for contact in ids}
-            cached = {contact: entry is not None for contact, entry in entries.items()}
-            # a contact out of the cache is read, brought up to date and written back, but not
-            # cached: a sweep must not evict the contacts that are sending events
-            entries.update(self._load(conn, [k for k, e in entries.items() if e is None], now))
-            views = {}
-            # the lock only around cached states (a score request may peek at them); the others
-            # are this chunk's own, and holding it longer would stall the request handlers
-            for contact in ids:
-                entry = entries[contact]
-                with self.lock if cached.get(contact) else contextlib.nullcontext():
-                    self._advance(entry.state, now)
-                    views[contact] = self.scorer.view(contact, entry.state)
-            changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
-                                              and views[k].points == entries[k].points)]
-            if self.triggers is not None and changed:
-                changes = [_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [])
-                           for k in changed]
-                for firing in self.triggers.sweep(conn, changes):
-                    self.metrics.triggers.labels(firing.trigger, "sweep").inc()
-            rows = []
-            for contact in ids:
-                with self.lock if cached.get(contact) else contextlib.nullcontext():
-                    rows.append(self._stored(conn, entries[contact], views[contact], now))
-            db.upsert(conn, db.score_state, rows, "contact_id")
-        job.swept += len(changed)
-        self.metrics.swept.inc(len(ids))
-        return len(ids) == self.sweep_chunk
-
-
-def _trigger_levels(triggers: Any, scorer: RuleScorer) -> list[float]:
-    """The point totals at which a threshold trigger may fire (bands are the scorer's levels)."""
-    if triggers is None:
-        return []
-    out = []
-    for measure, threshold in triggers.thresholds:
-        out.append(threshold if measure == "points" else scorer.points_for_score(threshold))
-    return [x for x in out if x == x and abs(x) != float("inf")]
 
 
 def _event_record(event: EventRow, now: datetime) -> dict[str, Any]:
@@ -632,24 +476,3 @@ def _contact_record(updates: list[ContactUpdate], traits: dict[str, Any], now: d
         "updated_at": now,
     }
 
-
-def _change(
-    contact: str,
-    now: datetime,
-    before: tuple[float, str, float] | None,
-    after: ScoreView,
-    events: list[EventRow],
-) -> ScoreChange:
-    """The trigger engine's view of one score change; ``before`` is (score, band, points) or None."""
-    score, band, points = before if before is not None else (None, None, None)
-    return ScoreChange(
-        contact_id=contact,
-        at=now,
-        before_score=score,
-        after_score=after.rule_score,
-        before_band=band,
-        after_band=after.band,
-        points_before=points,
-        points_after=after.points,
-        events=[{"event_id": e.event_id, "event_type": e.event_type, "ts": e.ts, "value": e.value} for e in events],
-    )

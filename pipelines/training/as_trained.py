@@ -12,12 +12,21 @@ import ibis
 
 from propensity.features.build import build_features
 from propensity.features.config import FeatureConfig
+from propensity.pipelines.training.rule_blend import rule_input_columns
+from propensity.pipelines.training.rule_inputs import rule_inputs_expr
 
 __all__ = ["features_as_trained"]
 
 
 def features_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts: ibis.Table | None = None) -> ibis.Table:
     """The Ibis expression of ``spine``'s features as ``scorer`` (a LearnedScorer) was trained
-    (point in time: each row's events with ``ts < as_of``)."""
-    return build_features(events, spine, FeatureConfig.of_model(scorer.feature_config),
-                          contacts=contacts, event_types=scorer.event_types)
+    (point in time: each row's events with ``ts < as_of``), with the rule columns
+    (``rule__*``, training/rule_inputs.py) when the model reads the rules."""
+    features = build_features(events, spine, FeatureConfig.of_model(scorer.feature_config),
+                              contacts=contacts, event_types=scorer.event_types)
+    rules = getattr(scorer, "input_rules", None)
+    if rules is None:
+        return features
+    inputs = rule_inputs_expr(events, spine, rules, contacts).rename(_k_contact="contact_id", _k_as_of="as_of")
+    joined = features.left_join(inputs, [features.contact_id == inputs._k_contact, features.as_of == inputs._k_as_of])
+    return joined.select(*features.columns, *rule_input_columns(rules))

@@ -65,10 +65,17 @@ class LeakageSection(_Section):
 class ModelSection(_Section):
     tune: bool = True
     n_trials: int = Field(default=20, ge=1)
-    timeout_seconds: float = Field(default=300, gt=0)
+    # a safety net only: the trial count decides (a time budget that binds makes figures depend
+    # on the machine's load); when it cuts the search, the output and the MLflow run say so
+    timeout_seconds: float = Field(default=3600, gt=0)
     seed: int = 0
     early_stopping_rounds: int = Field(default=50, ge=1)
     max_estimators: int = Field(default=2000, ge=10)
+    # what keeps trials cheap: each search trial fits on at most `search_rows` train rows (a seeded
+    # sample, stratified by label; null: all) for at most `search_max_estimators` rounds; the
+    # chosen parameters are then refitted once on every train row, up to `max_estimators`
+    search_rows: int | None = Field(default=60_000, ge=1000)
+    search_max_estimators: int = Field(default=600, ge=10)
 
 
 class PointsSection(_Section):
@@ -122,6 +129,9 @@ class TrainConfig(_Section):
     points_only_below: int = Field(default=500, ge=1)
     # Share of training-split negatives kept (1 = all); kept ones weigh 1/rate (training/sampling.py)
     negative_sample_rate: float = Field(default=1.0, gt=0, le=1)
+    # the hand rules' activity points (and the attributes their fit criteria read) as model inputs,
+    # and the rule score blended in when that ranks validation better (training/rule_inputs.py)
+    rule_inputs: bool = True
     model: ModelSection = ModelSection()
     points: PointsSection = PointsSection()
     calibration: CalibrationSection = CalibrationSection()

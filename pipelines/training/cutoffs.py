@@ -95,9 +95,14 @@ def default_data_end(latest: datetime) -> datetime:
     return pd.Timestamp(latest).normalize().to_pydatetime() + timedelta(days=1)
 
 
-def resolve_data_end(con: ibis.BaseBackend, configured: datetime | None = None) -> DataEnd:
-    """``configured`` when given, else :func:`default_data_end` of the latest event or outcome."""
-    latest, start = _observed_span(con)
+def resolve_data_end(con: ibis.BaseBackend, configured: datetime | None = None, *,
+                     events: ibis.Table | None = None, outcomes: pd.DataFrame | None = None) -> DataEnd:
+    """``configured`` when given, else :func:`default_data_end` of the latest event or outcome.
+
+    ``events`` and ``outcomes`` (both): read those instead of ``con``'s tables named so (a
+    warehouse's tables may have other names).
+    """
+    latest, start = _observed_span(con) if events is None or outcomes is None else _span_of(events, outcomes)
     if configured is not None:
         return DataEnd(value=pd.Timestamp(configured).to_pydatetime(), source="config", latest=latest, start=start)
     if latest is None:
@@ -112,6 +117,13 @@ def _observed_span(con: ibis.BaseBackend) -> tuple[datetime | None, datetime | N
         for stamps, value in ((ends, table.ts.max().execute()), (starts, table.ts.min().execute())):
             if value is not None and not pd.isna(value):
                 stamps.append(pd.Timestamp(value))
+    return (max(ends).to_pydatetime() if ends else None, min(starts).to_pydatetime() if starts else None)
+
+
+def _span_of(events: ibis.Table, outcomes: pd.DataFrame) -> tuple[datetime | None, datetime | None]:
+    span = events.aggregate(latest=events.ts.max(), start=events.ts.min()).execute().iloc[0]
+    ends = [pd.Timestamp(v) for v in (span["latest"], outcomes["ts"].max()) if not pd.isna(v)]
+    starts = [pd.Timestamp(v) for v in (span["start"], outcomes["ts"].min()) if not pd.isna(v)]
     return (max(ends).to_pydatetime() if ends else None, min(starts).to_pydatetime() if starts else None)
 
 

@@ -25,6 +25,7 @@ from propensity.pipelines.training.cutoffs import (
     plan_rows,
     resolve_data_end,
 )
+from propensity.pipelines.training.rule_inputs import add_rule_inputs
 from propensity.pipelines.training.sampling import WEIGHT, sample_negatives
 
 __all__ = ["TrainingSet", "assemble_training_set", "data_end_of", "spine_frame"]
@@ -92,7 +93,7 @@ def assemble_training_set(
     events, contacts : ibis tables
     outcomes : DataFrame with ``contact_id, ts`` (+ ``outcome``)
     """
-    data_end = resolve_data_end(con, config.data_end)
+    data_end = resolve_data_end(con, config.data_end, events=events, outcomes=outcomes)
     planned = plan_rows(spine_frame(con, config, events, contacts), outcomes, config, data_end,
                         min_positives=config.min_positives)
     labelled = planned.rows
@@ -112,6 +113,9 @@ def assemble_training_set(
     raw = labelled[KEYS].merge(raw, on=KEYS, how="left", validate="one_to_one")
     scored = score_frame(raw, contacts_frame, rules)
     columns = feature_columns(features)
+    if config.rule_inputs:  # the rules as an input (training/rule_inputs.py), by scoring's own expression
+        features, added = add_rule_inputs(features, events, spine_table, rules, contacts)
+        columns = [*columns, *added]
     frame = (
         labelled[[*KEYS, "split", "label", "label_end", WEIGHT]]
         .merge(scored[[*KEYS, "rule_score", "points"]], on=KEYS, how="left", validate="one_to_one")

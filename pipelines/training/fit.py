@@ -31,6 +31,12 @@ from propensity.pipelines.training.points import (
     fit_points_model,
     rule_design_matrix,
 )
+from propensity.pipelines.training.rule_blend import (
+    Blend,
+    choose_blend,
+    rule_input_columns,
+    rule_score_of,
+)
 
 __all__ = ["FittedLearned", "FittedPoints", "fit_learned", "fit_points", "score_probability"]
 
@@ -55,6 +61,7 @@ class FittedLearned:
     mapper: ScoreMapper
     probability: np.ndarray
     score: np.ndarray  # 0-5
+    blend: Blend | None = None  # the rule score blended in (alpha 0: the model alone); None: rules not an input
 
 
 def _masks(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,19 +95,32 @@ def fit_points(frame: pd.DataFrame, raw: pd.DataFrame, contacts: pd.DataFrame | 
 
 
 def fit_learned(frame: pd.DataFrame, features: list[str], model_config: ModelConfig,
-                calibration: CalibrationSection, *, weights: np.ndarray | None = None) -> FittedLearned:
+                calibration: CalibrationSection, *, weights: np.ndarray | None = None,
+                rules: RuleSet | None = None) -> FittedLearned:
     """LightGBM on the train rows (``weights``: per-row weights of the train rows, e.g. from
     negative sampling), early-stopped on valid; its probability calibrated on valid and mapped
-    onto the rules' 0-5 scale there."""
+    onto the rules' 0-5 scale there.
+
+    ``rules``: the hand rules whose columns (``rule__*``, training/rule_inputs.py) are among
+    ``features``; the rule score recomputed from them is blended in when that ranks the valid rows
+    better, so that on valid the result ranks at least as well as the rules (by construction).
+    """
     is_train, is_valid, y = _masks(frame)
     _, categories = prepare_matrix(frame[is_train], features)  # categories as the train rows have them
     X_all, _ = prepare_matrix(frame, features, categories)
     fitted = fit_lightgbm(X_all[is_train], y[is_train], X_all[is_valid], y[is_valid], model_config,
                           weight_train=weights)
     raw = fitted.predict_raw(X_all)
+    blend = None
+    if rules is not None:
+        if not set(rule_input_columns(rules)) <= set(features):
+            raise ValueError("fit_learned(rules=...) needs the rules' input columns among the features")
+        rule_score = rule_score_of(frame, rules)  # what the scorer recomputes at scoring time
+        blend = choose_blend(raw[is_valid], rule_score[is_valid], y[is_valid])
+        raw = blend.apply(raw, rule_score)
     calibrator = ProbabilityCalibrator(method=calibration.method).fit(raw[is_valid], y[is_valid])
     probability = calibrator.transform(raw)
     mapper = ScoreMapper(method=calibration.score_mapping).fit(
         probability[is_valid], y[is_valid], frame["rule_score"].to_numpy()[is_valid])
     return FittedLearned(model=fitted, categories=categories, calibrator=calibrator, mapper=mapper,
-                         probability=probability, score=mapper.transform(probability))
+                         probability=probability, score=mapper.transform(probability), blend=blend)

@@ -5,9 +5,11 @@ same trials, the same booster and bit-identical predictions. Categorical attribu
 ``category`` columns with categories fixed on the training split (:func:`prepare_matrix`), so a
 category's code never shifts between training, validation and scoring.
 
-The search keeps the best trial's booster rather than refitting its parameters: with
-deterministic training a refit on the same data would rebuild exactly the same trees, so keeping
-it saves one full fit. Probabilities from :meth:`FittedModel.predict_raw` are uncalibrated;
+The trial count decides how long the search runs, not the clock (the time limit is a safety net
+that says when it cut): trials are made cheap instead, each fitting a seeded sample of the train
+rows for a capped number of rounds, and the chosen parameters are refitted once on every train
+row. When the search saw every row and its best trial stopped early, the best trial's booster is
+kept: with deterministic training a refit would rebuild exactly the same trees. Probabilities from :meth:`FittedModel.predict_raw` are uncalibrated;
 calibration is fitted separately on the validation split.
 """
 
@@ -127,18 +129,26 @@ class ModelConfig:
     Attributes
     ----------
     n_trials : int
-        Optuna trials at most (the first one is :data:`DEFAULT_PARAMS`).
+        Optuna trials (the first one is :data:`DEFAULT_PARAMS`): the budget that decides, so that
+        the same data, config and seed give the same model on a loaded machine as on an idle one.
     timeout_seconds : float
-        Wall-clock budget for the whole fit; the search stops at whichever of ``n_trials`` and
-        the budget comes first. Optuna only checks its own timeout between trials, so the
-        budget is also enforced inside a trial: a fit still running at the deadline stops at its
-        best iteration so far. At least one fit always completes.
+        A safety net, not a budget (default an hour): when the wall clock passes it, the search
+        stops and a fit still running stops at its best iteration so far (Optuna only checks its
+        own timeout between trials); :attr:`FittedModel.hit_time_budget` then says the result was
+        cut short and depends on load. At least one fit always completes.
     seed : int
         Seeds the sampler and every LightGBM random stream.
     early_stopping_rounds : int
         Rounds without improvement of ``metric`` on the validation split before stopping.
     max_estimators : int
-        Boosting rounds at most.
+        Boosting rounds at most (of the final fit).
+    search_rows : int or None
+        Train rows each search trial fits on: a seeded sample stratified by label when the
+        training split is larger (None: every row). Cheap trials keep ``n_trials`` affordable.
+    search_max_estimators : int
+        Boosting rounds at most per search trial. When the search sampled rows, or its best trial
+        ran into this cap, the chosen parameters are refitted once on every train row (up to
+        ``max_estimators``, early-stopped); otherwise the best trial's booster is kept as is.
     search_space : SearchSpace
         The parameters searched (see :class:`SearchSpace` for the default ranges).
     metric : str
@@ -156,6 +166,8 @@ class ModelConfig:
     seed: int = _SECTION["seed"].default
     early_stopping_rounds: int = _SECTION["early_stopping_rounds"].default
     max_estimators: int = _SECTION["max_estimators"].default
+    search_rows: int | None = _SECTION["search_rows"].default
+    search_max_estimators: int = _SECTION["search_max_estimators"].default
     search_space: SearchSpace = field(default_factory=SearchSpace)
     metric: str = "auc"
     n_jobs: int = 2
@@ -171,8 +183,10 @@ class ModelConfig:
             raise ValueError("n_trials must be at least 1")
         if not self.timeout_seconds > 0:
             raise ValueError("timeout_seconds must be positive")
-        if self.early_stopping_rounds < 1 or self.max_estimators < 1:
-            raise ValueError("early_stopping_rounds and max_estimators must be at least 1")
+        if self.early_stopping_rounds < 1 or self.max_estimators < 1 or self.search_max_estimators < 1:
+            raise ValueError("early_stopping_rounds, max_estimators and search_max_estimators must be at least 1")
+        if self.search_rows is not None and self.search_rows < 1:
+            raise ValueError("search_rows must be at least 1 (or None: every train row)")
         if self.n_jobs < 1:
             raise ValueError("n_jobs must be at least 1")
         if self.metric not in _METRICS:
@@ -202,7 +216,11 @@ class FittedModel:
     fit_seconds : float
         Wall-clock time of the whole fit, search included.
     hit_time_budget : bool
-        Whether ``timeout_seconds`` cut the search or a fit short.
+        Whether ``timeout_seconds`` cut the search or a fit short (the result then depends on load).
+    search_rows : int
+        Train rows the search trials fitted on (all of them unless ``search_rows`` sampled).
+    refitted : bool
+        Whether the chosen parameters were refitted on every train row after the search.
     """
 
     booster: lgb.Booster
@@ -214,6 +232,8 @@ class FittedModel:
     trials: pd.DataFrame
     fit_seconds: float
     hit_time_budget: bool = False
+    search_rows: int = 0
+    refitted: bool = False
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         """Uncalibrated probability of the positive class for each row of ``X``.
@@ -405,24 +425,44 @@ def fit_lightgbm(
     labels_valid = _binary_labels(y_valid, len(X_valid), "y_valid")
     dataset_params = {"feature_pre_filter": False, "seed": config.seed, "num_threads": config.n_jobs, "verbose": -1}
     weights = None if weight_train is None else np.asarray(weight_train, dtype="float64")
-    train_set = lgb.Dataset(_binning_values(X_train), labels_train, weight=weights,
-                            categorical_feature=categorical or "auto", params=dataset_params, free_raw_data=False)
-    valid_set = lgb.Dataset(_binning_values(X_valid), labels_valid, categorical_feature=categorical or "auto",
-                            params=dataset_params, reference=train_set, free_raw_data=False)
+    binned_train, binned_valid = _binning_values(X_train), _binning_values(X_valid)
 
-    def fit_once(tuned: Mapping[str, float | int]) -> tuple[lgb.Booster, dict, bool]:
+    def datasets(rows: np.ndarray | None) -> tuple[lgb.Dataset, lgb.Dataset]:
+        X, y = (binned_train, labels_train) if rows is None else (binned_train.iloc[rows], labels_train[rows])
+        w = weights if weights is None or rows is None else weights[rows]
+        train = lgb.Dataset(X, y, weight=w, categorical_feature=categorical or "auto", params=dataset_params,
+                            free_raw_data=False)
+        valid = lgb.Dataset(binned_valid, labels_valid, categorical_feature=categorical or "auto",
+                            params=dataset_params, reference=train, free_raw_data=False)
+        return train, valid
+
+    full = datasets(None)
+
+    def fit_once(tuned: Mapping[str, float | int], data=full, rounds: int = config.max_estimators,
+                 ) -> tuple[lgb.Booster, dict, bool]:
         params = _base_params(config) | dict(tuned)
         budget = _TimeBudget(deadline, higher_is_better=_METRICS[config.metric])
         booster = lgb.train(
-            params, train_set, num_boost_round=config.max_estimators,
-            valid_sets=[valid_set], valid_names=["valid"],
+            params, data[0], num_boost_round=rounds,
+            valid_sets=[data[1]], valid_names=["valid"],
             callbacks=[lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False),
                        budget],
         )
         return booster, params, budget.hit
 
+    refitted = False
+    sample = _search_sample(labels_train, config) if config.tune else None
+    search_rows = len(labels_train) if sample is None else len(sample)
     if config.tune:
-        booster, params, trials, hit_budget = _search(fit_once, config, deadline, progress)
+        search_data = full if sample is None else datasets(sample)
+        search_rounds = min(config.search_max_estimators, config.max_estimators)
+        booster, params, trials, hit_budget = _search(
+            lambda tuned: fit_once(tuned, search_data, search_rounds), config, deadline, progress)
+        ran_into_cap = search_rounds < config.max_estimators and booster.current_iteration() >= search_rounds
+        if (sample is not None or ran_into_cap) and not hit_budget:
+            # the search ranked parameters cheaply; the model is fitted once on every train row
+            booster, params, refit_hit = fit_once({k: params[k] for k in DEFAULT_PARAMS})
+            hit_budget, refitted = refit_hit, True
     else:
         booster, params, hit_budget = fit_once(DEFAULT_PARAMS)
         trials = pd.DataFrame()
@@ -440,7 +480,23 @@ def fit_lightgbm(
         trials=trials,
         fit_seconds=time.perf_counter() - started,
         hit_time_budget=hit_budget,
+        search_rows=search_rows,
+        refitted=refitted,
     )
+
+
+def _search_sample(labels: np.ndarray, config: ModelConfig) -> np.ndarray | None:
+    """Row positions of the train rows the search trials fit on (None: every row).
+
+    Stratified by label and seeded, so the sample (hence the search) is the same on every run.
+    """
+    if config.search_rows is None or len(labels) <= config.search_rows:
+        return None
+    rng = np.random.default_rng(config.seed)
+    share = config.search_rows / len(labels)
+    kept = [rng.choice(rows, size=max(1, round(share * len(rows))), replace=False)
+            for rows in (np.flatnonzero(labels == value) for value in (0, 1))]
+    return np.sort(np.concatenate(kept))
 
 
 def feature_importance(model: FittedModel) -> pd.DataFrame:

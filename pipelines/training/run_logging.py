@@ -82,8 +82,14 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
         mlflow.log_params(flatten({"feature_config": result.summary["feature_config"]}))
         mlflow.set_tags({"data_fingerprint": result.summary["fingerprint"], "points_only": str(result.points_only),
                          "leakage_allowed": ",".join(result.leakage_allowed) or "none"})
+        search = result.summary.get("search")
+        if search is not None:  # a search the time limit cut depends on load: say so on the run
+            mlflow.set_tags({"search_cut_by_time_budget": str(search["cut_by_time_budget"]),
+                             **({"search_note": search["note"]} if "note" in search else {})})
         # one request for every metric: one log_metric call each took most of the step under load
-        mlflow.log_metrics(metric_values(result.metrics))
+        mlflow.log_metrics(metric_values(result.metrics)
+                           | ({} if search is None else {"search.trials_completed": float(search["trials_completed"]),
+                                                         "search.fit_seconds": float(search["fit_seconds"])}))
         if result.scorer is not None:  # the hyperparameters the search chose, beside the config
             mlflow.log_params({f"tuned.{k}": str(v)[:500] for k, v in result.scorer.metadata.get("params", {}).items()})
         mlflow.log_dict(result.summary, "summary.json")

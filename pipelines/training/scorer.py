@@ -34,6 +34,10 @@ class LearnedScorer:
     feature_config: dict = field(default_factory=dict)
     event_types: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict)
+    # the rules as an input (training/rule_inputs.py): the rule set (as YAML) whose ``rule__*``
+    # columns the model reads, and the blend of its rule score chosen on valid (None: neither)
+    rule_inputs: str | None = None
+    blend: dict | None = None
     # set by compile_trees(): a native predictor of the same model (not pickled, not compared)
     _compiled: object = field(default=None, repr=False, compare=False)
     # what compile_trees() asked for, pickled with the scorer: a copy sent elsewhere (Spark's
@@ -67,10 +71,34 @@ class LearnedScorer:
             )
         # one float64 array, not prepare_matrix's DataFrame: same values, same predictions, and
         # no per-call DataFrame of categoricals nor LightGBM's own DataFrame conversion
-        return self.raw_probability_of(model_array(features, self.feature_names, self.categories))
+        raw = self.raw_probability_of(model_array(features, self.feature_names, self.categories))
+        if self.blends_rules:
+            from propensity.pipelines.training.rule_blend import Blend, rule_score_of
+
+            raw = Blend(**self.blend).apply(raw, rule_score_of(features, self.input_rules))
+        return raw
+
+    @property
+    def blends_rules(self) -> bool:
+        """Whether the output mixes in the rule score (computed from the frame's ``rule__*`` columns)."""
+        return bool(self.blend) and float(self.blend.get("alpha", 0.0)) > 0.0
+
+    @property
+    def input_rules(self):
+        """The RuleSet whose columns the model reads (None when the rules are not an input)."""
+        if self.rule_inputs is None:
+            return None
+        import yaml
+
+        from propensity.pipelines.rules.config import RuleSet
+
+        return RuleSet.model_validate(yaml.safe_load(self.rule_inputs))
 
     def raw_probability_of(self, matrix: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
-        """Uncalibrated output on :func:`model_array`'s matrix (compiled trees when asked for).
+        """Uncalibrated booster output on :func:`model_array`'s matrix (compiled trees when asked for).
+
+        The booster alone: a model that blends the rule score in (:attr:`blends_rules`) is scored
+        through :meth:`raw_probability`, which has the frame to recompute the rule score from.
 
         ``num_threads``: LightGBM's threads (1 suits a few rows: no OpenMP pool to wake).
         """
@@ -105,6 +133,8 @@ class LearnedScorer:
             "feature_config": self.feature_config,
             "event_types": list(self.event_types),
             "metadata": self.metadata,
+            "rule_inputs": self.rule_inputs,
+            "blend": self.blend,
         }
         (folder / "scorer.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
@@ -128,4 +158,6 @@ def load_scorer(folder: str | Path) -> LearnedScorer:
         feature_config=meta["feature_config"],
         event_types=tuple(meta["event_types"]),
         metadata=meta["metadata"],
+        rule_inputs=meta.get("rule_inputs"),  # absent in scorers saved before the rules were an input
+        blend=meta.get("blend"),
     )

@@ -36,7 +36,6 @@ __all__ = [
     "configure_tracking",
     "gain_over_rules",
     "log_scorer_model",
-    "load_champion",
     "promote_if_better",
 ]
 
@@ -130,16 +129,6 @@ class RegistryDecision:
     gain: float | None = None  # test ROC-AUC of the learned score minus the rule score's
     gain_low: float | None = None  # its paired bootstrap interval
     gain_high: float | None = None
-
-
-def load_champion(model_name: str):
-    """The registered champion as a pyfunc, or None when there is none yet."""
-    client = MlflowClient()
-    try:
-        client.get_model_version_by_alias(model_name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
-    return mlflow.pyfunc.load_model(f"models:/{model_name}@{CHAMPION}")
 
 
 def gain_over_rules(labels: np.ndarray, learned_score: np.ndarray, rule_score: np.ndarray,

@@ -94,6 +94,21 @@ def _metrics_table(frame: pd.DataFrame, models: dict[str, tuple[str, str]]) -> p
     return pd.DataFrame(rows)
 
 
+def search_summary(fitted, config: TrainConfig) -> dict:
+    """What the search ran: trials done of those asked, and whether the time limit cut it."""
+    section = config.model
+    done = len(fitted.trials) if section.tune else 1
+    summary = {"n_trials": section.n_trials if section.tune else 1, "trials_completed": done,
+               "cut_by_time_budget": bool(fitted.hit_time_budget), "timeout_seconds": section.timeout_seconds,
+               "search_rows": fitted.search_rows, "refitted": fitted.refitted,
+               "fit_seconds": round(float(fitted.fit_seconds), 1)}
+    if fitted.hit_time_budget:
+        summary["note"] = (f"the {section.timeout_seconds:g} s time limit cut the search short after {done} of "
+                           f"{summary['n_trials']} trials: this model depends on the machine's load and is not "
+                           "reproducible; raise model.timeout_seconds or make trials cheaper (model.search_rows)")
+    return summary
+
+
 def train(
     ws: Workspace,
     config: TrainConfig,
@@ -145,12 +160,13 @@ def train(
                          points_score=points.score, points_probability=points.probability)
     models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
 
-    scorer = importance = None
+    scorer = importance = search = None
     if not points_only:
         step("train LightGBM (Optuna search), calibrate onto the 0-5 scale")
         # assemble_training_set always sets the weights (1 unless negatives were sampled)
         learned_fit = fit_learned(frame, ts.feature_columns, ModelConfig.from_section(config.model),
-                                  config.calibration, weights=frame.loc[is_train, WEIGHT].to_numpy())
+                                  config.calibration, weights=frame.loc[is_train, WEIGHT].to_numpy(),
+                                  rules=rules if config.rule_inputs else None)
         frame["probability"] = learned_fit.probability
         frame["learned_score"] = learned_fit.score
         fitted = learned_fit.model
@@ -160,9 +176,12 @@ def train(
             feature_config=ts.feature_config.model_dump(mode="json"), event_types=ts.event_types,
             metadata={"rules": rules.name, "horizon_days": config.horizon_days, "params": fitted.params,
                       "bands": [[b.name, b.min_score] for b in rules.bands]},
+            rule_inputs=dump_rules(rules) if config.rule_inputs else None,
+            blend=None if learned_fit.blend is None else learned_fit.blend.to_dict(),
         )
         importance = feature_importance(fitted)
         models = {"learned": ("probability", "learned_score"), **models}
+        search = search_summary(fitted, config)  # the CLI and the MLflow run say when the time limit cut it
 
     metrics = _metrics_table(frame, models)
     learned_path = ws.layout.learned_rules
@@ -172,7 +191,8 @@ def train(
         summary={"splits": ts.summary, "purged_rows": ts.purged, "features": len(ts.feature_columns),
                  "feature_config": ts.feature_config.model_dump(mode="json"), "feature_choices": ts.feature_note,
                  "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
-                 "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None},
+                 "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
+                 "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],

@@ -337,17 +337,18 @@ def test_sql_path_and_pandas_path_reject_the_same_rows(ws, tmp_path):
 
 
 @pytest.mark.slow
-def test_ten_million_parquet_events_ingest_in_bounded_time(tmp_path):
+def test_a_million_parquet_events_ingest_completely(tmp_path):
+    # correctness at a size where DuckDB reads the file in several row groups and threads; the
+    # time of 10M events is benchmarks/ingest_bench.py's, not a test's (no timed assertions here)
     path = tmp_path / "events.parquet"
     duckdb.execute(
-        "COPY (SELECT 'c' || (i % 500000) AS contact_id, 'type_' || (i % 12) AS event_type, "
-        "TIMESTAMP '2024-01-01' + to_microseconds(i * 3000000) AS ts, (i % 7)::DOUBLE AS value "
-        f"FROM range(10000000) t(i)) TO '{path}' (FORMAT parquet)"
+        "COPY (SELECT 'c' || (i % 50000) AS contact_id, 'type_' || (i % 12) AS event_type, "
+        "TIMESTAMP '2024-01-01' + to_microseconds(i * 30000000) AS ts, (i % 7)::DOUBLE AS value "
+        f"FROM range(1000000) t(i)) TO '{path}' (FORMAT parquet, ROW_GROUP_SIZE 100000)"
     )
     ws = Workspace(tmp_path / "ws")
-    start = time.perf_counter()
     report = ingest_file(ws, "events", path, now="2026-01-01")
-    seconds = time.perf_counter() - start
-    print(f"10M parquet events: {seconds:.1f} s")
-    assert (report.loaded, report.rejected) == (10_000_000, 0)
-    assert seconds < 180  # ~40 s measured on 2 cores
+    assert (report.loaded, report.rejected) == (1_000_000, 0)
+    loaded = ws.connect().execute(
+        "SELECT count(DISTINCT contact_id), count(DISTINCT event_id), sum(value) FROM events").fetchone()
+    assert loaded == (50_000, 1_000_000, sum(i % 7 for i in range(1_000_000)))

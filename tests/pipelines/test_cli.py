@@ -83,10 +83,22 @@ def test_a_bad_as_of_is_a_clear_usage_error(loaded, capsys):
 
 def test_usage_errors_are_messages_with_exit_code_2_not_tracebacks(loaded, capfd):
     assert main(["-w", str(loaded), "score", "--no-such-option"]) == 2
-    assert main(["-w", str(loaded), "score"]) == 2  # neither --as-of nor --spine
+    assert main(["-w", str(loaded), "score", "--as-of", AS_OF, "--spine", "x"]) == 2  # both
     err = capfd.readouterr().err
-    assert "No such option: --no-such-option" in err and "give exactly one of --as-of" in err
+    assert "No such option: --no-such-option" in err and "one of --as-of DATE or --spine" in err
     assert "Traceback" not in err
+
+
+def test_score_without_a_cut_off_scores_after_the_latest_event_and_says_so(loaded, tmp_path, capfd):
+    from propensity.features.store import Workspace
+    from propensity.pipelines.explain.jobs import default_as_of
+
+    expected = default_as_of(Workspace(loaded))
+    out = tmp_path / "now.csv"
+    assert main(["-w", str(loaded), "score", "--out", str(out)]) == 0
+    assert f"cut-off {expected:%Y-%m-%d %H:%M} (no --as-of" in capfd.readouterr().err
+    scored = pd.read_csv(out, parse_dates=["as_of"])
+    assert set(scored["as_of"]) == {pd.Timestamp(expected)}
 
 
 def test_scoring_an_empty_workspace_says_what_to_run_first(tmp_path, capsys):
@@ -155,3 +167,29 @@ def test_bad_score_options_fail_before_any_work(tmp_path, capsys, args, message)
     assert main(["-w", str(tmp_path / "empty"), "score", "--as-of", AS_OF, *args]) == 2
     assert message in " ".join(capsys.readouterr().err.replace("│", " ").split())
     assert not (tmp_path / "empty").exists()
+
+
+def test_serve_says_when_its_store_lacks_the_workspace_history(loaded, tmp_path):
+    from datetime import datetime
+
+    import sqlalchemy as sa
+
+    from propensity.features.store import Workspace
+    from propensity.pipelines.cli.activation import _history_note
+    from propensity.pipelines.serve.db import create_tables
+    from propensity.pipelines.serve.db import events as events_table
+
+    ws = Workspace(loaded)
+    batch = ws.counts()["events"]
+    url = f"sqlite:///{tmp_path / 'serve.db'}"
+    assert f"holds 0 events, the workspace {batch:,}" in _history_note(url, ws)  # no store yet
+    engine = sa.create_engine(url)
+    create_tables(engine)
+    events = ws.ibis_connection().table("events").execute()
+    columns = [c.name for c in events_table.columns if c.name in events.columns]
+    rows = events[columns].astype(object).where(events[columns].notna(), None).to_dict("records")
+    with engine.begin() as connection:  # the history sent through the service: nothing to say
+        connection.execute(events_table.insert(), [{**row, "received_at": datetime.now()} for row in rows])
+    engine.dispose()
+    assert _history_note(url, ws) is None
+    assert _history_note(url, Workspace(tmp_path / "empty")) is None

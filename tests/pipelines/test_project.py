@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import yaml
@@ -82,3 +84,41 @@ def test_everything_a_trained_workspace_holds_is_named_by_its_layout(world):
     assert held and held <= named, held - named
     assert layout.learned_rules.is_file() and layout.mlflow_db.is_file() and layout.database.is_file()
     assert layout.model_context(world.model_name, world.version).is_dir()
+
+
+@pytest.mark.slow
+def test_an_alias_nobody_set_names_the_versions_that_exist_instead_of_sending_back_to_train(world):
+    # `train` registers a model that does not beat the rules without an alias: "run train first"
+    # would send the user round in a circle, so the message names the versions to pass instead
+    project = Project(world.ws)
+    with pytest.raises(WorkspaceError) as raised:
+        project.model("challenger", world.model_name)
+    message = str(raised.value)
+    assert re.search(rf"versions? [0-9, ]*\b{world.version}\b[0-9, ]* registered", message), message
+    assert f"--model {world.version}" in message and "run `propensity train` first" not in message
+
+
+@pytest.mark.slow
+def test_compare_without_the_alias_names_the_version_it_could_compare(world):
+    from propensity.pipelines.compare.evaluation import _other_versions
+
+    hint = _other_versions(world.ws, world.config, "challenger", world.model_name)
+    assert f"`propensity compare --model {world.version}`" in hint
+    assert _other_versions(world.ws, world.config, world.version, world.model_name) == ""
+
+
+@pytest.mark.slow
+def test_info_names_the_events_span_and_the_registered_versions_and_aliases(world):
+    facts = Project(world.ws).info()
+    events = world.ws.ibis_connection().table("events").execute()
+    assert facts["tables"]["events"] == len(events)
+    assert facts["events"]["event_types"] == events["event_type"].nunique()
+    assert pd.Timestamp(facts["events"]["last"]) == events["ts"].max()
+    model = facts["models"][world.model_name]
+    assert int(world.version) in model["versions"]
+    assert set(model["aliases"].values()) <= set(model["versions"])
+
+
+def test_info_of_an_empty_workspace_has_no_events_or_models(tmp_path):
+    facts = Project(tmp_path / "ws").info()
+    assert facts["tables"] == {} and "events" not in facts and "models" not in facts

@@ -1,5 +1,5 @@
 """Batch scoring on Spark with the registered MLflow model equals scoring on one machine;
-the training set built on Spark equals the one built on DuckDB."""
+the training set built on Spark and on PostgreSQL equals the one built on DuckDB."""
 
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def test_spark_batch_scores_equal_single_machine_scores(world_ws, spark_tables, 
     assert_same_table(expected.assign(band=expected["band"].astype("string")), actual)
 
 
-def test_training_set_built_on_spark_equals_duckdb_with_negative_sampling(world_ws, spark_tables):
+def test_training_set_built_on_another_engine_equals_duckdb_with_negative_sampling(world_ws, engine_tables):
     ws, _ = world_ws
     config = TrainConfig.model_validate({
         "rules": str(ROOT / "configs/rules/saas.yaml"),
@@ -96,8 +96,8 @@ def test_training_set_built_on_spark_equals_duckdb_with_negative_sampling(world_
     outcomes = ws.table("outcomes")
     expected = assemble_training_set(con, config, rules, features, events=con.table("events"),
                                      contacts=con.table("contacts"), outcomes=outcomes)
-    actual = assemble_training_set(spark_tables.con, config, rules, features,
-                                   events=spark_tables.events, contacts=spark_tables.contacts, outcomes=outcomes)
+    actual = assemble_training_set(engine_tables.con, config, rules, features,
+                                   events=engine_tables.events, contacts=engine_tables.contacts, outcomes=outcomes)
     train = expected.split("train")
     assert train["label"].sum() > 0 and len(expected.frame["as_of"].unique()) == 3
     assert set(train.loc[train["label"] == 0, "weight"]) == {2.0}

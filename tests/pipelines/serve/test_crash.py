@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,11 +56,49 @@ def _batch(sender: int, number: int, now: datetime) -> list[dict]:
     ]
 
 
-def test_sigkill_under_load_loses_and_doubles_no_acknowledged_event(tmp_path):
+# wrk at full rate beside the recorded senders: one-event calls with fresh ids for contacts of
+# their own, as many as the server takes (issue 14's rates), so the kill lands mid group commit
+_WRK_SCRIPT = """
+local n, tid = 0, 0
+local auth = "Basic %s"
+function setup(thread) tid = tid + 1; thread:set("tid", tid) end
+function request()
+  n = n + 1
+  local body = '{"type":"track","userId":"w' .. (n %% 97) .. '","event":"page_view","messageId":"w' .. tid .. '-' .. n
+    .. '","timestamp":"%s"}'
+  return wrk.format("POST", "/v1/track", {["Content-Type"] = "application/json", ["Authorization"] = auth}, body)
+end
+"""
+
+
+def _hammered(workspace) -> int:
+    """Events the full-rate load has stored so far (read beside the writer: SQLite WAL)."""
+    engine = sa.create_engine(f"sqlite:///{workspace / 'serve.db'}")
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM events WHERE contact_id LIKE 'w%'")).scalar()
+    except sa.exc.OperationalError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _wrk(tmp_path, base: str, now: datetime) -> subprocess.Popen:
+    script = tmp_path / "hammer.lua"
+    auth = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    script.write_text(_WRK_SCRIPT % (auth, (now - timedelta(hours=1)).isoformat() + "Z"))
+    return subprocess.Popen([shutil.which("wrk"), "-t2", "-c32", "-d30s", "--timeout", "5s", "-s", str(script),
+                             f"{base}/v1/track"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("full_rate", [False, pytest.param(True, marks=pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk) for the full-rate load"))])
+def test_sigkill_under_load_loses_and_doubles_no_acknowledged_event(tmp_path, full_rate):
     workspace = tmp_path / "ws"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _start(workspace, port)
+    hammer = None
     acked: list[str] = []
     attempted: list[list[dict]] = []
     lock = threading.Lock()
@@ -82,14 +123,21 @@ def test_sigkill_under_load_loses_and_doubles_no_acknowledged_event(tmp_path):
 
     try:
         _wait_healthy(base, server)
+        if full_rate:
+            hammer = _wrk(tmp_path, base, now)
         threads = [threading.Thread(target=send, args=(s,)) for s in range(4)]
         for t in threads:
             t.start()
         deadline = time.monotonic() + 20
         while len(acked) < 600 and time.monotonic() < deadline:
             time.sleep(0.01)
+        while full_rate and _hammered(workspace) < 3000 and time.monotonic() < deadline:
+            time.sleep(0.05)  # let the full-rate load run a while: the kill lands among its commits
         server.send_signal(signal.SIGKILL)  # mid-stream: the senders are still sending
         server.wait(10)
+        if hammer is not None:
+            hammer.kill()
+            hammer.wait(10)
         stop.set()
         for t in threads:
             t.join(15)
@@ -108,11 +156,14 @@ def test_sigkill_under_load_loses_and_doubles_no_acknowledged_event(tmp_path):
     finally:
         server.kill()
         server.wait(10)
+        if hammer is not None and hammer.poll() is None:
+            hammer.kill()
 
     engine = sa.create_engine(f"sqlite:///{workspace / 'serve.db'}")
     with engine.connect() as conn:
         stored = conn.execute(sa.text("SELECT event_id, count(*) FROM events GROUP BY event_id")).all()
         per_contact = dict(conn.execute(sa.text("SELECT contact_id, count(*) FROM events GROUP BY contact_id")).all())
+        states = dict(conn.execute(sa.text("SELECT contact_id, state FROM score_state")).all())
     engine.dispose()
     counts = dict(stored)
     assert killed_with >= 100, "the kill came before any load"
@@ -122,7 +173,11 @@ def test_sigkill_under_load_loses_and_doubles_no_acknowledged_event(tmp_path):
     for calls, body in zip(retried, redo):
         if calls[0]["messageId"] in acked_set:
             assert body["stored"] == 0 and body["duplicates"] == len(calls)
-    assert len(counts) == sum(len(c) for c in attempted)
+    assert sum(1 for m in counts if m.startswith("s")) == sum(len(c) for c in attempted)
     # the score state committed with the events: it counts exactly the stored events
     for c, body in scores.items():
         assert body["events"] == per_contact[f"c{c}"]
+    # every contact's stored state (the full-rate ones too) counts exactly its stored events
+    assert {c: json.loads(s)["events"] for c, s in states.items()} == per_contact
+    if full_rate:
+        assert sum(n for c, n in per_contact.items() if c.startswith("w")) > 1000, "wrk's load never arrived"

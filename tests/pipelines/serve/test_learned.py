@@ -13,7 +13,8 @@ import pytest
 
 from propensity.features.build import build_features, feature_columns
 from propensity.features.config import FeatureConfig
-from propensity.pipelines.serve.learned import EventMirror, FeaturePlan
+from propensity.pipelines.serve.feature_plan import FeaturePlan
+from propensity.pipelines.serve.mirror import EventMirror
 
 START = datetime(2025, 3, 1)
 TYPES = ["Page View", "trial_started", "purchase", "email_open", "noise"]  # "noise": not a feature type
@@ -118,6 +119,51 @@ def test_mirror_features_equal_build_features_on_random_events(seed, seconds):
         values = expected[[c for c in columns if c.endswith(family)]]
         assert values.notna().any().any() and values.isna().any().any() | (values == 0).any().any(), family
     assert (expected["purchase__rfm_monetary"] > 0).any() and (expected["purchase__rfm_frequency"] > 0).any()
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_a_mirror_that_folds_old_events_gives_every_contact_the_features_of_one_that_keeps_them(seed):
+    events, contacts = random_world(seed, n_events=2500)
+    now = START + timedelta(days=75, seconds=4_321)  # horizon 41 days: events before day 34 (2025-04-04) fold
+    columns = feature_columns(batch_features(events.head(5), contacts, now))
+    plan = plan_for(columns)
+    keeps = mirror_of(events, contacts, plan)
+    folds = EventMirror(plan)
+    for row in contacts.itertuples(index=False):
+        created = None if pd.isna(row.created_at) else row.created_at.to_pydatetime()
+        traits = {k: getattr(row, k) for k in ("industry", "size") if not pd.isna(getattr(row, k))}
+        folds.update_contact(row.contact_id, _none(row.account_id), created, traits)
+    shuffled = list(events.sample(frac=1.0, random_state=seed).itertuples(index=False))
+    for i, row in enumerate(shuffled):
+        folds.add_event(row.contact_id, row.ts.to_pydatetime(), row.event_type, row.value, _none(row.account_id))
+        if i == len(shuffled) // 2:  # half way, a few contacts at a time; later old events fold on arrival
+            while folds.fold(now, limit=3):
+                pass
+    while folds.fold(now, limit=3):
+        pass
+    cut = folds.earliest_as_of - timedelta(days=41)
+    assert cut == datetime(2025, 4, 4)  # the UTC midnight at or before now - 41 days
+    live = sum(len(log.ts) for log in folds._logs.values())
+    assert live == int((events["ts"] >= cut).sum()) < len(events) / 2  # only the horizon's events stay
+    ids = sorted(set(events["contact_id"]) | set(contacts["contact_id"]))
+    for as_of in (now, now + timedelta(days=3, seconds=5), START + timedelta(days=200)):
+        want = keeps.feature_frame(ids, as_of).set_index("contact_id")
+        got = folds.feature_frame(ids, as_of).set_index("contact_id")
+        assert (got["account_id"].fillna("-") == want["account_id"].fillna("-")).all()
+        for column in columns:
+            if column == "industry":
+                continue
+            np.testing.assert_allclose(got[column].to_numpy("float64"), want[column].to_numpy("float64"),
+                                       rtol=1e-9, atol=1e-12, err_msg=f"{column} at {as_of}")
+    # and the same as the batch build, where the folded events are read one by one
+    expected = batch_features(events, contacts, now)
+    got = folds.feature_frame(list(expected.index), now).set_index("contact_id")
+    for column in ("purchase__rfm_monetary", "page_view__count_total", "tenure_days", "account__contacts",
+                   "email_open__decayed_7.5d", "purchase__days_since_first"):
+        np.testing.assert_allclose(got[column].to_numpy("float64"), expected[column].to_numpy("float64"),
+                                   rtol=1e-9, atol=1e-12, err_msg=column)
+    with pytest.raises(ValueError, match="before 2025-05-15T00:00:00: the learned features at that time"):
+        folds.feature_frame(ids[:2], now - timedelta(days=2))
 
 
 def test_a_model_with_auto_or_unknown_features_is_refused_by_name():
@@ -234,14 +280,14 @@ def test_served_learned_score_equals_propensity_score_with_the_champion(tmp_path
     from propensity.pipelines.jobs import SpineChoice, run_model_scores
     from propensity.pipelines.rules import load_rules
     from propensity.pipelines.serve.app import ServiceSettings
-    from propensity.pipelines.serve.learned import load_registered_scorer
+    from propensity.pipelines.project import Project
     from tests.pipelines.serve.support import ROOT, WRITE_KEY, running_server
 
     workspace = tmp_path / "ws"
     events, contacts = random_world(7, n_events=700, n_contacts=30)
     _register_champion(workspace, events, contacts)
-    scorer, label = load_registered_scorer(workspace)
-    assert label.startswith("propensity@champion v")
+    learned = Project(workspace).model("champion", "propensity", trusted_only=True)  # as `serve` loads it
+    scorer, label = learned.scorer, f"propensity@champion v{learned.version}"
     clock = START + timedelta(days=46)
     as_of = clock + timedelta(hours=5, microseconds=17)
     url = f"sqlite:///{tmp_path / 'serve.db'}"
@@ -256,7 +302,8 @@ def test_served_learned_score_equals_propensity_score_with_the_champion(tmp_path
         served = {c: http.get(f"{base}/v1/contacts/{c}/score", params={"as_of": as_of.isoformat()}).json()
                   for c in answer["scores"]}
     _copy_store_to_workspace(url, workspace)
-    batch = run_model_scores(Workspace(workspace), SpineChoice(as_of=as_of), "champion", "propensity")
+    batch = run_model_scores(Workspace(workspace), SpineChoice(as_of=as_of), "champion", "propensity",
+                             pyfunc=learned.pyfunc)
     batch = batch.set_index("contact_id")
     assert set(served) <= set(batch.index) and len(served) >= 25
     for contact, body in served.items():

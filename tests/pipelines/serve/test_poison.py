@@ -19,6 +19,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from propensity.features.sources import read_segment
+from propensity.features.validate import validate
 from propensity.pipelines.activation.tables import create_activation_tables
 from propensity.pipelines.activation.triggers import TriggerEngine, TriggersConfig
 from propensity.pipelines.rules.config import RuleSet
@@ -29,7 +31,11 @@ from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
 from propensity.pipelines.serve.metrics import ServiceMetrics
 from propensity.pipelines.serve.state import RuleScorer
 from propensity.pipelines.serve.worker import Writer, is_permanent
-from tests.pipelines.serve.support import WRITE_KEY, fresh_postgres_database, running_server
+from tests.pipelines.serve.support import (
+    WRITE_KEY,
+    fresh_postgres_database,
+    running_server,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, 0)
 AUTH = (WRITE_KEY, "")
@@ -177,6 +183,33 @@ def test_the_same_message_id_twice_in_one_batch_is_stored_once_and_answered_so(s
     assert response.status_code == 200, response.text
     assert (response.json()["stored"], response.json()["duplicates"]) == (1, 1)
     assert httpx.get(f"{base}/v1/contacts/twice/score", auth=AUTH).json()["events"] == 1
+
+
+def test_identical_calls_without_message_id_are_distinct_in_one_batch_and_a_retry_adds_nothing(service, tmp_path):
+    base, url = service
+    call = {"type": "track", "userId": "same-twice", "event": "purchase", "timestamp": TS,
+            "properties": {"value": 5, "item": "seat"}}
+    other = {**call, "event": "demo_requested"}
+    batch = {"batch": [call, other, call, call]}
+    first = _post(base, "batch", batch, AUTH)
+    assert first.status_code == 200, first.text
+    assert (first.json()["stored"], first.json()["duplicates"]) == (4, 0)
+    retry = _post(base, "batch", batch, AUTH)  # the client did not see the answer and resends
+    assert (retry.json()["stored"], retry.json()["duplicates"]) == (0, 4)
+    alone = _post(base, "track", call, AUTH)  # without a messageId, one more call is a retry of the first
+    assert (alone.json()["stored"], alone.json()["duplicates"]) == (0, 1)
+    assert httpx.get(f"{base}/v1/contacts/same-twice/score", auth=AUTH).json()["events"] == 4
+    # the ids batch ingest gives the same calls read from one export file
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in batch["batch"]) + "\n")
+    expected = set(validate(read_segment(path)["events"], "events", path.name, now=NOW).good["event_id"])
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stored = set(conn.execute(sa.text("SELECT event_id FROM events WHERE contact_id = 'same-twice'")).scalars())
+    finally:
+        engine.dispose()
+    assert stored == expected and len(stored) == 4
 
 
 # ------------------------------------------------------------------ the writer's group commit

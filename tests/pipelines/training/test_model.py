@@ -137,6 +137,19 @@ def test_fit_lightgbm_runs_exactly_n_trials_and_reports_progress(splits):
     assert model.trials["user_attrs_best_iteration"][model.trials["value"] == best].iloc[0] == model.best_iteration
 
 
+def test_fit_lightgbm_searches_on_a_stratified_sample_and_refits_the_choice_on_every_row(splits):
+    X_train, y_train, X_valid, y_valid, _ = splits
+    config = ModelConfig(n_trials=3, search_rows=1000, **FAST)
+    model = fit_lightgbm(X_train, y_train, X_valid, y_valid, config)
+    assert abs(model.search_rows - 1000) <= 1 and model.refitted and len(model.trials) == 3
+    again = fit_lightgbm(X_train, y_train, X_valid, y_valid, config)  # the sample is seeded: same model
+    assert again.booster.model_to_string() == model.booster.model_to_string()
+    best = model.trials.loc[model.trials["value"].idxmax()]
+    assert model.params["num_leaves"] == best["params_num_leaves"]  # the search's choice, refitted
+    whole = fit_lightgbm(X_train, y_train, X_valid, y_valid, ModelConfig(n_trials=3, search_rows=None, **FAST))
+    assert whole.search_rows == len(X_train) and not whole.refitted  # its best trial is kept as is
+
+
 def test_fit_lightgbm_stops_searching_when_the_time_budget_is_spent(splits):
     X_train, y_train, X_valid, y_valid, _ = splits
     config = ModelConfig(n_trials=10_000, timeout_seconds=1.0, **FAST)

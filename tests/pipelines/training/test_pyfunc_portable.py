@@ -60,10 +60,14 @@ def test_a_venv_with_only_the_models_requirements_loads_and_predicts_it_from_an_
 
     model = _download_model(world, tmp_path / "model")
     as_of = pd.Timestamp(world.result.test_scores["as_of"].iloc[0])
+    from propensity.features.spine import spine_at
+    from propensity.pipelines.explain.jobs import model_features
+
     project = Project(world.ws)
-    trained_with = project.model(world.version, world.model_name).file("features")  # the resolved windows
-    run = project.features(as_of, config=trained_with, out=tmp_path / "features.parquet")
-    features = pd.read_parquet(run.path).head(300)
+    scorer = project.model(world.version, world.model_name).pyfunc.unwrap_python_model().scorer
+    con = world.ws.ibis_connection()
+    # the model's input: its features as trained, the rules' columns (rule__*) included
+    features = model_features(con, spine_at(con.table("events"), as_of, con.table("contacts")), scorer).head(300)
     rows = features[world.result.scorer.feature_names]
     rows.to_parquet(tmp_path / "rows.parquet")
 

@@ -113,8 +113,15 @@ def test_the_learned_rules_file_is_valid_and_scores_through_the_cli(trained, wor
 
 def test_the_champion_loads_in_a_fresh_process_and_outputs_probability_and_score(trained, workspace, tmp_path):
     features = trained.test_scores  # keys of the test rows
+    from propensity.features.spine import spine_at
+    from propensity.pipelines.training.as_trained import features_as_trained
+
+    # the pyfunc's input: the features as the model was trained (with the rules' columns, rule__*)
     feature_frame = tmp_path / "features.parquet"
-    main(["-w", str(workspace.path), "features", "--as-of", "2025-05-01", "--out", str(feature_frame)])
+    con = workspace.ibis_connection()
+    spine = spine_at(con.table("events"), pd.Timestamp("2025-05-01"), con.table("contacts"))
+    features_as_trained(con.table("events"), spine, trained.scorer, con.table("contacts")).execute().to_parquet(feature_frame)
+    assert any(c.startswith("rule__") for c in trained.scorer.feature_names)
     script = textwrap.dedent(f"""
         import mlflow, pandas as pd
         mlflow.set_tracking_uri("sqlite:///{(workspace.path / 'mlflow.db').resolve()}")
@@ -141,12 +148,20 @@ def test_score_with_a_registered_version_through_the_cli(trained, workspace, tmp
     assert scored["contact_id"].is_unique
 
 
-def test_a_second_identical_run_does_not_move_the_champion(workspace, tmp_path, trained):
+def test_the_same_data_config_and_seed_train_to_the_same_model_and_figures(workspace, tmp_path, trained):
+    import mlflow
+
     again = train(workspace, load_train_config(_config(tmp_path)))
-    first = trained.metrics.set_index(["model", "split"]).loc[("learned", "test"), "roc_auc"]
-    second = again.metrics.set_index(["model", "split"]).loc[("learned", "test"), "roc_auc"]
-    assert second == pytest.approx(first, abs=1e-12), "same seed and data must give the same metrics"
-    assert again.model_version == "2" and not again.registry.promoted
+    # the trial count decided, not the clock: every trial ran and nothing was cut
+    for run in (trained, again):
+        search = run.summary["search"]
+        assert search["trials_completed"] == search["n_trials"] == 2 and not search["cut_by_time_budget"]
+    assert mlflow.get_run(again.run_id).data.tags["search_cut_by_time_budget"] == "False"
+    pd.testing.assert_frame_equal(again.metrics, trained.metrics, check_exact=True)
+    pd.testing.assert_frame_equal(again.test_scores, trained.test_scores, check_exact=True)
+    assert again.scorer.metadata["params"] == trained.scorer.metadata["params"]
+    assert again.scorer.booster.model_to_string() == trained.scorer.booster.model_to_string()
+    assert again.model_version == "2" and not again.registry.promoted  # an identical model moves no alias
 
 
 def test_too_few_positives_stops_with_a_message_that_says_what_to_do(workspace, tmp_path):

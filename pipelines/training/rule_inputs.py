@@ -1,0 +1,69 @@
+"""The rules as an input of the learned model, not only its rival.
+
+Two parts, both stated in the training summary:
+
+1. **Inputs.** The model sees what the hand rules read: one ``rule__{activity}`` column per
+   activity (its uncapped points at the cut-off, from :func:`rules.score.activity_points`, the
+   rule engine's own point-in-time expression: caps are monotone, so trees see the capped value
+   too) and one ``rule__attribute__{name}`` column per attribute a fit criterion reads.
+2. **Never below the rules on validation, by construction.** From those columns the scorer
+   recomputes the hand rules' 0-5 score with :func:`rules.score.score_frame` (the same formula,
+   not a copy) and blends: ``logit p = (1 - alpha) * logit p_model + alpha * scale * (rule_score - centre)``,
+   with ``alpha`` chosen on the validation split from a grid that contains 0 (the model alone)
+   and 1 (a monotone map of the rule score, hence exactly the rules' ranking). The chosen blend
+   therefore ranks the validation rows at least as well as the rules and as the model alone.
+   The champion gate on the test split decides, as before.
+"""
+
+from __future__ import annotations
+
+import ibis
+import pandas as pd
+
+from propensity.pipelines.rules.config import RuleSet
+from propensity.pipelines.rules.score import activity_points
+from propensity.pipelines.training.rule_blend import (
+    PREFIX,
+    attribute_names,
+    rule_input_columns,
+)
+
+__all__ = ["add_rule_inputs", "rule_inputs_expr"]
+
+_ATTRIBUTE = f"{PREFIX}attribute__"
+
+
+def rule_inputs_expr(events: ibis.Table, spine: ibis.Table, rules: RuleSet,
+                     contacts: ibis.Table | None) -> ibis.Table:
+    """``contact_id, as_of`` and the rule columns of ``spine``'s rows (events with ``ts < as_of``).
+
+    An attribute a fit criterion reads that the contacts table lacks is an error naming it (the
+    rule score would silently leave its points out).
+    """
+    points = activity_points(events, spine, rules)
+    out = points.select("contact_id", "as_of",
+                        **{f"{PREFIX}{a.name}": points[f"points__{a.name}"] for a in rules.activities})
+    attributes = attribute_names(rules)
+    if not attributes:
+        return out
+    if contacts is None:
+        raise ValueError(f"rules {rules.name!r} have fit criteria on {attributes} but no contacts table is loaded")
+    missing = [name for name in attributes if name not in contacts.columns]
+    if missing:
+        raise ValueError(f"rules {rules.name!r} read contact attributes the contacts table lacks: {missing}")
+    known = contacts.select(_r_contact=contacts.contact_id.cast("string"),
+                            **{f"{_ATTRIBUTE}{name}": contacts[name] for name in attributes}).distinct(on="_r_contact")
+    joined = out.left_join(known, out.contact_id.cast("string") == known._r_contact)
+    return joined.select("contact_id", "as_of", *[c for c in rule_input_columns(rules)])
+
+
+def add_rule_inputs(features: pd.DataFrame, events: ibis.Table, spine: ibis.Table, rules: RuleSet,
+                    contacts: ibis.Table | None) -> tuple[pd.DataFrame, list[str]]:
+    """``features`` (keys ``contact_id, as_of``) with the rule columns of the same rows, and their names
+    (training and the walk-forward backtest both build their frames with it)."""
+    inputs = rule_inputs_expr(events, spine, rules, contacts).execute()
+    inputs["as_of"] = pd.to_datetime(inputs["as_of"]).astype("datetime64[us]")
+    keys = ["contact_id", "as_of"]
+    return features.merge(inputs, on=keys, how="left", validate="one_to_one"), rule_input_columns(rules)
+
+
