@@ -145,8 +145,12 @@ def feature_rows(
     )
     rows = spine.union(found, distinct=False)
     # One row per (contact, as_of): a spine row stays one, members found twice count once.
+    # MAX over 0/1 rather than over booleans: PostgreSQL has no MAX(boolean) and no boolean to
+    # smallint cast.
     return rows.group_by(["contact_id", "as_of"]).aggregate(
-        _c_account=rows._c_account.max(), _c_member=rows._c_member.max(), _spine=rows._spine.max()
+        _c_account=rows._c_account.max(),
+        _c_member=ibis.ifelse(rows._c_member, 1, 0).max() == 1,
+        _spine=ibis.ifelse(rows._spine, 1, 0).max() == 1,
     )
 
 
@@ -214,7 +218,7 @@ def with_account_windows(by_type: ibis.Table, windows: Sequence[int]) -> ibis.Ta
     is_member = by_type._type.notnull() | by_type._c_member
     t = by_type.mutate(
         _w_first=ibis.row_number().over(ordered) == 0,
-        _w_member=is_member.cast("int8").max().over(member) == 1,
+        _w_member=ibis.ifelse(is_member, 1, 0).max().over(member) == 1,
         _w_recent=by_type._age_min.min().over(member),
     )
     account = ibis.window(group_by=["_m_account", "as_of"])
