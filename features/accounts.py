@@ -68,18 +68,28 @@ def _known_by(created: ir.TimestampValue, as_of: ir.TimestampValue) -> ir.Boolea
     return created.isnull() | (created < as_of)
 
 
-def _event_accounts(events: ibis.Table) -> ibis.Table | None:
-    """``(_e_contact, _e_ts, _e_account)`` of the events that name an account."""
+def _unlisted_events(events: ibis.Table, known: ibis.Table | None, prefix: str) -> ibis.Table | None:
+    """``({prefix}contact, {prefix}ts, {prefix}account)``: the events that name an account, of
+    contacts without a contacts-table account (theirs is the account their events count for).
+
+    Filtered by the (small) contacts table first, so that Spark joins only these events with
+    the rows instead of shuffling every event. ``prefix`` tells the two uses apart: one shared
+    expression would become a CTE that DuckDB materialises (up to every event).
+    """
     if "account_id" not in events.columns:
         return None
-    # Not the history's projection: an expression shared with it would become a CTE that
-    # DuckDB materialises (10M rows); a projection of its own is scanned again instead.
     ev = events.select(
-        _e_contact=events.contact_id.cast("string"),
-        _e_ts=events.ts.cast(TIMESTAMP_US),
-        _e_account=events.account_id.cast("string"),
+        **{
+            f"{prefix}contact": events.contact_id.cast("string"),
+            f"{prefix}ts": events.ts.cast(TIMESTAMP_US),
+            f"{prefix}account": events.account_id.cast("string"),
+        }
     )
-    return ev.filter(ev._e_account.notnull())
+    ev = ev.filter(ev[f"{prefix}account"].notnull())
+    if known is None:
+        return ev
+    listed = known.filter(known._c_account.notnull())
+    return ev.anti_join(listed, ev[f"{prefix}contact"] == listed._c_contact)
 
 
 def feature_rows(
@@ -114,7 +124,7 @@ def feature_rows(
     members = _account_members(events, known)
     if members is None:
         return spine
-    keys = _spine_account_keys(spine, events)
+    keys = _spine_account_keys(spine, events, known)
     # One join of the keys with every way to be a member (a second use of `keys` would be
     # computed again on Spark, spine included).
     linked = keys.join(
@@ -135,8 +145,12 @@ def feature_rows(
     )
     rows = spine.union(found, distinct=False)
     # One row per (contact, as_of): a spine row stays one, members found twice count once.
+    # MAX over 0/1 rather than over booleans: PostgreSQL has no MAX(boolean) and no boolean to
+    # smallint cast.
     return rows.group_by(["contact_id", "as_of"]).aggregate(
-        _c_account=rows._c_account.max(), _c_member=rows._c_member.max(), _spine=rows._spine.max()
+        _c_account=rows._c_account.max(),
+        _c_member=ibis.ifelse(rows._c_member, 1, 0).max() == 1,
+        _spine=ibis.ifelse(rows._spine, 1, 0).max() == 1,
     )
 
 
@@ -157,12 +171,8 @@ def _account_members(events: ibis.Table, known: ibis.Table | None) -> ibis.Table
                 _j_ts=ibis.null(TIMESTAMP_US),
             )
         )
-    named = _event_accounts(events)
+    named = _unlisted_events(events, known, "_e_")
     if named is not None:
-        if known is not None:
-            named = named.anti_join(
-                known.filter(known._c_account.notnull()), named._e_contact == known._c_contact
-            )
         parts.append(
             named.select(
                 _j_contact=named._e_contact,
@@ -176,26 +186,22 @@ def _account_members(events: ibis.Table, known: ibis.Table | None) -> ibis.Table
     return parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
 
 
-def _spine_account_keys(spine: ibis.Table, events: ibis.Table) -> ibis.Table:
+def _spine_account_keys(spine: ibis.Table, events: ibis.Table, known: ibis.Table | None) -> ibis.Table:
     """``(_k_account, _k_as_of)``: every account a spine row may have at its ``as_of``.
 
     The contacts table's account, else the accounts its events before ``as_of`` name (a
     superset of the latest one's, which is the row's account: the others only cost work).
     """
-    named = _event_accounts(events)
+    named = _unlisted_events(events, known, "_u_")
     if named is None:
         accounts = spine.select(_k_account=spine._c_account, _k_as_of=spine.as_of)
     else:
+        # The spine rows without a contacts-table account are those whose events' rows join.
         joined = spine.left_join(
-            named,
-            [
-                spine._c_account.isnull(),
-                spine.contact_id == named._e_contact,
-                named._e_ts < spine.as_of,
-            ],
+            named, [spine.contact_id == named._u_contact, named._u_ts < spine.as_of]
         )
         accounts = joined.select(
-            _k_account=joined._c_account.coalesce(joined._e_account), _k_as_of=joined.as_of
+            _k_account=joined._c_account.coalesce(joined._u_account), _k_as_of=joined.as_of
         )
     return accounts.filter(accounts._k_account.notnull()).distinct()
 
@@ -212,8 +218,8 @@ def with_account_windows(by_type: ibis.Table, windows: Sequence[int]) -> ibis.Ta
     is_member = by_type._type.notnull() | by_type._c_member
     t = by_type.mutate(
         _w_first=ibis.row_number().over(ordered) == 0,
-        # int32, not int8: PostgreSQL casts boolean to integer but not to smallint
-        _w_member=is_member.cast("int32").max().over(member) == 1,
+        # a 0/1 integer, not a boolean: PostgreSQL has no MAX(boolean)
+        _w_member=ibis.ifelse(is_member, 1, 0).max().over(member) == 1,
         _w_recent=by_type._age_min.min().over(member),
     )
     account = ibis.window(group_by=["_m_account", "as_of"])

@@ -258,6 +258,9 @@ def _history(rows: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
         "_age": age,
         "_m_account": joined._c_account.coalesce(joined._account),
     }
+    if plan.monetary:
+        # Purchase-like events are grouped per UTC day at level 1 (see _purchase_aggregates).
+        helpers["_pday"] = _when(joined._type.isin(list(plan.monetary)), day)
     weighted = list(plan.config.value_weighted_types)
     for i, half_life in enumerate(plan.config.half_lives_days):
         decay = ibis.literal(0.5) ** (_days(age) / half_life)
@@ -288,6 +291,11 @@ def _history(rows: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
 _LEVEL1_KEYS = ("contact_id", "as_of", "_type", "_m_account", "_c_member", "_spine")
 
 
+def _level1_keys(plan: _Plan) -> list[str]:
+    # With purchase-like types, their level-1 rows are per day too (NULL for the other types).
+    return [*_LEVEL1_KEYS, "_pday"] if plan.monetary else list(_LEVEL1_KEYS)
+
+
 def _type_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
     """Level 1, per ``(contact_id, as_of, type, member account)``: nothing names a type.
 
@@ -314,6 +322,8 @@ def _type_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
     account_ts = _when(h._account.notnull(), h._ts)
     aggs["_acc"] = h._account.argmax(account_ts)
     aggs["_acc_ts"] = account_ts.max()
+    if plan.monetary:
+        aggs["_pv"] = _when(h._pday.notnull(), h._value.fill_null(0.0)).sum()
     return aggs
 
 
@@ -432,41 +442,41 @@ def _lifetime_features(
     return features
 
 
-def _purchase_stats(base: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table | None:
-    """Per ``(contact, as_of)`` and purchase-like type: day-level totals before ``as_of``.
+def _with_purchase_days(by_type: ibis.Table, plan: _Plan) -> ibis.Table:
+    """Level-1 rows plus, on purchase-like rows, their day's total and one flag per day.
 
-    A branch of its own over the (few) purchase-like events, as repeat-purchase models count:
-    per UTC day first (a day with two orders is one repeat), then per type the number of
-    days, the first and last day and the first day's value. Exact distinct days without
-    ``COUNT(DISTINCT)`` (see the module docstring) and without day bitmasks (all history).
+    A purchase-like type's level-1 rows are per ``(contact, as_of, type, member account,
+    day)``; a day whose events name two accounts has two rows, so the day's total and one
+    representative row come from a window per day.
     """
     if not plan.monetary:
-        return None
-    mine = events.filter(events.event_type.cast("string").isin(list(plan.monetary)))
-    ev = mine.select(
-        _contact=mine.contact_id.cast("string"),
-        _type=mine.event_type.cast("string"),
-        _ts=mine.ts.cast(TIMESTAMP_US),
-        _value=mine.value.cast("float64").fill_null(0.0),
+        return by_type
+    day = ibis.window(group_by=["contact_id", "as_of", "_type", "_pday"])
+    ordered = ibis.window(group_by=["contact_id", "as_of", "_type", "_pday"], order_by=["_m_account"])
+    return by_type.mutate(
+        _pd_first=ibis.row_number().over(ordered) == 0, _pd_v=by_type._pv.sum().over(day)
     )
-    joined = base.join(ev, [base.contact_id == ev._contact, ev._ts < base.as_of])
-    day = joined.as_of.date().delta(joined._ts.date(), unit="day")
-    per_day = joined.group_by(
-        ["contact_id", "as_of", "_type", day.name("_day")]
-    ).aggregate(_v=joined._value.sum())
-    per_type = per_day.group_by(["contact_id", "as_of", "_type"]).aggregate(
-        _days=per_day.count(),
-        _first=per_day._day.max(),
-        _last=per_day._day.min(),
-        _total=per_day._v.sum(),
-        _first_v=per_day._v.argmax(per_day._day),  # days are distinct: one row wins
-    )
+
+
+def _purchase_aggregates(t: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
+    """Level 2, per purchase-like type: day-level totals before ``as_of``, as repeat-purchase
+    models count them (a day with two orders is one repeat): the number of days, the first
+    and last day (offsets before ``as_of``'s date) and the first day's value; NULL without one.
+
+    Exact distinct days without ``COUNT(DISTINCT)`` (see the module docstring) and without
+    day bitmasks (all history): the level-1 rows of these types are per day.
+    """
     aggs: dict[str, ir.Scalar] = {}
+    one = ibis.literal(1).cast("int64")
     for event_type in plan.monetary:
-        name, is_type = plan.names[event_type], per_type._type == event_type
-        for part in ("days", "first", "last", "total", "first_v"):
-            aggs[f"_{name}__p_{part}"] = _when(is_type, per_type[f"_{part}"]).max()
-    return per_type.group_by(_p_contact=per_type.contact_id, _p_as_of=per_type.as_of).aggregate(**aggs)
+        name = plan.names[event_type]
+        on = (t._type == event_type) & t._pday.notnull()
+        aggs[f"_{name}__p_days"] = _when(on & t._pd_first, one).sum()
+        aggs[f"_{name}__p_first"] = _when(on, t._pday).max()
+        aggs[f"_{name}__p_last"] = _when(on, t._pday).min()
+        aggs[f"_{name}__p_total"] = _when(on, t._pv).sum()
+        aggs[f"_{name}__p_first_v"] = _when(on, t._pd_v).argmax(_when(on, t._pday))
+    return aggs
 
 
 def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
@@ -489,15 +499,6 @@ def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
         ),
         f"{name}__value_total": total.fill_null(0.0),
     }
-
-
-def _with_purchases(raw: ibis.Table, purchases: ibis.Table | None) -> ibis.Table:
-    if purchases is None:
-        return raw
-    joined = raw.left_join(
-        purchases, [raw.contact_id == purchases._p_contact, raw.as_of == purchases._p_as_of]
-    )
-    return joined.select(*raw.columns, *[c for c in purchases.columns if c not in ("_p_contact", "_p_as_of")])
 
 
 def _attribute_columns(contacts: ibis.Table | None, config: FeatureConfig) -> list[str]:
@@ -590,16 +591,16 @@ def build_features(
     base = _spine_rows(spine)
     rows = feature_rows(base, events, contacts, accounts=config.account_features)
     history = _history(rows, events, plan)
-    by_type = history.group_by(list(_LEVEL1_KEYS)).aggregate(**_type_aggregates(history, plan))
+    by_type = history.group_by(_level1_keys(plan)).aggregate(**_type_aggregates(history, plan))
+    by_type = _with_purchase_days(by_type, plan)
     if config.account_features:
         by_type = with_account_windows(by_type, plan.windows)
     # The members that only feed the account windows leave here.
     mine = by_type.filter(by_type._spine)
-    aggregates = _contact_aggregates(mine, plan)
+    aggregates = {**_contact_aggregates(mine, plan), **_purchase_aggregates(mine, plan)}
     if config.account_features:
         aggregates.update(account_picks(mine, plan.windows))
     raw = mine.group_by(["contact_id", "as_of"]).aggregate(**aggregates)
-    raw = _with_purchases(raw, _purchase_stats(base, events, plan))
     features = _contact_features(raw, plan)
     if config.account_features:
         # 0 rather than NULL without an account (or without members yet): counts stay int64

@@ -51,6 +51,7 @@ SIZES = {"1m": 10_000, "10m": 100_000, "100m": 1_000_000}  # contacts x 180 days
 TARGET_K = 1.1
 TARGET_100M_SECONDS = 300
 TARGET_100M_RSS_MB = 8 * 1024
+TARGET_SPARK_10M_SECONDS = 60
 
 
 # ============================================================================ child steps
@@ -94,15 +95,42 @@ class _PeakRss:
         self.peak = max(self.peak, self._sample())
 
 
+def _tree_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its descendants: the JVMs too."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def step_build_spark(p: dict[str, Any]) -> dict[str, Any]:
-    """build_features on Spark from the world's Parquet files, written to a Parquet folder."""
+    """build_features on Spark from the world's Parquet files, written to a Parquet folder.
+
+    ``p["standalone"]``: on a master and a worker started here on loopback (their JVMs are
+    this process's children, so the sampled RSS and the CPU time include them).
+    """
     from propensity.features.build import build_features
     from propensity.features.config import FeatureConfig
     from propensity.features.spine import spine_at
     from propensity.pipelines.engines import EngineConfig, SparkSection, open_tables, spark_conf_summary
 
     data = Path(p["data"])
-    spark = SparkSection(master=p.get("master"), conf={"spark.driver.memory": p["driver_memory"]})
+    conf = {"spark.driver.memory": p["driver_memory"]}
+    cluster = None
+    master = p.get("master")
+    if p.get("standalone"):
+        from propensity.pipelines.spark.standalone import StandaloneCluster
+
+        cluster = StandaloneCluster(cores=p.get("standalone_cores", 2), memory=p["executor_memory"]).start()
+        master = cluster.url
+        conf = {**cluster.driver_conf(), **conf}
+    spark = SparkSection(master=master, conf=conf)
     config = EngineConfig.model_validate({
         "engine": "spark",
         "sources": {"events": {"parquet": str(data / "events.parquet")},
@@ -111,21 +139,28 @@ def step_build_spark(p: dict[str, Any]) -> dict[str, Any]:
     })
     out = Path(p["out"])
     shutil.rmtree(out, ignore_errors=True)
-    with _PeakRss() as rss:
-        tables = open_tables(config)  # the JVM starts here, outside the measured span
-        with fb._Span() as span:
-            spine = spine_at(tables.events, p["as_of"], tables.contacts)
-            expr = build_features(tables.events, spine, FeatureConfig(), contacts=tables.contacts)
-            tables.con.to_parquet_dir(expr, out)
-        session = tables.session
-        rows = session.read.parquet(str(out)).count()
-        columns = len(session.read.parquet(str(out)).columns)
-        events = session.sql(f"SELECT count(*) FROM events WHERE ts < TIMESTAMP '{p['as_of']}'").collect()[0][0]
-        facts = dict(spark_conf_summary(session))
-        session.stop()
+    try:
+        with _PeakRss() as rss:
+            tables = open_tables(config)  # the JVM starts here, outside the measured span
+            cpu0 = _tree_cpu_seconds()
+            with fb._Span() as span:
+                spine = spine_at(tables.events, p["as_of"], tables.contacts)
+                expr = build_features(tables.events, spine, FeatureConfig(), contacts=tables.contacts)
+                tables.con.to_parquet_dir(expr, out)
+            tree_cpu = _tree_cpu_seconds() - cpu0
+            session = tables.session
+            rows = session.read.parquet(str(out)).count()
+            columns = len(session.read.parquet(str(out)).columns)
+            events = session.sql(f"SELECT count(*) FROM events WHERE ts < TIMESTAMP '{p['as_of']}'").collect()[0][0]
+            facts = dict(spark_conf_summary(session))
+            session.stop()
+    finally:
+        if cluster is not None:
+            cluster.stop()
     shutil.rmtree(out, ignore_errors=True)
     return {"rows": rows, "columns": columns, "events": int(events), "spark": facts,
-            "sampled_peak_rss_mb": rss.peak / fb.MB, "seconds": span.seconds, "cpu_seconds": span.cpu_seconds}
+            "sampled_peak_rss_mb": rss.peak / fb.MB, "seconds": span.seconds,
+            "cpu_seconds": tree_cpu, "python_cpu_seconds": span.cpu_seconds}
 
 
 STEPS = {**fb.STEPS, "build_spark": step_build_spark}
@@ -195,18 +230,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 p = {"ws": str(ws), "as_of": as_of, "memory_limit": limit, "accounts": True,
                      "attributes": True, "table": "bench_scale", "label": label}
                 results = [run_child("build_ibis", p, args.workdir) for _ in range(args.repeats)]
-            else:
+                runs[label] = {"engine": engine, "size": size, **fb.summarize(results)}
+                continue
+            for deploy in args.spark_deploy:
+                label = f"{engine} {size}" if deploy == "local" else f"{engine}_standalone {size}"
                 p = {"data": str(data), "as_of": as_of, "master": args.spark_master,
-                     "driver_memory": args.spark_driver_memory,
+                     "driver_memory": args.spark_driver_memory, "standalone": deploy == "standalone",
+                     "executor_memory": args.spark_executor_memory,
                      "out": str(args.workdir / f"spark_features_{size}"), "label": label}
                 results = [run_child("build_spark", p, args.workdir) for _ in range(args.repeats)]
-            runs[label] = {"engine": engine, "size": size, **fb.summarize(results)}
+                name = engine if deploy == "local" else f"{engine}_standalone"
+                runs[label] = {"engine": name, "size": size, **fb.summarize(results)}
     return runs
 
 
 def table_rows(runs: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     rows, fits = [], {}
-    for engine in ("duckdb", "spark"):
+    duck = {r["size"]: r for r in runs.values() if r["engine"] == "duckdb"}
+    for engine in ("duckdb", "spark", "spark_standalone"):
         mine = [r for r in runs.values() if r["engine"] == engine]
         if not mine:
             continue
@@ -218,10 +259,15 @@ def table_rows(runs: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], d
             if engine == "duckdb" and r["size"] == "100m":
                 target = "< 300 s, RSS < 8 GB"
                 met = r["seconds_median"] < TARGET_100M_SECONDS and r["peak_rss_mb"] < TARGET_100M_RSS_MB
-            rows.append(fb.row(
-                f"{engine} build_features {r['size']}", r, target=target, met=met,
-                note=f"{r['rows']:,} rows x {r['columns']} cols; load {r['load_all']}",
-            ))
+            note = f"{r['rows']:,} rows x {r['columns']} cols; CPU {r['cpu_seconds_median']:.1f} s; load {r['load_all']}"
+            if engine.startswith("spark"):
+                target = "<= 60 s" if r["size"] == "10m" else "-"
+                met = r["seconds_median"] <= TARGET_SPARK_10M_SECONDS if r["size"] == "10m" else None
+                if r["size"] in duck:
+                    d = duck[r["size"]]
+                    note += (f"; vs DuckDB same data: {r['seconds_median'] / d['seconds_median']:.1f}x wall, "
+                             f"{r['cpu_seconds_median'] / d['cpu_seconds_median']:.1f}x CPU")
+            rows.append(fb.row(f"{engine} build_features {r['size']}", r, target=target, met=met, note=note))
         rows.append({"name": f"{engine}: growth exponent k (time ~ events^k)", "rows_or_events": None,
                      "wall_s_median": k if k is not None else float("nan"), "wall_s_best": float("nan"),
                      "events_per_s": None, "peak_rss_mb": 0, "target": "k <= 1.1" if engine == "duckdb" else "-",
@@ -245,6 +291,9 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     print(f"\n{title}")
     for line in lines:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    for r in rows:
+        if r.get("note") and "growth exponent" not in r["name"]:
+            print(f"  - {r['name']}: {r['note']}")
 
 
 def write_json(path: Path, runs: dict[str, Any], fits: dict[str, Any], rows: list[dict[str, Any]],
@@ -270,6 +319,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--spark-sizes", default="1m,10m", help="sizes run on Spark (of --sizes)")
     ap.add_argument("--spark-master", default=None, help="default: $SPARK_MASTER, else local[2]")
     ap.add_argument("--spark-driver-memory", default="6g")
+    ap.add_argument("--spark-deploy", default="local",
+                    help="comma list of local (local[2] or --spark-master) and standalone (a master and a "
+                         "worker started on loopback for the run)")
+    ap.add_argument("--spark-executor-memory", default="4g", help="the standalone worker's executor memory")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/propensity-bench"),
                     help="synthetic worlds and workspaces (shared with features_bench.py)")
@@ -283,6 +336,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.sizes = [s for s in args.sizes.split(",") if s]
     args.engines = [e for e in args.engines.split(",") if e]
     args.spark_sizes = [s for s in args.spark_sizes.split(",") if s]
+    args.spark_deploy = [s for s in args.spark_deploy.split(",") if s]
     unknown = set(args.sizes) - set(SIZES) or set(args.engines) - {"duckdb", "spark"}
     if unknown:
         ap.error(f"unknown sizes/engines: {sorted(unknown)}")
