@@ -32,9 +32,6 @@ from typing import TYPE_CHECKING
 
 import ibis
 
-# Redaction lives with activation, its first user; it is a leaf module (standard library only),
-# so this one import is allowed past the layers (pyproject's import-linter contract says so).
-from propensity.pipelines.activation.redaction import redact, url_secrets
 from propensity.pipelines.engine_sources import (
     KINDS,
     EngineConfigError,
@@ -43,6 +40,7 @@ from propensity.pipelines.engine_sources import (
     TableSource,
     canonical_table,
 )
+from propensity.pipelines.redaction import redact, url_secrets
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.features.store import Workspace

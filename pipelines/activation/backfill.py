@@ -111,7 +111,7 @@ def backfill(contacts: pd.DataFrame | None, events: Iterable[pd.DataFrame], url:
     import httpx
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-    from propensity.pipelines.activation.redaction import redact
+    from propensity.pipelines.redaction import redact
 
     def transient(exc: BaseException) -> bool:
         if isinstance(exc, httpx.TransportError):

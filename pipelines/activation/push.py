@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from propensity.pipelines.activation.holdout import HoldoutConfig, assign, record_exposures
 from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, parse_retry_after, sign
 from propensity.pipelines.activation.pacing import TokenBucket
-from propensity.pipelines.activation.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
+from propensity.pipelines.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.retrying import DeliveryFailure as _HTTPFailure
 from propensity.pipelines.activation.retrying import retrying
 from propensity.pipelines.activation.score_files import read_scores, read_scores_table

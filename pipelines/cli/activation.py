@@ -381,7 +381,7 @@ def outbox_list_cmd(
 ) -> None:
     """List the newest outbox messages (or dead letters)."""
     from propensity.pipelines.activation.outbox import attempts_text, list_messages
-    from propensity.pipelines.activation.redaction import redact
+    from propensity.pipelines.redaction import redact
 
     rows = list_messages(service_engine(ctx), dead=dead, pending_only=pending, limit=limit)
     table = Table(title="dead letters" if dead else "outbox")

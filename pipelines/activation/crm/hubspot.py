@@ -20,7 +20,7 @@ from propensity.pipelines.activation.crm.config import HubSpotConfig
 from propensity.pipelines.activation.crm.limits import RequestLimits
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
 from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
-from propensity.pipelines.activation.redaction import guard_http_log, redact
+from propensity.pipelines.redaction import guard_http_log, redact
 from propensity.pipelines.activation.retrying import DeliveryFailure, retrying
 
 __all__ = ["HUBSPOT_TOKEN_ENV", "HubSpotAPI", "HubSpotObjects", "PropertyPlan", "ensure_properties",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from propensity.pipelines.activation.crm.config import SalesforceConfig
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
 from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
-from propensity.pipelines.activation.redaction import redact
+from propensity.pipelines.redaction import redact
 from propensity.pipelines.activation.retrying import DeliveryFailure, retrying
 
 __all__ = ["SalesforceAPI", "SalesforceObjects", "ensure_fields", "field_definitions", "salesforce_from_env",

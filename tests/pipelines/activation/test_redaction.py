@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from propensity.pipelines.activation.outbox import RetryPolicy, WebhookSender, deliver_due, enqueue
 from propensity.pipelines.activation.push import PushError, PushOptions, destination_from_env, push, traits_from_scores
-from propensity.pipelines.activation.redaction import redact, url_secrets
+from propensity.pipelines.redaction import redact, url_secrets
 from propensity.pipelines.activation.tables import create_activation_tables, outbox
 from propensity.pipelines.cli import main
 from propensity.pipelines.serve.db import database_url, make_engine
