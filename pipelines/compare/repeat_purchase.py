@@ -16,6 +16,10 @@ the cut-off; contacts without a purchase have frequency 0, recency 0, T 0.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -58,7 +62,18 @@ def bgnbd_scores(rfm: pd.DataFrame, horizon_days: float, rule_score: np.ndarray,
     if informative.sum() < 20:
         raise ValueError(f"only {int(informative.sum())} contacts have a purchase before the cut-off: too few for BG/NBD")
     fitter = BetaGeoFitter(penalizer_coef=penalizer)
-    fitter.fit(rfm.loc[informative, "frequency"], rfm.loc[informative, "recency"], rfm.loc[informative, "T"])
+    # lifetimes prints scipy's whole OptimizeResult to stdout before raising when the fit does not
+    # converge: kept out of stdout (it broke `compare --json`), its first line goes into the reason
+    printed = io.StringIO()
+    try:
+        # the optimiser's overflow warnings on the way are noise; whether it converged is what counts
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fitter.fit(rfm.loc[informative, "frequency"], rfm.loc[informative, "recency"], rfm.loc[informative, "T"])
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # ConvergenceError is a ValueError
+        said = next((line.strip() for line in printed.getvalue().splitlines() if line.strip()), "")
+        raise ValueError(f"BG/NBD did not converge on {int(informative.sum()):,} buyers"
+                         + (f" ({said})" if said else f" ({type(exc).__name__})")) from None
     expected = np.asarray(fitter.conditional_expected_number_of_purchases_up_to_time(
         horizon_days, rfm["frequency"], rfm["recency"], rfm["T"]), dtype="float64")
     expected = np.nan_to_num(expected, nan=0.0, posinf=0.0).clip(min=0.0)

@@ -46,3 +46,13 @@ def test_bgnbd_ranks_who_buys_again_and_puts_its_ranking_on_the_rules_scale():
 def test_a_frame_without_the_rfm_family_is_refused_by_name():
     with pytest.raises(ValueError, match="shop__rfm_frequency"):
         rfm_of(pd.DataFrame({"x": [1]}), "shop")
+
+
+def test_a_fit_that_does_not_converge_is_a_reason_and_prints_nothing(capsys):
+    # every buyer bought 10,000 times in one day: lifetimes prints scipy's result to stdout and raises
+    pytest.importorskip("lifetimes")
+    n = 40
+    rfm = pd.DataFrame({"frequency": [1e4] * n, "recency": [1.0] * n, "T": [1.0] * n})
+    with pytest.raises(ValueError, match="BG/NBD did not converge on 40 buyers .*precision loss"):
+        bgnbd_scores(rfm, 30, np.linspace(0, 5, n))
+    assert capsys.readouterr().out == ""  # stdout stays the command's own (compare --json)
