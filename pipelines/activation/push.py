@@ -33,7 +33,7 @@ from propensity.pipelines.activation.outbox import ERROR_CHARS, IDEMPOTENCY_HEAD
 from propensity.pipelines.activation.pacing import TokenBucket
 from propensity.pipelines.redaction import basic_secrets, guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.retrying import DeliveryFailure as _HTTPFailure
-from propensity.pipelines.activation.retrying import retrying
+from propensity.pipelines.activation.retrying import retried
 from propensity.pipelines.activation.score_files import read_scores, read_scores_table
 from propensity.pipelines.activation.tables import create_activation_tables, push_state, upsert
 
@@ -226,12 +226,7 @@ class _Http:
         self.requests = 0
 
     def send(self, method: str, url: str, **kwargs) -> None:
-        options = self.options
-        for attempt in retrying(max_attempts=options.max_attempts, sleep=self._sleep,
-                                initial_backoff_seconds=options.initial_backoff_seconds,
-                                max_backoff_seconds=options.max_backoff_seconds):
-            with attempt:
-                self._once(method, url, **kwargs)
+        retried(lambda _: self._once(method, url, **kwargs), self.options, self._sleep)
 
     def _once(self, method: str, url: str, **kwargs) -> None:
         self.bucket.acquire()

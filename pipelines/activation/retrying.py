@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import tenacity
 
-__all__ = ["DeliveryFailure", "retrying"]
+__all__ = ["DeliveryFailure", "retried", "retrying"]
 
 
 class DeliveryFailure(Exception):
@@ -44,3 +44,14 @@ def retrying(*, max_attempts: int, initial_backoff_seconds: float, max_backoff_s
     return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(max_attempts), wait=wait, sleep=sleep, reraise=True,
         retry=tenacity.retry_if_exception(lambda e: isinstance(e, DeliveryFailure) and e.retryable))
+
+
+def retried(attempt: Callable[[int], object], options, sleep: Callable[[float], None] = time.sleep):
+    """``attempt(n)`` (n = 0 for the first try) until it returns, under :func:`retrying` with
+    ``options``' ``max_attempts`` and backoff; ``attempt`` raises :class:`DeliveryFailure` to fail."""
+    for number, state in enumerate(retrying(max_attempts=options.max_attempts, sleep=sleep,
+                                            initial_backoff_seconds=options.initial_backoff_seconds,
+                                            max_backoff_seconds=options.max_backoff_seconds)):
+        with state:
+            return attempt(number)
+    raise AssertionError("unreachable: tenacity re-raises the last failure")

@@ -21,7 +21,7 @@ from propensity.pipelines.activation.crm.limits import RequestLimits
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
 from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
 from propensity.pipelines.redaction import guard_http_log, redact
-from propensity.pipelines.activation.retrying import DeliveryFailure, retrying
+from propensity.pipelines.activation.retrying import DeliveryFailure, retried
 
 __all__ = ["HUBSPOT_TOKEN_ENV", "HubSpotAPI", "HubSpotObjects", "PropertyPlan", "ensure_properties",
            "hubspot_from_env", "hubspot_value", "property_definitions"]
@@ -63,19 +63,16 @@ class HubSpotAPI:
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
         """``fn(*args, **kwargs)`` within the limits, retried; failures as :class:`DeliveryFailure`."""
-        o = self.options
-        for number, attempt in enumerate(retrying(max_attempts=o.max_attempts, sleep=self._sleep,
-                                                  initial_backoff_seconds=o.initial_backoff_seconds,
-                                                  max_backoff_seconds=o.max_backoff_seconds)):
-            with attempt:
-                self.retries += number > 0
-                self.limits.acquire()
-                self.requests += 1
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - each hubspot.* sub-package has its own ApiException class
-                    raise self._failure(what, exc) from None
-        raise AssertionError("unreachable: tenacity re-raises the last failure")
+        def attempt(number: int):
+            self.retries += number > 0
+            self.limits.acquire()
+            self.requests += 1
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - each hubspot.* sub-package has its own ApiException class
+                raise self._failure(what, exc) from None
+
+        return retried(attempt, self.options, self._sleep)
 
     def _failure(self, what: str, exc: Exception) -> DeliveryFailure:
         status = getattr(exc, "status", None)

@@ -27,7 +27,7 @@ from propensity.pipelines.activation.crm.config import SalesforceConfig
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
 from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
 from propensity.pipelines.redaction import redact
-from propensity.pipelines.activation.retrying import DeliveryFailure, retrying
+from propensity.pipelines.activation.retrying import DeliveryFailure, retried
 
 __all__ = ["SalesforceAPI", "SalesforceObjects", "ensure_fields", "field_definitions", "salesforce_from_env",
            "sf_name"]
@@ -83,17 +83,14 @@ class SalesforceAPI:
                                   "again later: it resumes where it stopped", retryable=False)
 
     def call(self, what: str, fn: Callable, *args, **kwargs):
-        o = self.options
-        for number, attempt in enumerate(retrying(max_attempts=o.max_attempts, sleep=self._sleep,
-                                                  initial_backoff_seconds=o.initial_backoff_seconds,
-                                                  max_backoff_seconds=o.max_backoff_seconds)):
-            with attempt:
-                self.retries += number > 0
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as exc:  # noqa: BLE001 - simple-salesforce and requests raise several families
-                    raise self._failure(what, exc) from None
-        raise AssertionError("unreachable: tenacity re-raises the last failure")
+        def attempt(number: int):
+            self.retries += number > 0
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - simple-salesforce and requests raise several families
+                raise self._failure(what, exc) from None
+
+        return retried(attempt, self.options, self._sleep)
 
     def _failure(self, what: str, exc: Exception) -> DeliveryFailure:
         status = getattr(exc, "status", None)

@@ -2,8 +2,6 @@
 
 import json
 import os
-import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -11,13 +9,17 @@ import pytest
 import yaml
 
 from propensity.pipelines.cli import main
-from propensity.pipelines.compare import CompareConfig, compare_models, rescale_raw_points
+from propensity.pipelines.compare import (
+    CompareConfig,
+    compare_models,
+    rescale_raw_points,
+)
 from propensity.pipelines.compare.evaluation import EvaluationData, raw_points
 from propensity.pipelines.rules.config import load_rules
 from propensity.pipelines.training.config import load_train_config
+from tests.browser import IMAGES, OPENING, VERDICT, open_in_chromium
 
 pytestmark = pytest.mark.slow
-CHROMIUM = Path("/usr/bin/chromium")
 PLOT_IDS = ["plot-gain", "plot-calibration", "plot-distribution", "plot-bands", "plot-transitions", "plot-backtest"]
 
 
@@ -79,31 +81,10 @@ def test_the_backtest_refits_per_cutoff_and_its_last_cutoff_reproduces_the_compa
 
 def test_the_report_opens_in_chromium_without_errors_and_with_every_plot(cli_run):
     out, _, _ = cli_run
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium): the report was not opened")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
-    html = (out / "compare.html").read_text(encoding="utf-8")
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "the report must not load anything"
-    problems = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.goto((out / "compare.html").resolve().as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate(
-                "Array.from(document.images).map(i => ({id: i.id, ok: i.complete && i.naturalWidth > 0}))")
-            present = page.evaluate(f"{PLOT_IDS!r}.filter(id => document.getElementById(id) !== null)")
-            # the page opens with the plain-language verdict, the one compare.json carries
-            opening = page.evaluate("document.querySelector('h1').nextElementSibling.id")
-            said = page.evaluate("Array.from(document.querySelectorAll('#plain-verdict p')).map(p => p.innerText)")
-        finally:
-            browser.close()
+    problems, seen = open_in_chromium(out / "compare.html", {
+        "images": IMAGES, "opening": OPENING, "said": VERDICT,  # the page opens with the verdict compare.json carries
+        "present": f"{PLOT_IDS!r}.filter(id => document.getElementById(id) !== null)"})
+    images, opening, said, present = seen["images"], seen["opening"], seen["said"], seen["present"]
     assert problems == []
     assert present == PLOT_IDS
     assert opening == "plain-verdict" and said == json.loads((out / "compare.json").read_text())["verdict"]

@@ -4,7 +4,6 @@ alerts as signed webhooks through the real outbox."""
 
 import json
 import re
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,11 +20,11 @@ from propensity.pipelines.monitor.plots import PLOT_IDS
 from propensity.pipelines.rules import load_rules
 from propensity.pipelines.serve.app import ServiceSettings
 from propensity.pipelines.serve.db import database_url, make_engine
+from tests.browser import IMAGES, OPENING, VERDICT, open_in_chromium
 from tests.pipelines.activation.conftest import Receiver
 from tests.pipelines.serve.support import ROOT, WRITE_KEY, running_server
 
 pytestmark = pytest.mark.slow  # end to end with a browser and a live service, like compare's
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -68,29 +67,8 @@ def test_the_second_run_reads_the_closed_cutoffs_from_the_history(monitor_run):
 
 def test_the_page_opens_in_chromium_with_the_verdict_first_and_every_plot(monitor_run):
     out, (_, data), _ = monitor_run
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium): the page was not opened")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
-    html = (out / "monitor.html").read_text(encoding="utf-8")
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "the page must not load anything"
-    problems = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.goto((out / "monitor.html").resolve().as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate(
-                "Array.from(document.images).map(i => ({id: i.id, ok: i.complete && i.naturalWidth > 0}))")
-            opening = page.evaluate("document.querySelector('h1').nextElementSibling.id")
-            said = page.evaluate("Array.from(document.querySelectorAll('#plain-verdict p')).map(p => p.innerText)")
-        finally:
-            browser.close()
+    problems, seen = open_in_chromium(out / "monitor.html", {"images": IMAGES, "opening": OPENING, "said": VERDICT})
+    images, opening, said = seen["images"], seen["opening"], seen["said"]
     assert problems == []
     assert [i["id"] for i in images] == list(PLOT_IDS) and all(i["ok"] for i in images)
     assert opening == "plain-verdict" and said == data["verdict"]
