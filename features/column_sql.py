@@ -11,14 +11,15 @@ from dataclasses import dataclass
 
 from propensity.features.schema import Column
 from propensity.features.values import (
+    EPOCH_MAX,
+    EPOCH_MS_FROM,
     INTEGRAL_TEXT,
     MISSING_ID,
     MISSING_TEXT,
     quote_literal,
 )
 
-_EPOCH_MS_FROM = 1e11  # 1e11 s is the year 5138; 1e11 ms is 1973
-_EPOCH_MAX = 1e14  # 1e14 ms is the year 5138: anything larger is not a timestamp
+_EPOCH_MS_FROM, _EPOCH_MAX = EPOCH_MS_FROM, EPOCH_MAX
 _SHOW_CHARS = 80  # raw values quoted in messages are cut to this length
 _MISSING_TEXT, _MISSING_ID = MISSING_TEXT, MISSING_ID
 

@@ -21,6 +21,8 @@ import pandas as pd
 __all__ = [
     "CANONICAL_JSON_SQL",
     "INTEGRAL_TEXT",
+    "EPOCH_MAX",
+    "EPOCH_MS_FROM",
     "MISSING_ID",
     "MISSING_TEXT",
     "canonical_json",
@@ -34,6 +36,11 @@ __all__ = [
 MISSING_TEXT = ("", "null", "none")
 # "nan" is a missing id (a float NaN written as text) but a non-finite *value* (rejected).
 MISSING_ID = (*MISSING_TEXT, "nan")
+# Epoch numbers: at or above EPOCH_MS_FROM they are milliseconds (1e11 s is the year 5138; 1e11 ms
+# is 1973), at or above EPOCH_MAX they are no timestamp (1e14 ms is the year 5138). Batch ingest's SQL
+# and the service read them the same way.
+EPOCH_MS_FROM = 1e11
+EPOCH_MAX = 1e14
 # An integral number written as text ("11391.0", "11391."): the id is the part before the dot.
 # The same pattern serves the SQL (batch ingest) and normalize_id (one value, the service).
 INTEGRAL_TEXT = r"([+-]?[0-9]+)\.0*"

@@ -31,7 +31,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from propensity.features.schema import ROW_NUMBER
-from propensity.features.validate import canonical_json, normalize_id
+from propensity.features.values import (
+    EPOCH_MAX,
+    EPOCH_MS_FROM,
+    MISSING_ID,
+    MISSING_TEXT,
+    canonical_json,
+    normalize_id,
+)
 
 __all__ = [
     "MAX_ID_CHARS",
@@ -42,11 +49,9 @@ __all__ = [
     "parse_payload",
 ]
 
-# the same tokens and limits as propensity.features.validate
-_MISSING_TEXT = ("", "null", "none")
-_MISSING_ID = (*_MISSING_TEXT, "nan")
-_EPOCH_MS_FROM = 1e11
-_EPOCH_MAX = 1e14
+# the same tokens and limits as batch ingest (propensity.features.values)
+_MISSING_TEXT, _MISSING_ID = MISSING_TEXT, MISSING_ID
+_EPOCH_MS_FROM, _EPOCH_MAX = EPOCH_MS_FROM, EPOCH_MAX
 _MIN_TS = datetime(1970, 1, 1)
 _NUMERIC = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?")
 _SHOW_CHARS = 80
