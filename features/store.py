@@ -1,6 +1,6 @@
 """The workspace: one DuckDB file holding the canonical tables, plus a folder of reject files.
 
-Loading is append-only with dedupe: events and outcomes are keyed by their id (given, or a hash
+Loading (features/loading.py) is append-only with dedupe: events and outcomes are keyed by their id (given, or a hash
 of the row), so re-ingesting a file adds nothing; contacts are upserted by ``contact_id``.
 Good rows are moved by SQL inside DuckDB (``INSERT ... SELECT ... WHERE NOT EXISTS``), never
 row by row in Python, and each ingest is one transaction: a file loads completely or not at all.
@@ -8,7 +8,6 @@ row by row in Python, and each ingest is one transaction: a file loads completel
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,10 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
 
 from propensity.features.layout import DB_FILE, WorkspaceLayout
-from propensity.features.schema import KINDS, REJECTS, ROW_NUMBER, TABLES, Kind, schema_for
+from propensity.features.loading import (
+    Relation,
+    insert_rejects,
+    load_rows,
+    relation_name,
+    stream_error,
+    transaction,
+)
+from propensity.features.schema import (
+    KINDS,
+    REJECTS,
+    TABLES,
+    Kind,
+    schema_for,
+)
 from propensity.features.sources import (
     SourceError,
     detect_format,
@@ -35,7 +47,6 @@ from propensity.features.validate import (
     MissingColumnsError,
     ValidationResult,
     good_rows_sql,
-    normalize_frame,
     quote_ident,
     quote_literal,
     rejects_sql,
@@ -57,9 +68,6 @@ __all__ = [
 
 ENV_VAR = "PROPENSITY_WORKSPACE"
 _DEFAULT_PATH = "propensity-workspace"
-_NUMERIC = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE"}
-
-Relation = str | pd.DataFrame | pa.Table | pa.RecordBatchReader
 
 
 class WorkspaceError(ValueError):
@@ -326,9 +334,9 @@ class Workspace:
         with closing(self.connect()) as con:
             con.register("__good", result.good)
             con.register("__rejects", result.rejects)
-            with _transaction(con):
-                loaded, updated = _load(con, kind, "__good")
-                fresh = _insert_rejects(con, "SELECT * FROM __rejects")
+            with transaction(con):
+                loaded, updated = load_rows(con, kind, "__good")
+                fresh = insert_rejects(con, "SELECT * FROM __rejects")
         path = self._write_rejects(kind, result.source, fresh)
         good = len(result.good)
         return IngestReport(
@@ -381,9 +389,9 @@ class Workspace:
             # Row order in the tables carries no meaning; not keeping it lets DuckDB insert
             # 10M+ rows in parallel and with less memory.
             con.execute("SET preserve_insertion_order = false")
-            name = _relation_name(con, relation)
+            name = relation_name(con, relation)
             try:
-                with _transaction(con):
+                with transaction(con):
                     staged = stage_rows(
                         con,
                         name,
@@ -395,11 +403,11 @@ class Workspace:
                         now=now,
                     )
                     good = good_rows_sql(staged, ordered=False)
-                    loaded, updated = _load(con, kind, f"({good})")
-                    fresh = _insert_rejects(con, rejects_sql(staged))
+                    loaded, updated = load_rows(con, kind, f"({good})")
+                    fresh = insert_rejects(con, rejects_sql(staged))
                     con.execute(f"DROP TABLE {staged.table}")
             except duckdb.InvalidInputException as exc:
-                error = _stream_error(source, exc)
+                error = stream_error(source, exc)
                 if error is None:
                     raise
                 raise error from exc
@@ -479,136 +487,6 @@ def _open_error(db: Path, exc: duckdb.IOException, read_only: bool) -> Workspace
     return damaged_store_error(exc) or WorkspaceError(
         f"cannot open the workspace database {db}: {text}"
     )
-
-
-# --------------------------------------------------------------------------- loading (SQL)
-
-
-class _transaction:
-    """BEGIN ... COMMIT, or ROLLBACK on any error: an ingest loads all of a source or nothing."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-
-    def __enter__(self) -> None:
-        self.con.execute("BEGIN TRANSACTION")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _relation_name(con: duckdb.DuckDBPyConnection, relation: Relation) -> str:
-    if isinstance(relation, str):
-        return f"({relation})"
-    if isinstance(relation, pd.DataFrame):
-        relation = normalize_frame(relation)
-        if ROW_NUMBER not in relation.columns:
-            relation[ROW_NUMBER] = range(1, len(relation) + 1)
-    con.register("__source", relation)
-    return "__source"
-
-
-def _stream_error(source: str, exc: duckdb.InvalidInputException) -> SourceError | None:
-    """A failure raised inside a streamed reader (e.g. a CSV parse error) as a SourceError.
-
-    DuckDB reports it as its own error with the Python message inside; None for other errors.
-    """
-    text = str(exc)
-    if "reading the stream" not in text:
-        return None
-    found = re.search(r"Invalid: (.*?)(?:\. Detail:|$)", text, flags=re.S)
-    return SourceError(found.group(1).strip() if found else f"{source}: {text}")
-
-
-def _insert_rejects(con: duckdb.DuckDBPyConnection, select: str) -> pd.DataFrame:
-    """Append rejects not already logged (same source, row and reason); return those added.
-
-    Re-ingesting a file then leaves the rejects log as it was, like the tables.
-    """
-    fresh = con.execute(
-        f"SELECT * FROM ({select}) r WHERE NOT EXISTS (SELECT 1 FROM {REJECTS.name} x "
-        "WHERE x.kind = r.kind AND x.source = r.source AND x.row_number = r.row_number "
-        "AND x.reason = r.reason AND x.raw IS NOT DISTINCT FROM r.raw)"
-    ).df()
-    fresh["rejected_at"] = _now()
-    con.register("__fresh_rejects", fresh.astype({"row_number": "int64"}))
-    con.execute(
-        f"INSERT INTO {REJECTS.name} (kind, source, row_number, field, reason, raw, rejected_at) "
-        "SELECT kind, source, row_number, field, reason, raw, rejected_at FROM __fresh_rejects"
-    )
-    con.unregister("__fresh_rejects")
-    return fresh
-
-
-def _load(con: duckdb.DuckDBPyConnection, kind: Kind, good: str) -> tuple[int, int]:
-    """Append ``good`` rows to ``kind``; return (rows added, contacts updated)."""
-    if kind == "contacts":
-        return _upsert_contacts(con, good)
-    schema = schema_for(kind)
-    cols = ", ".join(quote_ident(c) for c in schema.names)
-    key = quote_ident(schema.key)
-    # Anti-join in SQL: DuckDB hashes the keys, which stays fast and bounded for 10M+ rows.
-    added = con.execute(
-        f"INSERT INTO {schema.name} ({cols}) SELECT {cols} FROM {good} g "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {schema.name} t WHERE t.{key} = g.{key})"
-    ).fetchall()[0][0]
-    return int(added), 0
-
-
-def _widen(old: str, new: str) -> str:
-    """Type that holds both an existing column's values and new ones."""
-    if old == new:
-        return old
-    if old in _NUMERIC and new in _NUMERIC:
-        return "DOUBLE" if "DOUBLE" in (old, new) or "FLOAT" in (old, new) else "BIGINT"
-    return "VARCHAR"
-
-
-def _upsert_contacts(con: duckdb.DuckDBPyConnection, good: str) -> tuple[int, int]:
-    """Insert new contacts; for known ones, non-null new values replace stored ones.
-
-    A null never erases a stored value: sources are often partial (a Segment identify call
-    carries only the traits it sets; a CRM export leaves unknown cells blank).
-    """
-    con.execute(f"CREATE OR REPLACE TEMP TABLE __new_contacts AS SELECT * FROM {good}")
-    new_types = {r[0]: r[1] for r in con.execute("DESCRIBE __new_contacts").fetchall()}
-    old_types = {r[0]: r[1] for r in con.execute("DESCRIBE contacts").fetchall()}
-    for name, new_type in new_types.items():
-        if name not in old_types:
-            con.execute(f"ALTER TABLE contacts ADD COLUMN {quote_ident(name)} {new_type}")
-            old_types[name] = new_type
-        elif (wide := _widen(old_types[name], new_type)) != old_types[name]:
-            con.execute(f"ALTER TABLE contacts ALTER COLUMN {quote_ident(name)} TYPE {wide}")
-            old_types[name] = wide
-    attrs = [c for c in new_types if c != "contact_id"]
-
-    def cast(c: str) -> str:
-        return f"CAST(n.{quote_ident(c)} AS {old_types[c]})"
-
-    changed = " OR ".join(
-        f"({cast(c)} IS NOT NULL AND {cast(c)} IS DISTINCT FROM t.{quote_ident(c)})" for c in attrs
-    ) or "false"
-    added, updated = con.execute(
-        "SELECT count(*) FILTER (WHERE t.contact_id IS NULL), "
-        f"count(*) FILTER (WHERE t.contact_id IS NOT NULL AND ({changed})) "
-        "FROM __new_contacts n LEFT JOIN contacts t ON t.contact_id = n.contact_id"
-    ).fetchall()[0]
-    cols = ", ".join(quote_ident(c) for c in new_types)
-    values = ", ".join(cast(c) for c in new_types)
-    update = ", ".join(
-        f"{quote_ident(c)} = coalesce({cast(c)}, t.{quote_ident(c)})" for c in attrs
-    )
-    matched = f"WHEN MATCHED AND ({changed}) THEN UPDATE SET {update} " if attrs else ""
-    con.execute(
-        f"MERGE INTO contacts t USING __new_contacts n ON t.contact_id = n.contact_id "
-        f"{matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
-    )
-    con.execute("DROP TABLE __new_contacts")
-    return int(added), int(updated)
 
 
 # --------------------------------------------------------------------------- files
