@@ -26,9 +26,10 @@ class ActivationOperations(Resolution):
         ``/v1/batch``, so its scores start from the history; a rerun stores nothing twice."""
         from propensity.pipelines.activation.backfill import backfill
 
-        if not self.ws.db_path.exists() or not self.ws.counts().get("events"):
+        counts = self.ws.counts()  # zeros for a workspace without a database
+        if not counts.get("events"):
             raise WorkspaceError(f"{self.ws.path} has no events to send: run `propensity ingest events FILE` first")
-        has_contacts = bool(self.ws.counts().get("contacts"))
+        has_contacts = bool(counts.get("contacts"))
         con = self.ws.connect()
         try:
             contacts = con.execute("SELECT * FROM contacts ORDER BY contact_id").df() if has_contacts else None
