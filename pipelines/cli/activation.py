@@ -156,7 +156,7 @@ def _history_note(url: str, ws) -> str | None:
     if served >= batch:
         return None
     return (f"the service store holds {served:,} events, the workspace {batch:,}: scores count only the events "
-            "the service has received (send the history through /v1/batch to start from it)")
+            "the service has received (`propensity backfill --url URL` sends it the history)")
 
 
 @app.command("backfill")
