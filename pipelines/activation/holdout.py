@@ -21,13 +21,14 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
 from propensity.pipelines.activation.tables import (
     holdout_assignments,
     holdout_exposures,
     insert_ignore,
 )
 from propensity.pipelines.sqldb import dialect_insert
-from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "HoldoutConfig",

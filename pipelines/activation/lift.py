@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from scipy.stats import binomtest
+
 from propensity.pipelines.activation.holdout import HoldoutConfig
 from propensity.pipelines.activation.tables import holdout_exposures
-from scipy.stats import binomtest
 
 __all__ = [
     "LIFT_COLUMNS",

@@ -30,8 +30,13 @@ from dataclasses import dataclass
 import httpx
 import sqlalchemy as sa
 
-from propensity.pipelines.redaction import guard_http_log, redact, release_http_log, url_secrets
 from propensity.pipelines.activation.tables import dead_letters, outbox
+from propensity.pipelines.redaction import (
+    guard_http_log,
+    redact,
+    release_http_log,
+    url_secrets,
+)
 
 __all__ = [
     "DeliveryError",

@@ -61,7 +61,7 @@ def change_reasons(changes: pd.DataFrame, score: str, *, source: str = "changes"
     ValueError
         Naming ``source`` and the missing column.
     """
-    from propensity.pipelines.activation.push import change_reason_text
+    from propensity.pipelines.activation.traits import change_reason_text
 
     missing = [c for c in ("contact_id", "score", "change_reason_1") if c not in changes.columns]
     if missing:
@@ -77,7 +77,7 @@ def change_reasons(changes: pd.DataFrame, score: str, *, source: str = "changes"
 def with_change_reasons(contacts: list, reasons: dict[str, str]) -> list:
     """The contacts (:class:`..push.ContactTraits`) with ``score_change_reason`` (the trait a scores
     file's own change columns give) where ``reasons`` has one."""
-    from propensity.pipelines.activation.push import ContactTraits, fingerprint
+    from propensity.pipelines.activation.traits import ContactTraits, fingerprint
 
     out = []
     for c in contacts:

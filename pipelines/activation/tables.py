@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from propensity.pipelines.sqldb import add_column, create_missing_indexes, dialect_insert
+from propensity.pipelines.sqldb import (
+    add_column,
+    create_missing_indexes,
+    dialect_insert,
+)
 
 __all__ = [
     "metadata",

@@ -26,7 +26,11 @@ from typing import Annotated, Literal
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from propensity.pipelines.activation.holdout import HoldoutConfig, assign, record_exposure
+from propensity.pipelines.activation.holdout import (
+    HoldoutConfig,
+    assign,
+    record_exposure,
+)
 from propensity.pipelines.activation.outbox import RetryPolicy, enqueue
 from propensity.pipelines.activation.tables import (
     insert_ignore,

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from propensity.pipelines.activation.crm.config import HubSpotConfig
 from propensity.pipelines.activation.crm.limits import RequestLimits
+from propensity.pipelines.activation.destinations import Destination, PushOptions
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
-from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
-from propensity.pipelines.redaction import guard_http_log, redact
 from propensity.pipelines.activation.retrying import DeliveryFailure, retried
+from propensity.pipelines.activation.traits import ContactTraits
+from propensity.pipelines.redaction import guard_http_log, redact
 
 __all__ = ["HUBSPOT_TOKEN_ENV", "HubSpotAPI", "HubSpotObjects", "PropertyPlan", "ensure_properties",
            "hubspot_from_env", "hubspot_value", "property_definitions"]

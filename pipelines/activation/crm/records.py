@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from propensity.pipelines.activation.push import ContactTraits, fingerprint
+from propensity.pipelines.activation.traits import ContactTraits, fingerprint
 
 __all__ = ["AccountScore", "CRMRecords", "account_scores", "crm_records", "match_keys"]
 

@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from propensity.pipelines.activation.crm.config import SalesforceConfig
+from propensity.pipelines.activation.destinations import Destination, PushOptions
 from propensity.pipelines.activation.outbox import ERROR_CHARS, parse_retry_after
-from propensity.pipelines.activation.push import ContactTraits, Destination, PushOptions
-from propensity.pipelines.redaction import redact
 from propensity.pipelines.activation.retrying import DeliveryFailure, retried
+from propensity.pipelines.activation.traits import ContactTraits
+from propensity.pipelines.redaction import redact
 
 __all__ = ["SalesforceAPI", "SalesforceObjects", "ensure_fields", "field_definitions", "salesforce_from_env",
            "sf_name"]
