@@ -21,9 +21,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/propensity demo
 
+# one pytest worker per core (2 on the reference machine); TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

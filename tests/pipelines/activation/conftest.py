@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from propensity.pipelines.activation.tables import create_activation_tables, metadata
 from propensity.pipelines.serve.db import database_url, make_engine
+from tests.pipelines.serve.support import fresh_postgres_database
 
 
 
@@ -93,14 +94,17 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(postgres_url) -> str:
-    """The session's shared PostgreSQL server (tests/conftest.py)."""
-    return postgres_url
+def postgres_server(postgres_url) -> Iterator[str]:
+    """A database of its own on the session's PostgreSQL server (tests/conftest.py), emptied by each
+    test: under pytest-xdist every worker has its own session, so workers never truncate each other's
+    tables."""
+    with fresh_postgres_database(postgres_url) as url:
+        yield url
 
 
 def _fresh(url: str) -> sa.Engine:
     engine = make_engine(url)
-    metadata.drop_all(engine)  # one PostgreSQL database serves every test: start each from empty
+    metadata.drop_all(engine)  # one PostgreSQL database serves every test of a worker: start each from empty
     create_activation_tables(engine)
     return engine
 
