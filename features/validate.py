@@ -223,10 +223,12 @@ def plan_columns(
     missing = [c for c in schema.required if c not in mapping]
     if missing:
         hint = ", ".join(f"{c!r}: '<your column>'" for c in missing)
+        cli_hint = " ".join(f"--map {c}=<your column>" for c in missing)
         raise MissingColumnsError(
             f"{source}: missing required {kind} column(s) "
             f"{', '.join(repr(c) for c in missing)}; found columns: {shown}. "
-            f"Rename them in the file or pass column_map={{{hint}}}"
+            f"Rename them in the file or map them: {cli_hint} on the command line "
+            f"(`init`: --{kind}-map for the {kind} file), column_map={{{hint}}} from Python"
         )
     used = set(mapping.values())
     renamed = {v: k for k, v in column_map.items() if k not in schema.names}

@@ -101,8 +101,12 @@ def init_cmd(
     outcomes: Annotated[Path | None, typer.Option("--outcomes", exists=True, help="Outcomes file (conversions, purchases).")] = None,
     horizon: Annotated[int | None, typer.Option("--horizon", min=1, help="Label window in days (default 30 when the data allows).")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Where the starter configs go (default <ws>/configs).")] = None,
-    map: Annotated[list[str] | None, typer.Option("--map", help="Column mapping of the events file, CANONICAL=SOURCE, "
-                                                  "repeatable (contacts and outcomes use the canonical names).")] = None,
+    map: Annotated[list[str] | None, typer.Option("--map", "--events-map", help="Column mapping of the events file, "
+                                                  "CANONICAL=SOURCE, repeatable.")] = None,
+    contacts_map: Annotated[list[str] | None, typer.Option("--contacts-map", help="Column mapping of the contacts "
+                                                           "file, CANONICAL=SOURCE, repeatable.")] = None,
+    outcomes_map: Annotated[list[str] | None, typer.Option("--outcomes-map", help="Column mapping of the outcomes "
+                                                           "file, CANONICAL=SOURCE, repeatable.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite starter files that already exist.")] = False,
 ) -> None:
     """Load your files and write a starter project fitted to them: rules, features and train configs."""
@@ -121,9 +125,12 @@ def init_cmd(
     ws = workspace(ctx)
     target = out or ws.layout.configs
     check_writable(target, overwrite=force)
-    for kind, path in (("contacts", contacts), ("events", events), ("outcomes", outcomes)):
+    for kind, path, maps in (("contacts", contacts, contacts_map), ("events", events, map),
+                             ("outcomes", outcomes, outcomes_map)):
         if path is not None:
-            ingest_kind(ctx, kind, path, None, map if kind == "events" else None, "utf-8")
+            ingest_kind(ctx, kind, path, None, maps, "utf-8")
+        elif maps:
+            raise typer.BadParameter(f"--{kind}-map given without --{kind} FILE")
     con = ws.connect()
     try:
         profile = profile_data(con)

@@ -209,7 +209,10 @@ def gap_stability(table: pd.DataFrame, reference: str = "rules") -> list[str]:
         elif (rows["roc_auc_gap_high"] < 0).all():
             verdict = f"lost to the {reference} at all {n} cut-offs (paired 95% interval below 0 each time)"
         else:
-            clear = int(((rows["roc_auc_gap_low"] > 0) | (rows["roc_auc_gap_high"] < 0)).sum())
-            verdict = f"no stable difference from the {reference}: a clear gap at {clear} of {n} cut-offs"
+            # which side each clear gap falls on: "a clear gap at 2 of 3" read as a win when both were losses
+            above = int((rows["roc_auc_gap_low"] > 0).sum())
+            below = int((rows["roc_auc_gap_high"] < 0).sum())
+            verdict = (f"no stable difference from the {reference}: above them at {above} of {n} cut-offs, "
+                       f"below at {below}, no clear gap at {n - above - below} (paired 95% intervals)")
         sentences.append(f"{model}: {verdict}; {spread}")
     return sentences

@@ -76,6 +76,31 @@ def test_init_writes_configs_that_load_and_fit_the_data(files, tmp_path, capsys)
         assert f"│ {split}" in out  # the preview shows rows and positives for every split
 
 
+def test_init_maps_the_contacts_and_outcomes_files_columns_too(files, tmp_path, capsys):
+    """Each file keeps its own column names: --contacts-map and --outcomes-map, as --map for events."""
+    import duckdb
+
+    events, outcomes = retail_world()
+    outcomes.rename(columns={"contact_id": "customer", "ts": "paid_at"}).to_csv(tmp_path / "orders.csv", index=False)
+    people = pd.DataFrame({"customer": events["customer"].unique()}).assign(tier="gold")
+    people.to_csv(tmp_path / "people.csv", index=False)
+    args = ["-w", str(tmp_path / "ws"), "init", "--events", str(files / "clicks.csv"),
+            "--map", "contact_id=customer", "--map", "event_type=name", "--map", "ts=timestamp",
+            "--contacts", str(tmp_path / "people.csv"), "--outcomes", str(tmp_path / "orders.csv")]
+    assert main(args) == 2
+    assert "--map contact_id=<your column>" in capsys.readouterr().err  # the hint names the CLI's option
+    assert main([*args, "--contacts-map", "contact_id=customer",
+                 "--outcomes-map", "contact_id=customer", "--outcomes-map", "ts=paid_at"]) == 0
+    with duckdb.connect(str(tmp_path / "ws" / "propensity.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM contacts").fetchone()[0] == len(people)
+        assert con.execute("SELECT count(*) FROM outcomes").fetchone()[0] == len(outcomes)
+
+
+def test_a_map_for_a_file_not_given_is_an_error(files, tmp_path, capsys):
+    assert _init(files, tmp_path / "ws", "--contacts-map", "contact_id=customer") == 2
+    assert "--contacts-map given without --contacts FILE" in capsys.readouterr().err
+
+
 def test_commands_after_init_read_the_workspace_rules(files, tmp_path, capsys):
     assert _init(files, tmp_path / "ws", "--horizon", "90") == 0
     capsys.readouterr()

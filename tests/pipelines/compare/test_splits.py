@@ -68,4 +68,18 @@ def test_gap_stability_says_stable_only_when_every_interval_is_on_one_side():
     })
     learned, points = gap_stability(table)
     assert learned.startswith("learned: beat the rules at all 2 cut-offs") and "+0.030 to +0.040" in learned
-    assert points.startswith("pts: no stable difference from the rules: a clear gap at 0 of 2")
+    assert points.startswith("pts: no stable difference from the rules: above them at 0 of 2 cut-offs, below at 0, "
+                             "no clear gap at 2")
+
+
+def test_gap_stability_says_on_which_side_the_clear_gaps_fall():
+    from propensity.pipelines.compare.backtest import gap_stability
+
+    table = pd.DataFrame({
+        "model": ["rules", "pts"] * 3,
+        "roc_auc_gap": [None, -0.005, None, -0.005, None, -0.004],
+        "roc_auc_gap_low": [None, -0.009, None, -0.010, None, -0.012],
+        "roc_auc_gap_high": [None, -0.001, None, -0.001, None, 0.002],
+    })
+    (points,) = gap_stability(table)
+    assert "above them at 0 of 3 cut-offs, below at 2, no clear gap at 1" in points
