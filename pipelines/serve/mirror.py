@@ -321,7 +321,9 @@ class EventMirror:
             factor = 0.5 ** (age_days / h)
             factor = np.where(self._weighted[k], factor * v, factor)
             factor = np.where(np.isnan(factor), 0.0, factor)  # a NULL value adds nothing to SUM
-            decayed.append(np.bincount(g, weights=factor, minlength=G).reshape(R, K1))
+            # float even without live events (numpy's bincount of nothing is int64, whatever the weights),
+            # so that the folded events' sums can be added to it
+            decayed.append(np.bincount(g, weights=factor, minlength=G).reshape(R, K1).astype("float64"))
         folded = [(r, self._folded[c]) for r, c in enumerate(contacts) if c in self._folded]
         oldest = np.full(R, -1, dtype="int64")  # the folded events' largest age, per row
         for r, f in folded:  # lifetime aggregates and decayed sums take the folded events in

@@ -22,6 +22,7 @@ between commits, incrementally: :mod:`propensity.pipelines.serve.sweep`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import queue
@@ -372,7 +373,8 @@ class Writer(Sweeping):
             for contact in touched:
                 self._cache[contact] = entries[contact]
             self.metrics.cache_size.set(len(self._cache))
-        learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now)
+        learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now,
+                              {c: entries[c].state for c in views})
         self.metrics.events.inc(len(stored))
         self.metrics.duplicates.inc(sum(isinstance(r, EventRow) for j in jobs for r in j.rows) - len(stored))
         self.metrics.contacts.inc(sum(len(u) for u in updates_by_contact.values()))
@@ -394,14 +396,16 @@ class Writer(Sweeping):
         updates: dict[str, list[ContactUpdate]],
         contacts: list[str],
         now: datetime,
+        states: dict[str, ContactState],
     ) -> dict[str, LearnedView]:
-        """After the commit: mirror the committed rows, then learned scores of ``contacts`` at ``now``."""
+        """After the commit: mirror the committed rows, then learned scores of ``contacts`` at ``now``
+        (``states``: their rule states, at ``now``: a model may read the rules' columns)."""
         if self.learned is None or not contacts:
             return {}
         try:
             self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us],
                                 now)
-            return self.learned.score(contacts, now)
+            return self.learned.score(contacts, now, states)
         except Exception:  # the events are committed: answer them, with rule scores only
             log.exception("learned scoring of %d contacts failed", len(contacts))
             return {}
@@ -436,7 +440,10 @@ class Writer(Sweeping):
     # ---------------------------------------------------------------- reads
 
     def current(self, contact_id: str, at: datetime | None = None) -> tuple[ScoreView, ContactEntry] | None:
-        """The contact's score now (or at a later ``at``), without changing anything; None if unknown."""
+        """The contact's score now (or at a later ``at``), without changing anything; None if unknown.
+
+        The entry returned holds a copy of the state moved to the view's instant.
+        """
         with self.lock:
             entry = self._cache.get(contact_id)
         if entry is None:
@@ -446,9 +453,12 @@ class Writer(Sweeping):
                 return None
         with self.lock:
             when = at or max(self.clock(), from_micros(entry.state.at_us))
-            view = self.scorer.peek(contact_id, entry.state, when)
-            snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
-                                    entry.changed_at, entry.previous_score, entry.last_split)
+            moved = copy.deepcopy(entry.state)
+        self.scorer.advance(moved, when)  # a copy: nothing changes
+        view = self.scorer.view(contact_id, moved)
+        # the state moved to the view's instant (the learned score may read its rule points)
+        snapshot = ContactEntry(moved, entry.score, entry.points, entry.band,
+                                entry.changed_at, entry.previous_score, entry.last_split)
         return view, snapshot
 
 
