@@ -383,6 +383,7 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                 body["learned_reasons"] = learned.reasons(contact_id, view.as_of, top, states)
             except Exception:  # the score stands without its explanation
                 log.exception("learned reasons for %s failed", contact_id)
+            body["last_change"].update(_learned_split(learned, runtime["engine"], contact_id, entry.last_split))
         return JSONResponse(body)
 
     @app.get("/healthz")
@@ -417,6 +418,23 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _learned_split(learned: LearnedScores, engine: Any, contact: str, rule_split: dict | None) -> dict[str, Any]:
+    """``learned_split``: the learned score's change between the instants of the rule score's last
+    change, split as ``explain --since`` (computed here, on request: never per event); and, when it
+    cannot be computed, ``learned_split_note`` saying why."""
+    if rule_split is None:
+        return {"learned_split": None}
+    since, until = datetime.fromisoformat(rule_split["since"]), datetime.fromisoformat(rule_split["until"])
+    try:
+        with engine.connect() as conn:
+            return {"learned_split": learned.change_split(conn, contact, since, until)}
+    except MirrorHorizonError as exc:  # the last change is older than the model's longest window
+        return {"learned_split": None, "learned_split_note": str(exc)}
+    except Exception:  # the score stands without it
+        log.exception("the learned change split for %s failed", contact)
+        return {"learned_split": None, "learned_split_note": "the split failed (the service log says why)"}
 
 
 def _learned_json(view: LearnedView | None) -> dict[str, Any]:

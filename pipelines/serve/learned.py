@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from propensity.pipelines.serve.feature_plan import FeaturePlan
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
+from propensity.pipelines.serve.learned_change import TraitHistory, learned_change_split
 from propensity.pipelines.serve.mirror import EventMirror
 from propensity.pipelines.serve.rule_inputs import rule_input_arrays, rules_difference
 from propensity.pipelines.serve.state import ContactState, RuleScorer, to_micros
@@ -74,6 +75,10 @@ class LearnedScores:
         self.mirror = EventMirror(self.plan)
         self._lock = threading.RLock()
         self.rules = rules if self.plan.rule_columns else None
+        # the traits the model reads, before their last changes (the learned change split's attributes)
+        read = [*self.plan.attributes, *(c[len("rule__attribute__"):] for c in self.plan.rule_columns
+                                         if c.startswith("rule__attribute__"))]
+        self.history = TraitHistory(read, known_from_us=-(2 ** 62))
         self._blends = bool(self.plan.rule_columns) and bool(scorer.blends_rules)
         if self.plan.rule_columns:
             if rules is None:
@@ -90,6 +95,8 @@ class LearnedScores:
     def load(self, engine: sa.Engine, now: datetime | None = None) -> int:
         """Mirror the stored events (with ``now``: those older than the horizon folded as read)."""
         with engine.connect() as conn, self._lock:
+            if now is not None:  # the traits read now are the latest ones: what they were before is not known
+                self.history.known_from_us = to_micros(now)
             return self.mirror.load(conn, now)
 
     def record(self, events: Iterable[EventRow], updates: Iterable[ContactUpdate], now: datetime | None = None,
@@ -97,7 +104,13 @@ class LearnedScores:
         """Committed rows; with ``now``, then up to ``fold_contacts`` contacts' old events folded
         (the horizon moves a day at a time, so its work is spread over the commits)."""
         with self._lock:
-            self.mirror.record(events, updates)
+            for update in updates:
+                before = dict(self.mirror.traits_of(update.contact_id))
+                self.mirror.update_contact(update.contact_id, update.account_id, update.created_at, update.traits)
+                if now is not None:
+                    self.history.record(update.contact_id, before, self.mirror.traits_of(update.contact_id),
+                                        to_micros(now))
+            self.mirror.record(events, ())
             if now is not None:
                 self.mirror.fold(now, limit=fold_contacts)
 
@@ -116,11 +129,13 @@ class LearnedScores:
                                  self.plan.categorical, self._blends)
 
     def features(self, contacts: Sequence[str], as_of: datetime,
-                 states: Mapping[str, ContactState] | None = None) -> pd.DataFrame:
+                 states: Mapping[str, ContactState] | None = None, *, events_before: datetime | None = None,
+                 traits: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
         """The model's feature rows at ``as_of`` (``states``: the contacts' rule states at ``as_of``,
-        when the model reads the rules' columns)."""
+        when the model reads the rules' columns; ``events_before`` and ``traits``: see
+        :meth:`EventMirror.feature_frame`)."""
         with self._lock:
-            frame = self.mirror.feature_frame(contacts, as_of)
+            frame = self.mirror.feature_frame(contacts, as_of, events_before=events_before, traits=traits)
         columns, _ = self._rule_inputs(contacts, as_of, states)
         for name, values in columns.items():
             frame[name] = pd.Series(values, dtype=object) if name in self.plan.categorical else values
@@ -189,6 +204,15 @@ class LearnedScores:
                 break
             out.append({"reason": str(text), "points": float(row[f"reason_{k}_points"])})
         return out
+
+    def change_split(self, conn: sa.Connection, contact: str, since: datetime, until: datetime) -> dict:
+        """The learned score's change from ``since`` to ``until`` split as ``explain --since`` does
+        (:mod:`propensity.pipelines.serve.learned_change`; ``conn``: the service database)."""
+        return learned_change_split(self, conn, contact, since, until)
+
+    def consistent(self) -> threading.RLock:
+        """Held, no commit changes the mirror (several feature passes then read the same events)."""
+        return self._lock
 
     def _bands(self, scores: np.ndarray) -> list[str | None]:
         if not self._band_names:
