@@ -41,6 +41,7 @@ from propensity.pipelines.serve.ingest import (
     parse_timestamp,
 )
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
+from propensity.pipelines.serve.learned_change import HOLD_SECONDS
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from propensity.pipelines.serve.mirror import MirrorHorizonError
 from propensity.pipelines.serve.rule_inputs import rules_difference
@@ -239,7 +240,9 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             from propensity.pipelines.activation.triggers import TriggerEngine
 
             create_activation_tables(engine)
-            trigger_engine = TriggerEngine(settings.triggers)
+            # with a model, a firing's message waits for its learned split (added after the commit)
+            trigger_engine = TriggerEngine(settings.triggers,
+                                           hold_seconds=HOLD_SECONDS if settings.model is not None else 0.0)
         learned = None
         if settings.model is not None:
             learned = LearnedScores(settings.model, settings.model_label, scorer)

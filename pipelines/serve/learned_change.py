@@ -22,6 +22,9 @@ trigger's message when it fires), never per event.
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -38,7 +41,14 @@ from propensity.pipelines.serve.state import (
     to_micros,
 )
 
-__all__ = ["TraitHistory", "learned_change_split", "replayed_state", "stored_events"]
+__all__ = ["HOLD_SECONDS", "TraitHistory", "explain_firings", "learned_change_split", "replayed_state",
+           "stored_events"]
+
+log = logging.getLogger(__name__)
+
+# how long a trigger's message waits in the outbox for its learned split (explain_firings releases
+# it at once; only a service that stops in between lets the hold run out: sent without the split)
+HOLD_SECONDS = 60.0
 
 KEPT_CHANGES = 4  # per contact: the last changes of the traits the model reads
 
@@ -153,3 +163,44 @@ def learned_change_split(learned: Any, conn: sa.Connection, contact: str, since:
     split = split_learned_change(learned.scorer, states, since=since, until=until, notes=notes)
     return {"since": since.isoformat(), "until": until.isoformat(), **split_json(split, 0)}
 
+
+
+def explain_firings(learned: Any, engine: sa.Engine | sa.Connection, firings: Iterable[Any], now: datetime) -> int:
+    """Complete the messages of trigger firings (queued on hold, committed) with the learned split of
+    their change, and release them; returns how many were amended.
+
+    ``firings``: :class:`propensity.pipelines.activation.triggers.Firing`; a held-out one (not in
+    the outbox) is skipped. The split is the one ``GET .../score`` gives (``learned_split``), between
+    the instants of the rule split the message carries (``why_now.change_split``).
+    """
+    from propensity.pipelines.activation.outbox import amend
+    from propensity.pipelines.serve.mirror import MirrorHorizonError
+
+    queued = [f for f in firings if f.outbox_id is not None]
+    if not queued:
+        return 0
+    amended = 0
+    with (engine.connect() if isinstance(engine, sa.Engine) else contextlib.nullcontext(engine)) as conn, \
+            conn.begin():  # the splits' reads and the amends: one transaction
+        for firing in queued:
+            payload = copy.deepcopy(firing.payload)
+            why = payload["why_now"]
+            rule = why.get("change_split")
+            split, note = None, None
+            if rule is None:
+                note = "no earlier score to compare with (the contact's first score)"
+            else:
+                try:
+                    split = learned.change_split(conn, firing.contact_id, datetime.fromisoformat(rule["since"]),
+                                                 datetime.fromisoformat(rule["until"]))
+                except MirrorHorizonError as exc:
+                    note = str(exc)
+                except Exception:  # the message goes out all the same, saying so
+                    log.exception("the learned change split of firing %s failed", firing.idempotency_key)
+                    note = "the split failed (the service log says why)"
+            why["learned_change_split"] = split
+            why.pop("learned_change_split_note", None)
+            if note is not None:
+                why["learned_change_split_note"] = note
+            amended += amend(conn, firing.outbox_id, payload, now)
+    return amended

@@ -6,6 +6,7 @@ rules' columns); the histories are small and hand-made so that one thing changes
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import httpx
@@ -13,8 +14,10 @@ import ibis
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from propensity.pipelines.activation.backfill import contact_calls, event_calls
+from propensity.pipelines.activation.triggers import TriggersConfig
 from propensity.pipelines.explain.change_jobs import explain_change
 from propensity.pipelines.rules import load_rules
 from propensity.pipelines.serve.app import ServiceSettings
@@ -74,8 +77,12 @@ def served(world, tmp_path_factory):
     CHANGED = changed
     late_a = _events([("a", "email_open", T1 - timedelta(hours=1))]).assign(event_id=["a-new0"])
     folder = tmp_path_factory.mktemp("learned_change_service")
-    settings = ServiceSettings(database_url=f"sqlite:///{folder / 'serve.db'}", rules=RULES,
-                               write_keys=frozenset({WRITE_KEY}), model=world.result.scorer, model_label="world")
+    triggers = TriggersConfig.model_validate({"bands": ["cold", "warm", "hot"], "triggers": [
+        {"name": "first_points", "kind": "threshold_crossed", "measure": "points", "threshold": 1},
+        {"name": "dropped", "kind": "score_dropped", "by": 0.01, "within_days": 30, "cooldown_hours": 0}]})
+    url = f"sqlite:///{folder / 'serve.db'}"
+    settings = ServiceSettings(database_url=url, rules=RULES, write_keys=frozenset({WRITE_KEY}),
+                               model=world.result.scorer, model_label="world", triggers=triggers)
     clock = {"now": T0}
 
     def score(http, base, contact):
@@ -98,7 +105,12 @@ def served(world, tmp_path_factory):
         after[column] = after[column].astype(object)
         after.loc[2, column] = value
         after[column] = after[column].astype(contacts[column].dtype)
-    return at_t0, at_t1, events, contacts, after
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        outbox = pd.read_sql("SELECT trigger, contact_id, payload, created_at, next_attempt_at "
+                             "FROM activation_outbox ORDER BY id", conn)
+    engine.dispose()
+    return at_t0, at_t1, events, contacts, after, outbox
 
 
 def _split(served, contact):
@@ -151,7 +163,7 @@ def test_an_attribute_change_lands_in_fit(served):
 
 @pytest.mark.parametrize("contact", ["n", "d"])
 def test_the_service_split_is_explain_since_on_the_same_events(world, served, contact):
-    _, _, events, before, after = served
+    _, _, events, before, after, _ = served
     split = _split(served, contact)
     con = ibis.duckdb.connect()
     con.create_table("events", events)
@@ -168,3 +180,21 @@ def test_the_service_split_is_explain_since_on_the_same_events(world, served, co
     batch_parts = {(r.component, r.group): r.points for r in batch.parts(0).itertuples()}
     assert served_parts.keys() == batch_parts.keys()
     np.testing.assert_allclose([served_parts[k] for k in batch_parts], list(batch_parts.values()), atol=1e-9)
+
+
+def test_a_triggers_message_carries_the_learned_split_of_its_change_and_is_released_at_once(served):
+    at_t1, outbox = served[1], served[5]
+    outbox = outbox.assign(why=[json.loads(p)["why_now"] for p in outbox["payload"]])
+    first = outbox[outbox["trigger"] == "first_points"]
+    assert set(first["contact_id"]) == {"n", "d", "a"}  # event commits at T0: a first score, nothing to split
+    for why in first["why"]:
+        assert why["learned_change_split"] is None and "first score" in why["learned_change_split_note"]
+    drops = outbox[(outbox["trigger"] == "dropped") & (outbox["contact_id"] == "d")]
+    assert len(drops) == 1  # the sweep at T1: d decayed
+    why = drops["why"].iloc[0]
+    assert "learned_change_split_note" not in why, why.get("learned_change_split_note")
+    assert why["learned_change_split"] == at_t1["d"]["last_change"]["learned_split"]  # what GET gives
+    assert why["change_split"] == at_t1["d"]["last_change"]["split"]
+    # each message was released as soon as its split was added, not after the hold
+    released = pd.to_datetime(outbox["next_attempt_at"]) - pd.to_datetime(outbox["created_at"])
+    assert (released == pd.Timedelta(0)).all()
