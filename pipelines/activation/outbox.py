@@ -121,17 +121,33 @@ def backoff_seconds(attempts: int, policy: RetryPolicy, rng: random.Random) -> f
 # -- enqueue / list / replay -------------------------------------------------------------------
 
 
+def _body(payload: dict) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
+
+
 def enqueue(conn: sa.Connection, *, idempotency_key: str, kind: str, payload: dict,
             trigger: str | None = None, contact_id: str | None = None,
-            now: dt.datetime | None = None) -> int:
-    """Queue one message in the caller's transaction; returns its outbox id."""
+            now: dt.datetime | None = None, hold_seconds: float = 0.0) -> int:
+    """Queue one message in the caller's transaction; returns its outbox id.
+
+    ``hold_seconds``: not sent before then, unless :func:`amend` releases it sooner (a message
+    whose payload is completed once the transaction is committed).
+    """
     created = now or utcnow()
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True, allow_nan=False)
     result = conn.execute(sa.insert(outbox).values(
-        idempotency_key=idempotency_key, kind=kind, trigger=trigger, contact_id=contact_id, payload=body,
-        created_at=created, next_attempt_at=created, attempts=0,
+        idempotency_key=idempotency_key, kind=kind, trigger=trigger, contact_id=contact_id, payload=_body(payload),
+        created_at=created, next_attempt_at=created + dt.timedelta(seconds=hold_seconds), attempts=0,
     ))
     return int(result.inserted_primary_key[0])
+
+
+def amend(conn: sa.Connection, outbox_id: int, payload: dict, release_at: dt.datetime) -> bool:
+    """Replace a held message's payload and make it due at ``release_at``; False (nothing changed)
+    when it was sent, or is being sent, already."""
+    result = conn.execute(sa.update(outbox).where(outbox.c.id == outbox_id, outbox.c.delivered_at.is_(None),
+                                                  outbox.c.claim.is_(None), outbox.c.attempts == 0)
+                          .values(payload=_body(payload), next_attempt_at=release_at))
+    return result.rowcount == 1
 
 
 def list_messages(engine: sa.Engine, *, dead: bool = False, pending_only: bool = False,

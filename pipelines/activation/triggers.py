@@ -219,8 +219,11 @@ class TriggerEngine:
         The validated triggers configuration.
     """
 
-    def __init__(self, config: TriggersConfig) -> None:
+    def __init__(self, config: TriggersConfig, *, hold_seconds: float = 0.0) -> None:
         self.config = config
+        # firings wait this long in the outbox unless released sooner (the service completes their
+        # payload with the learned score's change split once the commit is done)
+        self.hold_seconds = hold_seconds
         self._rank = {band: i for i, band in enumerate(config.bands)}
         drops = [t for t in config.triggers if isinstance(t, ScoreDropped)]
         # history only needs to reach back as far as the longest drop window
@@ -329,6 +332,8 @@ class TriggerEngine:
                                                       "contact_id": change.contact_id, "fired_at": change.at}):
             return None
         payload = why_now_payload(trigger, change, crossing.details, key)
+        if self.hold_seconds:  # what it says if the service stops before it is completed (and released)
+            payload["why_now"] |= {"learned_change_split": None, "learned_change_split_note": PENDING_NOTE}
         holdout = self.config.holdout
         held_out = False
         if holdout is not None and holdout.covers(trigger.name):
@@ -338,7 +343,8 @@ class TriggerEngine:
             return Firing(trigger=trigger.name, kind=trigger.kind, contact_id=change.contact_id, at=change.at,
                           idempotency_key=key, payload=payload, outbox_id=None, held_out=True)
         outbox_id = enqueue(conn, idempotency_key=key, kind="trigger", payload=payload,
-                            trigger=trigger.name, contact_id=change.contact_id, now=change.at)
+                            trigger=trigger.name, contact_id=change.contact_id, now=change.at,
+                            hold_seconds=self.hold_seconds)
         return Firing(trigger=trigger.name, kind=trigger.kind, contact_id=change.contact_id, at=change.at,
                       idempotency_key=key, payload=payload, outbox_id=outbox_id)
 
@@ -353,6 +359,9 @@ class TriggerEngine:
         horizon = change.at - dt.timedelta(days=self._history_days)
         conn.execute(_DELETE_DOMINATED, {"contact_id": change.contact_id, "score": value, "horizon": horizon})
         conn.execute(_INSERT_POINT, {"contact_id": change.contact_id, "at": change.at, "score": value})
+
+
+PENDING_NOTE = "not computed: the service stopped between the commit and the split"
 
 
 def crossing_key(trigger: str, contact_id: str, crossing: str) -> str:

@@ -87,7 +87,7 @@ def serve_cmd(
     note_resolved(where, "rules")
     warn(warnings)
     keys = write_keys(serve_config)  # before the model: a missing key fails at once
-    registered = _served_model(proj, model, model_name, serve_config.allow_external_model)
+    registered = _served_model(proj, model, model_name, serve_config.allow_external_model, rule_set, where.path)
     settings = ServiceSettings(database_url=url, rules=rule_set, write_keys=keys,
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
@@ -96,7 +96,9 @@ def serve_cmd(
     shown = sa.make_url(url).render_as_string(hide_password=True)
     console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
                   + (f"  triggers {triggers}" if triggers else "")
-                  + (f"  model {settings.model_label}" if registered else "  model: none (rule scores only)"))
+                  + (f"  model {settings.model_label}" if registered else "  model: none (rule scores only)")
+                  + ("  (its rule__* inputs from the served rules)" if registered and registered[0].rule_inputs
+                     else ""))
     note = _history_note(url, ws)
     if note:
         err.print(f"[yellow]note:[/] {note}")
@@ -104,16 +106,20 @@ def serve_cmd(
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
 
 
-def _served_model(proj, model: str, model_name: str | None, allow_external: bool):
+def _served_model(proj, model: str, model_name: str | None, allow_external: bool, rules=None,
+                  rules_file: Path | None = None):
     """``(scorer, label)`` of the learned model the service scores live, or None (rule scores only).
 
     Through the one resolver (the train config's registry and model name), refusing a model whose
     pickled code lies outside this workspace unless the serve config trusts it. A model asked for
     by name that is missing or cannot be scored live is an error; the default (``champion``) falls
-    back to rule scores and says why.
+    back to rule scores and says why. A model that reads the rules' columns (``rule_inputs: true``)
+    is scored live from the service's rule state, so only with the rules (``rules``, read from
+    ``rules_file``) it was trained with: otherwise the message names both files.
     """
     from propensity.pipelines.errors import WorkspaceError
     from propensity.pipelines.serve.feature_plan import FeaturePlan
+    from propensity.pipelines.serve.rule_inputs import rules_difference
 
     if model == "none":
         return None
@@ -127,9 +133,18 @@ def _served_model(proj, model: str, model_name: str | None, allow_external: bool
     label = f"{learned.name}@{model} v{learned.version}"
     try:
         FeaturePlan.from_scorer(learned.scorer)  # the features the service must compute live
+        trained = learned.scorer.input_rules
+        if trained is not None and rules is not None:
+            difference = rules_difference(trained, rules, blends=bool(learned.scorer.blends_rules))
+            if difference is not None:
+                carried = learned.file("rules")
+                trained_from = str(carried) if carried else f"the rules {trained.name!r} it carries"
+                raise ValueError(f"it reads the rules' columns (rule__*) and was trained with {trained_from}, which "
+                                 f"differ from the served {rules_file or repr(rules.name)}: {difference}"
+                                 + (f"; serve it with --rules {carried}" if carried else ""))
     except ValueError as exc:
         if model != "champion":
-            raise
+            raise ValueError(f"{label} cannot be scored live: {exc}") from None
         err.print(f"[yellow]warning:[/] {label} is not scored live: {exc}; serving rule scores only "
                   "(`propensity score --model` scores it in batch)")
         return None

@@ -41,8 +41,10 @@ from propensity.pipelines.serve.ingest import (
     parse_timestamp,
 )
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
+from propensity.pipelines.serve.learned_change import HOLD_SECONDS
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from propensity.pipelines.serve.mirror import MirrorHorizonError
+from propensity.pipelines.serve.rule_inputs import rules_difference
 from propensity.pipelines.serve.state import RuleScorer, ScoreView
 from propensity.pipelines.serve.worker import Writer, is_permanent, utcnow
 
@@ -71,6 +73,14 @@ class ServiceSettings:
     tune_gc: bool = False
 
     def __post_init__(self) -> None:
+        # a model that reads the rules' columns is served only with the rules it was trained with
+        # (its rule__* inputs come from the service's rule state: propensity.pipelines.serve.rule_inputs)
+        trained = getattr(self.model, "input_rules", None) if self.model is not None else None
+        if trained is not None:
+            difference = rules_difference(trained, self.rules, blends=bool(self.model.blends_rules))
+            if difference is not None:
+                raise ValueError(f"{self.model_label or 'the model'} was trained with rules {trained.name!r}, "
+                                 f"which differ from the served rules {self.rules.name!r}: {difference}")
         # a band the triggers do not know would fail every commit at the first crossing
         if self.triggers is not None and any(t.kind == "band_entered" for t in self.triggers.triggers):
             rule_bands = tuple(b.name for b in self.rules.bands)
@@ -230,10 +240,12 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             from propensity.pipelines.activation.triggers import TriggerEngine
 
             create_activation_tables(engine)
-            trigger_engine = TriggerEngine(settings.triggers)
+            # with a model, a firing's message waits for its learned split (added after the commit)
+            trigger_engine = TriggerEngine(settings.triggers,
+                                           hold_seconds=HOLD_SECONDS if settings.model is not None else 0.0)
         learned = None
         if settings.model is not None:
-            learned = LearnedScores(settings.model, settings.model_label)
+            learned = LearnedScores(settings.model, settings.model_label, scorer)
             # every stored event, once: later commits append to this mirror (propensity.pipelines.serve.learned)
             loaded = await asyncio.to_thread(learned.load, engine, clock())
             log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
@@ -362,7 +374,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         learned = runtime["writer"].learned
         # at the rule view's own instant, so both scores describe the same as_of
         try:
-            found_learned = learned.score([contact_id], view.as_of).get(contact_id) if learned is not None else None
+            states = {contact_id: entry.state}  # at view.as_of: a model may read the rules' points
+            found_learned = learned.score([contact_id], view.as_of, states).get(contact_id) if learned else None
         except MirrorHorizonError as exc:  # an as_of older than the model's longest window, with a model
             return _error(400, "invalid_request", f"query, field 'as_of': {exc}")
         body.update(_learned_json(found_learned))
@@ -370,9 +383,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         body["learned_reasons"] = None
         if learned is not None:
             try:
-                body["learned_reasons"] = learned.reasons(contact_id, view.as_of, top)
+                body["learned_reasons"] = learned.reasons(contact_id, view.as_of, top, states)
             except Exception:  # the score stands without its explanation
                 log.exception("learned reasons for %s failed", contact_id)
+            body["last_change"].update(_learned_split(learned, runtime["engine"], contact_id, entry.last_split))
         return JSONResponse(body)
 
     @app.get("/healthz")
@@ -407,6 +421,23 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _learned_split(learned: LearnedScores, engine: Any, contact: str, rule_split: dict | None) -> dict[str, Any]:
+    """``learned_split``: the learned score's change between the instants of the rule score's last
+    change, split as ``explain --since`` (computed here, on request: never per event); and, when it
+    cannot be computed, ``learned_split_note`` saying why."""
+    if rule_split is None:
+        return {"learned_split": None}
+    since, until = datetime.fromisoformat(rule_split["since"]), datetime.fromisoformat(rule_split["until"])
+    try:
+        with engine.connect() as conn:
+            return {"learned_split": learned.change_split(conn, contact, since, until)}
+    except MirrorHorizonError as exc:  # the last change is older than the model's longest window
+        return {"learned_split": None, "learned_split_note": str(exc)}
+    except Exception:  # the score stands without it
+        log.exception("the learned change split for %s failed", contact)
+        return {"learned_split": None, "learned_split_note": "the split failed (the service log says why)"}
 
 
 def _learned_json(view: LearnedView | None) -> dict[str, Any]:

@@ -13,11 +13,13 @@ score, written in the same transaction as the events that moved it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -28,15 +30,20 @@ from propensity.pipelines.sqldb import (
     dialect_insert,
 )
 
+if TYPE_CHECKING:  # the rows the writer stores (ingest imports nothing from here either way)
+    from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
+
 __all__ = [
     "DATABASE_ENV",
     "DB_FILE",
     "add_column",
+    "contact_record",
     "contacts",
     "create_missing_indexes",
     "create_tables",
     "database_url",
     "dialect_insert",
+    "event_record",
     "events",
     "make_engine",
     "metadata",
@@ -243,3 +250,30 @@ def upsert(
         return
     stmt = _upsert_statement(conn.dialect.name, table, list(rows[0]), key, keep_when_null)
     conn.execute(stmt, rows)
+
+
+def event_record(event: EventRow, now: datetime) -> dict[str, Any]:
+    """A row of :data:`events` for an event stored at ``now``."""
+    return {
+        "event_id": event.event_id,
+        "contact_id": event.contact_id,
+        "event_type": event.event_type,
+        "ts": event.ts,
+        "value": event.value,
+        "account_id": event.account_id,
+        "properties": event.properties,
+        "received_at": now,
+    }
+
+
+def contact_record(updates: list[ContactUpdate], traits: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """One contacts row for all of a contact's updates in a commit (in order): the latest
+    account and creation time given, None where no update gave one (the store then keeps its own)."""
+    return {
+        "contact_id": updates[0].contact_id,
+        "account_id": next((u.account_id for u in reversed(updates) if u.account_id is not None), None),
+        "created_at": next((u.created_at for u in reversed(updates) if u.created_at is not None), None),
+        "traits": json.dumps(traits, default=str),
+        "updated_at": now,
+    }
+

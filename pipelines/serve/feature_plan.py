@@ -58,16 +58,11 @@ class FeaturePlan:
     columns: tuple[str, ...]  # every generated feature column, in the build's order
     attributes: tuple[str, ...]  # contact attributes the model uses (traits of the same name)
     categorical: frozenset[str]
+    rule_columns: tuple[str, ...] = ()  # the hand rules' columns the model reads (rule__*), from the rule state
 
     @classmethod
     def from_scorer(cls, scorer: Any) -> FeaturePlan:
         """The plan of a :class:`propensity.pipelines.training.scorer.LearnedScorer`."""
-        if getattr(scorer, "rule_inputs", None) is not None:
-            # the rule__* columns (and a blended rule score) are not kept up by the mirror: refuse
-            # the model rather than read them as missing traits (NaN)
-            raise ValueError("the model reads the hand rules' columns (rule__*, `rule_inputs: true` in its training "
-                             "config), which the service does not compute yet; score it in batch, or retrain it "
-                             "with `rule_inputs: false` to serve it live")
         config = FeatureConfig.of_model(scorer.feature_config)
         if not config.is_resolved:
             unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]
@@ -81,7 +76,13 @@ class FeaturePlan:
                 raise ValueError(f"event types of the model clash on the feature name {name!r}")
             names[event_type] = name
         columns = _column_names(config, names)
-        generated = set(columns) | set(KEY_COLUMNS)
+        # the rules' columns (rule__*, `rule_inputs: true`): the service's rule state gives them
+        # (propensity.pipelines.serve.rule_inputs); without the rules they were built from, they are unknown
+        rule_columns = tuple(c for c in scorer.feature_names if c.startswith("rule__"))
+        if rule_columns and getattr(scorer, "rule_inputs", None) is None:
+            raise ValueError(f"the model reads rule columns {list(rule_columns)[:3]} but carries no rules they were "
+                             "built from: retrain it")
+        generated = set(columns) | set(KEY_COLUMNS) | set(rule_columns)
         attributes = tuple(c for c in scorer.feature_names if c not in generated)
         prefixes = {*names.values(), "all", "value", "account", "rule"}
         unknown = [c for c in attributes if c.split("__")[0] in prefixes and "__" in c]
@@ -90,7 +91,8 @@ class FeaturePlan:
                              "serve it with the version that trained it, or retrain")
         if attributes and not config.include_attributes:
             raise ValueError(f"the model uses features the service cannot compute: {list(attributes)[:5]}")
-        return cls(config, event_types, names, tuple(columns), attributes, frozenset(scorer.categories))
+        return cls(config, event_types, names, tuple(columns), attributes, frozenset(scorer.categories),
+                   rule_columns)
 
     @property
     def uses_accounts(self) -> bool:

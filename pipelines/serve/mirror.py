@@ -180,6 +180,11 @@ class EventMirror:
             info.created_us = to_micros(created_at)
         info.traits.update(traits)
 
+    def traits_of(self, contact: str) -> Mapping[str, Any]:
+        """The contact's traits as the mirror holds them now (the latest identify's; not a copy)."""
+        info = self._contacts.get(contact)
+        return info.traits if info is not None else {}
+
     # ---------------------------------------------------------------- the horizon
 
     def _fold(self, contact: str, ts_us: int, code: int, value: float, account: str | None) -> None:
@@ -234,13 +239,26 @@ class EventMirror:
         """The earliest instant features can be computed at (None: nothing was folded yet)."""
         return None if self._cut is None else from_micros(self._cut + self._horizon)
 
-    def _check(self, T: int) -> None:
-        if self._cut is not None and T < self._cut + self._horizon:
+    def _check(self, T: int, contacts: Sequence[str]) -> None:
+        if self._cut is not None and T < self._cut + self._horizon and self._reads_folded(contacts, T):
             raise MirrorHorizonError(
                 f"as_of {from_micros(T).isoformat()} is before {from_micros(self._cut + self._horizon).isoformat()}: "
                 f"the learned features at that time read events the service no longer keeps one by one "
                 f"(it keeps the model's longest window plus a day, {self._horizon // US_PER_DAY} days); "
                 "score that instant with `propensity score --as-of`")
+
+    def _reads_folded(self, contacts: Sequence[str], T: int) -> bool:
+        """Whether these contacts' rows read folded events: theirs, or (account features) their accounts'.
+
+        Rows that read none are exact at any instant (every event they read is kept one by one).
+        """
+        if any(c in self._folded for c in contacts):
+            return True
+        if not self.plan.uses_accounts:
+            return False
+        accounts = {self._account(c, T) for c in contacts} - {None}
+        return any(a in self._folded_accounts or any(m in self._folded for m in self._table_members.get(a, ()))
+                   for a in accounts)
 
     def record(self, events: Iterable[EventRow], updates: Iterable[ContactUpdate]) -> None:
         """Committed rows (only events stored for the first time)."""
@@ -269,24 +287,33 @@ class EventMirror:
 
     # ---------------------------------------------------------------- features
 
-    def feature_frame(self, contacts: Sequence[str], as_of: datetime) -> pd.DataFrame:
+    def feature_frame(self, contacts: Sequence[str], as_of: datetime, *, events_before: datetime | None = None,
+                      traits: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
         """Feature rows of ``contacts`` at ``as_of``, as ``build_features`` makes them.
 
         Columns: ``contact_id, as_of, account_id``, every generated feature, then the attributes
-        the model uses. Only events with ``ts < as_of`` are read.
+        the model uses. Only events with ``ts < as_of`` are read; with ``events_before``, only
+        those before it (every contact's: an account's members too), evaluated at ``as_of`` (the
+        states of ``propensity explain --since``); ``traits``: per contact, the attributes to use
+        instead of its own.
         """
-        out, accounts = self.feature_arrays(contacts, as_of)
+        out, accounts = self.feature_arrays(contacts, as_of, events_before=events_before, traits=traits)
         frame = pd.DataFrame({"contact_id": list(contacts), "as_of": [as_of] * len(contacts), "account_id": accounts})
         frame = pd.concat([frame, pd.DataFrame({c: out[c] for c in self.plan.columns})], axis=1)
         for name in self.plan.attributes:
             frame[name] = pd.Series(out[name], dtype=object) if name in self.plan.categorical else out[name]
         return frame
 
-    def feature_arrays(self, contacts: Sequence[str], as_of: datetime) -> tuple[dict[str, np.ndarray], list]:
+    def feature_arrays(self, contacts: Sequence[str], as_of: datetime, *, events_before: datetime | None = None,
+                       traits: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict[str, np.ndarray], list]:
         """:meth:`feature_frame`'s columns as arrays (no DataFrame), and the rows' accounts."""
         plan, cfg = self.plan, self.plan.config
         T = to_micros(as_of)
-        self._check(T)
+        self._check(T, contacts)
+        cut = T if events_before is None else min(T, to_micros(events_before))
+        if self._cut is not None and cut < self._cut and self._reads_folded(contacts, T):  # folded: all count
+            raise MirrorHorizonError(f"events before {from_micros(cut).isoformat()}: the service no longer keeps "
+                                     f"the events before {from_micros(self._cut).isoformat()} one by one")
         R, K1 = len(contacts), self._other + 1
         rows, ages, codes, values, days = [], [], [], [], []
         for r, contact in enumerate(contacts):
@@ -294,7 +321,7 @@ class EventMirror:
             if log_ is None:
                 continue
             ts, code, value, _ = log_.arrays()
-            keep = ts < T
+            keep = ts < cut
             rows.append(np.full(int(keep.sum()), r, dtype="int64"))
             ages.append(T - ts[keep])
             codes.append(code[keep])
@@ -321,7 +348,9 @@ class EventMirror:
             factor = 0.5 ** (age_days / h)
             factor = np.where(self._weighted[k], factor * v, factor)
             factor = np.where(np.isnan(factor), 0.0, factor)  # a NULL value adds nothing to SUM
-            decayed.append(np.bincount(g, weights=factor, minlength=G).reshape(R, K1))
+            # float even without live events (numpy's bincount of nothing is int64, whatever the weights),
+            # so that the folded events' sums can be added to it
+            decayed.append(np.bincount(g, weights=factor, minlength=G).reshape(R, K1).astype("float64"))
         folded = [(r, self._folded[c]) for r, c in enumerate(contacts) if c in self._folded]
         oldest = np.full(R, -1, dtype="int64")  # the folded events' largest age, per row
         for r, f in folded:  # lifetime aggregates and decayed sums take the folded events in
@@ -393,13 +422,13 @@ class EventMirror:
         with np.errstate(invalid="ignore", divide="ignore"):
             momentum = (recent - (within - recent)).astype("float64") / within.astype("float64")
         out[f"all__momentum_{m}d"] = np.where(within == 0, 0.0, momentum)
-        accounts = [self._account(c, T) for c in contacts]
+        accounts = [self._account(c, cut) for c in contacts]
         if plan.uses_accounts:
-            stats = {a: self._account_stats(a, T) for a in dict.fromkeys(accounts) if a is not None}
+            stats = {a: self._account_stats(a, T, cut) for a in dict.fromkeys(accounts) if a is not None}
             for name in account_columns(cfg):  # 0 without an account, as the build fills
                 out[name] = np.array([stats[a][name] if a is not None else 0 for a in accounts], dtype="int64")
         for name in plan.attributes:
-            values_ = [self._contacts[c].traits.get(name) if c in self._contacts else None for c in contacts]
+            values_ = [self._traits(c, traits).get(name) for c in contacts]
             if name in plan.categorical:
                 out[name] = np.array(values_, dtype=object)
             else:
@@ -421,8 +450,12 @@ class EventMirror:
             return None if folded is None else folded.account
         return account[sel[np.argmax(ts[sel])]]
 
-    def _account_stats(self, account: str, T: int) -> dict[str, int]:
-        """``account__*`` at ``T``: members by the contacts table (known at T) or by their events.
+    def _traits(self, contact: str, given: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:
+        return given[contact] if given is not None and contact in given else self.traits_of(contact)
+
+    def _account_stats(self, account: str, T: int, cut: int | None = None) -> dict[str, int]:
+        """``account__*`` at ``T`` (of the events before ``cut``, default ``T``): members by the
+        contacts table (known at T) or by their events.
 
         An event counts for its contact's contacts-table account when it has one, else for its
         own ``account_id``; a contacts-table member counts from ``created_at`` (NULL: always).
@@ -452,7 +485,7 @@ class EventMirror:
             when.append(ts[keep])
         who_ = np.concatenate(who) if who else np.empty(0, dtype="int64")
         ts_ = np.concatenate(when) if when else np.empty(0, dtype="int64")
-        before = ts_ < T
+        before = ts_ < (T if cut is None else cut)
         who_, age = who_[before], T - ts_[before]
         active = np.unique(who_)
         recent = np.full(len(active), NO_AGE, dtype="int64")

@@ -145,16 +145,19 @@ class Sweeping:
                                                             views[contact], self.scorer.scale)
             changed = [k for k in ids if not (entries[k].score is not None and views[k].rule_score == entries[k].score
                                               and views[k].points == entries[k].points)]
+            fired = []
             if self.triggers is not None and changed:
                 changes = [score_change(k, now, (entries[k].score, entries[k].band, entries[k].points), views[k], [],
                                         entries[k].last_split) for k in changed]
                 for firing in self.triggers.sweep(conn, changes):
                     self.metrics.triggers.labels(firing.trigger, "sweep").inc()
+                    fired.append(firing)
             rows = []
             for contact in ids:
                 with self.lock if cached.get(contact) else contextlib.nullcontext():
                     rows.append(self._stored(conn, entries[contact], views[contact], now))
             db.upsert(conn, db.score_state, rows, "contact_id")
+        self._explain_firings(fired, now)  # committed: their messages get the learned split
         job.swept += len(changed)
         self.metrics.swept.inc(len(ids))
         return bool(job.due) or job.more_due

@@ -22,6 +22,7 @@ between commits, incrementally: :mod:`propensity.pipelines.serve.sweep`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import queue
@@ -44,8 +45,10 @@ from propensity.pipelines.serve.cache import (
     load_entries,
     read_entry,
 )
+from propensity.pipelines.serve.db import contact_record, event_record
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
+from propensity.pipelines.serve.learned_change import explain_firings
 from propensity.pipelines.serve.metrics import ServiceMetrics
 from propensity.pipelines.serve.state import (
     ContactState,
@@ -316,7 +319,7 @@ class Writer(Sweeping):
             stored = db.insert_new(
                 conn,
                 db.events,
-                [_event_record(e, now) for e in unique.values()],
+                [event_record(e, now) for e in unique.values()],
                 "event_id",
             )
             # this commit's contacts in a map of its own: however small the cache, none of them
@@ -359,12 +362,14 @@ class Writer(Sweeping):
                         entry.last_split = split_rule_views(self.scorer.rules, earlier, seen, after, self.scorer.scale)
                     if self.triggers is not None:
                         changes.append(score_change(contact, now, before, after, fresh, entry.last_split))
+            fired = []
             if self.triggers is not None:
                 for change in changes:
                     for firing in self.triggers.evaluate(conn, change):
                         self.metrics.triggers.labels(firing.trigger, "event").inc()
+                        fired.append(firing)
             state_rows = [self._stored(conn, entries[c], view, now) for c, view in views.items()]
-            contact_rows = [_contact_record(ups, entries[contact].state.traits, now)
+            contact_rows = [contact_record(ups, entries[contact].state.traits, now)
                             for contact, ups in updates_by_contact.items() if ups]
             db.upsert(conn, db.contacts, contact_rows, "contact_id", keep_when_null=("account_id", "created_at"))
             db.upsert(conn, db.score_state, state_rows, "contact_id")
@@ -372,7 +377,9 @@ class Writer(Sweeping):
             for contact in touched:
                 self._cache[contact] = entries[contact]
             self.metrics.cache_size.set(len(self._cache))
-        learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now)
+        learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now,
+                              {c: entries[c].state for c in views})
+        self._explain_firings(fired, now)
         self.metrics.events.inc(len(stored))
         self.metrics.duplicates.inc(sum(isinstance(r, EventRow) for j in jobs for r in j.rows) - len(stored))
         self.metrics.contacts.inc(sum(len(u) for u in updates_by_contact.values()))
@@ -394,17 +401,29 @@ class Writer(Sweeping):
         updates: dict[str, list[ContactUpdate]],
         contacts: list[str],
         now: datetime,
+        states: dict[str, ContactState],
     ) -> dict[str, LearnedView]:
-        """After the commit: mirror the committed rows, then learned scores of ``contacts`` at ``now``."""
+        """After the commit: mirror the committed rows, then learned scores of ``contacts`` at ``now``
+        (``states``: their rule states, at ``now``: a model may read the rules' columns)."""
         if self.learned is None or not contacts:
             return {}
         try:
             self.learned.record([e for es in fresh.values() for e in es], [u for us in updates.values() for u in us],
                                 now)
-            return self.learned.score(contacts, now)
+            return self.learned.score(contacts, now, states)
         except Exception:  # the events are committed: answer them, with rule scores only
             log.exception("learned scoring of %d contacts failed", len(contacts))
             return {}
+
+    def _explain_firings(self, firings: list, now: datetime) -> None:
+        """Committed firings, held in the outbox: their learned split added, then released."""
+        if self.learned is None or not firings:
+            return
+        try:
+            explain_firings(self.learned, self._connection(), firings, now)
+        except Exception:  # the hold runs out: they are sent without it, saying so
+            log.exception("completing %d trigger messages failed", len(firings))
+            self._drop_connection()
 
     def _stored(self, conn: sa.Connection, entry: ContactEntry, view: ScoreView, now: datetime) -> dict[str, Any]:
         if entry.score is None or view.rule_score != entry.score:
@@ -436,7 +455,10 @@ class Writer(Sweeping):
     # ---------------------------------------------------------------- reads
 
     def current(self, contact_id: str, at: datetime | None = None) -> tuple[ScoreView, ContactEntry] | None:
-        """The contact's score now (or at a later ``at``), without changing anything; None if unknown."""
+        """The contact's score now (or at a later ``at``), without changing anything; None if unknown.
+
+        The entry returned holds a copy of the state moved to the view's instant.
+        """
         with self.lock:
             entry = self._cache.get(contact_id)
         if entry is None:
@@ -446,33 +468,11 @@ class Writer(Sweeping):
                 return None
         with self.lock:
             when = at or max(self.clock(), from_micros(entry.state.at_us))
-            view = self.scorer.peek(contact_id, entry.state, when)
-            snapshot = ContactEntry(entry.state, entry.score, entry.points, entry.band,
-                                    entry.changed_at, entry.previous_score, entry.last_split)
+            moved = copy.deepcopy(entry.state)
+        self.scorer.advance(moved, when)  # a copy: nothing changes
+        view = self.scorer.view(contact_id, moved)
+        # the state moved to the view's instant (the learned score may read its rule points)
+        snapshot = ContactEntry(moved, entry.score, entry.points, entry.band,
+                                entry.changed_at, entry.previous_score, entry.last_split)
         return view, snapshot
-
-
-def _event_record(event: EventRow, now: datetime) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "contact_id": event.contact_id,
-        "event_type": event.event_type,
-        "ts": event.ts,
-        "value": event.value,
-        "account_id": event.account_id,
-        "properties": event.properties,
-        "received_at": now,
-    }
-
-
-def _contact_record(updates: list[ContactUpdate], traits: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """One contacts row for all of a contact's updates in a commit (in order): the latest
-    account and creation time given, None where no update gave one (the store then keeps its own)."""
-    return {
-        "contact_id": updates[0].contact_id,
-        "account_id": next((u.account_id for u in reversed(updates) if u.account_id is not None), None),
-        "created_at": next((u.created_at for u in reversed(updates) if u.created_at is not None), None),
-        "traits": json.dumps(traits, default=str),
-        "updated_at": now,
-    }
 
