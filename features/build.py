@@ -58,6 +58,7 @@ from propensity.features.accounts import (
     feature_rows,
     with_account_windows,
 )
+from propensity.features.attributes import attribute_columns
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import TIMESTAMP_US
@@ -501,12 +502,6 @@ def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
     }
 
 
-def _attribute_columns(contacts: ibis.Table | None, config: FeatureConfig) -> list[str]:
-    if contacts is None or not config.include_attributes:
-        return []
-    return [c for c in contacts.columns if c not in ("contact_id", "created_at", "account_id")]
-
-
 def _with_contacts(
     feats: ibis.Table, contacts: ibis.Table | None, attributes: Sequence[str]
 ) -> ibis.Table:
@@ -566,7 +561,8 @@ def build_features(
         ``all__count_{N}d``, ``all__days_since_last``, ``all__distinct_types_{N}d``,
         ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
         then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
-        ``account__contacts``; then the contacts' attribute columns.
+        ``account__contacts``; then the contacts' attribute columns (``config.attributes``:
+        identifier-like columns are left out unless included).
 
     Notes
     -----
@@ -607,7 +603,7 @@ def build_features(
         # and "no colleagues" reads the same either way.
         for name in account_names(plan.windows):
             features[name] = raw[f"_{name}"].fill_null(0)
-    attributes = _attribute_columns(contacts, config)
+    attributes = attribute_columns(contacts, config)  # the guard: features/attributes.py
     clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})
     if clash:
         raise ValueError(f"contact attribute columns clash with feature names: {clash}")

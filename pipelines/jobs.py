@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import ibis
 import pandas as pd
 
+from propensity.features.attributes import resolve_attributes
 from propensity.features.auto import resolve_feature_config
 from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
@@ -60,13 +61,16 @@ class FeatureRun:
     note: str | None = None  # what `auto` in the feature config chose, and why
 
 
-def _resolved(config: FeatureConfig, events: ibis.Table) -> tuple[FeatureConfig, list[str] | None, str | None]:
-    """Resolve `auto` up front, so the run can say what it chose (build_features would do it silently)."""
+def _resolved(config: FeatureConfig, events: ibis.Table,
+              contacts: ibis.Table | None = None) -> tuple[FeatureConfig, list[str] | None, str | None]:
+    """Resolve `auto` up front, so the run can say what it chose (build_features would do it silently),
+    the attribute guard's choice included (identifier-like contacts columns left out)."""
+    config, choice = resolve_attributes(config, contacts)
     if config.is_resolved:
-        return config, None, None
+        return config, None, choice.note()
     types = list(config.event_types or discover_event_types(events, config))
     resolved, note = resolve_feature_config(config, events, types)
-    return resolved, types, note
+    return resolved, types, "; ".join(n for n in (note, choice.note()) if n) or None
 
 
 def table_names(con: ibis.BaseBackend) -> set[str]:
@@ -148,7 +152,7 @@ def run_features(
     con = ws.ibis_connection() if tables is None else tables.con
     spine = resolve_spine(con, choice, tables=tables, ws=ws)
     events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
-    config, types, note = _resolved(config, events)
+    config, types, note = _resolved(config, events, contacts)
     expr = build_features(events, spine, config, contacts=contacts, event_types=types)
     path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def run_spark_features(ws, choice, config, out: Path | None, tables: EngineTable
     from propensity.pipelines.jobs import FeatureRun, _resolved, resolve_spine
 
     spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-    config, types, note = _resolved(config, tables.events)
+    config, types, note = _resolved(config, tables.events, tables.contacts)
     expr = build_features(tables.events, spine, config, contacts=tables.contacts, event_types=types)
     path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}"
     rows = write_spark_features(tables, expr, path)
