@@ -61,6 +61,7 @@ from propensity.features.accounts import (
 from propensity.features.attributes import attribute_columns
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
+from propensity.features.history import with_attributes
 from propensity.features.spine import TIMESTAMP_US
 
 __all__ = [
@@ -502,27 +503,6 @@ def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
     }
 
 
-def _with_contacts(
-    feats: ibis.Table, contacts: ibis.Table | None, attributes: Sequence[str]
-) -> ibis.Table:
-    """Add ``account_id`` (contacts first, else the latest event's) and the attributes."""
-    if contacts is None:
-        return feats.rename(account_id="_event_account")
-    wanted: dict[str, ir.Value] = {"_c_contact": contacts.contact_id.cast("string")}
-    wanted["_c_account"] = (
-        contacts.account_id.cast("string")
-        if "account_id" in contacts.columns
-        else ibis.null("string")
-    )
-    wanted.update({c: contacts[c] for c in attributes})
-    extra = contacts.select(**wanted)
-    table = feats.left_join(extra, feats.contact_id == extra._c_contact)
-    keep = [c for c in feats.columns if c != "_event_account"]
-    return table.select(
-        *keep, *attributes, account_id=table._c_account.coalesce(table._event_account)
-    )
-
-
 def build_features(
     events: ibis.Table,
     spine: ibis.Table,
@@ -530,6 +510,7 @@ def build_features(
     *,
     contacts: ibis.Table | None = None,
     event_types: Sequence[str] | None = None,
+    contact_history: ibis.Table | None = None,
 ) -> ibis.Table:
     """The point-in-time feature table of ``spine`` as one lazy Ibis expression.
 
@@ -548,6 +529,10 @@ def build_features(
         Overrides ``config.event_types``. When both are None the types are discovered with
         :func:`discover_event_types`, which runs one small query; pass the types to keep the
         build fully lazy and the columns fixed between training and scoring.
+    contact_history : ibis.Table, optional
+        The contacts' attribute history (``features/history.py``): with it (and
+        ``config.attributes.values`` ``as_of``) each row's attributes are those valid at its
+        ``as_of``; without it, the contacts' latest values.
 
     Returns
     -------
@@ -608,5 +593,6 @@ def build_features(
     if clash:
         raise ValueError(f"contact attribute columns clash with feature names: {clash}")
     feats = raw.select("contact_id", "as_of", "_event_account", **features)
-    table = _with_contacts(feats, contacts, attributes)
+    table = with_attributes(feats, contacts, attributes,
+                            contact_history if config.attributes.values == "as_of" else None)
     return table.select(*KEY_COLUMNS, *features, *attributes)

@@ -39,6 +39,10 @@ class AttributeSelection(BaseModel):
         per contact, or free text); what was dropped is said. ``"all"``: every column, no guard
         (what models trained before the guard used). A list: exactly these (training records
         the list it chose here, so scoring reads the trained columns).
+    values : "as_of" or "latest"
+        ``"as_of"``: each row's attribute values as they were at its ``as_of``, from the contacts'
+        attribute history (``features/history.py``) when the build is given one (the workspace's
+        DuckDB); otherwise, and with ``"latest"``, the contacts' current values. Commands say which.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -46,6 +50,7 @@ class AttributeSelection(BaseModel):
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     columns: tuple[str, ...] | Literal["auto", "all"] = "auto"
+    values: Literal["as_of", "latest"] = "as_of"
 
     @model_validator(mode="after")
     def _consistent(self) -> AttributeSelection:
@@ -63,9 +68,9 @@ class AttributeSelection(BaseModel):
 
 
 # Families added after models were first recorded, as "off" (see FeatureConfig.of_model); a model
-# recorded before the attribute guard read every contacts column.
+# recorded before the attribute guard and history read every contacts column at its latest value.
 _BEFORE_FAMILIES: dict[str, Any] = {"lifetime_features": False, "trend_features": False, "monetary_types": (),
-                                    "attributes": {"columns": "all"}}
+                                    "attributes": {"columns": "all", "values": "latest"}}
 
 
 class FeatureConfig(BaseModel):

@@ -99,6 +99,8 @@ def print_training(result) -> None:
     attributes = result.summary.get("attributes") or {}
     if attributes.get("note"):  # identifier-like contacts columns left out (or forced in): never silently
         console.print(f"[yellow]attributes: {attributes['note']}[/]")
+    if attributes.get("values"):  # as of each cut-off (the attribute history) or the latest
+        console.print(attributes["values"])
     search = result.summary.get("search")
     if search is not None:
         console.print(f"search: {search['trials_completed']} of {search['n_trials']} trials on "

@@ -97,12 +97,12 @@ def _metrics_table(frame: pd.DataFrame, models: dict[str, tuple[str, str]]) -> p
     return pd.DataFrame(rows)
 
 
-def _attribute_summary(choice) -> dict | None:
-    """The contacts columns used as features and those the guard left out, with why."""
+def _attribute_summary(choice, values: str | None) -> dict | None:
+    """The contacts columns used as features, those the guard left out (with why), and whose values."""
     if choice is None:
         return None
     return {"used": list(choice.kept), "dropped": dict(choice.dropped), "included": list(choice.included),
-            "excluded": list(choice.excluded), "note": choice.note()}
+            "excluded": list(choice.excluded), "note": choice.note(), "values": values}
 
 
 def search_summary(fitted, config: TrainConfig) -> dict:
@@ -208,7 +208,8 @@ def train(
                  "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
                  "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
                  "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend,
-                 "calibration_shift": shift, "attributes": _attribute_summary(ts.attributes)},
+                 "calibration_shift": shift,
+                 "attributes": _attribute_summary(ts.attributes, ts.attribute_values)},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],

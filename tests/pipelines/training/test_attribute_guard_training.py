@@ -65,6 +65,9 @@ def test_the_model_does_not_see_email_or_the_crm_object_type_and_the_output_name
     said = " ".join(capsys.readouterr().out.split())
     assert "contacts columns not used as features, they look like identifiers:" in said
     assert "email (name: an email address)" in said and "salesforce_object (name: a CRM field)" in said
+    # the attributes of each cut-off are those valid then (the workspace's attribute history), and it says so
+    assert result.summary["attributes"]["values"].startswith("attribute values: as they were at each row's as_of")
+    assert "attribute values: as they were at each row's as_of" in said
 
 
 def test_an_explicit_include_puts_the_column_back(workspace, tmp_path):
