@@ -58,8 +58,10 @@ from propensity.features.accounts import (
     feature_rows,
     with_account_windows,
 )
+from propensity.features.attributes import attribute_columns
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
+from propensity.features.history import with_attributes
 from propensity.features.spine import TIMESTAMP_US
 
 __all__ = [
@@ -501,33 +503,6 @@ def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
     }
 
 
-def _attribute_columns(contacts: ibis.Table | None, config: FeatureConfig) -> list[str]:
-    if contacts is None or not config.include_attributes:
-        return []
-    return [c for c in contacts.columns if c not in ("contact_id", "created_at", "account_id")]
-
-
-def _with_contacts(
-    feats: ibis.Table, contacts: ibis.Table | None, attributes: Sequence[str]
-) -> ibis.Table:
-    """Add ``account_id`` (contacts first, else the latest event's) and the attributes."""
-    if contacts is None:
-        return feats.rename(account_id="_event_account")
-    wanted: dict[str, ir.Value] = {"_c_contact": contacts.contact_id.cast("string")}
-    wanted["_c_account"] = (
-        contacts.account_id.cast("string")
-        if "account_id" in contacts.columns
-        else ibis.null("string")
-    )
-    wanted.update({c: contacts[c] for c in attributes})
-    extra = contacts.select(**wanted)
-    table = feats.left_join(extra, feats.contact_id == extra._c_contact)
-    keep = [c for c in feats.columns if c != "_event_account"]
-    return table.select(
-        *keep, *attributes, account_id=table._c_account.coalesce(table._event_account)
-    )
-
-
 def build_features(
     events: ibis.Table,
     spine: ibis.Table,
@@ -535,6 +510,7 @@ def build_features(
     *,
     contacts: ibis.Table | None = None,
     event_types: Sequence[str] | None = None,
+    contact_history: ibis.Table | None = None,
 ) -> ibis.Table:
     """The point-in-time feature table of ``spine`` as one lazy Ibis expression.
 
@@ -553,6 +529,10 @@ def build_features(
         Overrides ``config.event_types``. When both are None the types are discovered with
         :func:`discover_event_types`, which runs one small query; pass the types to keep the
         build fully lazy and the columns fixed between training and scoring.
+    contact_history : ibis.Table, optional
+        The contacts' attribute history (``features/history.py``): with it (and
+        ``config.attributes.values`` ``as_of``) each row's attributes are those valid at its
+        ``as_of``; without it, the contacts' latest values.
 
     Returns
     -------
@@ -566,7 +546,8 @@ def build_features(
         ``all__count_{N}d``, ``all__days_since_last``, ``all__distinct_types_{N}d``,
         ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
         then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
-        ``account__contacts``; then the contacts' attribute columns.
+        ``account__contacts``; then the contacts' attribute columns (``config.attributes``:
+        identifier-like columns are left out unless included).
 
     Notes
     -----
@@ -607,10 +588,11 @@ def build_features(
         # and "no colleagues" reads the same either way.
         for name in account_names(plan.windows):
             features[name] = raw[f"_{name}"].fill_null(0)
-    attributes = _attribute_columns(contacts, config)
+    attributes = attribute_columns(contacts, config)  # the guard: features/attributes.py
     clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})
     if clash:
         raise ValueError(f"contact attribute columns clash with feature names: {clash}")
     feats = raw.select("contact_id", "as_of", "_event_account", **features)
-    table = _with_contacts(feats, contacts, attributes)
+    table = with_attributes(feats, contacts, attributes,
+                            contact_history if config.attributes.values == "as_of" else None)
     return table.select(*KEY_COLUMNS, *features, *attributes)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["FeatureConfig", "FeatureConfigError", "load_feature_config"]
+__all__ = ["AttributeSelection", "FeatureConfig", "FeatureConfigError", "load_feature_config"]
 
 
 class FeatureConfigError(ValueError):
@@ -25,8 +25,52 @@ def _unique(values: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     return values
 
 
-# Families added after models were first recorded, as "off" (see FeatureConfig.of_model).
-_BEFORE_FAMILIES: dict[str, Any] = {"lifetime_features": False, "trend_features": False, "monetary_types": ()}
+class AttributeSelection(BaseModel):
+    """Which contacts columns become features (the guard: :mod:`propensity.features.attributes`).
+
+    Parameters
+    ----------
+    include : tuple of str
+        Columns used as features even when they look like identifiers.
+    exclude : tuple of str
+        Columns never used as features.
+    columns : tuple of str, "auto" or "all"
+        ``"auto"``: every other column unless it looks like an identifier (its name, or unique
+        per contact, or free text); what was dropped is said. ``"all"``: every column, no guard
+        (what models trained before the guard used). A list: exactly these (training records
+        the list it chose here, so scoring reads the trained columns).
+    values : "as_of" or "latest"
+        ``"as_of"``: each row's attribute values as they were at its ``as_of``, from the contacts'
+        attribute history (``features/history.py``) when the build is given one (the workspace's
+        DuckDB); otherwise, and with ``"latest"``, the contacts' current values. Commands say which.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    columns: tuple[str, ...] | Literal["auto", "all"] = "auto"
+    values: Literal["as_of", "latest"] = "as_of"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttributeSelection:
+        _unique(self.include, "attributes.include")
+        _unique(self.exclude, "attributes.exclude")
+        both = sorted(set(self.include) & set(self.exclude))
+        if both:
+            raise ValueError(f"attributes.include and attributes.exclude both name {both}")
+        if isinstance(self.columns, tuple):
+            _unique(self.columns, "attributes.columns")
+            clash = sorted(set(self.columns) & set(self.exclude))
+            if clash:
+                raise ValueError(f"attributes.columns lists excluded columns {clash}")
+        return self
+
+
+# Families added after models were first recorded, as "off" (see FeatureConfig.of_model); a model
+# recorded before the attribute guard and history read every contacts column at its latest value.
+_BEFORE_FAMILIES: dict[str, Any] = {"lifetime_features": False, "trend_features": False, "monetary_types": (),
+                                    "attributes": {"columns": "all", "values": "latest"}}
 
 
 class FeatureConfig(BaseModel):
@@ -67,7 +111,9 @@ class FeatureConfig(BaseModel):
     account_features : bool
         Whether to add the ``account__*`` features.
     include_attributes : bool
-        Whether to join the contacts' attribute columns.
+        Whether to join the contacts' attribute columns at all.
+    attributes : AttributeSelection
+        Which of them: identifier-like columns are left out unless included (and said).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,6 +130,7 @@ class FeatureConfig(BaseModel):
     monetary_types: tuple[str, ...] | Literal["auto"] = "auto"
     account_features: bool = True
     include_attributes: bool = True
+    attributes: AttributeSelection = AttributeSelection()
 
     @field_validator("windows_days", "active_days_windows")
     @classmethod

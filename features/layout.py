@@ -88,6 +88,12 @@ class WorkspaceLayout:
         return self.monitor / "history.json"
 
     @property
+    def history_db(self) -> Path:
+        """The rules files and model versions each command used, with the time (SQLite:
+        ``pipelines/project/definitions.py``); the contacts' attribute history is in the DuckDB file."""
+        return self.root / "history.db"
+
+    @property
     def serve_db(self) -> Path:
         """The service's SQLite store (unless ``$DATABASE_URL`` names another database)."""
         return self.root / "serve.db"

@@ -1,7 +1,8 @@
 """Moving validated rows into the workspace's tables, in SQL inside DuckDB.
 
 Append-only with dedupe for events and outcomes (an anti-join on the key), an upsert for contacts
-(a null never erases a stored value; a column's type widens when new values need it), rejects
+(a null never erases a stored value; a column's type widens when new values need it; every new or
+changed contact gets a version in the attribute history, :mod:`propensity.features.history`), rejects
 logged once per source, row and reason; each ingest is one transaction (:class:`transaction`).
 :class:`propensity.features.store.Workspace` calls these; nothing here opens a file.
 """
@@ -15,6 +16,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from propensity.features import history
 from propensity.features.schema import REJECTS, ROW_NUMBER, Kind, schema_for
 from propensity.features.sources import SourceError
 from propensity.features.validate import normalize_frame, quote_ident
@@ -134,10 +136,18 @@ def upsert_contacts(con: duckdb.DuckDBPyConnection, good: str) -> tuple[int, int
     changed = " OR ".join(
         f"({cast(c)} IS NOT NULL AND {cast(c)} IS DISTINCT FROM t.{quote_ident(c)})" for c in attrs
     ) or "false"
+    now = utc_now()
+    history.prepare(con, now)  # a pre-history workspace: its values so far become the first versions
+    # the contacts this upsert adds or changes: each gets a new version in the attribute history
+    updated_at = "CAST(n.updated_at AS TIMESTAMP)" if "updated_at" in new_types else "CAST(NULL AS TIMESTAMP)"
+    valid_from = history.valid_from_sql(updated_at, "t.contact_id IS NULL", now)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE __touched AS SELECT n.contact_id, {valid_from} AS valid_from, "
+        "t.contact_id IS NULL AS is_new FROM __new_contacts n LEFT JOIN contacts t ON t.contact_id = n.contact_id "
+        f"WHERE t.contact_id IS NULL OR ({changed})"
+    )
     added, updated = con.execute(
-        "SELECT count(*) FILTER (WHERE t.contact_id IS NULL), "
-        f"count(*) FILTER (WHERE t.contact_id IS NOT NULL AND ({changed})) "
-        "FROM __new_contacts n LEFT JOIN contacts t ON t.contact_id = n.contact_id"
+        "SELECT count(*) FILTER (WHERE is_new), count(*) FILTER (WHERE NOT is_new) FROM __touched"
     ).fetchall()[0]
     cols = ", ".join(quote_ident(c) for c in new_types)
     values = ", ".join(cast(c) for c in new_types)
@@ -149,5 +159,7 @@ def upsert_contacts(con: duckdb.DuckDBPyConnection, good: str) -> tuple[int, int
         f"MERGE INTO contacts t USING __new_contacts n ON t.contact_id = n.contact_id "
         f"{matched}WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})"
     )
+    history.record_versions(con, "__touched", now)
     con.execute("DROP TABLE __new_contacts")
+    con.execute("DROP TABLE __touched")
     return int(added), int(updated)

@@ -148,6 +148,9 @@ CONTACTS = TableSchema(
         Column("contact_id", "VARCHAR", "id", required=True, nullable=False),
         Column("account_id", "VARCHAR", "id"),
         Column("created_at", "TIMESTAMP", "timestamp"),
+        # when the source says these attributes took their values (a CRM's last-modified time);
+        # the attribute history (features/history.py) dates a change by it, else by the ingest time
+        Column("updated_at", "TIMESTAMP", "timestamp"),
     ),
     key="contact_id",
     open=True,

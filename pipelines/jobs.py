@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 import ibis
 import pandas as pd
 
+from propensity.features.attributes import resolve_attributes
 from propensity.features.auto import resolve_feature_config
 from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
+from propensity.features.history import history_table, values_note
 from propensity.features.spine import spine_at, spine_from_frame
 
 # WorkspaceError is re-exported: one class for "the workspace lacks or refuses something"
@@ -58,15 +60,22 @@ class FeatureRun:
     rows: int
     columns: list[str]
     note: str | None = None  # what `auto` in the feature config chose, and why
+    attributes: str | None = None  # contacts columns the guard left out, and whose values the build used
 
 
-def _resolved(config: FeatureConfig, events: ibis.Table) -> tuple[FeatureConfig, list[str] | None, str | None]:
-    """Resolve `auto` up front, so the run can say what it chose (build_features would do it silently)."""
+def _resolved(config: FeatureConfig, events: ibis.Table, contacts: ibis.Table | None = None,
+              history: ibis.Table | None = None) -> tuple[FeatureConfig, list[str] | None, str | None, str | None]:
+    """Resolve `auto` up front, so the run can say what it chose (build_features would do it silently):
+    ``(config, types, auto note, attributes note)``; the attributes note names the identifier-like
+    contacts columns left out and whose values the build reads (as of each row, or the latest)."""
+    config, choice = resolve_attributes(config, contacts)
+    attributes = None if contacts is None else "; ".join(
+        n for n in (choice.note(), values_note(config, history)) if n) or None
     if config.is_resolved:
-        return config, None, None
+        return config, None, None, attributes
     types = list(config.event_types or discover_event_types(events, config))
     resolved, note = resolve_feature_config(config, events, types)
-    return resolved, types, note
+    return resolved, types, note, attributes
 
 
 def table_names(con: ibis.BaseBackend) -> set[str]:
@@ -148,18 +157,21 @@ def run_features(
     con = ws.ibis_connection() if tables is None else tables.con
     spine = resolve_spine(con, choice, tables=tables, ws=ws)
     events, contacts = (_events(con), _contacts(con)) if tables is None else (tables.events, tables.contacts)
-    config, types, note = _resolved(config, events)
-    expr = build_features(events, spine, config, contacts=contacts, event_types=types)
+    history = None if contacts is None or tables is not None else history_table(con)
+    config, types, note, attributes = _resolved(config, events, contacts, history)
+    expr = build_features(events, spine, config, contacts=contacts, event_types=types, contact_history=history)
     path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     if tables is not None and tables.is_warehouse:
         # computed in the warehouse, streamed into the file: no table is written to the user's database
         rows = _write_ordered(con, expr, path)
-        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note)
+        return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note,
+                          attributes=attributes)
     table = con.create_table("features", expr, overwrite=True)
     _write_ordered(con, table, path)
     rows = int(table.count().execute())
-    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table), note=note)
+    return FeatureRun(table="features", path=path, rows=rows, columns=feature_columns(table), note=note,
+                      attributes=attributes)
 
 
 def _write_ordered(con: ibis.BaseBackend, table: ibis.Table, path: Path) -> int:
@@ -254,10 +266,11 @@ def run_model_scores(
         con = ws.ibis_connection()
         spine = resolve_spine(con, choice)
         events, contacts = _events(con), _contacts(con)
+        history = None if contacts is None else history_table(con)
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-        events, contacts = tables.events, tables.contacts
-    features = features_as_trained(events, spine, scorer, contacts).execute()
+        events, contacts, history = tables.events, tables.contacts, None
+    features = features_as_trained(events, spine, scorer, contacts, history).execute()
     scores = scorer.score(features[scorer.feature_names]).reset_index(drop=True)
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

@@ -327,6 +327,9 @@ def _features_yaml(plan: StarterPlan) -> str:
         f"momentum_days: {min(plan.windows_days[-1], max(plan.windows_days[0], plan.horizon_days))}",
         "account_features: true",
         "include_attributes: true",
+        "# contacts columns that look like identifiers (email, ids, CRM object types, unique per contact)",
+        "# are left out and named by `train`; list one under include to use it anyway",
+        "attributes: {include: [], exclude: []}",
     ]) + "\n"
 
 

@@ -93,6 +93,8 @@ def serve_cmd(
                                model=registered[0] if registered else None,
                                model_label=registered[1] if registered else "",
                                monitor_history=ws.layout.monitor_history, tune_gc=True)
+    # what the service scores with from now on: `explain --since` reads it back
+    proj.record_use("serve", rules=rule_set, rules_source=where.path, model=registered[2] if registered else None)
     shown = sa.make_url(url).render_as_string(hide_password=True)
     console.print(f"propensity serve on http://{host}:{port}  rules {settings.rules.name}  store {shown}"
                   + (f"  triggers {triggers}" if triggers else "")
@@ -108,7 +110,7 @@ def serve_cmd(
 
 def _served_model(proj, model: str, model_name: str | None, allow_external: bool, rules=None,
                   rules_file: Path | None = None):
-    """``(scorer, label)`` of the learned model the service scores live, or None (rule scores only).
+    """``(scorer, label, ModelContext)`` of the learned model the service scores live, or None (rule scores only).
 
     Through the one resolver (the train config's registry and model name), refusing a model whose
     pickled code lies outside this workspace unless the serve config trusts it. A model asked for
@@ -148,7 +150,7 @@ def _served_model(proj, model: str, model_name: str | None, allow_external: bool
         err.print(f"[yellow]warning:[/] {label} is not scored live: {exc}; serving rule scores only "
                   "(`propensity score --model` scores it in batch)")
         return None
-    return learned.scorer, label
+    return learned.scorer, label, learned
 
 
 def _history_note(url: str, ws) -> str | None:

@@ -151,6 +151,8 @@ def features_cmd(
     console.print(f"{run.rows:,} rows x {len(run.columns)} features -> {run.path}  ({where})")
     if run.note:
         console.print(f"feature config `auto`: {run.note}")
+    if run.attributes:
+        console.print(run.attributes)
 
 
 @app.command("generate")

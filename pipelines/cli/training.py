@@ -96,6 +96,11 @@ def print_training(result) -> None:
         metrics.add_row(row.model, f"{row.roc_auc:.3f}", f"{row.pr_auc:.3f}", f"{row.brier:.4f}", f"{row.ece:.4f}",
                         f"{row.lift_top10:.2f}")
     console.print(metrics)
+    attributes = result.summary.get("attributes") or {}
+    if attributes.get("note"):  # identifier-like contacts columns left out (or forced in): never silently
+        console.print(f"[yellow]attributes: {attributes['note']}[/]")
+    if attributes.get("values"):  # as of each cut-off (the attribute history) or the latest
+        console.print(attributes["values"])
     search = result.summary.get("search")
     if search is not None:
         console.print(f"search: {search['trials_completed']} of {search['n_trials']} trials on "

@@ -26,6 +26,7 @@ import pandas as pd
 from propensity.features.auto import resolve_feature_config
 from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
+from propensity.features.history import history_table
 from propensity.features.store import Workspace
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.core import Comparison, compare_scores
@@ -84,6 +85,7 @@ class EvaluationData:
     contacts: ibis.Table | None
     contacts_frame: pd.DataFrame | None
     outcomes: pd.DataFrame
+    contact_history: ibis.Table | None = None  # the attributes as of each cut-off (features/history.py)
 
     @classmethod
     def from_workspace(cls, ws: Workspace) -> EvaluationData:
@@ -93,7 +95,8 @@ class EvaluationData:
         con = ws.ibis_connection()
         contacts = con.table("contacts") if counts.get("contacts") else None
         return cls(con=con, events=con.table("events"), contacts=contacts,
-                   contacts_frame=None if contacts is None else contacts.execute(), outcomes=ws.table("outcomes"))
+                   contacts_frame=None if contacts is None else contacts.execute(), outcomes=ws.table("outcomes"),
+                   contact_history=None if contacts is None else history_table(con))
 
     def spine_table(self, rows: pd.DataFrame, name: str = "_compare_spine") -> ibis.Table:
         return self.con.create_table(name, rows[KEYS], temp=True, overwrite=True)
@@ -263,7 +266,7 @@ def compare_models(
     if scorer is not None:
         step("score with the learned model")
         test_spine = data.spine_table(test, "_compare_test_spine")
-        features = features_as_trained(data.events, test_spine, scorer, data.contacts).execute()
+        features = features_as_trained(data.events, test_spine, scorer, data.contacts, data.contact_history).execute()
         features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
         features = test[KEYS].merge(features, on=KEYS, how="left", validate="one_to_one")
         scored = scorer.score(features)
@@ -309,6 +312,7 @@ def feature_frame(
     """Features for the spine rows with the training feature config (types and `auto` choices as training makes them)."""
     event_types = config.event_types or discover_event_types(data.events, config)
     config, _ = resolve_feature_config(config, data.events, event_types, horizon_days=horizon_days)
-    features = build_features(data.events, spine, config, contacts=data.contacts, event_types=event_types).execute()
+    features = build_features(data.events, spine, config, contacts=data.contacts, event_types=event_types,
+                              contact_history=data.contact_history).execute()
     features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
     return features, feature_columns(features), tuple(event_types)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from propensity.features.history import history_table
 from propensity.features.spine import spine_from_frame
 from propensity.features.store import Workspace
 from propensity.pipelines.explain.explain import (
@@ -56,7 +57,8 @@ def model_features(con, spine, scorer) -> pd.DataFrame:
     contacts = con.table("contacts") if "contacts" in table_names(con) else None
     if contacts is not None and not int(contacts.count().execute()):
         contacts = None
-    frame = features_as_trained(con.table("events"), spine, scorer, contacts).execute()
+    history = None if contacts is None else history_table(con)  # attributes as of each row's as_of
+    frame = features_as_trained(con.table("events"), spine, scorer, contacts, history).execute()
     return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
 
 

@@ -148,7 +148,7 @@ def _event_counts(data: EvaluationData, as_of: pd.Timestamp, days: int) -> dict[
 
 def _features(data: EvaluationData, rows: pd.DataFrame, scorer, name: str) -> pd.DataFrame:
     spine = data.spine_table(rows, name)
-    features = features_as_trained(data.events, spine, scorer, data.contacts).execute()
+    features = features_as_trained(data.events, spine, scorer, data.contacts, data.contact_history).execute()
     features["as_of"] = pd.to_datetime(features["as_of"]).astype("datetime64[us]")
     return rows[KEYS].merge(features, on=KEYS, how="left", validate="one_to_one")
 

@@ -62,14 +62,18 @@ class ModelOperations(Resolution):
         rule_set, where, warnings = self.rules(rules)
         self._uses(where, "rules")
         self._warn(warnings)
-        return run_rule_scores(self.ws, spine_choice(at), rule_set, level=level, tables=tables), rule_set
+        scored = run_rule_scores(self.ws, spine_choice(at), rule_set, level=level, tables=tables)
+        self.record_use("score", rules=rule_set, rules_source=where.path)
+        return scored, rule_set
 
     def score_with_model(self, at, model: str = "champion", name: str | None = None, *, tables=None):
         """Learned scores 0-5 at ``at`` from a registered model, its features built as it was trained."""
         from propensity.pipelines.jobs import run_model_scores
 
         learned = self.model(model, name)  # the configured registry (mlflow.tracking_uri), loaded once
-        return run_model_scores(self.ws, spine_choice(at), model, learned.name, tables=tables, scorer=learned.scorer)
+        scored = run_model_scores(self.ws, spine_choice(at), model, learned.name, tables=tables, scorer=learned.scorer)
+        self.record_use("score", model=learned)
+        return scored
 
     def train(self, config: TrainConfig | Path | str | None = None, *, track: bool = True, tables=None,
               step: Callable[[str], None] = lambda _: None):
@@ -86,8 +90,25 @@ class ModelOperations(Resolution):
         else:
             train_config, where = self.train_config(config)
             self._uses(where, "train config")
-        self._warn(self.rule_warnings(load_rules(train_config.rules)))
-        return train(self.ws, train_config, step=step, track=track, tables=tables)
+        rule_set = load_rules(train_config.rules)
+        self._warn(self.rule_warnings(rule_set))
+        result = train(self.ws, train_config, step=step, track=track, tables=tables)
+        self._record_training(train_config, rule_set, result)
+        return result
+
+    def _record_training(self, train_config: TrainConfig, rule_set, result) -> None:
+        """The rules training measured against, the version it registered and a promotion."""
+        from propensity.pipelines.project.definitions import ModelRef
+
+        self.record_use("train", rules=rule_set, rules_source=train_config.rules)
+        if result.model_version is None:
+            return
+        name, version = train_config.mlflow.model_name, result.model_version
+        self.record_use("train", model=ModelRef(name, version, "registered", f"models:/{name}/{version}"),
+                        model_command="register")
+        if result.registry is not None and result.registry.promoted:
+            self.record_use("train", model=ModelRef(name, version, "champion", f"models:/{name}@champion"),
+                            model_command="promote")
 
     def compare(self, model: str = "champion", name: str | None = None, *, config: Path | str | None = None,
                 settings=None, learned_rules: Path | str | None = None, backtest: bool = False,
@@ -172,17 +193,28 @@ class ModelOperations(Resolution):
         rule_set, where, warnings = self.rules(rules, model=learned)
         self._uses(where, "rules")
         self._warn(warnings)
-        before_rules = None
+        since_at = parse_as_of(since)
+        until = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
+        # what held at --since: given, else the workspace's history (said in the notes), else as now
         if rules_before is not None:
             before_rules = load_rules(self._uses(Resolved(Path(rules_before), "given"), "rules at --since").path)
+        else:
+            before_rules = self._rules_at(since_at, rule_set, notes)
         earlier = None
         if model_before is not None and learned is not None:
             earlier = self.model(model_before, name)
+        elif learned is not None:
+            earlier = self._model_at(since_at, learned, notes)
         snapshot = None
         if contacts_before is not None:
             snapshot = read_contacts_snapshot(contacts_before, load_contacts(self.ws.ibis_connection()))
-        since_at = parse_as_of(since)
-        until = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
+        else:
+            from propensity.features.history import contacts_as_of
+
+            recorded = contacts_as_of(self.ws.ibis_connection(), since_at)
+            if recorded is not None:
+                snapshot = recorded.frame
+                notes.append(recorded.note())
         label = f"v{earlier.version} -> v{learned.version}" if earlier is not None else None
         options = {"rules": rule_set, "rules_before": before_rules, "scorer": learned.scorer if learned else None,
                    "scorer_before": earlier.scorer if earlier is not None else None, "model_label": label,
@@ -196,6 +228,36 @@ class ModelOperations(Resolution):
 
             report = replace(report, notes=(*report.notes, *notes))
         return report
+
+    def _rules_at(self, since, rule_set, notes: list[str]):
+        """The rules in use at ``since`` from the workspace's history, when they differ from ``rule_set``."""
+        from propensity.pipelines.project.definitions import rules_at, rules_hash
+
+        used = rules_at(self.ws.layout.history_db, since)
+        if used is None:
+            notes.append(f"rules: none recorded in use by {since:%Y-%m-%d %H:%M}, taken as unchanged (rules part 0; "
+                         "--rules-before FILE gives them)")
+            return None
+        if used.hash == rules_hash(rule_set)[0]:
+            notes.append(f"rules at --since: the same as now ({used.describe()}, from the workspace's history)")
+            return None
+        notes.append(f"rules at --since: {used.describe()} (from the workspace's history)")
+        return used.rules
+
+    def _model_at(self, since, learned, notes: list[str]):
+        """The version of ``learned``'s model that scored at ``since``, when it is another one."""
+        from propensity.pipelines.project.definitions import model_at
+
+        used = model_at(self.ws.layout.history_db, learned.name, since)
+        if used is None:
+            notes.append(f"model: no version of {learned.name} recorded in use by {since:%Y-%m-%d %H:%M}, taken as "
+                         f"v{learned.version} then too (model part 0; --model-before REF gives it)")
+            return None
+        if str(used.version) == str(learned.version):
+            notes.append(f"model at --since: the same version ({used.describe()}, from the workspace's history)")
+            return None
+        notes.append(f"model at --since: {used.describe()} (from the workspace's history)")
+        return self.model(used.version, learned.name)
 
     def explain_all(self, at, *, model: str = "champion", name: str | None = None, reasons: int = 3,
                     positive_only: bool = False):

@@ -55,6 +55,25 @@ class Resolution:
         self.report("uses", where.describe(what))
         return where
 
+    def record_use(self, command: str, *, rules=None, rules_source: Path | str | None = None,
+                   model=None, model_command: str | None = None) -> None:
+        """Record in the workspace's history what ``command`` used (``explain --since`` reads it back);
+        ``model``: a ModelContext or a :class:`~propensity.pipelines.project.definitions.ModelRef`.
+        A failure is a warning, never the command's failure."""
+        import sqlite3
+
+        from propensity.pipelines.project import definitions
+
+        path = self.ws.layout.history_db
+        try:
+            if rules is not None:
+                definitions.record_rules(path, rules, command=command, source=rules_source)
+            if model is not None:
+                definitions.record_model(path, name=model.name, version=model.version, ref=model.ref,
+                                         uri=model.uri, command=model_command or command)
+        except (sqlite3.Error, OSError) as exc:
+            self.report("warning", f"could not record what `{command}` used in {path}: {exc}")
+
     def _warn(self, lines) -> None:
         for line in lines:
             self.report("warning", line)

@@ -41,8 +41,9 @@ def run_spark_features(ws, choice, config, out: Path | None, tables: EngineTable
     from propensity.pipelines.jobs import FeatureRun, _resolved, resolve_spine
 
     spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-    config, types, note = _resolved(config, tables.events)
+    config, types, note, attributes = _resolved(config, tables.events, tables.contacts)
     expr = build_features(tables.events, spine, config, contacts=tables.contacts, event_types=types)
     path = Path(out) if out is not None else ws.layout.features / f"features_{choice.label()}"
     rows = write_spark_features(tables, expr, path)
-    return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note)
+    return FeatureRun(table=None, path=path, rows=rows, columns=feature_columns(expr), note=note,
+                      attributes=attributes)

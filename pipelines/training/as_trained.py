@@ -18,12 +18,14 @@ from propensity.pipelines.training.rule_inputs import rule_inputs_expr
 __all__ = ["features_as_trained"]
 
 
-def features_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts: ibis.Table | None = None) -> ibis.Table:
+def features_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts: ibis.Table | None = None,
+                        contact_history: ibis.Table | None = None) -> ibis.Table:
     """The Ibis expression of ``spine``'s features as ``scorer`` (a LearnedScorer) was trained
-    (point in time: each row's events with ``ts < as_of``), with the rule columns
-    (``rule__*``, training/rule_inputs.py) when the model reads the rules."""
+    (point in time: each row's events with ``ts < as_of``, and with ``contact_history`` its attributes
+    as they were at ``as_of`` when the model was trained so), with the rule columns (``rule__*``,
+    training/rule_inputs.py) when the model reads the rules."""
     features = build_features(events, spine, FeatureConfig.of_model(scorer.feature_config),
-                              contacts=contacts, event_types=scorer.event_types)
+                              contacts=contacts, event_types=scorer.event_types, contact_history=contact_history)
     rules = getattr(scorer, "input_rules", None)
     if rules is None:
         return features

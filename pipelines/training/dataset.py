@@ -13,9 +13,11 @@ from datetime import datetime
 import ibis
 import pandas as pd
 
+from propensity.features.attributes import AttributeChoice, resolve_attributes
 from propensity.features.auto import resolve_feature_config
 from propensity.features.build import build_features, discover_event_types, feature_columns
 from propensity.features.config import FeatureConfig
+from propensity.features.history import history_table, values_note
 from propensity.features.spine import spine_grid
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import activity_points, score_frame
@@ -48,6 +50,8 @@ class TrainingSet:
     cutoffs: CutoffReport | None = None  # each cut-off's split, or the rule that dropped it
     feature_config: FeatureConfig | None = None  # as built: nothing left on `auto`
     feature_note: str | None = None  # what `auto` chose and why
+    attributes: AttributeChoice | None = None  # the contacts columns used, and those the guard left out
+    attribute_values: str | None = None  # whose values: as of each cut-off (the history) or the latest
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
@@ -104,7 +108,12 @@ def assemble_training_set(
     event_types = feature_config.event_types or discover_event_types(events, feature_config)
     feature_config, feature_note = resolve_feature_config(feature_config, events, event_types,
                                                           horizon_days=config.horizon_days)
-    features = build_features(events, spine_table, feature_config, contacts=contacts, event_types=event_types).execute()
+    # identifier-like contacts columns (email, CRM ids) are left out here, once, and recorded
+    feature_config, attributes = resolve_attributes(feature_config, contacts)
+    history = None if contacts is None else history_table(con)  # attributes as of each cut-off
+    values = values_note(feature_config, history)
+    features = build_features(events, spine_table, feature_config, contacts=contacts, event_types=event_types,
+                              contact_history=history).execute()
     raw = activity_points(events, spine_table, rules).execute()
     contacts_frame = None if contacts is None else contacts.execute()
 
@@ -129,5 +138,6 @@ def assemble_training_set(
     return TrainingSet(
         frame=frame, feature_columns=columns, raw_points=raw, contacts=contacts_frame,
         event_types=tuple(event_types), data_end=data_end.value, purged=planned.purged_rows, summary=summary,
-        cutoffs=planned.report, feature_config=feature_config, feature_note=feature_note,
+        cutoffs=planned.report, feature_config=feature_config, feature_note=feature_note, attributes=attributes,
+        attribute_values=values,
     )

@@ -82,6 +82,9 @@ def log_training(ws: Workspace, config: TrainConfig, result, frame: pd.DataFrame
         mlflow.log_params(flatten({"feature_config": result.summary["feature_config"]}))
         mlflow.set_tags({"data_fingerprint": result.summary["fingerprint"], "points_only": str(result.points_only),
                          "leakage_allowed": ",".join(result.leakage_allowed) or "none"})
+        attributes = result.summary.get("attributes") or {}
+        if attributes.get("dropped"):  # never silently: the run says which contacts columns the guard left out
+            mlflow.set_tags({"attributes_dropped": ",".join(attributes["dropped"])[:500]})
         search = result.summary.get("search")
         if search is not None:  # a search the time limit cut depends on load: say so on the run
             mlflow.set_tags({"search_cut_by_time_budget": str(search["cut_by_time_budget"]),

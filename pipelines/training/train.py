@@ -5,6 +5,7 @@ The wiring only; every step is a function of its own module.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from propensity.pipelines.training.scorer import LearnedScorer
 
 __all__ = ["NotEnoughPositives", "TrainResult", "train"]
 
+log = logging.getLogger(__name__)
 KEYS = ["contact_id", "as_of"]
 SPLIT_NAMES = ("train", "valid", "test")
 
@@ -95,6 +97,14 @@ def _metrics_table(frame: pd.DataFrame, models: dict[str, tuple[str, str]]) -> p
     return pd.DataFrame(rows)
 
 
+def _attribute_summary(choice, values: str | None) -> dict | None:
+    """The contacts columns used as features, those the guard left out (with why), and whose values."""
+    if choice is None:
+        return None
+    return {"used": list(choice.kept), "dropped": dict(choice.dropped), "included": list(choice.included),
+            "excluded": list(choice.excluded), "note": choice.note(), "values": values}
+
+
 def search_summary(fitted, config: TrainConfig) -> dict:
     """What the search ran: trials done of those asked, and whether the time limit cut it."""
     section = config.model
@@ -140,6 +150,9 @@ def train(
                                outcomes=outcomes)
     if ts.feature_note:
         step(f"features: {ts.feature_note}")
+    attribute_note = ts.attributes.note() if ts.attributes is not None else None
+    if attribute_note:  # said by the CLI (print_training), on the MLflow run and here
+        log.warning("training: %s", attribute_note)
     frame = ts.frame
     is_train = frame["split"] == "train"
     # assemble_training_set has raised NotEnoughPositives (with what removed them) below min_positives
@@ -195,7 +208,8 @@ def train(
                  "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
                  "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
                  "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend,
-                 "calibration_shift": shift},
+                 "calibration_shift": shift,
+                 "attributes": _attribute_summary(ts.attributes, ts.attribute_values)},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],

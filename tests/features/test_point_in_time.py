@@ -12,7 +12,7 @@ import pytest
 from reference import ACCOUNTS, AS_OF, TYPES, make_world
 
 from propensity.features.build import build_features
-from propensity.features.config import FeatureConfig
+from propensity.features.config import AttributeSelection, FeatureConfig
 
 # Every family, but few windows: compiling the expression dominates the test time.
 CONFIG = FeatureConfig(
@@ -22,6 +22,8 @@ CONFIG = FeatureConfig(
     active_days_windows=(1, 30),
     momentum_days=7,
     monetary_types=("trialStarted", "Demo Request"),  # the purchase pass too
+    # every attribute, chosen without a query: the expression is compiled once over unbound tables
+    attributes=AttributeSelection(columns="all"),
 )
 # Families added for issue 13: each must be present so the tests below cover them.
 NEW_FAMILIES = ("__count_total", "__days_since_first", "__mean_gap_days", "__trend_7d_30d",

@@ -221,8 +221,9 @@ def hubspot_contact_rows(api, config, since: str | None, emails: Mapping[str, st
                          account_contacts=None) -> tuple[pd.DataFrame, int, str | None]:
     """Contacts modified since ``since`` -> contact rows with the chosen properties as attributes.
 
-    No CRM record id among them: every contacts column becomes a model feature (features/build.py
-    joins all attributes), and an id is noise there; a reject keeps the email to find the record.
+    No CRM record id among them (an id is noise to a model; the feature build's attribute guard would
+    leave it out anyway); a reject keeps the email to find the record. ``updated_at`` is the record's
+    last modification: it dates the new values in the workspace's attribute history.
     """
     chosen = list(dict.fromkeys(config.pull.contact_properties))
     filters = [{"property_name": "hs_lastmodifieddate", "operator": "GTE", "value": _ms(since)}] if since else []
@@ -231,10 +232,12 @@ def hubspot_contact_rows(api, config, since: str | None, emails: Mapping[str, st
     accounts = _hubspot_account_ids(api, config, [p.id for p in people]) if people else {}
     rows = [{"contact_id": resolve(p.properties.get(config.contact_id_property), p.properties.get("email"), emails),
              "account_id": accounts.get(p.id), "email": p.properties.get("email"),
+             "updated_at": p.properties.get("hs_lastmodifieddate"),
              **{c: p.properties.get(c) for c in chosen}} for p in people]
     newest = max((p.properties.get("hs_lastmodifieddate") for p in people
                   if p.properties.get("hs_lastmodifieddate")), default=since)
-    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", *chosen]), len(people), newest
+    return (pd.DataFrame(rows, columns=["contact_id", "account_id", "email", "updated_at", *chosen]),
+            len(people), newest)
 
 
 # -- Salesforce ---------------------------------------------------------------------------------
@@ -304,7 +307,8 @@ def salesforce_outcome_rows(api, config, since: str | None, emails: Mapping[str,
 
 def salesforce_contact_rows(api, config, since: str | None, emails: Mapping[str, str],
                             account_contacts=None) -> tuple[pd.DataFrame, int, str | None]:
-    """Contacts and Leads modified since ``since`` -> contact rows (``salesforce_object`` says which)."""
+    """Contacts and Leads modified since ``since`` -> contact rows (``salesforce_object`` says which;
+    ``updated_at``, the record's ``LastModifiedDate``, dates the values in the attribute history)."""
     chosen = list(dict.fromkeys(config.pull.contact_fields))
     rows, fetched, newest = [], 0, since
     for sobject in config.objects:
@@ -317,10 +321,11 @@ def salesforce_contact_rows(api, config, since: str | None, emails: Mapping[str,
         ours = _salesforce_account_ids(api, config, sorted({p["AccountId"] for p in people if p.get("AccountId")}))
         rows += [{"contact_id": resolve(p.get(config.contact_id_field), p.get("Email"), emails),
                   "account_id": ours.get(p.get("AccountId")), "email": p.get("Email"),
+                  "updated_at": p.get("LastModifiedDate"),
                   config.object_column: sobject, **{c: p.get(c) for c in chosen}} for p in people]
         newest = max([newest, *(p["LastModifiedDate"] for p in people if p.get("LastModifiedDate"))],
                      key=lambda t: pd.Timestamp(t) if t else pd.Timestamp.min.tz_localize("UTC"))
-    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", config.object_column,
+    return pd.DataFrame(rows, columns=["contact_id", "account_id", "email", "updated_at", config.object_column,
                                        *chosen]), fetched, newest
 
 

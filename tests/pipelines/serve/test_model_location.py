@@ -71,7 +71,7 @@ def test_serve_falls_back_to_rules_only_for_a_champion_it_cannot_score_live_and_
     events, contacts = random_world(5, n_events=300, n_contacts=20)
     _register_champion(ws, events, contacts)
     project = Project(ws)
-    scorer, label = _served_model(project, "champion", "propensity", allow_external=False)
+    scorer, label, _ = _served_model(project, "champion", "propensity", allow_external=False)
     assert label == "propensity@champion v1" and scorer.feature_names
     # version 2: a feature config left on `auto`, whose columns the service cannot know
     v1 = project.model("1", "propensity")

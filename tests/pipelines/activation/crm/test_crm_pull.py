@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import closing
+from datetime import datetime
+
 import pandas as pd
 import pytest
 
@@ -119,6 +122,7 @@ def test_contacts_pull_brings_the_chosen_properties_as_attributes(tmp_path, hubs
     assert "lifecyclestage" not in contacts.columns  # not among the shipped fit attributes (a conversion sets it)
     assert "hubspot_id" not in contacts.columns  # a CRM id would become a model feature
     assert contacts.loc["c0", "account_id"] == "acme" and pd.isna(contacts.loc["c1", "account_id"])
+    assert contacts.loc["c0", "updated_at"] == pd.Timestamp("2026-11-01T10:00:00")  # dates the history
     assert main([*ws, "ingest", "contacts", "--from", "hubspot"]) == 0
     assert "1 people modified since 2026-11-03T10:00:00Z" in " ".join(capsys.readouterr().out.split())
     assert main([*ws, "ingest", "outcomes"]) != 0  # neither a file nor --from
@@ -166,6 +170,12 @@ def test_salesforce_won_opportunities_and_people_are_pulled_incrementally(tmp_pa
         contacts = proj.ws.table("contacts").set_index("contact_id")
         assert contacts.loc["c1", "salesforce_object"] == "Lead" and contacts.loc["c2", "Title"] == "VP"
         assert contacts.loc["c0", "account_id"] == "acme" and pd.isna(contacts.loc["c1", "account_id"])
+        # the record's LastModifiedDate dates its version in the attribute history (UTC)
+        assert contacts.loc["c1", "updated_at"] == pd.Timestamp("2026-11-03T10:00:00")
+        with closing(proj.ws.connect()) as con:
+            dated = dict(con.execute("SELECT contact_id, valid_from FROM contact_history "
+                                     "WHERE valid_from IS NOT NULL").fetchall())
+        assert dated["c1"] == datetime(2026, 11, 3, 10)
         assert len(server.calls("GET", r".*/query/\d+-.*")) >= 1  # nextRecordsUrl pages were followed
     finally:
         server.stop()
