@@ -14,7 +14,11 @@ import ibis
 import pandas as pd
 
 from propensity.features.auto import resolve_feature_config
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_grid
 from propensity.pipelines.rules.config import RuleSet
@@ -24,6 +28,11 @@ from propensity.pipelines.training.cutoffs import (
     CutoffReport,
     plan_rows,
     resolve_data_end,
+)
+from propensity.pipelines.training.expected_purchases import (
+    ExpectedPurchases,
+    fit_expected_purchases,
+    purchase_type_names,
 )
 from propensity.pipelines.training.rule_inputs import add_rule_inputs
 from propensity.pipelines.training.sampling import WEIGHT, sample_negatives
@@ -48,6 +57,8 @@ class TrainingSet:
     cutoffs: CutoffReport | None = None  # each cut-off's split, or the rule that dropped it
     feature_config: FeatureConfig | None = None  # as built: nothing left on `auto`
     feature_note: str | None = None  # what `auto` chose and why
+    expected_purchases: ExpectedPurchases | None = None  # the BG/NBD fit the model stores (expected_purchases: true)
+    expected_purchases_notes: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
@@ -121,6 +132,10 @@ def assemble_training_set(
         .merge(scored[[*KEYS, "rule_score", "points"]], on=KEYS, how="left", validate="one_to_one")
         .merge(features, on=KEYS, how="left", validate="one_to_one")
     )
+    fitted, fit_notes = None, []
+    if config.expected_purchases:  # BG/NBD per training cut-off, no labels (training/expected_purchases.py)
+        frame, fitted, fit_notes = fit_expected_purchases(frame, purchase_type_names(columns), config.horizon_days)
+        columns = [*columns, *(fitted.columns if fitted is not None else [])]
     summary = (
         frame.groupby("split", observed=True)
         .agg(rows=("label", "size"), positives=("label", "sum"), cutoffs=("as_of", "nunique"))
@@ -130,4 +145,5 @@ def assemble_training_set(
         frame=frame, feature_columns=columns, raw_points=raw, contacts=contacts_frame,
         event_types=tuple(event_types), data_end=data_end.value, purged=planned.purged_rows, summary=summary,
         cutoffs=planned.report, feature_config=feature_config, feature_note=feature_note,
+        expected_purchases=fitted, expected_purchases_notes=fit_notes,
     )
