@@ -204,6 +204,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         truth = repeat_true_probability(world, as_of, horizon)
         args.diagnostics = False
+        from propensity.pipelines.synthetic_repeat import repeat_observable_probability
+
+        truth = truth.merge(repeat_observable_probability(world, as_of, horizon), on=["contact_id", "as_of"])
     else:
         truth = true_probability(world, as_of, horizon, n_simulations=args.n_simulations)
     truth_seconds = time.perf_counter() - t0
@@ -238,6 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         probability, _, params = bgnbd_scores(rfm_of(features, "purchase"), config.horizon_days, rows["rule_score"].to_numpy())
         auc["bgnbd"] = float(roc_auc_score(y, probability))
+        auc["observable_ceiling"] = float(roc_auc_score(y, rows["observable_probability"]))
         bgnbd = params
     # the shipped config's model and its test features, for `training_bench.py --only shipped`
     saved = args.workdir / f"scorer_{args.contacts}x{args.days}_s{args.seed}"
@@ -290,13 +294,15 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nquality_bench [{r['world']} world, {r['n_features']} features from {r['features']}]: {r['contacts']:,} contacts x {r['days']} days (seed {r['seed']}), {r['config']} "
           f"({r['n_trials']} trials), test cut-off {r['test_as_of']}: {r['test_rows']:,} rows, "
           f"{r['test_positives']:,} conversions")
-    width = 44
+    width = 47
     print(f"  {'measure':<{width}} value    target")
     print(f"  {'-' * width} -------  ------")
     print(f"  {'ROC-AUC truth (oracle, hidden parameters)':<{width}} {auc['truth']:.4f}")
     print(f"  {'ROC-AUC learned (calibrated probability)':<{width}} {auc['learned']:.4f}")
     if "learned_raw" in auc:
         print(f"  {'ROC-AUC learned (raw booster output)':<{width}} {auc['learned_raw']:.4f}")
+    if "observable_ceiling" in auc:
+        print(f"  {'ROC-AUC observable ceiling (Bayes, tables only)':<{width}} {auc['observable_ceiling']:.4f}")
     if "bgnbd" in auc:
         print(f"  {'ROC-AUC BG/NBD alone (fitted on these rows)':<{width}} {auc['bgnbd']:.4f}")
     print(f"  {'ROC-AUC rules':<{width}} {auc['rules']:.4f}")

@@ -18,7 +18,8 @@ Outcomes are every purchase (``recurring: true``): the label at a cut-off is "bu
 in ``[as_of, as_of + horizon)``". The truth is exact, not simulated: dropout happens only after a
 purchase, so a customer alive at ``as_of`` makes its first purchase of the window at rate
 ``lambda``, and :func:`repeat_true_probability` is ``alive(as_of) * (1 - exp(-lambda * days))``
-from the hidden state.
+from the hidden state. :func:`repeat_observable_probability` is the observable ceiling: the same
+chance given only what the tables show (exact Bayes with the world's priors).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["REPEAT_EVENT_TYPES", "RepeatWorld", "RepeatWorldConfig", "generate_repeat_world",
-           "repeat_true_probability"]
+           "repeat_observable_probability", "repeat_true_probability"]
 
 _DAY_US = 86_400_000_000
 REPEAT_EVENT_TYPES = ("purchase", "site_visit", "email_click", "newsletter_open")
@@ -203,3 +204,69 @@ def repeat_true_probability(world: RepeatWorld, as_of: object, horizon_days: flo
     ids = np.array([f"r{i:06d}" for i in np.flatnonzero(keep)])
     return pd.DataFrame({"contact_id": ids, "as_of": stamp.to_datetime64().astype("datetime64[us]"),
                          "true_probability": probability})
+
+
+def repeat_observable_probability(world: RepeatWorld, as_of: object, horizon_days: float = 30) -> pd.DataFrame:
+    """The best any model can do from the tables: ``P(buys in the window | everything before as_of)``.
+
+    Bayes with the world's own priors and mechanism, from the observable tables only (events before
+    ``as_of`` and the attributes): a customer is either alive, or died right after its last repeat
+    purchase day (dropout only follows a purchase), and every hidden rate is conjugate (Gamma rates,
+    Beta dropout), so both scenarios' evidence and the purchase chance of the alive one are exact.
+    The gap between this and :func:`repeat_true_probability` is what no model can close.
+    Returns ``contact_id, as_of, observable_probability``.
+    """
+    from scipy.special import betaln
+
+    cfg = world.config
+    stamp = pd.Timestamp(as_of)
+    repeat_true_probability(world, stamp, horizon_days)  # the same checks of the cut-off
+    start = pd.Timestamp(cfg.start)
+    t0 = int((stamp - start) / pd.Timedelta(days=1))
+    contacts = world.contacts
+    created = ((contacts["created_at"] - start) // pd.Timedelta(days=1)).to_numpy()
+    fit = _LOYALTY_EFFECT * contacts["loyalty_member"].to_numpy() + contacts["region"].map(_REGIONS).to_numpy()
+    multiplier = np.exp(fit - np.log(np.mean(np.exp(fit))))  # as the generator scales the rate
+    index = pd.Index(contacts["contact_id"])
+    ev = world.events[world.events["ts"] < stamp]
+    day = ((ev["ts"] - start) // pd.Timedelta(days=1)).to_numpy()
+    who = index.get_indexer(ev["contact_id"])
+    kind = ev["event_type"].to_numpy()
+    n = len(contacts)
+    repeat = (kind == "purchase") & (day > created[who])
+    x = np.bincount(who[repeat], minlength=n).astype(float)
+    last = np.full(n, -1)
+    np.maximum.at(last, who[repeat], day[repeat])
+    n_last = np.bincount(who[repeat & (day == last[who])], minlength=n).astype(float)
+
+    def split(type_name: str) -> tuple[np.ndarray, np.ndarray]:
+        mine = kind == type_name
+        early = np.bincount(who[mine & (day <= last[who])], minlength=n).astype(float)
+        return early, np.bincount(who[mine], minlength=n) - early
+
+    v1, v2 = split("site_visit")
+    c1, c2 = split("email_click")
+    v, c = v1 + v2, c1 + c2
+    k = _VISITS_PER_PURCHASE
+    rate0, click0 = cfg.alpha / multiplier, 1 / 0.03  # Gamma rates of lambda and of the click rate
+    seen = t0 - created  # days with visits and clicks, the creation day included
+    shape = cfg.r + x + v
+    died = x > 0
+    with np.errstate(all="ignore"):  # customers acquired from as_of on are computed, then left out
+        rate_alive = rate0 + (seen - 1) + k * seen
+        log_alive = (-shape * np.log(rate_alive) + betaln(cfg.a, cfg.b + x)
+                     - (1 + c) * np.log(click0 + seen))
+        early_days, late_days = last - created + 1, t0 - 1 - last
+        rate_dead = rate0 + (early_days - 1) + k * early_days + k * _DEAD_VISIT_SHARE * late_days
+        lower = betaln(cfg.a, cfg.b + x - n_last)
+        log_dead = (-shape * np.log(rate_dead) + v2 * np.log(_DEAD_VISIT_SHARE)
+                    + lower + np.log1p(-np.exp(betaln(cfg.a, cfg.b + x) - lower))
+                    - (1 + c) * np.log(click0 + early_days + _DEAD_CLICK_SHARE * late_days)
+                    + c2 * np.log(_DEAD_CLICK_SHARE))
+        alive = np.where(died, 1 / (1 + np.exp(log_dead - log_alive)), 1.0)
+        days = min(float(horizon_days), float(cfg.days - t0))
+        buys = -np.expm1(shape * np.log(rate_alive / (rate_alive + days)))
+    keep = created < t0
+    return pd.DataFrame({"contact_id": contacts["contact_id"].to_numpy()[keep],
+                         "as_of": stamp.to_datetime64().astype("datetime64[us]"),
+                         "observable_probability": (alive * buys)[keep]})

@@ -77,3 +77,26 @@ def test_truth_refuses_a_cut_off_outside_the_period(world):
         repeat_true_probability(world, "2030-01-01", 30)
     with pytest.raises(ValueError, match="midnight inside"):
         repeat_true_probability(world, pd.Timestamp(CONFIG.start) + pd.Timedelta(hours=30), 30)
+
+
+def test_the_observable_ceiling_is_calibrated_and_below_the_truth(world):
+    """Exact Bayes from the tables: binned, the share that buys matches it; it ranks below the truth
+    (which knows who is alive) and above a purchase count."""
+    from sklearn.metrics import roc_auc_score
+
+    from propensity.pipelines.synthetic_repeat import repeat_observable_probability
+
+    as_of = pd.Timestamp(CONFIG.start) + pd.Timedelta(days=250)
+    truth = repeat_true_probability(world, as_of, 30).merge(repeat_observable_probability(world, as_of, 30))
+    window = world.outcomes[(world.outcomes["ts"] >= as_of) & (world.outcomes["ts"] < as_of + pd.Timedelta(days=30))]
+    bought = truth["contact_id"].isin(window["contact_id"]).to_numpy()
+    p = truth["observable_probability"].to_numpy()
+    bins = np.quantile(p, np.linspace(0, 1, 11))
+    which = np.clip(np.searchsorted(bins, p, side="right") - 1, 0, 9)
+    for k in range(10):
+        inside = which == k
+        observed, expected = bought[inside].mean(), p[inside].mean()
+        assert abs(observed - expected) < 4 * np.sqrt(max(expected * (1 - expected), 1e-3) / inside.sum()) + 0.01
+    past = world.events[(world.events["ts"] < as_of) & (world.events["event_type"] == "purchase")]
+    count = truth["contact_id"].map(past["contact_id"].value_counts()).fillna(0)
+    assert roc_auc_score(bought, count) < roc_auc_score(bought, p) < roc_auc_score(bought, truth["true_probability"])
