@@ -215,7 +215,9 @@ def _bgnbd_expected(frequency: float, recency: float, tenure: float, r: float, a
                     t: float) -> float:
     if frequency is None or recency is None or tenure is None:
         return None
-    value = float(conditional_expected_purchases(frequency, recency, tenure, BgNbd(r, alpha, a, b), t))
+    # float(): Spark hands numeric literals over as decimal.Decimal
+    x, tx, big_t, r, alpha, a, b, t = (float(v) for v in (frequency, recency, tenure, r, alpha, a, b, t))
+    value = float(conditional_expected_purchases(x, tx, big_t, BgNbd(r, alpha, a, b), t))
     return value if math.isfinite(value) and value >= 0 else None
 
 
@@ -232,6 +234,7 @@ def expected_purchases_expr(features: ibis.Table, fitted: ExpectedPurchases) -> 
     added = {}
     for name, p in fitted.params.items():
         x, tx, big_t = (features[c] for c in rfm_columns(name))
-        value = _bgnbd_expected(x, tx, big_t, p.r, p.alpha, p.a, p.b, fitted.horizon_days)
+        constants = (ibis.literal(v, "float64") for v in (p.r, p.alpha, p.a, p.b, fitted.horizon_days))
+        value = _bgnbd_expected(x.cast("float64"), tx.cast("float64"), big_t.cast("float64"), *constants)
         added[column_name(name, fitted.horizon_days)] = ibis.ifelse(x.isnull(), ibis.null("float64"), value)
     return features.mutate(**added)
