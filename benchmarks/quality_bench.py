@@ -11,6 +11,12 @@ Not a test. Run from the repository root::
 short-lived decays, distinct active days, saturating counts and a fit interaction, its own event
 names) with the hand rules of ``benchmarks/worlds/signals_rules.yaml``; the truth is that world's
 own oracle, and the points-vs-hidden-weights section is left out (it has no such weights).
+``--world repeat`` uses ``propensity.pipelines.synthetic_repeat`` (repeat purchases: BG/NBD's
+story plus fit attributes and engagement that say whether a customer is still alive; 547 days),
+``benchmarks/worlds/repeat_train.yaml`` (unless ``--config`` is given) and its rules; the truth is
+exact (no Monte Carlo), and the table adds BG/NBD alone on the same rows
+(compare/repeat_purchase.py). ``--expected-purchases`` trains with the BG/NBD expected purchases
+as a model input (``expected_purchases: true``).
 ``--features`` replaces the train config's feature file (e.g. the pre-issue-13 feature set in
 ``benchmarks/worlds/features_before_13.yaml``, to measure what the new families add).
 
@@ -75,9 +81,19 @@ def build_workspace(args: argparse.Namespace):
     from propensity.pipelines.synthetic import WorldConfig, generate_world, write_world
 
     if args.world == "signals":
-        from propensity.pipelines.synthetic_signals import SignalWorldConfig, generate_signal_world
+        from propensity.pipelines.synthetic_signals import (
+            SignalWorldConfig,
+            generate_signal_world,
+        )
 
         world = generate_signal_world(SignalWorldConfig(contacts=args.contacts, days=args.days, seed=args.seed))
+    elif args.world == "repeat":
+        from propensity.pipelines.synthetic_repeat import (
+            RepeatWorldConfig,
+            generate_repeat_world,
+        )
+
+        world = generate_repeat_world(RepeatWorldConfig(contacts=args.contacts, days=args.days, seed=args.seed))
     else:
         world = generate_world(WorldConfig(contacts=args.contacts, days=args.days, seed=args.seed))
     prefix = "world" if args.world == "saas" else f"world_{args.world}"
@@ -96,7 +112,10 @@ def points_vs_hidden(learned_rules, hand_rules) -> dict[str, Any]:
     """Per-unit points (points x weight) of each mapped activity beside the hidden weight."""
     from scipy.stats import spearmanr
 
-    from propensity.pipelines.synthetic import HIDDEN_EVENT_WEIGHTS, SAAS_RULE_HIDDEN_KIND
+    from propensity.pipelines.synthetic import (
+        HIDDEN_EVENT_WEIGHTS,
+        SAAS_RULE_HIDDEN_KIND,
+    )
 
     def per_unit(rules) -> dict[str, float]:
         return {a.name: float(a.points * a.weight) for a in rules.activities}
@@ -151,6 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = config.model_copy(update={"rules": REPO / "benchmarks" / "worlds" / "signals_rules.yaml"})
     if args.features is not None:
         config = config.model_copy(update={"features": args.features.resolve()})
+    if args.expected_purchases:
+        config = config.model_copy(update={"expected_purchases": True})
     if args.no_rule_inputs:
         config = config.model_copy(update={"rule_inputs": False})
     if args.trials is not None:
@@ -175,8 +196,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # the raw booster output on the same rows (isotonic calibration adds ties)
     t0 = time.perf_counter()
     if args.world == "signals":
-        from propensity.pipelines.synthetic_signals import signal_true_probability as true_probability
-    truth = true_probability(world, as_of, horizon, n_simulations=args.n_simulations)
+        from propensity.pipelines.synthetic_signals import (
+            signal_true_probability as true_probability,
+        )
+    if args.world == "repeat":  # exact: no Monte Carlo paths to vary
+        from propensity.pipelines.synthetic_repeat import repeat_true_probability
+
+        truth = repeat_true_probability(world, as_of, horizon)
+        args.diagnostics = False
+        from propensity.pipelines.synthetic_repeat import repeat_observable_probability
+
+        truth = truth.merge(repeat_observable_probability(world, as_of, horizon), on=["contact_id", "as_of"])
+    else:
+        truth = true_probability(world, as_of, horizon, n_simulations=args.n_simulations)
     truth_seconds = time.perf_counter() - t0
     rows = test.merge(truth, on=["contact_id", "as_of"], how="left", validate="one_to_one")
     if rows["true_probability"].isna().any():
@@ -203,6 +235,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     features = _test_features(ws, config, result, rows)
     auc["learned_raw"] = float(roc_auc_score(y, result.scorer.raw_probability(features)))
+    bgnbd = None
+    if args.world == "repeat":  # the probabilistic baseline on the same rows, as `compare` runs it
+        from propensity.pipelines.compare.repeat_purchase import bgnbd_scores, rfm_of
+
+        probability, _, params = bgnbd_scores(rfm_of(features, "purchase"), config.horizon_days, rows["rule_score"].to_numpy())
+        auc["bgnbd"] = float(roc_auc_score(y, probability))
+        auc["observable_ceiling"] = float(roc_auc_score(y, rows["observable_probability"]))
+        bgnbd = params
     # the shipped config's model and its test features, for `training_bench.py --only shipped`
     saved = args.workdir / f"scorer_{args.contacts}x{args.days}_s{args.seed}"
     result.scorer.save(saved)
@@ -226,7 +266,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "saved_scorer": str(saved),
         "world": args.world, "features": str(config.features), "feature_config": result.summary.get("feature_config"),
         "feature_choices": result.summary.get("feature_choices"), "n_features": result.summary.get("features"),
-        "diagnostics": diagnostics, "points": points,
+        "diagnostics": diagnostics, "points": points, "bgnbd_params": bgnbd,
+        "expected_purchases": result.summary.get("expected_purchases"),
         # issue 13: the search ran its trials (not the clock), and what the rules as an input chose on valid
         "search": result.summary.get("search"), "rule_inputs": result.summary.get("rule_inputs"),
         "calibration_shift": result.summary.get("calibration_shift"),
@@ -253,13 +294,17 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nquality_bench [{r['world']} world, {r['n_features']} features from {r['features']}]: {r['contacts']:,} contacts x {r['days']} days (seed {r['seed']}), {r['config']} "
           f"({r['n_trials']} trials), test cut-off {r['test_as_of']}: {r['test_rows']:,} rows, "
           f"{r['test_positives']:,} conversions")
-    width = 44
+    width = 47
     print(f"  {'measure':<{width}} value    target")
     print(f"  {'-' * width} -------  ------")
     print(f"  {'ROC-AUC truth (oracle, hidden parameters)':<{width}} {auc['truth']:.4f}")
     print(f"  {'ROC-AUC learned (calibrated probability)':<{width}} {auc['learned']:.4f}")
     if "learned_raw" in auc:
         print(f"  {'ROC-AUC learned (raw booster output)':<{width}} {auc['learned_raw']:.4f}")
+    if "observable_ceiling" in auc:
+        print(f"  {'ROC-AUC observable ceiling (Bayes, tables only)':<{width}} {auc['observable_ceiling']:.4f}")
+    if "bgnbd" in auc:
+        print(f"  {'ROC-AUC BG/NBD alone (fitted on these rows)':<{width}} {auc['bgnbd']:.4f}")
     print(f"  {'ROC-AUC rules':<{width}} {auc['rules']:.4f}")
     print(f"  {'ROC-AUC learned points':<{width}} {auc['learned_points']:.4f}")
     print(f"  {'gap truth - learned':<{width}} {gap:.4f}   <= {TARGET_GAP}  {'met' if gap <= TARGET_GAP else 'NOT met'}")
@@ -276,6 +321,8 @@ def print_table(r: dict[str, Any]) -> None:
     if blend:
         print(f"  rules as input: valid model {blend['valid_auc_model']:.4f}, rules {blend['valid_auc_rules']:.4f}, "
               f"blend alpha {blend['alpha']:g} -> {blend['valid_auc_blend']:.4f}")
+    for note in r.get("expected_purchases") or []:
+        print(f"  {note}")
     for k, v in r["diagnostics"].items():
         print(f"  {'[diagnostic] ' + k:<{width}} {v:.4f}")
     s = r["seconds"]
@@ -286,13 +333,16 @@ def print_table(r: dict[str, Any]) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--contacts", type=int, default=50_000)
-    ap.add_argument("--days", type=int, default=180)
+    ap.add_argument("--days", type=int, default=None, help="default: 180 (saas, signals), 547 (repeat)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", type=Path, default=REPO / "configs" / "train.yaml")
+    ap.add_argument("--config", type=Path, default=None,
+                    help="default: configs/train.yaml, benchmarks/worlds/repeat_train.yaml for --world repeat")
     ap.add_argument("--trials", type=int, default=None, help="override model.n_trials of the config")
+    ap.add_argument("--expected-purchases", action="store_true", help="train with expected_purchases: true (BG/NBD input)")
     ap.add_argument("--no-rule-inputs", action="store_true", help="train with rule_inputs: false (the model alone)")
-    ap.add_argument("--world", choices=("saas", "signals"), default="saas",
-                    help="saas: propensity.pipelines.synthetic; signals: propensity.pipelines.synthetic_signals")
+    ap.add_argument("--world", choices=("saas", "signals", "repeat"), default="saas",
+                    help="saas: propensity.pipelines.synthetic; signals: propensity.pipelines.synthetic_signals; "
+                         "repeat: propensity.pipelines.synthetic_repeat")
     ap.add_argument("--features", type=Path, default=None, help="feature config replacing the train config's")
     ap.add_argument("--n-simulations", type=int, default=64, help="Monte Carlo paths of the truth oracle")
     ap.add_argument("--no-diagnostics", dest="diagnostics", action="store_false")
@@ -302,6 +352,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--regenerate", action="store_true")
     args = ap.parse_args(argv)
     args.workdir = args.workdir.resolve()
+    if args.days is None:
+        args.days = 547 if args.world == "repeat" else 180
+    if args.config is None:
+        args.config = REPO / ("benchmarks/worlds/repeat_train.yaml" if args.world == "repeat" else "configs/train.yaml")
     if REPO in args.workdir.parents or args.workdir == REPO:
         ap.error("--workdir must be outside the repository")
     return args

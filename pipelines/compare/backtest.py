@@ -40,6 +40,10 @@ from propensity.pipelines.compare.evaluation import (
 from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import rescale_raw_points, score_frame
 from propensity.pipelines.training.config import TrainConfig
+from propensity.pipelines.training.expected_purchases import (
+    fit_expected_purchases,
+    purchase_type_names,
+)
 from propensity.pipelines.training.fit import fit_learned, fit_points, score_probability
 from propensity.pipelines.training.model import ModelConfig
 from propensity.pipelines.training.rule_inputs import add_rule_inputs
@@ -180,7 +184,11 @@ def run_backtest(
         split = split_rows(base, train_config.split, last_cutoff=cutoff)
         # split_rows keeps row order, so the raw points line up with the split rows by key
         keyed = split[KEYS].merge(raw, on=KEYS, how="left", validate="one_to_one")
-        test = fit_and_score(split, columns, keyed, data.contacts_frame, rules, train_config, config)
+        used = columns
+        if train_config.expected_purchases:  # as train: BG/NBD per training cut-off of this refit
+            split, fitted, _ = fit_expected_purchases(split, purchase_type_names(columns), train_config.horizon_days)
+            used = [*columns, *(fitted.columns if fitted is not None else [])]
+        test = fit_and_score(split, used, keyed, data.contacts_frame, rules, train_config, config)
         if not 0 < test["label"].sum() < len(test):
             notes.append(f"{cutoff:%Y-%m-%d} left out: its contacts hold a single class")
             continue

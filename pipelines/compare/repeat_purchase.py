@@ -16,18 +16,19 @@ the cut-off; contacts without a purchase have frequency 0, recency 0, T 0.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
 from propensity.pipelines.training.calibration import ScoreMapper
+from propensity.pipelines.training.expected_purchases import (
+    BTYD_EXTRA,
+    conditional_expected_purchases,
+    fit_bgnbd,
+)
 
 __all__ = ["BTYD_EXTRA", "bgnbd_scores", "rfm_of"]
-
-BTYD_EXTRA = "btyd"
 
 
 def rfm_of(features: pd.DataFrame, purchase_type: str) -> pd.DataFrame:
@@ -52,32 +53,10 @@ def bgnbd_scores(rfm: pd.DataFrame, horizon_days: float, rule_score: np.ndarray,
     0-5 score puts the model's ranking onto the rules' scale by quantile matching (same share of
     contacts per band as the rule score), which needs no label.
     """
-    try:
-        from lifetimes import BetaGeoFitter
-    except ImportError as exc:  # the optional extra
-        raise ImportError(f"the BG/NBD baseline needs the `{BTYD_EXTRA}` extra: pip install "
-                          f"'propensity[{BTYD_EXTRA}]' (lifetimes)") from exc
-    # first purchases are not repeats: T > 0 is needed for a contact to inform the fit
-    informative = rfm["T"].to_numpy() > 0
-    if informative.sum() < 20:
-        raise ValueError(f"only {int(informative.sum())} contacts have a purchase before the cut-off: too few for BG/NBD")
-    fitter = BetaGeoFitter(penalizer_coef=penalizer)
-    # lifetimes prints scipy's whole OptimizeResult to stdout before raising when the fit does not
-    # converge: kept out of stdout (it broke `compare --json`), its first line goes into the reason
-    printed = io.StringIO()
-    try:
-        # the optimiser's overflow warnings on the way are noise; whether it converged is what counts
-        with contextlib.redirect_stdout(printed), warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fitter.fit(rfm.loc[informative, "frequency"], rfm.loc[informative, "recency"], rfm.loc[informative, "T"])
-    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # ConvergenceError is a ValueError
-        said = next((line.strip() for line in printed.getvalue().splitlines() if line.strip()), "")
-        raise ValueError(f"BG/NBD did not converge on {int(informative.sum()):,} buyers"
-                         + (f" ({said})" if said else f" ({type(exc).__name__})")) from None
-    expected = np.asarray(fitter.conditional_expected_number_of_purchases_up_to_time(
-        horizon_days, rfm["frequency"], rfm["recency"], rfm["T"]), dtype="float64")
+    fitted = fit_bgnbd(rfm["frequency"], rfm["recency"], rfm["T"], penalizer=penalizer)  # buyers with T > 0
+    expected = conditional_expected_purchases(rfm["frequency"], rfm["recency"], rfm["T"], fitted, horizon_days)
     expected = np.nan_to_num(expected, nan=0.0, posinf=0.0).clip(min=0.0)
     probability = -np.expm1(-expected)
     mapper = ScoreMapper(method="quantile").fit(probability, None, np.asarray(rule_score, dtype="float64"))
-    params = {k: float(v) for k, v in fitter.params_.items()}
+    params = asdict(fitted)
     return probability, np.asarray(mapper.transform(probability), dtype="float64"), params

@@ -63,6 +63,10 @@ class FeaturePlan:
     @classmethod
     def from_scorer(cls, scorer: Any) -> FeaturePlan:
         """The plan of a :class:`propensity.pipelines.training.scorer.LearnedScorer`."""
+        if getattr(scorer, "expected_purchases", None):
+            raise ValueError("the model reads BG/NBD expected purchases (`expected_purchases: true` in its training "
+                             "config), which the service does not compute yet; score it in batch, or retrain it "
+                             "with `expected_purchases: false` to serve it live")
         config = FeatureConfig.of_model(scorer.feature_config)
         if not config.is_resolved:
             unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]

@@ -12,6 +12,10 @@ import ibis
 
 from propensity.features.build import build_features
 from propensity.features.config import FeatureConfig
+from propensity.pipelines.training.expected_purchases import (
+    ExpectedPurchases,
+    expected_purchases_expr,
+)
 from propensity.pipelines.training.rule_blend import rule_input_columns
 from propensity.pipelines.training.rule_inputs import rule_inputs_expr
 
@@ -23,9 +27,13 @@ def features_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts:
     """The Ibis expression of ``spine``'s features as ``scorer`` (a LearnedScorer) was trained
     (point in time: each row's events with ``ts < as_of``, and with ``contact_history`` its attributes
     as they were at ``as_of`` when the model was trained so), with the rule columns (``rule__*``,
-    training/rule_inputs.py) when the model reads the rules."""
+    training/rule_inputs.py) when the model reads the rules, and the BG/NBD expected purchases
+    (training/expected_purchases.py, with the parameters it stored) when it reads those."""
     features = build_features(events, spine, FeatureConfig.of_model(scorer.feature_config),
                               contacts=contacts, event_types=scorer.event_types, contact_history=contact_history)
+    stored = getattr(scorer, "expected_purchases", None)
+    if stored:
+        features = expected_purchases_expr(features, ExpectedPurchases.from_dict(stored))
     rules = getattr(scorer, "input_rules", None)
     if rules is None:
         return features

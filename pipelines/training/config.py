@@ -132,6 +132,10 @@ class TrainConfig(_Section):
     # the hand rules' activity points (and the attributes their fit criteria read) as model inputs,
     # and the rule score blended in when that ranks validation better (training/rule_inputs.py)
     rule_inputs: bool = True
+    # BG/NBD expected purchases over the horizon per purchase-like type as a model input
+    # (training/expected_purchases.py; extra `btyd`); off by default: on the generated repeat-purchase
+    # world it did not raise the learned model's test ROC-AUC (docs/TRAINING.md has the figures)
+    expected_purchases: bool = False
     model: ModelSection = ModelSection()
     points: PointsSection = PointsSection()
     calibration: CalibrationSection = CalibrationSection()

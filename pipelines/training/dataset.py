@@ -15,7 +15,11 @@ import pandas as pd
 
 from propensity.features.attributes import AttributeChoice, resolve_attributes
 from propensity.features.auto import resolve_feature_config
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.history import history_table, values_note
 from propensity.features.spine import spine_grid
@@ -26,6 +30,11 @@ from propensity.pipelines.training.cutoffs import (
     CutoffReport,
     plan_rows,
     resolve_data_end,
+)
+from propensity.pipelines.training.expected_purchases import (
+    ExpectedPurchases,
+    fit_expected_purchases,
+    purchase_type_names,
 )
 from propensity.pipelines.training.rule_inputs import add_rule_inputs
 from propensity.pipelines.training.sampling import WEIGHT, sample_negatives
@@ -52,6 +61,8 @@ class TrainingSet:
     feature_note: str | None = None  # what `auto` chose and why
     attributes: AttributeChoice | None = None  # the contacts columns used, and those the guard left out
     attribute_values: str | None = None  # whose values: as of each cut-off (the history) or the latest
+    expected_purchases: ExpectedPurchases | None = None  # the BG/NBD fit the model stores (expected_purchases: true)
+    expected_purchases_notes: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name]
@@ -130,6 +141,10 @@ def assemble_training_set(
         .merge(scored[[*KEYS, "rule_score", "points"]], on=KEYS, how="left", validate="one_to_one")
         .merge(features, on=KEYS, how="left", validate="one_to_one")
     )
+    fitted, fit_notes = None, []
+    if config.expected_purchases:  # BG/NBD per training cut-off, no labels (training/expected_purchases.py)
+        frame, fitted, fit_notes = fit_expected_purchases(frame, purchase_type_names(columns), config.horizon_days)
+        columns = [*columns, *(fitted.columns if fitted is not None else [])]
     summary = (
         frame.groupby("split", observed=True)
         .agg(rows=("label", "size"), positives=("label", "sum"), cutoffs=("as_of", "nunique"))
@@ -139,5 +154,5 @@ def assemble_training_set(
         frame=frame, feature_columns=columns, raw_points=raw, contacts=contacts_frame,
         event_types=tuple(event_types), data_end=data_end.value, purged=planned.purged_rows, summary=summary,
         cutoffs=planned.report, feature_config=feature_config, feature_note=feature_note, attributes=attributes,
-        attribute_values=values,
+        attribute_values=values, expected_purchases=fitted, expected_purchases_notes=fit_notes,
     )

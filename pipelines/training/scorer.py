@@ -38,6 +38,8 @@ class LearnedScorer:
     # columns the model reads, and the blend of its rule score chosen on valid (None: neither)
     rule_inputs: str | None = None
     blend: dict | None = None
+    # BG/NBD expected purchases as an input (training/expected_purchases.py): ExpectedPurchases.to_dict()
+    expected_purchases: dict | None = None
     # set by compile_trees(): a native predictor of the same model (not pickled, not compared)
     _compiled: object = field(default=None, repr=False, compare=False)
     # what compile_trees() asked for, pickled with the scorer: a copy sent elsewhere (Spark's
@@ -135,6 +137,7 @@ class LearnedScorer:
             "metadata": self.metadata,
             "rule_inputs": self.rule_inputs,
             "blend": self.blend,
+            "expected_purchases": self.expected_purchases,
         }
         (folder / "scorer.json").write_text(json.dumps(meta, indent=2, default=str))
         return folder
@@ -160,4 +163,5 @@ def load_scorer(folder: str | Path) -> LearnedScorer:
         metadata=meta["metadata"],
         rule_inputs=meta.get("rule_inputs"),  # absent in scorers saved before the rules were an input
         blend=meta.get("blend"),
+        expected_purchases=meta.get("expected_purchases"),  # absent before the family existed
     )

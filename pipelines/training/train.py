@@ -153,6 +153,8 @@ def train(
     attribute_note = ts.attributes.note() if ts.attributes is not None else None
     if attribute_note:  # said by the CLI (print_training), on the MLflow run and here
         log.warning("training: %s", attribute_note)
+    for note in ts.expected_purchases_notes:
+        step(f"features: {note}")
     frame = ts.frame
     is_train = frame["split"] == "train"
     # assemble_training_set has raised NotEnoughPositives (with what removed them) below min_positives
@@ -192,6 +194,7 @@ def train(
                       "bands": [[b.name, b.min_score] for b in rules.bands]},
             rule_inputs=dump_rules(rules) if config.rule_inputs else None,
             blend=None if learned_fit.blend is None else learned_fit.blend.to_dict(),
+            expected_purchases=None if ts.expected_purchases is None else ts.expected_purchases.to_dict(),
         )
         importance = feature_importance(fitted)
         models = {"learned": ("probability", "learned_score"), **models}
@@ -209,7 +212,8 @@ def train(
                  "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
                  "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend,
                  "calibration_shift": shift,
-                 "attributes": _attribute_summary(ts.attributes, ts.attribute_values)},
+                 "attributes": _attribute_summary(ts.attributes, ts.attribute_values),
+                 "expected_purchases": ts.expected_purchases_notes or None},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,
         test_scores=frame.loc[frame["split"] == "test", [*KEYS, "label", *[c for pair in models.values() for c in pair]]],
