@@ -549,7 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-due", type=int, default=None,
                         help="sweep: scored contacts made due at once for the backlog run (default: all)")
     parser.add_argument("--sweep-store", type=Path, default=None,
-                        help="sweep: the workspace of an earlier memory run to sweep (SQLite; skips the memory run)")
+                        help="sweep: the workspace of an earlier memory run to sweep (skips the memory run)")
+    parser.add_argument("--sweep-database-url", default=None,
+                        help="sweep: with --sweep-store, that run's PostgreSQL database (its URL, printed by the "
+                             "memory run)")
     parser.add_argument("--sweep-chunk", type=int, default=None, help="sweep: serve config sweep_chunk (default: its own)")
     parser.add_argument("--sweep-duty", type=float, default=None, help="sweep: serve config sweep_duty (default: its own)")
     parser.add_argument("--database-url", default=None)
@@ -602,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             if "memory" in runs or ("sweep" in runs and args.sweep_store is None):
                 row, store = serve_resilience.run_memory(bench, backend, args)
                 memory.append(row)
-            elif "sweep" in runs:  # a store left by an earlier memory run (SQLite)
-                store = (args.sweep_store, None)
+            elif "sweep" in runs:  # a store left by an earlier memory run
+                store = (args.sweep_store, args.sweep_database_url if backend.server_url else None)
             if "sweep" in runs:
                 # the steady state (only what came due by itself), then a backlog made due
                 sweeps.append(serve_resilience.run_sweep(bench, backend, store, args, 0, args.sweep_seconds / 2))

@@ -246,6 +246,7 @@ def run_memory(bench, backend, args) -> tuple[dict[str, Any], tuple[Path, str | 
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
     }
     shown = ", ".join(f"{s['contacts'] // 1000}k {s['rss_mb']:.0f}" for s in samples)
+    print(f"memory {backend.name}: store {workspace}" + (f" {url}" if url else ""))
     print(f"memory {backend.name}: RSS idle {idle:.0f} MB; by contacts (MB): {shown}; cache {cache:,.0f} of "
           f"{capacity:,.0f}, {evictions:,.0f} evicted; {row['seconds']} s, {errors} errors")
     return row, (workspace, url)

@@ -15,8 +15,9 @@ first use) and written back with every commit, in a least-recently-used map of a
 ``cache_contacts`` contacts (:mod:`propensity.pipelines.serve.cache`). If a commit fails, the
 contacts it touched are dropped from the cache, so they are reloaded from what the database holds.
 
-The sweep (decay-only changes, for drop triggers and the stored score) runs in this thread
-between commits, incrementally: :mod:`propensity.pipelines.serve.sweep`.
+The sweep (decay-only changes, for drop triggers and the stored score) reads and computes in a
+thread of its own; this thread stores what it found between commits, skipping the contacts a
+commit touched meanwhile: :mod:`propensity.pipelines.serve.sweep`.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ from propensity.pipelines.serve.state import (
     ScoreView,
     from_micros,
 )
-from propensity.pipelines.serve.sweep import Job, Sweeping, score_change, trigger_levels
+from propensity.pipelines.serve.sweep import (
+    Job,
+    Sweeper,
+    Sweeping,
+    SweptChunk,
+    score_change,
+    trigger_levels,
+)
 
 __all__ = ["CommitResult", "ContactCache", "ContactEntry", "Writer", "is_permanent", "utcnow"]
 
@@ -113,12 +121,12 @@ class Writer(Sweeping):
     refresh_seconds : float
         The longest a decaying stored score waits for the sweep to bring it up to date.
     sweep_chunk : int
-        Contacts one sweep transaction looks at; event commits run between chunks.
+        Contacts one sweep chunk looks at, at most; event commits run between chunks.
     sweep_slice_seconds : float
-        About the longest one sweep chunk may take: its size follows the last chunk's pace
+        About the most CPU time one sweep chunk may take: its size follows the last chunk's pace
         (at most ``sweep_chunk``).
     sweep_duty : float
-        The share of the writer's time a sweep with many contacts due may take (0-1].
+        The share of the time a sweep with many contacts due may take (0-1].
     """
 
     def __init__(
@@ -151,15 +159,13 @@ class Writer(Sweeping):
         self._cache = ContactCache(cache_contacts, on_evict=metrics.cache_evictions.inc)
         metrics.cache_capacity.set(cache_contacts)
         self.refresh = timedelta(seconds=refresh_seconds)
-        self.sweep_chunk = sweep_chunk
-        self.sweep_slice_seconds = sweep_slice_seconds
-        self._sweep_size = min(sweep_chunk, 20)  # the first chunk's; then time-sliced (sweep.py)
         # the point totals at which something stored or fired moves by a step, for every contact
         self._levels = sorted({*scorer.levels(), *trigger_levels(triggers, scorer)})
         self._drops = bool(triggers is not None and triggers.drop_triggers)
-        self._sweeping: list[str] = []
-        self._chunk_seconds = 0.0
-        self.sweep_duty = sweep_duty
+        # while a sweep chunk is out (read, not stored yet): the contacts committed since its read
+        self._touched: set[str] | None = None
+        self._sweeper = Sweeper(self, sweep_chunk, sweep_slice_seconds, sweep_duty)
+        self._clock_lock = threading.Lock()  # the writer and the sweeper both read the clock
         self._queue: queue.Queue = queue.Queue()
         self._queued_events = 0
         self._thread: threading.Thread | None = None
@@ -171,11 +177,13 @@ class Writer(Sweeping):
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="propensity-writer", daemon=True)
         self._thread.start()
+        self._sweeper.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Commit what is queued, then stop."""
         if self._thread is None:
             return
+        self._sweeper.stop(timeout)  # first: a chunk in hand is stored by this thread
         self._queue.put(_STOP)
         self._thread.join(timeout)
         self._thread = None
@@ -191,8 +199,13 @@ class Writer(Sweeping):
         return job.future
 
     def request_sweep(self) -> Future:
-        """Queue a sweep (decay-only score changes -> drop triggers); the future gets a count."""
-        job = Job(sweep=True)
+        """Queue a sweep (decay-only score changes -> drop triggers); the future gets the number
+        of contacts whose stored score changed."""
+        return self._sweeper.request()
+
+    def store_swept(self, chunk: SweptChunk) -> Future:
+        """Queue a swept chunk to store; the future gets (scores changed, seconds it took)."""
+        job = Job(swept=chunk)
         self._queue.put(job)
         return job.future
 
@@ -230,8 +243,8 @@ class Writer(Sweeping):
             first = self._queue.get()
             if first is _STOP:
                 return
-            if first.sweep:
-                self._do_sweep(first)
+            if first.swept is not None:
+                self._apply_sweep(first)
                 continue
             jobs, size, stop = [first], len(first.rows), False
             # group commit: wait a moment for requests already on their way, so that one
@@ -243,7 +256,7 @@ class Writer(Sweeping):
                     nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP or nxt.sweep:
+                if nxt is _STOP or nxt.swept is not None:
                     stop = nxt is _STOP
                     if nxt is not _STOP:
                         self._queue.put(nxt)  # after this commit
@@ -256,11 +269,12 @@ class Writer(Sweeping):
 
     def _now(self) -> datetime:
         # a clock that steps back (NTP) must not move scores back in time
-        now = self.clock()
-        if self._last_at is not None and now < self._last_at:
-            now = self._last_at
-        self._last_at = now
-        return now
+        with self._clock_lock:
+            now = self.clock()
+            if self._last_at is not None and now < self._last_at:
+                now = self._last_at
+            self._last_at = now
+            return now
 
     def _advance(self, state: ContactState, now: datetime) -> None:
         # a state stored by a process whose clock ran ahead stays at its own time
@@ -376,6 +390,8 @@ class Writer(Sweeping):
         with self.lock:  # committed: now the cache may hold them (evicting the least recent)
             for contact in touched:
                 self._cache[contact] = entries[contact]
+            if self._touched is not None:  # a sweep chunk read before this commit must not store them
+                self._touched.update(touched)
             self.metrics.cache_size.set(len(self._cache))
         learned = self._learn(fresh_by_contact, updates_by_contact, list(views), now,
                               {c: entries[c].state for c in views})

@@ -221,6 +221,36 @@ def test_a_band_reached_by_decay_fires_once_by_the_first_sweep_after_it_and_cont
     assert scorer.points_for_score(2) == 50
 
 
+@pytest.mark.parametrize("store", STORES)
+def test_a_contact_committed_after_the_sweep_read_it_keeps_the_commit_and_the_others_are_swept(
+        store, request, tmp_path):
+    """The sweep reads and computes off the writer; what an event commit stored meanwhile wins."""
+    clock = {"now": NOW}
+    with (_database(store, request, tmp_path) as url, _writer(url, clock, cache_contacts=1) as writer):
+        # two decaying contacts (a trial: 50 points, half-life 1 day), one of them evicted
+        writer.submit([_event("a1", "a", "trial_started", NOW - timedelta(hours=1)),
+                       _event("b1", "b", "trial_started", NOW - timedelta(hours=1))]).result(timeout=30)
+        clock["now"] = NOW + timedelta(days=3)
+        with writer.engine.begin() as conn:  # both due now
+            conn.execute(sa.update(db.score_state).values(next_due=NOW))
+        chunk = writer._sweeper._chunk(["a", "b"])  # read and brought to now: not stored yet
+        assert chunk.changed == {"a", "b"}
+        # meanwhile an event for "a" is committed (a later state, with its own next_due)
+        committed = writer.submit([_event("a2", "a", "invite", NOW + timedelta(days=3, hours=-1))]).result(timeout=30)
+        changed, _seconds = writer.store_swept(chunk).result(timeout=30)
+        stored = _stored(writer.engine)
+        a_now, b_now = writer.current("a")[0], writer.current("b")[0]
+    assert changed == 1  # "b" only
+    assert stored["a"].points == committed.scores["a"].points == a_now.points  # the invite kept
+    assert stored["a"].points > 20  # the trial's decayed points and the invite's 20
+    want_b = RuleScorer(RULES)
+    state = want_b.new_state(NOW)
+    want_b.apply(state, NOW - timedelta(hours=1), "trial_started", 1.0, None)
+    want_b.advance(state, NOW + timedelta(days=3))
+    assert stored["b"].points == pytest.approx(want_b.view("b", state).points) == b_now.points
+    assert stored["b"].scored_at == NOW + timedelta(days=3) and stored["b"].next_due > NOW + timedelta(days=3)
+
+
 def test_no_level_is_reached_before_next_due():
     """Random states: between now and ``next_due``, every level's side stays as it is now."""
     rng = random.Random(3)
