@@ -11,7 +11,11 @@ import ibis
 import pandas as pd
 
 from propensity.features.auto import resolve_feature_config
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.spine import spine_at, spine_from_frame
 
@@ -19,7 +23,7 @@ from propensity.features.spine import spine_at, spine_from_frame
 from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
-from propensity.pipelines.training.as_trained import features_as_trained
+from propensity.pipelines.training.as_trained import features_as_trained, features_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.pipelines.engines import EngineTables
@@ -32,9 +36,9 @@ __all__ = [
     "load_model",
     "model_bands",
     "resolve_spine",
-    "table_names",
     "run_features",
     "run_rule_scores",
+    "table_names",
 ]
 
 
@@ -257,7 +261,7 @@ def run_model_scores(
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts = tables.events, tables.contacts
-    features = features_as_trained(events, spine, scorer, contacts).execute()
+    features = features_frame(features_as_trained(events, spine, scorer, contacts))
     scores = scorer.score(features[scorer.feature_names]).reset_index(drop=True)
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

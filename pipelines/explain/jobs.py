@@ -26,7 +26,7 @@ from propensity.pipelines.jobs import (
 )
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
-from propensity.pipelines.training.as_trained import features_as_trained
+from propensity.pipelines.training.as_trained import features_as_trained, features_frame
 
 __all__ = [
     "BatchReport",
@@ -56,7 +56,7 @@ def model_features(con, spine, scorer) -> pd.DataFrame:
     contacts = con.table("contacts") if "contacts" in table_names(con) else None
     if contacts is not None and not int(contacts.count().execute()):
         contacts = None
-    frame = features_as_trained(con.table("events"), spine, scorer, contacts).execute()
+    frame = features_frame(features_as_trained(con.table("events"), spine, scorer, contacts))
     return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
 
 
