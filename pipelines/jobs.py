@@ -12,7 +12,11 @@ import pandas as pd
 
 from propensity.features.attributes import resolve_attributes
 from propensity.features.auto import resolve_feature_config
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.history import history_table, values_note
 from propensity.features.spine import spine_at, spine_from_frame
@@ -21,7 +25,7 @@ from propensity.features.spine import spine_at, spine_from_frame
 from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
-from propensity.pipelines.training.as_trained import features_as_trained
+from propensity.pipelines.training.as_trained import features_as_trained, features_frame
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.pipelines.engines import EngineTables
@@ -34,9 +38,9 @@ __all__ = [
     "load_model",
     "model_bands",
     "resolve_spine",
-    "table_names",
     "run_features",
     "run_rule_scores",
+    "table_names",
 ]
 
 
@@ -270,7 +274,7 @@ def run_model_scores(
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts, history = tables.events, tables.contacts, None
-    features = features_as_trained(events, spine, scorer, contacts, history).execute()
+    features = features_frame(features_as_trained(events, spine, scorer, contacts, history))
     scores = scorer.score(features[scorer.feature_names]).reset_index(drop=True)
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

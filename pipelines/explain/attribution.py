@@ -45,9 +45,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
-from propensity.pipelines.training.model import prepare_matrix
+from propensity.pipelines.training.matrix import prepare_matrix
 
 __all__ = [
     "carry_to_points",
@@ -152,12 +151,18 @@ def group_sum(contributions: pd.DataFrame, of_feature: dict[str, str], order: Se
     return summed.reindex(columns=list(order), fill_value=0.0)
 
 
+def _sigmoid(margin: np.ndarray) -> np.ndarray:
+    # numpy's, not scipy.special.expit: a cold `propensity explain` would import scipy.special for it
+    with np.errstate(over="ignore"):  # exp(-margin) -> inf for a very negative margin: 1 / inf = 0
+        return 1.0 / (1.0 + np.exp(-margin))
+
+
 def score_from_margin(scorer, margin: np.ndarray) -> np.ndarray:
     """The learned 0-5 score of a raw margin: ``mapper(calibrator(sigmoid(margin)))``.
 
     The same chain :meth:`LearnedScorer.score` applies to the booster's probability.
     """
-    probability = np.clip(scorer.calibrator.transform(expit(np.asarray(margin, dtype="float64"))), 0.0, 1.0)
+    probability = np.clip(scorer.calibrator.transform(_sigmoid(np.asarray(margin, dtype="float64"))), 0.0, 1.0)
     return np.asarray(scorer.mapper.transform(probability), dtype="float64")
 
 

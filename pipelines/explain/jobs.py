@@ -27,7 +27,7 @@ from propensity.pipelines.jobs import (
 )
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
-from propensity.pipelines.training.as_trained import features_as_trained
+from propensity.pipelines.training.as_trained import features_as_trained, features_frame
 
 __all__ = [
     "BatchReport",
@@ -58,7 +58,7 @@ def model_features(con, spine, scorer) -> pd.DataFrame:
     if contacts is not None and not int(contacts.count().execute()):
         contacts = None
     history = None if contacts is None else history_table(con)  # attributes as of each row's as_of
-    frame = features_as_trained(con.table("events"), spine, scorer, contacts, history).execute()
+    frame = features_frame(features_as_trained(con.table("events"), spine, scorer, contacts, history))
     return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
 
 

@@ -1,8 +1,8 @@
 """Rules that read nothing: activities whose event (or property filter) matches no event in the data.
 
 Such a rule scores 0 for everyone without a word; a case typo (``pricing viewed`` for
-``Pricing Viewed``) is enough. One aggregate pass over the events counts, per activity, the events
-of its type and the events its filter matches; a rule at zero is reported with the closest event
+``Pricing Viewed``) is enough. The events are counted per type, and an activity with a property
+filter is checked for one event that passes it; a rule at zero is reported with the closest event
 names the data has (``difflib``, on case-folded names, since case is the usual slip).
 """
 
@@ -50,16 +50,22 @@ def unread_rules(events: ibis.Table, rules: RuleSet) -> list[UnreadRule]:
     """Every activity of ``rules`` that matches no event of ``events`` (all time, any contact)."""
     if not rules.activities:
         return []
-    metrics = {}
-    for i, activity in enumerate(rules.activities):
-        metrics[f"type_{i}"] = (events.event_type == activity.event).sum()
-        metrics[f"match_{i}"] = activity_matches(activity, events).sum()
-    row = events.aggregate(**metrics).execute().iloc[0]
-    unread = [(i, a) for i, a in enumerate(rules.activities) if not int(row[f"match_{i}"] or 0)]
-    if not unread:
-        return []
+    # One GROUP BY of the types, then, only for an activity with a `where` filter whose type has
+    # events, one "any match?" query that stops at the first match: the single pass that summed
+    # every activity's filter over every event (parsing the JSON properties of all rows of the
+    # filtered types) was ~0.3 s of CPU of a cold `propensity explain` on 2M events.
     frame = events.group_by("event_type").aggregate(n=events.count()).execute()
     counts = {str(t): int(n) for t, n in zip(frame["event_type"], frame["n"], strict=True)}
-    return [UnreadRule(rule=a.name, event=a.event, events_of_type=int(row[f"type_{i}"] or 0),
-                       closest=() if int(row[f"type_{i}"] or 0) else _closest(a.event, counts))
-            for i, a in unread]
+    unread = []
+    for activity in rules.activities:
+        of_type = counts.get(activity.event, 0)
+        if of_type and activity.where and _matches_none(events, activity):
+            unread.append(UnreadRule(rule=activity.name, event=activity.event, events_of_type=of_type, closest=()))
+        elif not of_type:
+            unread.append(UnreadRule(rule=activity.name, event=activity.event, events_of_type=0,
+                                     closest=_closest(activity.event, counts)))
+    return unread
+
+
+def _matches_none(events: ibis.Table, activity) -> bool:
+    return events.filter(activity_matches(activity, events)).select("event_type").limit(1).execute().empty

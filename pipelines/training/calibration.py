@@ -23,35 +23,22 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
+from propensity.pipelines.training.calibration_maps import (
+    PROBABILITY_FLOOR,
+    SCORE_MAX,
+    SCORE_MIN,
+    CalibrationMap,
+    ScoreMap,
+    in_range,
+    logit_column,
+)
+
 __all__ = ["PROBABILITY_FLOOR", "SCORE_MAX", "SCORE_MIN", "ProbabilityCalibrator", "ScoreMapper"]
 
-PROBABILITY_FLOOR = 1e-6
-"""Calibrated probabilities are kept in ``[PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR]``."""
-
-SCORE_MIN, SCORE_MAX = 0.0, 5.0
-
-# Raw probabilities are clipped this close to 0/1 before the logit, only to keep it finite; it is
-# far below PROBABILITY_FLOOR so it does not merge raw probabilities that Platt keeps apart.
-_LOGIT_EPS = 1e-15
+_in_range, _logit = in_range, logit_column
 
 _CALIBRATION_METHODS = ("auto", "isotonic", "platt")
 _MAPPING_METHODS = ("rate_matching", "quantile")
-
-
-def _vector(values: object, name: str) -> np.ndarray:
-    array = column_or_1d(np.asarray(values, dtype="float64"))
-    if array.size == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} holds NaN or infinite values")
-    return array
-
-
-def _in_range(values: object, name: str, low: float, high: float) -> np.ndarray:
-    array = _vector(values, name)
-    if array.min() < low or array.max() > high:
-        raise ValueError(f"{name} has values outside [{low:g}, {high:g}]")
-    return array
 
 
 def _labels(y: object) -> np.ndarray:
@@ -61,11 +48,6 @@ def _labels(y: object) -> np.ndarray:
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("y must hold 0/1 labels only")
     return labels.astype("int64")
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    clipped = np.clip(p, _LOGIT_EPS, 1.0 - _LOGIT_EPS)
-    return (np.log(clipped) - np.log1p(-clipped)).reshape(-1, 1)
 
 
 class ProbabilityCalibrator(TransformerMixin, BaseEstimator):
@@ -162,14 +144,23 @@ class ProbabilityCalibrator(TransformerMixin, BaseEstimator):
         numpy.ndarray of shape (n,)
         """
         check_is_fitted(self)
-        raw = _in_range(raw_probability, "raw_probability", 0.0, 1.0)
-        if self.method_ == "isotonic" and getattr(self, "knots_", None) is not None:
-            calibrated = np.interp(raw, *self.knots_)
-        elif self.method_ == "isotonic":  # a calibrator pickled before the centred knots
-            calibrated = self.estimator_.predict(raw)
-        else:
-            calibrated = self.estimator_.predict_proba(_logit(raw))[:, 1]
-        return np.clip(calibrated, PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+        if self.method_ == "isotonic" and getattr(self, "knots_", None) is None:
+            # a calibrator pickled before the centred knots: its isotonic steps, as fitted
+            raw = _in_range(raw_probability, "raw_probability", 0.0, 1.0)
+            return np.clip(self.estimator_.predict(raw), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+        return self.as_map().transform(raw_probability)
+
+    def as_map(self) -> CalibrationMap:
+        """The fitted map as plain numbers (what a saved scorer keeps as JSON; applying it
+        needs no scikit-learn). Same output as :meth:`transform`."""
+        check_is_fitted(self)
+        if self.method_ == "isotonic":
+            if getattr(self, "knots_", None) is None:
+                raise ValueError("this calibrator was pickled before the centred isotonic knots: it has no plain map")
+            return CalibrationMap("isotonic", knots_x=tuple(map(float, self.knots_[0])),
+                                  knots_y=tuple(map(float, self.knots_[1])))
+        return CalibrationMap("platt", coef=float(self.estimator_.coef_[0, 0]),
+                              intercept=float(self.estimator_.intercept_[0]))
 
 
 def _centred_knots(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -332,16 +323,14 @@ class ScoreMapper(BaseEstimator):
             Scores in [0, 5].
         """
         check_is_fitted(self)
-        prob = _in_range(probability, "probability", 0.0, 1.0)
-        if self.probability_grid_.size == 1:
-            # a single knot (every validation probability equal): a step at that probability
-            knot, value = self.probability_grid_[0], self.score_grid_[0]
-            score = np.where(prob < knot, self.score_below_, np.where(prob > knot, self.score_above_, value))
-        else:
-            score = np.interp(
-                prob, self.probability_grid_, self.score_grid_, left=self.score_below_, right=self.score_above_
-            )
-        return np.clip(score, SCORE_MIN, SCORE_MAX)
+        # a single knot (every validation probability equal) is a step at that probability
+        return self.as_map().transform(probability)
+
+    def as_map(self) -> ScoreMap:
+        """The fitted map as plain numbers (applying it needs no scikit-learn); same output as
+        :meth:`transform`."""
+        check_is_fitted(self)
+        return ScoreMap(self.probability_grid_, self.score_grid_, float(self.score_below_), float(self.score_above_))
 
     def to_dict(self) -> dict[str, object]:
         """The fitted map as plain JSON-ready data (lists and floats).
@@ -385,15 +374,9 @@ class ScoreMapper(BaseEstimator):
         mapper = cls(method=data["method"], n_grid=int(data["n_grid"]))
         if mapper.method not in _MAPPING_METHODS:
             raise ValueError(f"method must be one of {_MAPPING_METHODS}, got {mapper.method!r}")
-        probability_grid = np.asarray(data["probability_grid"], dtype="float64")
-        score_grid = np.asarray(data["score_grid"], dtype="float64")
-        if probability_grid.ndim != 1 or probability_grid.size == 0 or probability_grid.shape != score_grid.shape:
-            raise ValueError("probability_grid and score_grid must be non-empty lists of equal length")
-        if np.any(np.diff(probability_grid) <= 0) or np.any(np.diff(score_grid) < 0):
-            raise ValueError("probability_grid must be strictly increasing and score_grid non-decreasing")
-        mapper.probability_grid_, mapper.score_grid_ = probability_grid, score_grid
-        mapper.score_below_ = float(data["score_below"])
-        mapper.score_above_ = float(data["score_above"])
+        plain = ScoreMap.from_dict(data)  # checks the grids
+        mapper.probability_grid_, mapper.score_grid_ = plain.probability_grid, plain.score_grid
+        mapper.score_below_, mapper.score_above_ = plain.score_below, plain.score_above
         mapper.rule_grid_ = np.asarray(data["rule_grid"], dtype="float64")
         mapper.rule_rate_ = np.asarray(data["rule_rate"], dtype="float64")
         return mapper

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
+
+from propensity.pipelines.training.lgbm import lgb
 
 __all__ = [
     "ENV_VAR",

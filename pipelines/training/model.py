@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
+
+from propensity.pipelines.training.lgbm import lgb
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna  # imported where the search runs: scoring and explaining need none of it (~0.5 s)

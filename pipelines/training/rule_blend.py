@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import scale_points, score_frame
@@ -120,6 +119,10 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def choose_blend(probability_valid: np.ndarray, rule_score_valid: np.ndarray, y_valid: np.ndarray) -> Blend:
     """The ``alpha`` of :data:`ALPHAS` whose blend ranks the validation rows best (ties: the smaller)."""
+    from sklearn.metrics import (
+        roc_auc_score,  # fitting only: scoring a blend needs no scikit-learn
+    )
+
     logit = _logit(probability_valid)
     spread = float(np.std(rule_score_valid))
     scale = float(np.std(logit)) / spread if spread > 0 else 0.0

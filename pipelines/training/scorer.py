@@ -12,13 +12,16 @@ import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from propensity.pipelines.training.model import model_array
+from propensity.pipelines.training.calibration_maps import CalibrationMap, ScoreMap
+from propensity.pipelines.training.lgbm import lgb
+from propensity.pipelines.training.matrix import model_array
 
 __all__ = ["LearnedScorer", "load_scorer"]
+
+CALIBRATION_JSON = "calibration.json"
 
 
 @dataclass
@@ -128,6 +131,10 @@ class LearnedScorer:
         self.booster.save_model(str(folder / "booster.txt"), num_iteration=self.best_iteration)
         with open(folder / "calibration.pkl", "wb") as handle:
             pickle.dump({"calibrator": self.calibrator, "mapper": self.mapper}, handle)
+        # the same maps as plain numbers, which load_scorer reads without importing scikit-learn
+        plain = _plain_maps(self.calibrator, self.mapper)
+        if plain is not None:
+            (folder / CALIBRATION_JSON).write_text(json.dumps(plain))
         meta = {
             "feature_names": self.feature_names,
             "categories": self.categories,
@@ -143,12 +150,30 @@ class LearnedScorer:
         return folder
 
 
+def _plain_maps(calibrator, mapper) -> dict | None:
+    """``calibration.json``'s content; None for maps that have no plain form (a calibrator pickled
+    before the centred isotonic knots): such a scorer is loaded from its pickle only."""
+    try:
+        return {"calibrator": calibrator.as_map().to_dict(), "mapper": mapper.as_map().to_dict()}
+    except ValueError:
+        return None
+
+
+def _calibration(folder: Path) -> dict:
+    """The calibrator and score map: the plain maps of ``calibration.json`` (numpy only), or for a
+    scorer saved before it, the pickled scikit-learn estimators (same numbers)."""
+    if (folder / CALIBRATION_JSON).is_file():
+        plain = json.loads((folder / CALIBRATION_JSON).read_text())
+        return {"calibrator": CalibrationMap.from_dict(plain["calibrator"]), "mapper": ScoreMap.from_dict(plain["mapper"])}
+    with open(folder / "calibration.pkl", "rb") as handle:
+        return pickle.load(handle)
+
+
 def load_scorer(folder: str | Path) -> LearnedScorer:
     """Read a scorer written by :meth:`LearnedScorer.save`."""
     folder = Path(folder)
     meta = json.loads((folder / "scorer.json").read_text())
-    with open(folder / "calibration.pkl", "rb") as handle:
-        parts = pickle.load(handle)
+    parts = _calibration(folder)
     booster = lgb.Booster(model_file=str(folder / "booster.txt"))
     return LearnedScorer(
         booster=booster,
