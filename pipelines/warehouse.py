@@ -314,8 +314,21 @@ def _copy_batch(target: ibis.BaseBackend, table: str, database, batch) -> int:
     else:
         import pyarrow as pa
 
-        target.insert(table, pa.Table.from_batches([batch]), database=database)
+        target.insert(table, _nulls_as_none(pa.Table.from_batches([batch])), database=database)
     return batch.num_rows
+
+
+def _nulls_as_none(table):
+    """The batch as pandas with a missing timestamp as None: Ibis 12 inserts through pandas rows, and
+    some drivers (sqlite3) cannot bind the NaT that a null timestamp becomes (e.g. contacts'
+    ``updated_at``, empty for contacts whose source gives none)."""
+    import pyarrow as pa
+
+    frame = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_timestamp(column.type) and column.null_count:
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return frame
 
 
 def _copy_postgres(target: ibis.BaseBackend, table: str, database, batch) -> None:
