@@ -245,7 +245,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                                            hold_seconds=HOLD_SECONDS if settings.model is not None else 0.0)
         learned = None
         if settings.model is not None:
-            learned = LearnedScores(settings.model, settings.model_label, scorer)
+            learned = LearnedScores(settings.model, settings.model_label, scorer,
+                                    split_days=settings.config.learned_split_days)
             # every stored event, once: later commits append to this mirror (propensity.pipelines.serve.learned)
             loaded = await asyncio.to_thread(learned.load, engine, clock())
             log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
@@ -346,8 +347,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         return await ingest("batch", request)
 
     @app.get("/v1/contacts/{contact_id}/score")
-    def contact_score(contact_id: str, request: Request, as_of: str | None = None) -> Response:
-        """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change."""
+    def contact_score(contact_id: str, request: Request, as_of: str | None = None,
+                      learned_split: bool = True) -> Response:
+        """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change
+        (with a model, ``learned_split=false`` leaves the learned split out: it is most of the cost)."""
         if not _known_key(_basic_user(request.headers.get("authorization")), settings.read_keys or settings.write_keys):
             return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user)")
         when = None
@@ -386,7 +389,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                 body["learned_reasons"] = learned.reasons(contact_id, view.as_of, top, states)
             except Exception:  # the score stands without its explanation
                 log.exception("learned reasons for %s failed", contact_id)
-            body["last_change"].update(_learned_split(learned, runtime["engine"], contact_id, entry.last_split))
+            if learned_split:
+                body["last_change"].update(_learned_split(learned, runtime["engine"], contact_id, entry.last_split))
+            else:
+                body["last_change"].update(learned_split=None, learned_split_note="not asked for (learned_split=false)")
         return JSONResponse(body)
 
     @app.get("/healthz")
