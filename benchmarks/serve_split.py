@@ -122,6 +122,7 @@ def run_split(args: argparse.Namespace) -> dict:
         learned = app.state.runtime["writer"].learned
         engine = app.state.runtime["engine"]
         get_ms, plain_ms, split_ms, floor_ms, parts = [], [], [], [], []
+        unavailable = 0  # learned_split null: the last change is older than the mirror keeps
         with httpx.Client(auth=(KEY, ""), timeout=60) as http:
             http.get(f"{base}/v1/contacts/{ids[0]}/score")  # warm: imports, first explain
             for _ in range(args.rounds):
@@ -130,6 +131,7 @@ def run_split(args: argparse.Namespace) -> dict:
                     body = http.get(f"{base}/v1/contacts/{contact}/score").json()
                     took = (time.perf_counter() - t) * 1000
                     split = body["last_change"].get("learned_split")
+                    unavailable += split is None
                     if split is None or split["since"] == split["until"]:
                         continue  # timed: the contacts whose last change spans the three days
                     get_ms.append(took)
@@ -158,6 +160,7 @@ def run_split(args: argparse.Namespace) -> dict:
         raise SystemExit("no contact's last change spans the two instants: nothing was timed")
     load = [round(x, 2) for x in os.getloadavg()]
     return {"rows": rows, "contacts": len(ids), "rounds": args.rounds, "with_split": len(split_ms),
+            "learned_split_null": unavailable,
             "parts_per_split_median": float(np.median(parts)) if parts else None,
             "events": len(events), "features": len(scorer.feature_names), "load": load}
 
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['x_floor']:>8}")
     print(f"{result['contacts']} contacts x {result['rounds']} rounds, {result['events']:,} events, "
           f"{result['features']} features, {result['with_split']} requests with a learned split "
-          f"(median {result['parts_per_split_median']} parts); load average {'/'.join(map(str, result['load']))}")
+          f"(median {result['parts_per_split_median']} parts), {result['learned_split_null']} with none; "
+          f"load average {'/'.join(map(str, result['load']))}")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=2))
     return 0
