@@ -4,6 +4,7 @@ Not a test. Run from the repository root::
 
     python benchmarks/serve_split.py                       # 200 contacts, each asked 3 times
     python benchmarks/serve_split.py --contacts 100 --rounds 5
+    python benchmarks/serve_bench.py --runs split          # the same, as a run of the service benchmark
 
 A synthetic world (2,500 contacts, 150 days) is trained with the train config's defaults, so the
 model is the default champion: it reads the rules' columns (``rule_inputs: true``). A real
@@ -173,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     result = run_split(args)
+    print_split(result)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def print_split(result: dict) -> None:
     print(f"{'':40} {'n':>5} {'median ms':>10} {'p90 ms':>8} {'p99 ms':>8} {'x floor':>8}")
     for name, row in result["rows"].items():
         print(f"{name:40} {row['n']:>5} {row['median_ms']:>10.3f} {row['p90_ms']:>8.3f} {row['p99_ms']:>8.3f} "
@@ -181,9 +189,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['features']} features, {result['with_split']} requests with a learned split "
           f"(median {result['parts_per_split_median']} parts), {result['learned_split_null']} with none; "
           f"load average {'/'.join(map(str, result['load']))}")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
