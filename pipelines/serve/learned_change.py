@@ -41,8 +41,8 @@ from propensity.pipelines.serve.state import (
     to_micros,
 )
 
-__all__ = ["HOLD_SECONDS", "TraitHistory", "explain_firings", "learned_change_split", "replayed_state",
-           "stored_events"]
+__all__ = ["HOLD_SECONDS", "TraitHistory", "explain_firings", "learned_change_split", "learned_split_json",
+           "replayed_state", "stored_events"]
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +206,22 @@ def explain_firings(learned: Any, engine: sa.Engine | sa.Connection, firings: It
                 why["learned_change_split_note"] = note
             amended += amend(conn, firing.outbox_id, payload, now)
     return amended
+
+
+def learned_split_json(learned: Any, engine: sa.Engine, contact: str, rule_split: dict | None) -> dict[str, Any]:
+    """``learned_split``: the learned score's change between the instants of the rule score's last
+    change, split as ``explain --since`` (computed here, on request: never per event); and, when it
+    cannot be computed, ``learned_split_note`` saying why."""
+    from propensity.pipelines.serve.mirror import MirrorHorizonError
+
+    if rule_split is None:
+        return {"learned_split": None}
+    since, until = datetime.fromisoformat(rule_split["since"]), datetime.fromisoformat(rule_split["until"])
+    try:
+        with engine.connect() as conn:
+            return {"learned_split": learned.change_split(conn, contact, since, until)}
+    except MirrorHorizonError as exc:  # the last change is older than the model's longest window
+        return {"learned_split": None, "learned_split_note": str(exc)}
+    except Exception:  # the score stands without it
+        log.exception("the learned change split for %s failed", contact)
+        return {"learned_split": None, "learned_split_note": "the split failed (the service log says why)"}
