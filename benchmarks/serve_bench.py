@@ -32,6 +32,9 @@ back 200), a restart, every request resent (as SDKs retry), then: acknowledged e
 the model's horizon, for ``--mirror-events`` events over a year and three times that over three
 years (the same contacts): RSS per million events.
 
+``--runs split``: one score request with the learned score's change split, on the default
+champion (``benchmarks/serve_split.py``).
+
 ``--runs`` adds the runs of issue 15 (``benchmarks/serve_resilience.py``): ``poison`` (bad
 requests mixed into the load: every good one acknowledged, every bad one 4xx, 0 lost),
 ``memory`` (``--memory-contacts`` distinct contacts, 1M by default: the server's RSS as they
@@ -69,7 +72,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import wrk_load  # beside this file (benchmarks/ is on sys.path when run as a script)
+import serve_split  # beside this file (benchmarks/ is on sys.path when run as a script)
+import wrk_load
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_bench.json"
@@ -539,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crash-after", type=float, default=6)
     parser.add_argument("--no-crash", action="store_true")
     parser.add_argument("--runs", default="load,crash,poison,memory,sweep",
-                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep, mirror")
+                        help="which runs: load,crash (the load and SIGKILL runs), poison, memory, sweep, mirror, "
+                             "split (a score request with the learned change split: benchmarks/serve_split.py)")
     parser.add_argument("--poison-seconds", type=float, default=20)
     parser.add_argument("--bad-every", type=int, default=5, help="poison: every Nth request of a connection is bad")
     parser.add_argument("--memory-contacts", type=int, default=1_000_000,
@@ -582,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     floors: dict[str, dict[str, Any]] = {}
     micro = run_learned_micro(args) if "champion" in args.models and "load" in runs else []
     mirror = run_mirror_memory(args) if "mirror" in runs else []
+    split = serve_split.run_split(argparse.Namespace(contacts=150, rounds=3)) if "split" in runs else None
+    if split is not None:
+        serve_split.print_split(split)
     try:
         for name in backends:
             if name == "sqlite":
@@ -625,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_generator": subprocess.run([wrk_load.wrk_path(), "-v"], capture_output=True, text=True,
                                          ).stdout.strip().splitlines()[0] if "load" in runs or "crash" in runs else None,
         "floor": floors, "load": loads, "crash": crashes, "learned_per_commit": micro,
-        "poison": poison, "memory": memory, "sweep": sweeps, "mirror": mirror,
+        "poison": poison, "memory": memory, "sweep": sweeps, "mirror": mirror, "learned_split": split,
     }, indent=2))
     print(f"\n-> {args.results}")
     return 0

@@ -41,7 +41,7 @@ from propensity.pipelines.serve.ingest import (
     parse_timestamp,
 )
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
-from propensity.pipelines.serve.learned_change import HOLD_SECONDS
+from propensity.pipelines.serve.learned_change import HOLD_SECONDS, learned_split_json
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from propensity.pipelines.serve.mirror import MirrorHorizonError
 from propensity.pipelines.serve.rule_inputs import rules_difference
@@ -245,7 +245,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                                            hold_seconds=HOLD_SECONDS if settings.model is not None else 0.0)
         learned = None
         if settings.model is not None:
-            learned = LearnedScores(settings.model, settings.model_label, scorer)
+            learned = LearnedScores(settings.model, settings.model_label, scorer,
+                                    split_days=settings.config.learned_split_days)
             # every stored event, once: later commits append to this mirror (propensity.pipelines.serve.learned)
             loaded = await asyncio.to_thread(learned.load, engine, clock())
             log.info("learned model %s: %d stored events mirrored", settings.model_label, loaded)
@@ -346,8 +347,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         return await ingest("batch", request)
 
     @app.get("/v1/contacts/{contact_id}/score")
-    def contact_score(contact_id: str, request: Request, as_of: str | None = None) -> Response:
-        """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change."""
+    def contact_score(contact_id: str, request: Request, as_of: str | None = None,
+                      learned_split: bool = True) -> Response:
+        """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change
+        (with a model, ``learned_split=false`` leaves the learned split out: it is most of the cost)."""
         if not _known_key(_basic_user(request.headers.get("authorization")), settings.read_keys or settings.write_keys):
             return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user)")
         when = None
@@ -386,7 +389,10 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                 body["learned_reasons"] = learned.reasons(contact_id, view.as_of, top, states)
             except Exception:  # the score stands without its explanation
                 log.exception("learned reasons for %s failed", contact_id)
-            body["last_change"].update(_learned_split(learned, runtime["engine"], contact_id, entry.last_split))
+            if learned_split:
+                body["last_change"].update(learned_split_json(learned, runtime["engine"], contact_id, entry.last_split))
+            else:
+                body["last_change"].update(learned_split=None, learned_split_note="not asked for (learned_split=false)")
         return JSONResponse(body)
 
     @app.get("/healthz")
@@ -421,23 +427,6 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
-
-
-def _learned_split(learned: LearnedScores, engine: Any, contact: str, rule_split: dict | None) -> dict[str, Any]:
-    """``learned_split``: the learned score's change between the instants of the rule score's last
-    change, split as ``explain --since`` (computed here, on request: never per event); and, when it
-    cannot be computed, ``learned_split_note`` saying why."""
-    if rule_split is None:
-        return {"learned_split": None}
-    since, until = datetime.fromisoformat(rule_split["since"]), datetime.fromisoformat(rule_split["until"])
-    try:
-        with engine.connect() as conn:
-            return {"learned_split": learned.change_split(conn, contact, since, until)}
-    except MirrorHorizonError as exc:  # the last change is older than the model's longest window
-        return {"learned_split": None, "learned_split_note": str(exc)}
-    except Exception:  # the score stands without it
-        log.exception("the learned change split for %s failed", contact)
-        return {"learned_split": None, "learned_split_note": "the split failed (the service log says why)"}
 
 
 def _learned_json(view: LearnedView | None) -> dict[str, Any]:

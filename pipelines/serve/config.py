@@ -72,6 +72,9 @@ class ServeConfig(BaseModel):
     # a registered model is loaded by unpickling its artifacts: only from this workspace's own
     # MLflow artifact folder, unless this says the model's source is trusted (docs/SERVICE.md)
     allow_external_model: bool = False
+    # the learned score's change split (GET .../score, trigger messages) reaches this many days
+    # back: the event mirror keeps that much more of the events one by one (docs/SERVICE.md)
+    learned_split_days: int = Field(default=7, ge=0, le=366)
 
 
 def load_serve_config(path: str | Path | None) -> ServeConfig:

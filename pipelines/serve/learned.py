@@ -61,6 +61,8 @@ class LearnedScores:
     rules : RuleScorer, optional
         The service's rule scorer; needed (and checked against the model's own rules) when the
         model reads the rules' columns.
+    split_days : int
+        How many days back the learned change split reaches (the mirror keeps them one by one).
 
     Raises
     ------
@@ -68,11 +70,11 @@ class LearnedScores:
         The model's features cannot be computed live, or it reads rules other than ``rules``.
     """
 
-    def __init__(self, scorer: Any, label: str = "", rules: RuleScorer | None = None) -> None:
+    def __init__(self, scorer: Any, label: str = "", rules: RuleScorer | None = None, split_days: int = 0) -> None:
         self.scorer = scorer
         self.label = label
         self.plan = FeaturePlan.from_scorer(scorer)
-        self.mirror = EventMirror(self.plan)
+        self.mirror = EventMirror(self.plan, extra_days=split_days)
         self._lock = threading.RLock()
         self.rules = rules if self.plan.rule_columns else None
         # the traits the model reads, before their last changes (the learned change split's attributes)

@@ -41,8 +41,8 @@ from propensity.pipelines.serve.state import (
     to_micros,
 )
 
-__all__ = ["HOLD_SECONDS", "TraitHistory", "explain_firings", "learned_change_split", "replayed_state",
-           "stored_events"]
+__all__ = ["HOLD_SECONDS", "TraitHistory", "explain_firings", "learned_change_split", "learned_split_json",
+           "replayed_state", "stored_events"]
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,18 @@ def learned_change_split(learned: Any, conn: sa.Connection, contact: str, since:
     from propensity.pipelines.explain.change_jobs import split_json
 
     notes = []
-    current = learned.mirror.traits_of(contact)
     history = learned.history
-    attributes = []
     # before: as they were just before the commit at `until` (no commit touched the contact between
     # `since` and it, or `since` would be later; and `since` may be `until`, the same instant, when
     # two commits of one instant follow each other); after: with that commit's changes
-    for at_us in (to_micros(until) - 1, to_micros(until)):
-        values, known = history.at(contact, at_us, current)
-        if not known and not history.lost_before(contact):
+    moments = (to_micros(until) - 1, to_micros(until))
+    with learned.consistent():  # the writer records traits meanwhile
+        current = learned.mirror.traits_of(contact)
+        found = [history.at(contact, at_us, current) for at_us in moments]
+        lost = history.lost_before(contact)
+    attributes = []
+    for at_us, (values, known) in zip(moments, found):
+        if not known and not lost:
             # the traits loaded at start are those of the contact's latest identify, stored with its time
             updated = conn.execute(sa.select(db.contacts.c.updated_at)
                                    .where(db.contacts.c.contact_id == contact)).scalar()
@@ -162,7 +165,6 @@ def learned_change_split(learned: Any, conn: sa.Connection, contact: str, since:
                                            traits={contact: traits}))
     split = split_learned_change(learned.scorer, states, since=since, until=until, notes=notes)
     return {"since": since.isoformat(), "until": until.isoformat(), **split_json(split, 0)}
-
 
 
 def explain_firings(learned: Any, engine: sa.Engine | sa.Connection, firings: Iterable[Any], now: datetime) -> int:
@@ -204,3 +206,22 @@ def explain_firings(learned: Any, engine: sa.Engine | sa.Connection, firings: It
                 why["learned_change_split_note"] = note
             amended += amend(conn, firing.outbox_id, payload, now)
     return amended
+
+
+def learned_split_json(learned: Any, engine: sa.Engine, contact: str, rule_split: dict | None) -> dict[str, Any]:
+    """``learned_split``: the learned score's change between the instants of the rule score's last
+    change, split as ``explain --since`` (computed here, on request: never per event); and, when it
+    cannot be computed, ``learned_split_note`` saying why."""
+    from propensity.pipelines.serve.mirror import MirrorHorizonError
+
+    if rule_split is None:
+        return {"learned_split": None}
+    since, until = datetime.fromisoformat(rule_split["since"]), datetime.fromisoformat(rule_split["until"])
+    try:
+        with engine.connect() as conn:
+            return {"learned_split": learned.change_split(conn, contact, since, until)}
+    except MirrorHorizonError as exc:  # the last change is older than the model's longest window
+        return {"learned_split": None, "learned_split_note": str(exc)}
+    except Exception:  # the score stands without it
+        log.exception("the learned change split for %s failed", contact)
+        return {"learned_split": None, "learned_split_note": "the split failed (the service log says why)"}

@@ -17,7 +17,6 @@ import heapq
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +37,7 @@ from propensity.pipelines.serve.feature_plan import (
 )
 from propensity.pipelines.serve.folded import Folded, horizon_days
 from propensity.pipelines.serve.ingest import ContactUpdate, EventRow
+from propensity.pipelines.serve.mirror_logs import AccountLog, ContactInfo, EventLog
 from propensity.pipelines.serve.state import from_micros, to_micros
 
 __all__ = ["EventMirror", "MirrorHorizonError"]
@@ -46,90 +46,34 @@ __all__ = ["EventMirror", "MirrorHorizonError"]
 class MirrorHorizonError(ValueError):
     """Features asked at an instant before the mirror's horizon (its old events are folded)."""
 
-class _Log:
-    """One contact's events, appended in any order; arrays rebuilt lazily after an append."""
-
-    __slots__ = ("_arrays", "account", "code", "oldest", "ts", "value")
-
-    def __init__(self) -> None:
-        self.oldest = NO_AGE  # the earliest ts held (the fold's heap is keyed on it)
-        self.ts: list[int] = []
-        self.code: list[int] = []
-        self.value: list[float] = []
-        self.account: list[str | None] = []
-        self._arrays: tuple[np.ndarray, ...] | None = None
-
-    def add(self, ts_us: int, code: int, value: float | None, account: str | None) -> None:
-        self.oldest = min(self.oldest, ts_us)
-        self.ts.append(ts_us)
-        self.code.append(code)
-        self.value.append(math.nan if value is None else float(value))
-        self.account.append(account)
-        self._arrays = None
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        if self._arrays is None:
-            self._arrays = (
-                np.array(self.ts, dtype="int64"),
-                np.array(self.code, dtype="int64"),
-                np.array(self.value, dtype="float64"),
-                np.array(self.account, dtype=object),
-            )
-        return self._arrays
-
-
-class _AccountLog:
-    """(contact number, ts) of the events carrying one ``account_id``."""
-
-    __slots__ = ("_arrays", "number", "ts")
-
-    def __init__(self) -> None:
-        self.number: list[int] = []
-        self.ts: list[int] = []
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
-
-    def add(self, number: int, ts_us: int) -> None:
-        self.number.append(number)
-        self.ts.append(ts_us)
-        self._arrays = None
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = (np.array(self.number, dtype="int64"), np.array(self.ts, dtype="int64"))
-        return self._arrays
-
-
-@dataclass
-class _Contact:
-    account: str | None = None  # the contacts table's, which wins over the events'
-    created_us: int | None = None
-    traits: dict[str, Any] = field(default_factory=dict)
-
-
 class EventMirror:
     """What the features of every contact read, kept in memory (see the module docstring).
 
     Parameters
     ----------
     plan : FeaturePlan
+    extra_days : int
+        Days of events kept one by one past the model's horizon, so that feature states that
+        far back can be computed (the learned change split's ``since``); 0: the horizon only.
     """
 
-    def __init__(self, plan: FeaturePlan) -> None:
+    def __init__(self, plan: FeaturePlan, extra_days: int = 0) -> None:
         self.plan = plan
         self._codes = {t: i for i, t in enumerate(plan.names)}
         self._other = len(plan.names)
         weighted = set(plan.config.value_weighted_types)
         self._weighted = np.array([t in weighted for t in plan.names] + [False])
         self._monetary = {i for i, t in enumerate(plan.names) if t in plan.config.monetary_types}
-        self._logs: dict[str, _Log] = {}
-        self._contacts: dict[str, _Contact] = {}
+        self._logs: dict[str, EventLog] = {}
+        self._contacts: dict[str, ContactInfo] = {}
         self._table_members: dict[str, set[str]] = {}  # account -> contacts-table members
         # account -> (contact number, ts) of every event carrying that account_id
-        self._account_events: dict[str, _AccountLog] = {}
+        self._account_events: dict[str, AccountLog] = {}
         self._numbers: dict[str, int] = {}  # contact -> its number in _has_table_account
         self._has_table_account = np.zeros(1024, dtype=bool)
         # events before _cut are folded (propensity.pipelines.serve.folded); None: none are
-        self._horizon = horizon_days(plan.config) * US_PER_DAY
+        self._horizon = horizon_days(plan.config) * US_PER_DAY  # what a feature row reads back
+        self._keep = self._horizon + extra_days * US_PER_DAY  # what is kept one by one
         self._cut: int | None = None
         self._folded: dict[str, Folded] = {}
         self._folded_accounts: dict[str, set[int]] = {}  # account -> contacts with folded events carrying it
@@ -155,13 +99,13 @@ class EventMirror:
             return
         log_ = self._logs.get(contact)
         if log_ is None:
-            log_ = self._logs[contact] = _Log()
+            log_ = self._logs[contact] = EventLog()
         if ts_us < log_.oldest:
             heapq.heappush(self._due, (ts_us, contact))
         log_.add(ts_us, code, value, account)
         if account is not None:
             if account not in self._account_events:
-                self._account_events[account] = _AccountLog()
+                self._account_events[account] = AccountLog()
             self._account_events[account].add(self._number(contact), to_micros(ts))
 
     def update_contact(self, contact: str, account: str | None, created_at: datetime | None,
@@ -169,7 +113,7 @@ class EventMirror:
         """An identify call: a NULL account or created_at keeps the stored one (as the service table)."""
         info = self._contacts.get(contact)
         if info is None:
-            info = self._contacts[contact] = _Contact()
+            info = self._contacts[contact] = ContactInfo()
         if account is not None and account != info.account:
             if info.account is not None:
                 self._table_members.get(info.account, set()).discard(contact)
@@ -202,7 +146,7 @@ class EventMirror:
         The cut is a UTC midnight at least the horizon before ``now``, and it never moves back.
         True when contacts with events to fold remain (call again).
         """
-        cut = (to_micros(now) - self._horizon) // US_PER_DAY * US_PER_DAY
+        cut = (to_micros(now) - self._keep) // US_PER_DAY * US_PER_DAY
         if self._cut is None or cut > self._cut:
             self._cut = cut
         done, dirty = 0, set()
@@ -212,7 +156,7 @@ class EventMirror:
             if log_ is None or log_.oldest != oldest:
                 continue  # a stale entry: the log was folded or got an older event since
             done += 1
-            keep = _Log()
+            keep = EventLog()
             for ts_us, code, value, account in zip(log_.ts, log_.code, log_.value, log_.account):
                 if ts_us < self._cut:
                     self._fold(contact, ts_us, code, value, account)
@@ -227,7 +171,7 @@ class EventMirror:
                 del self._logs[contact]
         for account in dirty:  # the account's event log keeps only what is inside the horizon
             carried = self._account_events[account]
-            kept = _AccountLog()
+            kept = AccountLog()
             for number, ts_us in zip(carried.number, carried.ts):
                 if ts_us >= self._cut:
                     kept.add(number, ts_us)
@@ -244,7 +188,8 @@ class EventMirror:
             raise MirrorHorizonError(
                 f"as_of {from_micros(T).isoformat()} is before {from_micros(self._cut + self._horizon).isoformat()}: "
                 f"the learned features at that time read events the service no longer keeps one by one "
-                f"(it keeps the model's longest window plus a day, {self._horizon // US_PER_DAY} days); "
+                f"(it keeps the model's longest window plus a day, {self._horizon // US_PER_DAY} days, "
+                f"and {(self._keep - self._horizon) // US_PER_DAY} more: learned_split_days); "
                 "score that instant with `propensity score --as-of`")
 
     def _reads_folded(self, contacts: Sequence[str], T: int) -> bool:

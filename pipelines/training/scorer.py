@@ -64,6 +64,7 @@ class LearnedScorer:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_compiled"] = None  # a handle on a loaded native library: compiled (or found cached) on first use
+        state.pop("_input_rules", None)  # parsed again from rule_inputs where it is unpickled
         return state
 
     def raw_probability(self, features: pd.DataFrame) -> np.ndarray:
@@ -93,11 +94,17 @@ class LearnedScorer:
         """The RuleSet whose columns the model reads (None when the rules are not an input)."""
         if self.rule_inputs is None:
             return None
+        cached = self.__dict__.get("_input_rules")
+        if cached is not None and cached[0] is self.rule_inputs:
+            return cached[1]
         import yaml
 
         from propensity.pipelines.rules.config import RuleSet
 
-        return RuleSet.model_validate(yaml.safe_load(self.rule_inputs))
+        # parsed once per text: every blended score reads it (a change split scores hundreds of frames)
+        rules = RuleSet.model_validate(yaml.safe_load(self.rule_inputs))
+        self.__dict__["_input_rules"] = (self.rule_inputs, rules)
+        return rules
 
     def raw_probability_of(self, matrix: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
         """Uncalibrated booster output on :func:`model_array`'s matrix (compiled trees when asked for).

@@ -99,6 +99,8 @@ def served(world, tmp_path_factory):
         post(list(event_calls(late_a)))
         post([{"type": "identify", "userId": "a", "traits": CHANGED}])
         at_t1 = {c: score(http, base, c) for c in "nda"}
+        plain = http.get(f"{base}/v1/contacts/n/score", params={"learned_split": "false"}).json()
+    at_t1["n-plain"] = plain
     events = pd.concat([old, new_n, late_a], ignore_index=True)
     after = contacts.copy()
     for column, value in changed.items():
@@ -198,3 +200,11 @@ def test_a_triggers_message_carries_the_learned_split_of_its_change_and_is_relea
     # each message was released as soon as its split was added, not after the hold
     released = pd.to_datetime(outbox["next_attempt_at"]) - pd.to_datetime(outbox["created_at"])
     assert (released == pd.Timedelta(0)).all()
+
+
+def test_a_score_request_can_leave_the_learned_split_out_and_is_told_so(served):
+    plain, full = served[1]["n-plain"], served[1]["n"]
+    assert plain["last_change"]["learned_split"] is None
+    assert plain["last_change"]["learned_split_note"] == "not asked for (learned_split=false)"
+    assert plain["last_change"]["split"] == full["last_change"]["split"]
+    assert plain["learned_score"] == full["learned_score"]

@@ -69,8 +69,14 @@ def test_a_frame_without_the_rule_columns_is_refused_by_name(world):
         rule_score_of(pd.DataFrame({"x": [1.0]}), rules)
 
 
-def test_the_service_refuses_a_model_that_reads_the_rules_by_name(world):
+def test_the_service_plans_the_rule_columns_of_a_model_that_reads_the_rules_and_refuses_them_without_rules(world):
+    import dataclasses
+
     from propensity.pipelines.serve.feature_plan import FeaturePlan
 
-    with pytest.raises(ValueError, match=r"rule__\*.*rule_inputs: false"):
-        FeaturePlan.from_scorer(world.result.scorer)
+    scorer = world.result.scorer
+    plan = FeaturePlan.from_scorer(scorer)  # served live: its rule__* columns come from the rule state
+    assert set(plan.rule_columns) == {c for c in scorer.feature_names if c.startswith("rule__")}
+    assert not set(plan.rule_columns) & set(plan.attributes)
+    with pytest.raises(ValueError, match=r"reads rule columns .* carries no rules"):
+        FeaturePlan.from_scorer(dataclasses.replace(scorer, rule_inputs=None))
