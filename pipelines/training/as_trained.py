@@ -24,11 +24,13 @@ def features_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts:
     (point in time: each row's events with ``ts < as_of``, and with ``contact_history`` its attributes
     as they were at ``as_of`` when the model was trained so), with the rule columns (``rule__*``,
     training/rule_inputs.py) when the model reads the rules."""
-    features = build_features(events, spine, FeatureConfig.of_model(scorer.feature_config),
-                              contacts=contacts, event_types=scorer.event_types, contact_history=contact_history)
+    config = FeatureConfig.of_model(scorer.feature_config)
+    features = build_features(events, spine, config, contacts=contacts, event_types=scorer.event_types,
+                              contact_history=contact_history)
     rules = getattr(scorer, "input_rules", None)
     if rules is None:
         return features
-    inputs = rule_inputs_expr(events, spine, rules, contacts).rename(_k_contact="contact_id", _k_as_of="as_of")
+    history = contact_history if config.attributes.values == "as_of" else None
+    inputs = rule_inputs_expr(events, spine, rules, contacts, history).rename(_k_contact="contact_id", _k_as_of="as_of")
     joined = features.left_join(inputs, [features.contact_id == inputs._k_contact, features.as_of == inputs._k_as_of])
     return joined.select(*features.columns, *rule_input_columns(rules))
