@@ -168,10 +168,11 @@ def run_backtest(
     rows = labelled[labelled["as_of"] <= last].reset_index(drop=True)
     step(f"backtest: features and rule points for {len(rows):,} rows")
     spine = data.spine_table(rows, "_backtest_spine")
-    features, columns, _ = feature_frame(data, spine, load_feature_config(train_config.features),
-                                         horizon_days=train_config.horizon_days)
+    feature_config = load_feature_config(train_config.features)
+    features, columns, _ = feature_frame(data, spine, feature_config, horizon_days=train_config.horizon_days)
     if train_config.rule_inputs:  # as train builds its frame: the rules as an input
-        features, added = add_rule_inputs(features, data.events, spine, rules, data.contacts)
+        history = data.contact_history if feature_config.attributes.values == "as_of" else None
+        features, added = add_rule_inputs(features, data.events, spine, rules, data.contacts, history)
         columns = [*columns, *added]
     raw = raw_points(data, rows, rules, spine)
     scored = score_frame(raw, data.contacts_frame, rules)

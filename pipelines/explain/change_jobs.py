@@ -145,9 +145,11 @@ def _contacts_table(con, frame: pd.DataFrame | None):
 
 
 def learned_states(con, ids: list[str], since: datetime, until: datetime, scorer_before, scorer_after,
-                   contacts_before: pd.DataFrame | None, contacts_after: pd.DataFrame | None):
+                   contacts_before: pd.DataFrame | None, contacts_after: pd.DataFrame | None,
+                   contacts_until: pd.DataFrame | None = None):
     """The feature frames of ``s0 .. s3`` (as ``scorer_before`` was trained) and ``s3`` as
-    ``scorer_after`` was trained (None when it is the same model)."""
+    ``scorer_after`` was trained (None when it is the same model). ``contacts_until``: the contacts
+    as they were at ``until`` (a model that reads attributes as of each cut-off), else the current ones."""
     events = con.table("events")
     old = events.filter(events.ts < ibis.literal(pd.Timestamp(since).to_pydatetime()))
     at_since, at_until = _spine(con, ids, since), _spine(con, ids, until)
@@ -155,6 +157,8 @@ def learned_states(con, ids: list[str], since: datetime, until: datetime, scorer
     after_tbl = con.table("contacts") if contacts_after is not None and "contacts" in table_names(con) else None
     if contacts_before is contacts_after:
         before_tbl = after_tbl
+    if contacts_until is not None:
+        after_tbl = _contacts_table(con, contacts_until)
 
     def build(ev, spine, scorer, contacts):
         return _aligned(features_as_trained(ev, spine, scorer, contacts).execute(), ids)
@@ -241,13 +245,15 @@ def explain_change(
     scorer_before=None,
     model_label: str | None = None,
     contacts_before: pd.DataFrame | None = None,
+    contacts_until: pd.DataFrame | None = None,
 ) -> ChangeReport:
     """Split the change of both scores between ``since`` and ``until`` for ``contact_ids``.
 
     ``rules`` / ``scorer``: what scores ``until``; ``rules_before`` / ``scorer_before``: what
     scored ``since`` (default the same: their part is 0). ``scorer`` None: the rule score only.
     ``contacts_before``: the contacts as they were at ``since`` (default the workspace's, said in
-    the notes).
+    the notes). ``contacts_until``: the contacts at ``until`` for the learned score (a model that reads
+    attributes as of each cut-off, as ``score --model`` does); default the workspace's current ones.
     """
     if not since < until:
         raise ValueError(f"--since ({since:%Y-%m-%d %H:%M}) must be before the later date ({until:%Y-%m-%d %H:%M})")
@@ -266,7 +272,8 @@ def explain_change(
     if scorer is not None:
         before_model = scorer_before if scorer_before is not None else scorer
         other = None if scorer_before is None or scorer_before is scorer else scorer
-        states, after = learned_states(con, ids, since, until, before_model, other, contacts_before, contacts_after)
+        states, after = learned_states(con, ids, since, until, before_model, other, contacts_before, contacts_after,
+                                       contacts_until)
         learned = split_learned_change(before_model, states, other, after, since=since, until=until,
                                        definition=model_label if other is not None else None, notes=notes)
     return ChangeReport(since=since, until=until, rule=rule, learned=learned, notes=tuple(notes))
@@ -275,7 +282,7 @@ def explain_change(
 def explain_changed_bands(ws: Workspace | ibis.BaseBackend, since: datetime, until: datetime, *, rules: RuleSet,
                           rules_before: RuleSet | None = None, scorer=None, scorer_before=None,
                           model_label: str | None = None, contacts_before: pd.DataFrame | None = None,
-                          ) -> ChangeReport:
+                          contacts_until: pd.DataFrame | None = None) -> ChangeReport:
     """:func:`explain_change` for every contact known at ``until`` whose band (rule or learned) changed."""
     con = _connection(ws)
     contacts = con.table("contacts") if "contacts" in table_names(con) else None
@@ -294,11 +301,13 @@ def explain_changed_bands(ws: Workspace | ibis.BaseBackend, since: datetime, unt
     if scorer is not None:
         before_model = scorer_before if scorer_before is not None else scorer
         before_contacts = _contacts_table(con, contacts_before) if contacts_before is not None else contacts
+        until_contacts = _contacts_table(con, contacts_until) if contacts_until is not None else contacts
         changed |= (_learned_bands(con, everyone, at_since, before_model, before_contacts)
-                    != _learned_bands(con, everyone, at_until, scorer, contacts))
+                    != _learned_bands(con, everyone, at_until, scorer, until_contacts))
     ids = [c for c, moved in zip(everyone, changed) if moved]
     return explain_change(ws, ids, since, until, rules=rules, rules_before=rules_before, scorer=scorer,
-                          scorer_before=scorer_before, model_label=model_label, contacts_before=contacts_before)
+                          scorer_before=scorer_before, model_label=model_label, contacts_before=contacts_before,
+                          contacts_until=contacts_until)
 
 
 def _connection(source):

@@ -215,10 +215,11 @@ class ModelOperations(Resolution):
             if recorded is not None:
                 snapshot = recorded.frame
                 notes.append(recorded.note())
+        at_until = self._contacts_until(learned, until, notes)
         label = f"v{earlier.version} -> v{learned.version}" if earlier is not None else None
         options = {"rules": rule_set, "rules_before": before_rules, "scorer": learned.scorer if learned else None,
                    "scorer_before": earlier.scorer if earlier is not None else None, "model_label": label,
-                   "contacts_before": snapshot}
+                   "contacts_before": snapshot, "contacts_until": at_until}
         if contact_id is None:
             report = explain_changed_bands(self.ws, since_at, until, **options)
         else:
@@ -228,6 +229,21 @@ class ModelOperations(Resolution):
 
             report = replace(report, notes=(*report.notes, *notes))
         return report
+
+    def _contacts_until(self, learned, until, notes: list[str]):
+        """The contacts at ``until`` for a model that reads attributes as of each cut-off (as ``score
+        --model`` builds them), from the attribute history; None: the current ones."""
+        from propensity.features.config import FeatureConfig
+        from propensity.features.history import contacts_as_of
+
+        if learned is None or FeatureConfig.of_model(learned.scorer.feature_config).attributes.values != "as_of":
+            return None
+        recorded = contacts_as_of(self.ws.ibis_connection(), until)
+        if recorded is None:
+            return None
+        notes.append(f"learned score at {until:%Y-%m-%d %H:%M}: attributes as they were then (the model reads them "
+                     "as of each cut-off, as `score --model` does); the rule score reads the current ones")
+        return recorded.frame
 
     def _rules_at(self, since, rule_set, notes: list[str]):
         """The rules in use at ``since`` from the workspace's history, when they differ from ``rule_set``."""
@@ -256,8 +272,14 @@ class ModelOperations(Resolution):
         if str(used.version) == str(learned.version):
             notes.append(f"model at --since: the same version ({used.describe()}, from the workspace's history)")
             return None
+        try:
+            earlier = self.model(used.version, learned.name)
+        except WorkspaceError as exc:  # deleted from the registry since: say so rather than fail
+            notes.append(f"model at --since: {used.describe()}, but it cannot be loaded ({exc}); taken as "
+                         f"v{learned.version} (model part 0)")
+            return None
         notes.append(f"model at --since: {used.describe()} (from the workspace's history)")
-        return self.model(used.version, learned.name)
+        return earlier
 
     def explain_all(self, at, *, model: str = "champion", name: str | None = None, reasons: int = 3,
                     positive_only: bool = False):

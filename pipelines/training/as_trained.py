@@ -30,15 +30,17 @@ def features_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts:
     as they were at ``as_of`` when the model was trained so), with the rule columns (``rule__*``,
     training/rule_inputs.py) when the model reads the rules, and the BG/NBD expected purchases
     (training/expected_purchases.py, with the parameters it stored) when it reads those."""
-    features = build_features(events, spine, FeatureConfig.of_model(scorer.feature_config),
-                              contacts=contacts, event_types=scorer.event_types, contact_history=contact_history)
+    config = FeatureConfig.of_model(scorer.feature_config)
+    features = build_features(events, spine, config, contacts=contacts, event_types=scorer.event_types,
+                              contact_history=contact_history)
     stored = getattr(scorer, "expected_purchases", None)
     if stored:
         features = expected_purchases_expr(features, ExpectedPurchases.from_dict(stored))
     rules = getattr(scorer, "input_rules", None)
     if rules is None:
         return features
-    inputs = rule_inputs_expr(events, spine, rules, contacts).rename(_k_contact="contact_id", _k_as_of="as_of")
+    history = contact_history if config.attributes.values == "as_of" else None
+    inputs = rule_inputs_expr(events, spine, rules, contacts, history).rename(_k_contact="contact_id", _k_as_of="as_of")
     joined = features.left_join(inputs, [features.contact_id == inputs._k_contact, features.as_of == inputs._k_as_of])
     return joined.select(*features.columns, *rule_input_columns(rules))
 

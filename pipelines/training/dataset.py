@@ -134,7 +134,8 @@ def assemble_training_set(
     scored = score_frame(raw, contacts_frame, rules)
     columns = feature_columns(features)
     if config.rule_inputs:  # the rules as an input (training/rule_inputs.py), by scoring's own expression
-        features, added = add_rule_inputs(features, events, spine_table, rules, contacts)
+        features, added = add_rule_inputs(features, events, spine_table, rules, contacts,
+                                          history if feature_config.attributes.values == "as_of" else None)
         columns = [*columns, *added]
     frame = (
         labelled[[*KEYS, "split", "label", "label_end", WEIGHT]]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ibis
 import pandas as pd
 
+from propensity.features.history import versions_at
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import activity_points
 from propensity.pipelines.training.rule_blend import (
@@ -34,8 +35,9 @@ _ATTRIBUTE = f"{PREFIX}attribute__"
 
 
 def rule_inputs_expr(events: ibis.Table, spine: ibis.Table, rules: RuleSet,
-                     contacts: ibis.Table | None) -> ibis.Table:
-    """``contact_id, as_of`` and the rule columns of ``spine``'s rows (events with ``ts < as_of``).
+                     contacts: ibis.Table | None, contact_history: ibis.Table | None = None) -> ibis.Table:
+    """``contact_id, as_of`` and the rule columns of ``spine``'s rows (events with ``ts < as_of``; with
+    ``contact_history``, the attributes valid at ``as_of``, as the feature build reads them).
 
     An attribute a fit criterion reads that the contacts table lacks is an error naming it (the
     rule score would silently leave its points out).
@@ -51,6 +53,13 @@ def rule_inputs_expr(events: ibis.Table, spine: ibis.Table, rules: RuleSet,
     missing = [name for name in attributes if name not in contacts.columns]
     if missing:
         raise ValueError(f"rules {rules.name!r} read contact attributes the contacts table lacks: {missing}")
+    if contact_history is not None:  # the version of each row's as_of (features/history.py)
+        valid = versions_at(contact_history, out, attributes)
+        valid = valid.select(_r_contact=valid.contact_id, _r_as_of=valid.as_of,
+                             **{f"{_ATTRIBUTE}{name}": valid[name] for name in attributes})
+        joined = out.left_join(valid, [out.contact_id.cast("string") == valid._r_contact,
+                                       out.as_of == valid._r_as_of])
+        return joined.select("contact_id", "as_of", *rule_input_columns(rules))
     known = contacts.select(_r_contact=contacts.contact_id.cast("string"),
                             **{f"{_ATTRIBUTE}{name}": contacts[name] for name in attributes})
     # one row per contact, as distinct(on=...) picks it, but portable: that compiles to a FIRST
@@ -62,10 +71,11 @@ def rule_inputs_expr(events: ibis.Table, spine: ibis.Table, rules: RuleSet,
 
 
 def add_rule_inputs(features: pd.DataFrame, events: ibis.Table, spine: ibis.Table, rules: RuleSet,
-                    contacts: ibis.Table | None) -> tuple[pd.DataFrame, list[str]]:
+                    contacts: ibis.Table | None,
+                    contact_history: ibis.Table | None = None) -> tuple[pd.DataFrame, list[str]]:
     """``features`` (keys ``contact_id, as_of``) with the rule columns of the same rows, and their names
     (training and the walk-forward backtest both build their frames with it)."""
-    inputs = rule_inputs_expr(events, spine, rules, contacts).execute()
+    inputs = rule_inputs_expr(events, spine, rules, contacts, contact_history).execute()
     inputs["as_of"] = pd.to_datetime(inputs["as_of"]).astype("datetime64[us]")
     keys = ["contact_id", "as_of"]
     return features.merge(inputs, on=keys, how="left", validate="one_to_one"), rule_input_columns(rules)

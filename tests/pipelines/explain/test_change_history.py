@@ -27,7 +27,7 @@ SINCE, UNTIL = "2025-03-01", "2025-03-20"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def two_ingests(tmp_path_factory):
     """A workspace whose contacts were ingested twice: on 2025-03-10 some moved into a target industry."""
     data = tmp_path_factory.mktemp("world")
     paths = write_world(generate_world(WorldConfig(contacts=300, days=90, seed=4)), data, fmt="csv")
@@ -48,8 +48,8 @@ def _components(report):
     return report.rule.components()
 
 
-def test_changed_attributes_come_from_the_history_and_equal_the_explicit_snapshot(world):
-    ws, data, moved = world
+def test_changed_attributes_come_from_the_history_and_equal_the_explicit_snapshot(two_ingests):
+    ws, data, moved = two_ingests
     project = Project(ws)
     contact = moved[0]
     recorded = project.explain_change(contact, SINCE, as_of=UNTIL, model=None, rules=SAAS)
@@ -69,8 +69,8 @@ def test_changed_attributes_come_from_the_history_and_equal_the_explicit_snapsho
     assert _components(later)["fit"].iloc[0] == 0
 
 
-def test_a_rules_change_comes_from_the_history_and_equals_rules_before(world, tmp_path):
-    ws, _, moved = world
+def test_a_rules_change_comes_from_the_history_and_equals_rules_before(two_ingests, tmp_path):
+    ws, _, moved = two_ingests
     project = Project(ws)
     old_rules = tmp_path / "old.yaml"
     data = yaml.safe_load(SAAS.read_text())
@@ -94,8 +94,8 @@ def test_a_rules_change_comes_from_the_history_and_equals_rules_before(world, tm
     assert any("the same as now" in n for n in same.notes)
 
 
-def test_the_cli_says_which_state_it_used(world, capsys):
-    ws, _, moved = world
+def test_the_cli_says_which_state_it_used(two_ingests, capsys):
+    ws, _, moved = two_ingests
     assert main(["-w", str(ws), "explain", moved[2], "--since", SINCE, "--as-of", UNTIL, "--rules", str(SAAS)]) == 0
     said = " ".join(capsys.readouterr().out.split())
     assert "attributes: as they were at 2025-03-01 00:00 from the workspace's attribute history" in said
@@ -130,3 +130,42 @@ def test_the_model_at_a_date_is_the_version_that_last_scored_not_one_only_regist
     assert model_at(path, "m", datetime(2024, 12, 31)) is None
     assert model_at(path, "m", datetime(2025, 2, 15)).version == "1"
     assert model_at(path, "m", datetime(2025, 3, 1)).version == "3"
+
+
+@pytest.mark.slow
+def test_the_learned_score_at_the_later_date_reads_the_attributes_of_then_as_score_model_does(world, tmp_path):
+    """A model that reads attributes as of each cut-off: explain's learned "after" is the score
+    `score --model` gives at that date, untouched by an attribute change dated after it."""
+    from propensity.features.history import contacts_as_of
+    from propensity.features.spine import spine_from_frame
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.explain.change_jobs import explain_change
+    from propensity.pipelines.explain.jobs import model_features
+
+    since, until = datetime(2025, 4, 1), datetime(2025, 5, 1)
+    scorer, rules = world.result.scorer, load_rules(SAAS)
+    assert scorer.feature_config["attributes"]["values"] == "as_of"
+    ws = Workspace(tmp_path / "ws")
+    for kind in ("events", "contacts"):
+        path = tmp_path / f"{kind}.parquet"
+        world.ws.table(kind).to_parquet(path, index=False)
+        ingest_file(ws, kind, path)
+    contacts = world.ws.table("contacts")
+    later = contacts.assign(company_size=contacts["company_size"] * 40, industry="software",
+                            updated_at=pd.Timestamp("2025-05-15"))  # after the later date
+    later.to_parquet(tmp_path / "later.parquet", index=False)
+    ingest_file(ws, "contacts", tmp_path / "later.parquet")
+
+    con = ws.ibis_connection()
+    ids = sorted(contacts["contact_id"].astype(str))[:40]
+    before, at_until = contacts_as_of(con, since).frame, contacts_as_of(con, until).frame
+    report = explain_change(ws, ids, since, until, rules=rules, scorer=scorer, contacts_before=before,
+                            contacts_until=at_until)
+    spine = spine_from_frame(con, pd.DataFrame({"contact_id": ids, "as_of": [pd.Timestamp(until)] * len(ids)}))
+    features = model_features(con, spine, scorer).set_index("contact_id").loc[ids].reset_index()
+    np.testing.assert_allclose(report.learned.after, scorer.score(features)["learned_score"].to_numpy(), atol=1e-9)
+    assert (report.learned.components()["fit"] == 0).all()  # nothing changed between the two dates
+    assert report.learned.residual() < 1e-9
+    # read with today's contacts instead, the change dated after the later date would show as fit
+    today = explain_change(ws, ids, since, until, rules=rules, scorer=scorer, contacts_before=before)
+    assert today.learned.components()["fit"].abs().max() > 0
