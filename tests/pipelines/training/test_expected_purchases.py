@@ -86,6 +86,20 @@ def test_events_after_the_latest_training_cut_off_move_neither_the_fit_nor_a_tra
     assert not np.allclose(after.loc[~train, COLUMN], before.loc[~train, COLUMN])  # later rows do see them
 
 
+def test_a_row_of_weight_two_counts_as_two_customers(repeat):
+    """Training's negative sampling weighs kept rows 1 / rate: the fit must read them so."""
+    frame = _frame(repeat.events, repeat.contacts)
+    rows = frame[frame["as_of"] == CUTOFFS[2]].reset_index(drop=True)
+    cols = rfm_columns("purchase")
+    doubled = pd.concat([rows, rows.iloc[::3]], ignore_index=True)
+    weights = np.where(np.arange(len(rows)) % 3 == 0, 2.0, 1.0)
+    weighted = fit_bgnbd(*(rows[c] for c in cols), weights=weights)
+    plain, copied = fit_bgnbd(*(rows[c] for c in cols)), fit_bgnbd(*(doubled[c] for c in cols))
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(weighted, name) == pytest.approx(getattr(copied, name), rel=1e-3), name
+    assert weighted != plain
+
+
 def test_a_failed_fit_leaves_the_column_out_and_says_why(repeat):
     frame = _frame(repeat.events, repeat.contacts)
     few = frame[(frame["split"] != "train") | (frame.index % 200 == 0)]  # under 20 buyers per training cut-off
