@@ -87,8 +87,12 @@ def conditional_expected_purchases(frequency, recency, tenure, params: BgNbd, t:
         return numerator / denominator
 
 
-def fit_bgnbd(frequency, recency, tenure, *, penalizer: float = 0.001) -> BgNbd:
+def fit_bgnbd(frequency, recency, tenure, *, weights=None, penalizer: float = 0.001) -> BgNbd:
     """BG/NBD fitted by lifetimes on buyers with ``T > 0`` (a first purchase at the cut-off informs nothing).
+
+    ``weights``: how many customers each row stands for (training's negative sampling keeps a share
+    of the rows that did not convert, weighted 1 / rate: unweighted, the fit would see a population
+    chosen by its labels).
 
     Raises ValueError with the reason when there are too few buyers or the fit does not converge,
     ImportError naming the extra when lifetimes is missing.
@@ -99,6 +103,7 @@ def fit_bgnbd(frequency, recency, tenure, *, penalizer: float = 0.001) -> BgNbd:
         raise ImportError(f"BG/NBD needs the `{BTYD_EXTRA}` extra: pip install 'propensity[{BTYD_EXTRA}]' "
                           "(lifetimes)") from exc
     x, tx, big_t = (pd.Series(np.asarray(v, dtype="float64")) for v in (frequency, recency, tenure))
+    w = pd.Series(np.ones(len(x)) if weights is None else np.asarray(weights, dtype="float64"))
     keep = big_t.notna() & x.notna() & tx.notna() & (big_t > 0)
     if int(keep.sum()) < _MIN_BUYERS:
         raise ValueError(f"only {int(keep.sum())} contacts have a purchase before the cut-off: too few for BG/NBD")
@@ -111,7 +116,7 @@ def fit_bgnbd(frequency, recency, tenure, *, penalizer: float = 0.001) -> BgNbd:
         with contextlib.redirect_stdout(printed), warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             fitter.fit(x[keep].reset_index(drop=True), tx[keep].reset_index(drop=True),
-                       big_t[keep].reset_index(drop=True))
+                       big_t[keep].reset_index(drop=True), weights=w[keep].to_numpy())
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:  # ConvergenceError is a ValueError
         said = next((line.strip() for line in printed.getvalue().splitlines() if line.strip()), "")
         raise ValueError(f"BG/NBD did not converge on {int(keep.sum()):,} buyers"
@@ -162,7 +167,7 @@ def fit_expected_purchases(frame: pd.DataFrame, type_names: list[str], horizon_d
         cols = rfm_columns(name)
         at_latest = out[(out["split"] == "train") & (out["as_of"] == latest)]
         try:
-            stored = fit_bgnbd(*(at_latest[c] for c in cols))
+            stored = fit_bgnbd(*(at_latest[c] for c in cols), weights=_weights(at_latest))
         except ValueError as exc:
             notes.append(f"no {column_name(name, horizon_days)}: {exc} (latest training cut-off {latest:%Y-%m-%d})")
             continue
@@ -170,7 +175,7 @@ def fit_expected_purchases(frame: pd.DataFrame, type_names: list[str], horizon_d
         for cutoff in train_as_of[:-1]:
             rows = out[(out["split"] == "train") & (out["as_of"] == cutoff)]
             try:
-                params_of[cutoff] = fit_bgnbd(*(rows[c] for c in cols))
+                params_of[cutoff] = fit_bgnbd(*(rows[c] for c in cols), weights=_weights(rows))
             except ValueError as exc:
                 params_of[cutoff] = stored
                 notes.append(f"{column_name(name, horizon_days)} at {cutoff:%Y-%m-%d}: {exc}; the latest "
@@ -191,6 +196,11 @@ def fit_expected_purchases(frame: pd.DataFrame, type_names: list[str], horizon_d
                  + "; ".join(f"{n}: " + ", ".join(f"{k}={v:.3g}" for k, v in asdict(p).items()) for n, p in kept.items())
                  + ")")
     return out, fitted, notes
+
+
+def _weights(rows: pd.DataFrame):
+    # training's negative sampling (training/sampling.py) leaves a `weight` column; the backtest has none
+    return rows["weight"].to_numpy() if "weight" in rows.columns else None
 
 
 def _finite(values: np.ndarray, no_purchase: np.ndarray) -> np.ndarray:

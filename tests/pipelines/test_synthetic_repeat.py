@@ -100,3 +100,21 @@ def test_the_observable_ceiling_is_calibrated_and_below_the_truth(world):
     past = world.events[(world.events["ts"] < as_of) & (world.events["event_type"] == "purchase")]
     count = truth["contact_id"].map(past["contact_id"].value_counts()).fillna(0)
     assert roc_auc_score(bought, count) < roc_auc_score(bought, p) < roc_auc_score(bought, truth["true_probability"])
+
+
+def test_the_benchmark_config_fits_the_default_world():
+    """benchmarks/worlds/repeat_train.yaml (quality_bench --world repeat) validates, its rules load, and
+    every cut-off's label window closes inside the default period with a year of history behind it."""
+    from pathlib import Path
+
+    from propensity.pipelines.rules.config import load_rules
+    from propensity.pipelines.training.config import load_train_config
+
+    config = load_train_config(Path(__file__).resolve().parents[2] / "benchmarks/worlds/repeat_train.yaml")
+    load_rules(config.rules)
+    default = RepeatWorldConfig()
+    start = pd.Timestamp(default.start)
+    end = start + pd.Timedelta(days=default.days)
+    assert config.recurring and not config.expected_purchases
+    assert pd.Timestamp(config.grid.last) + pd.Timedelta(days=config.horizon_days) <= end
+    assert pd.Timestamp(config.grid.first) - start >= pd.Timedelta(days=365)

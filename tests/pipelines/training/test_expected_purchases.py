@@ -86,6 +86,20 @@ def test_events_after_the_latest_training_cut_off_move_neither_the_fit_nor_a_tra
     assert not np.allclose(after.loc[~train, COLUMN], before.loc[~train, COLUMN])  # later rows do see them
 
 
+def test_a_row_of_weight_two_counts_as_two_customers(repeat):
+    """Training's negative sampling weighs kept rows 1 / rate: the fit must read them so."""
+    frame = _frame(repeat.events, repeat.contacts)
+    rows = frame[frame["as_of"] == CUTOFFS[2]].reset_index(drop=True)
+    cols = rfm_columns("purchase")
+    doubled = pd.concat([rows, rows.iloc[::3]], ignore_index=True)
+    weights = np.where(np.arange(len(rows)) % 3 == 0, 2.0, 1.0)
+    weighted = fit_bgnbd(*(rows[c] for c in cols), weights=weights)
+    plain, copied = fit_bgnbd(*(rows[c] for c in cols)), fit_bgnbd(*(doubled[c] for c in cols))
+    for name in ("r", "alpha", "a", "b"):
+        assert getattr(weighted, name) == pytest.approx(getattr(copied, name), rel=1e-3), name
+    assert weighted != plain
+
+
 def test_a_failed_fit_leaves_the_column_out_and_says_why(repeat):
     frame = _frame(repeat.events, repeat.contacts)
     few = frame[(frame["split"] != "train") | (frame.index % 200 == 0)]  # under 20 buyers per training cut-off
@@ -94,22 +108,14 @@ def test_a_failed_fit_leaves_the_column_out_and_says_why(repeat):
     assert "too few for BG/NBD" in notes[0]
 
 
-def test_the_stored_fit_round_trips_and_the_service_refuses_it():
-    from propensity.pipelines.serve.feature_plan import FeaturePlan
-
+def test_the_stored_fit_round_trips():
     fitted = ExpectedPurchases.from_dict({"horizon_days": 30, "fitted_as_of": "2024-07-29",
                                           "params": {"purchase": {"r": 0.8, "alpha": 25.0, "a": 1.3, "b": 4.0}}})
     assert ExpectedPurchases.from_dict(fitted.to_dict()) == fitted and fitted.columns == [COLUMN]
 
-    class Scorer:  # what FeaturePlan reads of a LearnedScorer
-        rule_inputs = None
-        expected_purchases = fitted.to_dict()
 
-    with pytest.raises(ValueError, match="expected_purchases: false"):
-        FeaturePlan.from_scorer(Scorer())
-
-
-def test_trained_with_it_scoring_rebuilds_the_column_and_the_same_probabilities(repeat, tmp_path):
+def test_trained_with_it_scoring_rebuilds_the_column_and_the_same_probabilities_and_the_service_refuses_it(
+        repeat, tmp_path):
     from propensity.features.store import Workspace, ingest_file
     from propensity.pipelines.synthetic import write_world
     from propensity.pipelines.training.as_trained import features_as_trained
@@ -127,7 +133,7 @@ def test_trained_with_it_scoring_rebuilds_the_column_and_the_same_probabilities(
     (tmp_path / "train.yaml").write_text(yaml.safe_dump({
         "rules": str(Path(__file__).resolve().parents[3] / rules), "features": "features.yaml",
         "grid": {"first": "2024-05-06", "last": "2024-08-26", "step_days": 14}, "horizon_days": 30,
-        "recurring": True, "expected_purchases": True, "points_only_below": 50,
+        "recurring": True, "expected_purchases": True, "rule_inputs": False, "points_only_below": 50,
         "model": {"tune": False, "seed": 0}}))
     result = train(ws, load_train_config(tmp_path / "train.yaml"), track=False)
     assert COLUMN in result.scorer.feature_names
@@ -142,3 +148,7 @@ def test_trained_with_it_scoring_rebuilds_the_column_and_the_same_probabilities(
     features = test[["contact_id", "as_of"]].merge(features, on=["contact_id", "as_of"], validate="one_to_one")
     assert features[COLUMN].notna().mean() > 0.99
     np.testing.assert_allclose(scorer.score(features)["probability"], test["probability"], rtol=1e-9)
+    from propensity.pipelines.serve.feature_plan import FeaturePlan
+
+    with pytest.raises(ValueError, match="expected_purchases: false"):
+        FeaturePlan.from_scorer(scorer)  # the service does not compute the column live
