@@ -23,10 +23,10 @@ __all__ = [
     "assign_cells",
     "cap_values",
     "fit_points",
+    "rescale_raw_points",
     "rollup_accounts",
     "scale_points",
     "score_contacts",
-    "rescale_raw_points",
     "score_frame",
 ]
 
