@@ -23,10 +23,10 @@ __all__ = [
     "assign_cells",
     "cap_values",
     "fit_points",
+    "rescale_raw_points",
     "rollup_accounts",
     "scale_points",
     "score_contacts",
-    "rescale_raw_points",
     "score_frame",
 ]
 
@@ -90,11 +90,14 @@ def activity_points(events: ibis.Table, spine: ibis.Table, rules: RuleSet) -> ib
         condition = activity_matches(activity, joined)
         if activity.expires_after_days is not None:
             condition &= age < activity.expires_after_days
+        # CASE WHEN rather than FILTER (WHERE): DuckDB computes a FILTERed aggregate's input (the
+        # decay's power) on every row, a CASE's THEN only on the matching ones (0.60 -> 0.44 s CPU
+        # on the 20k demo's 2M events)
         if isinstance(amount, ibis.expr.types.Scalar):
-            # constant points per event: a filtered count, since a scalar cannot be summed
-            sums[f"points__{activity.name}"] = joined.ts.count(where=condition).cast("float64") * amount
+            # constant points per event: a count of the matches, since a scalar cannot be summed
+            sums[f"points__{activity.name}"] = ibis.ifelse(condition, 1, 0).sum().cast("float64") * amount
         else:
-            sums[f"points__{activity.name}"] = amount.sum(where=condition)
+            sums[f"points__{activity.name}"] = ibis.ifelse(condition, amount, ibis.null("float64")).sum()
     aggregated = joined.group_by(["k_contact", "k_as_of"]).aggregate(**sums)
     result = spine.left_join(
         aggregated,
