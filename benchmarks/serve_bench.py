@@ -298,7 +298,8 @@ def run_floor(shape: str, args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     folder = Path(tempfile.mkdtemp(dir=args.workdir))
-    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "serve_floor.py"), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "serve_floor.py"), "--port", str(port),
+                               "--workers", str(args.floor_workers)],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(folder / "floor.log").open("ab"))
     try:
         _wait_healthy(base, server, workspace=folder)
@@ -307,7 +308,8 @@ def run_floor(shape: str, args: argparse.Namespace) -> dict[str, Any]:
         server.terminate()
         server.wait(30)
     seconds = result["duration_us"] / 1e6
-    return {"requests_per_s": round(result["ok"] / seconds, 1), "p99_ms": round(result["p99_us"] / 1000, 2),
+    return {"workers": args.floor_workers,
+            "requests_per_s": round(result["ok"] / seconds, 1), "p99_ms": round(result["p99_us"] / 1000, 2),
             "errors": result["requests"] - result["ok"] + result["connect"] + result["read"] + result["timeout"]}
 
 
@@ -550,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-contacts", type=int, default=1_000_000,
                         help="memory and sweep: distinct contacts sent (one new event each)")
     parser.add_argument("--sweep-rate", type=float, default=300, help="sweep: offered ingest events/s while it runs")
+    parser.add_argument("--floor-workers", type=int, default=1,
+                        help="HTTP worker processes of the bare floor server (2: the best several could do)")
+    parser.add_argument("--sweep-connections", type=int, default=8,
+                        help="sweep: client connections of the open-loop ingest (the most requests in flight)")
     parser.add_argument("--sweep-seconds", type=float, default=120, help="sweep: how long the ingest load runs")
     parser.add_argument("--sweep-due", type=int, default=None,
                         help="sweep: scored contacts made due at once for the backlog run (default: all)")

@@ -255,33 +255,73 @@ def run_memory(bench, backend, args) -> tuple[dict[str, Any], tuple[Path, str | 
 # --------------------------------------------------------------------------- sweep
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: ``POST`` a body, read the answer.
+
+    The sweep run's load generator. httpx costs ~1-2 ms of client CPU a request: on this 2-core
+    machine under load the client, not the server, capped the offered rate (the server's writer
+    sat idle while 32 connections waited in the client); bytes written by hand cost a fraction.
+    """
+
+    def __init__(self, host: str, port: int, auth: str) -> None:
+        self.host, self.port, self.auth = host, port, auth
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Basic {self.auth}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.writer.write(head.encode() + body)
+        try:
+            status_line = await self.reader.readline()
+            length = 0
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await self.reader.readexactly(length)
+            return int(status_line.split()[1])
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            self.writer.close()
+            self.reader = self.writer = None
+            raise
+
+
 async def _sweep_load(base: str, rate: float, seconds: float, contacts: int, now: datetime,
                       connections: int = 8) -> tuple[list[tuple[float, float]], list[tuple[float, float]], int]:
     """Open-loop track calls at ``rate``/s; (send wall time, latency) pairs; metrics polled meanwhile."""
+    import base64
+
     rng = random.Random(9)
     timeline: list[tuple[float, float]] = []
     swept: list[tuple[float, float]] = []
     errors = 0
+    host, port = base.removeprefix("http://").split(":")
+    auth = base64.b64encode(f"{KEY}:".encode()).decode()
     start = time.perf_counter()
     wall0 = time.time()
     interval = connections / rate
     stop_at = start + seconds
 
-    async def worker(client: httpx.AsyncClient, index: int) -> None:
+    async def worker(index: int) -> None:
         nonlocal errors
+        conn = _Connection(host, int(port), auth)
         scheduled = start + index * interval / connections
         while scheduled < stop_at:
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                response = await client.post(f"{base}/v1/track", json=_good(rng, contacts, now), auth=(KEY, ""))
-                if response.status_code != 200:
+                if await conn.post("/v1/track", json.dumps(_good(rng, contacts, now)).encode()) != 200:
                     errors += 1
-            except httpx.HTTPError:
+            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
                 errors += 1
             timeline.append((wall0 + (scheduled - start), time.perf_counter() - scheduled))
             scheduled += interval
+        if conn.writer is not None:
+            conn.writer.close()
 
     async def poll(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < stop_at:
@@ -289,9 +329,8 @@ async def _sweep_load(base: str, rate: float, seconds: float, contacts: int, now
             swept.append((time.time(), _metric(text, "propensity_sweep_contacts_total") or 0.0))
             await asyncio.sleep(0.25)
 
-    limits = httpx.Limits(max_connections=connections + 1, max_keepalive_connections=connections + 1)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        await asyncio.gather(poll(client), *(worker(client, i) for i in range(connections)))
+    async with httpx.AsyncClient(timeout=120) as client:
+        await asyncio.gather(poll(client), *(worker(i) for i in range(connections)))
     return timeline, swept, errors
 
 
@@ -324,7 +363,8 @@ def run_sweep(bench, backend, store: tuple[Path, str | None], args, made_due: in
     try:
         bench._wait_healthy(base, server)
         timeline, swept, errors = asyncio.run(_sweep_load(
-            base, args.sweep_rate, seconds, args.memory_contacts, datetime.now(UTC).replace(tzinfo=None)))
+            base, args.sweep_rate, seconds, args.memory_contacts, datetime.now(UTC).replace(tzinfo=None),
+            args.sweep_connections))
         steady = []
         for _ in range(3):  # steady state: what one sweep looks at once the backlog is done
             before = _metric(httpx.get(f"{base}/metrics", auth=(KEY, "")).text, "propensity_sweep_contacts_total")
@@ -344,7 +384,8 @@ def run_sweep(bench, backend, store: tuple[Path, str | None], args, made_due: in
         "scored_contacts": scored, "due_by_itself": already,
         "made_due": scored if made_due is None else made_due, "swept_contacts": looked, "ingest_seconds": seconds,
         "sweep_seconds": sweep_s, "contacts_per_s": round(looked / sweep_s) if sweep_s else None,
-        "offered_events_per_s": args.sweep_rate, "requests": len(timeline), "errors": errors,
+        "offered_events_per_s": args.sweep_rate, "connections": args.sweep_connections,
+        "requests": len(timeline), "errors": errors,
         "during_sweep": {"requests": len(during), "p50_ms": _percentile(during, 50), "p99_ms": _percentile(during, 99),
                          "max_ms": _percentile(during, 100)},
         "outside_sweep": {"requests": len(outside), "p50_ms": _percentile(outside, 50),

@@ -46,14 +46,15 @@ class ServeConfig(BaseModel):
     # the sweep looks only at contacts that may have reached a band or trigger level (or whose
     # event counts or expires); a decaying stored score is also brought up to date at least this often
     score_refresh_hours: float = Field(default=24.0, gt=0)
-    # contacts per sweep transaction at most; event commits run between two
+    # contacts per sweep chunk at most (read and computed by the sweep's thread, stored by the
+    # writer between event commits)
     sweep_chunk: int = Field(default=200, ge=1)
-    # about the longest one sweep transaction takes: the next one holds as many contacts as the
-    # last one's pace fits in this (a 200-contact chunk took up to ~0.7 s on a loaded machine,
-    # and event commits waited behind it)
+    # about the most one sweep chunk costs (its CPU time plus the writer's time storing it): the
+    # next one holds as many contacts as the last one's pace fits in this (a 200-contact chunk
+    # took up to ~0.7 s on a loaded machine, and event commits waited behind it)
     sweep_slice_ms: float = Field(default=10.0, gt=0, le=1000)
-    # the share of the writer's time a sweep with a backlog may take: after each chunk it pauses
-    # three times as long as the chunk took (0.25), so requests are served while it runs
+    # the share of the time a sweep with a backlog may take: after each chunk it pauses three
+    # times as long as the chunk cost (0.25), so requests are served while it runs
     sweep_duty: float = Field(default=0.25, gt=0, le=1)
     top_reasons: int = Field(default=3, ge=1)
     # `propensity serve` only (not an app built in a test): the heap at start is frozen out of
