@@ -35,6 +35,7 @@ from propensity.pipelines.compare.evaluation import (
     feature_frame,
     labelled_rows,
     raw_points,
+    rule_contacts_of,
     split_rows,
 )
 from propensity.pipelines.rules.config import RuleSet, load_rules
@@ -171,7 +172,8 @@ def run_backtest(
         features, added = add_rule_inputs(features, data.events, spine, rules, data.contacts, history)
         columns = [*columns, *added]
     raw = raw_points(data, rows, rules, spine)
-    scored = score_frame(raw, data.contacts_frame, rules)
+    contacts = rule_contacts_of(data, spine)  # each row's attribute version (with the attribute history)
+    scored = score_frame(raw, contacts, rules)
     base = (rows[[*KEYS, "label", "label_end"]]
             .assign(rule_score=scored["rule_score"].to_numpy())
             .merge(features, on=KEYS, how="left", validate="one_to_one"))
@@ -181,7 +183,7 @@ def run_backtest(
         split = split_rows(base, train_config.split, last_cutoff=cutoff)
         # split_rows keeps row order, so the raw points line up with the split rows by key
         keyed = split[KEYS].merge(raw, on=KEYS, how="left", validate="one_to_one")
-        test = fit_and_score(split, columns, keyed, data.contacts_frame, rules, train_config, config)
+        test = fit_and_score(split, columns, keyed, contacts, rules, train_config, config)
         if not 0 < test["label"].sum() < len(test):
             notes.append(f"{cutoff:%Y-%m-%d} left out: its contacts hold a single class")
             continue
