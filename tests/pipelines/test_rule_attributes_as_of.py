@@ -149,3 +149,19 @@ def test_explain_since_reads_both_dates_from_the_history_and_still_sums(files, t
     batch = project.explain_change(None, EARLY, as_of=LATE, model=None, rules=SAAS)
     components = batch.rule.components().sum(axis=1).to_numpy()
     assert np.abs(components - batch.rule.change).max() < 1e-9
+
+
+@pytest.mark.slow
+def test_explains_rule_breakdown_reads_the_attributes_of_its_as_of(files, tmp_path, capsys, world):
+    from propensity.pipelines.explain.jobs import explain_one
+
+    _, _, moved = files
+    ws = _workspace(tmp_path, files, "v1", "v2", "v3")
+    late, _ = _score(ws, LATE, tmp_path, capsys)
+    contact = next(c for c in moved if c in late.index)
+    report = explain_one(Project(ws).ws, contact, pd.Timestamp(LATE).to_pydatetime(), world.result.scorer,
+                         load_rules(SAAS))
+    fit = report.rules.set_index("rule")["points"]
+    assert fit["industry_target"] == 10  # software, valid from 2025-03-10 to 2025-04-15, not the latest
+    assert report.rule_score == pytest.approx(late.loc[contact, "rule_score"], abs=1e-12)
+    assert report.rule_points == pytest.approx(late.loc[contact, "points"], abs=1e-9)
