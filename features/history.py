@@ -31,7 +31,7 @@ import pandas as pd
 from propensity.features.spine import TIMESTAMP_US
 from propensity.features.values import quote_ident, quote_literal
 
-__all__ = ["HISTORY_TABLE", "ContactsAt", "contacts_as_of", "has_history", "history_table", "prepare",
+__all__ = ["HISTORY_TABLE", "ContactsAt", "contacts_as_of", "contacts_at_rows", "has_history", "history_table", "prepare",
            "record_versions", "valid_from_sql", "values_note", "versions_at", "with_attributes"]
 
 HISTORY_TABLE = "contact_history"
@@ -164,6 +164,18 @@ def with_attributes(feats: ibis.Table, contacts: ibis.Table | None, attributes: 
     valid = versions_at(history, feats, attributes).rename(_v_contact="contact_id", _v_as_of="as_of")
     joined = table.left_join(valid, [table.contact_id == valid._v_contact, table.as_of == valid._v_as_of])
     return joined.select(*keep, *attributes, "account_id")
+
+
+def contacts_at_rows(history: ibis.Table, rows: ibis.Table, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """``contact_id, as_of`` and the contacts columns (default: all of them) per ``(contact_id, as_of)``
+    row of ``rows``, each the version valid at the row's ``as_of`` (:func:`versions_at`), as pandas:
+    what the rule score's fit criteria read (``pipelines/rules/score.py: fit_points``). A row whose
+    contact has no version is left out (it earns no fit points, as a contact missing from ``contacts``)."""
+    if columns is None:
+        columns = [c for c in history.columns if c not in ("valid_from", "recorded_at", "contact_id")]
+    frame = versions_at(history, rows, columns).drop("_late").execute()
+    frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
+    return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
 
 
 def contacts_as_of(backend, at: datetime) -> ContactsAt | None:

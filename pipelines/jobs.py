@@ -23,6 +23,7 @@ from propensity.features.spine import spine_at, spine_from_frame
 
 # WorkspaceError is re-exported: one class for "the workspace lacks or refuses something"
 from propensity.features.store import Workspace, WorkspaceError
+from propensity.pipelines.rules.attributes_at import rule_contacts, rule_values_note
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
 from propensity.pipelines.training.as_trained import features_as_trained, features_frame
@@ -197,23 +198,30 @@ def run_rule_scores(
     """Score the spine with ``rules``; at ``level="account"`` roll contact scores up.
 
     The event pass runs on the engine of ``tables`` (default: the workspace's DuckDB); the
-    per-row steps after it are pandas, one row per spine row.
+    per-row steps after it are pandas, one row per spine row. Fit criteria read the attributes as
+    they were at each row's as_of when the workspace keeps an attribute history, else the latest
+    (``scored.attrs["attribute_values"]`` says which; ``rules/attributes_at.py``).
     """
     if tables is None:
         con = ws.ibis_connection()
         spine = resolve_spine(con, choice)
         events, contacts = _events(con), load_contacts(con)
+        history = None if contacts is None else history_table(con)
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events = tables.events
         contacts = None if tables.contacts is None else tables.contacts.execute()
-    scored = score_contacts(events, spine, rules, contacts=contacts)
+        history = None
+    scored = score_contacts(events, spine, rules, contacts=rule_contacts(contacts, history, spine))
+    note = None if contacts is None else rule_values_note(rules, history, engine=tables is not None)
     if level == "account":
         if contacts is None:
             raise WorkspaceError("account scores need contacts with account_id: ingest contacts first")
-        return rollup_accounts(scored, contacts, rules)
-    if level != "contact":
+        scored = rollup_accounts(scored, contacts, rules)  # the accounts of today's contacts
+    elif level != "contact":
         raise ValueError(f"--level must be contact or account, not {level!r}")
+    if note:
+        scored.attrs["attribute_values"] = note
     return scored
 
 

@@ -105,9 +105,13 @@ def score_cmd(
         task = progress.add_task("score with the rules", total=None)
         scored, rule_set = project(ctx, read_only=True).score(choice, rules=rules, level=level, tables=tables)
         progress.update(task, completed=1, total=1)
+    values = scored.attrs.pop("attribute_values", None)  # fit criteria: as of the cut-off, or the latest
     path = write_frame(scored, out or ws.layout.scores / f"rule_scores_{level}_{choice.label()}.parquet")
     summarise_scores(scored, path, f"{rule_set.name} rule scores ({level})", as_json, streaming,
-                     {"rules": {"name": rule_set.name}, "level": level})
+                     {"rules": {"name": rule_set.name}, "level": level,
+                      **({"attribute_values": values} if values else {})})
+    if values and not as_json:
+        (err if streaming else console).print(values)
 
 
 def summarise_scores(scored, path, title: str, as_json: bool, streaming: bool, extra: dict) -> None:

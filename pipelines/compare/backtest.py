@@ -35,6 +35,7 @@ from propensity.pipelines.compare.evaluation import (
     feature_frame,
     labelled_rows,
     raw_points,
+    rule_contacts_of,
     split_rows,
 )
 from propensity.pipelines.rules.config import RuleSet, load_rules
@@ -175,7 +176,8 @@ def run_backtest(
         features, added = add_rule_inputs(features, data.events, spine, rules, data.contacts, history)
         columns = [*columns, *added]
     raw = raw_points(data, rows, rules, spine)
-    scored = score_frame(raw, data.contacts_frame, rules)
+    contacts = rule_contacts_of(data, spine)  # each row's attribute version (with the attribute history)
+    scored = score_frame(raw, contacts, rules)
     base = (rows[[*KEYS, "label", "label_end"]]
             .assign(rule_score=scored["rule_score"].to_numpy())
             .merge(features, on=KEYS, how="left", validate="one_to_one"))
@@ -189,7 +191,7 @@ def run_backtest(
         if train_config.expected_purchases:  # as train: BG/NBD per training cut-off of this refit
             split, fitted, _ = fit_expected_purchases(split, purchase_type_names(columns), train_config.horizon_days)
             used = [*columns, *(fitted.columns if fitted is not None else [])]
-        test = fit_and_score(split, used, keyed, data.contacts_frame, rules, train_config, config)
+        test = fit_and_score(split, used, keyed, contacts, rules, train_config, config)
         if not 0 < test["label"].sum() < len(test):
             notes.append(f"{cutoff:%Y-%m-%d} left out: its contacts hold a single class")
             continue

@@ -24,15 +24,21 @@ import ibis
 import pandas as pd
 
 from propensity.features.auto import resolve_feature_config
-from propensity.features.build import build_features, discover_event_types, feature_columns
+from propensity.features.build import (
+    build_features,
+    discover_event_types,
+    feature_columns,
+)
 from propensity.features.config import FeatureConfig
 from propensity.features.history import history_table
 from propensity.features.store import Workspace
 from propensity.pipelines.compare.config import CompareConfig
 from propensity.pipelines.compare.core import Comparison, compare_scores
 from propensity.pipelines.errors import WorkspaceError
+from propensity.pipelines.rules.attributes_at import rule_contacts, rule_values_note
 from propensity.pipelines.rules.config import RuleSet, load_rules
 from propensity.pipelines.rules.score import activity_points, score_frame
+from propensity.pipelines.training.as_trained import features_as_trained
 from propensity.pipelines.training.config import SplitSection, TrainConfig
 from propensity.pipelines.training.cutoffs import (
     label_rows,
@@ -45,17 +51,17 @@ from propensity.pipelines.training.fit import score_probability
 from propensity.pipelines.training.registry import load_model_context
 from propensity.pipelines.training.registry import model_uri as resolve_model_uri
 from propensity.pipelines.training.splits import assign_splits, purge_overlaps
-from propensity.pipelines.training.as_trained import features_as_trained
 
 __all__ = [
     "EvaluationData",
     "ModelSource",
     "compare_models",
-    "labelled_rows",
     "feature_frame",
+    "labelled_rows",
     "load_learned_scorer",
     "raw_points",
     "resolve_model_uri",
+    "rule_contacts_of",
     "rule_scores",
     "split_rows",
 ]
@@ -145,9 +151,15 @@ def raw_points(data: EvaluationData, rows: pd.DataFrame, rules: RuleSet, spine: 
     return rows[KEYS].merge(raw, on=KEYS, how="left", validate="one_to_one")
 
 
+def rule_contacts_of(data: EvaluationData, spine: ibis.Table) -> pd.DataFrame | None:
+    """The contacts the rule score of ``spine``'s rows reads: each row's version with the attribute
+    history, else the latest (``rules/attributes_at.py``)."""
+    return rule_contacts(data.contacts_frame, data.contact_history, spine)
+
+
 def rule_scores(data: EvaluationData, rows: pd.DataFrame, rules: RuleSet, spine: ibis.Table) -> pd.DataFrame:
-    """``score_frame`` of ``rules`` on ``rows`` (same order)."""
-    return score_frame(raw_points(data, rows, rules, spine), data.contacts_frame, rules)
+    """``score_frame`` of ``rules`` on ``rows`` (same order), fit criteria as of each row's as_of."""
+    return score_frame(raw_points(data, rows, rules, spine), rule_contacts_of(data, spine), rules)
 
 
 def load_learned_scorer(ws: Workspace, config: TrainConfig, model: str, model_name: str):
@@ -236,6 +248,9 @@ def compare_models(
 
     step("label the cut-offs and split them as training did")
     data = EvaluationData.from_workspace(ws)
+    values = None if data.contacts is None else rule_values_note(hand, data.contact_history)
+    if values:  # the rule scores' fit criteria: as of each cut-off (the attribute history) or the latest
+        meta["attribute_values"] = values
     # the very function training splits with: same data_end default, labels, split, purge and errors
     data_end = resolve_data_end(data.con, train_config.data_end)
     planned = plan_rows(spine_frame(data.con, train_config, data.events, data.contacts), data.outcomes,

@@ -246,6 +246,7 @@ def explain_change(
     model_label: str | None = None,
     contacts_before: pd.DataFrame | None = None,
     contacts_until: pd.DataFrame | None = None,
+    contacts_after: pd.DataFrame | None = None,
 ) -> ChangeReport:
     """Split the change of both scores between ``since`` and ``until`` for ``contact_ids``.
 
@@ -254,25 +255,28 @@ def explain_change(
     ``contacts_before``: the contacts as they were at ``since`` (default the workspace's, said in
     the notes). ``contacts_until``: the contacts at ``until`` for the learned score (a model that reads
     attributes as of each cut-off, as ``score --model`` does); default the workspace's current ones.
+    ``contacts_after``: the contacts at ``until`` for the rule score (the attribute history's version
+    then, as ``score`` reads them); default the workspace's current ones.
     """
     if not since < until:
         raise ValueError(f"--since ({since:%Y-%m-%d %H:%M}) must be before the later date ({until:%Y-%m-%d %H:%M})")
     con = _connection(ws)
     ids = sorted(dict.fromkeys(str(c) for c in contact_ids))
-    contacts_after = load_contacts(con)
+    current = load_contacts(con)
+    rule_until = contacts_after if contacts_after is not None else current
     notes = []
     if contacts_before is None:
-        contacts_before = contacts_after
+        contacts_before = current
         notes.append(UNCHANGED_ATTRIBUTES)
     before_rules = rules_before or rules
     rule = split_rule_change(
-        rule_states(con, ids, since, until, before_rules, rules, contacts_before, contacts_after),
+        rule_states(con, ids, since, until, before_rules, rules, contacts_before, rule_until),
         before_rules, rules, since=since, until=until, notes=notes)
     learned = None
     if scorer is not None:
         before_model = scorer_before if scorer_before is not None else scorer
         other = None if scorer_before is None or scorer_before is scorer else scorer
-        states, after = learned_states(con, ids, since, until, before_model, other, contacts_before, contacts_after,
+        states, after = learned_states(con, ids, since, until, before_model, other, contacts_before, current,
                                        contacts_until)
         learned = split_learned_change(before_model, states, other, after, since=since, until=until,
                                        definition=model_label if other is not None else None, notes=notes)
@@ -282,21 +286,23 @@ def explain_change(
 def explain_changed_bands(ws: Workspace | ibis.BaseBackend, since: datetime, until: datetime, *, rules: RuleSet,
                           rules_before: RuleSet | None = None, scorer=None, scorer_before=None,
                           model_label: str | None = None, contacts_before: pd.DataFrame | None = None,
-                          contacts_until: pd.DataFrame | None = None) -> ChangeReport:
+                          contacts_until: pd.DataFrame | None = None,
+                          contacts_after: pd.DataFrame | None = None) -> ChangeReport:
     """:func:`explain_change` for every contact known at ``until`` whose band (rule or learned) changed."""
     con = _connection(ws)
     contacts = con.table("contacts") if "contacts" in table_names(con) else None
     everyone = sorted(spine_at(con.table("events"), until, contacts).contact_id.execute().astype(str))
     if not everyone:
         raise WorkspaceError(f"no contacts known at {until:%Y-%m-%d}")
-    contacts_after = load_contacts(con)
+    current = load_contacts(con)
+    rule_until = contacts_after if contacts_after is not None else current
     before_rules = rules_before or rules
     at_since, at_until = _spine(con, everyone, since), _spine(con, everyone, until)
     events = con.table("events")
     band0 = score_frame(_aligned(activity_points(events, at_since, before_rules).execute(), everyone),
-                        contacts_before if contacts_before is not None else contacts_after, before_rules)["band"]
+                        contacts_before if contacts_before is not None else current, before_rules)["band"]
     band1 = score_frame(_aligned(activity_points(events, at_until, rules).execute(), everyone),
-                        contacts_after, rules)["band"]
+                        rule_until, rules)["band"]
     changed = band0.astype(str).to_numpy() != band1.astype(str).to_numpy()
     if scorer is not None:
         before_model = scorer_before if scorer_before is not None else scorer
@@ -307,7 +313,7 @@ def explain_changed_bands(ws: Workspace | ibis.BaseBackend, since: datetime, unt
     ids = [c for c, moved in zip(everyone, changed) if moved]
     return explain_change(ws, ids, since, until, rules=rules, rules_before=rules_before, scorer=scorer,
                           scorer_before=scorer_before, model_label=model_label, contacts_before=contacts_before,
-                          contacts_until=contacts_until)
+                          contacts_until=contacts_until, contacts_after=contacts_after)
 
 
 def _connection(source):

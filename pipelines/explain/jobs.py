@@ -25,6 +25,7 @@ from propensity.pipelines.jobs import (
     resolve_spine,
     table_names,
 )
+from propensity.pipelines.rules.attributes_at import rule_contacts
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
 from propensity.pipelines.training.as_trained import features_as_trained, features_frame
@@ -119,7 +120,9 @@ def explain_one(
     contacts = load_contacts(con)
     features = model_features(con, spine, scorer)
     explanation = explain_contacts(scorer, features, method=method)
-    scored = score_contacts(con.table("events"), spine, rules, contacts=contacts)
+    # the fit criteria read the attributes as they were at as_of, as the features do (rules/attributes_at.py)
+    history = None if contacts is None else history_table(con)
+    scored = score_contacts(con.table("events"), spine, rules, contacts=rule_contacts(contacts, history, spine))
     breakdown = rule_breakdown(scored, rules)
     return ContactReport(
         contact_id=str(contact_id), as_of=pd.Timestamp(as_of).to_pydatetime(),

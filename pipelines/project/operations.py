@@ -215,11 +215,11 @@ class ModelOperations(Resolution):
             if recorded is not None:
                 snapshot = recorded.frame
                 notes.append(recorded.note())
-        at_until = self._contacts_until(learned, until, notes)
+        rules_until, at_until = self._contacts_until(learned, until, notes)
         label = f"v{earlier.version} -> v{learned.version}" if earlier is not None else None
         options = {"rules": rule_set, "rules_before": before_rules, "scorer": learned.scorer if learned else None,
                    "scorer_before": earlier.scorer if earlier is not None else None, "model_label": label,
-                   "contacts_before": snapshot, "contacts_until": at_until}
+                   "contacts_before": snapshot, "contacts_until": at_until, "contacts_after": rules_until}
         if contact_id is None:
             report = explain_changed_bands(self.ws, since_at, until, **options)
         else:
@@ -231,19 +231,20 @@ class ModelOperations(Resolution):
         return report
 
     def _contacts_until(self, learned, until, notes: list[str]):
-        """The contacts at ``until`` for a model that reads attributes as of each cut-off (as ``score
-        --model`` builds them), from the attribute history; None: the current ones."""
+        """The contacts at ``until`` from the attribute history, ``(for the rules, for the learned model)``:
+        the rule score reads them as ``score`` does, the model when it reads attributes as of each
+        cut-off (as ``score --model`` builds them); None: the current ones (no history)."""
         from propensity.features.config import FeatureConfig
         from propensity.features.history import contacts_as_of
 
-        if learned is None or FeatureConfig.of_model(learned.scorer.feature_config).attributes.values != "as_of":
-            return None
         recorded = contacts_as_of(self.ws.ibis_connection(), until)
         if recorded is None:
-            return None
-        notes.append(f"learned score at {until:%Y-%m-%d %H:%M}: attributes as they were then (the model reads them "
-                     "as of each cut-off, as `score --model` does); the rule score reads the current ones")
-        return recorded.frame
+            return None, None
+        as_of = learned is not None and FeatureConfig.of_model(learned.scorer.feature_config).attributes.values == "as_of"
+        who = "rule and learned scores" if as_of else "rule score"
+        notes.append(f"{who} at {until:%Y-%m-%d %H:%M}: attributes as they were then, from the workspace's attribute "
+                     "history (as `score` reads them)")
+        return recorded.frame, recorded.frame if as_of else None
 
     def _rules_at(self, since, rule_set, notes: list[str]):
         """The rules in use at ``since`` from the workspace's history, when they differ from ``rule_set``."""

@@ -22,6 +22,7 @@ __all__ = [
     "assign_bands",
     "assign_cells",
     "cap_values",
+    "contacts_aligned",
     "fit_points",
     "rescale_raw_points",
     "rollup_accounts",
@@ -145,9 +146,28 @@ def _criterion_mask(criterion: FitCriterion, column: pd.Series) -> np.ndarray:
     return mask.fillna(False).to_numpy(dtype=bool)
 
 
+def contacts_aligned(contacts: pd.DataFrame, spine: pd.DataFrame) -> pd.DataFrame:
+    """The row of ``contacts`` for each row of ``spine`` (same order; all NaN where there is none).
+
+    ``contacts``: one row per contact (its latest values), or, with an ``as_of`` column, one row per
+    ``(contact_id, as_of)`` (the values valid at that cut-off, ``rules/attributes_at.py``), matched
+    by contact and ``as_of``."""
+    if "as_of" not in contacts.columns:
+        attributes = contacts.drop_duplicates("contact_id", keep="last").set_index("contact_id")
+        return attributes.reindex(spine["contact_id"].to_numpy())
+    keys = ["contact_id", "as_of"]
+    attributes = contacts.assign(contact_id=contacts["contact_id"].astype(str),
+                                 as_of=pd.to_datetime(contacts["as_of"]).astype("datetime64[us]"))
+    attributes = attributes.drop_duplicates(keys, keep="last").set_index(keys)
+    wanted = pd.MultiIndex.from_arrays([spine["contact_id"].astype(str).to_numpy(),
+                                        pd.to_datetime(spine["as_of"]).astype("datetime64[us]").to_numpy()])
+    return attributes.reindex(wanted)
+
+
 def fit_points(spine: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSet) -> pd.DataFrame:
     """One ``points__{criterion}`` column per fit criterion, aligned with ``spine``'s rows.
 
+    ``contacts``: the latest values or those of each row's as_of (see :func:`contacts_aligned`).
     A contact missing from ``contacts``, or without the attribute, earns no fit points. An
     attribute that no contact has is an error: the rule could never fire.
     """
@@ -165,8 +185,7 @@ def fit_points(spine: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSe
             f"rules {rules.name!r} use contact attributes that the contacts table lacks: {missing}; "
             f"it has {sorted(contacts.columns)}"
         )
-    attributes = contacts.drop_duplicates("contact_id", keep="last").set_index("contact_id")
-    aligned = attributes.reindex(spine["contact_id"].to_numpy())
+    aligned = contacts_aligned(contacts, spine)
     for criterion in rules.fit:
         mask = _criterion_mask(criterion, aligned[criterion.attribute])
         out[f"points__{criterion.name}"] = np.where(mask, criterion.points, 0.0)

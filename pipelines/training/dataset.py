@@ -23,6 +23,7 @@ from propensity.features.build import (
 from propensity.features.config import FeatureConfig
 from propensity.features.history import history_table, values_note
 from propensity.features.spine import spine_grid
+from propensity.pipelines.rules.attributes_at import rule_contacts, rule_values_note
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import activity_points, score_frame
 from propensity.pipelines.training.config import TrainConfig
@@ -51,7 +52,7 @@ class TrainingSet:
     frame: pd.DataFrame  # keys, split, label, label_end, rule_score, features...
     feature_columns: list[str]
     raw_points: pd.DataFrame  # keys + uncapped points__{activity} (for the points model)
-    contacts: pd.DataFrame | None
+    contacts: pd.DataFrame | None  # per (contact_id, as_of) row with the attribute history, else the latest
     event_types: tuple[str, ...]
     data_end: datetime
     purged: int = 0
@@ -122,11 +123,13 @@ def assemble_training_set(
     # identifier-like contacts columns (email, CRM ids) are left out here, once, and recorded
     feature_config, attributes = resolve_attributes(feature_config, contacts)
     history = None if contacts is None else history_table(con)  # attributes as of each cut-off
-    values = values_note(feature_config, history)
+    values = "; ".join(n for n in (values_note(feature_config, history),
+                                   None if contacts is None else rule_values_note(rules, history)) if n) or None
     features = build_features(events, spine_table, feature_config, contacts=contacts, event_types=event_types,
                               contact_history=history).execute()
     raw = activity_points(events, spine_table, rules).execute()
-    contacts_frame = None if contacts is None else contacts.execute()
+    # the rule baseline's fit criteria (and the points model's, tune's) read each row's version too
+    contacts_frame = None if contacts is None else rule_contacts(contacts.execute(), history, spine_table)
 
     for frame in (features, raw):
         frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")

@@ -13,7 +13,12 @@ from propensity.features.config import FeatureConfig
 from propensity.features.store import Workspace
 from propensity.pipelines.explain.explain import explain_contacts
 from propensity.pipelines.rules.config import RuleSet, dump_rules
-from propensity.pipelines.rules.score import activity_points, cap_values, score_frame
+from propensity.pipelines.rules.score import (
+    activity_points,
+    cap_values,
+    contacts_aligned,
+    score_frame,
+)
 from propensity.pipelines.training.config import TrainConfig
 from propensity.pipelines.training.dataset import TrainingSet, assemble_training_set
 from propensity.pipelines.tune.backtest import (
@@ -24,7 +29,12 @@ from propensity.pipelines.tune.backtest import (
 )
 from propensity.pipelines.tune.candidates import candidate_rules
 from propensity.pipelines.tune.gate import decide_offer
-from propensity.pipelines.tune.propose import Proposal, TuneConfig, criterion_matches, propose_rules
+from propensity.pipelines.tune.propose import (
+    Proposal,
+    TuneConfig,
+    criterion_matches,
+    propose_rules,
+)
 
 __all__ = [
     "TuneData",
@@ -97,8 +107,8 @@ def proposed_raw_points(unit_raw: pd.DataFrame, proposal: Proposal) -> pd.DataFr
 def _attributes(ts: TrainingSet, frame: pd.DataFrame) -> pd.DataFrame | None:
     if ts.contacts is None:
         return None
-    contacts = ts.contacts.drop_duplicates("contact_id", keep="last").set_index("contact_id")
-    return contacts.reindex(frame["contact_id"].to_numpy()).reset_index(drop=True)
+    # each row's attribute version when the training set read the attribute history, else the latest
+    return contacts_aligned(ts.contacts, frame).reset_index(drop=True)
 
 
 @dataclass(frozen=True)
