@@ -44,6 +44,12 @@ p99 while the sweep runs)::
     python benchmarks/serve_bench.py --only sqlite --runs poison,memory,sweep \
         --results benchmarks/results/serve_bench_resilience.json
 
+The sweep run again on the store a memory run left (it prints the workspace and, on PostgreSQL,
+the database URL)::
+
+    python benchmarks/serve_bench.py --only postgresql --runs sweep --sweep-store WORKSPACE \
+        --sweep-database-url URL --sweep-due 30000 --sweep-rate 100 --sweep-connections 32
+
 ``--models none,champion`` repeats each load with a LightGBM champion registered in the
 workspace (trained here on synthetic events of the same types), so the server also keeps the
 event mirror and returns a learned score per rescored contact (one predict per commit); the

@@ -168,6 +168,8 @@ class Writer(Sweeping):
         self._clock_lock = threading.Lock()  # the writer and the sweeper both read the clock
         self._queue: queue.Queue = queue.Queue()
         self._queued_events = 0
+        self.events_idle = threading.Event()  # set while no event waits for a commit (the sweep waits for it)
+        self.events_idle.set()
         self._thread: threading.Thread | None = None
         self._last_at: datetime | None = None
         self._conn: sa.Connection | None = None  # the writer thread's own connection
@@ -194,6 +196,7 @@ class Writer(Sweeping):
         # not self.lock: the request handlers' event loop must never wait for the writer's work
         with self._count_lock:
             self._queued_events += len(rows)
+            self.events_idle.clear()
             self.metrics.queue_depth.set(self._queued_events)
         self._queue.put(job)
         return job.future
@@ -297,6 +300,8 @@ class Writer(Sweeping):
         finally:
             with self._count_lock:
                 self._queued_events -= size
+                if self._queued_events == 0:
+                    self.events_idle.set()
                 self.metrics.queue_depth.set(self._queued_events)
 
     def _try_commit(self, jobs: list[Job]) -> Exception | None:
