@@ -20,7 +20,6 @@ of the chunk (measured: at 1M contacts the in-writer sweep left ingest behind it
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import queue
@@ -131,7 +130,7 @@ class Sweeping:
 _STOP = object()
 
 
-class Sweeper:
+class Sweeper(db.KeptConnection):
     """The sweep's thread: reads due contacts, brings them to now, hands the rows to the writer.
 
     Parameters
@@ -154,7 +153,6 @@ class Sweeper:
         self._queue: queue.Queue = queue.Queue()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: sa.Connection | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="propensity-sweep", daemon=True)
@@ -186,16 +184,8 @@ class Sweeper:
         finally:
             self._drop_connection()
 
-    def _connection(self) -> sa.Connection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.writer.engine.connect()
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+    def _connection_engine(self) -> sa.Engine:
+        return self.writer.engine
 
     def _sweep(self) -> int:
         """Bring every contact due by now to now; the number whose stored score changed.

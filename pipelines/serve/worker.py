@@ -22,7 +22,6 @@ commit touched meanwhile: :mod:`propensity.pipelines.serve.sweep`.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -98,7 +97,7 @@ class CommitResult:
 _STOP = object()
 
 
-class Writer(Sweeping):
+class Writer(Sweeping, db.KeptConnection):
     """Owns every write to the service database.
 
     Parameters
@@ -172,7 +171,6 @@ class Writer(Sweeping):
         self.events_idle.set()
         self._thread: threading.Thread | None = None
         self._last_at: datetime | None = None
-        self._conn: sa.Connection | None = None  # the writer thread's own connection
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -223,17 +221,8 @@ class Writer(Sweeping):
 
     # ---------------------------------------------------------------- the loop
 
-    def _connection(self) -> sa.Connection:
-        # one connection, kept open: a pool checkout per commit costs more than the statements
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self.engine.connect()
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+    def _connection_engine(self) -> sa.Engine:
+        return self.engine
 
     def _run(self) -> None:
         try:
