@@ -6,13 +6,10 @@ import numpy as np
 import pandas as pd
 
 from propensity.pipelines.synthetic.simulate import _saturate
-from propensity.pipelines.synthetic.tables import _start_us
-from propensity.pipelines.synthetic.truth import _as_of_day, _event_kinds
+from propensity.pipelines.synthetic.truth import _as_of_day, observed_at
 from propensity.pipelines.synthetic.world import (
     _BETA,
-    _DAY_US,
     _KINDS,
-    _N_KINDS,
     _SIZE_REFERENCE,
     HIDDEN_FIT_EFFECTS,
     World,
@@ -37,21 +34,9 @@ def true_contributions(world: World, as_of: object) -> pd.DataFrame:
     t0 = _as_of_day(config, as_of)
     stamp = pd.Timestamp(config.start) + pd.Timedelta(days=t0)
     contacts = world.contacts
-    index = pd.Index(contacts["contact_id"])
-    converted = np.zeros(len(index), bool)
-    converted[index.get_indexer(world.outcomes.loc[world.outcomes["ts"] < stamp, "contact_id"])] = True
-    eligible = np.flatnonzero((world.latent["created_day"].to_numpy() < t0) & ~converted)
-
-    history = world.events[world.events["ts"] < stamp]
-    who = index.get_indexer(history["contact_id"])
-    kind = _event_kinds(history)
-    weighted = (kind >= 0) & (kind < _N_KINDS)
-    who, kind = who[weighted], kind[weighted]
-    ts_us = history["ts"].to_numpy().astype("datetime64[us]").astype(np.int64)[weighted]
-    age_days = t0 - (ts_us - _start_us(config)) // _DAY_US
-    decay = 0.5 ** (1.0 / config.half_life_days)
-    decayed = np.bincount(who * _N_KINDS + kind, weights=decay**age_days,
-                          minlength=len(index) * _N_KINDS).reshape(-1, _N_KINDS)[eligible]
+    observed = observed_at(world, t0)
+    eligible = observed.eligible
+    decayed = observed.decayed[eligible]
     terms = _BETA[None, :] * _saturate(decayed)  # once-kinds saturate the same way (truth.py)
     out = pd.DataFrame({"contact_id": contacts["contact_id"].iloc[eligible].to_numpy(),
                         "as_of": stamp.to_datetime64().astype("datetime64[us]")})

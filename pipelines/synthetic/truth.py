@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -49,6 +51,37 @@ def _event_kinds(events: pd.DataFrame) -> np.ndarray:
     return codes
 
 
+class Observed(NamedTuple):
+    """What the tables show at a cut-off day, as the hidden hazard reads it (truth and contributions)."""
+
+    contacts: pd.Index  # contact ids, in world.contacts order
+    eligible: np.ndarray  # positions of the contacts created before the day and not yet converted
+    who: np.ndarray  # position of each weighted event's contact
+    kind: np.ndarray  # each weighted event's kind (index into _KINDS)
+    decayed: np.ndarray  # (contacts, kinds): decayed counts at the day, every contact
+
+
+def observed_at(world: World, t0: int) -> Observed:
+    """The eligible contacts and the decayed counts per kind of the events before day ``t0``."""
+    config = world.config
+    stamp = pd.Timestamp(config.start) + pd.Timedelta(days=t0)
+    index = pd.Index(world.contacts["contact_id"])
+    converted = np.zeros(len(index), bool)
+    converted[index.get_indexer(world.outcomes.loc[world.outcomes["ts"] < stamp, "contact_id"])] = True
+    eligible = np.flatnonzero((world.latent["created_day"].to_numpy() < t0) & ~converted)
+    history = world.events[world.events["ts"] < stamp]
+    who = index.get_indexer(history["contact_id"])
+    kind = _event_kinds(history)
+    weighted = (kind >= 0) & (kind < _N_KINDS)
+    who, kind = who[weighted], kind[weighted]
+    ts_us = history["ts"].to_numpy().astype("datetime64[us]").astype(np.int64)[weighted]
+    age_days = t0 - (ts_us - _start_us(config)) // _DAY_US
+    decay = 0.5 ** (1.0 / config.half_life_days)
+    decayed = np.bincount(who * _N_KINDS + kind, weights=decay**age_days,
+                          minlength=len(index) * _N_KINDS).reshape(-1, _N_KINDS)
+    return Observed(index, eligible, who, kind, decayed)
+
+
 def true_probability(
     world: World, as_of: object, horizon_days: int = 30, n_simulations: int = 64
 ) -> pd.DataFrame:
@@ -92,25 +125,9 @@ def true_probability(
     as_of_stamp = pd.Timestamp(config.start) + pd.Timedelta(days=t0)
     window = np.arange(t0, min(t0 + horizon_days, config.days))
     latent = world.latent
-    contact_index = pd.Index(world.contacts["contact_id"])
-
-    converted = np.zeros(len(contact_index), bool)
-    before = world.outcomes["ts"] < as_of_stamp
-    converted[contact_index.get_indexer(world.outcomes.loc[before, "contact_id"])] = True
-    created_day = latent["created_day"].to_numpy()
-    eligible = np.flatnonzero((created_day < t0) & ~converted)
-
-    history = world.events[world.events["ts"] < as_of_stamp]
-    c = contact_index.get_indexer(history["contact_id"])
-    kind = _event_kinds(history)
-    weighted = (kind >= 0) & (kind < _N_KINDS)
-    c, kind = c[weighted], kind[weighted]
-    ts_us = history["ts"].to_numpy().astype("datetime64[us]").astype(np.int64)[weighted]
-    age_days = t0 - (ts_us - _start_us(config)) // _DAY_US
+    contact_index, eligible, c, kind, decayed = observed_at(world, t0)
     decay = 0.5 ** (1.0 / config.half_life_days)
-    decayed = np.bincount(
-        c * _N_KINDS + kind, weights=decay**age_days, minlength=len(contact_index) * _N_KINDS
-    ).reshape(-1, _N_KINDS)
+    created_day = latent["created_day"].to_numpy()
     trial_on = np.zeros(len(contact_index), bool)
     trial_on[c[kind == _TRIAL]] = True
     unsub_on = np.zeros(len(contact_index), bool)
