@@ -48,14 +48,18 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from propensity.features.column_plan import (
+    ColumnPlan,
+    DataValidationError,
+    MissingColumnsError,
+    plan_columns,
+    type_class,
+)
 from propensity.features.column_sql import BUILDERS, checks_for
 from propensity.features.schema import (
-    READER_COLUMNS,
     ROW_NUMBER,
     SOURCE_ERROR,
     SOURCE_TEXT,
-    STAGING_COLUMNS,
-    STAGING_PREFIXES,
     Kind,
     TableSchema,
     schema_for,
@@ -92,150 +96,8 @@ __all__ = [
 ]
 
 _MISSING_TEXT, _MISSING_ID = MISSING_TEXT, MISSING_ID
-_INT_TYPES = {
-    "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
-    "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
-}  # fmt: skip
 _REJECT_COLUMNS = ["kind", "source", "row_number", "field", "reason", "raw"]
 _CANONICAL_JSON_SQL = CANONICAL_JSON_SQL
-
-
-class DataValidationError(ValueError):
-    """A source cannot be loaded at all (e.g. a required column is missing)."""
-
-
-class MissingColumnsError(DataValidationError):
-    """A source lacks a required column (readers add a hint when they can guess why)."""
-
-
-# --------------------------------------------------------------------------- small helpers
-# (quoting, ids, JSON text and "now" one value at a time: propensity.features.values)
-
-
-def _type_class(sql_type: str) -> str:
-    t = sql_type.upper()
-    if t in ("VARCHAR", "JSON") or t.startswith("VARCHAR"):
-        return "text"
-    if t in _INT_TYPES:
-        return "int"
-    if t in ("FLOAT", "DOUBLE", "REAL") or t.startswith("DECIMAL"):
-        return "float"
-    if t == "BOOLEAN":
-        return "bool"
-    if t in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"):
-        return "timestamptz"
-    if t.startswith("TIMESTAMP") or t == "DATE":
-        return "timestamp"
-    if t.startswith(("STRUCT", "MAP", "UNION")) or t.endswith("]"):
-        return "nested"
-    return "other"
-
-
-# --------------------------------------------------------------------------- column planning
-
-
-@dataclass(frozen=True)
-class ColumnPlan:
-    """Which source column feeds which canonical column.
-
-    Parameters
-    ----------
-    kind : Kind
-        Target table.
-    source : str
-        Name of the source, used in messages.
-    mapping : dict
-        Canonical name -> source column, for the canonical columns the source provides.
-    attributes : dict
-        Attribute name -> source column (contacts) or extra column name -> source column (events,
-        folded into ``properties`` when asked). Empty for outcomes.
-    types : dict
-        Source column -> DuckDB type.
-    """
-
-    kind: Kind
-    source: str
-    mapping: dict[str, str]
-    attributes: dict[str, str]
-    types: dict[str, str]
-
-
-def plan_columns(
-    kind: Kind,
-    columns: Mapping[str, str],
-    source: str,
-    column_map: Mapping[str, str] | None = None,
-) -> ColumnPlan:
-    """Match source columns to canonical ones.
-
-    Parameters
-    ----------
-    kind : {"events", "contacts", "outcomes"}
-        Target table.
-    columns : mapping
-        Source column name -> DuckDB type, in source order.
-    source : str
-        Name of the source (a file name), used in messages.
-    column_map : mapping, optional
-        Canonical name <- source column name, e.g. ``{"contact_id": "user_id"}``. For contacts a
-        non-canonical key renames an attribute.
-
-    Returns
-    -------
-    ColumnPlan
-
-    Raises
-    ------
-    DataValidationError
-        If a required column is missing, or ``column_map`` names a column the source lacks or
-        (for events/outcomes) a canonical column that does not exist.
-    """
-    schema = schema_for(kind)
-    found = {str(k): v for k, v in columns.items() if k not in READER_COLUMNS}
-    internal = [c for c in found if c in STAGING_COLUMNS or c.startswith(STAGING_PREFIXES)]
-    if internal:
-        raise DataValidationError(
-            f"{source}: column(s) {', '.join(map(repr, internal))} have names propensity uses "
-            "internally while validating; rename them in the source"
-        )
-    shown = ", ".join(repr(c) for c in found) or "(none)"
-    column_map = dict(column_map or {})
-    unknown = [k for k in column_map if k not in schema.names]
-    if unknown and not schema.open:
-        raise DataValidationError(
-            f"{source}: column_map names unknown {kind} column(s) "
-            f"{', '.join(repr(k) for k in unknown)}; canonical columns are "
-            f"{', '.join(schema.names)}"
-        )
-    absent = {k: v for k, v in column_map.items() if v not in found}
-    if absent:
-        pairs = ", ".join(f"{k!r} <- {v!r}" for k, v in absent.items())
-        raise DataValidationError(
-            f"{source}: column_map maps {pairs}, but the file has no such column; "
-            f"found columns: {shown}"
-        )
-    mapping: dict[str, str] = {}
-    for name in schema.names:
-        if name in column_map:
-            mapping[name] = column_map[name]
-        elif name in found and name not in column_map.values():
-            mapping[name] = name
-    missing = [c for c in schema.required if c not in mapping]
-    if missing:
-        hint = ", ".join(f"{c!r}: '<your column>'" for c in missing)
-        cli_hint = " ".join(f"--map {c}=<your column>" for c in missing)
-        raise MissingColumnsError(
-            f"{source}: missing required {kind} column(s) "
-            f"{', '.join(repr(c) for c in missing)}; found columns: {shown}. "
-            f"Rename them in the file or map them: {cli_hint} on the command line "
-            f"(`init`: --{kind}-map for the {kind} file), column_map={{{hint}}} from Python"
-        )
-    used = set(mapping.values())
-    renamed = {v: k for k, v in column_map.items() if k not in schema.names}
-    attributes = {}
-    if kind != "outcomes":
-        attributes = {renamed.get(c, c): c for c in found if c not in used}
-    return ColumnPlan(kind, source, mapping, attributes, dict(found))
 
 
 # --------------------------------------------------------------------------- SQL per column
@@ -329,7 +191,7 @@ def _staging_select(
             outputs.append((col.name, f"CAST({fill} AS {col.sql_type})"))
             continue
         source_col = plan.mapping[col.name]
-        cls = _type_class(plan.types[source_col])
+        cls = type_class(plan.types[source_col])
         built = BUILDERS[col.role](f"s.{quote_ident(source_col)}", cls)
         present = quote_ident(f"__present_{col.name}")
         parsed += [f"{built.value} AS {p}", f"{built.present} AS {present}"]
@@ -347,7 +209,7 @@ def _staging_select(
     if plan.kind == "contacts":
         for name, source_col in attrs.items():
             x = f"p.{quote_ident(source_col)}"
-            outputs.append((name, _attribute_sql(x, _type_class(plan.types[source_col]))))
+            outputs.append((name, _attribute_sql(x, type_class(plan.types[source_col]))))
 
     key_expr, hashed_expr = _key_sql(schema, dict(outputs))
     outputs = [(n, key_expr if n == schema.key else e) for n, e in outputs]
@@ -395,7 +257,7 @@ def _fold_extras_sql(properties: str, plan: ColumnPlan) -> str:
 
     def extra(source_col: str) -> str:
         x = f"p.{quote_ident(source_col)}"
-        return f"NULLIF(trim({x}), '')" if _type_class(plan.types[source_col]) == "text" else x
+        return f"NULLIF(trim({x}), '')" if type_class(plan.types[source_col]) == "text" else x
 
     packed = ", ".join(f"{quote_literal(k)}: {extra(v)}" for k, v in plan.attributes.items())
     return (
@@ -522,7 +384,7 @@ def stage_rows(
     identical = _number_identical_rows(con, table, kind)
     casts: dict[str, str] = {}
     if kind == "contacts" and infer_types:
-        text_attrs = [a for a, c in plan.attributes.items() if _type_class(plan.types[c]) == "text"]
+        text_attrs = [a for a, c in plan.attributes.items() if type_class(plan.types[c]) == "text"]
         casts = _infer_casts(con, table, text_attrs)
     key = quote_ident(schema_for(kind).key)
     read, rejected = con.execute(f"SELECT count(*), count(__field) FROM {table}").fetchall()[0]
