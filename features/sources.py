@@ -33,6 +33,7 @@ from propensity.features.schema import (
     Kind,
     schema_for,
 )
+from propensity.features.segment import merge_identifies, segment_row, segment_shaped
 from propensity.features.validate import DataValidationError, quote_literal
 
 __all__ = [
@@ -66,10 +67,7 @@ _CSV_BLOCK_BYTES = 1 << 24
 _SHOW_CHARS = 200  # a broken row's text kept in the rejects is cut to this length
 _PARQUET_MAGIC = b"PAR1"
 # Segment trait names that would collide with canonical contact columns are kept, prefixed.
-_RESERVED_TRAITS = ("contact_id", "account_id", "created_at", *READER_COLUMNS)
 # A JSON record is a Segment call when its `type` is one of these and it carries a Segment field.
-_SEGMENT_CALLS = ("track", "identify", "page", "screen", "group", "alias")
-_SEGMENT_FIELDS = ("userId", "anonymousId", "messageId", "event", "traits", "properties")
 
 
 def _refuse_reader_columns(name: str, columns: Any) -> None:
@@ -114,17 +112,6 @@ def detect_format(path: str | Path, fmt: str | None = None, encoding: str = "utf
     if found == "jsonl" and _looks_like_segment(path, encoding):
         return "segment"
     return found
-
-
-def segment_shaped(record: Any) -> bool:
-    """Whether one JSON record has the shape of a Segment call (a ``type`` such as ``track``
-    and a Segment field such as ``event`` or ``userId``): ids may be missing (that row is
-    rejected later, naming the field), the shape is what tells the format."""
-    return (
-        isinstance(record, dict)
-        and str(record.get("type", "")).lower() in _SEGMENT_CALLS
-        and any(k in record for k in _SEGMENT_FIELDS)
-    )
 
 
 def _looks_like_segment(path: Path, encoding: str) -> bool:
@@ -455,46 +442,12 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
     return pd.DataFrame.from_records(sorted(rows, key=lambda r: r[ROW_NUMBER]))
 
 
-def _first(mapping: Any, *keys: str) -> Any:
-    """First non-empty value among ``keys`` of a dict (None for anything else)."""
-    if not isinstance(mapping, dict):
-        return None
-    for key in keys:
-        value = mapping.get(key)
-        if value is not None and value != "":
-            return value
-    return None
-
-
-def _segment_contacts(identifies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge identify calls per user: a later call's traits override, others are kept.
-
-    Identify calls are partial updates in the Segment spec, so the last call alone would lose
-    traits set earlier. Rows without a user id are passed on to be rejected by validation.
-    """
-    merged: dict[str, dict[str, Any]] = {}
-    orphans = []
-    for row in identifies:
-        user = row["contact_id"]
-        if user is None:
-            orphans.append(row)
-            continue
-        current = merged.setdefault(str(user), {})
-        current.update({k: v for k, v in row.items() if v is not None})
-    return sorted([*merged.values(), *orphans], key=lambda r: r[ROW_NUMBER])
-
-
 def read_segment(path: str | Path, *, encoding: str = "utf-8") -> dict[str, pd.DataFrame]:
     """Read a Segment-spec JSON Lines export into raw events and contacts frames.
 
-    ``track`` calls become events: ``contact_id`` = ``userId`` (else ``anonymousId``),
-    ``event_type`` = ``event``, ``ts`` = ``timestamp``, ``event_id`` = ``messageId``,
-    ``properties`` = the properties object, ``value`` = ``properties.value``, else
-    ``revenue``, else ``amount`` (else the default 1.0), ``account_id`` = ``context.groupId``
-    or ``groupId``. ``identify`` calls become contacts: ``contact_id`` = ``userId`` (else
-    ``anonymousId``), traits become attribute columns (``createdAt`` -> ``created_at``),
-    ``account_id`` = ``traits.company_id``, else ``context.groupId`` / ``groupId``. Other call
-    types (page, screen, group, alias) are ignored.
+    ``track`` calls become events and ``identify`` calls contacts, by
+    :func:`propensity.features.segment.segment_row` (the mapping, written once); identify calls
+    of one user are merged, a later trait overriding an earlier one.
 
     Returns
     -------
@@ -509,35 +462,9 @@ def read_segment(path: str | Path, *, encoding: str = "utf-8") -> dict[str, pd.D
         if rec is None:
             errors.append((number, error))  # rejected in both tables: it may be either call
             continue
-        call = str(rec.get("type", "")).lower()
-        user = _first(rec, "userId", "anonymousId")
-        group = _first(rec.get("context"), "groupId") or _first(rec, "groupId")
-        if call == "track":
-            props = rec.get("properties")
-            tracks.append(
-                {
-                    ROW_NUMBER: number,
-                    "event_id": rec.get("messageId"),
-                    "contact_id": user,
-                    "event_type": rec.get("event"),
-                    "ts": _first(rec, "timestamp", "originalTimestamp"),
-                    "value": _first(props, "value", "revenue", "amount"),
-                    "account_id": group,
-                    "properties": props,
-                }
-            )
-        elif call == "identify":
-            traits = dict(rec.get("traits") or {})
-            created = traits.pop("createdAt", None) or traits.pop("created_at", None)
-            row = {
-                ROW_NUMBER: number,
-                "contact_id": user,
-                "account_id": _first(traits, "company_id") or group,
-                "created_at": created,
-            }
-            for key, value in traits.items():
-                row[f"trait_{key}" if key in _RESERVED_TRAITS else key] = value
-            identifies.append(row)
+        mapped = segment_row(number, rec)
+        if mapped is not None:
+            (tracks if mapped[0] == "events" else identifies).append(mapped[1])
     broken = _error_rows(path, encoding, errors)
     events_cols = [ROW_NUMBER, *(c for c in schema_for("events").names)]
     if broken:
@@ -545,7 +472,7 @@ def read_segment(path: str | Path, *, encoding: str = "utf-8") -> dict[str, pd.D
     tracks = sorted([*tracks, *broken], key=lambda r: r[ROW_NUMBER])
     events = pd.DataFrame.from_records(tracks, columns=events_cols)
     contacts = pd.DataFrame.from_records(
-        sorted([*_segment_contacts(identifies), *broken], key=lambda r: r[ROW_NUMBER])
+        sorted([*merge_identifies(identifies), *broken], key=lambda r: r[ROW_NUMBER])
     )
     if contacts.empty:
         contacts = pd.DataFrame(columns=[ROW_NUMBER, "contact_id"])
