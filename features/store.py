@@ -28,6 +28,7 @@ from propensity.features.loading import (
     stream_error,
     transaction,
 )
+from propensity.features.store_errors import WorkspaceError, damaged_store_error, open_error
 from propensity.features.schema import (
     KINDS,
     REJECTS,
@@ -68,10 +69,6 @@ __all__ = [
 
 ENV_VAR = "PROPENSITY_WORKSPACE"
 _DEFAULT_PATH = "propensity-workspace"
-
-
-class WorkspaceError(ValueError):
-    """The workspace cannot be used as asked (the message says why and what to do)."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +260,7 @@ class Workspace:
                     ) from None
                 return opener(False)
         except duckdb.IOException as exc:
-            raise _open_error(self.db_path, exc, read_only) from None
+            raise open_error(self.db_path, exc, read_only) from None
 
     def _configure(self, con: duckdb.DuckDBPyConnection) -> None:
         """Session settings every connection to the workspace gets, DuckDB's or Ibis'."""
@@ -434,59 +431,6 @@ class Workspace:
         self.rejects_dir.mkdir(parents=True, exist_ok=True)
         rejects.to_csv(path, mode="a", header=not path.exists(), index=False)
         return path
-
-
-# --------------------------------------------------------------------------- opening
-
-
-def _other_process(pid: int) -> str:
-    """``PID 123 (propensity train ...)``: the command line when /proc shows it (Linux)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return f"PID {pid}"
-    words = [w.decode(errors="replace") for w in raw.split(b"\0") if w]
-    shown = " ".join(Path(words[0]).name if i == 0 else w for i, w in enumerate(words))
-    return f"PID {pid} ({shown[:200]})" if shown else f"PID {pid}"
-
-
-def damaged_store_error(exc: BaseException) -> WorkspaceError | None:
-    """A DuckDB read error on a workspace database met half-way through a command (a file cut
-    short: DuckDB opens it and fails on the first block that is missing) as a WorkspaceError;
-    None for any other error."""
-    text = str(exc)
-    found = re.search(r'file "([^"]*' + re.escape(DB_FILE) + r')"', text)
-    if not isinstance(exc, duckdb.IOException) or found is None:
-        return None
-    return WorkspaceError(
-        f"the workspace database {found.group(1)} is damaged ({text.splitlines()[0]}): move it "
-        "aside and ingest your files again, or pass --workspace another folder"
-    )
-
-
-def _open_error(db: Path, exc: duckdb.IOException, read_only: bool) -> WorkspaceError:
-    """DuckDB's error on opening the workspace database, said in terms of what to do."""
-    text = str(exc)
-    if "Conflicting lock" in text or "Could not set lock" in text:
-        found = re.search(r"PID (\d+)", text)
-        who = _other_process(int(found.group(1))) if found else "another process"
-        reading = (
-            "several commands that only read (score, explain, compare, train, tune, info) can "
-            "share a workspace, but not with a command that writes (ingest, features, init, demo)"
-        )
-        return WorkspaceError(
-            f"the workspace database {db} is in use by {who}"
-            f"{' (this command only reads, but that one writes)' if read_only else ''}: wait for "
-            f"it to finish (or stop it), then run this command again; {reading}"
-        )
-    if "not a valid DuckDB database" in text:
-        return WorkspaceError(
-            f"{db} is not a DuckDB database (damaged, cut short, or not written by propensity): "
-            "move it aside and ingest your files again, or pass --workspace another folder"
-        )
-    return damaged_store_error(exc) or WorkspaceError(
-        f"cannot open the workspace database {db}: {text}"
-    )
 
 
 # --------------------------------------------------------------------------- files
