@@ -194,10 +194,9 @@ class LearnedScores:
         LightGBM's ``pred_contrib`` through :func:`propensity.pipelines.explain.explain_contacts` (the
         numbers ``propensity explain`` shows), for one row: about a millisecond of trees.
         """
-        from propensity.pipelines.explain import explain_contacts, top_reasons
+        from propensity.pipelines.explain import top_reasons
 
-        frame = self.features([contact], as_of, states)
-        explanation = explain_contacts(self.scorer, frame, method="pred_contrib", with_facts=False)
+        explanation = self.explain(contact, as_of, states, with_facts=False)
         row = top_reasons(explanation, n, positive_only=True).iloc[0]
         out = []
         for k in range(1, n + 1):
@@ -206,6 +205,19 @@ class LearnedScores:
                 break
             out.append({"reason": str(text), "points": float(row[f"reason_{k}_points"])})
         return out
+
+    def explain(self, contact: str, as_of: datetime, states: Mapping[str, ContactState] | None = None, *,
+                with_facts: bool = True) -> Any:
+        """The contact's learned score at ``as_of`` explained as ``propensity explain`` explains it.
+
+        Its feature row from the mirror (the one :meth:`score` predicts on) through
+        :func:`propensity.pipelines.explain.explain_contacts` with LightGBM's ``pred_contrib``:
+        SHAP per group, carried onto 0-5 (a :class:`~propensity.pipelines.explain.ScoreExplanation`).
+        """
+        from propensity.pipelines.explain import explain_contacts
+
+        frame = self.features([contact], as_of, states)
+        return explain_contacts(self.scorer, frame, method="pred_contrib", with_facts=with_facts)
 
     def change_split(self, conn: sa.Connection, contact: str, since: datetime, until: datetime) -> dict:
         """The learned score's change from ``since`` to ``until`` split as ``explain --since`` does
