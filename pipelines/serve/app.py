@@ -32,7 +32,11 @@ from fastapi.responses import Response
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.config import ServeConfig
-from propensity.pipelines.serve.contact_routes import ContactLookupError, explain_router, find_contact
+from propensity.pipelines.serve.contact_routes import (
+    ContactLookupError,
+    explain_router,
+    find_contact,
+)
 from propensity.pipelines.serve.ingest import (
     PayloadError,
     parse_payload,

@@ -24,10 +24,14 @@ from fastapi.responses import Response
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.serve.ingest import parse_timestamp
 from propensity.pipelines.serve.mirror import MirrorHorizonError
-from propensity.pipelines.serve.responses import JSONResponse, error_response, read_key_ok
+from propensity.pipelines.serve.responses import (
+    JSONResponse,
+    error_response,
+    read_key_ok,
+)
 from propensity.pipelines.serve.state import ScoreView
 
-__all__ = ["explain_body", "explain_router", "find_contact", "rule_scored_row", "rules_body"]
+__all__ = ["ContactLookupError", "explain_body", "explain_router", "find_contact", "rule_scored_row", "rules_body"]
 
 log = logging.getLogger(__name__)
 

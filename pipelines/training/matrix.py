@@ -100,7 +100,7 @@ def model_array(
     if missing:
         raise KeyError(f"feature columns missing from the frame: {missing}")
     out = np.empty((len(frame), len(columns)), dtype="float64", order="F")
-    numeric: list[int] = []
+    numeric: dict[object, list[int]] = {}  # dtype -> positions
     dtypes = frame.dtypes  # read once: per column, frame[name] costs more than the conversion
     for j, name in enumerate(columns):
         cats = categories.get(name)
@@ -113,9 +113,11 @@ def model_array(
             )
         else:
             _check_numeric_dtype(dtypes[name], name)
-            numeric.append(j)
-    if numeric:  # in one conversion: per column it was most of the cost of a one-row explanation
-        out[:, numeric] = frame[[columns[j] for j in numeric]].to_numpy(dtype="float64", na_value=np.nan)
+            numeric.setdefault(dtypes[name], []).append(j)
+    # one conversion per dtype: per column it was most of the cost of a one-row explanation, and
+    # across dtypes pandas goes through objects (3x slower on 20k rows)
+    for positions in numeric.values():
+        out[:, positions] = frame[[columns[j] for j in positions]].to_numpy(dtype="float64", na_value=np.nan)
     return out
 
 
