@@ -92,6 +92,8 @@ def serve_cmd(
                                config=serve_config, triggers=trigger_config, read_keys=read_keys(serve_config),
                                model=registered[0] if registered else None,
                                model_label=registered[1] if registered else "",
+                               model_name=registered[2].name if registered else "",
+                               model_version=str(registered[2].version) if registered else "",
                                monitor_history=ws.layout.monitor_history, tune_gc=True)
     # what the service scores with from now on: `explain --since` reads it back
     proj.record_use("serve", rules=rule_set, rules_source=where.path, model=registered[2] if registered else None)

@@ -34,6 +34,7 @@ __all__ = [
     "BatchReport",
     "ContactReport",
     "check_contact",
+    "contact_report",
     "default_as_of",
     "explain_all",
     "explain_one",
@@ -96,23 +97,41 @@ class ContactReport:
     comparison: pd.DataFrame  # compare_with_rules
     explanation: ScoreExplanation
 
-    def to_dict(self) -> dict:
-        """Plain JSON-ready data (``--json``)."""
+    def to_dict(self, digits: int | None = 4) -> dict:
+        """Plain JSON-ready data (``--json``), numbers rounded to ``digits`` (None: as computed)."""
+        def rounded(value: float) -> float:
+            return value if digits is None else round(value, digits)
+
         def records(frame: pd.DataFrame) -> list[dict]:
+            frame = frame if digits is None else frame.round(digits)
             return [{k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
                     for row in frame.to_dict(orient="records")]
 
         return {
             "contact_id": self.contact_id,
             "as_of": self.as_of.isoformat(),
-            "learned_score": round(self.learned_score, 4),
-            "baseline": round(self.baseline, 4),
-            "explained": round(self.learned_score - self.baseline, 4),
-            "learned": records(self.learned.round(4)),
-            "rules": {"name": self.rules_name, "rule_score": round(self.rule_score, 4),
-                      "points": round(self.rule_points, 4), "breakdown": records(self.rules.round(4))},
-            "comparison": records(self.comparison.round(4)),
+            "learned_score": rounded(self.learned_score),
+            "baseline": rounded(self.baseline),
+            "explained": rounded(self.learned_score - self.baseline),
+            "learned": records(self.learned),
+            "rules": {"name": self.rules_name, "rule_score": rounded(self.rule_score),
+                      "points": rounded(self.rule_points), "breakdown": records(self.rules)},
+            "comparison": records(self.comparison),
         }
+
+
+def contact_report(contact_id: str, as_of: datetime, explanation: ScoreExplanation, scored: pd.DataFrame,
+                   rules: RuleSet) -> ContactReport:
+    """One contact's explanation (its first row) beside its rule score (``scored``: one row of
+    ``score_contacts`` for ``rules``); pure, so the service assembles its answer the same way."""
+    breakdown = rule_breakdown(scored, rules)
+    return ContactReport(
+        contact_id=str(contact_id), as_of=pd.Timestamp(as_of).to_pydatetime(),
+        learned_score=float(explanation.score[0]), baseline=explanation.baseline,
+        rule_score=float(scored["rule_score"].iloc[0]), rule_points=float(scored["points"].iloc[0]),
+        rules_name=rules.name, learned=contact_table(explanation, 0), rules=breakdown,
+        comparison=compare_with_rules(explanation, 0, breakdown), explanation=explanation,
+    )
 
 
 def explain_one(
@@ -129,14 +148,7 @@ def explain_one(
     # the fit criteria read the attributes as they were at as_of, as the features do (rules/attributes_at.py)
     history = None if contacts is None else history_table(con)
     scored = score_contacts(con.table("events"), spine, rules, contacts=rule_contacts(contacts, history, spine))
-    breakdown = rule_breakdown(scored, rules)
-    return ContactReport(
-        contact_id=str(contact_id), as_of=pd.Timestamp(as_of).to_pydatetime(),
-        learned_score=float(explanation.score[0]), baseline=explanation.baseline,
-        rule_score=float(scored["rule_score"].iloc[0]), rule_points=float(scored["points"].iloc[0]),
-        rules_name=rules.name, learned=contact_table(explanation, 0), rules=breakdown,
-        comparison=compare_with_rules(explanation, 0, breakdown), explanation=explanation,
-    )
+    return contact_report(contact_id, as_of, explanation, scored, rules)
 
 
 @dataclass(frozen=True)

@@ -66,21 +66,34 @@ def compare_with_rules(explanation: ScoreExplanation, row: int, breakdown: pd.Da
         (0-5, relative to zero points), ``rules`` (their names) and ``gap``
         (``learned_points - rule_score_points``). Groups neither model uses are left out.
     """
-    learned = pd.DataFrame({
-        "group": list(explanation.groups.order),
-        "facts": explanation.facts.iloc[row].to_numpy(),
-        "learned_points": explanation.points.iloc[row].to_numpy(dtype="float64"),
-    })
-    by_group = breakdown.groupby("group", sort=False).agg(
-        rule_points=("points", "sum"), rule_score_points=("score_points", "sum"),
-        rules=("rule", lambda names: ", ".join(names)),
-    ).reset_index()
-    table = learned.merge(by_group, on="group", how="outer")
-    table["learned_points"] = table["learned_points"].fillna(0.0)
-    table[["rule_points", "rule_score_points"]] = table[["rule_points", "rule_score_points"]].fillna(0.0)
-    table["rules"] = table["rules"].fillna("")
-    table["facts"] = table["facts"].fillna(table["group"] + ": not a model feature")
-    table["gap"] = table["learned_points"] - table["rule_score_points"]
-    used = (table["learned_points"].abs() > 0) | (table["rules"] != "")
-    table = table[used]
-    return table.iloc[np.argsort(-table["gap"].abs().to_numpy(), kind="stable")].reset_index(drop=True)
+    # plain Python over a few dozen groups: the pandas groupby and outer merge this replaces cost
+    # ~13 ms per contact, a quarter of the service's explain answer
+    order = list(explanation.groups.order)
+    learned = dict(zip(order, explanation.points.iloc[row].to_numpy(dtype="float64")))
+    facts = dict(zip(order, explanation.facts.iloc[row].to_numpy()))
+    rule_points: dict[str, float] = {}
+    rule_score_points: dict[str, float] = {}
+    names: dict[str, list[str]] = {}
+    for group, rule, points, score_points in zip(breakdown["group"], breakdown["rule"], breakdown["points"],
+                                                 breakdown["score_points"]):
+        rule_points[group] = rule_points.get(group, 0.0) + float(points)
+        rule_score_points[group] = rule_score_points.get(group, 0.0) + float(score_points)
+        names.setdefault(group, []).append(str(rule))
+    rows = []
+    for group in sorted(set(learned) | set(names)):  # an outer join's order: the keys sorted
+        fact = facts.get(group)
+        learned_points = float(learned.get(group, 0.0))
+        if not (abs(learned_points) > 0 or group in names):
+            continue  # neither model uses the group
+        rows.append({
+            "group": group,
+            "facts": f"{group}: not a model feature" if fact is None or pd.isna(fact) else fact,
+            "learned_points": learned_points,
+            "rule_points": rule_points.get(group, 0.0),
+            "rule_score_points": rule_score_points.get(group, 0.0),
+            "rules": ", ".join(names.get(group, [])),
+            "gap": learned_points - rule_score_points.get(group, 0.0),
+        })
+    columns = ["group", "facts", "learned_points", "rule_points", "rule_score_points", "rules", "gap"]
+    rows.sort(key=lambda r: -abs(r["gap"]))  # stable: ties keep the sorted group order
+    return pd.DataFrame(rows, columns=columns)

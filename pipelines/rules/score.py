@@ -234,26 +234,29 @@ def score_frame(raw: pd.DataFrame, contacts: pd.DataFrame | None, rules: RuleSet
     fit = fit_points(capped, contacts, rules)
     parts = pd.concat([capped, fit], axis=1)
     rule_columns = [f"points__{a.name}" for a in rules.activities] + list(fit.columns)
-    total = parts[rule_columns].sum(axis=1).to_numpy(dtype="float64") if rule_columns else 0.0
-    scored = pd.DataFrame(
-        {
-            "contact_id": parts["contact_id"].to_numpy(),
-            "as_of": parts["as_of"].to_numpy(),
-            "points": total,
-        }
-    )
-    scored["rule_score"] = scale_points(total, rules)
-    scored["band"] = assign_bands(scored["rule_score"], rules)
+    rows = len(parts)
+    total = parts[rule_columns].sum(axis=1).to_numpy(dtype="float64") if rule_columns else np.zeros(rows)
+    rule_score = scale_points(total, rules)
     fit_axis = [f"points__{a.name}" for a in rules.activities if a.axis == "fit"] + list(fit.columns)
-    scored["fit_points"] = parts[fit_axis].sum(axis=1).to_numpy(dtype="float64") if fit_axis else 0.0
-    scored["engagement_points"] = total - scored["fit_points"].to_numpy()
+    fit_total = parts[fit_axis].sum(axis=1).to_numpy(dtype="float64") if fit_axis else np.zeros(rows)
+    # the columns gathered first and made a frame once: set one at a time they cost ~0.2 ms each,
+    # most of scoring one contact (the service's explain, a blended model's rule term)
+    scored = {
+        "contact_id": parts["contact_id"].to_numpy(),
+        "as_of": parts["as_of"].to_numpy(),
+        "points": total,
+        "rule_score": rule_score,
+        "band": assign_bands(rule_score, rules),
+        "fit_points": fit_total,
+        "engagement_points": total - fit_total,
+    }
     if rules.matrix is not None:
-        scored["cell"] = assign_cells(scored["fit_points"], scored["engagement_points"], rules)
+        scored["cell"] = assign_cells(fit_total, total - fit_total, rules)
     for name, threshold in rules.thresholds.items():
         scored[f"above__{name}"] = total >= threshold
     for column in rule_columns:
         scored[column] = parts[column].to_numpy(dtype="float64")
-    return scored
+    return pd.DataFrame(scored)
 
 
 def score_contacts(

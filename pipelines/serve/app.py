@@ -14,11 +14,8 @@ again on its own, so one bad request never fails the others.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import gc
-import hmac
 import json
 import logging
 import time
@@ -35,15 +32,26 @@ from fastapi.responses import Response
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.serve import db
 from propensity.pipelines.serve.config import ServeConfig
+from propensity.pipelines.serve.contact_routes import (
+    ContactLookupError,
+    explain_router,
+    find_contact,
+)
 from propensity.pipelines.serve.ingest import (
     PayloadError,
     parse_payload,
-    parse_timestamp,
 )
 from propensity.pipelines.serve.learned import LearnedScores, LearnedView
 from propensity.pipelines.serve.learned_change import HOLD_SECONDS, learned_split_json
 from propensity.pipelines.serve.metrics import CONTENT_TYPE, ServiceMetrics
 from propensity.pipelines.serve.mirror import MirrorHorizonError
+from propensity.pipelines.serve.responses import (
+    JSONResponse,
+    basic_user,
+    error_response,
+    known_key,
+    read_key_ok,
+)
 from propensity.pipelines.serve.rule_inputs import rules_difference
 from propensity.pipelines.serve.state import RuleScorer, ScoreView
 from propensity.pipelines.serve.worker import Writer, is_permanent, utcnow
@@ -66,6 +74,8 @@ class ServiceSettings:
     # the registered model (a propensity.pipelines.training.scorer.LearnedScorer) and what it is; None: rules only
     model: Any = None
     model_label: str = ""
+    model_name: str = ""  # the registered model's name and version (shown by GET .../explain)
+    model_version: str = ""
     # `propensity monitor`'s history file: its latest cut-off as gauges on /metrics (None: none)
     monitor_history: Any = None
     # own the process's garbage collector (config gc_collect_seconds); the CLI sets it, a test
@@ -95,34 +105,6 @@ class _HttpError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-class JSONResponse(Response):
-    """A JSON body serialised by orjson (~5x faster than the stdlib's on a score body; the same JSON)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    # Segment's error body: the SDKs read `code` and `message`
-    return JSONResponse({"success": False, "code": code, "message": message}, status_code=status)
-
-
-def _known_key(key: Any, keys: frozenset[str]) -> bool:
-    """Whether ``key`` is one of ``keys``, in time that does not depend on how much of it matched.
-
-    Every key is compared (no early exit), so the answer's timing does not tell which key is close.
-    """
-    if not isinstance(key, str):
-        return False
-    given = key.encode("utf-8", "surrogatepass")
-    found = False
-    for known in keys:
-        found |= hmac.compare_digest(given, known.encode("utf-8"))
-    return found
 
 
 def _refuse_constant(name: str) -> Any:
@@ -174,16 +156,6 @@ def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     first = (str(orig).strip().splitlines() or [""])[0]
     return f"{type(orig).__name__}: {first[:200]}"
-
-
-def _basic_user(header: str | None) -> str | None:
-    if not header or not header.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return decoded.split(":", 1)[0]
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -287,8 +259,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         try:
             # the key is checked before the body is parsed: an unknown caller learns nothing of
             # how its body fails, and costs no more than reading it
-            key = _basic_user(request.headers.get("authorization"))
-            if key is not None and not _known_key(key, settings.write_keys):
+            key = basic_user(request.headers.get("authorization"))
+            if key is not None and not known_key(key, settings.write_keys):
                 raise _HttpError(401, "unauthorized", "unknown write key")
             raw = await _read_body(request, settings.config.max_body_bytes)
             try:
@@ -299,7 +271,7 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                 raise _HttpError(400, "invalid_request", f"body: not valid JSON ({exc})") from None
             if key is None:  # Segment also accepts the key in the body
                 key = body.get("writeKey") if isinstance(body, dict) else None
-                if not _known_key(key, settings.write_keys):
+                if not known_key(key, settings.write_keys):
                     raise _HttpError(401, "unauthorized", "missing or unknown write key (HTTP Basic user)")
             too_deep = _depth(body, settings.config.max_json_depth)
             if too_deep is not None:
@@ -321,7 +293,7 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                 raise _HttpError(503, "unavailable", f"could not store the events: {type(exc).__name__}") from None
         except _HttpError as exc:
             metrics.requests.labels(kind, str(exc.status)).inc()
-            return _error(exc.status, exc.code, exc.message)
+            return error_response(exc.status, exc.code, exc.message)
         metrics.latency.observe(time.perf_counter() - started)
         metrics.requests.labels(kind, "200").inc()
         with_model = runtime["writer"].learned is not None
@@ -351,20 +323,12 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
                       learned_split: bool = True) -> Response:
         """A contact's rule score now (or at a later ``as_of``), its band, top reasons and last change
         (with a model, ``learned_split=false`` leaves the learned split out: it is most of the cost)."""
-        if not _known_key(_basic_user(request.headers.get("authorization")), settings.read_keys or settings.write_keys):
-            return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user)")
-        when = None
-        if as_of is not None:
-            when = parse_timestamp(as_of)
-            if when is None:
-                return _error(400, "invalid_request", f"query, field 'as_of': cannot parse {as_of!r} as a timestamp")
+        if not read_key_ok(request.headers.get("authorization"), settings.read_keys, settings.write_keys):
+            return error_response(401, "unauthorized", "missing or unknown read key (HTTP Basic user)")
         try:
-            found = runtime["writer"].current(contact_id, when)
-        except ValueError as exc:  # as_of before the state's time
-            return _error(400, "invalid_request", f"query, field 'as_of': {exc}")
-        if found is None:
-            return _error(404, "not_found", f"no events or traits for contact {contact_id!r}")
-        view, entry = found
+            view, entry = find_contact(runtime["writer"], contact_id, as_of)
+        except ContactLookupError as exc:
+            return exc.response
         body = _view_json(view, settings.rules, top)
         body["events"] = entry.state.events
         body["last_change"] = {
@@ -380,7 +344,7 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             states = {contact_id: entry.state}  # at view.as_of: a model may read the rules' points
             found_learned = learned.score([contact_id], view.as_of, states).get(contact_id) if learned else None
         except MirrorHorizonError as exc:  # an as_of older than the model's longest window, with a model
-            return _error(400, "invalid_request", f"query, field 'as_of': {exc}")
+            return error_response(400, "invalid_request", f"query, field 'as_of': {exc}")
         body.update(_learned_json(found_learned))
         body["model"] = learned.label if learned is not None else None
         body["learned_reasons"] = None
@@ -394,6 +358,8 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
             else:
                 body["last_change"].update(learned_split=None, learned_split_note="not asked for (learned_split=false)")
         return JSONResponse(body)
+
+    app.include_router(explain_router(settings, runtime))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -420,9 +386,9 @@ def create_app(settings: ServiceSettings, *, clock: Callable[[], datetime] = utc
         @app.get("/metrics", include_in_schema=False)
         def prometheus(request: Request) -> Response:
             """Prometheus text exposition; with ``metrics: keyed``, a read key as the HTTP Basic user."""
-            if settings.config.metrics == "keyed" and not _known_key(
-                    _basic_user(request.headers.get("authorization")), settings.read_keys or settings.write_keys):
-                return _error(401, "unauthorized", "missing or unknown read key (HTTP Basic user); "
+            if settings.config.metrics == "keyed" and not read_key_ok(
+                    request.headers.get("authorization"), settings.read_keys, settings.write_keys):
+                return error_response(401, "unauthorized", "missing or unknown read key (HTTP Basic user); "
                               "or set metrics: open in the serve config")
             return Response(metrics.render(), media_type=CONTENT_TYPE)
 

@@ -136,12 +136,11 @@ class LearnedScores:
         """The model's feature rows at ``as_of`` (``states``: the contacts' rule states at ``as_of``,
         when the model reads the rules' columns; ``events_before`` and ``traits``: see
         :meth:`EventMirror.feature_frame`)."""
-        with self._lock:
-            frame = self.mirror.feature_frame(contacts, as_of, events_before=events_before, traits=traits)
         columns, _ = self._rule_inputs(contacts, as_of, states)
-        for name, values in columns.items():
-            frame[name] = pd.Series(values, dtype=object) if name in self.plan.categorical else values
-        return frame
+        extra = {name: pd.Series(values, dtype=object) if name in self.plan.categorical else values
+                 for name, values in columns.items()}
+        with self._lock:
+            return self.mirror.feature_frame(contacts, as_of, events_before=events_before, traits=traits, extra=extra)
 
     def score(self, contacts: Sequence[str], as_of: datetime,
               states: Mapping[str, ContactState] | None = None) -> dict[str, LearnedView]:
@@ -162,14 +161,8 @@ class LearnedScores:
             for c, p, s, b in zip(contacts, probability, learned, bands)
         }
 
-    def _predict(self, out: Mapping[str, np.ndarray], rule_scores: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-        """``LearnedScorer.score`` on arrays: the matrix ``model_array`` makes, without pandas.
-
-        Per commit the DataFrame route cost ~30 ms of per-column pandas overhead for one row;
-        the steps are the scorer's own (raw_probability_of, calibrated; compiled trees when asked), and the tests
-        check the result against ``propensity score --model``.
-        """
+    def model_matrix(self, out: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The float matrix LightGBM reads (categories as the model's codes) from feature arrays."""
         from propensity.pipelines.training.model import (
             category_codes,  # lightgbm is loaded by now (the scorer)
         )
@@ -179,6 +172,18 @@ class LearnedScores:
         for j, name in enumerate(scorer.feature_names):
             categories = scorer.categories.get(name)
             matrix[:, j] = out[name] if categories is None else category_codes(out[name], categories)
+        return matrix
+
+    def _predict(self, out: Mapping[str, np.ndarray], rule_scores: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """``LearnedScorer.score`` on arrays: the matrix ``model_array`` makes, without pandas.
+
+        Per commit the DataFrame route cost ~30 ms of per-column pandas overhead for one row;
+        the steps are the scorer's own (raw_probability_of, calibrated; compiled trees when asked), and the tests
+        check the result against ``propensity score --model``.
+        """
+        scorer = self.scorer
+        matrix = self.model_matrix(out)
         # one thread: a few rows do not pay for waking LightGBM's OpenMP pool (same numbers)
         raw = scorer.raw_probability_of(matrix, num_threads=1)
         if self._blends:  # LearnedScorer.raw_probability's blend, with the service's rule score
@@ -194,10 +199,9 @@ class LearnedScores:
         LightGBM's ``pred_contrib`` through :func:`propensity.pipelines.explain.explain_contacts` (the
         numbers ``propensity explain`` shows), for one row: about a millisecond of trees.
         """
-        from propensity.pipelines.explain import explain_contacts, top_reasons
+        from propensity.pipelines.explain import top_reasons
 
-        frame = self.features([contact], as_of, states)
-        explanation = explain_contacts(self.scorer, frame, method="pred_contrib", with_facts=False)
+        explanation = self.explain(contact, as_of, states, with_facts=False)
         row = top_reasons(explanation, n, positive_only=True).iloc[0]
         out = []
         for k in range(1, n + 1):
@@ -206,6 +210,19 @@ class LearnedScores:
                 break
             out.append({"reason": str(text), "points": float(row[f"reason_{k}_points"])})
         return out
+
+    def explain(self, contact: str, as_of: datetime, states: Mapping[str, ContactState] | None = None, *,
+                with_facts: bool = True) -> Any:
+        """The contact's learned score at ``as_of`` explained as ``propensity explain`` explains it.
+
+        Its feature row from the mirror (the one :meth:`score` predicts on) through
+        :func:`propensity.pipelines.explain.explain_contacts` with LightGBM's ``pred_contrib``:
+        SHAP per group, carried onto 0-5 (a :class:`~propensity.pipelines.explain.ScoreExplanation`).
+        """
+        from propensity.pipelines.explain import explain_contacts
+
+        frame = self.features([contact], as_of, states)
+        return explain_contacts(self.scorer, frame, method="pred_contrib", with_facts=with_facts)
 
     def change_split(self, conn: sa.Connection, contact: str, since: datetime, until: datetime) -> dict:
         """The learned score's change from ``since`` to ``until`` split as ``explain --since`` does

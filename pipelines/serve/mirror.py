@@ -233,21 +233,25 @@ class EventMirror:
     # ---------------------------------------------------------------- features
 
     def feature_frame(self, contacts: Sequence[str], as_of: datetime, *, events_before: datetime | None = None,
-                      traits: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+                      traits: Mapping[str, Mapping[str, Any]] | None = None,
+                      extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Feature rows of ``contacts`` at ``as_of``, as ``build_features`` makes them.
 
         Columns: ``contact_id, as_of, account_id``, every generated feature, then the attributes
         the model uses. Only events with ``ts < as_of`` are read; with ``events_before``, only
         those before it (every contact's: an account's members too), evaluated at ``as_of`` (the
         states of ``propensity explain --since``); ``traits``: per contact, the attributes to use
-        instead of its own.
+        instead of its own; ``extra``: more columns, last (the rules' columns of a model that reads them).
         """
         out, accounts = self.feature_arrays(contacts, as_of, events_before=events_before, traits=traits)
-        frame = pd.DataFrame({"contact_id": list(contacts), "as_of": [as_of] * len(contacts), "account_id": accounts})
-        frame = pd.concat([frame, pd.DataFrame({c: out[c] for c in self.plan.columns})], axis=1)
+        # one constructor: a column at a time cost ~0.2 ms each, most of one contact's row
+        columns: dict[str, Any] = {"contact_id": list(contacts), "as_of": [as_of] * len(contacts),
+                                   "account_id": accounts}
+        columns.update((c, out[c]) for c in self.plan.columns)
         for name in self.plan.attributes:
-            frame[name] = pd.Series(out[name], dtype=object) if name in self.plan.categorical else out[name]
-        return frame
+            columns[name] = pd.Series(out[name], dtype=object) if name in self.plan.categorical else out[name]
+        columns.update(extra or {})
+        return pd.DataFrame(columns)
 
     def feature_arrays(self, contacts: Sequence[str], as_of: datetime, *, events_before: datetime | None = None,
                        traits: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict[str, np.ndarray], list]:
