@@ -283,7 +283,11 @@ def run_model_scores(
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
         events, contacts, history, query_cache = tables.events, tables.contacts, None, None
-    features = features_frame_as_trained(events, spine, scorer, contacts, history, folder=query_cache)
+    # only the columns the trees split on (and the blend's rule columns): the others cannot move a
+    # score, and leaving them out of the query saves DuckDB ~30% of its work (LearnedScorer.columns_read)
+    read = scorer.columns_read()
+    features = features_frame_as_trained(events, spine, scorer, contacts, history, folder=query_cache, columns=read)
+    features = features.reindex(columns=["contact_id", "as_of", *scorer.feature_names])  # unread ones: NaN
     scores = scorer.score(features[scorer.feature_names]).reset_index(drop=True)
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

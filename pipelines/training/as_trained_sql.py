@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -40,23 +41,29 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def features_frame_as_trained(events: ibis.Table, spine: ibis.Table, scorer, contacts: ibis.Table | None = None,
-                              contact_history: ibis.Table | None = None, *, folder: Path | None = None) -> pd.DataFrame:
+                              contact_history: ibis.Table | None = None, *, folder: Path | None = None,
+                              columns: Sequence[str] | None = None) -> pd.DataFrame:
     """``features_frame(features_as_trained(...))``, its SQL compiled once per key in ``folder``.
 
-    Without ``folder``, on another backend than DuckDB or with a table that is not in the database,
-    it is exactly that call.
+    ``columns``: only these feature columns (after ``contact_id, as_of``); DuckDB then skips the
+    aggregates nothing reads. Without ``folder``, on another backend than DuckDB or with a table that
+    is not in the database, the expression is compiled and run as ever.
     """
+    def expression(spine: ibis.Table) -> ibis.Table:
+        features = features_as_trained(events, spine, scorer, contacts, contact_history)
+        return features if columns is None else features.select("contact_id", "as_of", *columns)
+
     backend = events.get_backend()
     tables = [t for t in (events, contacts, contact_history) if t is not None]
     if folder is None or backend.name != "duckdb" or not all(_stored(t) for t in tables):
-        return features_frame(features_as_trained(events, spine, scorer, contacts, contact_history))
+        return features_frame(expression(spine))
     if not _stored(spine):  # a spine expression (contacts known at a cut-off): its rows, computed once
         spine = backend.create_table(f"_spine_{uuid.uuid4().hex[:12]}", spine, temp=True)
-    key = query_key(scorer, events, spine, contacts, contact_history)
+    key = query_key(scorer, events, spine, contacts, contact_history, columns)
     path = Path(folder) / f"{key}.json"
     entry = _read(path)
     if entry is None:
-        expr = features_as_trained(events, spine, scorer, contacts, contact_history)
+        expr = expression(spine)
         entry = _compile(backend, expr, spine)
         if entry is None:  # not a query that can be kept (an in-memory table in it)
             return features_frame(expr)
@@ -66,7 +73,7 @@ def features_frame_as_trained(events: ibis.Table, spine: ibis.Table, scorer, con
 
 
 def query_key(scorer, events: ibis.Table, spine: ibis.Table, contacts: ibis.Table | None,
-              contact_history: ibis.Table | None) -> str:
+              contact_history: ibis.Table | None, columns: Sequence[str] | None = None) -> str:
     """The hash of everything the compiled text depends on (the spine by its schema, not its name)."""
     def table(t: ibis.Table | None, *, named: bool = True):
         if t is None:
@@ -81,6 +88,7 @@ def query_key(scorer, events: ibis.Table, spine: ibis.Table, contacts: ibis.Tabl
                   "rule_inputs": getattr(scorer, "rule_inputs", None),
                   "expected_purchases": getattr(scorer, "expected_purchases", None)},
         "tables": [table(events), table(spine, named=False), table(contacts), table(contact_history)],
+        "columns": None if columns is None else list(columns),
     }
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

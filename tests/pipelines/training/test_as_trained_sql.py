@@ -121,3 +121,27 @@ def test_a_folder_that_cannot_be_written_only_costs_the_compile(world, as_of, tm
     frame = features_frame_as_trained(events, one, scorer, contacts, history, folder=blocked / "queries")
     pdt.assert_frame_equal(frame, features_frame(features_as_trained(events, one, scorer, contacts, history)),
                            check_exact=False, rtol=1e-12)
+
+
+def test_the_columns_no_tree_reads_move_no_score(world, as_of):
+    """``score --model`` builds only ``columns_read``: the model's other columns set to NaN give the
+    same scores, bit for bit, and the scores it writes are those of the full frame."""
+    from propensity.pipelines.jobs import SpineChoice, run_model_scores
+
+    scorer = world.result.scorer
+    con = world.ws.ibis_connection()
+    events, contacts, history = _tables(con)
+    full = _sorted(features_frame(features_as_trained(events, spine_at(events, as_of, contacts=contacts), scorer,
+                                                      contacts, history)))
+    read = scorer.columns_read()
+    assert 0 < len(read) < len(scorer.feature_names)
+    unread = [c for c in scorer.feature_names if c not in read]
+    blanked = full.copy()
+    blanked[unread] = float("nan")
+    expected = scorer.score(full[scorer.feature_names])
+    pdt.assert_frame_equal(scorer.score(blanked[scorer.feature_names]), expected, check_exact=True)
+    written = run_model_scores(world.ws, SpineChoice(as_of=as_of.to_pydatetime(), spine=None), world.version,
+                               world.model_name, scorer=scorer)
+    assert list(written["contact_id"]) == list(full["contact_id"])
+    pdt.assert_frame_equal(written[["probability", "learned_score"]], expected.reset_index(drop=True),
+                           check_exact=False, rtol=1e-9)
