@@ -88,6 +88,17 @@ class WorkspaceLayout:
         return self.monitor / "history.json"
 
     @property
+    def cache(self) -> Path:
+        """What is kept only to be quicker next time; deleting it changes no result."""
+        return self.root / "cache"
+
+    @property
+    def query_cache(self) -> Path:
+        """Registered models' feature queries as compiled SQL, one JSON file per key
+        (``pipelines/training/as_trained_sql.py``); deleting it only costs the next compile."""
+        return self.cache / "queries"
+
+    @property
     def history_db(self) -> Path:
         """The rules files and model versions each command used, with the time (SQLite:
         ``pipelines/project/definitions.py``); the contacts' attribute history is in the DuckDB file."""

@@ -274,6 +274,9 @@ class Workspace:
         read-only for a read-only workspace)."""
         import ibis  # heavy; only callers that build Ibis expressions pay for it
 
+        from propensity.features.ibis_import import lazy_compilers
+
+        lazy_compilers()  # the DuckDB compiler only, not Ibis' 19 others (features/ibis_import.py)
         self.connect().close()
         backend = self._open(
             lambda ro: ibis.duckdb.connect(database=str(self.db_path), read_only=ro), self.read_only

@@ -26,7 +26,7 @@ from propensity.features.store import Workspace, WorkspaceError
 from propensity.pipelines.rules.attributes_at import rule_contacts, rule_values_note
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rollup_accounts, score_contacts
-from propensity.pipelines.training.as_trained import features_as_trained, features_frame
+from propensity.pipelines.training.as_trained_sql import features_frame_as_trained
 
 if TYPE_CHECKING:  # pragma: no cover
     from propensity.pipelines.engines import EngineTables
@@ -279,10 +279,15 @@ def run_model_scores(
         spine = resolve_spine(con, choice)
         events, contacts = _events(con), _contacts(con)
         history = None if contacts is None else history_table(con)
+        query_cache = ws.layout.query_cache  # the compiled feature query, kept (training/as_trained_sql.py)
     else:
         spine = resolve_spine(tables.con, choice, tables=tables, ws=ws)
-        events, contacts, history = tables.events, tables.contacts, None
-    features = features_frame(features_as_trained(events, spine, scorer, contacts, history))
+        events, contacts, history, query_cache = tables.events, tables.contacts, None, None
+    # only the columns the trees split on (and the blend's rule columns): the others cannot move a
+    # score, and leaving them out of the query saves DuckDB ~30% of its work (LearnedScorer.columns_read)
+    read = scorer.columns_read()
+    features = features_frame_as_trained(events, spine, scorer, contacts, history, folder=query_cache, columns=read)
+    features = features.reindex(columns=["contact_id", "as_of", *scorer.feature_names])  # unread ones: NaN
     scores = scorer.score(features[scorer.feature_names]).reset_index(drop=True)
     out = features[["contact_id", "as_of"]].reset_index(drop=True).join(scores)
     bands = model_bands(scorer)

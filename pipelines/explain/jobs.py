@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -28,7 +30,7 @@ from propensity.pipelines.jobs import (
 from propensity.pipelines.rules.attributes_at import rule_contacts
 from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import score_contacts
-from propensity.pipelines.training.as_trained import features_as_trained, features_frame
+from propensity.pipelines.training.as_trained_sql import features_frame_as_trained
 
 __all__ = [
     "BatchReport",
@@ -44,39 +46,49 @@ __all__ = [
 def default_as_of(ws: Workspace) -> datetime:
     """Where the events end, by training's ``data_end`` rule (the midnight after the latest event,
     or the minute after it when that day was cut short), so every event counts (ts < as_of)."""
-    from propensity.pipelines.training.data_end import (
-        default_data_end,
-        events_after_time_of_day,
-    )
+    from propensity.pipelines.training.data_end import after_time_of_day_ranges, default_data_end
 
-    events = ws.ibis_connection().table("events")
-    span = events.aggregate(latest=events.ts.max(), start=events.ts.min()).execute().iloc[0]
-    if span["latest"] is None or pd.isna(span["latest"]):
-        raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
-    latest = pd.Timestamp(span["latest"]).to_pydatetime()
-    return default_data_end(latest, events_after_time_of_day(events, latest, span["start"]))
+    # plain DuckDB queries: an Ibis expression for them costs ~50 ms of CPU to build and compile,
+    # paid by every cold `explain`
+    with closing(ws.connect()) as con:
+        latest, start = con.execute("SELECT max(ts), min(ts) FROM events").fetchone()
+        if latest is None or pd.isna(latest):
+            raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
+        ranges = after_time_of_day_ranges(latest, start)
+        later = 0
+        if ranges:
+            where = " OR ".join("(ts > ? AND ts < ?)" for _ in ranges)
+            later = con.execute(f"SELECT count(*) FROM events WHERE {where}",
+                                [t for pair in ranges for t in pair]).fetchone()[0]
+    return default_data_end(pd.Timestamp(latest).to_pydatetime(), later / len(ranges) if ranges else 0.0)
 
 
-def model_features(con, spine, scorer) -> pd.DataFrame:
+def model_features(con, spine, scorer, *, query_cache: Path | None = None) -> pd.DataFrame:
     """Features for ``spine`` built exactly as the model was trained (its config and event types).
 
     ``con`` must be the backend ``spine`` lives on (a spine from a frame is a temporary table).
+    ``query_cache``: a folder where the compiled feature query is kept (the workspace's
+    ``layout.query_cache``; training/as_trained_sql.py), which saves a cold process the ~1 s
+    Ibis takes to build and compile it.
     """
     contacts = con.table("contacts") if "contacts" in table_names(con) else None
     if contacts is not None and not int(contacts.count().execute()):
         contacts = None
     history = None if contacts is None else history_table(con)  # attributes as of each row's as_of
-    frame = features_frame(features_as_trained(con.table("events"), spine, scorer, contacts, history))
+    frame = features_frame_as_trained(con.table("events"), spine, scorer, contacts, history, folder=query_cache)
     return frame.sort_values(["contact_id", "as_of"], kind="stable").reset_index(drop=True)
 
 
 def check_contact(ws: Workspace, contact_id: str) -> None:
     """Fail early, with the id in the message, for a contact the workspace does not know."""
-    con = ws.ibis_connection()
-    known = int(con.table("events").filter(con.table("events").contact_id == str(contact_id)).count().execute())
-    if not known and "contacts" in table_names(con):
-        contacts = con.table("contacts")
-        known = int(contacts.filter(contacts.contact_id == str(contact_id)).count().execute())
+    with closing(ws.connect()) as con:  # two lookups through DuckDB (see default_as_of)
+        tables = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'").fetchall()}
+        known = con.execute("SELECT EXISTS (SELECT 1 FROM events WHERE contact_id = ?)",
+                            [str(contact_id)]).fetchone()[0]
+        if not known and "contacts" in tables:
+            known = con.execute("SELECT EXISTS (SELECT 1 FROM contacts WHERE contact_id = ?)",
+                                [str(contact_id)]).fetchone()[0]
     if not known:
         raise WorkspaceError(f"contact {contact_id!r} has no events and is not in the contacts table")
 
@@ -135,15 +147,20 @@ def contact_report(contact_id: str, as_of: datetime, explanation: ScoreExplanati
 
 
 def explain_one(
-    ws: Workspace, contact_id: str, as_of: datetime, scorer, rules: RuleSet, *, method: str = "pred_contrib"
+    ws: Workspace, contact_id: str, as_of: datetime, scorer, rules: RuleSet, *, method: str = "pred_contrib",
+    checked: bool = False,
 ) -> ContactReport:
-    """Explain one contact's learned score at ``as_of`` and put its rule breakdown beside it."""
-    check_contact(ws, contact_id)
+    """Explain one contact's learned score at ``as_of`` and put its rule breakdown beside it.
+
+    ``checked``: the caller has already run :func:`check_contact` (``Project.explain`` does, before
+    loading the model)."""
+    if not checked:
+        check_contact(ws, contact_id)
     con = ws.ibis_connection()
     frame = pd.DataFrame({"contact_id": [str(contact_id)], "as_of": [pd.Timestamp(as_of)]})
     spine = spine_from_frame(con, frame)
     contacts = load_contacts(con)
-    features = model_features(con, spine, scorer)
+    features = model_features(con, spine, scorer, query_cache=ws.layout.query_cache)
     explanation = explain_contacts(scorer, features, method=method)
     # the fit criteria read the attributes as they were at as_of, as the features do (rules/attributes_at.py)
     history = None if contacts is None else history_table(con)
@@ -163,7 +180,7 @@ def explain_all(ws: Workspace, choice: SpineChoice, scorer, *, n_reasons: int = 
                 positive_only: bool = False, chunk_size: int = 20_000) -> BatchReport:
     """Top reasons for every contact of the spine (LightGBM ``pred_contrib``, chunked)."""
     con = ws.ibis_connection()
-    features = model_features(con, resolve_spine(con, choice), scorer)
+    features = model_features(con, resolve_spine(con, choice), scorer, query_cache=ws.layout.query_cache)
     started = time.perf_counter()
     explanation = explain_contacts(scorer, features, method="pred_contrib", chunk_size=chunk_size,
                                    with_facts=False)

@@ -158,7 +158,7 @@ class ModelOperations(Resolution):
         self._uses(where, "rules")
         self._warn(warnings)
         when = parse_as_of(as_of) if as_of is not None else default_as_of(self.ws)
-        return explain_one(self.ws, contact_id, when, learned.scorer, rule_set), learned, where
+        return explain_one(self.ws, contact_id, when, learned.scorer, rule_set, checked=True), learned, where
 
     def explain_change(self, contact_id: str | None, since, *, as_of=None, model: str | None = "champion",
                        name: str | None = None, model_before: str | None = None, rules: Path | str | None = None,

@@ -13,13 +13,16 @@ latest event; otherwise it is the next midnight. Either way ``describe()`` says 
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import ibis
 import pandas as pd
 
-__all__ = ["CUT_SHORT_EVIDENCE", "DataEnd", "default_data_end", "events_after_time_of_day", "resolve_data_end"]
+__all__ = ["CUT_SHORT_EVIDENCE", "DataEnd", "after_time_of_day_ranges", "default_data_end", "events_after_time_of_day",
+           "resolve_data_end"]
 
 CUT_SHORT_EVIDENCE = 10.0
 """Events a day expected after the latest time of day before the last day counts as cut short."""
@@ -89,25 +92,25 @@ def default_data_end(latest: datetime, expected_after: float | None = None) -> d
     return stamp.normalize().to_pydatetime() + timedelta(days=1)
 
 
-def events_after_time_of_day(events: ibis.Table, latest: datetime, start: datetime | None = None) -> float:
-    """Events a day, on the :data:`LOOKBACK_DAYS` days before ``latest``'s day (from ``start``'s day
-    on), that came later in their day than ``latest``'s time of day.
-
-    Plain timestamp ranges, one per day, so every engine runs it as it runs a filter.
-    """
+def after_time_of_day_ranges(latest: datetime, start: datetime | None = None) -> list[tuple[datetime, datetime]]:
+    """Per day of the :data:`LOOKBACK_DAYS` before ``latest``'s day (from ``start``'s day on): the
+    open interval from ``latest``'s time of day to that day's end. Events inside them are what
+    :func:`events_after_time_of_day` counts; plain timestamp ranges, so any engine filters them."""
     stamp = pd.Timestamp(latest)
     day = stamp.normalize()
     first = pd.Timestamp(start).normalize() if start is not None else day - pd.Timedelta(days=LOOKBACK_DAYS)
     days = [day - pd.Timedelta(days=k) for k in range(1, LOOKBACK_DAYS + 1) if day - pd.Timedelta(days=k) >= first]
-    if not days:
+    return [((d + (stamp - day)).to_pydatetime(), (d + pd.Timedelta(days=1)).to_pydatetime()) for d in days]
+
+
+def events_after_time_of_day(events: ibis.Table, latest: datetime, start: datetime | None = None) -> float:
+    """Events a day, on the :data:`LOOKBACK_DAYS` days before ``latest``'s day (from ``start``'s day
+    on), that came later in their day than ``latest``'s time of day (:func:`after_time_of_day_ranges`)."""
+    ranges = after_time_of_day_ranges(latest, start)
+    if not ranges:
         return 0.0
-    ranges = [(events.ts > (d + (stamp - day)).to_pydatetime()) & (events.ts < (d + pd.Timedelta(days=1)).to_pydatetime())
-              for d in days]
-    later = ranges[0]
-    for extra in ranges[1:]:
-        later = later | extra
-    count = events.filter(later).count().execute()
-    return float(count) / len(days)
+    later = functools.reduce(operator.or_, [(events.ts > lo) & (events.ts < hi) for lo, hi in ranges])
+    return float(events.filter(later).count().execute()) / len(ranges)
 
 
 def resolve_data_end(con: ibis.BaseBackend, configured: datetime | None = None, *,

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 import ibis
 import numpy as np
 import pandas as pd
-from scipy.special import hyp2f1
 
 __all__ = ["BTYD_EXTRA", "BgNbd", "ExpectedPurchases", "add_expected_purchases", "column_name",
            "conditional_expected_purchases", "expected_purchases_expr", "fit_bgnbd", "fit_expected_purchases",
@@ -74,6 +73,10 @@ def conditional_expected_purchases(frequency, recency, tenure, params: BgNbd, t:
     The hypergeometric term switches to Euler's transformation where the plain one overflows (as
     lifetimes does).
     """
+    # scipy.special costs ~0.2 s to import (with numpy.f2py, through its array-API layer): every
+    # model's features import this module, and only a model that reads expected purchases needs it
+    from scipy.special import hyp2f1
+
     x, tx, big_t = (np.asarray(v, dtype="float64") for v in (frequency, recency, tenure))
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     with np.errstate(all="ignore"):

@@ -84,6 +84,23 @@ class LearnedScorer:
             raw = Blend(**self.blend).apply(raw, rule_score_of(features, self.input_rules))
         return raw
 
+    def columns_read(self) -> list[str]:
+        """The feature columns :meth:`score` reads, in training order: those a tree splits on (any
+        tree, not only up to ``best_iteration``) and, when the rule score is blended in, the rule
+        columns it is recomputed from. The model's other columns can hold anything (NaN): no
+        prediction reads them, so ``score --model`` does not compute them (the demo's model
+        splits on 120 of its 210 features)."""
+        split = self.booster.feature_importance("split", iteration=0)  # <= 0: every tree
+        if len(split) != len(self.feature_names):
+            return list(self.feature_names)
+        # by position: the booster's columns are feature_names in order (LightGBM may rename some)
+        read = {name for name, count in zip(self.feature_names, split) if count > 0}
+        if self.blends_rules:
+            from propensity.pipelines.training.rule_blend import rule_input_columns
+
+            read.update(rule_input_columns(self.input_rules))
+        return [name for name in self.feature_names if name in read]
+
     @property
     def blends_rules(self) -> bool:
         """Whether the output mixes in the rule score (computed from the frame's ``rule__*`` columns)."""

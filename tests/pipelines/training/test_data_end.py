@@ -90,3 +90,18 @@ def test_a_configured_data_end_wins_and_says_so():
     end = resolve_data_end(con, datetime(2025, 3, 5), events=_events(stamps),
                            outcomes=pd.DataFrame({"contact_id": ["c"], "ts": [pd.Timestamp(DAY0)]}))
     assert end.value == datetime(2025, 3, 5) and "from the training config" in end.describe()
+
+
+def test_explain_default_cut_off_follows_the_same_rule(tmp_path):
+    """`explain` reads the end with plain DuckDB queries (cold-start speed): the same instant as
+    training's rule, for data cut short and for whole days."""
+    from propensity.features.store import Workspace, ingest_file
+    from propensity.pipelines.explain.jobs import default_as_of
+
+    for name, stamps in (("cut", _hourly(10, last_day_until=10)), ("whole", _hourly(10))):
+        ws = Workspace(tmp_path / name)
+        path = tmp_path / f"{name}.parquet"
+        pd.DataFrame({"contact_id": "c", "event_type": "visit", "ts": pd.to_datetime(stamps)}).to_parquet(path)
+        ingest_file(ws, "events", path)
+        assert default_as_of(ws) == resolve_data_end(ws.ibis_connection()).value
+    assert default_as_of(Workspace(tmp_path / "cut")) == DAY0 + timedelta(days=9, hours=9, minutes=26)
