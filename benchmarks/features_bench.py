@@ -231,6 +231,8 @@ def step_build_ibis(p: dict[str, Any]) -> dict[str, Any]:
 def step_build_hand(p: dict[str, Any]) -> dict[str, Any]:
     from hand_features_sql import hand_features_sql
 
+    from propensity.features.attributes import NON_ATTRIBUTES
+
     cfg = _feature_config(p)
     con, raw = _connect(p)
     with _Span() as span:
@@ -240,11 +242,8 @@ def step_build_hand(p: dict[str, Any]) -> dict[str, Any]:
             f"ORDER BY n DESC, event_type LIMIT {cfg.max_event_types}"
         ).fetchall()
         types = sorted(r[0] for r in top)
-        attrs = [
-            r[0]
-            for r in raw.execute("DESCRIBE contacts").fetchall()
-            if r[0] not in ("contact_id", "account_id", "created_at")
-        ]
+        # the columns the attribute guard considers (keys and bookkeeping such as updated_at left out)
+        attrs = [r[0] for r in raw.execute("DESCRIBE contacts").fetchall() if r[0] not in NON_ATTRIBUTES]
         sql = hand_features_sql(types, attrs, cfg, p["as_of"], shape=p["shape"])
         raw.execute(f"CREATE OR REPLACE TABLE {p['table']} AS {sql}")
     return {
