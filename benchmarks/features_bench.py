@@ -239,7 +239,7 @@ def step_build_hand(p: dict[str, Any]) -> dict[str, Any]:
     from propensity.features.attributes import NON_ATTRIBUTES
 
     cfg = _feature_config(p)
-    con, raw = _connect(p)
+    _, raw = _connect(p)
     with _Span() as span:
         # the same discovery as build_features (most frequent types, sorted by name)
         top = raw.execute(
