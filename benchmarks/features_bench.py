@@ -55,7 +55,9 @@ OULAD_CONFIG = REPO / "configs" / "datasets" / "oulad.yaml"
 MB = 1024 * 1024
 
 TARGET_GEN_EPS = 1_000_000
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.5  # wall time, the first target
+# Issue 14: CPU time, the steadier figure on a shared machine (wall swings 2x with the load).
+TARGET_CPU_RATIO = 1.2
 TARGET_RSS_10M_MB = 3 * 1024
 TARGET_RSS_100M_MB = 8 * 1024
 
@@ -217,12 +219,15 @@ def step_build_ibis(p: dict[str, Any]) -> dict[str, Any]:
         expr = build_features(events, spine, _feature_config(p), contacts=contacts)
         # What con.create_table / execute compile (ibis.to_sql pretty-prints: ~0.2 s more).
         sql = con.compile(expr)
-        compiled = time.perf_counter() - span.t0
+        compiled, compiled_cpu = time.perf_counter() - span.t0, _cpu() - span.cpu0
         raw.execute(f"CREATE OR REPLACE TABLE {p['table']} AS {sql}")
     return {
         **_table_facts(raw, p["table"]),
         "events": _events_used(raw, p),
+        # wall and CPU before DuckDB runs the build: the type discovery and attribute-guard
+        # queries, building the Ibis expression and compiling it (wall swings with the load)
         "compile_seconds": compiled,
+        "compile_cpu_seconds": compiled_cpu,
         "seconds": span.seconds,
         "cpu_seconds": span.cpu_seconds,
     }
@@ -231,8 +236,10 @@ def step_build_ibis(p: dict[str, Any]) -> dict[str, Any]:
 def step_build_hand(p: dict[str, Any]) -> dict[str, Any]:
     from hand_features_sql import hand_features_sql
 
+    from propensity.features.attributes import NON_ATTRIBUTES
+
     cfg = _feature_config(p)
-    con, raw = _connect(p)
+    _, raw = _connect(p)
     with _Span() as span:
         # the same discovery as build_features (most frequent types, sorted by name)
         top = raw.execute(
@@ -240,11 +247,8 @@ def step_build_hand(p: dict[str, Any]) -> dict[str, Any]:
             f"ORDER BY n DESC, event_type LIMIT {cfg.max_event_types}"
         ).fetchall()
         types = sorted(r[0] for r in top)
-        attrs = [
-            r[0]
-            for r in raw.execute("DESCRIBE contacts").fetchall()
-            if r[0] not in ("contact_id", "account_id", "created_at")
-        ]
+        # the columns the attribute guard considers (keys and bookkeeping such as updated_at left out)
+        attrs = [r[0] for r in raw.execute("DESCRIBE contacts").fetchall() if r[0] not in NON_ATTRIBUTES]
         sql = hand_features_sql(types, attrs, cfg, p["as_of"], shape=p["shape"])
         raw.execute(f"CREATE OR REPLACE TABLE {p['table']} AS {sql}")
     return {
@@ -585,8 +589,9 @@ def section_features(args: argparse.Namespace, *, contacts: int, tag: str) -> di
         ib = measured.pop("build_features")
         rows_ib = row(f"[{tag}] build_features ({what})", ib, target=rss_text,
                       met=ib["peak_rss_mb"] < rss_target,
-                      note=f"{ib['rows']:,} rows x {ib['columns']} cols; compile "
-                           f"{ib['compile_seconds']:.2f} s")
+                      note=f"{ib['rows']:,} rows x {ib['columns']} cols; before DuckDB (discovery, "
+                           f"guard, expression, compile) {ib['compile_seconds']:.2f} s wall, "
+                           f"{ib['compile_cpu_seconds']:.2f} s CPU")
         rows.append(rows_ib)
         out[f"build_ibis_{label}"] = ib
         hands = {}
@@ -605,20 +610,22 @@ def section_features(args: argparse.Namespace, *, contacts: int, tag: str) -> di
             hd["agrees"] = agree
             rows.append(row(
                 f"[{tag}] hand SQL, {shape} shape ({label})", hd,
-                target=f"build_features <= {TARGET_RATIO}x",
-                met=r["median"] <= TARGET_RATIO,
+                target=f"build_features <= {TARGET_CPU_RATIO}x CPU",
+                met=r["cpu_median"] <= TARGET_CPU_RATIO,
                 note=(f"ratio median {r['median']:.2f}x, best {r['best']:.2f}x, cpu {r['cpu_median']:.2f}x; "
                       f"outputs {'agree' if agree else 'DIFFER'} (max |diff| {cmp_['max_abs_diff']:.2g})"),
             ))
         out[f"build_hand_{label}"] = hands
         if hands:
-            fastest = min(hands, key=lambda k: hands[k]["seconds_median"])
+            # fastest by CPU time: under load the wall medians swap places between runs
+            fastest = min(hands, key=lambda k: hands[k]["cpu_seconds_median"])
             r = hands[fastest]["ratio_build_features_over_hand"]
-            out[f"ratio_vs_fastest_hand_{label}"] = {"shape": fastest, **r,
-                                                    "met": r["median"] <= TARGET_RATIO}
-            rows_ib["note"] += (f"; vs fastest hand SQL ({fastest}): {r['median']:.2f}x median, "
-                                f"{r['cpu_median']:.2f}x CPU -> target <= {TARGET_RATIO}x "
-                                f"{'met' if r['median'] <= TARGET_RATIO else 'NOT met'}")
+            met = r["cpu_median"] <= TARGET_CPU_RATIO
+            out[f"ratio_vs_fastest_hand_{label}"] = {"shape": fastest, **r, "met": met,
+                                                    "target_cpu_ratio": TARGET_CPU_RATIO}
+            rows_ib["note"] += (f"; vs fastest hand SQL by CPU ({fastest}): {r['cpu_median']:.2f}x CPU "
+                                f"(target <= {TARGET_CPU_RATIO}x: {'met' if met else 'NOT met'}), "
+                                f"{r['median']:.2f}x wall median")
     out["rows"] = rows
     return out
 

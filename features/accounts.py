@@ -12,8 +12,8 @@ How they are computed, so that the events are joined to the rows once:
    events name the account), each flagged ``_spine`` or not. The level-1 aggregate of the
    build then runs over all of them.
 2. :func:`with_account_windows`: on the level-1 rows (one per row, type and member account),
-   window aggregates per ``(member account, as_of)``: the account's counts, and one
-   representative row per member for the distinct-contact counts.
+   window aggregates per ``(member account, as_of)``: the account's counts, and per member
+   a weight of 1 / (its level-1 rows) for the distinct-contact counts.
 3. :func:`account_picks`: level 2 keeps the spine rows and picks, per contact, the values of
    its account's partition.
 
@@ -211,27 +211,30 @@ def with_account_windows(by_type: ibis.Table, windows: Sequence[int]) -> ibis.Ta
 
     A member is a contact with an event counting for the account before ``as_of`` (a level-1
     row with a type) or a contacts-table member by ``created_at``. Distinct contacts are
-    counted on one representative row per ``(contact, as_of, member account)``.
+    counted by giving each of a member's level-1 rows the weight 1 / (its rows): the weights of
+    one member sum to 1, so the account's sum, rounded, is its number of members. That needs
+    only unordered windows: a ROW_NUMBER picking one row per member sorted every level-1 row
+    and was the larger part of the account features' cost on DuckDB (0.22 -> 0.16 s CPU over
+    the 90k level-1 rows of 2M events). The float sums are exact after rounding: the error of
+    a sum of n weights is about n * 1e-16, far below 0.5 for any account.
     """
     member = ibis.window(group_by=["contact_id", "as_of", "_m_account"])
-    ordered = ibis.window(group_by=["contact_id", "as_of", "_m_account"], order_by=["_type"])
     is_member = by_type._type.notnull() | by_type._c_member
     t = by_type.mutate(
-        _w_first=ibis.row_number().over(ordered) == 0,
+        _w_weight=ibis.literal(1.0) / by_type.contact_id.count().over(member).cast("float64"),
         # a 0/1 integer, not a boolean: PostgreSQL has no MAX(boolean)
         _w_member=ibis.ifelse(is_member, 1, 0).max().over(member) == 1,
         _w_recent=by_type._age_min.min().over(member),
     )
     account = ibis.window(group_by=["_m_account", "as_of"])
-    one, zero = ibis.literal(1).cast("int64"), ibis.literal(0).cast("int64")
-    first = t._w_first & t._w_member
+    no_weight = ibis.literal(0.0)
     values: dict[str, ir.Value] = {}
     for n in windows:
-        active = first & (t._w_recent <= n * _US_PER_DAY)
-        values[f"account__active_contacts_{n}d"] = ibis.ifelse(active, one, zero).sum().over(account)
+        active = t._w_member & (t._w_recent <= n * _US_PER_DAY)
+        values[f"account__active_contacts_{n}d"] = ibis.ifelse(active, t._w_weight, no_weight).sum().over(account).round()
     for n in windows:
         values[f"account__count_{n}d"] = t[f"_n{n}"].sum().over(account)
-    values["account__contacts"] = ibis.ifelse(first, one, zero).sum().over(account)
+    values["account__contacts"] = ibis.ifelse(t._w_member, t._w_weight, no_weight).sum().over(account).round()
     no_account = t._m_account.isnull()
     # Through float (exact below 2**53): DuckDB sums BIGINT into HUGEINT and Ibis drops a
     # same-type cast (see build._sum_count).
