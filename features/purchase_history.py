@@ -8,7 +8,11 @@ config's ``monetary_types``; ``p`` its safe name) when ``purchase_history_featur
 - ``{t}__count_since_last_{p}``: events of each other feature type ``t`` after the last ``P``
   event (``last_ts < ts < as_of``): a customer still visiting after its last order is likely
   still a customer, one gone quiet is likely lost. NULL without a ``P`` event, 0 when none since.
-- ``{t}__rate_since_last_{p}``: that count per day since the last ``P`` event.
+- ``{t}__rate_since_last_{p}``: that count per day since the last ``P`` event;
+  ``{t}__rate_before_last_{p}``: the type's events up to (and at) the last ``P`` event per day
+  from the contact's first event (of any type) to it (NULL when that is the same instant);
+  ``{t}__rate_change_since_last_{p}``: the one over the other (below 1: quieter since the last
+  purchase than before it; NULL when the rate before is 0 or NULL).
 - ``{p}__recency_over_gap``: days since the last ``P`` event over the contact's own mean gap
   between ``P`` days (first to last purchase day over the gaps between them): 1 = "due now",
   well above 1 = overdue. NULL below two purchase days.
@@ -20,8 +24,8 @@ config's ``monetary_types``; ``p`` its safe name) when ``purchase_history_featur
 Purchase days are UTC dates, as in the RFM summaries (two orders on one day are one repeat).
 Point in time: only events with ``ts < as_of`` are read (each spine row its own). Two small
 queries on any Ibis backend (DuckDB, Spark, PostgreSQL): the spine joined to the purchase-like
-events only (ranked per day: the last two days and the count), then the spine joined to the
-events after each row's earliest last purchase (one count per type and purchase type).
+events only (ranked per day: the last two days and the count), then the rows with a purchase
+joined to their events (counts per type before and after each purchase type's last event).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ def purchase_history_columns(names: Mapping[str, str], monetary: Sequence[str]) 
         out += [f"{p}__recency_over_gap", f"{p}__last_gap_days", f"{p}__gap_trend", f"{p}__last_value"]
         for event_type, t in names.items():
             if event_type != purchase:
-                out += [f"{t}__count_since_last_{p}", f"{t}__rate_since_last_{p}"]
+                out += [f"{t}__count_since_last_{p}", f"{t}__rate_since_last_{p}", f"{t}__rate_before_last_{p}",
+                        f"{t}__rate_change_since_last_{p}"]
     return out
 
 
@@ -86,22 +91,22 @@ def _purchase_days(rows: ibis.Table, ev: ibis.Table, names: Mapping[str, str],
     return ranked.group_by(["contact_id", "as_of"]).aggregate(**aggs)
 
 
-def _counts_since(anchors: ibis.Table, ev: ibis.Table, names: Mapping[str, str],
-                  monetary: Sequence[str]) -> ibis.Table:
-    """Per row with a purchase: events of each type after each purchase type's last event."""
-    lasts = [anchors[f"_{names[p]}__last_ts"] for p in monetary]
-    earliest = lasts[0] if len(lasts) == 1 else ibis.least(*lasts)
-    keyed = anchors.select("contact_id", "as_of", *[f"_{names[p]}__last_ts" for p in monetary], _earliest=earliest)
-    joined = keyed.inner_join(ev, [keyed.contact_id == ev._contact, ev._ts > keyed._earliest,
-                                   ev._ts < keyed.as_of])
+def _counts_around(anchors: ibis.Table, ev: ibis.Table, names: Mapping[str, str],
+                   monetary: Sequence[str]) -> ibis.Table:
+    """Per row with a purchase: events of each type before (at) and after each purchase type's
+    last event, and the contact's first event of any type."""
+    keyed = anchors.select("contact_id", "as_of", *[f"_{names[p]}__last_ts" for p in monetary])
+    joined = keyed.inner_join(ev, [keyed.contact_id == ev._contact, ev._ts < keyed.as_of])
     one = ibis.literal(1, "int64")
-    aggs: dict[str, ir.Scalar] = {}
+    aggs: dict[str, ir.Scalar] = {"_first_ts": joined._ts.min()}
     for purchase in monetary:
         p = names[purchase]
         after = joined._ts > joined[f"_{p}__last_ts"]
         for event_type, t in names.items():
             if event_type != purchase:
-                aggs[f"_{t}__n_since_{p}"] = _when(after & (joined._type == event_type), one).count()
+                mine = joined._type == event_type
+                aggs[f"_{t}__n_since_{p}"] = _when(after & mine, one).count()
+                aggs[f"_{t}__n_before_{p}"] = _when(~after & mine, one).count()
     return joined.group_by(["contact_id", "as_of"]).aggregate(**aggs)
 
 
@@ -117,7 +122,7 @@ def purchase_history_table(events: ibis.Table, rows: ibis.Table, names: Mapping[
         raise ValueError("purchase-history features need at least one purchase-like type (monetary_types)")
     ev = _events(events)
     anchors = _purchase_days(rows, ev, names, monetary)
-    counts = _counts_since(anchors, ev, names, monetary).rename(_k_contact="contact_id", _k_as_of="as_of")
+    counts = _counts_around(anchors, ev, names, monetary).rename(_k_contact="contact_id", _k_as_of="as_of")
     t = anchors.left_join(counts, [anchors.contact_id == counts._k_contact, anchors.as_of == counts._k_as_of])
     out: dict[str, ir.Value] = {}
     for purchase in monetary:
@@ -135,6 +140,12 @@ def purchase_history_table(events: ibis.Table, rows: ibis.Table, names: Mapping[
             if event_type != purchase:
                 # a purchase with nothing after it: 0; no purchase of this type: NULL
                 count = _when(last_ts.notnull(), t[f"_{name}__n_since_{p}"].fill_null(0))
+                rate = count.cast("float64") / days_since
+                # the same type's rate from the contact's first event up to the last purchase
+                lived = last_ts.delta(t._first_ts, unit="microsecond").cast("float64") / _US_PER_DAY
+                before = _when(lived > 0, t[f"_{name}__n_before_{p}"].fill_null(0).cast("float64") / lived)
                 out[f"{name}__count_since_last_{p}"] = count
-                out[f"{name}__rate_since_last_{p}"] = count.cast("float64") / days_since
+                out[f"{name}__rate_since_last_{p}"] = rate
+                out[f"{name}__rate_before_last_{p}"] = before
+                out[f"{name}__rate_change_since_last_{p}"] = _when(before > 0, rate / before)
     return t.select("contact_id", "as_of", **out)

@@ -38,7 +38,8 @@ def _reference_row(history: list[dict], as_of: datetime) -> dict:
             out.update(dict.fromkeys([f"{p}__recency_over_gap", f"{p}__last_gap_days", f"{p}__gap_trend",
                                       f"{p}__last_value"]))
             for t in others:
-                out[f"{snake(t)}__count_since_last_{p}"] = out[f"{snake(t)}__rate_since_last_{p}"] = None
+                for part in ("count_since_last", "rate_since_last", "rate_before_last", "rate_change_since_last"):
+                    out[f"{snake(t)}__{part}_{p}"] = None
             continue
         last = max(e["ts"] for e in mine)
         per_day: dict = {}
@@ -52,10 +53,14 @@ def _reference_row(history: list[dict], as_of: datetime) -> dict:
         out[f"{p}__last_gap_days"] = last_gap
         out[f"{p}__gap_trend"] = last_gap / mean_gap if mean_gap else None
         out[f"{p}__last_value"] = per_day[days[-1]]
+        lived = (last - min(e["ts"] for e in history)) / DAY
         for t in others:
             count = sum(1 for e in history if e["event_type"] == t and e["ts"] > last)
+            before = sum(1 for e in history if e["event_type"] == t and e["ts"] <= last) / lived if lived else None
             out[f"{snake(t)}__count_since_last_{p}"] = count
             out[f"{snake(t)}__rate_since_last_{p}"] = count / since
+            out[f"{snake(t)}__rate_before_last_{p}"] = before
+            out[f"{snake(t)}__rate_change_since_last_{p}"] = (count / since) / before if before else None
     return out
 
 
@@ -142,6 +147,7 @@ def test_events_at_or_after_as_of_move_nothing_and_a_purchase_before_it_does():
     row = (after["contact_id"] == contact) & (after["as_of"] == AS_OF)
     assert after.loc[row, "page_view__count_since_last_trial_started"].tolist() == [0]
     assert after.loc[row, "page_view__rate_since_last_trial_started"].tolist() == [0.0]
+    assert after.loc[row, "page_view__rate_change_since_last_trial_started"].tolist() == [0.0]
     untouched = ~row
     pd.testing.assert_frame_equal(after.loc[untouched, COLUMNS], before.loc[untouched, COLUMNS])
 
