@@ -56,6 +56,13 @@ class TuneConfig:
         else keeps its points, and the joint fit is redone around it.
     keep_fraction : float
         Proposed points below this fraction of the current points count as "cut to ~0".
+    second_shapes : bool
+        Add a second rule on an activity's event (another half-life or cap) where it raises the
+        R^2 of the activity's group by at least ``second_margin`` (see ``propose._second_shapes``).
+    second_margin : float
+        R^2 the second shape must add.
+    second_max_corr : float
+        Largest correlation of the second shape's column with the rule's own.
     n_boot : int
         Paired bootstrap resamples of the test rows for the gain's interval (offer gate).
     alpha : float
@@ -79,6 +86,9 @@ class TuneConfig:
     zero_no_signal: bool = False
     keep_share: float = 0.01
     keep_fraction: float = 0.2
+    second_shapes: bool = False
+    second_margin: float = 0.05
+    second_max_corr: float = 0.95
     n_boot: int = 1000
     alpha: float = 0.05
     seed: int = 0
