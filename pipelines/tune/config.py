@@ -24,6 +24,9 @@ class TuneConfig:
         Half-lives (days) tried for re-shaped and new rules; ``None`` is no decay.
     new_expiries : tuple of float
         Windows (days) of new undecayed rules (a plain count of recent events).
+    reshape_expiries : tuple
+        Expiry windows (days; ``None``: never expires) tried for the hand rules besides their own,
+        each with every half-life (empty: the hand expiry only).
     cap_quantiles : tuple of float
         Caps tried, as quantiles of a shape's positive per-unit values (besides no cap).
     reshape : bool
@@ -73,6 +76,7 @@ class TuneConfig:
 
     half_lives: tuple[float | None, ...] = (None, 7.0, 14.0, 30.0, 60.0)
     new_expiries: tuple[float, ...] = (30.0, 90.0)
+    reshape_expiries: tuple[float | None, ...] = ()
     cap_quantiles: tuple[float, ...] = (0.5, 0.75, 0.9, 0.975)
     reshape: bool = True
     reshape_margin: float = 0.02

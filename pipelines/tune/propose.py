@@ -135,7 +135,8 @@ def propose_rules(
         group = safe_name(activity.event)
         y = phi.get(group, zeros)
         options = by_rule.get(activity.name, [])
-        own = next((c for c in options if c.activity.half_life_days == activity.half_life_days), None)
+        own = next((c for c in options if c.activity.half_life_days == activity.half_life_days
+                    and c.activity.expires_after_days == activity.expires_after_days), None)
         if own is None:
             raise ValueError(f"no candidate column for rule {activity.name!r}")
         unit = activity.points * activity.weight
