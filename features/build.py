@@ -62,6 +62,7 @@ from propensity.features.attributes import attribute_columns
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.history import with_attributes
+from propensity.features.purchase_history import purchase_history_table
 from propensity.features.spine import TIMESTAMP_US
 
 __all__ = [
@@ -546,7 +547,9 @@ def build_features(
         ``all__count_{N}d``, ``all__days_since_last``, ``all__distinct_types_{N}d``,
         ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
         then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
-        ``account__contacts``; then the contacts' attribute columns (``config.attributes``:
+        ``account__contacts``; then with ``purchase_history_features`` the columns of
+        :func:`propensity.features.purchase_history.purchase_history_columns`; then the
+        contacts' attribute columns (``config.attributes``:
         identifier-like columns are left out unless included).
 
     Notes
@@ -588,11 +591,26 @@ def build_features(
         # and "no colleagues" reads the same either way.
         for name in account_names(plan.windows):
             features[name] = raw[f"_{name}"].fill_null(0)
+    feats = raw.select("contact_id", "as_of", "_event_account", **features)
+    names = list(features)
+    if config.purchase_history_features and plan.monetary:
+        feats, added = _with_purchase_history(feats, events, base, plan)
+        names += added
     attributes = attribute_columns(contacts, config)  # the guard: features/attributes.py
-    clash = sorted(set(attributes) & {*features, *KEY_COLUMNS})
+    clash = sorted(set(attributes) & {*names, *KEY_COLUMNS})
     if clash:
         raise ValueError(f"contact attribute columns clash with feature names: {clash}")
-    feats = raw.select("contact_id", "as_of", "_event_account", **features)
     table = with_attributes(feats, contacts, attributes,
                             contact_history if config.attributes.values == "as_of" else None)
-    return table.select(*KEY_COLUMNS, *features, *attributes)
+    return table.select(*KEY_COLUMNS, *names, *attributes)
+
+
+def _with_purchase_history(feats: ibis.Table, events: ibis.Table, rows: ibis.Table,
+                           plan: _Plan) -> tuple[ibis.Table, list[str]]:
+    """``feats`` plus the purchase-history family (``features/purchase_history.py``), NULL on the
+    rows without a purchase before their ``as_of``."""
+    extra = purchase_history_table(events, rows, plan.names, plan.monetary)
+    added = [c for c in extra.columns if c not in ("contact_id", "as_of")]
+    extra = extra.rename(_ph_contact="contact_id", _ph_as_of="as_of")
+    joined = feats.left_join(extra, [feats.contact_id == extra._ph_contact, feats.as_of == extra._ph_as_of])
+    return joined.select(*feats.columns, *added), added

@@ -70,6 +70,7 @@ class AttributeSelection(BaseModel):
 # Families added after models were first recorded, as "off" (see FeatureConfig.of_model); a model
 # recorded before the attribute guard and history read every contacts column at its latest value.
 _BEFORE_FAMILIES: dict[str, Any] = {"lifetime_features": False, "trend_features": False, "monetary_types": (),
+                                    "purchase_history_features": False,
                                     "attributes": {"columns": "all", "values": "latest"}}
 
 
@@ -108,6 +109,12 @@ class FeatureConfig(BaseModel):
         Purchase-like types that get the repeat-purchase summaries (``rfm_frequency``,
         ``rfm_recency_days``, ``rfm_tenure_days``, ``rfm_monetary``) and ``value_total``.
         ``"auto"``: the feature types whose values are not all the same (one small query).
+    purchase_history_features : bool
+        Whether to add, per purchase-like type, what happened since the last purchase (events of
+        each other type since then, and per day) and the contact's own rhythm (recency over its
+        mean gap, the last gap and its trend, the last purchase's value):
+        :mod:`propensity.features.purchase_history`. Off by default: the service does not
+        compute them yet (it refuses such a model, naming the family).
     account_features : bool
         Whether to add the ``account__*`` features.
     include_attributes : bool
@@ -128,6 +135,7 @@ class FeatureConfig(BaseModel):
     lifetime_features: bool = True
     trend_features: bool = True
     monetary_types: tuple[str, ...] | Literal["auto"] = "auto"
+    purchase_history_features: bool = False
     account_features: bool = True
     include_attributes: bool = True
     attributes: AttributeSelection = AttributeSelection()

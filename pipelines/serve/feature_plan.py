@@ -72,6 +72,11 @@ class FeaturePlan:
             unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]
             raise ValueError(f"the model's feature config leaves {unresolved} on `auto`: the service cannot know which "
                              "columns it was trained on; retrain it (training records the resolved choices)")
+        if config.purchase_history_features and config.monetary_types:
+            raise ValueError("the model reads the purchase-history features (`purchase_history_features: true` in its "
+                             "feature config: events since the last purchase, features/purchase_history.py), which "
+                             "the service does not compute yet; score it in batch, or retrain it with "
+                             "`purchase_history_features: false` to serve it live")
         event_types = tuple(scorer.event_types)
         names: dict[str, str] = {}
         for event_type in event_types:

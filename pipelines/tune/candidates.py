@@ -45,6 +45,7 @@ def candidate_rules(
     value_weighted: tuple[str, ...] = (),
     reshape: bool = True,
     new_rules: bool = True,
+    reshape_expiries: tuple[float | None, ...] = (),
 ) -> list[Candidate]:
     """Unit rules to evaluate against the learned model's SHAP values.
 
@@ -63,6 +64,9 @@ def candidate_rules(
         feature config weights them.
     reshape, new_rules : bool
         Whether to try other half-lives for existing rules, and new rules for uncovered events.
+    reshape_expiries : tuple
+        Expiry windows (days; ``None``: never) tried for existing rules besides their own, each
+        with every half-life: a lifetime count beside a recent one says "a regular who went quiet".
     """
     out: list[Candidate] = []
 
@@ -77,6 +81,12 @@ def candidate_rules(
             for half_life in half_lives:
                 if half_life != activity.half_life_days:
                     add(safe_name(activity.event), unit.model_copy(update={"half_life_days": half_life}), activity.name)
+            for expiry in dict.fromkeys(reshape_expiries):
+                if expiry == activity.expires_after_days:
+                    continue
+                for half_life in half_lives:
+                    add(safe_name(activity.event), unit.model_copy(
+                        update={"half_life_days": half_life, "expires_after_days": expiry}), activity.name)
     if new_rules:
         weighted = {safe_name(e) for e in value_weighted}
         for group, event in uncovered_event_groups(rules, event_types).items():

@@ -24,6 +24,9 @@ class TuneConfig:
         Half-lives (days) tried for re-shaped and new rules; ``None`` is no decay.
     new_expiries : tuple of float
         Windows (days) of new undecayed rules (a plain count of recent events).
+    reshape_expiries : tuple
+        Expiry windows (days; ``None``: never expires) tried for the hand rules besides their own,
+        each with every half-life (empty: the hand expiry only).
     cap_quantiles : tuple of float
         Caps tried, as quantiles of a shape's positive per-unit values (besides no cap).
     reshape : bool
@@ -56,6 +59,13 @@ class TuneConfig:
         else keeps its points, and the joint fit is redone around it.
     keep_fraction : float
         Proposed points below this fraction of the current points count as "cut to ~0".
+    second_shapes : bool
+        Add a second rule on an activity's event (another half-life or cap) where it raises the
+        R^2 of the activity's group by at least ``second_margin`` (see ``propose._second_shapes``).
+    second_margin : float
+        R^2 the second shape must add.
+    second_max_corr : float
+        Largest correlation of the second shape's column with the rule's own.
     n_boot : int
         Paired bootstrap resamples of the test rows for the gain's interval (offer gate).
     alpha : float
@@ -66,6 +76,7 @@ class TuneConfig:
 
     half_lives: tuple[float | None, ...] = (None, 7.0, 14.0, 30.0, 60.0)
     new_expiries: tuple[float, ...] = (30.0, 90.0)
+    reshape_expiries: tuple[float | None, ...] = ()
     cap_quantiles: tuple[float, ...] = (0.5, 0.75, 0.9, 0.975)
     reshape: bool = True
     reshape_margin: float = 0.02
@@ -79,6 +90,9 @@ class TuneConfig:
     zero_no_signal: bool = False
     keep_share: float = 0.01
     keep_fraction: float = 0.2
+    second_shapes: bool = False
+    second_margin: float = 0.05
+    second_max_corr: float = 0.95
     n_boot: int = 1000
     alpha: float = 0.05
     seed: int = 0

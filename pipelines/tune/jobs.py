@@ -157,7 +157,7 @@ def prepare_tune_data(
     candidates = candidate_rules(
         rules, tuple(scorer.event_types), half_lives=tune_config.half_lives, new_expiries=tune_config.new_expiries,
         value_weighted=tuple(feature_config.value_weighted_types), reshape=tune_config.reshape,
-        new_rules=tune_config.new_rules,
+        new_rules=tune_config.new_rules, reshape_expiries=tune_config.reshape_expiries,
     )
     unit_rules = rules.model_copy(update={"activities": tuple(c.activity for c in candidates), "fit": ()})
     spine = con.create_table("_tune_spine", frame[KEYS], temp=True, overwrite=True)

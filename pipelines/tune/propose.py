@@ -135,7 +135,8 @@ def propose_rules(
         group = safe_name(activity.event)
         y = phi.get(group, zeros)
         options = by_rule.get(activity.name, [])
-        own = next((c for c in options if c.activity.half_life_days == activity.half_life_days), None)
+        own = next((c for c in options if c.activity.half_life_days == activity.half_life_days
+                    and c.activity.expires_after_days == activity.expires_after_days), None)
         if own is None:
             raise ValueError(f"no candidate column for rule {activity.name!r}")
         unit = activity.points * activity.weight
@@ -166,6 +167,9 @@ def propose_rules(
             chosen.append({"rule": name, "group": group, "column": column, "cap": cap, "r2": r2,
                            "activity": base.model_copy(update={"name": name, "description": "proposed by propensity tune"}),
                            "new": True})
+
+    if config.second_shapes:
+        chosen += _second_shapes(chosen, phi, unit_raw, by_rule, new_by_group, lookup, config)
 
     # 2. fit criteria: hand ones, then new ones for attributes with signal and no criterion
     criteria: list[dict] = []
@@ -232,7 +236,13 @@ def propose_rules(
             for item in chosen if not item["new"]}
     hand |= {item["criterion"].name: (item["criterion"].points, 1.0, item["group"])
              for item in criteria if not item["new"]}
-    fixed = _kept_points(hand, beta, own_beta, share, k, resolution, config, notes)
+    # a hand rule with a second shape of its event is judged with it: the pair says what one shape
+    # could not (a short decay against a long one may need opposite signs)
+    paired = {item["second_of"]: item["rule"] for item in chosen if item.get("second_of")}
+    for name, second in paired.items():
+        notes.setdefault(name, []).append(f"its event is also read by {second}: the two rules' points are fitted together")
+    fixed = _kept_points({m: v for m, v in hand.items() if m not in paired}, beta, own_beta, share, k, resolution,
+                         config, notes)
     if fixed:
         offset = sum(fixed[m] * hand[m][1] / k * columns[m] for m in fixed)
         for m in fixed:
@@ -305,6 +315,60 @@ def propose_rules(
                     k_points_per_logodds=k, shapes=shapes)
 
 
+def _second_shapes(chosen: list[dict], phi: dict, unit_raw: pd.DataFrame, by_rule: dict, new_by_group: dict,
+                   lookup: dict, config: TuneConfig) -> list[dict]:
+    """A second rule on an activity's event where one shape leaves much of its group unexplained.
+
+    One decayed, capped count cannot say "bought often, but not lately" (a short half-life beside
+    a long one, with its own sign) or "one recent event matters, many more do not" (a count capped
+    at one event beside an uncapped one). For each chosen rule, the candidate shape (half-life x cap)
+    that best explains its group together with the rule's own column (another half-life or expiry,
+    correlated with it at most ``second_max_corr``: two near copies get points that cancel out) is
+    added as a new rule when it raises the group's R^2 by at least ``second_margin``; the joint fit
+    then sets both rules' points.
+    """
+    out: list[dict] = []
+    taken = {item["rule"] for item in chosen}
+    for item in list(chosen):
+        group = item["group"]
+        if group not in phi:
+            continue
+        y = phi[group]
+        own = unit_capped(unit_raw[item["column"]].to_numpy(dtype="float64"), item["cap"])
+        options = by_rule.get(item["rule"], []) if not item["new"] else new_by_group.get(group, [])
+        best = (None, None, item["r2"] + config.second_margin)
+        for candidate in options:
+            if candidate.column == item["column"]:
+                continue  # another cap of the same column: nearly collinear, points that cancel out
+            values = unit_raw[candidate.column].to_numpy(dtype="float64")
+            positive = values[values > 0]
+            caps = [None] + sorted({max(float(c), 1.0) for c in np.quantile(positive, config.cap_quantiles)}
+                                   if positive.size else set())
+            for cap in caps:
+                other = unit_capped(values, cap)
+                if np.ptp(other) == 0 or abs(np.corrcoef(own, other)[0, 1]) > config.second_max_corr:
+                    continue
+                r2 = _r2(y, np.column_stack([own, other]))
+                if r2 > best[2]:
+                    best = (candidate.column, cap, r2)
+        column, cap, r2 = best
+        if column is None:
+            continue
+        shape = lookup[column].activity
+        suffix = f"hl{shape.half_life_days:g}d" if shape.half_life_days else "no_decay"
+        name = f"{item['rule']}_{suffix}" + ("_capped" if cap is not None else "")
+        if name in taken:
+            continue
+        taken.add(name)
+        base = item["activity"].model_copy(update={
+            "name": name, "weight": 1.0, "half_life_days": shape.half_life_days,
+            "expires_after_days": shape.expires_after_days,
+            "description": f"proposed by propensity tune beside {item['rule']} (a second shape of its event)"})
+        out.append({"rule": name, "group": group, "column": column, "cap": cap, "r2": r2, "activity": base,
+                    "new": True, "second_of": item["rule"], "r2_gain": r2 - item["r2"]})
+    return out
+
+
 def _kept_points(hand: dict, beta: dict, own_beta: dict, share: dict, k: float, resolution: float,
                  config: TuneConfig, notes: dict) -> dict[str, float]:
     """Points of the hand rules the joint fit would cut to ~0 (or flip against their own group).
@@ -339,7 +403,10 @@ def _kept_points(hand: dict, beta: dict, own_beta: dict, share: dict, k: float, 
 
 
 def _change_row(item, kind, current, proposed, share, r2, beta, current_shape, proposed_shape, config) -> dict:
-    if current is None:
+    if current is None and item.get("second_of"):
+        status, note = "new", (f"second shape beside {item['second_of']}: the group's R^2 "
+                               f"{item['r2'] - item['r2_gain']:.2f} -> {item['r2']:.2f}")
+    elif current is None:
         status, note = "new", f"new rule on {item['group']}"
     elif share < config.min_share or proposed.points == 0:
         status, note = "no signal", f"the learned model hardly uses {item['group']}"

@@ -177,6 +177,12 @@ def test_a_model_with_auto_or_unknown_features_is_refused_by_name():
                              categories={})
     with pytest.raises(ValueError, match=r"page_view__entropy_7d"):
         FeaturePlan.from_scorer(scorer)
+    # the purchase-history family (features/purchase_history.py) is batch-only: refused, naming it
+    history = CONFIG.model_copy(update={"purchase_history_features": True})
+    scorer = SimpleNamespace(feature_config=history.model_dump(mode="json"), event_types=NAMED,
+                             feature_names=["page_view__count_since_last_purchase"], categories={})
+    with pytest.raises(ValueError, match=r"purchase-history features.*purchase_history_features: false"):
+        FeaturePlan.from_scorer(scorer)
 
 
 def test_future_events_do_not_move_the_features():

@@ -178,3 +178,30 @@ def test_reshaping_finds_the_half_life_the_model_uses():
 def test_gap_closed_is_the_share_of_the_auc_gap():
     assert gap_closed(0.70, 0.75, 0.80) == pytest.approx(0.5)
     assert np.isnan(gap_closed(0.80, 0.82, 0.79))
+
+
+def test_a_second_shape_of_an_event_is_added_when_one_shape_cannot_say_it():
+    # the model credits demo requests as "many over the month, but a recent one counts most": a long
+    # and a short decay of the same events with their own points, which no single shape explains
+    logodds, kinds, unit, candidates, attributes, hand = _toy_rows()
+    rng = np.random.default_rng(4)
+    fast = unit["c0"] * rng.uniform(0.0, 1.0, len(unit)) ** 3
+    unit["c5"] = fast
+    candidates = candidates + [Candidate("c5", "demo_requested", candidates[0].activity.model_copy(
+        update={"name": "c5", "half_life_days": 3.0}), "demo")]
+    logodds["demo_requested"] = 0.2 * unit["c0"] + 1.0 * fast
+    config = TuneConfig(reshape=False, min_share=0.005, target="groups")
+    one = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, config)
+    from dataclasses import replace
+
+    two = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, replace(config, second_shapes=True))
+    assert "demo_hl3d" not in {a.name for a in one.rules.activities}
+    rules = {a.name: a for a in two.rules.activities}
+    k = two.k_points_per_logodds
+    assert rules["demo_hl3d"].event == "demo_requested" and rules["demo_hl3d"].half_life_days == 3.0
+    assert rules["demo_hl3d"].points == nice_round(1.0 * k, resolution=points_resolution([50, 1, 5, 10]))
+    assert rules["demo"].points == nice_round(0.2 * k, resolution=points_resolution([50, 1, 5, 10]))
+    changes = two.changes.set_index("rule")
+    assert changes.loc["demo_hl3d", "status"] == "new" and "second shape beside demo" in changes.loc["demo_hl3d", "note"]
+    # a group one shape explains gets no second rule
+    assert not [a for a in two.rules.activities if a.name.startswith(("opens_", "pricing_"))]
