@@ -63,6 +63,7 @@ from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.history import with_attributes
 from propensity.features.spine import TIMESTAMP_US
+from propensity.features.value_stats import with_value_stats
 
 __all__ = [
     "KEY_COLUMNS",
@@ -546,7 +547,9 @@ def build_features(
         ``all__count_{N}d``, ``all__days_since_last``, ``all__distinct_types_{N}d``,
         ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
         then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
-        ``account__contacts``; then the contacts' attribute columns (``config.attributes``:
+        ``account__contacts``; then, per type of ``value_stats_types`` / ``value_thresholds``,
+        ``value_mean``, ``value_min``, ``value_max``, ``value_last``, ``count_value_below_{T}``
+        (:mod:`propensity.features.value_stats`); then the contacts' attribute columns (``config.attributes``:
         identifier-like columns are left out unless included).
 
     Notes
@@ -593,6 +596,9 @@ def build_features(
     if clash:
         raise ValueError(f"contact attribute columns clash with feature names: {clash}")
     feats = raw.select("contact_id", "as_of", "_event_account", **features)
+    feats, value_stats = with_value_stats(feats, base, events, config, plan.names)  # features/value_stats.py
+    if clash := sorted(set(attributes) & set(value_stats)):
+        raise ValueError(f"contact attribute columns clash with feature names: {clash}")
     table = with_attributes(feats, contacts, attributes,
                             contact_history if config.attributes.values == "as_of" else None)
-    return table.select(*KEY_COLUMNS, *features, *attributes)
+    return table.select(*KEY_COLUMNS, *features, *value_stats, *attributes)
