@@ -12,6 +12,8 @@ on the booster's raw output, several ways, and reports the ECE on the 2014 test 
 
 - fitted on: every valid row (the shipped way), or only the valid rows of the latest valid
   cut-off (2013J: the latest labelled presentation, the period nearest the test);
+- or walk-forward: each test cut-off on the latest cut-off labelled before it (valid or earlier
+  test rows), as a model recalibrated on the newest labels would be;
 - method: Platt (shift and stretch of the log-odds), isotonic (centred, as shipped), beta
   calibration (Kull et al. 2017: ``a ln p - b ln(1 - p) + c``, a logistic regression on two
   columns), temperature (a stretch only, no shift), and none (the raw booster).
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from propensity.features.config import load_feature_config
     from propensity.features.store import Workspace
     from propensity.pipelines.rules.config import load_rules
+    from propensity.pipelines.training.calibration_shift import largest_gaps_by_account
     from propensity.pipelines.training.config import load_train_config
     from propensity.pipelines.training.dataset import assemble_training_set
     from propensity.pipelines.training.fit import fit_learned
@@ -136,10 +139,40 @@ def main(argv: list[str] | None = None) -> int:
                             "ece": float(expected_calibration_error(y[part], p[part]))})
             ece = float(expected_calibration_error(y[test], p[test]))
             ece_valid = float(expected_calibration_error(y[valid], p[valid]))
+            gaps = largest_gaps_by_account(frame[test].assign(probability=p[test]))
             rows.append({"fitted_on": where_name, "method": method, "test_ece": ece, "valid_ece": ece_valid,
-                         "test_auc": float(roc_auc_score(y[test], p[test])), "by_cutoff": per})
+                         "test_auc": float(roc_auc_score(y[test], p[test])), "by_cutoff": per,
+                         "largest_gaps_by_account": gaps})
             cells = " ".join(f"{r['rate']:.3f}/{r['mean_probability']:.3f} {r['ece']:.4f}" for r in per)
             print(f"  {where_name:<40} {method:<12} {ece:8.4f} {cells}")
+            if where_name == "every valid row" and method == config.calibration.method:
+                print("    as shipped, largest gaps by account (rows: rate / mean probability, share of the gap): "
+                      + "; ".join(f"{g['account_id']} ({g['rows']:,}): {g['rate']:.3f}/{g['mean_probability']:.3f} "
+                                  f"{g['share_of_gap']:+.4f}" for g in gaps))
+    # Walk-forward: each test cut-off recalibrated on the latest cut-off whose labels are all known by
+    # then (as_of + horizon <= that cut-off), among the valid rows and the earlier test rows (never
+    # train rows, which the booster has seen): what a model refreshed with the newest labels would do.
+    horizon = np.timedelta64(int(config.horizon_days * 86_400), "s")
+    held_out = valid | test
+    walk = []
+    for method in ("platt", "isotonic", "beta"):
+        p = np.full(len(frame), np.nan)
+        used = []
+        for c in test_cutoffs:
+            known = sorted({a for a in as_of[held_out] if a + horizon <= c})
+            if not known:
+                raise SystemExit(f"no labelled cut-off before {c}")
+            rows = held_out & (as_of == known[-1])
+            part = test & (as_of == c)
+            p[part] = fit_map(method, raw[rows], y[rows])(raw[part])
+            used.append({"as_of": str(c)[:10], "fitted_on": str(known[-1])[:10], "fit_rows": int(rows.sum()),
+                         "rate": float(y[part].mean()), "mean_probability": float(p[part].mean()),
+                         "ece": float(expected_calibration_error(y[part], p[part]))})
+        ece = float(expected_calibration_error(y[test], p[test]))
+        walk.append({"method": method, "test_ece": ece, "by_cutoff": used})
+        cells = " ".join(f"{u['as_of']} on {u['fitted_on']} ({u['fit_rows']:,}): {u['rate']:.3f}/{u['mean_probability']:.3f} "
+                         f"{u['ece']:.4f}" for u in used)
+        print(f"  {'walk-forward (latest labelled cut-off)':<40} {method:<12} {ece:8.4f} {cells}")
     load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     print(f"  (per cut-off: rate / mean probability, ECE)\n  {load}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "config": str(args.config),
                                      "features": len(ts.feature_columns), "test_auc_raw": auc, "valid_auc_raw": valid_auc,
                                      "valid_rows": int(valid.sum()), "latest_valid_rows": int(latest.sum()),
-                                     "variants": rows, "uptime": load}, indent=2) + "\n")
+                                     "variants": rows, "walk_forward": walk, "uptime": load}, indent=2) + "\n")
     return 0
 
 
