@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             known = sorted({a for a in as_of[held_out] if a + horizon <= c})
             if not known:
                 raise SystemExit(f"no labelled cut-off before {c}")
-            rows = held_out & (as_of == known[-1])
+            fit_on = held_out & (as_of == known[-1])
             part = test & (as_of == c)
-            p[part] = fit_map(method, raw[rows], y[rows])(raw[part])
-            used.append({"as_of": str(c)[:10], "fitted_on": str(known[-1])[:10], "fit_rows": int(rows.sum()),
+            p[part] = fit_map(method, raw[fit_on], y[fit_on])(raw[part])
+            used.append({"as_of": str(c)[:10], "fitted_on": str(known[-1])[:10], "fit_rows": int(fit_on.sum()),
                          "rate": float(y[part].mean()), "mean_probability": float(p[part].mean()),
                          "ece": float(expected_calibration_error(y[part], p[part]))})
         ece = float(expected_calibration_error(y[test], p[test]))
