@@ -128,7 +128,8 @@ def frame(root: Path):
         f"sum(sum_click) FILTER (WHERE activity_type = '{t}') AS clicks_{t}, "
         f"count(DISTINCT date) FILTER (WHERE activity_type = '{t}') AS days_{t}" for t in TYPES)
     sql = _SQL.format(root=root, cut=CUTOFF, lag=MARK_LAG, click_pivot=pivot)
-    df = duckdb.sql(sql).df()
+    # a fixed row order: LightGBM's bagging draws by row position, and DuckDB's order is not fixed
+    df = duckdb.sql(sql).df().sort_values(["code_module", "code_presentation", "id_student"], ignore_index=True)
     for column in CATEGORICAL:
         df[column] = df[column].astype("category")
     return df
