@@ -64,6 +64,7 @@ from propensity.features.config import FeatureConfig
 from propensity.features.history import with_attributes
 from propensity.features.purchase_history import purchase_history_table
 from propensity.features.spine import TIMESTAMP_US
+from propensity.features.value_stats import with_value_stats
 
 __all__ = [
     "KEY_COLUMNS",
@@ -548,7 +549,9 @@ def build_features(
         ``value__sum_{N}d``, ``value__max_{N}d``, ``tenure_days``, ``all__momentum_{M}d``;
         then ``account__active_contacts_{N}d``, ``account__count_{N}d``,
         ``account__contacts``; then with ``purchase_history_features`` the columns of
-        :func:`propensity.features.purchase_history.purchase_history_columns`; then the
+        :func:`propensity.features.purchase_history.purchase_history_columns`; then, per type of
+        ``value_stats_types`` / ``value_thresholds``, ``value_mean``, ``value_min``, ``value_max``,
+        ``value_last``, ``count_value_below_{T}`` (:mod:`propensity.features.value_stats`); then the
         contacts' attribute columns (``config.attributes``:
         identifier-like columns are left out unless included).
 
@@ -596,6 +599,8 @@ def build_features(
     if config.purchase_history_features and plan.monetary:
         feats, added = _with_purchase_history(feats, events, base, plan)
         names += added
+    feats, value_stats = with_value_stats(feats, base, events, config, plan.names)  # features/value_stats.py
+    names += value_stats
     attributes = attribute_columns(contacts, config)  # the guard: features/attributes.py
     clash = sorted(set(attributes) & {*names, *KEY_COLUMNS})
     if clash:

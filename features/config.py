@@ -6,6 +6,7 @@ YAML key fails loudly instead of silently falling back to a default.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,6 +116,14 @@ class FeatureConfig(BaseModel):
         mean gap, the last gap and its trend, the last purchase's value):
         :mod:`propensity.features.purchase_history`. Off by default: the service does not
         compute them yet (it refuses such a model, naming the family).
+    value_stats_types : tuple of str
+        Event types whose values are summarised over all history before ``as_of``
+        (:mod:`propensity.features.value_stats`): ``value_mean``, ``value_min``, ``value_max``
+        and ``value_last`` (the latest instant's value; the largest on a tie). For types whose
+        value is a measurement (a score, a delay, an amount) rather than a weight. Empty: off.
+    value_thresholds : mapping of str to tuple of float
+        Per event type, thresholds ``T`` of ``count_value_below_{T}``: its events (all history)
+        with ``value < T``, e.g. marks below a pass mark. Types need not be in ``value_stats_types``.
     account_features : bool
         Whether to add the ``account__*`` features.
     include_attributes : bool
@@ -136,6 +145,8 @@ class FeatureConfig(BaseModel):
     trend_features: bool = True
     monetary_types: tuple[str, ...] | Literal["auto"] = "auto"
     purchase_history_features: bool = False
+    value_stats_types: tuple[str, ...] = ()
+    value_thresholds: dict[str, tuple[float, ...]] = Field(default_factory=dict)
     account_features: bool = True
     include_attributes: bool = True
     attributes: AttributeSelection = AttributeSelection()
@@ -160,7 +171,20 @@ class FeatureConfig(BaseModel):
             raise ValueError(f"half-lives must be positive, got {list(value)}")
         return _unique(value, "half_lives_days")
 
-    @field_validator("event_types", "value_weighted_types", "monetary_types")
+    @field_validator("value_thresholds")
+    @classmethod
+    def _finite_unique_thresholds(cls, value: dict[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+        for event_type, thresholds in value.items():
+            if not event_type.strip():
+                raise ValueError("event types must be non-empty strings")
+            if not thresholds:
+                raise ValueError(f"value_thresholds[{event_type!r}]: give at least one threshold")
+            if any(not math.isfinite(t) for t in thresholds):
+                raise ValueError(f"value_thresholds[{event_type!r}]: thresholds must be finite, got {list(thresholds)}")
+            _unique(thresholds, f"value_thresholds[{event_type!r}]")
+        return value
+
+    @field_validator("event_types", "value_weighted_types", "monetary_types", "value_stats_types")
     @classmethod
     def _non_empty_unique_types(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
         if value is None or value == "auto":
@@ -173,7 +197,7 @@ class FeatureConfig(BaseModel):
     def _weighted_types_are_listed(self) -> FeatureConfig:
         # Only checkable when the types are given; a typo here would silently drop the weight.
         if self.event_types is not None:
-            for key in ("value_weighted_types", "monetary_types"):
+            for key in ("value_weighted_types", "monetary_types", "value_stats_types", "value_thresholds"):
                 listed = getattr(self, key)
                 missing = [] if listed == "auto" else sorted(set(listed) - set(self.event_types))
                 if missing:

@@ -121,6 +121,11 @@ def print_training(result) -> None:
                       f"{shift['test']['mean_probability']:.3f}, ECE {shift['test']['ece']:.4f} (valid {shift['valid']['ece']:.4f})"
                       + "".join(f"; {c['as_of']} rate {c['rate']:.3f} vs {c['mean_probability']:.3f}"
                                 for c in shift["test_by_cutoff"][:4]))
+        gaps = shift.get("test_largest_gaps_by_account") or []
+        if gaps:  # where it misses most: e.g. an account (a course run) that changed since training
+            console.print("  largest gaps by account (rate vs mean probability, share of the gap): "
+                          + "; ".join(f"{g['account_id']} {g['rate']:.3f} vs {g['mean_probability']:.3f} "
+                                      f"({g['share_of_gap']:+.3f})" for g in gaps[:3]))
     blend = result.summary.get("rule_inputs")
     if blend is not None:  # the rules as an input: what validation chose, in one line
         console.print(f"rules as input: valid ROC-AUC model {blend['valid_auc_model']:.4f}, rules "

@@ -68,6 +68,10 @@ class FeaturePlan:
                              "config), which the service does not compute yet; score it in batch, or retrain it "
                              "with `expected_purchases: false` to serve it live")
         config = FeatureConfig.of_model(scorer.feature_config)
+        if config.value_stats_types or config.value_thresholds:
+            raise ValueError("the model reads value summaries per event type (`value_stats_types` / "
+                             "`value_thresholds` in its feature config: propensity.features.value_stats), which the "
+                             "service does not compute yet; score it in batch, or retrain it without them to serve it live")
         if not config.is_resolved:
             unresolved = [k for k in ("windows_days", "half_lives_days", "monetary_types") if getattr(config, k) == "auto"]
             raise ValueError(f"the model's feature config leaves {unresolved} on `auto`: the service cannot know which "

@@ -14,7 +14,7 @@ import pandas as pd
 
 from propensity.pipelines.training.metrics import expected_calibration_error
 
-__all__ = ["calibration_shift", "prior_shift_adjusted"]
+__all__ = ["calibration_shift", "largest_gaps_by_account", "prior_shift_adjusted"]
 
 
 def _figures(label: np.ndarray, probability: np.ndarray) -> dict:
@@ -22,9 +22,29 @@ def _figures(label: np.ndarray, probability: np.ndarray) -> dict:
             "ece": float(expected_calibration_error(label, probability))}
 
 
+def largest_gaps_by_account(test: pd.DataFrame, probability: str = "probability", *, min_rows: int = 100,
+                            top: int = 5) -> list[dict]:
+    """The test accounts (``account_id``, at least ``min_rows`` rows) whose observed rate and mean
+    probability differ most, weighted by their share of the test rows: where the calibration misses
+    on the next period (on OULAD an account is a module presentation, e.g. one redesigned since the
+    training period). ``share_of_gap``: the account's rows x (rate - mean probability) / all test rows,
+    its part of the overall rate minus mean probability. Empty without ``account_id``."""
+    if "account_id" not in test.columns or test.empty:
+        return []
+    groups = test.groupby("account_id", sort=True).agg(rows=("label", "size"), rate=("label", "mean"),
+                                                       mean_probability=(probability, "mean"))
+    groups = groups[groups["rows"] >= min_rows]
+    share = groups["rows"] * (groups["rate"] - groups["mean_probability"]) / len(test)
+    order = share.abs().sort_values(ascending=False, kind="stable").index[:top]
+    return [{"account_id": str(a), "rows": int(groups.at[a, "rows"]), "rate": float(groups.at[a, "rate"]),
+             "mean_probability": float(groups.at[a, "mean_probability"]), "share_of_gap": float(share[a])}
+            for a in order]
+
+
 def calibration_shift(frame: pd.DataFrame, probability: str = "probability") -> dict:
     """``valid`` and ``test`` figures (rate, mean probability, ECE), the test ones per cut-off too,
-    and ``shift``: test ECE minus valid ECE (what the next period costs the calibration)."""
+    the test accounts where it misses most (:func:`largest_gaps_by_account`), and ``shift``: test ECE
+    minus valid ECE (what the next period costs the calibration)."""
     out: dict = {}
     for split in ("valid", "test"):
         part = frame[frame["split"] == split]
@@ -33,6 +53,7 @@ def calibration_shift(frame: pd.DataFrame, probability: str = "probability") -> 
     test = frame[frame["split"] == "test"]
     out["test_by_cutoff"] = [{"as_of": str(pd.Timestamp(as_of).date()), **_figures(g["label"].to_numpy(), g[probability].to_numpy())}
                              for as_of, g in test.groupby("as_of", sort=True)]
+    out["test_largest_gaps_by_account"] = largest_gaps_by_account(test, probability)
     if "valid" in out and "test" in out:
         out["shift"] = out["test"]["ece"] - out["valid"]["ece"]
     return out

@@ -15,9 +15,12 @@ import pandas as pd
 import yaml
 
 from propensity.features.layout import LEARNED_RULES_FILE, WorkspaceLayout
+from propensity.pipelines.training.card import model_card
 from propensity.pipelines.training.config import TrainConfig
 
-__all__ = ["CONTEXT_FILES", "context_folder", "write_context"]
+__all__ = ["CARD_FILE", "CONTEXT_FILES", "context_folder", "write_context"]
+
+CARD_FILE = "card.md"  # the model card (training/card.py)
 
 CONTEXT_FILES = {
     "train": "train.yaml",
@@ -34,7 +37,7 @@ def context_folder(workspace_path: Path, model_name: str, version: str) -> Path:
 
 def write_context(config: TrainConfig, result, folder: Path) -> Path:
     """The files a model version carries: its train config (``data_end`` pinned to the value used,
-    paths relative to the folder), rules, feature config and learned points.
+    paths relative to the folder), rules, feature config and learned points, and its card.
 
     With them `score`, `explain`, `compare` and `tune` rebuild what the model was trained on
     instead of whatever the workspace's configs say today.
@@ -56,4 +59,6 @@ def write_context(config: TrainConfig, result, folder: Path) -> Path:
     header = ("# The training config this model version was trained with: data_end is the value used,\n"
               "# paths are relative to this folder (written by `propensity train`).\n")
     (folder / CONTEXT_FILES["train"]).write_text(header + yaml.safe_dump(train, sort_keys=False), encoding="utf-8")
+    # for people, not read back: the test figures and how the calibration holds on the test period
+    (folder / CARD_FILE).write_text(model_card(result.summary, result.metrics), encoding="utf-8")
     return folder

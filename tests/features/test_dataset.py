@@ -171,6 +171,7 @@ needs_oulad = pytest.mark.skipif(
 
 CLICKS = 10_655_280
 SUBMISSIONS = 173_912
+BANKED = 1_909  # is_banked: results carried over from an earlier presentation
 REGISTRATIONS = 32_548  # 45 enrolments have no registration date
 # Of the 304,597 enrolment x dated-assessment pairs of the same presentation, those with no
 # submission on or before the deadline (never submitted, or late); LATE of them were submitted
@@ -218,7 +219,8 @@ def test_oulad_leaky_contacts_carry_the_unregistration_day():
 def test_oulad_row_counts(oulad):
     ws, _, reports = oulad
     assert ws.counts() == {
-        "events": CLICKS + SUBMISSIONS + REGISTRATIONS + MISSED,
+        # each submission not banked: submitted, marked and marked against its cohort
+        "events": CLICKS + 3 * (SUBMISSIONS - BANKED) + BANKED + REGISTRATIONS + MISSED,
         "contacts": CONTACTS,
         "outcomes": PASSED,
         "rejects": 0,
@@ -228,9 +230,8 @@ def test_oulad_row_counts(oulad):
     with ws.connect() as con:
         by_type = dict(
             con.execute(
-                "SELECT CASE WHEN event_type IN ('registered', 'assessment_submitted', "
-                "'assessment_missed') THEN event_type ELSE 'click' END, count(*) "
-                "FROM events GROUP BY 1"
+                "SELECT CASE WHEN event_type LIKE 'assessment%' OR event_type = 'registered' "
+                "THEN event_type ELSE 'click' END, count(*) FROM events GROUP BY 1"
             ).fetchall()
         )
         types = con.execute("SELECT count(DISTINCT event_type) FROM events").fetchall()[0][0]
@@ -242,11 +243,38 @@ def test_oulad_row_counts(oulad):
             "AND s.event_id = replace(m.event_id, 'miss-', 'asm-')"
         ).fetchall()[0]
     assert by_type == {
-        "click": CLICKS, "assessment_submitted": SUBMISSIONS, "registered": REGISTRATIONS,
-        "assessment_missed": MISSED,
+        "click": CLICKS, "assessment_submitted": SUBMISSIONS - BANKED, "assessment_marked": SUBMISSIONS - BANKED,
+        "assessment_mark_vs_cohort": SUBMISSIONS - BANKED, "assessment_banked": BANKED,
+        "registered": REGISTRATIONS, "assessment_missed": MISSED,
     }  # fmt: skip
-    assert types == 20 + 3  # 20 VLE activity types + submitted, registered, missed
+    assert types == 20 + 6  # 20 VLE activity types + submitted, marked, vs cohort, banked, registered, missed
     assert (paired, early) == (LATE, 0)  # the late ones pair up, none was submitted in time
+
+
+@needs_oulad
+@pytest.mark.oulad
+@pytest.mark.slow
+def test_oulad_marks_are_stamped_when_known_never_at_a_tma_submission(oulad):
+    # The assumption of oulad.yaml: a CMA is marked on submission, a TMA or exam 14 days after
+    # the later of its deadline and its submission; never before the submission itself.
+    ws, _, _ = oulad
+    with ws.connect() as con:
+        rows = con.execute(
+            "SELECT json_extract_string(m.properties, '$.assessment_type') AS kind, "
+            "date_diff('day', s.ts, m.ts) AS after_submission, s.value AS days_early, "
+            "date_diff('day', s.ts, r.ts) AS relative_after_submission "
+            "FROM events m JOIN events s ON s.event_id = replace(m.event_id, 'mark-', 'asm-') "
+            "JOIN events r ON r.event_id = replace(m.event_id, 'mark-', 'markrel-') "
+            "WHERE m.event_type = 'assessment_marked'"
+        ).df()
+    assert len(rows) == SUBMISSIONS - BANKED
+    cma = rows["kind"] == "CMA"
+    assert (rows.loc[cma, "after_submission"] == 0).all()
+    tma = rows[~cma & (rows["kind"] == "TMA")]
+    # 14 days after the deadline (days_early ahead of the submission) or after a late submission
+    assert (tma["after_submission"] == 14 + tma["days_early"].clip(lower=0)).all()
+    assert (rows["after_submission"] >= 0).all()
+    assert (rows["relative_after_submission"] == rows["after_submission"]).all()
 
 
 @needs_oulad
@@ -257,7 +285,8 @@ def test_oulad_contacts_have_fit_attributes_and_no_leaky_ones(oulad):
     contacts = ws.table("contacts")
     assert contacts["contact_id"].is_unique
     assert contacts["contact_id"].iloc[0].count("-") == 2
-    assert {"gender", "region", "imd_band", "num_of_prev_attempts", "code_module"} <= set(contacts)
+    assert {"gender", "region", "imd_band", "num_of_prev_attempts", "code_module", "semester"} <= set(contacts)
+    assert set(contacts["semester"]) == {"B", "J"} and "code_presentation" not in contacts
     assert not {"final_result", "date_unregistration", "days_to_unregistration"} & set(contacts)
     assert contacts["num_of_prev_attempts"].dtype == "int64"
     assert contacts["created_at"].notna().all()
@@ -270,8 +299,7 @@ def test_oulad_timestamps_are_sane_per_presentation(oulad):
     ws, _, _ = oulad
     with ws.connect() as con:
         spans = con.execute(
-            "SELECT account_id, event_type IN ('registered', 'assessment_submitted', "
-            "'assessment_missed') AS other, "
+            "SELECT account_id, event_type LIKE 'assessment%' OR event_type = 'registered' AS other, "
             "min(ts) AS first, max(ts) AS last FROM events GROUP BY ALL"
         ).df()
         ends = con.execute(
@@ -281,7 +309,7 @@ def test_oulad_timestamps_are_sane_per_presentation(oulad):
     for row in spans.itertuples():
         start = presentation_start(row.account_id)
         first, last = (row.first - start).days, (row.last - start).days
-        if row.other:  # registrations from day -322, submissions (incl. banked) to day 608
+        if row.other:  # registrations from day -322, submissions (incl. banked) to day 608, marks 14 days later
             assert -365 <= first and last <= 700, row
         else:  # the README: studentVle date runs from -25 to 269
             assert -25 <= first and last <= 269, row

@@ -22,13 +22,16 @@ CONFIG = FeatureConfig(
     active_days_windows=(1, 30),
     momentum_days=7,
     monetary_types=("trialStarted", "Demo Request"),  # the purchase pass too
+    value_stats_types=("trialStarted",),  # and the value summaries (features/value_stats.py)
+    value_thresholds={"page_view": (100.0,)},
     # every attribute, chosen without a query: the expression is compiled once over unbound tables
     attributes=AttributeSelection(columns="all"),
 )
 # Families added for issue 13: each must be present so the tests below cover them.
 NEW_FAMILIES = ("__count_total", "__days_since_first", "__mean_gap_days", "__trend_7d_30d",
                 "__rfm_frequency", "__rfm_recency_days", "__rfm_tenure_days", "__rfm_monetary",
-                "__value_total")
+                "__value_total", "__value_mean", "__value_min", "__value_max", "__value_last",
+                "__count_value_below_100")
 SEEDS = (0, 1)
 
 

@@ -183,6 +183,12 @@ def test_a_model_with_auto_or_unknown_features_is_refused_by_name():
                              feature_names=["page_view__count_since_last_purchase"], categories={})
     with pytest.raises(ValueError, match=r"purchase-history features.*purchase_history_features: false"):
         FeaturePlan.from_scorer(scorer)
+    # value summaries (features/value_stats.py) are not mirrored yet: said, not NaN
+    with_stats = CONFIG.model_copy(update={"value_stats_types": (NAMED[0],)}).model_dump(mode="json")
+    scorer = SimpleNamespace(feature_config=with_stats, event_types=NAMED, categories={},
+                             feature_names=["page_view__count_3d", "page_view__value_mean"])
+    with pytest.raises(ValueError, match=r"value summaries per event type .* service does not compute yet"):
+        FeaturePlan.from_scorer(scorer)
 
 
 def test_future_events_do_not_move_the_features():

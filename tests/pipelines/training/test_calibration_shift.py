@@ -38,3 +38,20 @@ def test_no_shift_leaves_the_probabilities_where_they_are():
     np.testing.assert_allclose(adjusted, p, atol=0.01)
     with pytest.raises(ValueError, match="train_prior"):
         prior_shift_adjusted(p, 1.0)
+
+
+def test_the_accounts_where_the_calibration_misses_most_are_named_with_their_share():
+    import pandas as pd
+
+    from propensity.pipelines.training.calibration_shift import largest_gaps_by_account
+
+    # a: calibrated (rate 0.5, p 0.5); b: under-predicted by 0.3 on 200 rows; tiny: too few rows to count
+    rows = ([("a", 1, 0.5), ("a", 0, 0.5)] * 100 + [("b", 1, 0.5)] * 160 + [("b", 0, 0.5)] * 40
+            + [("tiny", 1, 0.0)] * 49 + [("tiny", 0, 0.0)] * 1)  # 450 rows in all
+    test = pd.DataFrame(rows, columns=["account_id", "label", "probability"])
+    gaps = largest_gaps_by_account(test)
+    assert [g["account_id"] for g in gaps] == ["b", "a"]
+    assert gaps[0]["rows"] == 200 and abs(gaps[0]["rate"] - 0.8) < 1e-12
+    assert abs(gaps[0]["share_of_gap"] - 200 * 0.3 / 450) < 1e-12
+    assert gaps[1]["share_of_gap"] == 0.0
+    assert largest_gaps_by_account(test.drop(columns="account_id")) == []

@@ -173,6 +173,10 @@ def test_the_run_states_how_the_calibration_holds_on_the_test_period(trained):
     (cutoff,) = shift["test_by_cutoff"]  # one test cut-off here
     assert cutoff["rows"] == shift["test"]["rows"] == int(metrics.loc[("learned", "test"), "n"])
     assert cutoff["rate"] == pytest.approx(trained.test_scores["label"].mean())
+    # the card says the same, beside the version's context files
+    card = (trained.context_path / "card.md").read_text(encoding="utf-8")
+    assert "## Calibration on the next period" in card
+    assert f"| test | {shift['test']['rows']:,} | {shift['test']['rate']:.3f} |" in card
 
 
 def test_too_few_positives_stops_with_a_message_that_says_what_to_do(workspace, tmp_path):
@@ -234,7 +238,8 @@ def test_the_run_carries_its_context_pinned_requirements_and_tuned_parameters(tr
     assert run.data.metrics["learned.test.roc_auc"] == pytest.approx(
         trained.metrics.set_index(["model", "split"]).loc[("learned", "test"), "roc_auc"])
     listed = {a.path for a in MlflowClient().list_artifacts(trained.run_id, "context")}
-    assert listed == {f"context/{n}" for n in ("train.yaml", "rules.yaml", "features.yaml", "rules.learned.yaml")}
+    assert listed == {f"context/{n}" for n in ("train.yaml", "rules.yaml", "features.yaml", "rules.learned.yaml",
+                                               "card.md")}
     requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/propensity-test/1")).read_text().split()
     assert f"lightgbm=={version('lightgbm')}" in requirements
     # propensity is not on PyPI: the model carries the package as code (test_pyfunc_portable.py)
