@@ -40,3 +40,15 @@ def test_the_card_states_the_test_figures_and_where_the_calibration_misses():
 def test_without_a_learned_model_the_card_has_no_calibration_section():
     summary = {k: v for k, v in SUMMARY.items() if k != "calibration_shift"}
     assert "Calibration" not in model_card(summary, METRICS)
+
+
+def test_train_prints_the_largest_gaps_by_account(tmp_path, capsys):
+    from propensity.pipelines.cli.training import print_training
+    from propensity.pipelines.training.train import TrainResult
+
+    result = TrainResult(summary=SUMMARY, metrics=METRICS, points_only=False,
+                         learned_rules_path=tmp_path / "rules.learned.yaml", learned_rules=None)
+    print_training(result)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "calibration on test: rate 0.587 vs mean probability 0.552, ECE 0.0421 (valid 0.0192)" in out
+    assert "largest gaps by account (rate vs mean probability, share of the gap): CCC-2014J 0.543 vs 0.379 (+0.021)" in out
