@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import ibis
 import pandas as pd
 
 __all__ = [
@@ -85,15 +86,21 @@ class DataProfile:
     contacts_with_outcome: int
     contacts_with_repeat_outcome: int
     median_active_gap_days: float  # median over contacts of the mean gap between their active days
+    expected_after_latest: float | None = None  # events a day after the latest time of day, the days before
+
+    @property
+    def data_end_record(self):
+        """Training's own default ``data_end`` (``training.data_end``: the midnight after the latest
+        event or outcome, or the minute after it when the last day was cut short), with its reason."""
+        from propensity.pipelines.training.data_end import DataEnd, default_data_end
+
+        latest = max(t for t in (self.last_event, self.last_outcome) if t is not None)
+        return DataEnd(value=default_data_end(latest, self.expected_after_latest), source="default",
+                       latest=latest, start=self.first_event, expected_after=self.expected_after_latest)
 
     @property
     def data_end(self) -> datetime:
-        """Midnight after the latest event or outcome: an export of whole days ends there."""
-        from propensity.pipelines.training.cutoffs import (
-            default_data_end,  # training's own rule
-        )
-
-        return default_data_end(max(t for t in (self.last_event, self.last_outcome) if t is not None))
+        return self.data_end_record.value
 
     @property
     def span_days(self) -> float:
@@ -122,6 +129,7 @@ class StarterPlan:
 
 def profile_data(con) -> DataProfile:
     """Measure the workspace's ``events``, ``outcomes`` and ``contacts`` (a DuckDB connection)."""
+    from propensity.pipelines.training.data_end import events_after_time_of_day
 
     def frame(sql: str) -> pd.DataFrame:
         return con.execute(sql).df()
@@ -145,6 +153,8 @@ def profile_data(con) -> DataProfile:
                         "(SELECT contact_id, count(*) AS n, max(ts) AS hi FROM outcomes GROUP BY contact_id)")
     gap = gaps.gap[0]
     last_outcome = per_contact.hi[0]
+    latest = max(pd.Timestamp(t) for t in (totals.hi[0], last_outcome) if not pd.isna(t)).to_pydatetime()
+    expected = events_after_time_of_day(ibis.duckdb.from_connection(con).table("events"), latest, totals.lo[0])
     return DataProfile(
         contacts=known,
         events=int(totals.n[0]),
@@ -162,6 +172,7 @@ def profile_data(con) -> DataProfile:
         contacts_with_outcome=int(per_contact.with_any[0]),
         contacts_with_repeat_outcome=int(per_contact.repeat[0]),
         median_active_gap_days=float(gap) if gap is not None and not pd.isna(gap) else float("nan"),
+        expected_after_latest=expected,
     )
 
 
@@ -212,7 +223,9 @@ def plan_project(profile: DataProfile, horizon_days: int | None = None) -> Start
 
     step = _step_days(horizon_days)
     data_end = profile.data_end
-    test_cut = data_end - timedelta(days=horizon_days)
+    # a data end that is not midnight (cut short) puts the test cut-off on the midnight before, so
+    # the grid stays on whole days and its window still closes by data_end
+    test_cut = pd.Timestamp(data_end - timedelta(days=horizon_days)).floor("D").to_pydatetime()
     first_allowed = pd.Timestamp(profile.first_event).normalize().to_pydatetime() + timedelta(days=math.ceil(history))
     n_steps = max(0, int((test_cut - first_allowed).total_seconds() // 86400 // step))
     cuts = [test_cut - timedelta(days=k * step) for k in range(n_steps, -1, -1)]
@@ -333,6 +346,17 @@ def _features_yaml(plan: StarterPlan) -> str:
     ]) + "\n"
 
 
+def _data_end_lines(end) -> list[str]:
+    if end.cut_short:
+        return [f"# the data looks cut short at its latest event or outcome ({end.latest:%Y-%m-%d %H:%M:%S}): on the",
+                f"# days before, {end.expected_after:,.1f} events a day came later in the day than that, so the data",
+                "# ends the minute after it; set the next midnight yourself if the export holds whole days",
+                f"data_end: '{end.value:%Y-%m-%dT%H:%M:%S}'"]
+    return [f"# the data ends at the midnight after its latest event or outcome ({end.value:%Y-%m-%d}): an export",
+            "# of whole days; set it yourself if the export stopped mid-day",
+            f"data_end: {end.value:%Y-%m-%d}"]
+
+
 def _train_yaml(plan: StarterPlan) -> str:
     profile = plan.profile
     outcome_types = [o for o in profile.outcomes if o.outcome is not None]
@@ -347,9 +371,7 @@ def _train_yaml(plan: StarterPlan) -> str:
         f"horizon_days: {plan.horizon_days}  # {plan.horizon_note}",
         f"# {plan.recurring_note}",
         f"recurring: {'true' if plan.recurring else 'false'}",
-        f"# the data ends at the midnight after its latest event or outcome ({profile.data_end:%Y-%m-%d}): an export",
-        "# of whole days; set it yourself if the export stopped mid-day",
-        f"data_end: {profile.data_end:%Y-%m-%d}",
+        *_data_end_lines(profile.data_end_record),
         f"# {plan.split_note}",
         "split: {" + ", ".join(f"{k}: {v}" for k, v in plan.split.items()) + "}",
     ]

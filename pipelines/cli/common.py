@@ -186,8 +186,9 @@ def spine_choice(as_of: str | None, spine: str | None, default_from=None):
         from propensity.pipelines.explain.jobs import default_as_of
 
         when = default_as_of(default_from)
-        report("uses", f"cut-off {when:%Y-%m-%d %H:%M} (no --as-of: the midnight after the latest event, "
-                       "so every event counts)")
+        why = ("the midnight after the latest event" if when.hour == when.minute == 0 else
+               "the minute after the latest event: the data looks cut short that day")
+        report("uses", f"cut-off {when:%Y-%m-%d %H:%M} (no --as-of: {why}, so every event counts)")
         return SpineChoice(as_of=when, spine=None)
     return SpineChoice(as_of=parse_as_of(as_of) if as_of else None, spine=spine)
 
@@ -205,7 +206,12 @@ SparkMasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spar
 
 def engine_tables(ws, engine: str | None, engine_config: Path | None, spark_master: str | None):
     """None for the default (DuckDB on the workspace), else the configured engine's tables."""
-    from propensity.pipelines.engines import EngineConfig, check_engine_name, load_engine_config, open_tables
+    from propensity.pipelines.engines import (
+        EngineConfig,
+        check_engine_name,
+        load_engine_config,
+        open_tables,
+    )
 
     if engine is not None:
         try:

@@ -143,7 +143,8 @@ def init_cmd(
     for note in plan.notes:
         err.print(f"[yellow]note:[/] {note}")
     console.print(f"{profile.events:,} events of {len(profile.event_types)} types from {profile.contacts:,} contacts, "
-                  f"{profile.first_event:%Y-%m-%d} .. {profile.last_event:%Y-%m-%d %H:%M}; data_end {profile.data_end:%Y-%m-%d}")
+                  f"{profile.first_event:%Y-%m-%d} .. {profile.last_event:%Y-%m-%d %H:%M}; "
+                  f"{profile.data_end_record.describe()}")
     console.print(f"horizon {plan.horizon_days} days ({plan.horizon_note}); "
                   f"{'recurring' if plan.recurring else 'one-time'} outcomes: {plan.recurring_note}")
     console.print(plan.split_note)

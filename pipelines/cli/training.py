@@ -101,6 +101,13 @@ def print_training(result) -> None:
         console.print(f"[yellow]attributes: {attributes['note']}[/]")
     if attributes.get("values"):  # as of each cut-off (the attribute history) or the latest
         console.print(attributes["values"])
+    rare = result.summary.get("rare_categories")
+    if rare:  # values too rare to learn from read as missing: said, so an absent company effect is not a mystery
+        from propensity.pipelines.training.matrix import MIN_EXPECTED_POSITIVES
+
+        listed = ", ".join(f"{name} {r['dropped']:,} of {r['of']:,} values" for name, r in rare.items())
+        console.print(f"[yellow]categories read as missing, held by too few training contacts to show an effect "
+                      f"(under {MIN_EXPECTED_POSITIVES:g} conversions expected at the base rate): {listed}[/]")
     search = result.summary.get("search")
     if search is not None:
         console.print(f"search: {search['trials_completed']} of {search['n_trials']} trials on "
@@ -120,7 +127,10 @@ def print_training(result) -> None:
                       f"{blend['valid_auc_rules']:.4f}, kept {blend['valid_auc_blend']:.4f} "
                       + ("(the model alone)" if blend["alpha"] == 0 else f"(rule score blended in at {blend['alpha']:g})"))
     if result.points_only:
-        console.print("[yellow]few positives: trained only the points model (hand weights as prior)[/]")
+        positives, floor = result.summary.get("positives_train"), result.summary.get("points_only_below")
+        console.print(f"[yellow]few positives: {positives:,} in the train split, under points_only_below ({floor:,}) in "
+                      "the train config, so no LightGBM model was fitted, only the points model (hand weights as "
+                      "prior); lower points_only_below to fit one anyway, or add cut-offs / a longer horizon[/]")
     if result.leakage_allowed:
         console.print(f"[yellow]leakage guard overridden for: {', '.join(result.leakage_allowed)}[/]")
     console.print(f"learned rules: {result.learned_rules_path}  (run them: propensity score --rules {result.learned_rules_path} ...)")
@@ -278,14 +288,17 @@ def print_comparison(comparison) -> None:
              for b in correlation.columns[i + 1:]]
     console.print("Spearman rank correlation: " + ", ".join(pairs))
     if comparison.backtest is not None and not comparison.backtest.empty:
+        from propensity.pipelines.compare.backtest import backtest_models, gap_stability
+
         table = Table(title="backtest: refitted at each past cut-off, ROC-AUC (gap vs rules, paired 95% CI)")
         table.add_column("cut-off")
-        for model in comparison.models:
+        columns = backtest_models(comparison.models, comparison.backtest)
+        for model in columns:
             table.add_column(model, justify="right")
         for as_of, part in comparison.backtest.groupby("as_of"):
             cells = part.set_index("model")
             row = []
-            for model in comparison.models:
+            for model in columns:
                 if model not in cells.index:
                     row.append("-")
                 elif model == comparison.reference:
@@ -295,8 +308,6 @@ def print_comparison(comparison) -> None:
                     row.append(f"{r['roc_auc']:.3f} ({r['roc_auc_gap']:+.3f}, {r['roc_auc_gap_low']:+.3f} to {r['roc_auc_gap_high']:+.3f})")
             table.add_row(f"{as_of:%Y-%m-%d}", *row)
         console.print(table)
-        from propensity.pipelines.compare.backtest import gap_stability
-
         for sentence in gap_stability(comparison.backtest, comparison.reference):
             console.print(f"backtest: {sentence}")
     for note in comparison.backtest_notes:

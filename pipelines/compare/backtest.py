@@ -203,6 +203,14 @@ def run_backtest(
     return Backtest(table=table, notes=notes)
 
 
+def backtest_models(shown: list[str], table: pd.DataFrame) -> list[str]:
+    """The held-out comparison's models, then each model only the backtest scored (the train config's
+    learned model, refitted per cut-off, when no registered model was compared), so every verdict
+    :func:`gap_stability` prints has its column in the table above it."""
+    refitted = [] if table is None or table.empty else list(dict.fromkeys(table["model"]))
+    return list(dict.fromkeys([*shown, *refitted]))
+
+
 def gap_stability(table: pd.DataFrame, reference: str = "rules") -> list[str]:
     """One sentence per model: is its ROC-AUC gap to ``reference`` the same over the backtest cut-offs?
 

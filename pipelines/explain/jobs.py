@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -43,15 +43,19 @@ __all__ = [
 ]
 
 def default_as_of(ws: Workspace) -> datetime:
-    """Midnight after the latest event, so every event counts (features use ts < as_of)."""
-    # one aggregate straight through DuckDB: an Ibis expression for it costs ~50 ms of CPU to build
-    # and compile, paid by every cold `explain`
-    with closing(ws.connect()) as con:
-        latest = con.execute("SELECT max(ts) FROM events").fetchone()[0]
-    if latest is None or pd.isna(latest):
+    """Where the events end, by training's ``data_end`` rule (the midnight after the latest event,
+    or the minute after it when that day was cut short), so every event counts (ts < as_of)."""
+    from propensity.pipelines.training.data_end import (
+        default_data_end,
+        events_after_time_of_day,
+    )
+
+    events = ws.ibis_connection().table("events")
+    span = events.aggregate(latest=events.ts.max(), start=events.ts.min()).execute().iloc[0]
+    if span["latest"] is None or pd.isna(span["latest"]):
         raise WorkspaceError("the workspace has no events yet: run `propensity ingest events FILE` first")
-    day = pd.Timestamp(latest).normalize().to_pydatetime()
-    return day + timedelta(days=1)
+    latest = pd.Timestamp(span["latest"]).to_pydatetime()
+    return default_data_end(latest, events_after_time_of_day(events, latest, span["start"]))
 
 
 def model_features(con, spine, scorer, *, query_cache: Path | None = None) -> pd.DataFrame:

@@ -158,7 +158,10 @@ def _profile(data: EvaluationData, train_rows: pd.DataFrame, scorer, config: Mon
     if len(rows) > config.drift.reference_rows:
         rows = rows.sample(config.drift.reference_rows, random_state=config.seed)
     features = _features(data, rows.reset_index(drop=True), scorer, "_monitor_reference_spine")
-    categorical = {c: list(v) for c, v in scorer.categories.items() if c in scorer.feature_names}
+    # the values training saw: the model's categories, then the rare ones it read as missing
+    # (training/matrix.learnable_categories), which are not "unseen" at a later cut-off
+    categorical = {c: list(dict.fromkeys([*v, *sorted(features[c].dropna().astype(str).unique())]))
+                   for c, v in scorer.categories.items() if c in scorer.feature_names}
     numeric = [c for c in scorer.feature_names if c not in categorical]
     profile = drift_profile(features, numeric, categorical, bins=config.drift.bins)
     window_start = pd.Timestamp(train_rows["as_of"].max()) - pd.Timedelta(days=config.drift.event_window_days)

@@ -10,13 +10,17 @@ the previous cut-off and exit 0.) The errors raised here explain themselves: see
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-import ibis
 import pandas as pd
 
 from propensity.pipelines.training import diagnosis
 from propensity.pipelines.training.config import SplitSection, TrainConfig
+from propensity.pipelines.training.data_end import (
+    DataEnd,
+    default_data_end,
+    resolve_data_end,
+)
 from propensity.pipelines.training.labels import (
     cutoff_grid,
     label_spine,
@@ -55,76 +59,6 @@ DROP_RULES: dict[str, str] = {
 
 SplitError = diagnosis.SplitError
 NotEnoughPositives = diagnosis.NotEnoughPositives
-
-
-@dataclass(frozen=True)
-class DataEnd:
-    """The end of observed data, and where it came from.
-
-    Attributes
-    ----------
-    value : datetime
-        Label windows must close by this instant.
-    source : str
-        ``"config"`` (``data_end`` was given) or ``"default"``.
-    latest : datetime, optional
-        The latest event or outcome timestamp (what the default is computed from).
-    start : datetime, optional
-        The earliest event timestamp (how far back a grid can start).
-    """
-
-    value: datetime
-    source: str = "config"
-    latest: datetime | None = None
-    start: datetime | None = None
-
-    def describe(self) -> str:
-        """``data_end`` in words, with the rule that chose it."""
-        if self.source == "default" and self.latest is not None:
-            return (f"data_end {self.value:%Y-%m-%d %H:%M} (default: the midnight after the day of the latest "
-                    f"event or outcome, {self.latest:%Y-%m-%d %H:%M:%S})")
-        return f"data_end {self.value:%Y-%m-%d %H:%M} (from the training config)"
-
-
-def default_data_end(latest: datetime) -> datetime:
-    """The midnight after the day of ``latest``: an export of whole days covers all of that day.
-
-    The same rule ``explain`` uses for its default ``as_of``. Using ``latest`` itself would drop a
-    label window that closes at that midnight, seconds after the last event.
-    """
-    return pd.Timestamp(latest).normalize().to_pydatetime() + timedelta(days=1)
-
-
-def resolve_data_end(con: ibis.BaseBackend, configured: datetime | None = None, *,
-                     events: ibis.Table | None = None, outcomes: pd.DataFrame | None = None) -> DataEnd:
-    """``configured`` when given, else :func:`default_data_end` of the latest event or outcome.
-
-    ``events`` and ``outcomes`` (both): read those instead of ``con``'s tables named so (a
-    warehouse's tables may have other names).
-    """
-    latest, start = _observed_span(con) if events is None or outcomes is None else _span_of(events, outcomes)
-    if configured is not None:
-        return DataEnd(value=pd.Timestamp(configured).to_pydatetime(), source="config", latest=latest, start=start)
-    if latest is None:
-        raise ValueError("no events or outcomes to train on: ingest them first")
-    return DataEnd(value=default_data_end(latest), source="default", latest=latest, start=start)
-
-
-def _observed_span(con: ibis.BaseBackend) -> tuple[datetime | None, datetime | None]:
-    ends, starts = [], []
-    for name in ("events", "outcomes"):
-        table = con.table(name)
-        for stamps, value in ((ends, table.ts.max().execute()), (starts, table.ts.min().execute())):
-            if value is not None and not pd.isna(value):
-                stamps.append(pd.Timestamp(value))
-    return (max(ends).to_pydatetime() if ends else None, min(starts).to_pydatetime() if starts else None)
-
-
-def _span_of(events: ibis.Table, outcomes: pd.DataFrame) -> tuple[datetime | None, datetime | None]:
-    span = events.aggregate(latest=events.ts.max(), start=events.ts.min()).execute().iloc[0]
-    ends = [pd.Timestamp(v) for v in (span["latest"], outcomes["ts"].max()) if not pd.isna(v)]
-    starts = [pd.Timestamp(v) for v in (span["start"], outcomes["ts"].min()) if not pd.isna(v)]
-    return (max(ends).to_pydatetime() if ends else None, min(starts).to_pydatetime() if starts else None)
 
 
 @dataclass(frozen=True)

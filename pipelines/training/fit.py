@@ -11,7 +11,7 @@ models are fitted on ``train``, early-stopped and calibrated on ``valid``, and e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from propensity.pipelines.rules.config import RuleSet
 from propensity.pipelines.rules.score import rescale_raw_points, score_frame
 from propensity.pipelines.training.calibration import ProbabilityCalibrator, ScoreMapper
 from propensity.pipelines.training.config import CalibrationSection, PointsSection
+from propensity.pipelines.training.matrix import learnable_categories
 from propensity.pipelines.training.model import (
     FittedModel,
     ModelConfig,
@@ -62,6 +63,8 @@ class FittedLearned:
     probability: np.ndarray
     score: np.ndarray  # 0-5
     blend: Blend | None = None  # the rule score blended in (alpha 0: the model alone); None: rules not an input
+    # categorical columns whose rare values read as missing (matrix.learnable_categories): (dropped, of)
+    pooled: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _masks(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,6 +110,7 @@ def fit_learned(frame: pd.DataFrame, features: list[str], model_config: ModelCon
     """
     is_train, is_valid, y = _masks(frame)
     _, categories = prepare_matrix(frame[is_train], features)  # categories as the train rows have them
+    categories, pooled = learnable_categories(frame[is_train], categories, y[is_train])
     X_all, _ = prepare_matrix(frame, features, categories)
     fitted = fit_lightgbm(X_all[is_train], y[is_train], X_all[is_valid], y[is_valid], model_config,
                           weight_train=weights)
@@ -123,4 +127,4 @@ def fit_learned(frame: pd.DataFrame, features: list[str], model_config: ModelCon
     mapper = ScoreMapper(method=calibration.score_mapping).fit(
         probability[is_valid], y[is_valid], frame["rule_score"].to_numpy()[is_valid])
     return FittedLearned(model=fitted, categories=categories, calibrator=calibrator, mapper=mapper,
-                         probability=probability, score=mapper.transform(probability), blend=blend)
+                         probability=probability, score=mapper.transform(probability), blend=blend, pooled=pooled)

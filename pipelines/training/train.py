@@ -177,12 +177,14 @@ def train(
     models = {"rules": ("rule_probability", "rule_score"), "learned_points": ("points_probability", "points_score")}
 
     scorer = importance = search = shift = None
+    rare_categories: dict = {}
     if not points_only:
         step("train LightGBM (Optuna search), calibrate onto the 0-5 scale")
         # assemble_training_set always sets the weights (1 unless negatives were sampled)
         learned_fit = fit_learned(frame, ts.feature_columns, ModelConfig.from_section(config.model),
                                   config.calibration, weights=frame.loc[is_train, WEIGHT].to_numpy(),
                                   rules=rules if config.rule_inputs else None)
+        rare_categories = {name: {"dropped": dropped, "of": total} for name, (dropped, total) in learned_fit.pooled.items()}
         frame["probability"] = learned_fit.probability
         frame["learned_score"] = learned_fit.score
         fitted = learned_fit.model
@@ -208,11 +210,12 @@ def train(
     result = TrainResult(
         summary={"splits": ts.summary, "purged_rows": ts.purged, "features": len(ts.feature_columns),
                  "feature_config": ts.feature_config.model_dump(mode="json"), "feature_choices": ts.feature_note,
-                 "positives_train": positives, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
+                 "positives_train": positives, "points_only_below": config.points_only_below, "data_end": str(ts.data_end), "fingerprint": _fingerprint(frame),
                  "cutoffs": ts.cutoffs.to_dict() if ts.cutoffs is not None else None, "search": search,
                  "rule_inputs": None if scorer is None or scorer.blend is None else scorer.blend,
                  "calibration_shift": shift,
                  "attributes": _attribute_summary(ts.attributes, ts.attribute_values),
+                 "rare_categories": rare_categories,
                  "expected_purchases": ts.expected_purchases_notes or None},
         metrics=metrics, points_only=points_only, learned_rules_path=learned_path, learned_rules=learned.rules,
         importance=importance, leakage_allowed=list(getattr(report, "allowed", [])), scorer=scorer,

@@ -66,7 +66,10 @@ def test_init_writes_configs_that_load_and_fit_the_data(files, tmp_path, capsys)
     rules = load_rules(config.rules)
     assert {a.event for a in rules.activities} == {"Viewed Product", "Added To Cart", "Order Completed"}
     assert config.recurring, "most buyers order more than once: outcomes recur"
-    assert config.data_end == datetime(2025, 2, 4)  # the midnight after the last event (2025-02-03 14:37)
+    # the export stopped at 14:37 while the days before had events all day: the data ends the minute
+    # after it, not at the next midnight (which would count the unseen rest of the day as no order)
+    assert config.data_end == datetime(2025, 2, 3, 14, 38)
+    assert "looks cut short at its latest event or outcome, 2025-02-03 14:37:00" in out
     assert config.horizon_days == 90
     assert config.grid.last + timedelta(days=90) <= config.data_end  # the test window closes in the data
     assert config.grid.last + timedelta(days=90 + config.grid.step_days) > config.data_end  # and it is the last that does

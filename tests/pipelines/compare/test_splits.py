@@ -83,3 +83,13 @@ def test_gap_stability_says_on_which_side_the_clear_gaps_fall():
     })
     (points,) = gap_stability(table)
     assert "above them at 0 of 3 cut-offs, below at 2, no clear gap at 1" in points
+
+
+def test_a_model_only_the_backtest_refitted_gets_its_own_column():
+    """No registered model compared: the backtest still refits the train config's learned model, and
+    its verdict line must have a column in the table above it."""
+    from propensity.pipelines.compare.backtest import backtest_models
+
+    table = pd.DataFrame({"model": ["rules", "learned", "learned_points"] * 2})
+    assert backtest_models(["rules", "learned_points"], table) == ["rules", "learned_points", "learned"]
+    assert backtest_models(["rules", "learned"], pd.DataFrame()) == ["rules", "learned"]

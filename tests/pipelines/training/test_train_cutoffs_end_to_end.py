@@ -76,6 +76,8 @@ def test_train_tests_on_the_last_grid_cutoff_and_prints_the_cutoffs_it_used(work
     assert "data_end 2025-05-01 00:00 (default: the midnight after the day of the latest event or outcome" in out
     assert "cut-offs used (30-day label windows): train 2025-01-14, 2025-01-21 (2); valid 2025-02-25; test 2025-04-01" in out
     assert "cut-offs 2025-01-28 .. 2025-03-25 (8) dropped: its label window would run into the next split" in out
+    # the points model alone (this config's points_only_below), said with the numbers that decided it
+    assert "in the train split, under points_only_below (1,000,000) in the train config, so no LightGBM" in out
 
 
 def test_a_data_end_that_drops_the_last_cutoff_says_which_by_which_rule_and_what_keeps_it(workspace, tmp_path, capsys):
