@@ -190,11 +190,14 @@ def test_a_second_shape_of_an_event_is_added_when_one_shape_cannot_say_it():
     candidates = candidates + [Candidate("c5", "demo_requested", candidates[0].activity.model_copy(
         update={"name": "c5", "half_life_days": 3.0}), "demo")]
     logodds["demo_requested"] = 0.2 * unit["c0"] + 1.0 * fast
-    config = TuneConfig(reshape=False, min_share=0.005, target="groups")
+    config = TuneConfig(reshape=False, min_share=0.005, second_margin=0.05)
     one = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, config)
     from dataclasses import replace
 
     two = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, replace(config, second_shapes=True))
+    grouped = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand,
+                            replace(config, second_shapes=True, target="groups"))
+    assert "demo_hl3d" not in {a.name for a in grouped.rules.activities}  # margin target only
     assert "demo_hl3d" not in {a.name for a in one.rules.activities}
     rules = {a.name: a for a in two.rules.activities}
     k = two.k_points_per_logodds
