@@ -90,7 +90,7 @@ class TuneConfig:
     zero_no_signal: bool = False
     keep_share: float = 0.01
     keep_fraction: float = 0.2
-    second_shapes: bool = False
+    second_shapes: bool = True
     second_margin: float = 0.05
     second_max_corr: float = 0.95
     n_boot: int = 1000

@@ -168,7 +168,7 @@ def propose_rules(
                            "activity": base.model_copy(update={"name": name, "description": "proposed by propensity tune"}),
                            "new": True})
 
-    if config.second_shapes:
+    if config.second_shapes and config.target == "margin":  # see the uncapping after the joint fit
         chosen += _second_shapes(chosen, phi, unit_raw, by_rule, new_by_group, lookup, config)
 
     # 2. fit criteria: hand ones, then new ones for attributes with signal and no criterion
@@ -221,6 +221,16 @@ def propose_rules(
         # rule can read (all activity, account), which per-group fits would leave out
         slopes = _lstsq(margin, np.column_stack([columns[m] for m in joint]))
         beta = {m: 0.0 for m in columns} | dict(zip(joint, slopes.tolist()))
+        # the engine caps positive raws only: a capped second shape the fit gave negative points
+        # would be scored uncapped, so it is fitted uncapped (once, then the joint fit again)
+        negative = [item for item in chosen if item.get("second_of") and item["cap"] is not None
+                    and beta[item["rule"]] < 0]
+        for item in negative:
+            item["cap"] = None
+            columns[item["rule"]] = unit_raw[item["column"]].to_numpy(dtype="float64")
+        if negative:
+            slopes = _lstsq(margin, np.column_stack([columns[m] for m in joint]))
+            beta = {m: 0.0 for m in columns} | dict(zip(joint, slopes.tolist()))
     elif config.zero_no_signal:
         beta.update({m: 0.0 for m in silent})
 
@@ -259,7 +269,8 @@ def propose_rules(
         activity: Activity = item["activity"]
         weight = activity.weight if not item["new"] else 1.0
         exact = k * beta[item["rule"]] / weight
-        points = fixed.get(item["rule"], nice_round(exact, resolution=resolution))
+        step = _per_event_resolution(columns[item["rule"]], resolution) if item.get("second_of") else resolution
+        points = fixed.get(item["rule"], nice_round(exact, resolution=step))
         shape = lookup[item["column"]].activity
         update = {"points": points, "half_life_days": shape.half_life_days,
                   "expires_after_days": shape.expires_after_days, "cap": None}
@@ -319,11 +330,10 @@ def _second_shapes(chosen: list[dict], phi: dict, unit_raw: pd.DataFrame, by_rul
                    lookup: dict, config: TuneConfig) -> list[dict]:
     """A second rule on an activity's event where one shape leaves much of its group unexplained.
 
-    One decayed, capped count cannot say "bought often, but not lately" (a short half-life beside
-    a long one, with its own sign) or "one recent event matters, many more do not" (a count capped
-    at one event beside an uncapped one). For each chosen rule, the candidate shape (half-life x cap)
-    that best explains its group together with the rule's own column (another half-life or expiry,
-    correlated with it at most ``second_max_corr``: two near copies get points that cancel out) is
+    One decayed, capped count cannot say "bought often, but not lately": a lifetime or long-decayed
+    count beside a recent one, each with its own sign. For each chosen rule, the candidate shape
+    (half-life, expiry, cap) that best explains its group together with the rule's own column
+    (correlated with it at most ``second_max_corr``: two near copies get points that cancel out) is
     added as a new rule when it raises the group's R^2 by at least ``second_margin``; the joint fit
     then sets both rules' points.
     """
@@ -356,7 +366,8 @@ def _second_shapes(chosen: list[dict], phi: dict, unit_raw: pd.DataFrame, by_rul
             continue
         shape = lookup[column].activity
         suffix = f"hl{shape.half_life_days:g}d" if shape.half_life_days else "no_decay"
-        name = f"{item['rule']}_{suffix}" + ("_capped" if cap is not None else "")
+        expiry = f"_{shape.expires_after_days:g}d" if shape.expires_after_days else ""
+        name = f"{item['rule']}_{suffix}{expiry}"
         if name in taken:
             continue
         taken.add(name)
@@ -367,6 +378,20 @@ def _second_shapes(chosen: list[dict], phi: dict, unit_raw: pd.DataFrame, by_rul
         out.append({"rule": name, "group": group, "column": column, "cap": cap, "r2": r2, "activity": base,
                     "new": True, "second_of": item["rule"], "r2_gain": r2 - item["r2"]})
     return out
+
+
+def _per_event_resolution(values: np.ndarray, resolution: float) -> float:
+    """A finer step for a rule whose column runs high (a lifetime count): rounding its per-event
+    points by ``resolution`` would move a typical contact's total by many points (0.6 -> 1 point
+    per purchase is 24 points for 60 purchases). The coarsest of 1, 0.5, 0.1, 0.05, 0.01 (not
+    above ``resolution``) at which the rounding moves the 90th percentile row by at most ``resolution``."""
+    positive = np.asarray(values, dtype="float64")
+    positive = positive[positive > 0]
+    typical = float(np.quantile(positive, 0.9)) if positive.size else 1.0
+    for step in (1.0, 0.5, 0.1, 0.05, 0.01):
+        if step <= resolution and step * typical <= resolution:
+            return step
+    return 0.01
 
 
 def _kept_points(hand: dict, beta: dict, own_beta: dict, share: dict, k: float, resolution: float,

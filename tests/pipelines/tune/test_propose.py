@@ -190,11 +190,14 @@ def test_a_second_shape_of_an_event_is_added_when_one_shape_cannot_say_it():
     candidates = candidates + [Candidate("c5", "demo_requested", candidates[0].activity.model_copy(
         update={"name": "c5", "half_life_days": 3.0}), "demo")]
     logodds["demo_requested"] = 0.2 * unit["c0"] + 1.0 * fast
-    config = TuneConfig(reshape=False, min_share=0.005, target="groups")
+    config = TuneConfig(reshape=False, min_share=0.005, second_shapes=False)
     one = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, config)
     from dataclasses import replace
 
     two = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand, replace(config, second_shapes=True))
+    grouped = propose_rules(RULES, logodds, kinds, unit, candidates, attributes, hand,
+                            replace(config, second_shapes=True, target="groups"))
+    assert "demo_hl3d" not in {a.name for a in grouped.rules.activities}  # margin target only
     assert "demo_hl3d" not in {a.name for a in one.rules.activities}
     rules = {a.name: a for a in two.rules.activities}
     k = two.k_points_per_logodds
@@ -205,3 +208,19 @@ def test_a_second_shape_of_an_event_is_added_when_one_shape_cannot_say_it():
     assert changes.loc["demo_hl3d", "status"] == "new" and "second shape beside demo" in changes.loc["demo_hl3d", "note"]
     # a group one shape explains gets no second rule
     assert not [a for a in two.rules.activities if a.name.startswith(("opens_", "pricing_"))]
+
+
+def test_hand_rules_are_reshaped_to_other_expiries_only_when_asked():
+    from propensity.pipelines.tune.candidates import candidate_rules
+
+    plain = candidate_rules(RULES, ("demo_requested",), half_lives=(None, 7.0), new_expiries=(30.0,), new_rules=False)
+    wide = candidate_rules(RULES, ("demo_requested",), half_lives=(None, 7.0), new_expiries=(30.0,), new_rules=False,
+                           reshape_expiries=(None, 90.0))
+    def shapes(cands):
+        return {(c.existing, c.activity.half_life_days, c.activity.expires_after_days) for c in cands}
+
+    assert ("demo", 7.0, 90.0) not in shapes(plain) and ("demo", 7.0, 90.0) in shapes(wide)
+    assert ("demo", None, 90.0) in shapes(wide) and shapes(plain) <= shapes(wide)
+    # the hand rule's own shape is still there once, and what propose_rules starts from
+    assert sum(1 for c in wide if (c.existing, c.activity.half_life_days, c.activity.expires_after_days)
+               == ("demo", 30.0, None)) == 1
