@@ -322,10 +322,11 @@ def _type_aggregates(h: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
     for n in plan.windows:
         aggs[f"_vsum{n}"] = _when(h._age <= n * _US_PER_DAY, h._value).sum()
         aggs[f"_vmax{n}"] = _when(h._age <= n * _US_PER_DAY, h._value).max()
-    # The latest event's account: NULL keys sort last, so NULL accounts never win.
-    account_ts = _when(h._account.notnull(), h._ts)
-    aggs["_acc"] = h._account.argmax(account_ts)
-    aggs["_acc_ts"] = account_ts.max()
+    # When the latest event naming an account was. Its account is not picked here: for a
+    # contact without a contacts-table account it is the group's member account (a key), and
+    # an aggregate over strings (ARG_MAX) would make Spark sort every joined event row
+    # (SortAggregate) instead of hashing them. Level 2 picks it (_contact_aggregates).
+    aggs["_acc_ts"] = _when(h._account.notnull(), h._ts).max()
     if plan.monetary:
         aggs["_pv"] = _when(h._pday.notnull(), h._value.fill_null(0.0)).sum()
     return aggs
@@ -358,7 +359,10 @@ def _contact_aggregates(t: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
     for n in plan.windows:
         aggs[f"value__max_{n}d"] = t[f"_vmax{n}"].max()
     aggs["tenure_days"] = t._age_max.max()
-    aggs["_event_account"] = t._acc.argmax(t._acc_ts)
+    # The account of the latest event naming one: the member account of its level-1 row, for
+    # a contact without a contacts-table account (whose own account wins otherwise, in
+    # with_attributes). NULL keys never win.
+    aggs["_event_account"] = _when(t._acc_ts.notnull(), t._m_account).argmax(t._acc_ts)
     return aggs
 
 
