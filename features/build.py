@@ -62,7 +62,7 @@ from propensity.features.attributes import attribute_columns
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.history import with_attributes
-from propensity.features.purchase_history import purchase_history_table
+from propensity.features.purchase_history import with_purchase_history
 from propensity.features.spine import TIMESTAMP_US
 from propensity.features.value_stats import with_value_stats
 
@@ -601,7 +601,7 @@ def build_features(
     feats = raw.select("contact_id", "as_of", "_event_account", **features)
     names = list(features)
     if config.purchase_history_features and plan.monetary:
-        feats, added = _with_purchase_history(feats, events, base, plan)
+        feats, added = with_purchase_history(feats, events, base, plan.names, plan.monetary)
         names += added
     feats, value_stats = with_value_stats(feats, base, events, config, plan.names)  # features/value_stats.py
     names += value_stats
@@ -613,13 +613,3 @@ def build_features(
                             contact_history if config.attributes.values == "as_of" else None)
     return table.select(*KEY_COLUMNS, *names, *attributes)
 
-
-def _with_purchase_history(feats: ibis.Table, events: ibis.Table, rows: ibis.Table,
-                           plan: _Plan) -> tuple[ibis.Table, list[str]]:
-    """``feats`` plus the purchase-history family (``features/purchase_history.py``), NULL on the
-    rows without a purchase before their ``as_of``."""
-    extra = purchase_history_table(events, rows, plan.names, plan.monetary)
-    added = [c for c in extra.columns if c not in ("contact_id", "as_of")]
-    extra = extra.rename(_ph_contact="contact_id", _ph_as_of="as_of")
-    joined = feats.left_join(extra, [feats.contact_id == extra._ph_contact, feats.as_of == extra._ph_as_of])
-    return joined.select(*feats.columns, *added), added

@@ -37,7 +37,7 @@ import ibis.expr.types as ir
 
 from propensity.features.spine import TIMESTAMP_US
 
-__all__ = ["purchase_history_columns", "purchase_history_table"]
+__all__ = ["purchase_history_columns", "purchase_history_table", "with_purchase_history"]
 
 _US_PER_DAY = 86_400_000_000
 
@@ -149,3 +149,14 @@ def purchase_history_table(events: ibis.Table, rows: ibis.Table, names: Mapping[
                 out[f"{name}__rate_before_last_{p}"] = before
                 out[f"{name}__rate_change_since_last_{p}"] = _when(before > 0, rate / before)
     return t.select("contact_id", "as_of", **out)
+
+
+def with_purchase_history(feats: ibis.Table, events: ibis.Table, rows: ibis.Table, names: Mapping[str, str],
+                          monetary: Sequence[str]) -> tuple[ibis.Table, list[str]]:
+    """``feats`` (one row per ``contact_id, as_of``) plus :func:`purchase_history_table`'s columns,
+    NULL on the rows without a purchase before their ``as_of``; and the names added."""
+    extra = purchase_history_table(events, rows, names, monetary)
+    added = [c for c in extra.columns if c not in ("contact_id", "as_of")]
+    extra = extra.rename(_ph_contact="contact_id", _ph_as_of="as_of")
+    joined = feats.left_join(extra, [feats.contact_id == extra._ph_contact, feats.as_of == extra._ph_as_of])
+    return joined.select(*feats.columns, *added), added

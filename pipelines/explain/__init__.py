@@ -21,6 +21,7 @@ from propensity.pipelines.explain.explain import (
     dependence,
     explain_contacts,
     global_importance,
+    reason_items,
     top_reasons,
 )
 from propensity.pipelines.explain.groups import (
@@ -52,5 +53,6 @@ __all__ = [
     "split_learned_change",
     "split_rule_change",
     "split_rule_views",
+    "reason_items",
     "top_reasons",
 ]

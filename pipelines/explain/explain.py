@@ -28,6 +28,7 @@ __all__ = [
     "dependence",
     "explain_contacts",
     "global_importance",
+    "reason_items",
     "top_reasons",
 ]
 
@@ -156,6 +157,19 @@ def contact_table(explanation: ScoreExplanation, row: int = 0, *, min_points: fl
                                "logodds": table.loc[small, "logodds"].sum(), "points": table.loc[small, "points"].sum()}])
         table = pd.concat([table[~small], other], ignore_index=True)
     return table
+
+
+def reason_items(explanation: ScoreExplanation, n: int = 3, *, positive_only: bool = False) -> list[dict]:
+    """The first row's :func:`top_reasons` as ``[{"reason", "points"}, ...]`` (what the service
+    returns), stopping at the first empty slot."""
+    row = top_reasons(explanation, n, positive_only=positive_only).iloc[0]
+    out = []
+    for k in range(1, n + 1):
+        text = row.get(f"reason_{k}")
+        if text is None or pd.isna(text):
+            break
+        out.append({"reason": str(text), "points": float(row[f"reason_{k}_points"])})
+    return out
 
 
 def top_reasons(explanation: ScoreExplanation, n: int = 3, *, positive_only: bool = False) -> pd.DataFrame:

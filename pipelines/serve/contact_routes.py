@@ -91,27 +91,17 @@ def explain_body(learned: Any, view: ScoreView, state: Any, rules: RuleSet, *, t
     is ``propensity explain --json``'s (:meth:`ContactReport.to_dict`, numbers as computed), plus
     ``top_reasons`` (``explain --all``'s ``reason_k`` columns), the rules' band and the model.
     """
-    from propensity.pipelines.explain import top_reasons
+    from propensity.pipelines.explain import reason_items
     from propensity.pipelines.explain.jobs import contact_report
 
     explanation = learned.explain(view.contact_id, view.as_of, {view.contact_id: state})
     report = contact_report(view.contact_id, view.as_of, explanation, rule_scored_row(view), rules)
     body = report.to_dict(digits=None)
     body["rules"]["band"] = view.band
-    body["top_reasons"] = _reasons(top_reasons(explanation, top, positive_only=positive_only).iloc[0], top)
+    body["top_reasons"] = reason_items(explanation, top, positive_only=positive_only)
     body["top_reasons_positive_only"] = positive_only
     body["model"] = dict(model)
     return body
-
-
-def _reasons(row: pd.Series, n: int) -> list[dict[str, Any]]:
-    out = []
-    for k in range(1, n + 1):
-        text = row.get(f"reason_{k}")
-        if text is None or pd.isna(text):
-            break
-        out.append({"reason": str(text), "points": float(row[f"reason_{k}_points"])})
-    return out
 
 
 def explain_router(settings: Any, runtime: Mapping[str, Any]) -> APIRouter:

@@ -199,17 +199,9 @@ class LearnedScores:
         LightGBM's ``pred_contrib`` through :func:`propensity.pipelines.explain.explain_contacts` (the
         numbers ``propensity explain`` shows), for one row: about a millisecond of trees.
         """
-        from propensity.pipelines.explain import top_reasons
+        from propensity.pipelines.explain import reason_items
 
-        explanation = self.explain(contact, as_of, states, with_facts=False)
-        row = top_reasons(explanation, n, positive_only=True).iloc[0]
-        out = []
-        for k in range(1, n + 1):
-            text = row.get(f"reason_{k}")
-            if text is None or pd.isna(text):
-                break
-            out.append({"reason": str(text), "points": float(row[f"reason_{k}_points"])})
-        return out
+        return reason_items(self.explain(contact, as_of, states, with_facts=False), n, positive_only=True)
 
     def explain(self, contact: str, as_of: datetime, states: Mapping[str, ContactState] | None = None, *,
                 with_facts: bool = True) -> Any:
