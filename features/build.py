@@ -62,7 +62,9 @@ from propensity.features.attributes import attribute_columns
 from propensity.features.auto import resolve_feature_config
 from propensity.features.config import FeatureConfig
 from propensity.features.history import with_attributes
+from propensity.features.expressions import when as _when
 from propensity.features.purchase_history import with_purchase_history
+from propensity.features.rfm import purchase_aggregates, purchase_features, with_purchase_days
 from propensity.features.spine import TIMESTAMP_US
 from propensity.features.value_stats import with_value_stats
 
@@ -177,10 +179,6 @@ def _count_if(condition: ir.BooleanValue) -> ir.IntegerScalar:
     return ibis.ifelse(condition, ibis.literal(1, "int8"), ibis.null("int8")).count()
 
 
-def _when(condition: ir.BooleanValue, value: ir.Value) -> ir.Value:
-    return ibis.ifelse(condition, value, ibis.null(value.type()))
-
-
 def _one_bit(position: ir.IntegerValue) -> ir.IntegerValue:
     # The shift count as INTEGER: PostgreSQL has ``bigint << integer`` only (no bigint count).
     return ibis.literal(1).cast("int64") << position.cast("int32")
@@ -263,7 +261,7 @@ def _history(rows: ibis.Table, events: ibis.Table, plan: _Plan) -> ibis.Table:
         "_m_account": joined._c_account.coalesce(joined._account),
     }
     if plan.monetary:
-        # Purchase-like events are grouped per UTC day at level 1 (see _purchase_aggregates).
+        # Purchase-like events are grouped per UTC day at level 1 (see features/rfm.py).
         helpers["_pday"] = _when(joined._type.isin(list(plan.monetary)), day)
     weighted = list(plan.config.value_weighted_types)
     for i, half_life in enumerate(plan.config.half_lives_days):
@@ -398,7 +396,7 @@ def _contact_features(agg: ibis.Table, plan: _Plan) -> dict[str, ir.Value]:
             out[f"{name}__active_days_{n}d"] = _active_days(agg, plan, name, k)
         out.update(_lifetime_features(agg, plan, name, out))
         if name in {plan.names[t] for t in plan.monetary}:
-            out.update(_purchase_features(agg, name))
+            out.update(purchase_features(agg, name))
     for n in plan.windows:
         out[f"all__count_{n}d"] = agg[f"_all_n{n}"]
     out["all__days_since_last"] = _days(agg.all__days_since_last)
@@ -448,65 +446,6 @@ def _lifetime_features(
             within > 0, (recent * long).cast("float64") / (within * short).cast("float64")
         )
     return features
-
-
-def _with_purchase_days(by_type: ibis.Table, plan: _Plan) -> ibis.Table:
-    """Level-1 rows plus, on purchase-like rows, their day's total and one flag per day.
-
-    A purchase-like type's level-1 rows are per ``(contact, as_of, type, member account,
-    day)``; a day whose events name two accounts has two rows, so the day's total and one
-    representative row come from a window per day.
-    """
-    if not plan.monetary:
-        return by_type
-    day = ibis.window(group_by=["contact_id", "as_of", "_type", "_pday"])
-    ordered = ibis.window(group_by=["contact_id", "as_of", "_type", "_pday"], order_by=["_m_account"])
-    return by_type.mutate(
-        _pd_first=ibis.row_number().over(ordered) == 0, _pd_v=by_type._pv.sum().over(day)
-    )
-
-
-def _purchase_aggregates(t: ibis.Table, plan: _Plan) -> dict[str, ir.Scalar]:
-    """Level 2, per purchase-like type: day-level totals before ``as_of``, as repeat-purchase
-    models count them (a day with two orders is one repeat): the number of days, the first
-    and last day (offsets before ``as_of``'s date) and the first day's value; NULL without one.
-
-    Exact distinct days without ``COUNT(DISTINCT)`` (see the module docstring) and without
-    day bitmasks (all history): the level-1 rows of these types are per day.
-    """
-    aggs: dict[str, ir.Scalar] = {}
-    one = ibis.literal(1).cast("int64")
-    for event_type in plan.monetary:
-        name = plan.names[event_type]
-        on = (t._type == event_type) & t._pday.notnull()
-        aggs[f"_{name}__p_days"] = _when(on & t._pd_first, one).sum()
-        aggs[f"_{name}__p_first"] = _when(on, t._pday).max()
-        aggs[f"_{name}__p_last"] = _when(on, t._pday).min()
-        aggs[f"_{name}__p_total"] = _when(on, t._pv).sum()
-        aggs[f"_{name}__p_first_v"] = _when(on, t._pd_v).argmax(_when(on, t._pday))
-    return aggs
-
-
-def _purchase_features(agg: ibis.Table, name: str) -> dict[str, ir.Value]:
-    """lifetimes' ``summary_data_from_transaction_data`` (freq ``D``) at each ``as_of``.
-
-    The observation ends at the last instant before ``as_of``: its UTC date is ``as_of``'s,
-    or the day before when ``as_of`` is a midnight. NULL without a purchase (as lifetimes
-    leaves such a customer out), except ``value_total`` (0).
-    """
-    days, first, last = agg[f"_{name}__p_days"], agg[f"_{name}__p_first"], agg[f"_{name}__p_last"]
-    total, first_value = agg[f"_{name}__p_total"], agg[f"_{name}__p_first_v"]
-    midnight = ibis.ifelse(agg.as_of.truncate("D") == agg.as_of, 1, 0)
-    frequency = (days - 1).cast("float64")
-    return {
-        f"{name}__rfm_frequency": frequency,
-        f"{name}__rfm_recency_days": (first - last).cast("float64"),
-        f"{name}__rfm_tenure_days": (first - midnight).cast("float64"),
-        f"{name}__rfm_monetary": _when(
-            days.notnull(), ibis.ifelse(days > 1, (total - first_value) / frequency, 0.0)
-        ),
-        f"{name}__value_total": total.fill_null(0.0),
-    }
 
 
 def build_features(
@@ -583,12 +522,12 @@ def build_features(
     rows = feature_rows(base, events, contacts, accounts=config.account_features)
     history = _history(rows, events, plan)
     by_type = history.group_by(_level1_keys(plan)).aggregate(**_type_aggregates(history, plan))
-    by_type = _with_purchase_days(by_type, plan)
+    by_type = with_purchase_days(by_type, plan.monetary)
     if config.account_features:
         by_type = with_account_windows(by_type, plan.windows)
     # The members that only feed the account windows leave here.
     mine = by_type.filter(by_type._spine)
-    aggregates = {**_contact_aggregates(mine, plan), **_purchase_aggregates(mine, plan)}
+    aggregates = {**_contact_aggregates(mine, plan), **purchase_aggregates(mine, plan.monetary, plan.names)}
     if config.account_features:
         aggregates.update(account_picks(mine, plan.windows))
     raw = mine.group_by(["contact_id", "as_of"]).aggregate(**aggregates)

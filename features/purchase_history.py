@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 import ibis
 import ibis.expr.types as ir
 
+from propensity.features.expressions import when as _when
 from propensity.features.spine import TIMESTAMP_US
 
 __all__ = ["purchase_history_columns", "purchase_history_table", "with_purchase_history"]
@@ -53,10 +54,6 @@ def purchase_history_columns(names: Mapping[str, str], monetary: Sequence[str]) 
                 out += [f"{t}__count_since_last_{p}", f"{t}__rate_since_last_{p}", f"{t}__rate_before_last_{p}",
                         f"{t}__rate_change_since_last_{p}"]
     return out
-
-
-def _when(condition: ir.BooleanValue, value: ir.Value) -> ir.Value:
-    return ibis.ifelse(condition, value, ibis.null(value.type()))
 
 
 def _events(events: ibis.Table) -> ibis.Table:
